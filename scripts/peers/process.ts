@@ -1,0 +1,275 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, Socket } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Prerequisite } from './types.js';
+
+/** A setup problem a newcomer can fix; printed as a message, never as a stack trace. */
+export class PeerSetupError extends Error {
+  override readonly name = 'PeerSetupError';
+}
+
+export function missingPrerequisites(prerequisites: readonly Prerequisite[]): string[] {
+  const missing: string[] = [];
+  for (const p of prerequisites) {
+    const result = spawnSync(p.command, [...p.versionArgs], { stdio: 'ignore', timeout: 30_000 });
+    if (result.error || result.status !== 0) missing.push(`${p.command}: ${p.hint}`);
+  }
+  return missing;
+}
+
+export function assertPrerequisites(peerName: string, prerequisites: readonly Prerequisite[]): void {
+  const missing = missingPrerequisites(prerequisites);
+  if (missing.length > 0) {
+    throw new PeerSetupError(
+      `test peer ${peerName} needs programs that are missing or do not run:\n  - ${missing.join('\n  - ')}`,
+    );
+  }
+}
+
+export interface RunOptions {
+  readonly cwd?: string;
+  readonly env?: NodeJS.ProcessEnv;
+  /** Appends the command's output to this file instead of keeping it in memory. */
+  readonly logFile?: string;
+  readonly timeoutMs?: number;
+}
+
+/** Runs a command to completion; fails with the tail of its output. */
+export async function run(command: string, args: readonly string[], options: RunOptions = {}): Promise<void> {
+  const logFd = options.logFile ? openSync(options.logFile, 'a') : undefined;
+  const chunks: Buffer[] = [];
+  try {
+    const child = spawn(command, [...args], {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+      stdio: ['ignore', logFd ?? 'pipe', logFd ?? 'pipe'],
+    });
+    child.stdout?.on('data', (c: Buffer) => chunks.push(c));
+    child.stderr?.on('data', (c: Buffer) => chunks.push(c));
+    const timer = options.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), options.timeoutMs) : undefined;
+    const code = await new Promise<number | null>((resolveExit, reject) => {
+      child.once('error', reject);
+      child.once('close', (c) => {
+        resolveExit(c);
+      });
+    }).finally(() => {
+      clearTimeout(timer);
+    });
+    if (code !== 0) {
+      const output = options.logFile ? tailFile(options.logFile, 40) : Buffer.concat(chunks).toString('utf8');
+      throw new PeerSetupError(
+        `command failed (exit ${String(code)}): ${command} ${args.join(' ')}\n${lastLines(output, 40)}`,
+      );
+    }
+  } finally {
+    if (logFd !== undefined) closeSync(logFd);
+  }
+}
+
+/** A free TCP port on the loopback interface. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      if (address === null || typeof address === 'string') {
+        reject(new Error('no port assigned'));
+        return;
+      }
+      server.close(() => {
+        resolvePort(address.port);
+      });
+    });
+  });
+}
+
+export async function tcpOpen(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolveOpen) => {
+    const socket = new Socket();
+    const done = (open: boolean) => {
+      socket.destroy();
+      resolveOpen(open);
+    };
+    socket.setTimeout(1_000);
+    socket.once('connect', () => {
+      done(true);
+    });
+    socket.once('timeout', () => {
+      done(false);
+    });
+    socket.once('error', () => {
+      done(false);
+    });
+    socket.connect(port, host);
+  });
+}
+
+export async function httpOk(url: string): Promise<boolean> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+    await response.body?.cancel();
+    return response.ok;
+  } catch {
+    return false;
+  }
+}
+
+export interface SpawnedPeerProcess {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly logFile: string;
+  /** Set once the process has exited (with its code or signal). */
+  exited(): string | undefined;
+}
+
+/**
+ * Starts a long-running peer in its own process group, output to `logFile`, and records its pid under
+ * `<runDir>/pids` so a later run can reap it if this runner was killed with SIGKILL.
+ */
+export function spawnPeerProcess(
+  name: string,
+  command: string,
+  args: readonly string[],
+  options: { readonly runDir: string; readonly env?: NodeJS.ProcessEnv; readonly cwd?: string },
+): SpawnedPeerProcess {
+  const logDir = join(options.runDir, 'logs');
+  const pidDir = join(options.runDir, 'pids');
+  mkdirSync(logDir, { recursive: true });
+  mkdirSync(pidDir, { recursive: true });
+  const logFile = join(logDir, `${name}.log`);
+  const fd = openSync(logFile, 'w');
+  const child = spawn(command, [...args], {
+    cwd: options.cwd,
+    env: options.env ?? process.env,
+    stdio: ['ignore', fd, fd],
+    detached: true,
+  });
+  closeSync(fd);
+  if (child.pid === undefined) throw new PeerSetupError(`could not start ${name}: ${command}`);
+  const pid = child.pid;
+  writeFileSync(join(pidDir, `${name}.pid`), String(pid));
+  let exitStatus: string | undefined;
+  child.once('exit', (code, signal) => {
+    exitStatus = signal ? `signal ${signal}` : `exit code ${String(code)}`;
+  });
+  child.once('error', (error) => {
+    exitStatus = `spawn error: ${error.message}`;
+  });
+  return { child, pid, logFile, exited: () => exitStatus };
+}
+
+/** Polls `ready` until it answers true; fails early if the process died, with its log tail. */
+export async function awaitReady(
+  peer: SpawnedPeerProcess,
+  what: string,
+  ready: () => Promise<boolean>,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const status = peer.exited();
+    if (status !== undefined) {
+      throw new PeerSetupError(`${what} exited during start-up (${status}); log:\n${tailFile(peer.logFile, 40)}`);
+    }
+    if (await ready()) return;
+    if (Date.now() > deadline) {
+      throw new PeerSetupError(`${what} not ready after ${timeoutMs} ms; log:\n${tailFile(peer.logFile, 40)}`);
+    }
+    await sleep(100);
+  }
+}
+
+function groupAlive(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // The group is already gone: nothing left to stop.
+  }
+}
+
+/** SIGTERM to the whole process group, SIGKILL after `graceMs`; resolves once no member is left. */
+export async function stopProcessGroup(pid: number, graceMs = 5_000): Promise<void> {
+  signalGroup(pid, 'SIGTERM');
+  const deadline = Date.now() + graceMs;
+  while (groupAlive(pid) && Date.now() < deadline) await sleep(50);
+  if (groupAlive(pid)) signalGroup(pid, 'SIGKILL');
+  while (groupAlive(pid)) await sleep(20);
+}
+
+/** Synchronous last resort for `process.on('exit')`, where nothing can be awaited. */
+export function killProcessGroupNow(pid: number): void {
+  signalGroup(pid, 'SIGKILL');
+}
+
+export function forgetPid(runDir: string, name: string): void {
+  rmSync(join(runDir, 'pids', `${name}.pid`), { force: true });
+}
+
+/** Kills peers left behind by a runner that could not clean up (for example after `kill -9`). */
+export async function reapStalePeers(runDir: string, log: (m: string) => void): Promise<void> {
+  const pidDir = join(runDir, 'pids');
+  if (!existsSync(pidDir)) return;
+  for (const file of readdirSync(pidDir)) {
+    const pid = Number.parseInt(readFileSync(join(pidDir, file), 'utf8'), 10);
+    if (Number.isSafeInteger(pid) && pid > 1 && groupAlive(pid)) {
+      log(`stopping ${file.replace(/\.pid$/, '')} (pid ${pid}) left over from an earlier run`);
+      await stopProcessGroup(pid, 2_000);
+    }
+    rmSync(join(pidDir, file), { force: true });
+  }
+}
+
+export function tailFile(path: string, lines: number): string {
+  if (!existsSync(path)) return `(no log at ${path})`;
+  return lastLines(readFileSync(path, 'utf8'), lines);
+}
+
+function lastLines(text: string, lines: number): string {
+  return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+/** Resident set size of a process tree in bytes, from /proc (Linux). */
+export function treeRssBytes(rootPid: number): number {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const ppid = Number(fields[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(entry));
+      children.set(ppid, list);
+    } catch {
+      // The process ended while we listed /proc.
+    }
+  }
+  let total = 0;
+  const stack = [rootPid];
+  while (stack.length > 0) {
+    const pid = stack.pop();
+    if (pid === undefined) break;
+    try {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      const match = /VmRSS:\s+(\d+) kB/.exec(status);
+      if (match?.[1]) total += Number(match[1]) * 1024;
+    } catch {
+      // Gone already.
+    }
+    stack.push(...(children.get(pid) ?? []));
+  }
+  return total;
+}
