@@ -1,0 +1,44 @@
+/** Stable error codes; logs, `lastFailure` texts and exit codes are derived from them. */
+export const ERROR_CODES = {
+  config: 'CONFIG_INVALID',
+  settings: 'SETTINGS_INVALID',
+  identifier: 'IDENTIFIER_INVALID',
+} as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES];
+
+/** Base of every error this project raises; foreign errors are wrapped with `cause` at adapter boundaries. */
+export class ArchiverError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A configuration value is missing or wrong: fatal for what it configures, never retried. */
+export class ConfigError extends ArchiverError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(ERROR_CODES.config, message, options);
+  }
+}
+
+/** A settings document (or its column specs) is invalid: that mapping stops, the others go on. */
+export class SettingsError extends ArchiverError {
+  /** Precise problems, each naming the path of the offending entry. */
+  readonly issues: readonly string[];
+
+  constructor(issues: readonly string[], options?: ErrorOptions) {
+    super(ERROR_CODES.settings, issues.join('; '), options);
+    this.issues = issues;
+  }
+}
+
+/** A name that would reach SQL or the BigQuery API is not legal there. */
+export class IdentifierError extends ArchiverError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(ERROR_CODES.identifier, message, options);
+  }
+}

@@ -1,0 +1,46 @@
+import { type ColumnSpec, type TableField } from './types.js';
+
+/** Metadata columns appended to every history table (DESIGN section 4). */
+export const METADATA_FIELDS: readonly TableField[] = Object.freeze([
+  {
+    name: 'time_archived',
+    type: 'TIMESTAMP',
+    mode: 'NULLABLE',
+    description: 'when the archiver wrote the row',
+  },
+  {
+    name: 'operationType',
+    type: 'STRING',
+    mode: 'NULLABLE',
+    description: 'insert, update, replace, delete, drop or backfill',
+  },
+  {
+    name: '_cluster_time',
+    type: 'TIMESTAMP',
+    mode: 'NULLABLE',
+    description: 'MongoDB cluster time of the change (backfill: snapshot start)',
+  },
+  { name: '_seq', type: 'STRING', mode: 'NULLABLE', description: 'sortable total order of changes' },
+  { name: '_doc_id', type: 'STRING', mode: 'NULLABLE', description: 'canonical string of the document _id' },
+  { name: '_event_id', type: 'STRING', mode: 'NULLABLE', description: 'unique id of the change (dedup key)' },
+  {
+    name: '_unmapped',
+    type: 'JSON',
+    mode: 'NULLABLE',
+    description: 'document parts no column holds, as relaxed Extended JSON',
+  },
+]);
+
+export function columnToField(column: ColumnSpec): TableField {
+  return {
+    name: column.name,
+    type: column.type,
+    mode: column.mode ?? 'NULLABLE',
+    ...(column.fields && { fields: column.fields.map(columnToField) }),
+  };
+}
+
+/** The history table's schema: the user columns followed by the metadata columns. */
+export function historyTableSchema(columns: readonly ColumnSpec[]): TableField[] {
+  return [...columns.map(columnToField), ...METADATA_FIELDS];
+}
