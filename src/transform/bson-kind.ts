@@ -2,6 +2,12 @@
  * Classifies decoded BSON values, whether the driver promoted them to JS primitives (`number`, `RegExp`) or
  * kept the bson wrappers (`Int32`, `Double`, `Long`, `BSONRegExp`).
  */
+/**
+ * How the archiver decodes BSON everywhere (change events, backfill, samples). Regexes stay `BSONRegExp`:
+ * bson's native `RegExp` decoding drops MongoDB's `x` option and turns its `s` option into JS `g`.
+ */
+export const BSON_DECODE_OPTIONS = { bsonRegExp: true } as const;
+
 export type BsonKind =
   | 'null'
   | 'string'

@@ -73,7 +73,7 @@ export function toRelaxedEjson(value: unknown): unknown {
     }
     case 'regexp': {
       const re = value as RegExp;
-      return { $regularExpression: { pattern: re.source, options: re.flags.split('').sort().join('') } };
+      return { $regularExpression: { pattern: re.source, options: mongoRegexOptions(re.flags) } };
     }
     case 'Code': {
       const code = value as Code;
@@ -119,6 +119,16 @@ export function defineDataProperty(target: object, key: string, value: unknown):
 function relaxedDouble(n: number): unknown {
   if (Number.isFinite(n)) return Object.is(n, -0) ? { $numberDouble: '-0.0' } : n;
   return { $numberDouble: Number.isNaN(n) ? 'NaN' : n > 0 ? 'Infinity' : '-Infinity' };
+}
+
+/** MongoDB options for a native RegExp that bson decoded (it writes MongoDB's `s` as JS `g`). */
+function mongoRegexOptions(flags: string): string {
+  const options = new Set<string>();
+  for (const flag of flags) {
+    if (flag === 'g' || flag === 's') options.add('s');
+    else if (flag === 'i' || flag === 'm' || flag === 'u') options.add(flag);
+  }
+  return [...options].sort().join('');
 }
 
 /** JSON text of a value in relaxed Extended JSON. */

@@ -197,10 +197,11 @@ function compileField(
   if (column.mode === 'REPEATED') {
     return (source, target, ctx, base) => {
       const value = get(source);
-      if (value === undefined || value === null) {
+      if (value === undefined) {
         record(target, []);
         return;
       }
+      // A BigQuery array cannot be NULL: an explicit null (unlike a missing field) is kept in `_unmapped`.
       if (!Array.isArray(value)) {
         reject(ctx, base, segments, value);
         record(target, []);

@@ -1,6 +1,6 @@
 // Independent oracles for the transform tests: they read rows the way BigQuery would and check them against
 // the original documents, without calling the converters under test.
-import { EJSON, type Binary, type Decimal128, type Long } from 'bson';
+import { Decimal128, EJSON, type Binary, type Long } from 'bson';
 import { parseFieldPath } from '../../src/schema/field-path.js';
 import { type ColumnSpec, type TableField } from '../../src/schema/types.js';
 
@@ -150,13 +150,52 @@ function numericText(v: unknown): string | undefined {
   return undefined;
 }
 
-function canonical(v: unknown): string {
-  return EJSON.stringify(v, { relaxed: false });
+/**
+ * Extended JSON compared by value: every number spelling (`1`, `{"$numberInt":"1"}`, `{"$numberLong":"1"}`)
+ * becomes one token, Decimal128 stays apart from binary floats, and both `$date` spellings become epoch ms.
+ * Works on plain JSON, so no BSON object is rebuilt (bson refuses some legal values, such as a 4-byte
+ * subtype-4 Binary, when it parses Extended JSON).
+ */
+function numberToken(n: number): { $n: string } {
+  if (Number.isSafeInteger(n)) return { $n: String(n) };
+  return { $n: Object.is(n, -0) ? '-0' : String(n) };
 }
 
-function parseExact(text: string): unknown {
-  // relaxed: false keeps every $numberLong exact (relaxed parsing would round big ones to doubles).
-  return EJSON.parse(text, { relaxed: false });
+function normalizeEjson(v: unknown): unknown {
+  if (typeof v === 'number') return numberToken(v);
+  if (Array.isArray(v)) return v.map(normalizeEjson);
+  if (typeof v !== 'object' || v === null) return v;
+  const entries = Object.entries(v as Record<string, unknown>);
+  const [first] = entries;
+  if (entries.length === 1 && first && typeof first[1] === 'string') {
+    const [key, text] = first as [string, string];
+    if (key === '$numberDouble') return numberToken(Number(text));
+    if (key === '$numberInt' || key === '$numberLong') {
+      const big = BigInt(text);
+      return big >= BigInt(Number.MIN_SAFE_INTEGER) && big <= BigInt(Number.MAX_SAFE_INTEGER)
+        ? numberToken(Number(big))
+        : { $n: big.toString() };
+    }
+    if (key === '$numberDecimal') return { $d: numericText(Decimal128.fromString(text)) };
+    if (key === '$date') return { $date: String(Date.parse(text)) };
+  }
+  if (entries.length === 1 && first?.[0] === '$date') {
+    const inner = first[1] as { $numberLong?: string };
+    return { $date: inner.$numberLong };
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of entries) Object.defineProperty(out, k, { value: normalizeEjson(x), enumerable: true });
+  return out;
+}
+
+/** The value of a decoded BSON value, as normalized Extended JSON text. */
+function canonical(v: unknown): string {
+  return JSON.stringify(normalizeEjson(JSON.parse(EJSON.stringify(v, { relaxed: false }))));
+}
+
+/** The value Extended JSON text stands for, normalized the same way. */
+function canonicalText(text: string): string {
+  return JSON.stringify(normalizeEjson(JSON.parse(text)));
 }
 
 /** Does the wire value `stored` in a column of `type` hold `original` without loss? Written independently of src/. */
@@ -177,6 +216,12 @@ export function represents(type: ColumnSpec['type'], stored: unknown, original: 
         const ts = original as { t: number; i: number };
         return String(stored) === ((BigInt(ts.t) << 32n) + BigInt(ts.i)).toString();
       }
+      if (typeof original === 'number' || tag === 'Double') {
+        // A double is held when the stored text reads back as that same double.
+        const x = typeof original === 'number' ? original : (original as { value: number }).value;
+        const back = typeof stored === 'number' ? stored : Number(stored);
+        return back === x || (Number.isNaN(back) && Number.isNaN(x));
+      }
       return numericText(original) === storedText;
     }
     case 'BOOLEAN':
@@ -195,7 +240,7 @@ export function represents(type: ColumnSpec['type'], stored: unknown, original: 
       if (tag === 'Code' && !(original as { scope?: unknown }).scope) {
         return stored === (original as { code: string }).code;
       }
-      return canonical(parseExact(String(stored))) === canonical(original);
+      return canonicalText(String(stored)) === canonical(original);
     }
     case 'BYTES': {
       const bytes = Buffer.from(String(stored), 'base64');
@@ -215,7 +260,7 @@ export function represents(type: ColumnSpec['type'], stored: unknown, original: 
     case 'TIME':
       return stored === original;
     case 'JSON':
-      return canonical(parseExact(String(stored))) === canonical(original);
+      return canonicalText(String(stored)) === canonical(original);
     case 'RECORD':
       return false;
   }
@@ -250,7 +295,7 @@ export function lostLeaves(
   row: Readonly<Record<string, unknown>>,
   document: Readonly<Record<string, unknown>>,
 ): string[] {
-  const unmapped = typeof row._unmapped === 'string' ? parseExact(row._unmapped) : undefined;
+  const unmapped: unknown = typeof row._unmapped === 'string' ? JSON.parse(row._unmapped) : undefined;
   const lost: string[] = [];
   walk(document, [], columns, row, unmapped, lost, true);
   return lost;
@@ -283,7 +328,9 @@ function walk(
     if (topLevel && key === '_id') continue; // the pipeline keeps it in _doc_id
     const inUnmapped = own(unmappedLevel, key);
     if (inUnmapped !== undefined && !isPlainDocument(value)) {
-      if (canonical(inUnmapped) !== canonical(value)) lost.push(`${where}: _unmapped holds something else`);
+      if (canonicalText(JSON.stringify(inUnmapped)) !== canonical(value)) {
+        lost.push(`${where}: _unmapped holds something else`);
+      }
       continue;
     }
     const column = byKey.get(key);

@@ -108,6 +108,11 @@ describe('document to row', () => {
     });
     expect(lostLeaves(m.columns, row, doc)).toEqual([]);
     expect(m.map(wire({ _id: 2 })).row).toEqual({ tags: [], items: [], _unmapped: null });
+    expect(m.map(wire({ _id: 3, tags: null })).row).toEqual({
+      tags: [],
+      items: [],
+      _unmapped: '{"tags":null}',
+    });
   });
 
   it('reads dotted and escaped paths, and keeps unread siblings', () => {

@@ -140,6 +140,8 @@ const cases: Record<Exclude<ColumnType, 'RECORD'>, readonly Case[]> = {
     ['out-of-range date', yearDate(10_000), '{"$date":{"$numberLong":"253402300800000"}}'],
     ['-0 keeps its sign', -0, '{"$numberDouble":"-0.0"}'],
     ['array of arrays', [[1], ['a']], '[[1],["a"]]'],
+    // bson decodes MongoDB's `s` option into a native RegExp as `g`; BSON_DECODE_OPTIONS avoids that path.
+    ['native RegExp from default decoding', /a/gi, '{"$regularExpression":{"pattern":"a","options":"is"}}'],
   ],
 };
 
