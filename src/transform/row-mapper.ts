@@ -2,7 +2,7 @@ import { parseFieldPath } from '../schema/field-path.js';
 import { type ColumnSpec } from '../schema/types.js';
 import { isDocument } from './bson-kind.js';
 import { defineDataProperty, relaxedEjsonText } from './ejson.js';
-import { docIdString, NO_FIT, scalarConverter, type ScalarConverter } from './values.js';
+import { docIdString, NO_FIT, scalarConverter } from './values.js';
 
 /** A history-table row before the metadata columns are added: user columns plus `_unmapped`. */
 export type Row = Record<string, unknown>;
@@ -40,15 +40,22 @@ interface Coverage {
   readonly children: Map<string, Coverage>;
 }
 
-type FieldWriter = (source: Readonly<Record<string, unknown>>, target: Row, ctx: Context, base: Path) => void;
-/** The static document path of the container being read, or null inside arrays (positions are not static). */
-type Path = readonly string[] | null;
+/**
+ * The document path of a value, known when the mapper is compiled; null inside arrays, where positions are
+ * not static (a misfit there sends the whole array to `_unmapped`).
+ */
+type StaticPath = readonly string[] | null;
+
+type Source = Readonly<Record<string, unknown>>;
+type FieldWriter = (source: Source, target: Row, ctx: Context) => void;
+type Setter = (target: Row, value: unknown) => void;
 
 const PROTOTYPE_KEYS = new Set(Object.getOwnPropertyNames(Object.prototype));
 
-function compileGetter(segments: readonly string[]): (source: Readonly<Record<string, unknown>>) => unknown {
+function compileGetter(segments: readonly string[]): (source: Source) => unknown {
   const safe = (key: string) => !PROTOTYPE_KEYS.has(key);
-  const read = (obj: Readonly<Record<string, unknown>>, key: string): unknown =>
+  // Keys like `constructor` would otherwise be read from Object.prototype when the document lacks them.
+  const read = (obj: Source, key: string): unknown =>
     safe(key) || Object.hasOwn(obj, key) ? obj[key] : undefined;
   if (segments.length === 1) {
     const [key = ''] = segments;
@@ -62,6 +69,19 @@ function compileGetter(segments: readonly string[]): (source: Readonly<Record<st
     }
     return current;
   };
+}
+
+function compileSetter(name: string): Setter {
+  // `__proto__` as a column or key name must stay data, never become the prototype.
+  if (name === '__proto__') return (target, value) => { defineDataProperty(target, name, value); };
+  return (target, value) => {
+    target[name] = value;
+  };
+}
+
+function setData(target: Record<string, unknown>, key: string, value: unknown): void {
+  if (key === '__proto__') defineDataProperty(target, key, value);
+  else target[key] = value;
 }
 
 function setUnmapped(ctx: Context, path: readonly string[], value: unknown): void {
@@ -79,15 +99,10 @@ function setUnmapped(ctx: Context, path: readonly string[], value: unknown): voi
   setData(node, path[path.length - 1] ?? '', value);
 }
 
-function setData(target: Record<string, unknown>, key: string, value: unknown): void {
-  if (key === '__proto__') defineDataProperty(target, key, value);
-  else target[key] = value;
-}
-
 /** Records a value that did not fit: at its path when the path is static, else marks the enclosing array. */
-function reject(ctx: Context, base: Path, segments: readonly string[], value: unknown): void {
-  if (base === null) ctx.dirty = true;
-  else setUnmapped(ctx, [...base, ...segments], value);
+function reject(ctx: Context, path: StaticPath, value: unknown): void {
+  if (path === null) ctx.dirty = true;
+  else setUnmapped(ctx, path, value);
 }
 
 function addCoverage(root: Coverage, segments: readonly string[]): void {
@@ -106,21 +121,14 @@ function addCoverage(root: Coverage, segments: readonly string[]): void {
 }
 
 /** Puts every part of `source` that `coverage` does not read into `_unmapped` (or marks the array dirty). */
-function collectUncovered(
-  source: Readonly<Record<string, unknown>>,
-  coverage: Coverage,
-  ctx: Context,
-  base: Path,
-): void {
+function collectUncovered(source: Source, coverage: Coverage, ctx: Context, base: StaticPath): void {
   for (const key of Object.keys(source)) {
     const child = coverage.children.get(key);
     if (child?.whole) continue;
     const value = source[key];
-    if (child && isDocument(value)) {
-      collectUncovered(value, child, ctx, base === null ? null : [...base, key]);
-    } else {
-      reject(ctx, base, [key], value);
-    }
+    const path = base === null ? null : [...base, key];
+    if (child && isDocument(value)) collectUncovered(value, child, ctx, path);
+    else reject(ctx, path, value);
   }
 }
 
@@ -128,56 +136,53 @@ interface RecordPlan {
   readonly writers: readonly FieldWriter[];
   readonly coverage: Coverage;
   readonly capture: boolean;
+  readonly base: StaticPath;
 }
 
-function compileRecord(fields: readonly ColumnSpec[], capture: boolean, topLevel: boolean): RecordPlan {
+function compileRecord(
+  fields: readonly ColumnSpec[],
+  capture: boolean,
+  base: StaticPath,
+  topLevel: boolean,
+): RecordPlan {
   const coverage: Coverage = { whole: false, children: new Map() };
   // The document id always has a home: the `_doc_id` metadata column.
   if (topLevel) addCoverage(coverage, ['_id']);
   const writers = fields.map((column) => {
     const segments = parseFieldPath(column.mongo_field ?? column.name);
     addCoverage(coverage, segments);
-    return compileField(column, segments, capture, topLevel);
+    return compileField(column, segments, capture, base === null ? null : [...base, ...segments], topLevel);
   });
-  return { writers, coverage, capture };
+  return { writers, coverage, capture, base };
 }
 
-function convertRecord(
-  plan: RecordPlan,
-  source: Readonly<Record<string, unknown>>,
-  ctx: Context,
-  base: Path,
-): Row {
+function convertRecord(plan: RecordPlan, source: Source, ctx: Context): Row {
   const out: Row = {};
-  for (const write of plan.writers) write(source, out, ctx, base);
-  if (plan.capture) collectUncovered(source, plan.coverage, ctx, base);
+  for (const write of plan.writers) write(source, out, ctx);
+  if (plan.capture) collectUncovered(source, plan.coverage, ctx, plan.base);
   return out;
 }
 
-/** Converts one value of the column's element type; NO_FIT when it does not fit. */
-type ElementConverter = (value: unknown, ctx: Context, base: Path) => unknown;
+/** Converts one non-null value of the column's (element) type; NO_FIT when it does not fit. */
+type ElementConverter = (value: unknown, ctx: Context) => unknown;
 
-function compileElement(column: ColumnSpec, capture: boolean): ElementConverter {
+function compileElement(column: ColumnSpec, capture: boolean, path: StaticPath): ElementConverter {
   if (column.type === 'RECORD') {
-    const plan = compileRecord(column.fields ?? [], capture, false);
-    return (value, ctx, base) => (isDocument(value) ? convertRecord(plan, value, ctx, base) : NO_FIT);
+    const plan = compileRecord(column.fields ?? [], capture, path, false);
+    return (value, ctx) => (isDocument(value) ? convertRecord(plan, value, ctx) : NO_FIT);
   }
-  const convert: ScalarConverter = scalarConverter(column.type);
-  return (value) => convert(value);
+  return scalarConverter(column.type);
 }
 
 function compileField(
   column: ColumnSpec,
-  segments: string[],
+  segments: readonly string[],
   capture: boolean,
+  path: StaticPath,
   topLevel: boolean,
 ): FieldWriter {
-  const name = column.name;
   const get = compileGetter(segments);
-  const required = column.mode === 'REQUIRED';
-  const record = (target: Row, value: unknown) => {
-    setData(target, name, value);
-  };
+  const set = compileSetter(column.name);
 
   if (
     topLevel &&
@@ -188,23 +193,22 @@ function compileField(
   ) {
     return (source, target) => {
       const id = source._id;
-      record(target, id === undefined || id === null ? null : docIdString(id));
+      set(target, id === undefined || id === null ? null : docIdString(id));
     };
   }
 
-  const element = compileElement(column, capture);
-
   if (column.mode === 'REPEATED') {
-    return (source, target, ctx, base) => {
+    const element = compileElement(column, capture, null);
+    return (source, target, ctx) => {
       const value = get(source);
       if (value === undefined) {
-        record(target, []);
+        set(target, []);
         return;
       }
       // A BigQuery array cannot be NULL: an explicit null (unlike a missing field) is kept in `_unmapped`.
       if (!Array.isArray(value)) {
-        reject(ctx, base, segments, value);
-        record(target, []);
+        reject(ctx, path, value);
+        set(target, []);
         return;
       }
       const outer = ctx.dirty;
@@ -212,34 +216,53 @@ function compileField(
       const out: unknown[] = [];
       for (const item of value as unknown[]) {
         // BigQuery arrays cannot hold NULL: such an element is kept through `_unmapped` like any misfit.
-        const converted = item === null || item === undefined ? NO_FIT : element(item, ctx, null);
+        const converted = item === null || item === undefined ? NO_FIT : element(item, ctx);
         if (converted === NO_FIT) ctx.dirty = true;
         else out.push(converted);
       }
-      if (ctx.dirty) {
-        ctx.dirty = outer;
-        reject(ctx, base, segments, value);
-      } else {
-        ctx.dirty = outer;
-      }
-      record(target, out);
+      const dirty = ctx.dirty;
+      ctx.dirty = outer;
+      if (dirty) reject(ctx, path, value);
+      set(target, out);
     };
   }
 
-  return (source, target, ctx, base) => {
+  const element = compileElement(column, capture, path);
+  const required = column.mode === 'REQUIRED';
+  const where = path === null ? column.name : path.join('.');
+  const [key = ''] = segments;
+  const name = column.name;
+  if (segments.length === 1 && !PROTOTYPE_KEYS.has(key) && !PROTOTYPE_KEYS.has(name)) {
+    // The common case, inlined: a plain key read into a plain column.
+    return (source, target, ctx) => {
+      const value = source[key];
+      if (value === undefined || value === null) {
+        if (required) (ctx.missingRequired ??= []).push(where);
+        target[name] = null;
+        return;
+      }
+      const converted = element(value, ctx);
+      if (converted === NO_FIT) {
+        reject(ctx, path, value);
+        target[name] = null;
+      } else {
+        target[name] = converted;
+      }
+    };
+  }
+  return (source, target, ctx) => {
     const value = get(source);
     if (value === undefined || value === null) {
-      if (required)
-        (ctx.missingRequired ??= []).push(base === null ? name : [...base, ...segments].join('.'));
-      record(target, null);
+      if (required) (ctx.missingRequired ??= []).push(where);
+      set(target, null);
       return;
     }
-    const converted = element(value, ctx, base === null ? null : [...base, ...segments]);
+    const converted = element(value, ctx);
     if (converted === NO_FIT) {
-      reject(ctx, base, segments, value);
-      record(target, null);
+      reject(ctx, path, value);
+      set(target, null);
     } else {
-      record(target, converted);
+      set(target, converted);
     }
   };
 }
@@ -247,17 +270,16 @@ function compileField(
 /**
  * Compiles column specs once into a mapper from documents to rows. Nothing is dropped: a field no column
  * reads, or a value that does not fit its column without loss, is kept in `_unmapped` as relaxed Extended
- * JSON (unless `captureUnmapped` is false); the column then holds NULL (REPEATED: an empty array).
+ * JSON (fields no column reads only while `captureUnmapped` is on); the column then holds NULL (REPEATED:
+ * an empty array).
  */
 export function compileRowMapper(columns: readonly ColumnSpec[], options: RowMapperOptions = {}): RowMapper {
-  const capture = options.captureUnmapped ?? true;
-  const plan = compileRecord(columns, capture, true);
-  const root: readonly string[] = [];
+  const plan = compileRecord(columns, options.captureUnmapped ?? true, [], true);
   return {
     columns,
     map(document) {
       const ctx: Context = { unmapped: undefined, dirty: false, missingRequired: undefined };
-      const row = convertRecord(plan, document, ctx, root);
+      const row = convertRecord(plan, document, ctx);
       row._unmapped = ctx.unmapped === undefined ? null : relaxedEjsonText(ctx.unmapped);
       return { row, missingRequired: ctx.missingRequired };
     },

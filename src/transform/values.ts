@@ -134,8 +134,18 @@ function decimalOf(value: unknown): DecimalParts | undefined {
   }
 }
 
+const PLAIN_DECIMAL = /^-?(\d+)(?:\.(\d+))?$/;
+
 function toDecimal(limits: typeof NUMERIC_LIMITS | typeof BIGNUMERIC_LIMITS): ScalarConverter {
   return (value) => {
+    if (bsonKind(value) === 'Decimal128') {
+      // Fast path: Decimal128 usually prints in plain notation that already fits.
+      const text = String(value);
+      const m = PLAIN_DECIMAL.exec(text);
+      if (m && (m[1] ?? '').length <= limits.integerDigits && (m[2] ?? '').length <= limits.fractionDigits) {
+        return text;
+      }
+    }
     const d = decimalOf(value);
     return d !== undefined && fitsDecimal(d, limits) ? formatDecimal(d) : NO_FIT;
   };

@@ -79,7 +79,9 @@ const cases: Record<Exclude<ColumnType, 'RECORD'>, readonly Case[]> = {
     ['Decimal128 NaN', Decimal128.fromString('NaN'), 'NaN'],
   ],
   NUMERIC: [
-    ['Decimal128 trimmed', Decimal128.fromString('12.3400'), '12.34'],
+    ['Decimal128 in plain notation passes as is', Decimal128.fromString('12.3400'), '12.3400'],
+    ['Decimal128 in exponent notation is written out', Decimal128.fromString('1.2E+3'), '1200'],
+    ['trailing zeros past the scale are trimmed', Decimal128.fromString('0.100000000000'), '0.1'],
     ['double in positional notation', 1e-7, '0.0000001'],
     ['scale 10 does not fit', Decimal128.fromString('0.0000000001'), NO_FIT],
     ['30 integer digits do not fit', Decimal128.fromString('1E+29'), NO_FIT],
