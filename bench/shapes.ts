@@ -74,7 +74,7 @@ function wide(r: () => number): Record<string, unknown> {
 }
 
 /** `count` distinct documents of a shape, as BSON bytes (what the driver receives). */
-export function shapeDocuments(shape: ShapeName, count: number): Buffer[] {
+export function shapeDocuments(shape: ShapeName, count: number): Uint8Array[] {
   const r = rng(42);
   const make =
     shape === 'flat-200B' ? flat : shape === 'nested-1KB' ? nested : (rr: () => number) => wide(rr);
