@@ -4,7 +4,7 @@ import prettier from 'eslint-config-prettier';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'coverage/', '.peers/'] },
+  { ignores: ['dist/', 'node_modules/', 'coverage/', '.peers/', '.scratch/'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   ...tseslint.configs.stylisticTypeChecked,
@@ -39,10 +39,8 @@ export default tseslint.config(
     files: ['src/cli/**', 'scripts/**', 'bench/**'],
     rules: { 'no-console': 'off' },
   },
-  {
-    files: ['eslint.config.js'],
-    ...tseslint.configs.disableTypeChecked,
-    rules: { 'no-restricted-syntax': 'off' },
-  },
+  { files: ['eslint.config.js'], ...tseslint.configs.disableTypeChecked },
+  // Tool configuration files must export a default.
+  { files: ['eslint.config.js', 'vitest.config.ts'], rules: { 'no-restricted-syntax': 'off' } },
   prettier,
 );

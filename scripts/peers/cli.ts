@@ -27,7 +27,10 @@ program
     const running = await startPeers(selectedPeers(), peerContext());
     for (const [key, value] of Object.entries(running.env)) console.log(`export ${key}='${value}'`);
     await new Promise<void>((resolveStop) => {
-      for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, () => resolveStop());
+      for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
+        process.once(signal, () => {
+          resolveStop();
+        });
     });
     await running.stop();
   });
@@ -36,7 +39,9 @@ program
   .command('stop')
   .description('stop peers left running by an earlier run that was killed')
   .action(async () => {
-    await reapStalePeers(peerContext().runDir, (m) => console.error(`[peers] ${m}`));
+    await reapStalePeers(peerContext().runDir, (m) => {
+      console.error(`[peers] ${m}`);
+    });
   });
 
 program
@@ -59,7 +64,11 @@ async function runWithPeers(command: string[]): Promise<number> {
   const running = await startPeers(selectedPeers(), ctx);
   try {
     if (interrupted) return 130;
-    const child = spawn(file, args, { stdio: 'inherit', env: { ...process.env, ...running.env }, shell: false });
+    const child = spawn(file, args, {
+      stdio: 'inherit',
+      env: { ...process.env, ...running.env },
+      shell: false,
+    });
     // A terminal's Ctrl-C reaches the child directly (same process group); a SIGTERM sent to us alone is passed on.
     const forward = (signal: NodeJS.Signals) => {
       if (signal !== 'SIGINT') child.kill(signal);

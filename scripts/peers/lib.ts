@@ -3,7 +3,9 @@ import { peersCacheRoot, peersRunRoot } from './paths.js';
 import { assertPrerequisites, killProcessGroupNow, reapStalePeers, tailFile } from './process.js';
 import { type PeerContext, type PeerDefinition, type StartedPeer } from './types.js';
 
-export function peerContext(log: (message: string) => void = (m) => process.stderr.write(`[peers] ${m}\n`)): PeerContext {
+export function peerContext(
+  log: (message: string) => void = (m) => process.stderr.write(`[peers] ${m}\n`),
+): PeerContext {
   const cacheDir = peersCacheRoot();
   const runDir = peersRunRoot();
   mkdirSync(cacheDir, { recursive: true });
@@ -54,7 +56,9 @@ export async function startPeers(peers: readonly PeerDefinition[], ctx: PeerCont
         const s = await peer.start(ctx);
         started.push(s);
         live.add(s);
-        ctx.log(`${peer.name} ${peer.version} ready in ${Math.round(performance.now() - t0)} ms (pid ${s.pid})`);
+        ctx.log(
+          `${peer.name} ${peer.version} ready in ${Math.round(performance.now() - t0)} ms (pid ${s.pid})`,
+        );
       }),
     );
   } catch (error) {
@@ -65,7 +69,9 @@ export async function startPeers(peers: readonly PeerDefinition[], ctx: PeerCont
     env: Object.assign({}, ...started.map((s) => s.env)) as Record<string, string>,
     peers: started,
     logTails: (lines = 60) =>
-      started.map((s) => `----- ${s.logFile} (last ${lines} lines) -----\n${tailFile(s.logFile, lines)}`).join('\n'),
+      started
+        .map((s) => `----- ${s.logFile} (last ${lines} lines) -----\n${tailFile(s.logFile, lines)}`)
+        .join('\n'),
     stop,
   };
 }

@@ -20,9 +20,21 @@ export const mongoJavaServer: PeerDefinition = {
   kind: 'mongodb',
   version: VERSION,
   prerequisites: [
-    { command: 'java', versionArgs: ['-version'], hint: 'Java 17 or newer (Debian: apt-get install openjdk-17-jdk-headless)' },
-    { command: 'javac', versionArgs: ['-version'], hint: 'a JDK, not only a JRE (Debian: apt-get install openjdk-17-jdk-headless)' },
-    { command: 'mvn', versionArgs: ['-v'], hint: 'Apache Maven 3.8 or newer (Debian: apt-get install maven)' },
+    {
+      command: 'java',
+      versionArgs: ['-version'],
+      hint: 'Java 17 or newer (Debian: apt-get install openjdk-17-jdk-headless)',
+    },
+    {
+      command: 'javac',
+      versionArgs: ['-version'],
+      hint: 'a JDK, not only a JRE (Debian: apt-get install openjdk-17-jdk-headless)',
+    },
+    {
+      command: 'mvn',
+      versionArgs: ['-v'],
+      hint: 'Apache Maven 3.8 or newer (Debian: apt-get install maven)',
+    },
   ],
 
   async install(ctx) {

@@ -12,7 +12,11 @@ export function peersCacheRoot(): string {
   return join(xdg ? resolve(xdg) : join(homedir(), '.cache'), 'mongo-bigquery-archiver', 'peers');
 }
 
-/** Logs, pid files and data of running peers (git-ignored). */
+/**
+ * Logs, pid files and data of running peers (git-ignored). `MBA_PEERS_RUN_DIR` overrides it so that two
+ * runners in one checkout do not reap each other's peers as left-overs.
+ */
 export function peersRunRoot(): string {
-  return join(REPO_ROOT, '.peers');
+  const override = process.env.MBA_PEERS_RUN_DIR;
+  return override ? resolve(override) : join(REPO_ROOT, '.peers');
 }

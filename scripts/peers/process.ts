@@ -1,5 +1,14 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, Socket } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -34,19 +43,29 @@ export interface RunOptions {
   /** Appends the command's output to this file instead of keeping it in memory. */
   readonly logFile?: string;
   readonly timeoutMs?: number;
+  /** Keeps standard output apart (returned by `run`) even when a log file takes the rest. */
+  readonly captureStdout?: boolean;
 }
 
-/** Runs a command to completion; fails with the tail of its output. */
-export async function run(command: string, args: readonly string[], options: RunOptions = {}): Promise<void> {
+/**
+ * Runs a command to completion; fails with the tail of its output. Resolves to its standard output when
+ * `captureStdout` is set, otherwise to an empty string.
+ */
+export async function run(
+  command: string,
+  args: readonly string[],
+  options: RunOptions = {},
+): Promise<string> {
   const logFd = options.logFile ? openSync(options.logFile, 'a') : undefined;
   const chunks: Buffer[] = [];
+  const stdoutChunks: Buffer[] = [];
   try {
     const child = spawn(command, [...args], {
       cwd: options.cwd,
       env: options.env ?? process.env,
-      stdio: ['ignore', logFd ?? 'pipe', logFd ?? 'pipe'],
+      stdio: ['ignore', options.captureStdout ? 'pipe' : (logFd ?? 'pipe'), logFd ?? 'pipe'],
     });
-    child.stdout?.on('data', (c: Buffer) => chunks.push(c));
+    child.stdout?.on('data', (c: Buffer) => (options.captureStdout ? stdoutChunks : chunks).push(c));
     child.stderr?.on('data', (c: Buffer) => chunks.push(c));
     const timer = options.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), options.timeoutMs) : undefined;
     const code = await new Promise<number | null>((resolveExit, reject) => {
@@ -63,6 +82,7 @@ export async function run(command: string, args: readonly string[], options: Run
         `command failed (exit ${String(code)}): ${command} ${args.join(' ')}\n${lastLines(output, 40)}`,
       );
     }
+    return Buffer.concat(stdoutChunks).toString('utf8');
   } finally {
     if (logFd !== undefined) closeSync(logFd);
   }
@@ -151,7 +171,7 @@ export function spawnPeerProcess(
   closeSync(fd);
   if (child.pid === undefined) throw new PeerSetupError(`could not start ${name}: ${command}`);
   const pid = child.pid;
-  writeFileSync(join(pidDir, `${name}.pid`), String(pid));
+  writeFileSync(pidFile(options.runDir, name), String(pid));
   let exitStatus: string | undefined;
   child.once('exit', (code, signal) => {
     exitStatus = signal ? `signal ${signal}` : `exit code ${String(code)}`;
@@ -173,11 +193,15 @@ export async function awaitReady(
   for (;;) {
     const status = peer.exited();
     if (status !== undefined) {
-      throw new PeerSetupError(`${what} exited during start-up (${status}); log:\n${tailFile(peer.logFile, 40)}`);
+      throw new PeerSetupError(
+        `${what} exited during start-up (${status}); log:\n${tailFile(peer.logFile, 40)}`,
+      );
     }
     if (await ready()) return;
     if (Date.now() > deadline) {
-      throw new PeerSetupError(`${what} not ready after ${timeoutMs} ms; log:\n${tailFile(peer.logFile, 40)}`);
+      throw new PeerSetupError(
+        `${what} not ready after ${timeoutMs} ms; log:\n${tailFile(peer.logFile, 40)}`,
+      );
     }
     await sleep(100);
   }
@@ -215,7 +239,7 @@ export function killProcessGroupNow(pid: number): void {
 }
 
 export function forgetPid(runDir: string, name: string): void {
-  rmSync(join(runDir, 'pids', `${name}.pid`), { force: true });
+  rmSync(pidFile(runDir, name), { force: true });
 }
 
 /** Kills peers left behind by a runner that could not clean up (for example after `kill -9`). */
@@ -223,12 +247,30 @@ export async function reapStalePeers(runDir: string, log: (m: string) => void): 
   const pidDir = join(runDir, 'pids');
   if (!existsSync(pidDir)) return;
   for (const file of readdirSync(pidDir)) {
+    const match = /^(.+)\.runner-(\d+)\.pid$/.exec(file);
+    const runner = Number(match?.[2]);
+    // A peer whose runner still lives belongs to a concurrent run in this checkout: leave it alone.
+    if (match && runner !== process.pid && processAlive(runner)) continue;
     const pid = Number.parseInt(readFileSync(join(pidDir, file), 'utf8'), 10);
     if (Number.isSafeInteger(pid) && pid > 1 && groupAlive(pid)) {
-      log(`stopping ${file.replace(/\.pid$/, '')} (pid ${pid}) left over from an earlier run`);
+      log(`stopping ${match?.[1] ?? file} (pid ${pid}) left over from an earlier run`);
       await stopProcessGroup(pid, 2_000);
     }
     rmSync(join(pidDir, file), { force: true });
+  }
+}
+
+/** The pid file of a peer, named after the runner that started it. */
+function pidFile(runDir: string, name: string): string {
+  return join(runDir, 'pids', `${name}.runner-${process.pid}.pid`);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
   }
 }
 

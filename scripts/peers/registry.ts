@@ -1,13 +1,16 @@
+import { bqemulator } from './bqemulator.js';
+import { goccyBigQueryEmulator } from './goccy-bigquery-emulator.js';
 import { mongoJavaServer } from './mongo-java-server.js';
+import { poppyDb } from './poppydb.js';
 import { PeerSetupError } from './process.js';
 import { type PeerDefinition, type PeerKind } from './types.js';
 
-export const PEERS: readonly PeerDefinition[] = [mongoJavaServer];
+export const PEERS: readonly PeerDefinition[] = [mongoJavaServer, poppyDb, goccyBigQueryEmulator, bqemulator];
 
 /** The defaults, chosen on the evidence in docs/testing.md. */
 export const DEFAULT_PEERS: Readonly<Record<PeerKind, string>> = {
   mongodb: 'mongo-java-server',
-  bigquery: 'goccy-bigquery-emulator',
+  bigquery: 'bqemulator',
 };
 
 const SELECTION_ENV: Readonly<Record<PeerKind, string>> = {

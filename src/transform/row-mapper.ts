@@ -73,7 +73,10 @@ function compileGetter(segments: readonly string[]): (source: Source) => unknown
 
 function compileSetter(name: string): Setter {
   // `__proto__` as a column or key name must stay data, never become the prototype.
-  if (name === '__proto__') return (target, value) => { defineDataProperty(target, name, value); };
+  if (name === '__proto__')
+    return (target, value) => {
+      defineDataProperty(target, name, value);
+    };
   return (target, value) => {
     target[name] = value;
   };

@@ -1,0 +1,133 @@
+import { spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { bigQueryTestEnv, BIGQUERY_TEST_PROJECT } from './bigquery-env.js';
+import { buildOnce, contentKey } from './cache.js';
+import { REPO_ROOT } from './paths.js';
+import {
+  awaitReady,
+  forgetPid,
+  freePort,
+  httpOk,
+  PeerSetupError,
+  run,
+  spawnPeerProcess,
+  stopProcessGroup,
+  tcpOpen,
+} from './process.js';
+import { type PeerDefinition } from './types.js';
+
+const NAME = 'bqemulator';
+const VERSION = '1.4.0';
+const SOURCE_DIR = join(REPO_ROOT, 'scripts', 'peers', 'bqemulator');
+/** Exact versions of every package in the venv (bqemulator is young; a floating dependency could break it). */
+const CONSTRAINTS = join(SOURCE_DIR, 'constraints.txt');
+const INSTALL_SPATIAL = join(SOURCE_DIR, 'install_spatial.py');
+/** Top-level packages; their versions, and those of everything they pull in, come from CONSTRAINTS. */
+const PACKAGES = ['bqemulator', 'duckdb', 'duckdb-extension-spatial', 'numpy'] as const;
+const PYTHON = 'python3';
+const INSTALL_TIMEOUT_MS = 15 * 60_000;
+const START_TIMEOUT_MS = 60_000;
+
+/** Version and prefix of the Python a venv would be made from: a venv breaks when its base Python changes. */
+function pythonIdentity(): string {
+  const result = spawnSync(PYTHON, ['-c', 'import sys; print(sys.version, sys.base_prefix)'], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  if (result.status !== 0) throw new PeerSetupError(`${PYTHON} does not run: ${result.stderr}`);
+  return result.stdout.trim();
+}
+
+function installDir(cacheDir: string): string {
+  const key = contentKey([VERSION, pythonIdentity()], [CONSTRAINTS, INSTALL_SPATIAL]);
+  return join(cacheDir, `${NAME}-${VERSION}-${key}`);
+}
+
+/** HOME of the emulator: DuckDB keeps its extensions under `$HOME/.duckdb`, so it must be ours, not the user's. */
+function duckdbHome(dir: string): string {
+  return join(dir, 'home');
+}
+
+export const bqemulator: PeerDefinition = {
+  name: NAME,
+  kind: 'bigquery',
+  version: VERSION,
+  prerequisites: [
+    {
+      command: PYTHON,
+      // Checks the version and that venv and ensurepip exist (Debian ships them apart, in python3-venv).
+      versionArgs: ['-c', 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11), sys.version'],
+      hint: 'Python 3.11 or newer with venv (Debian: apt-get install python3 python3-venv)',
+    },
+  ],
+
+  async install(ctx) {
+    const built = await buildOnce(installDir(ctx.cacheDir), async (target) => {
+      ctx.log(`installing ${NAME} ${VERSION} into a venv (pip, pinned versions)`);
+      const logFile = join(target, 'install.log');
+      const venv = join(target, 'venv');
+      await run(PYTHON, ['-m', 'venv', venv], { logFile });
+      await run(
+        join(venv, 'bin', 'python'),
+        ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '-c', CONSTRAINTS, ...PACKAGES],
+        { logFile, timeoutMs: INSTALL_TIMEOUT_MS },
+      );
+      mkdirSync(duckdbHome(target), { recursive: true });
+      await run(join(venv, 'bin', 'python'), [INSTALL_SPATIAL], {
+        logFile,
+        env: { ...process.env, HOME: duckdbHome(target) },
+      });
+    });
+    if (!built) ctx.log(`${NAME} ${VERSION} already installed`);
+  },
+
+  async start(ctx) {
+    const dir = installDir(ctx.cacheDir);
+    const [restPort, grpcPort] = [await freePort(), await freePort()];
+    const peer = spawnPeerProcess(
+      NAME,
+      join(dir, 'venv', 'bin', 'bqemulator'),
+      [
+        'start',
+        '--ephemeral',
+        '--project',
+        BIGQUERY_TEST_PROJECT,
+        '--rest-host',
+        '127.0.0.1',
+        '--rest-port',
+        String(restPort),
+        '--grpc-host',
+        '127.0.0.1',
+        '--grpc-port',
+        String(grpcPort),
+        '--log-level',
+        'info',
+      ],
+      {
+        runDir: ctx.runDir,
+        env: {
+          ...process.env,
+          HOME: duckdbHome(dir),
+          // The Avro/ORC extensions would be downloaded at start; the tests do not load such files.
+          BQEMU_ENABLE_FORMAT_EXTENSIONS: 'false',
+        },
+      },
+    );
+    await awaitReady(
+      peer,
+      NAME,
+      async () => (await httpOk(`http://127.0.0.1:${restPort}/readyz`)) && (await tcpOpen(grpcPort)),
+      START_TIMEOUT_MS,
+    );
+    return {
+      env: bigQueryTestEnv(NAME, { restPort, grpcPort }),
+      pid: peer.pid,
+      logFile: peer.logFile,
+      async stop() {
+        await stopProcessGroup(peer.pid);
+        forgetPid(ctx.runDir, NAME);
+      },
+    };
+  },
+};

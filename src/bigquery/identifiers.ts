@@ -1,0 +1,61 @@
+import { IdentifierError } from '../errors.js';
+import { columnNameProblem } from '../schema/names.js';
+
+// https://cloud.google.com/resource-manager/docs/creating-managing-projects (optionally domain-scoped)
+const PROJECT_ID = /^(?:[a-z0-9.-]{1,63}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$/;
+// https://cloud.google.com/bigquery/docs/datasets#dataset-naming
+const DATASET_ID = /^[A-Za-z0-9_]{1,1024}$/;
+// https://cloud.google.com/bigquery/docs/tables#table_naming: letters, marks, numbers, connectors, dashes, spaces
+const TABLE_ID = /^[\p{L}\p{M}\p{N}\p{Pc}\p{Pd}\p{Zs}]+$/u;
+const MAX_TABLE_ID_BYTES = 1024;
+/** The longest suffix we append to a table name (`<table>_latest_view`). */
+const LONGEST_SUFFIX = '_latest_view';
+
+/** A validated reference to a table; `sql` is the backtick-quoted path, safe to splice into SQL. */
+export interface TableRef {
+  readonly projectId: string;
+  readonly datasetId: string;
+  readonly tableId: string;
+  readonly sql: string;
+}
+
+export function assertProjectId(projectId: string): string {
+  if (!PROJECT_ID.test(projectId)) {
+    throw new IdentifierError(
+      `BigQuery project "${projectId}" is not a valid project id (6-30 lowercase letters, digits or hyphens, starting with a letter)`,
+    );
+  }
+  return projectId;
+}
+
+export function assertDatasetId(datasetId: string): string {
+  if (!DATASET_ID.test(datasetId)) {
+    throw new IdentifierError(
+      `BigQuery dataset "${datasetId}" is not a valid dataset id (letters, digits and underscores, at most 1024)`,
+    );
+  }
+  return datasetId;
+}
+
+export function assertTableId(tableId: string): string {
+  if (!TABLE_ID.test(tableId) || Buffer.byteLength(tableId + LONGEST_SUFFIX, 'utf8') > MAX_TABLE_ID_BYTES) {
+    throw new IdentifierError(
+      `BigQuery table "${tableId}" is not a valid table name (letters, marks, digits, connectors, dashes and spaces; at most ${MAX_TABLE_ID_BYTES - LONGEST_SUFFIX.length} bytes)`,
+    );
+  }
+  return tableId;
+}
+
+export function tableRef(projectId: string, datasetId: string, tableId: string): TableRef {
+  assertProjectId(projectId);
+  assertDatasetId(datasetId);
+  assertTableId(tableId);
+  return { projectId, datasetId, tableId, sql: `\`${projectId}.${datasetId}.${tableId}\`` };
+}
+
+/** A column name, validated and backtick-quoted for SQL. */
+export function quoteColumn(name: string): string {
+  const problem = columnNameProblem(name);
+  if (problem) throw new IdentifierError(`column "${name}" ${problem}`);
+  return `\`${name}\``;
+}
