@@ -1,6 +1,12 @@
 import { mkdirSync } from 'node:fs';
 import { peersCacheRoot, peersRunRoot } from './paths.js';
-import { assertPrerequisites, killProcessGroupNow, reapStalePeers, tailFile } from './process.js';
+import {
+  assertPrerequisites,
+  killProcessGroupNow,
+  reapStalePeers,
+  startWatchdog,
+  tailFile,
+} from './process.js';
 import { type PeerContext, type PeerDefinition, type StartedPeer } from './types.js';
 
 export function peerContext(
@@ -39,6 +45,7 @@ export async function startPeers(peers: readonly PeerDefinition[], ctx: PeerCont
     });
   }
   await reapStalePeers(ctx.runDir, ctx.log);
+  startWatchdog(ctx.runDir);
   await installPeers(peers, ctx);
   const started: StartedPeer[] = [];
   const stop = async () => {

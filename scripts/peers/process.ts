@@ -260,6 +260,24 @@ export async function reapStalePeers(runDir: string, log: (m: string) => void): 
   }
 }
 
+/**
+ * Starts a detached watchdog that kills this runner's peers once the runner is gone, even after `kill -9`
+ * (which no exit handler sees). It ends by itself when the runner exits.
+ */
+export function startWatchdog(runDir: string): void {
+  const pidDir = join(runDir, 'pids');
+  const script = [
+    `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done`,
+    `for f in "$0"/*.runner-${process.pid}.pid; do`,
+    '  [ -f "$f" ] || continue',
+    '  kill -KILL -"$(cat "$f")" 2>/dev/null',
+    '  rm -f "$f"',
+    'done',
+  ].join('\n');
+  const watchdog = spawn('sh', ['-c', script, pidDir], { detached: true, stdio: 'ignore' });
+  watchdog.unref();
+}
+
 /** The pid file of a peer, named after the runner that started it. */
 function pidFile(runDir: string, name: string): string {
   return join(runDir, 'pids', `${name}.runner-${process.pid}.pid`);
