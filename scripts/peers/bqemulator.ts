@@ -6,13 +6,12 @@ import { buildOnce, contentKey } from './cache.js';
 import { REPO_ROOT } from './paths.js';
 import {
   awaitReady,
-  forgetPid,
   freePort,
   httpOk,
   PeerSetupError,
   run,
   spawnPeerProcess,
-  stopProcessGroup,
+  startedPeer,
   tcpOpen,
 } from './process.js';
 import { type PeerDefinition } from './types.js';
@@ -120,14 +119,6 @@ export const bqemulator: PeerDefinition = {
       async () => (await httpOk(`http://127.0.0.1:${restPort}/readyz`)) && (await tcpOpen(grpcPort)),
       START_TIMEOUT_MS,
     );
-    return {
-      env: bigQueryTestEnv(NAME, { restPort, grpcPort }),
-      pid: peer.pid,
-      logFile: peer.logFile,
-      async stop() {
-        await stopProcessGroup(peer.pid);
-        forgetPid(ctx.runDir, NAME);
-      },
-    };
+    return startedPeer(peer, bigQueryTestEnv(NAME, { restPort, grpcPort }));
   },
 };

@@ -4,13 +4,12 @@ import { bigQueryTestEnv, BIGQUERY_TEST_PROJECT } from './bigquery-env.js';
 import { buildOnce } from './cache.js';
 import {
   awaitReady,
-  forgetPid,
   freePort,
   httpOk,
   PeerSetupError,
   run,
   spawnPeerProcess,
-  stopProcessGroup,
+  startedPeer,
   tcpOpen,
 } from './process.js';
 import { type PeerDefinition } from './types.js';
@@ -102,14 +101,6 @@ export const goccyBigQueryEmulator: PeerDefinition = {
       async () => (await httpOk(datasetsUrl)) && (await tcpOpen(grpcPort)),
       START_TIMEOUT_MS,
     );
-    return {
-      env: bigQueryTestEnv(NAME, { restPort, grpcPort }),
-      pid: peer.pid,
-      logFile: peer.logFile,
-      async stop() {
-        await stopProcessGroup(peer.pid);
-        forgetPid(ctx.runDir, NAME);
-      },
-    };
+    return startedPeer(peer, bigQueryTestEnv(NAME, { restPort, grpcPort }));
   },
 };

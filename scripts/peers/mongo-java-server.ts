@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildOnce, contentKey } from './cache.js';
 import { REPO_ROOT } from './paths.js';
-import { awaitReady, forgetPid, freePort, run, spawnPeerProcess, stopProcessGroup } from './process.js';
+import { awaitReady, freePort, run, spawnPeerProcess, startedPeer } from './process.js';
 import { type PeerDefinition } from './types.js';
 
 const VERSION = '1.47.0';
@@ -77,17 +77,9 @@ export const mongoJavaServer: PeerDefinition = {
       () => Promise.resolve(readFileSync(peer.logFile, 'utf8').includes('mongo-java-server ready on')),
       START_TIMEOUT_MS,
     );
-    return {
-      env: {
-        MBA_TEST_MONGODB_PEER: 'mongo-java-server',
-        MBA_TEST_MONGODB_URI: `mongodb://127.0.0.1:${port}/?directConnection=true`,
-      },
-      pid: peer.pid,
-      logFile: peer.logFile,
-      async stop() {
-        await stopProcessGroup(peer.pid);
-        forgetPid(ctx.runDir, 'mongo-java-server');
-      },
-    };
+    return startedPeer(peer, {
+      MBA_TEST_MONGODB_PEER: 'mongo-java-server',
+      MBA_TEST_MONGODB_URI: `mongodb://127.0.0.1:${port}/?directConnection=true`,
+    });
   },
 };

@@ -4,12 +4,11 @@ import { basename, join } from 'node:path';
 import { buildOnce } from './cache.js';
 import {
   awaitReady,
-  forgetPid,
   freePort,
   PeerSetupError,
   run,
   spawnPeerProcess,
-  stopProcessGroup,
+  startedPeer,
   tcpOpen,
 } from './process.js';
 import { type PeerDefinition } from './types.js';
@@ -154,19 +153,11 @@ export const poppyDb: PeerDefinition = {
       { runDir: ctx.runDir },
     );
     await awaitReady(peer, 'poppydb', () => tcpOpen(port), START_TIMEOUT_MS);
-    return {
-      env: {
-        MBA_TEST_MONGODB_PEER: 'poppydb',
-        // PoppyDB's docs advise retryWrites=false (it announces no retryable writes); directConnection
-        // keeps the driver on this one address instead of running replica-set discovery.
-        MBA_TEST_MONGODB_URI: `mongodb://127.0.0.1:${port}/?directConnection=true&retryWrites=false`,
-      },
-      pid: peer.pid,
-      logFile: peer.logFile,
-      async stop() {
-        await stopProcessGroup(peer.pid);
-        forgetPid(ctx.runDir, 'poppydb');
-      },
-    };
+    return startedPeer(peer, {
+      MBA_TEST_MONGODB_PEER: 'poppydb',
+      // PoppyDB's docs advise retryWrites=false (it announces no retryable writes); directConnection
+      // keeps the driver on this one address instead of running replica-set discovery.
+      MBA_TEST_MONGODB_URI: `mongodb://127.0.0.1:${port}/?directConnection=true&retryWrites=false`,
+    });
   },
 };

@@ -12,7 +12,7 @@ import {
 import { createServer, Socket } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Prerequisite } from './types.js';
+import { type Prerequisite, type StartedPeer } from './types.js';
 
 /** A setup problem a newcomer can fix; printed as a message, never as a stack trace. */
 export class PeerSetupError extends Error {
@@ -139,6 +139,8 @@ export async function httpOk(url: string): Promise<boolean> {
 }
 
 export interface SpawnedPeerProcess {
+  readonly name: string;
+  readonly runDir: string;
   readonly child: ChildProcess;
   readonly pid: number;
   readonly logFile: string;
@@ -179,7 +181,20 @@ export function spawnPeerProcess(
   child.once('error', (error) => {
     exitStatus = `spawn error: ${error.message}`;
   });
-  return { child, pid, logFile, exited: () => exitStatus };
+  return { name, runDir: options.runDir, child, pid, logFile, exited: () => exitStatus };
+}
+
+/** The started peer handed to the runner: its environment, and a stop that also forgets its pid file. */
+export function startedPeer(peer: SpawnedPeerProcess, env: Readonly<Record<string, string>>): StartedPeer {
+  return {
+    env,
+    pid: peer.pid,
+    logFile: peer.logFile,
+    async stop() {
+      await stopProcessGroup(peer.pid);
+      forgetPid(peer.runDir, peer.name);
+    },
+  };
 }
 
 /** Polls `ready` until it answers true; fails early if the process died, with its log tail. */
