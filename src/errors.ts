@@ -3,6 +3,7 @@ export const ERROR_CODES = {
   config: 'CONFIG_INVALID',
   settings: 'SETTINGS_INVALID',
   identifier: 'IDENTIFIER_INVALID',
+  bigquery: 'BIGQUERY_FAILED',
 } as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES];
@@ -40,5 +41,25 @@ export class SettingsError extends ArchiverError {
 export class IdentifierError extends ArchiverError {
   constructor(message: string, options?: ErrorOptions) {
     super(ERROR_CODES.identifier, message, options);
+  }
+}
+
+/**
+ * How a failure is handled, decided in one place per service (see `classifyBigQueryError`):
+ * - `retryable`: transient (rate limits, 5xx, UNAVAILABLE, DEADLINE_EXCEEDED...): retry with backoff;
+ * - `schema`: the table lacks a column the rows carry: patch the schema, then retry once;
+ * - `poison`: the rows themselves are refused: dead-letter them, the rest goes on;
+ * - `fatal`: permissions, missing project or table, bad configuration: stop and report.
+ */
+export const FAILURE_CLASSES = ['retryable', 'schema', 'poison', 'fatal'] as const;
+export type FailureClass = (typeof FAILURE_CLASSES)[number];
+
+/** A BigQuery request failed; `failureClass` says what to do about it, `cause` keeps the original error. */
+export class BigQueryError extends ArchiverError {
+  readonly failureClass: FailureClass;
+
+  constructor(failureClass: FailureClass, message: string, options?: ErrorOptions) {
+    super(ERROR_CODES.bigquery, message, options);
+    this.failureClass = failureClass;
   }
 }
