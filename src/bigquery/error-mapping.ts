@@ -113,6 +113,7 @@ export function classifyBigQueryError(error: unknown): FailureClass {
 /** Wraps a foreign error at the adapter boundary, keeping it as `cause`. */
 export function toBigQueryError(error: unknown, context: string): BigQueryError {
   if (error instanceof BigQueryError) return error;
-  const message = error instanceof Error ? error.message : String(error);
+  const m = shape(error).message;
+  const message = typeof m === 'string' ? m : String(error);
   return new BigQueryError(classifyBigQueryError(error), `${context}: ${message}`, { cause: error });
 }

@@ -1,0 +1,81 @@
+import { type Table } from '@google-cloud/bigquery';
+import { BigQueryError } from '../errors.js';
+import { type TableField } from '../schema/types.js';
+import { toBigQueryError } from './error-mapping.js';
+import { type AppendOutcome, type HistoryRow, type RowRejection, type TableWriter } from './writer.js';
+
+interface InsertAllResponse {
+  readonly insertErrors?: readonly {
+    readonly index?: number;
+    readonly errors?: readonly { readonly reason?: string; readonly message?: string }[];
+  }[];
+}
+
+/**
+ * The legacy streaming path (`tabledata.insertAll`), the original service's: every row carries
+ * `insertId = _event_id`, so BigQuery's best-effort dedup drops a retried row it already has, and
+ * `skipInvalidRows` lets the valid rows of a request land when some are refused.
+ */
+export class InsertAllWriter implements TableWriter {
+  readonly kind = 'insert-all' as const;
+  readonly #table: Table;
+
+  constructor(table: Table) {
+    this.#table = table;
+  }
+
+  async append(rows: readonly HistoryRow[], signal?: AbortSignal): Promise<AppendOutcome> {
+    if (rows.length === 0) return { rejected: [] };
+    signal?.throwIfAborted();
+    const body = {
+      kind: 'bigquery#tableDataInsertAllRequest',
+      skipInvalidRows: true,
+      ignoreUnknownValues: false,
+      rows: rows.map((row) => ({ insertId: eventIdOf(row), json: row })),
+    };
+    let response: InsertAllResponse;
+    try {
+      // `request` rather than `insert`: insert deep-copies every row and retries failed rows by itself.
+      const result: unknown = await this.#table.request({ method: 'POST', uri: '/insertAll', json: body });
+      response = (Array.isArray(result) ? result[0] : result) as InsertAllResponse;
+    } catch (error) {
+      throw toBigQueryError(error, `insertAll into ${this.#table.id ?? '?'}`);
+    }
+    return { rejected: rejectionsOf(response, rows.length) };
+  }
+
+  /** insertAll sends JSON by column name: nothing here depends on the schema. */
+  updateSchema(_schema: readonly TableField[]): Promise<void> {
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+function eventIdOf(row: HistoryRow): string {
+  const id = row._event_id;
+  if (typeof id !== 'string' || id.length === 0) {
+    throw new BigQueryError(
+      'poison',
+      'a history row without _event_id cannot be written (it is the dedup key)',
+    );
+  }
+  return id;
+}
+
+/**
+ * Rows BigQuery refused. With skipInvalidRows the others landed; a row marked only `stopped` was refused
+ * because of another row, which skipInvalidRows rules out, so it is reported like any refusal.
+ */
+function rejectionsOf(response: InsertAllResponse, count: number): RowRejection[] {
+  const rejected: RowRejection[] = [];
+  for (const failure of response.insertErrors ?? []) {
+    const index = failure.index;
+    if (index === undefined || index < 0 || index >= count) continue;
+    const reasons = (failure.errors ?? []).map((e) => [e.reason, e.message].filter(Boolean).join(': '));
+    rejected.push({ index, reason: reasons.join('; ') || 'refused by BigQuery without a reason' });
+  }
+  return rejected;
+}
