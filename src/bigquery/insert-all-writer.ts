@@ -19,9 +19,12 @@ interface InsertAllResponse {
 export class InsertAllWriter implements TableWriter {
   readonly kind = 'insert-all' as const;
   readonly #table: Table;
+  readonly #idColumn: string;
 
-  constructor(table: Table) {
+  /** `idColumn` names the column whose value is the insertId (the dead-letter table uses `event_id`). */
+  constructor(table: Table, idColumn = '_event_id') {
     this.#table = table;
+    this.#idColumn = idColumn;
   }
 
   async append(rows: readonly HistoryRow[], signal?: AbortSignal): Promise<AppendOutcome> {
@@ -31,7 +34,7 @@ export class InsertAllWriter implements TableWriter {
       kind: 'bigquery#tableDataInsertAllRequest',
       skipInvalidRows: true,
       ignoreUnknownValues: false,
-      rows: rows.map((row) => ({ insertId: eventIdOf(row), json: row })),
+      rows: rows.map((row) => ({ insertId: insertIdOf(row, this.#idColumn), json: row })),
     };
     let response: InsertAllResponse;
     try {
@@ -54,13 +57,10 @@ export class InsertAllWriter implements TableWriter {
   }
 }
 
-function eventIdOf(row: HistoryRow): string {
-  const id = row._event_id;
+function insertIdOf(row: HistoryRow, column: string): string {
+  const id = row[column];
   if (typeof id !== 'string' || id.length === 0) {
-    throw new BigQueryError(
-      'poison',
-      'a history row without _event_id cannot be written (it is the dedup key)',
-    );
+    throw new BigQueryError('poison', `a row without ${column} cannot be written (it is the dedup key)`);
   }
   return id;
 }

@@ -1,0 +1,183 @@
+import { BigQueryError } from '../errors.js';
+import { DEFAULT_BACKOFF, retry, type BackoffPolicy } from '../core/backoff.js';
+import { DEFAULT_BATCH_LIMITS, splitIntoBatches, type BatchLimits, type Sized } from '../core/batcher.js';
+import { classifyBigQueryError } from './error-mapping.js';
+import { type HistoryRow, type TableWriter } from './writer.js';
+
+/** One row for the history table, with the source document for the dead-letter table should BigQuery refuse it. */
+export interface SinkRecord {
+  readonly row: HistoryRow;
+  /** The raw document as relaxed Extended JSON text (only called when the row is dead-lettered). */
+  readonly document: () => string;
+}
+
+export interface SinkResult {
+  readonly written: number;
+  readonly deadLettered: number;
+  /** Why rows were dead-lettered, for `lastFailure` and logs (at most a few, deduplicated). */
+  readonly reasons: readonly string[];
+}
+
+export interface BigQuerySinkOptions {
+  readonly mappingId: string;
+  readonly writer: TableWriter;
+  /** Writer on `<table>_errors`. */
+  readonly deadLetterWriter: TableWriter;
+  /**
+   * Called once per batch when BigQuery says the rows carry a column the table lacks: patch the table,
+   * call the writer's updateSchema, then the batch is retried once.
+   */
+  readonly onSchemaMismatch?: (reason: string) => Promise<void>;
+  readonly limits?: BatchLimits;
+  readonly backoff?: BackoffPolicy;
+  /** Size of a row on the wire; defaults to its JSON length in UTF-8. */
+  readonly sizeOf?: (row: HistoryRow) => number;
+  readonly onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
+  readonly now?: () => Date;
+}
+
+/** Dead-letter documents are cut to this size so the dead-letter row itself always fits a request. */
+const MAX_DEAD_LETTER_DOCUMENT_CHARS = 1_000_000;
+const MAX_REASONS = 5;
+
+function jsonBytes(row: HistoryRow): number {
+  return Buffer.byteLength(JSON.stringify(row), 'utf8');
+}
+
+/**
+ * Writes history rows: splits them into requests under BigQuery's limits, retries transient failures with
+ * backoff (same rows, same `_event_id`s), patches the schema once on a missing column, isolates refused rows
+ * and writes them to the dead-letter table with their reason. Resolves only when every row is either in the
+ * history table or in the dead-letter table; anything else rejects, so the caller never checkpoints past a
+ * row that went nowhere.
+ */
+export class BigQuerySink {
+  readonly #o: BigQuerySinkOptions;
+  readonly #limits: BatchLimits;
+
+  constructor(options: BigQuerySinkOptions) {
+    this.#o = options;
+    this.#limits = options.limits ?? DEFAULT_BATCH_LIMITS;
+  }
+
+  async write(records: readonly SinkRecord[], signal?: AbortSignal): Promise<SinkResult> {
+    const sizeOf = this.#o.sizeOf ?? jsonBytes;
+    const sized = records.map((item) => ({ item, bytes: sizeOf(item.row) }));
+    const { batches, oversized } = splitIntoBatches(sized, this.#limits);
+    const state = { written: 0, dead: [] as { record: SinkRecord; reason: string }[] };
+    for (const entry of oversized) {
+      state.dead.push({
+        record: entry.item,
+        reason: `row of ${entry.bytes} bytes exceeds the ${this.#limits.maxRowBytes}-byte limit of a BigQuery request`,
+      });
+    }
+    for (const batch of batches) await this.#send(batch, false, state, signal);
+    if (state.dead.length > 0) await this.#deadLetter(state.dead, signal);
+    return {
+      written: state.written,
+      deadLettered: state.dead.length,
+      reasons: [...new Set(state.dead.map((d) => d.reason))].slice(0, MAX_REASONS),
+    };
+  }
+
+  async #append(rows: readonly HistoryRow[], writer: TableWriter, signal?: AbortSignal) {
+    return retry(
+      () => writer.append(rows, signal),
+      (error) => classifyBigQueryError(error) === 'retryable',
+      {
+        policy: this.#o.backoff ?? DEFAULT_BACKOFF,
+        ...(signal && { signal }),
+        ...(this.#o.onRetry && { onRetry: this.#o.onRetry }),
+      },
+    );
+  }
+
+  async #send(
+    batch: readonly Sized<SinkRecord>[],
+    schemaPatched: boolean,
+    state: { written: number; dead: { record: SinkRecord; reason: string }[] },
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const rows = batch.map((e) => e.item.row);
+    let outcome;
+    try {
+      outcome = await this.#append(rows, this.#o.writer, signal);
+    } catch (error) {
+      const failure = classifyBigQueryError(error);
+      const reason = error instanceof Error ? error.message : String(error);
+      if (failure === 'schema' && !schemaPatched && this.#o.onSchemaMismatch) {
+        await this.#o.onSchemaMismatch(reason);
+        return this.#send(batch, true, state, signal);
+      }
+      if (failure === 'poison' || failure === 'schema') {
+        // The request as a whole was refused: halve it until the refused rows stand alone.
+        if (batch.length > 1) {
+          const middle = Math.ceil(batch.length / 2);
+          await this.#send(batch.slice(0, middle), schemaPatched, state, signal);
+          await this.#send(batch.slice(middle), schemaPatched, state, signal);
+          return;
+        }
+        const [only] = batch;
+        if (only) state.dead.push({ record: only.item, reason });
+        return;
+      }
+      throw error;
+    }
+    const refused = new Map(outcome.rejected.map((r) => [r.index, r.reason]));
+    state.written += batch.length - refused.size;
+    if (refused.size === 0) return;
+    const retryAfterPatch: Sized<SinkRecord>[] = [];
+    for (const [index, reason] of refused) {
+      const entry = batch[index];
+      if (!entry) continue;
+      if (
+        !schemaPatched &&
+        this.#o.onSchemaMismatch &&
+        classifyBigQueryError({ message: reason }) === 'schema'
+      ) {
+        retryAfterPatch.push(entry);
+      } else {
+        state.dead.push({ record: entry.item, reason });
+      }
+    }
+    if (retryAfterPatch.length > 0 && this.#o.onSchemaMismatch) {
+      await this.#o.onSchemaMismatch(refused.values().next().value ?? 'schema mismatch');
+      await this.#send(retryAfterPatch, true, state, signal);
+    }
+  }
+
+  async #deadLetter(
+    dead: readonly { record: SinkRecord; reason: string }[],
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const failedAt = (this.#o.now ?? (() => new Date()))().toISOString();
+    const rows = dead.map(({ record, reason }) => {
+      const document = record.document();
+      const eventId = String(record.row._event_id);
+      return {
+        mapping_id: this.#o.mappingId,
+        event_id: eventId,
+        _doc_id: record.row._doc_id ?? null,
+        reason,
+        document:
+          document.length > MAX_DEAD_LETTER_DOCUMENT_CHARS
+            ? JSON.stringify({
+                truncated: true,
+                length: document.length,
+                head: document.slice(0, MAX_DEAD_LETTER_DOCUMENT_CHARS),
+              })
+            : document,
+        failed_at: failedAt,
+      };
+    });
+    // The dead-letter writer dedups on `event_id`, the same key as the history table.
+    const outcome = await this.#append(rows, this.#o.deadLetterWriter, signal);
+    if (outcome.rejected.length > 0) {
+      // Never let a row vanish: if even the dead-letter table refuses it, stop and say so.
+      throw new BigQueryError(
+        'fatal',
+        `the dead-letter table refused ${outcome.rejected.length} row(s): ${outcome.rejected[0]?.reason ?? ''}`,
+      );
+    }
+  }
+}

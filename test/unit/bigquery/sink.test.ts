@@ -1,0 +1,158 @@
+import { describe, expect, it } from 'vitest';
+import { BigQueryError } from '../../../src/errors.js';
+import { BigQuerySink, type SinkRecord } from '../../../src/bigquery/sink.js';
+import { type AppendOutcome, type HistoryRow, type TableWriter } from '../../../src/bigquery/writer.js';
+
+/** A fake writer: `respond` decides per call; every call's rows are recorded. */
+class FakeWriter implements TableWriter {
+  readonly kind = 'insert-all' as const;
+  readonly calls: HistoryRow[][] = [];
+  readonly stored: HistoryRow[] = [];
+  constructor(
+    private readonly respond: (rows: readonly HistoryRow[], call: number) => AppendOutcome | Error,
+  ) {}
+  append(rows: readonly HistoryRow[]): Promise<AppendOutcome> {
+    this.calls.push([...rows]);
+    const r = this.respond(rows, this.calls.length);
+    if (r instanceof Error) return Promise.reject(r);
+    const refused = new Set(r.rejected.map((x) => x.index));
+    rows.forEach((row, i) => {
+      if (!refused.has(i)) this.stored.push(row);
+    });
+    return Promise.resolve(r);
+  }
+  updateSchema(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+const ok = (): AppendOutcome => ({ rejected: [] });
+const fastBackoff = { initialMs: 0, maxMs: 0, multiplier: 1, maxAttempts: 5 };
+
+function records(n: number, extra: (i: number) => Record<string, unknown> = () => ({})): SinkRecord[] {
+  return Array.from({ length: n }, (_, i) => ({
+    row: { _event_id: `e${i}`, _doc_id: `d${i}`, v: i, ...extra(i) },
+    document: () => `{"_id":${i}}`,
+  }));
+}
+
+function sinkWith(
+  writer: FakeWriter,
+  dead: FakeWriter,
+  more: Partial<ConstructorParameters<typeof BigQuerySink>[0]> = {},
+) {
+  return new BigQuerySink({
+    mappingId: 'm1',
+    writer,
+    deadLetterWriter: dead,
+    backoff: fastBackoff,
+    now: () => new Date('2024-01-01T00:00:00Z'),
+    ...more,
+  });
+}
+
+describe('BigQuerySink', () => {
+  it('splits into requests under the limits and writes everything', async () => {
+    const writer = new FakeWriter(ok);
+    const dead = new FakeWriter(ok);
+    const result = await sinkWith(writer, dead, {
+      limits: { maxRows: 4, maxBytes: 1_000_000, maxRowBytes: 1_000, lingerMs: 0 },
+    }).write(records(10));
+    expect(result).toEqual({ written: 10, deadLettered: 0, reasons: [] });
+    expect(writer.calls.map((c) => c.length)).toEqual([4, 4, 2]);
+  });
+
+  it('retries transient failures with the very same rows', async () => {
+    const writer = new FakeWriter((_rows, call) =>
+      call < 3 ? Object.assign(new Error('503'), { code: 503 }) : ok(),
+    );
+    const result = await sinkWith(writer, new FakeWriter(ok)).write(records(3));
+    expect(result.written).toBe(3);
+    expect(writer.calls).toHaveLength(3);
+    expect(writer.calls[0]).toEqual(writer.calls[2]);
+  });
+
+  it('dead-letters the rows BigQuery refuses, with their reason, and keeps the rest', async () => {
+    const writer = new FakeWriter((rows) => ({
+      rejected: rows.flatMap((r, index) =>
+        r.v === 2 ? [{ index, reason: 'invalid: Cannot convert value to integer' }] : [],
+      ),
+    }));
+    const dead = new FakeWriter(ok);
+    const result = await sinkWith(writer, dead).write(records(4));
+    expect(result).toEqual({
+      written: 3,
+      deadLettered: 1,
+      reasons: ['invalid: Cannot convert value to integer'],
+    });
+    expect(dead.stored).toEqual([
+      {
+        mapping_id: 'm1',
+        event_id: 'e2',
+        _doc_id: 'd2',
+        reason: 'invalid: Cannot convert value to integer',
+        document: '{"_id":2}',
+        failed_at: '2024-01-01T00:00:00.000Z',
+      },
+    ]);
+  });
+
+  it('isolates a row that makes the whole request fail by halving the request', async () => {
+    const writer = new FakeWriter((rows) =>
+      rows.some((r) => r.v === 5)
+        ? Object.assign(new Error('bad row'), { code: 400, errors: [{ reason: 'invalid' }] })
+        : ok(),
+    );
+    const dead = new FakeWriter(ok);
+    const result = await sinkWith(writer, dead).write(records(8));
+    expect(result.written).toBe(7);
+    expect(dead.stored.map((r) => r.event_id)).toEqual(['e5']);
+    expect(writer.stored.map((r) => r.v)).toEqual([0, 1, 2, 3, 4, 6, 7]);
+  });
+
+  it('patches the schema once on a missing column, then retries', async () => {
+    let patched = 0;
+    const writer = new FakeWriter(() =>
+      patched === 0 ? Object.assign(new Error('no such field: fresh.'), { code: 400 }) : ok(),
+    );
+    const result = await sinkWith(writer, new FakeWriter(ok), {
+      onSchemaMismatch: () => {
+        patched++;
+        return Promise.resolve();
+      },
+    }).write(records(2));
+    expect([result.written, patched]).toEqual([2, 1]);
+  });
+
+  it('sends a row too large for any request to the dead-letter table, never to BigQuery', async () => {
+    const writer = new FakeWriter(ok);
+    const dead = new FakeWriter(ok);
+    const big = records(3, (i) => (i === 1 ? { blob: 'x'.repeat(2_000) } : {}));
+    const result = await sinkWith(writer, dead, {
+      limits: { maxRows: 10, maxBytes: 10_000, maxRowBytes: 1_000, lingerMs: 0 },
+    }).write(big);
+    expect(result.written).toBe(2);
+    expect(dead.stored[0]?.reason).toMatch(/exceeds the 1000-byte limit/);
+    expect(writer.calls.flat().some((r) => r.v === 1)).toBe(false);
+  });
+
+  it('stops on a fatal error instead of dead-lettering', async () => {
+    const writer = new FakeWriter(() => new BigQueryError('fatal', 'Access Denied'));
+    const dead = new FakeWriter(ok);
+    await expect(sinkWith(writer, dead).write(records(2))).rejects.toThrow('Access Denied');
+    expect(dead.calls).toHaveLength(0);
+  });
+
+  it('fails loudly if even the dead-letter table refuses a row', async () => {
+    const writer = new FakeWriter((rows) => ({
+      rejected: rows.map((_, index) => ({ index, reason: 'invalid' })),
+    }));
+    const dead = new FakeWriter((rows) => ({
+      rejected: rows.map((_, index) => ({ index, reason: 'too big' })),
+    }));
+    await expect(sinkWith(writer, dead).write(records(1))).rejects.toThrow(/dead-letter table refused 1 row/);
+  });
+});
