@@ -69,8 +69,10 @@ export async function createBigQueryClients(connection: BigQueryConnection): Pro
       projectId,
       apiEndpoint: connection.apiEndpoint,
       authClient,
-      // Retries are ours (classified in one place); the client's own would hide the first error.
-      autoRetry: false,
+      // Retries are ours (classified in one place). Only a request that got no answer at all is repeated
+      // here: bqemulator closes its keep-alive connection after an internal error, so the next request
+      // on that socket meets "socket hang up" without having reached the server.
+      retryOptions: { autoRetry: true, maxRetries: 2, maxRetryDelay: 0.1, retryableErrorFn: () => false },
     });
     const writerClient = new managedwriter.WriterClient({
       projectId,
