@@ -13,7 +13,7 @@ import {
   deserialize,
   serialize,
 } from 'bson';
-import { type Dataset } from '@google-cloud/bigquery';
+import { type Dataset, type Table, type TableField as TableFieldSchema } from '@google-cloud/bigquery';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { InsertAllWriter } from '../../../src/bigquery/insert-all-writer.js';
@@ -50,8 +50,10 @@ const DEAD_LETTER_SCHEMA: TableField[] = [
   { name: 'failed_at', type: 'TIMESTAMP', mode: 'NULLABLE' },
 ];
 
-async function createTable(name: string, fields: readonly TableField[]) {
-  const [table] = await dataset.createTable(name, { schema: { fields: fields.map((f) => ({ ...f })) } });
+async function createTable(name: string, fields: readonly TableField[]): Promise<Table> {
+  // The client's field type is mutable; ours is read-only.
+  const apiFields = JSON.parse(JSON.stringify(fields)) as TableFieldSchema[];
+  const [table] = await dataset.createTable(name, { schema: { fields: apiFields } });
   return table;
 }
 
@@ -244,7 +246,7 @@ describe('insertAll writer against the emulator', () => {
     }
     await createTable('bignumeric', fields);
     const writer = new InsertAllWriter(dataset.table('bignumeric'));
-    await writer.append([{ big: '0.' + '1'.repeat(38), _event_id: 'b1' } as Record<string, unknown>]);
+    await writer.append([{ big: '0.' + '1'.repeat(38), _event_id: 'b1' }]);
     const [rows] = await clients.bigquery.query({
       query: `SELECT CAST(big AS STRING) AS big FROM \`${clients.projectId}.${dataset.id ?? ''}.bignumeric\``,
     });
