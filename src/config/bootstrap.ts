@@ -1,0 +1,108 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { ConfigError } from '../errors.js';
+import { WRITER_KINDS } from '../bigquery/writer.js';
+
+/** Where the original service read its configuration; `--config PATH` overrides it. */
+export const DEFAULT_CONFIG_PATH = '/config-local/config.json';
+export const DEFAULT_SETTINGS_DATABASE = 'config';
+export const DEFAULT_SETTINGS_COLLECTION = 'bigquery_archiver_settings';
+export const DEFAULT_SETTINGS_POLL_MS = 10_000;
+export const DEFAULT_METRICS_PORT = 9_464;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Text from JSON or the environment: numbers and booleans may arrive as strings. */
+const port = z.coerce.number().int().min(0).max(65_535);
+const positiveInt = z.coerce.number().int().positive();
+
+const bootstrapSchema = z.object({
+  MONGO_CLIENT: z
+    .string()
+    .min(1)
+    .refine(
+      (v) => /^mongodb(\+srv)?:\/\//.test(v),
+      'must be a mongodb:// or mongodb+srv:// connection string',
+    ),
+  SERVICE_ACCOUNT_FILE: z.string().min(1).optional(),
+  BIGQUERY_PROJECT: z.string().min(1),
+  BIGQUERY_DATASET: z.string().min(1),
+  SETTINGS_DATABASE: z.string().min(1).default(DEFAULT_SETTINGS_DATABASE),
+  SETTINGS_COLLECTION: z.string().min(1).default(DEFAULT_SETTINGS_COLLECTION),
+  SETTINGS_POLL_INTERVAL_MS: positiveInt.default(DEFAULT_SETTINGS_POLL_MS),
+  /** A local BigQuery emulator's REST endpoint, e.g. http://127.0.0.1:9050 (tests and demo only). */
+  BIGQUERY_EMULATOR_HOST: z.url().optional(),
+  /** The emulator's gRPC (Storage Write API) endpoint, host:port. */
+  BIGQUERY_EMULATOR_GRPC: z
+    .string()
+    .regex(/^[^:]+:\d+$/, 'must be host:port')
+    .optional(),
+  BIGQUERY_WRITER: z.enum(WRITER_KINDS).default('storage-write'),
+  METRICS_PORT: port.default(DEFAULT_METRICS_PORT),
+  LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
+});
+
+export type BootstrapConfig = Readonly<z.infer<typeof bootstrapSchema>>;
+
+const KEYS = Object.keys(bootstrapSchema.shape) as (keyof BootstrapConfig)[];
+
+export interface LoadOptions {
+  readonly path?: string;
+  readonly env?: NodeJS.ProcessEnv;
+  /** True when the path was given explicitly (`--config`): then a missing file is an error. */
+  readonly explicitPath?: boolean;
+}
+
+/**
+ * Reads `config.json` (default /config-local/config.json) and lets every key be overridden by an
+ * environment variable of the same name, as the original service did. Without a file the environment
+ * alone may configure everything. Throws ConfigError with a one-line message naming the key.
+ */
+export function loadBootstrapConfig(options: LoadOptions = {}): BootstrapConfig {
+  const path = options.path ?? DEFAULT_CONFIG_PATH;
+  const env = options.env ?? process.env;
+  let fromFile: Record<string, unknown> = {};
+  let text: string | undefined;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' || options.explicitPath) {
+      throw new ConfigError(`cannot read config file ${path}: ${code ?? String(error)}`, { cause: error });
+    }
+  }
+  if (text !== undefined) {
+    try {
+      const parsed: unknown = JSON.parse(text);
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+        throw new Error('not a JSON object');
+      fromFile = parsed as Record<string, unknown>;
+    } catch (error) {
+      throw new ConfigError(`config file ${path} is not a JSON object: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+  const merged: Record<string, unknown> = {};
+  for (const key of KEYS) {
+    const value = env[key] ?? fromFile[key];
+    if (value !== undefined && value !== '') merged[key] = value;
+  }
+  const result = bootstrapSchema.safeParse(merged);
+  if (!result.success) {
+    const [issue] = result.error.issues;
+    const key = String(issue?.path[0] ?? 'config');
+    const missing = merged[key] === undefined;
+    throw new ConfigError(
+      missing
+        ? `${key} is missing: set it in ${path} or in the environment`
+        : `${key} is invalid: ${issue?.message ?? 'bad value'}`,
+    );
+  }
+  return Object.freeze(result.data);
+}
+
+/** A connection string with its password replaced, for logs and messages. */
+export function redactUri(uri: string): string {
+  return uri.replace(/^(mongodb(?:\+srv)?:\/\/[^:/@]+:)[^@]*@/, '$1***@');
+}

@@ -1,0 +1,96 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadBootstrapConfig, redactUri } from '../../../src/config/bootstrap.js';
+import { ConfigError } from '../../../src/errors.js';
+
+function configFile(content: unknown): string {
+  const dir = mkdtempSync(join(tmpdir(), 'mba-config-'));
+  const path = join(dir, 'config.json');
+  writeFileSync(path, typeof content === 'string' ? content : JSON.stringify(content));
+  return path;
+}
+
+const original = {
+  MONGO_CLIENT: 'mongodb://localhost:27017/?replicaset=rs0',
+  SERVICE_ACCOUNT_FILE: '/secrets/key.json',
+  BIGQUERY_PROJECT: 'my-project',
+  BIGQUERY_DATASET: 'acquisitions',
+};
+
+function errorOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as Error).message;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('bootstrap configuration', () => {
+  it("reads the original service's config.json, with defaults for the new keys", () => {
+    const config = loadBootstrapConfig({ path: configFile(original), env: {} });
+    expect(config).toEqual({
+      ...original,
+      SETTINGS_DATABASE: 'config',
+      SETTINGS_COLLECTION: 'bigquery_archiver_settings',
+      SETTINGS_POLL_INTERVAL_MS: 10_000,
+      BIGQUERY_WRITER: 'storage-write',
+      METRICS_PORT: 9_464,
+      LOG_LEVEL: 'info',
+    });
+  });
+
+  it('lets the environment win over the file, and numbers come as text', () => {
+    const config = loadBootstrapConfig({
+      path: configFile(original),
+      env: { BIGQUERY_DATASET: 'from_env', METRICS_PORT: '9100', SETTINGS_DATABASE: 'archiver' },
+    });
+    expect([config.BIGQUERY_DATASET, config.METRICS_PORT, config.SETTINGS_DATABASE]).toEqual([
+      'from_env',
+      9100,
+      'archiver',
+    ]);
+  });
+
+  it('works from the environment alone when the default file is absent', () => {
+    const config = loadBootstrapConfig({ path: '/nonexistent/config.json', env: { ...original } });
+    expect(config.BIGQUERY_PROJECT).toBe('my-project');
+  });
+
+  it('names the missing or invalid key in one line', () => {
+    const { BIGQUERY_PROJECT: _dropped, ...rest } = original;
+    expect(errorOf(() => loadBootstrapConfig({ path: configFile(rest), env: {} }))).toMatch(
+      /^BIGQUERY_PROJECT is missing: set it in .*config\.json or in the environment$/,
+    );
+    expect(
+      errorOf(() =>
+        loadBootstrapConfig({ path: configFile({ ...original, MONGO_CLIENT: 'postgres://x' }), env: {} }),
+      ),
+    ).toBe('MONGO_CLIENT is invalid: must be a mongodb:// or mongodb+srv:// connection string');
+    expect(
+      errorOf(() => loadBootstrapConfig({ path: configFile(original), env: { METRICS_PORT: 'abc' } })),
+    ).toMatch(/^METRICS_PORT is invalid/);
+    expect(errorOf(() => loadBootstrapConfig({ path: configFile('{ not json'), env: {} }))).toMatch(
+      /is not a JSON object/,
+    );
+    expect(
+      errorOf(() => loadBootstrapConfig({ path: '/nonexistent/config.json', env: {}, explicitPath: true })),
+    ).toMatch(/cannot read config file \/nonexistent\/config.json: ENOENT/);
+  });
+
+  it('never shows a password from the connection string in its messages', () => {
+    expect(redactUri('mongodb://archiver:s3cr3t@db1:27017,db2/?replicaSet=rs0')).toBe(
+      'mongodb://archiver:***@db1:27017,db2/?replicaSet=rs0',
+    );
+    expect(redactUri('mongodb+srv://u:p%40ss@cluster0.example.net/')).toBe(
+      'mongodb+srv://u:***@cluster0.example.net/',
+    );
+    const message = errorOf(() =>
+      loadBootstrapConfig({ path: configFile({ ...original, MONGO_CLIENT: 'mysql://u:s3cr3t@h' }), env: {} }),
+    );
+    expect(message).not.toContain('s3cr3t');
+  });
+});
