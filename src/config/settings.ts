@@ -1,0 +1,134 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { assertDatasetId, assertTableId } from '../bigquery/identifiers.js';
+import { WRITER_KINDS } from '../bigquery/writer.js';
+import { ArchiverError, SettingsError } from '../errors.js';
+import { formatIssuePath, parseColumnSpecs } from '../schema/column-spec.js';
+import { type ColumnSpec } from '../schema/types.js';
+
+export const SCHEMA_EVOLUTION_MODES = ['add_columns', 'off'] as const;
+export const HISTORY_LOST_POLICIES = ['fail', 'resnapshot'] as const;
+
+/** Fields the service itself writes into a settings document; they never configure anything. */
+const SERVICE_FIELDS = new Set(['_id', 'columns', 'lastChangeId', 'lastFailure', 'status']);
+
+// MongoDB database and collection names: https://www.mongodb.com/docs/manual/reference/limits/#naming-restrictions
+const NUL = String.fromCharCode(0);
+const DATABASE_NAME = new RegExp(`^[^/\\\\. "$*<>:|?${NUL}]{1,63}$`);
+const COLLECTION_NAME = new RegExp(`^(?!system\\.)[^$${NUL}]{1,255}$`);
+
+const settingsSchema = z.object({
+  mongo_database: z
+    .string({ error: 'expected a string' })
+    .regex(DATABASE_NAME, 'not a valid MongoDB database name'),
+  mongo_collection: z
+    .string({ error: 'expected a string' })
+    .regex(COLLECTION_NAME, 'not a valid MongoDB collection name'),
+  bigquery_table: z.string({ error: 'expected a string' }),
+  backfill_full_collection: z.boolean({ error: 'expected true or false' }).default(false),
+  dryrun: z.boolean({ error: 'expected true or false' }).default(false),
+  bigquery_dataset: z.string({ error: 'expected a string' }).optional(),
+  schema_evolution: z
+    .enum(SCHEMA_EVOLUTION_MODES, { error: `expected one of ${SCHEMA_EVOLUTION_MODES.join(', ')}` })
+    .optional(),
+  capture_unmapped: z.boolean({ error: 'expected true or false' }).default(true),
+  on_history_lost: z
+    .enum(HISTORY_LOST_POLICIES, { error: `expected one of ${HISTORY_LOST_POLICIES.join(', ')}` })
+    .default('fail'),
+  writer: z.enum(WRITER_KINDS, { error: `expected one of ${WRITER_KINDS.join(', ')}` }).optional(),
+});
+
+const KNOWN_FIELDS = new Set([...Object.keys(settingsSchema.shape), ...SERVICE_FIELDS]);
+
+/** One validated mapping: a MongoDB collection archived into a BigQuery table. */
+export interface MappingSettings {
+  /** The settings document's `_id`, as a string. */
+  readonly id: string;
+  readonly mongoDatabase: string;
+  readonly mongoCollection: string;
+  readonly bigqueryTable: string;
+  /** Per-mapping dataset, else the bootstrap BIGQUERY_DATASET. */
+  readonly bigqueryDataset: string | undefined;
+  /** Undefined: infer them from a sample and write them back. */
+  readonly columns: readonly ColumnSpec[] | undefined;
+  readonly backfillFullCollection: boolean;
+  readonly dryrun: boolean;
+  /** Default `add_columns` when the columns are inferred, `off` when the user wrote them. */
+  readonly schemaEvolution: (typeof SCHEMA_EVOLUTION_MODES)[number];
+  readonly captureUnmapped: boolean;
+  readonly onHistoryLost: (typeof HISTORY_LOST_POLICIES)[number];
+  readonly writer: (typeof WRITER_KINDS)[number] | undefined;
+  /**
+   * Changes when, and only when, a field that configures the mapping changes: the service's own writes
+   * (`columns`, `lastChangeId`, `lastFailure`, `status`) leave it alone, so they never restart anything.
+   */
+  readonly configurationKey: string;
+  readonly warnings: readonly string[];
+}
+
+/**
+ * Validates one settings document on its own. A problem is a SettingsError whose issues name the field
+ * (`columns[3].fields[0].type: expected one of ...`); the caller stores it in that document's `lastFailure`
+ * and the other mappings go on. Unknown fields are warnings.
+ */
+export function parseMappingSettings(document: Readonly<Record<string, unknown>>): MappingSettings {
+  const id = idString(document._id);
+  const parsed = settingsSchema.safeParse(document);
+  const issues: string[] = parsed.success
+    ? []
+    : parsed.error.issues.map((i) => `${formatIssuePath('', i.path).replace(/^\./, '')}: ${i.message}`);
+  const warnings = Object.keys(document)
+    .filter((key) => !KNOWN_FIELDS.has(key))
+    .map((key) => `${key}: unknown field ignored`);
+  let columns: readonly ColumnSpec[] | undefined;
+  if (document.columns !== undefined && document.columns !== null) {
+    try {
+      const result = parseColumnSpecs(document.columns);
+      columns = result.columns;
+      warnings.push(...result.warnings);
+    } catch (error) {
+      if (!(error instanceof SettingsError)) throw error;
+      issues.push(...error.issues);
+    }
+  }
+  if (parsed.success) {
+    for (const check of [
+      () => assertTableId(parsed.data.bigquery_table),
+      () => parsed.data.bigquery_dataset !== undefined && assertDatasetId(parsed.data.bigquery_dataset),
+    ]) {
+      try {
+        check();
+      } catch (error) {
+        if (!(error instanceof ArchiverError)) throw error;
+        issues.push(error.message);
+      }
+    }
+  }
+  if (!parsed.success || issues.length > 0) throw new SettingsError(issues);
+  const data = parsed.data;
+  const configuration = Object.fromEntries(Object.entries(data).sort(([a], [b]) => (a < b ? -1 : 1)));
+  return Object.freeze({
+    id,
+    mongoDatabase: data.mongo_database,
+    mongoCollection: data.mongo_collection,
+    bigqueryTable: data.bigquery_table,
+    bigqueryDataset: data.bigquery_dataset,
+    columns,
+    backfillFullCollection: data.backfill_full_collection,
+    dryrun: data.dryrun,
+    schemaEvolution: data.schema_evolution ?? (columns === undefined ? 'add_columns' : 'off'),
+    captureUnmapped: data.capture_unmapped,
+    onHistoryLost: data.on_history_lost,
+    writer: data.writer,
+    configurationKey: createHash('sha256').update(JSON.stringify(configuration)).digest('hex').slice(0, 16),
+    warnings,
+  });
+}
+
+function idString(id: unknown): string {
+  if (typeof id === 'string') return id;
+  if (typeof id === 'object' && id !== null && 'toHexString' in id && typeof id.toHexString === 'function') {
+    return (id as { toHexString(): string }).toHexString();
+  }
+  return id === undefined ? 'undefined' : JSON.stringify(id);
+}

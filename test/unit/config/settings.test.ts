@@ -1,0 +1,114 @@
+import { readFileSync } from 'node:fs';
+import { ObjectId } from 'bson';
+import { describe, expect, it } from 'vitest';
+import { parseMappingSettings } from '../../../src/config/settings.js';
+import { SettingsError } from '../../../src/errors.js';
+
+const example = JSON.parse(
+  readFileSync(new URL('../../fixtures/original-readme-settings.json', import.meta.url), 'utf8'),
+) as Record<string, unknown>;
+
+function issuesOf(document: Record<string, unknown>): readonly string[] {
+  try {
+    parseMappingSettings(document);
+  } catch (error) {
+    if (error instanceof SettingsError) return error.issues;
+    throw error;
+  }
+  return [];
+}
+
+describe('settings documents', () => {
+  it("reads the original README's example", () => {
+    const id = new ObjectId('65a1b2c3d4e5f60718293a4b');
+    const settings = parseMappingSettings({ _id: id, ...example });
+    expect(settings).toMatchObject({
+      id: '65a1b2c3d4e5f60718293a4b',
+      mongoDatabase: 'bidding',
+      mongoCollection: 'ad_cpta',
+      bigqueryTable: 'facebook_ad_cpta',
+      bigqueryDataset: undefined,
+      backfillFullCollection: true,
+      dryrun: false,
+      schemaEvolution: 'off',
+      captureUnmapped: true,
+      onHistoryLost: 'fail',
+      warnings: [],
+    });
+    expect(settings.columns?.map((c) => c.name)).toEqual([
+      'tracking_code',
+      'midnight_to_timestamp',
+      'created_on_timestamp',
+      'lifetime_to_timestamp',
+    ]);
+  });
+
+  it('defaults schema evolution to add_columns when the columns are to be inferred', () => {
+    const { columns: _c, ...noColumns } = example;
+    expect(parseMappingSettings({ _id: 'm', ...noColumns }).schemaEvolution).toBe('add_columns');
+  });
+
+  it('names every invalid field, columns included', () => {
+    const columns = structuredClone(example.columns) as { fields?: { type: string }[] }[];
+    const third = columns[3];
+    if (third?.fields?.[0]) third.fields[0].type = 'FLOATY';
+    expect(
+      issuesOf({
+        _id: 'm',
+        ...example,
+        mongo_collection: 42,
+        dryrun: 'yes',
+        on_history_lost: 'ignore',
+        columns,
+      }),
+    ).toEqual([
+      'mongo_collection: expected a string',
+      'dryrun: expected true or false',
+      'on_history_lost: expected one of fail, resnapshot',
+      'columns[3].fields[0].type: expected one of STRING, BYTES, INTEGER, FLOAT, BOOLEAN, TIMESTAMP, DATE, TIME, DATETIME, RECORD, NUMERIC, BIGNUMERIC, JSON',
+    ]);
+  });
+
+  it('rejects table and dataset names BigQuery would not accept, before any SQL exists', () => {
+    expect(issuesOf({ _id: 'm', ...example, bigquery_table: 'x` ; DROP TABLE t; --' })[0]).toMatch(
+      /^BigQuery table "x` ; DROP TABLE t; --" is not a valid table name/,
+    );
+    expect(issuesOf({ _id: 'm', ...example, bigquery_dataset: 'a-b' })[0]).toMatch(
+      /^BigQuery dataset "a-b" is not a valid dataset id/,
+    );
+    expect(issuesOf({ _id: 'm', ...example, mongo_database: 'a.b' })).toEqual([
+      'mongo_database: not a valid MongoDB database name',
+    ]);
+  });
+
+  it('warns about unknown fields and ignores the fields the service writes itself', () => {
+    const settings = parseMappingSettings({
+      _id: 'm',
+      ...example,
+      lastChangeId: { _data: '8263' },
+      lastFailure: 'x',
+      status: { state: 'running' },
+      colour: 'red',
+    });
+    expect(settings.warnings).toEqual(['colour: unknown field ignored']);
+  });
+
+  it("keeps the configuration key when only the service's own fields change, and changes it otherwise", () => {
+    const base = parseMappingSettings({ _id: 'm', ...example }).configurationKey;
+    const serviceWrites = parseMappingSettings({
+      _id: 'm',
+      ...example,
+      columns: [{ name: 'x', type: 'STRING' }],
+      lastChangeId: { _data: '82' },
+      lastFailure: 'boom',
+      status: { state: 'running', lagSeconds: 3 },
+    }).configurationKey;
+    const userChange = parseMappingSettings({
+      _id: 'm',
+      ...example,
+      bigquery_table: 'other',
+    }).configurationKey;
+    expect(serviceWrites).toBe(base);
+    expect(userChange).not.toBe(base);
+  });
+});
