@@ -4,6 +4,7 @@ export const ERROR_CODES = {
   settings: 'SETTINGS_INVALID',
   identifier: 'IDENTIFIER_INVALID',
   bigquery: 'BIGQUERY_FAILED',
+  source: 'SOURCE_EVENT_INVALID',
 } as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES];

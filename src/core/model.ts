@@ -1,0 +1,86 @@
+/** Operation types written to the history table's `operationType` column. */
+export const OPERATION_TYPES = ['insert', 'update', 'replace', 'delete', 'drop', 'backfill'] as const;
+export type OperationType = (typeof OPERATION_TYPES)[number];
+
+/** A MongoDB cluster time (BSON Timestamp): seconds and the ordinal within the second. */
+export interface ClusterTime {
+  readonly t: number;
+  readonly i: number;
+}
+
+/**
+ * Where a change stream stands: the opaque resume token (only its `_data` string is kept) and the cluster
+ * time of the change it follows. Serialisable and comparable; raw tokens never wander further.
+ */
+export interface Position {
+  readonly token: string;
+  readonly clusterTime: ClusterTime;
+}
+
+interface EventBase {
+  /** Resume token `_data` of this event: resuming after it continues with the next event. */
+  readonly token: string;
+  readonly clusterTime: ClusterTime;
+}
+
+/** A change of the collection, as the pipeline consumes it. */
+export type ChangeEvent =
+  | (EventBase & {
+      readonly kind: 'upsert';
+      readonly operationType: 'insert' | 'update' | 'replace';
+      readonly documentId: unknown;
+      readonly document: Readonly<Record<string, unknown>>;
+    })
+  | (EventBase & { readonly kind: 'delete'; readonly documentId: unknown })
+  /** An update whose document was deleted before the lookup: skipped, its delete follows in the stream. */
+  | (EventBase & { readonly kind: 'lookup-missed'; readonly documentId: unknown })
+  /** drop, rename, dropDatabase or invalidate: a `drop` marker row, then the stream continues with startAfter. */
+  | (EventBase & {
+      readonly kind: 'collection-gone';
+      readonly operationType: 'drop' | 'rename' | 'dropDatabase' | 'invalidate';
+    })
+  /** Anything else a change stream may report (createIndexes, modify...): advances the position only. */
+  | (EventBase & { readonly kind: 'ignored'; readonly operationType: string });
+
+const HEX32 = 8;
+
+/** Fixed-width hex of a cluster time, sortable as text. */
+export function clusterTimeHex(time: ClusterTime): string {
+  return time.t.toString(16).padStart(HEX32, '0') + time.i.toString(16).padStart(HEX32, '0');
+}
+
+/**
+ * `_seq`: a total order of changes of one collection, stable across restarts because it is derived from the
+ * event itself: the cluster time in fixed-width hex, then the resume token's `_data` (KeyString-encoded
+ * tokens compare in event order, which orders the events of one transaction that share a cluster time).
+ */
+export function changeSeq(event: EventBase): string {
+  return `${clusterTimeHex(event.clusterTime)}${event.token}`;
+}
+
+/**
+ * `_seq` of a backfill row: the snapshot start time with an empty suffix, so it sorts before every change
+ * that happened at or after the snapshot started.
+ */
+export function backfillSeq(snapshotStart: ClusterTime): string {
+  return clusterTimeHex(snapshotStart);
+}
+
+/** `_event_id` of a change: its resume token, unique per event and the same when the event is replayed. */
+export function changeEventId(event: EventBase): string {
+  return event.token;
+}
+
+/** `_event_id` of a backfill row: the snapshot and the document id. */
+export function backfillEventId(snapshotStart: ClusterTime, docId: string): string {
+  return `backfill:${clusterTimeHex(snapshotStart)}:${docId}`;
+}
+
+export function compareClusterTime(a: ClusterTime, b: ClusterTime): number {
+  return a.t - b.t || a.i - b.i;
+}
+
+/** Seconds since the epoch of a cluster time, as an ISO timestamp for `_cluster_time`. */
+export function clusterTimeIso(time: ClusterTime): string {
+  return new Date(time.t * 1000).toISOString();
+}
