@@ -1,0 +1,229 @@
+import { describe, expect, it } from 'vitest';
+import { type HistoryRecord } from '../../../src/core/history-rows.js';
+import { type ChangeEvent, type Position } from '../../../src/core/model.js';
+import {
+  type ChangeBatch,
+  type ChangeCursor,
+  type ChangeSource,
+  type Checkpoint,
+  type CheckpointStore,
+  type StreamStart,
+} from '../../../src/core/ports.js';
+import { runStreamLoop, type RecordSink, type StreamCounters } from '../../../src/core/stream-loop.js';
+import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
+import { compileRowMapper } from '../../../src/transform/row-mapper.js';
+
+const mapper = compileRowMapper(
+  parseColumnSpecs([
+    { name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true },
+    { name: 'v', type: 'INTEGER' },
+  ]).columns,
+);
+
+const at = (i: number) => ({ t: 1_700_000_000, i });
+const token = (i: number) => `tok${String(i).padStart(4, '0')}`;
+const upsert = (i: number, id: number, op: 'insert' | 'update' = 'insert'): ChangeEvent => ({
+  kind: 'upsert',
+  operationType: op,
+  token: token(i),
+  clusterTime: at(i),
+  documentId: id,
+  document: { _id: id, v: i },
+});
+
+/** A scripted source: each `next` returns the next batch; when the script ends it aborts the run. */
+class ScriptedSource implements ChangeSource {
+  readonly opened: StreamStart[] = [];
+  closed = 0;
+  constructor(
+    private readonly batches: ChangeBatch[],
+    private readonly stop: AbortController,
+  ) {}
+  open(start: StreamStart): Promise<ChangeCursor> {
+    this.opened.push(start);
+    return Promise.resolve({
+      next: () => {
+        const batch = this.batches.shift();
+        if (!batch) {
+          this.stop.abort();
+          return Promise.reject(new Error('aborted'));
+        }
+        return Promise.resolve(batch);
+      },
+      close: () => {
+        this.closed++;
+        return Promise.resolve();
+      },
+    });
+  }
+  currentTime(): Promise<{ t: number; i: number }> {
+    return Promise.resolve(at(0));
+  }
+}
+
+class RecordingSink implements RecordSink {
+  readonly writes: HistoryRecord[][] = [];
+  constructor(private readonly before: (call: number) => Promise<void> = () => Promise.resolve()) {}
+  async write(records: readonly HistoryRecord[]) {
+    await this.before(this.writes.length + 1);
+    this.writes.push([...records]);
+    return { written: records.length, deadLettered: 0 };
+  }
+}
+
+class RecordingCheckpoints implements CheckpointStore {
+  readonly saved: Checkpoint[] = [];
+  load(): Promise<Checkpoint> {
+    return Promise.resolve({ position: undefined });
+  }
+  save(checkpoint: Checkpoint): Promise<void> {
+    this.saved.push(checkpoint);
+    return Promise.resolve();
+  }
+}
+
+const start: StreamStart = { kind: 'startAt', clusterTime: at(0) };
+const limits = { maxRows: 100, maxBytes: 1_000_000, maxRowBytes: 100_000, lingerMs: 60_000 };
+const positions = (c: RecordingCheckpoints) => c.saved.map((s) => s.position?.token);
+
+function counters(): StreamCounters {
+  return { events: 0, rowsWritten: 0, deadLettered: 0, lookupMisses: 0, checkpoints: 0 };
+}
+
+describe('stream loop', () => {
+  it('writes rows, then saves the position of the last written change; never the reverse', async () => {
+    const stop = new AbortController();
+    const order: string[] = [];
+    const source = new ScriptedSource(
+      [
+        { events: [upsert(1, 1), upsert(2, 2)], position: undefined },
+        { events: [], position: undefined },
+      ],
+      stop,
+    );
+    const sink = new RecordingSink(() => {
+      order.push('sink');
+      return Promise.resolve();
+    });
+    const checkpoints = new RecordingCheckpoints();
+    const save = checkpoints.save.bind(checkpoints);
+    checkpoints.save = (c) => {
+      order.push('checkpoint');
+      return save(c);
+    };
+    await runStreamLoop({ source, sink, checkpoints, mapper: () => mapper, limits }, start, stop.signal);
+    expect(order).toEqual(['sink', 'checkpoint']);
+    expect(sink.writes.flat().map((r) => [r.row.operationType, r.row._id, r.row._seq])).toEqual([
+      ['insert', '{"$numberInt":"1"}', '6553f1000000000' + '1tok0001'],
+      ['insert', '{"$numberInt":"2"}', '6553f1000000000' + '2tok0002'],
+    ]);
+    expect(positions(checkpoints)).toEqual(['tok0002']);
+    expect(source.closed).toBe(1);
+  });
+
+  it('advances the checkpoint of an idle stream to the post-batch position without writing', async () => {
+    const stop = new AbortController();
+    const idle: Position = { token: 'tok0009', clusterTime: at(9) };
+    const source = new ScriptedSource([{ events: [], position: idle }], stop);
+    const sink = new RecordingSink();
+    const checkpoints = new RecordingCheckpoints();
+    await runStreamLoop({ source, sink, checkpoints, mapper: () => mapper, limits }, start, stop.signal);
+    expect(sink.writes).toEqual([]);
+    expect(positions(checkpoints)).toEqual(['tok0009']);
+  });
+
+  it('skips an update whose document is gone, counts it, and still moves past it', async () => {
+    const stop = new AbortController();
+    const missed: ChangeEvent = { kind: 'lookup-missed', token: token(2), clusterTime: at(2), documentId: 7 };
+    const del: ChangeEvent = { kind: 'delete', token: token(3), clusterTime: at(3), documentId: 7 };
+    const source = new ScriptedSource(
+      [
+        { events: [upsert(1, 7), missed, del], position: undefined },
+        { events: [], position: undefined },
+      ],
+      stop,
+    );
+    const sink = new RecordingSink();
+    const checkpoints = new RecordingCheckpoints();
+    const c = counters();
+    await runStreamLoop(
+      { source, sink, checkpoints, mapper: () => mapper, limits, counters: c },
+      start,
+      stop.signal,
+    );
+    expect(sink.writes.flat().map((r) => r.row.operationType)).toEqual(['insert', 'delete']);
+    expect(sink.writes.flat()[1]?.row).toMatchObject({
+      _id: '{"$numberInt":"7"}',
+      _doc_id: '{"$numberInt":"7"}',
+      v: null,
+    });
+    expect(c).toMatchObject({ events: 3, lookupMisses: 1, rowsWritten: 2 });
+    expect(positions(checkpoints)).toEqual(['tok0003']);
+  });
+
+  it('writes a drop marker and ends with the position to continue from with startAfter', async () => {
+    const stop = new AbortController();
+    const drop: ChangeEvent = {
+      kind: 'collection-gone',
+      operationType: 'drop',
+      token: token(2),
+      clusterTime: at(2),
+    };
+    const source = new ScriptedSource(
+      [{ events: [upsert(1, 1), drop, upsert(3, 3)], position: undefined }],
+      stop,
+    );
+    const sink = new RecordingSink();
+    const checkpoints = new RecordingCheckpoints();
+    const end = await runStreamLoop(
+      { source, sink, checkpoints, mapper: () => mapper, limits },
+      start,
+      stop.signal,
+    );
+    expect(end).toEqual({ kind: 'collection-gone', position: { token: 'tok0002', clusterTime: at(2) } });
+    expect(sink.writes.flat().map((r) => [r.row.operationType, r.row._doc_id])).toEqual([
+      ['insert', '{"$numberInt":"1"}'],
+      ['drop', null],
+    ]);
+    expect(positions(checkpoints)).toEqual(['tok0002']);
+  });
+
+  it('does not save a checkpoint when the sink fails', async () => {
+    const stop = new AbortController();
+    const source = new ScriptedSource(
+      [
+        { events: [upsert(1, 1)], position: undefined },
+        { events: [], position: undefined },
+      ],
+      stop,
+    );
+    const sink = new RecordingSink(() => Promise.reject(new Error('BigQuery down')));
+    const checkpoints = new RecordingCheckpoints();
+    await expect(
+      runStreamLoop({ source, sink, checkpoints, mapper: () => mapper, limits }, start, stop.signal),
+    ).rejects.toThrow('BigQuery down');
+    expect(checkpoints.saved).toEqual([]);
+    expect(source.closed).toBe(1);
+  });
+
+  it('batches across pulls until a limit is reached, and flushes what it read when stopped', async () => {
+    const stop = new AbortController();
+    const source = new ScriptedSource(
+      [
+        { events: [upsert(1, 1)], position: undefined },
+        { events: [upsert(2, 2)], position: undefined },
+        { events: [upsert(3, 3)], position: undefined },
+      ],
+      stop,
+    );
+    const sink = new RecordingSink();
+    const checkpoints = new RecordingCheckpoints();
+    await runStreamLoop(
+      { source, sink, checkpoints, mapper: () => mapper, limits: { ...limits, maxRows: 2 } },
+      start,
+      stop.signal,
+    );
+    expect(sink.writes.map((w) => w.length)).toEqual([2, 1]);
+    expect(positions(checkpoints)).toEqual(['tok0002', 'tok0003']);
+  });
+});
