@@ -65,7 +65,7 @@ interface ErrorShape {
 }
 
 function shape(error: unknown): ErrorShape {
-  return typeof error === 'object' && error !== null ? (error) : {};
+  return typeof error === 'object' && error !== null ? error : {};
 }
 
 function reasonsOf(error: ErrorShape): string[] {

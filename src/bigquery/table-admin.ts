@@ -1,0 +1,531 @@
+import {
+  type BigQuery,
+  type Dataset,
+  type Table,
+  type TableField as RemoteField,
+  type TableMetadata,
+} from '@google-cloud/bigquery';
+import { BigQueryError, ConfigError } from '../errors.js';
+import { type Evolution } from '../schema/evolve.js';
+import { columnToField, historyTableSchema } from '../schema/table-schema.js';
+import { COLUMN_MODES, type ColumnMode, type ColumnSpec, type TableField } from '../schema/types.js';
+import { addColumnsSql, createOrReplaceViewSql, dropViewSql } from './ddl.js';
+import { toBigQueryError } from './error-mapping.js';
+import { assertDatasetId, assertProjectId, quoteColumn, tableRef, type TableRef } from './identifiers.js';
+import { currentStateViewSql, latestViewSql, viewNames } from './views.js';
+
+/** Columns of the dead-letter table `<table>_errors`: rows BigQuery refused, with the reason and the raw document. */
+export const DEAD_LETTER_FIELDS: readonly TableField[] = Object.freeze([
+  {
+    name: 'mapping_id',
+    type: 'STRING',
+    mode: 'NULLABLE',
+    description: 'the settings document of the mapping',
+  },
+  { name: 'event_id', type: 'STRING', mode: 'NULLABLE', description: 'unique id of the change (_event_id)' },
+  { name: '_doc_id', type: 'STRING', mode: 'NULLABLE', description: 'canonical string of the document _id' },
+  { name: 'reason', type: 'STRING', mode: 'NULLABLE', description: 'why BigQuery refused the row' },
+  {
+    name: 'document',
+    // STRING rather than JSON: a dead-letter table must accept whatever it is given (JSON columns have their
+    // own limits and parse the text), and BigQuery's JSON functions read JSON text in STRING columns too.
+    type: 'STRING',
+    mode: 'NULLABLE',
+    description: 'the raw document as relaxed Extended JSON',
+  },
+  { name: 'failed_at', type: 'TIMESTAMP', mode: 'NULLABLE', description: 'when the row was refused' },
+]);
+
+const HISTORY_PARTITION_FIELD = '_cluster_time';
+const HISTORY_CLUSTERING_FIELDS = ['_doc_id'] as const;
+const DEAD_LETTER_PARTITION_FIELD = 'failed_at';
+/** Attempts of the schema patch when another writer changed the table in between (HTTP 412 on the etag). */
+const MAX_PATCH_ATTEMPTS = 3;
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
+const TYPE_ALIASES: Readonly<Record<string, string>> = {
+  INT64: 'INTEGER',
+  FLOAT64: 'FLOAT',
+  BOOL: 'BOOLEAN',
+  STRUCT: 'RECORD',
+};
+
+/** Workarounds for local BigQuery emulators; refused unless the client talks to a loopback endpoint. */
+export interface EmulatorWorkarounds {
+  /**
+   * goccy/bigquery-emulator refuses `CREATE OR REPLACE VIEW` on an existing view: drop it first. Between the
+   * two statements the view does not exist, which is why BigQuery itself always gets the atomic statement.
+   */
+  readonly dropViewBeforeReplace?: boolean;
+}
+
+export interface TableAdminOptions {
+  /** The REST client (`createBigQueryClients(...).bigquery`). */
+  readonly bigquery: BigQuery;
+  readonly projectId: string;
+  readonly datasetId: string;
+  /** Location of a dataset created here (BigQuery's default when unset); also sent with every statement. */
+  readonly location?: string;
+  readonly emulatorWorkarounds?: EmulatorWorkarounds;
+}
+
+/** A field of an existing table as BigQuery reports it, type aliases normalised to the legacy names. */
+export interface ExistingField {
+  readonly name: string;
+  /** `STRING`, `INTEGER`, `RECORD`, ..., or a type the archiver never writes (`GEOGRAPHY`, ...) as reported. */
+  readonly type: string;
+  readonly mode: ColumnMode;
+  readonly fields?: readonly ExistingField[];
+}
+
+export interface DatasetResult {
+  readonly datasetId: string;
+  readonly created: boolean;
+}
+
+export interface TableState {
+  readonly table: string;
+  /** True when this call created the table; false when it existed (the state is then read back). */
+  readonly created: boolean;
+  readonly fields: readonly ExistingField[];
+  readonly partitioning: { readonly type: string; readonly field: string | undefined } | undefined;
+  readonly clustering: readonly string[];
+  /**
+   * Dotted paths of wanted fields the existing table lacks (for example metadata columns of a table written by
+   * the original service); empty for a table created here. Adding them is the caller's decision.
+   */
+  readonly missing: readonly string[];
+}
+
+export interface ViewsResult {
+  /** Views created or replaced, in order. */
+  readonly replaced: readonly string[];
+  /** A stale `<table>_latest_view` dropped because no column is a primary key any more. */
+  readonly dropped: readonly string[];
+}
+
+export interface AddColumnsResult {
+  /** Dotted paths of the fields this call added (empty when the table already had them all). */
+  readonly added: readonly string[];
+  /** The table's schema, read back after the change. */
+  readonly fields: readonly ExistingField[];
+  readonly views: ViewsResult;
+}
+
+interface ViewPlan {
+  readonly view: TableRef;
+  readonly viewSql: string;
+  readonly latestView: TableRef;
+  readonly latestViewSql: string | undefined;
+}
+
+/**
+ * DDL for one dataset: the dataset, history tables (DAY-partitioned on `_cluster_time`, clustered on
+ * `_doc_id`), their views, additive schema changes and dead-letter tables. Every name is validated before any
+ * SQL text or request exists; an illegal one is an IdentifierError. Every method is idempotent and safe to
+ * race with another instance doing the same. Failures of BigQuery come out as BigQueryError.
+ */
+export class TableAdmin {
+  readonly projectId: string;
+  readonly datasetId: string;
+  private readonly bigquery: BigQuery;
+  private readonly location: string | undefined;
+  private readonly dropViewBeforeReplace: boolean;
+
+  constructor(options: TableAdminOptions) {
+    this.projectId = assertProjectId(options.projectId);
+    this.datasetId = assertDatasetId(options.datasetId);
+    this.bigquery = options.bigquery;
+    this.location = options.location;
+    this.dropViewBeforeReplace = options.emulatorWorkarounds?.dropViewBeforeReplace === true;
+    if (this.dropViewBeforeReplace && !isLoopback(options.bigquery.apiEndpoint)) {
+      throw new ConfigError(
+        `emulator workarounds are only for a local emulator, but BigQuery is ${options.bigquery.apiEndpoint}`,
+      );
+    }
+  }
+
+  /** Creates the dataset when it does not exist. */
+  async ensureDataset(): Promise<DatasetResult> {
+    const dataset = this.dataset();
+    const context = `dataset ${this.datasetId}`;
+    if (await this.exists(dataset, context)) return { datasetId: this.datasetId, created: false };
+    try {
+      await dataset.create(this.location === undefined ? {} : { location: this.location });
+      return { datasetId: this.datasetId, created: true };
+    } catch (error) {
+      if (isAlreadyExists(error)) return { datasetId: this.datasetId, created: false };
+      throw toBigQueryError(error, `creating ${context}`);
+    }
+  }
+
+  /**
+   * Creates the history table `table` (the columns plus the metadata columns) when absent; otherwise reads
+   * back what exists. An existing table is never changed here (see `addColumns`).
+   */
+  async ensureHistoryTable(table: string, columns: readonly ColumnSpec[]): Promise<TableState> {
+    this.ref(table);
+    const fields = historyTableSchema(columns);
+    assertFieldNames(fields);
+    return this.ensureTable(table, fields, HISTORY_PARTITION_FIELD, HISTORY_CLUSTERING_FIELDS);
+  }
+
+  /** Creates the dead-letter table `<table>_errors` (DAY-partitioned on `failed_at`) when absent. */
+  async ensureDeadLetterTable(table: string): Promise<TableState> {
+    this.ref(table);
+    return this.ensureTable(viewNames(table).errors, DEAD_LETTER_FIELDS, DEAD_LETTER_PARTITION_FIELD, []);
+  }
+
+  /**
+   * Creates or replaces `<table>_view`, and `<table>_latest_view` when a column is a primary key; drops a
+   * `<table>_latest_view` left from an earlier primary key otherwise.
+   */
+  async ensureViews(table: string, columns: readonly ColumnSpec[]): Promise<ViewsResult> {
+    return this.applyViews(this.planViews(table, columns));
+  }
+
+  /**
+   * Applies the additive changes of `planEvolution`: new top-level columns by `ALTER TABLE ... ADD COLUMN IF
+   * NOT EXISTS`, then one tables.patch with the full merged schema (which also carries new RECORD sub-fields,
+   * and keeps everything else of the existing schema as it is), then regenerates the views for
+   * `evolution.columns`. Columns the table already has are left alone, so a repeated call adds nothing.
+   */
+  async addColumns(
+    table: string,
+    evolution: Pick<Evolution, 'columns' | 'additions'>,
+  ): Promise<AddColumnsResult> {
+    const ref = this.ref(table);
+    for (const { parent, column } of evolution.additions) {
+      parent.forEach(quoteColumn);
+      assertFieldNames([columnToField(column)]);
+    }
+    const topLevel = evolution.additions
+      .filter((a) => a.parent.length === 0)
+      .map((a) => columnToField(a.column));
+    // Built now, so that nothing is sent when any of it is invalid.
+    addColumnsSqlIfAny(ref, topLevel);
+    const views = this.planViews(table, evolution.columns);
+
+    const handle = this.dataset().table(table);
+    const context = `table ${table}`;
+    let metadata = await this.metadata(handle, context);
+    // A conflict with the existing schema is refused before the ALTER changes anything.
+    mergeFields(remoteFields(metadata), evolution.additions, table);
+    const added: string[] = [];
+    const present = new Set(remoteFields(metadata).map((f) => (f.name ?? '').toLowerCase()));
+    const absent = topLevel.filter((f) => !present.has(f.name.toLowerCase()));
+    const alter = addColumnsSqlIfAny(ref, absent);
+    if (alter !== undefined) {
+      await this.run(alter, `adding columns to ${context}`);
+      added.push(...absent.map((f) => f.name));
+      metadata = await this.metadata(handle, context);
+    }
+
+    for (let attempt = 1; ; attempt++) {
+      const merged = mergeFields(remoteFields(metadata), evolution.additions, table);
+      if (merged.added.length === 0) break;
+      try {
+        await handle.setMetadata({
+          schema: { fields: merged.fields },
+          // With the etag BigQuery refuses the patch (412) when the table changed since it was read, instead
+          // of silently undoing the other change.
+          ...(metadata.etag !== undefined && { etag: metadata.etag }),
+        });
+        for (const path of merged.added) if (!added.includes(path)) added.push(path);
+        break;
+      } catch (error) {
+        if (httpStatus(error) !== 412 || attempt >= MAX_PATCH_ATTEMPTS) {
+          throw toBigQueryError(error, `patching the schema of ${context}`);
+        }
+        metadata = await this.metadata(handle, context);
+      }
+    }
+
+    const after = await this.metadata(handle, context);
+    return { added, fields: remoteFields(after).map(existingField), views: await this.applyViews(views) };
+  }
+
+  private dataset(): Dataset {
+    return this.bigquery.dataset(
+      this.datasetId,
+      this.location === undefined ? {} : { location: this.location },
+    );
+  }
+
+  private ref(table: string): TableRef {
+    return tableRef(this.projectId, this.datasetId, table);
+  }
+
+  private planViews(table: string, columns: readonly ColumnSpec[]): ViewPlan {
+    const names = viewNames(table);
+    const view = this.ref(names.view);
+    const latestView = this.ref(names.latestView);
+    return {
+      view,
+      viewSql: createOrReplaceViewSql(view, currentStateViewSql(this.ref(table))),
+      latestView,
+      latestViewSql: mapDefined(latestViewSql(view, columns), (body) =>
+        createOrReplaceViewSql(latestView, body),
+      ),
+    };
+  }
+
+  private async applyViews(plan: ViewPlan): Promise<ViewsResult> {
+    const replaced: string[] = [];
+    const dropped: string[] = [];
+    await this.replaceView(plan.view, plan.viewSql);
+    replaced.push(plan.view.tableId);
+    if (plan.latestViewSql !== undefined) {
+      await this.replaceView(plan.latestView, plan.latestViewSql);
+      replaced.push(plan.latestView.tableId);
+    } else if (await this.isView(plan.latestView)) {
+      await this.run(dropViewSql(plan.latestView), `dropping view ${plan.latestView.tableId}`);
+      dropped.push(plan.latestView.tableId);
+    }
+    return { replaced, dropped };
+  }
+
+  private async replaceView(view: TableRef, sql: string): Promise<void> {
+    const context = `creating or replacing view ${view.tableId}`;
+    if (this.dropViewBeforeReplace) await this.run(dropViewSql(view), context);
+    await this.run(sql, context);
+  }
+
+  /** True when `ref` exists and is a view (a table of that name is not ours to drop). */
+  private async isView(ref: TableRef): Promise<boolean> {
+    const metadata = await this.tryMetadata(this.dataset().table(ref.tableId), `view ${ref.tableId}`);
+    return metadata?.type === 'VIEW';
+  }
+
+  private async ensureTable(
+    table: string,
+    fields: readonly TableField[],
+    partitionField: string,
+    clustering: readonly string[],
+  ): Promise<TableState> {
+    const handle = this.dataset().table(table);
+    const context = `table ${table}`;
+    let metadata = await this.tryMetadata(handle, context);
+    let created = false;
+    if (metadata === undefined) {
+      try {
+        const [, response] = await this.dataset().createTable(table, {
+          schema: { fields: fields.map(toRemoteField) },
+          timePartitioning: { type: 'DAY', field: partitionField },
+          ...(clustering.length > 0 && { clustering: { fields: [...clustering] } }),
+        });
+        metadata = response;
+        created = true;
+      } catch (error) {
+        if (!isAlreadyExists(error)) throw toBigQueryError(error, `creating ${context}`);
+        metadata = await this.metadata(handle, context);
+      }
+    }
+    if (metadata.type !== undefined && metadata.type !== 'TABLE') {
+      throw new BigQueryError('fatal', `${context} is a ${metadata.type}, not a table`);
+    }
+    const existing = remoteFields(metadata).map(existingField);
+    const partitioning = metadata.timePartitioning;
+    return {
+      table,
+      created,
+      fields: existing,
+      partitioning:
+        partitioning?.type === undefined
+          ? undefined
+          : { type: partitioning.type, field: partitioning.field ?? undefined },
+      clustering: metadata.clustering?.fields ?? [],
+      missing: missingPaths(fields, existing, ''),
+    };
+  }
+
+  private async exists(dataset: Dataset, context: string): Promise<boolean> {
+    try {
+      const [exists] = await dataset.exists();
+      return exists;
+    } catch (error) {
+      throw toBigQueryError(error, `looking up ${context}`);
+    }
+  }
+
+  /** The table's metadata, or undefined when it does not exist. */
+  private async tryMetadata(handle: Table, context: string): Promise<TableMetadata | undefined> {
+    try {
+      const [metadata] = (await handle.getMetadata()) as [TableMetadata, unknown];
+      return metadata;
+    } catch (error) {
+      if (httpStatus(error) === 404) return undefined;
+      throw toBigQueryError(error, `reading ${context}`);
+    }
+  }
+
+  private async metadata(handle: Table, context: string): Promise<TableMetadata> {
+    try {
+      const [metadata] = (await handle.getMetadata()) as [TableMetadata, unknown];
+      return metadata;
+    } catch (error) {
+      throw toBigQueryError(error, `reading ${context}`);
+    }
+  }
+
+  private async run(sql: string, context: string): Promise<void> {
+    try {
+      await this.bigquery.query({
+        query: sql,
+        ...(this.location !== undefined && { location: this.location }),
+      });
+    } catch (error) {
+      throw toBigQueryError(error, context);
+    }
+  }
+}
+
+function addColumnsSqlIfAny(ref: TableRef, fields: readonly TableField[]): string | undefined {
+  return fields.length === 0 ? undefined : addColumnsSql(ref, fields);
+}
+
+function mapDefined<T, U>(value: T | undefined, f: (value: T) => U): U | undefined {
+  return value === undefined ? undefined : f(value);
+}
+
+function isLoopback(endpoint: string): boolean {
+  try {
+    return LOOPBACK_HOSTS.has(new URL(endpoint).hostname);
+  } catch {
+    return false;
+  }
+}
+
+function assertFieldNames(fields: readonly TableField[]): void {
+  for (const f of fields) {
+    quoteColumn(f.name);
+    if (f.fields) assertFieldNames(f.fields);
+  }
+}
+
+function httpStatus(error: unknown): number | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'number' ? code : undefined;
+}
+
+function errorReasons(error: unknown): string[] {
+  if (typeof error !== 'object' || error === null) return [];
+  const errors = (error as { errors?: unknown }).errors;
+  if (!Array.isArray(errors)) return [];
+  return errors.flatMap((e: unknown) => {
+    const reason = typeof e === 'object' && e !== null ? (e as { reason?: unknown }).reason : undefined;
+    return typeof reason === 'string' ? [reason] : [];
+  });
+}
+
+/** Another instance created it first (HTTP 409, reason `duplicate`). */
+function isAlreadyExists(error: unknown): boolean {
+  return httpStatus(error) === 409 || errorReasons(error).includes('duplicate');
+}
+
+function remoteFields(metadata: TableMetadata): RemoteField[] {
+  const schema = metadata.schema;
+  if (schema === undefined || typeof schema === 'string') return [];
+  return Array.isArray(schema) ? schema : (schema.fields ?? []);
+}
+
+function normalisedType(type: string | undefined): string {
+  const upper = (type ?? '').toUpperCase();
+  return TYPE_ALIASES[upper] ?? upper;
+}
+
+function normalisedMode(mode: string | undefined): ColumnMode {
+  const upper = (mode ?? '').toUpperCase();
+  return COLUMN_MODES.find((m) => m === upper) ?? 'NULLABLE';
+}
+
+function existingField(field: RemoteField): ExistingField {
+  return {
+    name: field.name ?? '',
+    type: normalisedType(field.type),
+    mode: normalisedMode(field.mode),
+    ...(field.fields && { fields: field.fields.map(existingField) }),
+  };
+}
+
+function toRemoteField(field: TableField): RemoteField {
+  return {
+    name: field.name,
+    type: field.type,
+    mode: field.mode,
+    ...(field.fields && { fields: field.fields.map(toRemoteField) }),
+    ...(field.description !== undefined && { description: field.description }),
+  };
+}
+
+function findField<F extends { readonly name?: string | null | undefined }>(
+  fields: readonly F[],
+  name: string,
+): F | undefined {
+  const lower = name.toLowerCase();
+  return fields.find((f) => (f.name ?? '').toLowerCase() === lower);
+}
+
+function missingPaths(
+  wanted: readonly TableField[],
+  existing: readonly ExistingField[],
+  prefix: string,
+): string[] {
+  return wanted.flatMap((w) => {
+    const path = `${prefix}${w.name}`;
+    const found = findField(existing, w.name);
+    if (!found) return [path];
+    return w.fields && found.fields ? missingPaths(w.fields, found.fields, `${path}.`) : [];
+  });
+}
+
+/**
+ * The existing schema with the additions merged in: new fields appended at the end of their level, fields
+ * that exist already (names are case-insensitive) kept as they are. Everything BigQuery reported about the
+ * existing fields (descriptions, policy tags, types the archiver does not know) is carried over untouched,
+ * because tables.patch replaces the whole schema.
+ */
+function mergeFields(
+  existing: readonly RemoteField[],
+  additions: Evolution['additions'],
+  table: string,
+): { fields: RemoteField[]; added: string[] } {
+  const fields = structuredClone([...existing]);
+  const added: string[] = [];
+  for (const { parent, column } of additions) {
+    let level = fields;
+    for (const [i, name] of parent.entries()) {
+      const record = findField(level, name);
+      if (!record || normalisedType(record.type) !== 'RECORD') {
+        throw new BigQueryError(
+          'fatal',
+          `cannot add ${[...parent, column.name].join('.')} to table ${table}: ${parent.slice(0, i + 1).join('.')} is not a RECORD column there`,
+        );
+      }
+      record.fields ??= [];
+      level = record.fields;
+    }
+    added.push(...mergeField(level, columnToField(column), parent.join('.'), table));
+  }
+  return { fields, added };
+}
+
+/** Adds `field` to `level` or, when a field of that name exists, its missing sub-fields; returns what it added. */
+function mergeField(level: RemoteField[], field: TableField, prefix: string, table: string): string[] {
+  const path = prefix === '' ? field.name : `${prefix}.${field.name}`;
+  const found = findField(level, field.name);
+  if (!found) {
+    level.push(toRemoteField(field));
+    return [path];
+  }
+  if (normalisedType(found.type) !== field.type || normalisedMode(found.mode) !== field.mode) {
+    throw new BigQueryError(
+      'fatal',
+      `cannot add ${path} ${field.mode} ${field.type} to table ${table}: it exists as ${normalisedMode(found.mode)} ${normalisedType(found.type)}`,
+    );
+  }
+  if (!field.fields) return [];
+  found.fields ??= [];
+  const sub = found.fields;
+  return field.fields.flatMap((f) => mergeField(sub, f, path, table));
+}

@@ -1,0 +1,112 @@
+import { BigQuery, type TableMetadata } from '@google-cloud/bigquery';
+import { OAuth2Client } from 'google-auth-library';
+
+type RequestOptions = Parameters<BigQuery['request']>[0];
+type RequestCallback = Parameters<BigQuery['request']>[1];
+
+/** One REST request the client tried to send. */
+export interface RecordedRequest {
+  readonly method: string;
+  /** Relative to the client's base URL, for example `datasets/ds/tables/t` or `/queries`. */
+  readonly uri: string;
+  readonly json: unknown;
+}
+
+/** An HTTP failure as the client library reports it. */
+export function apiError(code: number, reason: string, message = reason): Error {
+  return Object.assign(new Error(message), { code, errors: [{ reason, message }] });
+}
+
+/**
+ * A real `BigQuery` client whose transport is replaced: no request leaves the process. Every request is
+ * recorded (the SQL of every statement in `sql`) and answered from an in-memory set of tables, like an
+ * emulator that understands tables.get/insert/patch and treats every statement as a success that changes
+ * nothing. `failNext` makes the next request whose method and URI match fail with the given error.
+ */
+export class RecordingBigQuery {
+  readonly requests: RecordedRequest[] = [];
+  readonly sql: string[] = [];
+  /** Tables (and views) by id; tests seed it and read back what patches wrote. */
+  readonly tables = new Map<string, TableMetadata>();
+  readonly datasets = new Set<string>();
+  readonly client: BigQuery;
+  private readonly failures: { method: string; uri: RegExp; error: Error }[] = [];
+
+  constructor(projectId: string, apiEndpoint = 'http://127.0.0.1:9') {
+    const authClient = new OAuth2Client();
+    authClient.setCredentials({ access_token: 'unit-test', expiry_date: Date.now() + 3_600_000 });
+    this.client = new BigQuery({ projectId, apiEndpoint, authClient, autoRetry: false });
+    this.client.request = (options: RequestOptions, callback: RequestCallback) => {
+      const { method = 'GET', uri } = options;
+      const json: unknown = options.json;
+      this.requests.push({ method, uri, json });
+      let answer: { error: Error } | { body: unknown };
+      try {
+        answer = { body: this.answer(method, uri, json) };
+      } catch (error) {
+        answer = { error: error instanceof Error ? error : new Error(String(error)) };
+      }
+      // Answer asynchronously, as a transport would.
+      setImmediate(() => {
+        if ('error' in answer) callback(answer.error);
+        else callback(null, answer.body);
+      });
+    };
+  }
+
+  failNext(method: string, uri: RegExp, error: Error): void {
+    this.failures.push({ method, uri, error });
+  }
+
+  private answer(method: string, uri: string, json: unknown): unknown {
+    const failure = this.failures.findIndex((f) => f.method === method && f.uri.test(uri));
+    if (failure >= 0) {
+      const [removed] = this.failures.splice(failure, 1);
+      if (removed) throw removed.error;
+    }
+    if (uri === '/queries' && method === 'POST') {
+      this.sql.push((json as { query: string }).query);
+      return {
+        jobComplete: true,
+        jobReference: { projectId: 'fake', jobId: `job_${this.sql.length}`, location: 'US' },
+        schema: { fields: [] },
+        rows: [],
+      };
+    }
+    const match = /^\/?datasets(?:\/([^/]+))?(?:\/tables(?:\/([^/]+))?)?$/.exec(uri);
+    if (!match) throw apiError(400, 'invalid', `the fake does not know ${method} ${uri}`);
+    const [, dataset, table] = match;
+    if (dataset === undefined) {
+      const id = (json as { datasetReference: { datasetId: string } }).datasetReference.datasetId;
+      if (this.datasets.has(id)) throw apiError(409, 'duplicate', `Already Exists: Dataset ${id}`);
+      this.datasets.add(id);
+      return json;
+    }
+    if (uri.endsWith('/tables') && method === 'POST') {
+      const body = json as TableMetadata & { tableReference: { tableId: string } };
+      const id = body.tableReference.tableId;
+      if (this.tables.has(id)) throw apiError(409, 'duplicate', `Already Exists: Table ${id}`);
+      const stored: TableMetadata = { ...body, type: 'TABLE', etag: 'etag-1' };
+      this.tables.set(id, stored);
+      return stored;
+    }
+    if (table === undefined) {
+      if (method !== 'GET') throw apiError(400, 'invalid', `the fake does not know ${method} ${uri}`);
+      if (!this.datasets.has(dataset)) throw apiError(404, 'notFound', `Not found: Dataset ${dataset}`);
+      return { id: dataset };
+    }
+    const stored = this.tables.get(table);
+    if (!stored) throw apiError(404, 'notFound', `Not found: Table ${table}`);
+    if (method === 'GET') return stored;
+    if (method === 'PATCH') {
+      const patched: TableMetadata = {
+        ...stored,
+        ...(json as TableMetadata),
+        etag: `etag-${String(this.requests.length)}`,
+      };
+      this.tables.set(table, patched);
+      return patched;
+    }
+    throw apiError(400, 'invalid', `the fake does not know ${method} ${uri}`);
+  }
+}
