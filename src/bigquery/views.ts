@@ -1,3 +1,4 @@
+import { VIEW_ROW_NUMBER_COLUMN } from '../schema/names.js';
 import { type ColumnSpec } from '../schema/types.js';
 import { quoteColumn, type TableRef } from './identifiers.js';
 
@@ -13,7 +14,7 @@ export function viewNames(table: string): { view: string; latestView: string; er
  * though the history table is at-least-once.
  */
 export function currentStateViewSql(history: TableRef): string {
-  const rowNumber = '`_mba_rn`';
+  const rowNumber = `\`${VIEW_ROW_NUMBER_COLUMN}\``;
   return [
     `SELECT * EXCEPT (${rowNumber}) FROM (`,
     `  SELECT h.*, ROW_NUMBER() OVER (PARTITION BY h.\`_doc_id\` ORDER BY h.\`_seq\` DESC) AS ${rowNumber}`,
@@ -32,7 +33,7 @@ export function currentStateViewSql(history: TableRef): string {
 export function latestViewSql(view: TableRef, columns: readonly ColumnSpec[]): string | undefined {
   const keys = columns.filter((c) => c.primary_key === true).map((c) => quoteColumn(c.name));
   if (keys.length === 0) return undefined;
-  const rowNumber = '`_mba_rn`';
+  const rowNumber = `\`${VIEW_ROW_NUMBER_COLUMN}\``;
   return [
     `SELECT * EXCEPT (${rowNumber}) FROM (`,
     `  SELECT v.*, ROW_NUMBER() OVER (PARTITION BY ${keys.map((k) => `v.${k}`).join(', ')} ORDER BY v.\`_seq\` DESC) AS ${rowNumber}`,

@@ -2,7 +2,7 @@ import { isDocument } from '../transform/bson-kind.js';
 import { countColumns } from './column-spec.js';
 import { parseFieldPath } from './field-path.js';
 import { columnsFor, emptyNode, observe, resolveType, type ResolvedType } from './infer.js';
-import { METADATA_COLUMN_NAMES } from './names.js';
+import { METADATA_COLUMN_NAMES, RESERVED_TOP_LEVEL_NAMES } from './names.js';
 import { MAX_COLUMNS, MAX_NESTING_DEPTH, type ColumnSpec } from './types.js';
 
 /** One additive change: a new NULLABLE (or REPEATED) column at `parent` (column names; [] for top level). */
@@ -77,7 +77,7 @@ function evolveLevel(
     if (t) fresh.set(key, t);
   }
   if (fresh.size === 0) return result;
-  const taken = [...result.map((c) => c.name), ...(topLevel ? METADATA_COLUMN_NAMES : [])];
+  const taken = [...result.map((c) => c.name), ...(topLevel ? RESERVED_TOP_LEVEL_NAMES : [])];
   const added = columnsFor(fresh, taken, budget);
   for (const column of added) additions.push({ parent, column });
   return [...result, ...added];

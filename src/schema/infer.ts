@@ -1,7 +1,7 @@
 import { bsonKind, isDocument } from '../transform/bson-kind.js';
 import { type Binary } from 'bson';
 import { formatFieldPath } from './field-path.js';
-import { assignColumnNames, METADATA_COLUMN_NAMES } from './names.js';
+import { assignColumnNames, METADATA_COLUMN_NAMES, RESERVED_TOP_LEVEL_NAMES } from './names.js';
 import { MAX_COLUMNS, MAX_NESTING_DEPTH, type ColumnSpec, type ColumnType } from './types.js';
 
 /** What one document path held across the samples; a join-semilattice, so the sample order cannot matter. */
@@ -244,5 +244,5 @@ export function columnsFromNode(root: TypeNode): ColumnSpec[] {
     if (t) resolved.set(key, t);
   }
   const budget = { remaining: MAX_COLUMNS - METADATA_COLUMN_NAMES.length - 1 };
-  return [ID_COLUMN, ...columnsFor(resolved, [...METADATA_COLUMN_NAMES, ID_COLUMN.name], budget)];
+  return [ID_COLUMN, ...columnsFor(resolved, [...RESERVED_TOP_LEVEL_NAMES, ID_COLUMN.name], budget)];
 }

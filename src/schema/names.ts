@@ -24,8 +24,14 @@ export const RESERVED_COLUMN_PREFIXES = [
   '_CHANGE_TIMESTAMP',
 ] as const;
 
+/** The helper column the view SQL numbers rows with; no user column may take its name. */
+export const VIEW_ROW_NUMBER_COLUMN = '_mba_rn';
+
+/** Top-level names a user column may not have: the metadata columns and the views' helper column. */
+export const RESERVED_TOP_LEVEL_NAMES: readonly string[] = [...METADATA_COLUMN_NAMES, VIEW_ROW_NUMBER_COLUMN];
+
 const LEGAL_COLUMN_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const METADATA_LOWER = new Set(METADATA_COLUMN_NAMES.map((n) => n.toLowerCase()));
+const RESERVED_LOWER = new Set(RESERVED_TOP_LEVEL_NAMES.map((n) => n.toLowerCase()));
 
 /** Why `name` cannot be a BigQuery column name, or undefined when it can. */
 export function columnNameProblem(name: string): string | undefined {
@@ -41,7 +47,7 @@ export function columnNameProblem(name: string): string | undefined {
 }
 
 export function isMetadataColumnName(name: string): boolean {
-  return METADATA_LOWER.has(name.toLowerCase());
+  return RESERVED_LOWER.has(name.toLowerCase());
 }
 
 /** A legal column name derived from an arbitrary document key (not yet unique). */

@@ -123,6 +123,12 @@ describe('column specs in the original format', () => {
     ]);
   });
 
+  it("reserves the views' row-number column like the metadata names", () => {
+    expect(problemsOf([{ name: '_MBA_RN', type: 'INTEGER' }])).toEqual([
+      'columns[0].name: "_MBA_RN" is reserved for archiver metadata',
+    ]);
+  });
+
   it('rejects reserved prefixes and names longer than 300 characters', () => {
     expect(problemsOf([{ name: '_PARTITIONTIME', type: 'STRING' }])).toEqual([
       'columns[0].name: "_PARTITIONTIME" must not start with the reserved prefix _PARTITION',
