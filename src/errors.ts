@@ -5,6 +5,7 @@ export const ERROR_CODES = {
   identifier: 'IDENTIFIER_INVALID',
   bigquery: 'BIGQUERY_FAILED',
   source: 'SOURCE_EVENT_INVALID',
+  historyLost: 'HISTORY_LOST',
 } as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES];
