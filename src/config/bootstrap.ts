@@ -104,5 +104,6 @@ export function loadBootstrapConfig(options: LoadOptions = {}): BootstrapConfig 
 
 /** A connection string with its password replaced, for logs and messages. */
 export function redactUri(uri: string): string {
-  return uri.replace(/^(mongodb(?:\+srv)?:\/\/[^:/@]+:)[^@]*@/, '$1***@');
+  // Up to the last `@` before the host: an unencoded `@` inside the password must not leave a tail behind.
+  return uri.replace(/^(mongodb(?:\+srv)?:\/\/[^:/@]+:)[^/?#]*@/, '$1***@');
 }

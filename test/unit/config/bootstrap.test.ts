@@ -85,6 +85,7 @@ describe('bootstrap configuration', () => {
     expect(redactUri('mongodb://archiver:s3cr3t@db1:27017,db2/?replicaSet=rs0')).toBe(
       'mongodb://archiver:***@db1:27017,db2/?replicaSet=rs0',
     );
+    expect(redactUri('mongodb://u:p@ss@h/db')).toBe('mongodb://u:***@h/db');
     expect(redactUri('mongodb+srv://u:p%40ss@cluster0.example.net/')).toBe(
       'mongodb+srv://u:***@cluster0.example.net/',
     );

@@ -1,0 +1,152 @@
+import { pino, stdSerializers, type DestinationStream, type LevelWithSilent, type Logger } from 'pino';
+import { redactUri } from '../config/bootstrap.js';
+
+export type { Logger };
+
+/** What replaces a secret value in the logs. */
+export const REDACTED = '[REDACTED]';
+export const REDACTED_PRIVATE_KEY = '[REDACTED PRIVATE KEY]';
+
+/**
+ * Field names are compared lower-cased without `_` and `-`, so `MONGO_PASSWORD`, `accessToken` and
+ * `client-secret` are all caught. A name is secret when it contains one of the parts, ends with one of the
+ * endings or is one of the exact names.
+ */
+const SECRET_NAME_PARTS = [
+  'password',
+  'passwd',
+  'secret',
+  'privatekey',
+  'credential',
+  'authorization',
+  'cookie',
+] as const;
+const SECRET_NAME_ENDINGS = ['token', 'apikey', 'accesskey'] as const;
+const SECRET_NAMES = ['key', 'pwd'] as const;
+/** Positions and leases are what an operator needs when a resume goes wrong; neither grants access. */
+const NON_SECRET_NAMES = ['resumetoken', 'postbatchresumetoken', 'fencingtoken'] as const;
+
+/**
+ * Redaction paths handed to pino. They matter for child-logger bindings, which `formatters.log` never
+ * sees; logged objects are scrubbed at any depth by `scrub`.
+ */
+const PINO_REDACT_NAMES = [
+  'password',
+  'secret',
+  'token',
+  'key',
+  'private_key',
+  'privateKey',
+  'access_token',
+  'accessToken',
+  'refresh_token',
+  'client_secret',
+  'apiKey',
+  'api_key',
+  'authorization',
+  'credentials',
+] as const;
+
+/** Whether a field of this name holds a secret whose value must never be logged. */
+export function isSecretFieldName(name: string): boolean {
+  const normalised = name.toLowerCase().replaceAll('_', '').replaceAll('-', '');
+  if ((NON_SECRET_NAMES as readonly string[]).includes(normalised)) return false;
+  return (
+    (SECRET_NAMES as readonly string[]).includes(normalised) ||
+    SECRET_NAME_PARTS.some((part) => normalised.includes(part)) ||
+    SECRET_NAME_ENDINGS.some((ending) => normalised.endsWith(ending))
+  );
+}
+
+/**
+ * A connection string inside a serialised JSON string: it ends at whitespace or at the end of the string,
+ * and escaped characters (`\"`, `\n`) belong to it. The credentials themselves are cut by `redactUri`.
+ */
+const CONNECTION_STRING = /mongodb(?:\+srv)?:\/\/(?:[^\s"\\]|\\.)*/g;
+/** A PEM private key inside a serialised JSON string, up to its END line or, if cut short, the string's end. */
+const PEM_PRIVATE_KEY =
+  /-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----(?:[^"\\]|\\.)*?(?:-----END \1PRIVATE KEY-----|(?="))/g;
+
+/**
+ * Removes connection-string passwords and private keys from one serialised log line. It runs on the final
+ * line because strings reach it from many places (messages, format arguments, error messages and stacks,
+ * child bindings), and this is the one place they all pass.
+ */
+export function scrubLogLine(line: string): string {
+  let out = line;
+  if (out.includes('mongodb')) out = out.replace(CONNECTION_STRING, (uri) => redactUri(uri));
+  if (out.includes('PRIVATE KEY-----')) out = out.replace(PEM_PRIVATE_KEY, REDACTED_PRIVATE_KEY);
+  return out;
+}
+
+function hasToJson(value: object): boolean {
+  return typeof (value as { toJSON?: unknown }).toJSON === 'function';
+}
+
+/**
+ * A copy of a logged value with secret fields replaced at any depth. Errors become pino's serialised form
+ * wherever they are (pino only serialises the one under `err`); values with `toJSON` (dates, ObjectIds,
+ * buffers) are left to it.
+ */
+function scrub(value: unknown, ancestors: WeakSet<object>): unknown {
+  if (typeof value !== 'object' || value === null) return value;
+  if (ancestors.has(value)) return '[Circular]';
+  const isError = value instanceof Error;
+  if (!isError && hasToJson(value)) return value;
+  ancestors.add(value);
+  try {
+    if (Array.isArray(value)) return value.map((item: unknown) => scrub(item, ancestors));
+    const source: object = isError ? stdSerializers.err(value) : value;
+    const out: Record<string, unknown> = {};
+    for (const [name, field] of Object.entries(source)) {
+      out[name] = isSecretFieldName(name) && field != null ? REDACTED : scrub(field, ancestors);
+    }
+    return out;
+  } finally {
+    ancestors.delete(value);
+  }
+}
+
+export interface LoggerOptions {
+  readonly level: LevelWithSilent;
+  /** Where the JSON lines go; standard output when absent. */
+  readonly destination?: DestinationStream;
+}
+
+/**
+ * The process logger: one JSON object per line, ISO `time`, `level` as a label, and secrets (secret-named
+ * fields, passwords in MongoDB connection strings, PEM private keys) redacted wherever they appear.
+ */
+export function createLogger(options: LoggerOptions): Logger {
+  const config = {
+    level: options.level,
+    timestamp: pino.stdTimeFunctions.isoTime,
+    redact: {
+      paths: PINO_REDACT_NAMES.flatMap((name) => [name, `*.${name}`]),
+      censor: REDACTED,
+    },
+    // `formatters.log` already serialised every error; pino's own serialiser would turn that copy into an
+    // error of type "Object".
+    serializers: { err: (value: unknown) => value },
+    formatters: {
+      level: (label: string) => ({ level: label }),
+      log: (object: Record<string, unknown>) => scrub(object, new WeakSet()) as Record<string, unknown>,
+    },
+    hooks: { streamWrite: scrubLogLine },
+  };
+  return options.destination ? pino(config, options.destination) : pino(config);
+}
+
+/** Where a mapping's log lines come from: its name, source collection and target table. */
+export interface MappingContext {
+  readonly mapping: string;
+  readonly database: string;
+  readonly collection: string;
+  readonly table: string;
+}
+
+/** A child logger whose every line carries the mapping context. */
+export function mappingLogger(logger: Logger, context: MappingContext): Logger {
+  const { mapping, database, collection, table } = context;
+  return logger.child({ mapping, database, collection, table });
+}

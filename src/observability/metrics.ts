@@ -1,0 +1,337 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { ArchiverError, BigQueryError } from '../errors.js';
+
+/** Every metric this service defines; process and Node.js metrics keep their standard names. */
+export const METRIC_NAMES = {
+  changeEvents: 'mba_change_events_total',
+  rowsWritten: 'mba_rows_written_total',
+  bytesWritten: 'mba_bytes_written_total',
+  batches: 'mba_batches_total',
+  batchDuration: 'mba_batch_duration_seconds',
+  retries: 'mba_retries_total',
+  errors: 'mba_errors_total',
+  deadLetteredRows: 'mba_dead_lettered_rows_total',
+  replicationLag: 'mba_replication_lag_seconds',
+  checkpointAge: 'mba_checkpoint_age_seconds',
+  backfillDocumentsCopied: 'mba_backfill_documents_copied_total',
+  backfillDocumentsEstimated: 'mba_backfill_documents_estimated',
+  lookupMisses: 'mba_lookup_misses_total',
+  mappingState: 'mba_mapping_state',
+} as const;
+
+/** From a few milliseconds (a small insertAll) to a minute (a large request retried inside the batch). */
+export const DEFAULT_BATCH_DURATION_BUCKETS: readonly number[] = [
+  0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+];
+
+/**
+ * The states `mba_mapping_state` reports, exactly one of them 1 per mapping:
+ * `starting` (lease held, tables being prepared), `backfilling`, `streaming`, `retrying` (waiting out a
+ * backoff after a retryable failure), `failed` (stopped by a fatal error, `lastFailure` says why) and
+ * `stopped` (shut down, disabled or its lease lost).
+ */
+export const MAPPING_STATES = [
+  'starting',
+  'backfilling',
+  'streaming',
+  'retrying',
+  'failed',
+  'stopped',
+] as const;
+export type MappingState = (typeof MAPPING_STATES)[number];
+
+/**
+ * The `class` label of a retry or an error: a BigQuery failure class (`retryable`, `schema`, `poison`,
+ * `fatal`), the lower-cased code of another of our errors (`history_lost`...), or `unknown`. Bounded, so
+ * it is safe as a label.
+ */
+export function errorClassOf(error: unknown): string {
+  if (error instanceof BigQueryError) return error.failureClass;
+  if (error instanceof ArchiverError) return error.code.toLowerCase();
+  return 'unknown';
+}
+
+export interface MetricsOptions {
+  /** Milliseconds since the epoch; replication lag and checkpoint age are computed from it at each scrape. */
+  readonly now?: () => number;
+  /** Also register process and Node.js metrics (CPU, memory, event loop lag, GC); default true. */
+  readonly processMetrics?: boolean;
+  /** Buckets of `mba_batch_duration_seconds`; default DEFAULT_BATCH_DURATION_BUCKETS. */
+  readonly batchDurationBuckets?: readonly number[];
+}
+
+interface CheckpointMark {
+  /** Cluster time (seconds) of the last checkpointed change; undefined while only backfill progress was saved. */
+  readonly clusterTimeSeconds: number | undefined;
+  readonly atMs: number;
+}
+
+type MappingLabel = 'mapping';
+
+type Labels = Partial<Record<string, string | number>>;
+
+/** What `forgetMapping` needs of any of the metrics. */
+interface RemovableMetric {
+  get(): Promise<{ readonly values: readonly { readonly labels: Labels }[] }>;
+  remove(labels: Labels): void;
+}
+
+/**
+ * The service's Prometheus metrics on a registry of their own (never prom-client's global one). Create one
+ * per process in the composition root and inject it; tests create as many as they like.
+ */
+export class Metrics {
+  readonly registry: Registry;
+  readonly #now: () => number;
+  readonly #checkpoints = new Map<string, CheckpointMark>();
+  readonly #states = new Map<string, MappingState>();
+
+  readonly #changeEvents: Counter<'mapping' | 'operation'>;
+  readonly #rowsWritten: Counter<MappingLabel>;
+  readonly #bytesWritten: Counter<MappingLabel>;
+  readonly #batches: Counter<MappingLabel>;
+  readonly #batchDuration: Histogram<MappingLabel>;
+  readonly #retries: Counter<'mapping' | 'class'>;
+  readonly #errors: Counter<'mapping' | 'class'>;
+  readonly #deadLettered: Counter<MappingLabel>;
+  readonly #replicationLag: Gauge<MappingLabel>;
+  readonly #checkpointAge: Gauge<MappingLabel>;
+  readonly #backfillCopied: Counter<MappingLabel>;
+  readonly #backfillEstimated: Gauge<MappingLabel>;
+  readonly #lookupMisses: Counter<MappingLabel>;
+  readonly #mappingState: Gauge<'mapping' | 'state'>;
+
+  constructor(options: MetricsOptions = {}) {
+    this.#now = options.now ?? Date.now;
+    const registry = new Registry();
+    this.registry = registry;
+    const registers = [registry];
+    const perMapping = ['mapping'] as const;
+
+    this.#changeEvents = new Counter({
+      name: METRIC_NAMES.changeEvents,
+      help: 'Change events read from the change stream, by operation type.',
+      labelNames: ['mapping', 'operation'] as const,
+      registers,
+    });
+    this.#rowsWritten = new Counter({
+      name: METRIC_NAMES.rowsWritten,
+      help: 'History rows BigQuery acknowledged.',
+      labelNames: perMapping,
+      registers,
+    });
+    this.#bytesWritten = new Counter({
+      name: METRIC_NAMES.bytesWritten,
+      help: 'Bytes of the history rows BigQuery acknowledged.',
+      labelNames: perMapping,
+      registers,
+    });
+    this.#batches = new Counter({
+      name: METRIC_NAMES.batches,
+      help: 'Batches written to BigQuery.',
+      labelNames: perMapping,
+      registers,
+    });
+    this.#batchDuration = new Histogram({
+      name: METRIC_NAMES.batchDuration,
+      help: 'Time to write one batch to BigQuery, retries included.',
+      labelNames: perMapping,
+      buckets: [...(options.batchDurationBuckets ?? DEFAULT_BATCH_DURATION_BUCKETS)],
+      registers,
+    });
+    this.#retries = new Counter({
+      name: METRIC_NAMES.retries,
+      help: 'Retried requests, by failure class.',
+      labelNames: ['mapping', 'class'] as const,
+      registers,
+    });
+    this.#errors = new Counter({
+      name: METRIC_NAMES.errors,
+      help: 'Failures that stopped or restarted a mapping, by failure class.',
+      labelNames: ['mapping', 'class'] as const,
+      registers,
+    });
+    this.#deadLettered = new Counter({
+      name: METRIC_NAMES.deadLetteredRows,
+      help: 'Rows BigQuery refused that went to the dead-letter table.',
+      labelNames: perMapping,
+      registers,
+    });
+    this.#replicationLag = this.#clockGauge(
+      METRIC_NAMES.replicationLag,
+      'Now minus the cluster time of the last checkpointed change.',
+      (mark, nowMs) =>
+        mark.clusterTimeSeconds === undefined ? undefined : nowMs / 1_000 - mark.clusterTimeSeconds,
+    );
+    this.#checkpointAge = this.#clockGauge(
+      METRIC_NAMES.checkpointAge,
+      'Seconds since the last checkpoint was saved.',
+      (mark, nowMs) => (nowMs - mark.atMs) / 1_000,
+    );
+    this.#backfillCopied = new Counter({
+      name: METRIC_NAMES.backfillDocumentsCopied,
+      help: 'Documents the backfill copied to BigQuery.',
+      labelNames: perMapping,
+      registers,
+    });
+    this.#backfillEstimated = new Gauge({
+      name: METRIC_NAMES.backfillDocumentsEstimated,
+      help: "The collection's estimated document count when its backfill started.",
+      labelNames: perMapping,
+      registers,
+    });
+    this.#lookupMisses = new Counter({
+      name: METRIC_NAMES.lookupMisses,
+      help: 'Updates whose full document was gone when looked up (deleted since).',
+      labelNames: perMapping,
+      registers,
+    });
+    this.#mappingState = new Gauge({
+      name: METRIC_NAMES.mappingState,
+      help: `1 for the state the mapping is in, 0 for the others (${MAPPING_STATES.join(', ')}).`,
+      labelNames: ['mapping', 'state'] as const,
+      registers,
+    });
+
+    if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry });
+  }
+
+  /** The text format's content type, for the `/metrics` response. */
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** Every metric in the Prometheus text format. */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  eventsRead(mapping: string, operation: string, n = 1): void {
+    this.#changeEvents.inc({ mapping, operation }, n);
+  }
+
+  /** A batch BigQuery acknowledged: its rows, their bytes, and how long writing it took. */
+  batchWritten(mapping: string, rows: number, bytes: number, seconds: number): void {
+    this.#rowsWritten.inc({ mapping }, rows);
+    this.#bytesWritten.inc({ mapping }, bytes);
+    this.#batches.inc({ mapping });
+    this.#batchDuration.observe({ mapping }, seconds);
+  }
+
+  /** Fits `onRetry` of the sink: `(error) => metrics.retried(name, errorClassOf(error))`. */
+  retried(mapping: string, errorClass: string): void {
+    this.#retries.inc({ mapping, class: errorClass });
+  }
+
+  failed(mapping: string, errorClass: string): void {
+    this.#errors.inc({ mapping, class: errorClass });
+  }
+
+  deadLettered(mapping: string, rows: number): void {
+    this.#deadLettered.inc({ mapping }, rows);
+  }
+
+  /**
+   * A checkpoint was saved at `atMs`. `clusterTimeSeconds` is the cluster time of the change it records
+   * (undefined when it only records backfill progress, which leaves the lag as it was).
+   */
+  checkpointed(mapping: string, clusterTimeSeconds: number | undefined, atMs = this.#now()): void {
+    const previous = this.#checkpoints.get(mapping);
+    this.#checkpoints.set(mapping, {
+      clusterTimeSeconds: clusterTimeSeconds ?? previous?.clusterTimeSeconds,
+      atMs,
+    });
+  }
+
+  backfillStarted(mapping: string, estimatedDocuments: number): void {
+    this.#backfillEstimated.set({ mapping }, estimatedDocuments);
+  }
+
+  backfillCopied(mapping: string, documents: number): void {
+    this.#backfillCopied.inc({ mapping }, documents);
+  }
+
+  lookupMissed(mapping: string, n = 1): void {
+    this.#lookupMisses.inc({ mapping }, n);
+  }
+
+  /** Moves the mapping to `state`; the first call also starts its per-mapping counters at 0. */
+  mappingState(mapping: string, state: MappingState): void {
+    if (!this.#states.has(mapping)) {
+      for (const counter of [
+        this.#rowsWritten,
+        this.#bytesWritten,
+        this.#batches,
+        this.#deadLettered,
+        this.#lookupMisses,
+      ]) {
+        counter.inc({ mapping }, 0);
+      }
+    }
+    this.#states.set(mapping, state);
+    for (const candidate of MAPPING_STATES) {
+      this.#mappingState.set({ mapping, state: candidate }, candidate === state ? 1 : 0);
+    }
+  }
+
+  /**
+   * Drops every series of a mapping that was removed from the settings, so that its lag and checkpoint age
+   * do not keep growing on dashboards and alerts.
+   */
+  async forgetMapping(mapping: string): Promise<void> {
+    this.#checkpoints.delete(mapping);
+    this.#states.delete(mapping);
+    const metrics: readonly RemovableMetric[] = [
+      this.#changeEvents,
+      this.#rowsWritten,
+      this.#bytesWritten,
+      this.#batches,
+      this.#batchDuration,
+      this.#retries,
+      this.#errors,
+      this.#deadLettered,
+      this.#replicationLag,
+      this.#checkpointAge,
+      this.#backfillCopied,
+      this.#backfillEstimated,
+      this.#lookupMisses,
+      this.#mappingState,
+    ];
+    for (const metric of metrics) {
+      const { values } = await metric.get();
+      const labelSets = new Map<string, Labels>();
+      for (const { labels } of values) {
+        if (labels.mapping !== mapping) continue;
+        // Histogram values carry `le`; the series itself is identified without it.
+        const { le: _le, ...own } = labels;
+        labelSets.set(JSON.stringify(own), own);
+      }
+      for (const labels of labelSets.values()) metric.remove(labels);
+    }
+  }
+
+  /** A per-mapping gauge computed from the checkpoint marks at every scrape, so a stall shows as growth. */
+  #clockGauge(
+    name: string,
+    help: string,
+    valueOf: (mark: CheckpointMark, nowMs: number) => number | undefined,
+  ): Gauge<MappingLabel> {
+    const marks = this.#checkpoints;
+    const now = this.#now;
+    return new Gauge({
+      name,
+      help,
+      labelNames: ['mapping'] as const,
+      registers: [this.registry],
+      collect(this: Gauge<MappingLabel>) {
+        this.reset();
+        const nowMs = now();
+        for (const [mapping, mark] of marks) {
+          const value = valueOf(mark, nowMs);
+          // A cluster clock ahead of ours is skew, not negative lag.
+          if (value !== undefined) this.set({ mapping }, Math.max(0, value));
+        }
+      },
+    });
+  }
+}

@@ -1,0 +1,181 @@
+import { readFileSync } from 'node:fs';
+import { register as globalRegistry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { BigQueryError, ConfigError } from '../../../src/errors.js';
+import { errorClassOf, MAPPING_STATES, METRIC_NAMES, Metrics } from '../../../src/observability/metrics.js';
+
+interface Sample {
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly value: number;
+}
+
+/** The samples of the Prometheus text format (label values here never contain `"` or `,`). */
+function parse(text: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match) throw new Error(`not a sample line: ${line}`);
+    const labels: Record<string, string> = {};
+    for (const pair of (match[2] ?? '').split(',').filter(Boolean)) {
+      const [key = '', quoted = ''] = pair.split('=');
+      labels[key] = quoted.slice(1, -1);
+    }
+    samples.push({ name: match[1] ?? '', labels, value: Number(match[3]) });
+  }
+  return samples;
+}
+
+async function valueOf(
+  metrics: Metrics,
+  name: string,
+  labels: Record<string, string>,
+): Promise<number | undefined> {
+  const samples = parse(await metrics.registry.metrics()).filter(
+    (s) =>
+      s.name === name &&
+      Object.keys(s.labels).length === Object.keys(labels).length &&
+      Object.entries(labels).every(([k, v]) => s.labels[k] === v),
+  );
+  expect(samples.length).toBeLessThanOrEqual(1);
+  return samples[0]?.value;
+}
+
+function testMetrics(now: () => number = () => 0): Metrics {
+  return new Metrics({ now, processMetrics: false });
+}
+
+describe('Metrics', () => {
+  it('counts change events by mapping and operation type', async () => {
+    const metrics = testMetrics();
+    metrics.eventsRead('orders', 'insert', 3);
+    metrics.eventsRead('orders', 'insert');
+    metrics.eventsRead('orders', 'delete');
+    metrics.eventsRead('users', 'insert', 2);
+    const name = METRIC_NAMES.changeEvents;
+    expect(await valueOf(metrics, name, { mapping: 'orders', operation: 'insert' })).toBe(4);
+    expect(await valueOf(metrics, name, { mapping: 'orders', operation: 'delete' })).toBe(1);
+    expect(await valueOf(metrics, name, { mapping: 'users', operation: 'insert' })).toBe(2);
+  });
+
+  it('a written batch adds its rows and bytes, one batch, and one duration observation', async () => {
+    const metrics = testMetrics();
+    metrics.batchWritten('orders', 500, 120_000, 0.2);
+    metrics.batchWritten('orders', 10, 2_000, 3);
+    const orders = { mapping: 'orders' };
+    expect(await valueOf(metrics, 'mba_rows_written_total', orders)).toBe(510);
+    expect(await valueOf(metrics, 'mba_bytes_written_total', orders)).toBe(122_000);
+    expect(await valueOf(metrics, 'mba_batches_total', orders)).toBe(2);
+    expect(await valueOf(metrics, 'mba_batch_duration_seconds_count', orders)).toBe(2);
+    expect(await valueOf(metrics, 'mba_batch_duration_seconds_sum', orders)).toBeCloseTo(3.2);
+    expect(await valueOf(metrics, 'mba_batch_duration_seconds_bucket', { ...orders, le: '0.25' })).toBe(1);
+    expect(await valueOf(metrics, 'mba_batch_duration_seconds_bucket', { ...orders, le: '5' })).toBe(2);
+  });
+
+  it('counts retries and errors by failure class, dead-lettered rows, lookup misses and backfill progress', async () => {
+    const metrics = testMetrics();
+    metrics.retried('orders', errorClassOf(new BigQueryError('retryable', 'rate limited')));
+    metrics.retried('orders', errorClassOf(new BigQueryError('retryable', 'unavailable')));
+    metrics.failed('orders', errorClassOf(new BigQueryError('fatal', 'permission denied')));
+    metrics.failed('orders', errorClassOf(new Error('boom')));
+    metrics.deadLettered('orders', 2);
+    metrics.lookupMissed('orders');
+    metrics.backfillStarted('orders', 1_000);
+    metrics.backfillCopied('orders', 250);
+    metrics.backfillCopied('orders', 250);
+    const orders = { mapping: 'orders' };
+    expect(await valueOf(metrics, 'mba_retries_total', { ...orders, class: 'retryable' })).toBe(2);
+    expect(await valueOf(metrics, 'mba_errors_total', { ...orders, class: 'fatal' })).toBe(1);
+    expect(await valueOf(metrics, 'mba_errors_total', { ...orders, class: 'unknown' })).toBe(1);
+    expect(await valueOf(metrics, 'mba_dead_lettered_rows_total', orders)).toBe(2);
+    expect(await valueOf(metrics, 'mba_lookup_misses_total', orders)).toBe(1);
+    expect(await valueOf(metrics, 'mba_backfill_documents_estimated', orders)).toBe(1_000);
+    expect(await valueOf(metrics, 'mba_backfill_documents_copied_total', orders)).toBe(500);
+  });
+
+  it('labels our other errors by their code', () => {
+    expect(errorClassOf(new ConfigError('bad'))).toBe('config_invalid');
+    expect(errorClassOf('a string')).toBe('unknown');
+  });
+
+  it('replication lag is now minus the cluster time of the last checkpointed change, and grows while stalled', async () => {
+    let now = 1_700_000_100_000;
+    const metrics = testMetrics(() => now);
+    expect(await valueOf(metrics, METRIC_NAMES.replicationLag, { mapping: 'orders' })).toBeUndefined();
+
+    metrics.checkpointed('orders', 1_700_000_090);
+    expect(await valueOf(metrics, METRIC_NAMES.replicationLag, { mapping: 'orders' })).toBe(10);
+    expect(await valueOf(metrics, METRIC_NAMES.checkpointAge, { mapping: 'orders' })).toBe(0);
+
+    now += 30_000;
+    expect(await valueOf(metrics, METRIC_NAMES.replicationLag, { mapping: 'orders' })).toBe(40);
+    expect(await valueOf(metrics, METRIC_NAMES.checkpointAge, { mapping: 'orders' })).toBe(30);
+  });
+
+  it('a checkpoint of backfill progress only resets the checkpoint age; a clock skew never shows as negative lag', async () => {
+    let now = 1_700_000_100_000;
+    const metrics = testMetrics(() => now);
+    metrics.checkpointed('orders', 1_700_000_000);
+    now += 5_000;
+    metrics.checkpointed('orders', undefined);
+    expect(await valueOf(metrics, METRIC_NAMES.replicationLag, { mapping: 'orders' })).toBe(105);
+    expect(await valueOf(metrics, METRIC_NAMES.checkpointAge, { mapping: 'orders' })).toBe(0);
+
+    metrics.checkpointed('users', now / 1_000 + 2);
+    expect(await valueOf(metrics, METRIC_NAMES.replicationLag, { mapping: 'users' })).toBe(0);
+  });
+
+  it('reports exactly one state per mapping and starts its counters at 0', async () => {
+    const metrics = testMetrics();
+    metrics.mappingState('orders', 'backfilling');
+    metrics.mappingState('orders', 'streaming');
+    for (const state of MAPPING_STATES) {
+      const expected = state === 'streaming' ? 1 : 0;
+      expect(await valueOf(metrics, METRIC_NAMES.mappingState, { mapping: 'orders', state })).toBe(expected);
+    }
+    expect(await valueOf(metrics, METRIC_NAMES.rowsWritten, { mapping: 'orders' })).toBe(0);
+  });
+
+  it("forgetMapping drops every series of a removed mapping and keeps the others'", async () => {
+    const metrics = testMetrics(() => 1_700_000_000_000);
+    for (const mapping of ['orders', 'users']) {
+      metrics.mappingState(mapping, 'streaming');
+      metrics.eventsRead(mapping, 'update');
+      metrics.batchWritten(mapping, 1, 100, 0.1);
+      metrics.retried(mapping, 'retryable');
+      metrics.checkpointed(mapping, 1_699_999_999);
+    }
+    await metrics.forgetMapping('orders');
+    const samples = parse(await metrics.registry.metrics());
+    expect(samples.filter((s) => s.labels.mapping === 'orders')).toEqual([]);
+    expect(samples.filter((s) => s.labels.mapping === 'users').length).toBeGreaterThan(20);
+  });
+
+  it('owns its registry: two instances do not clash and the global registry stays empty', async () => {
+    const a = testMetrics();
+    const b = new Metrics();
+    a.eventsRead('orders', 'insert');
+    expect(
+      await valueOf(b, METRIC_NAMES.changeEvents, { mapping: 'orders', operation: 'insert' }),
+    ).toBeUndefined();
+    expect(globalRegistry.getMetricsAsArray()).toEqual([]);
+  });
+
+  it('registers process and Node.js metrics on the same registry', async () => {
+    const metrics = new Metrics();
+    const text = await metrics.render();
+    expect(text).toContain('process_cpu_user_seconds_total');
+    expect(text).toContain('nodejs_eventloop_lag_seconds');
+    expect(text).toContain('process_resident_memory_bytes');
+    expect(metrics.contentType).toMatch(/^text\/plain; version=0\.0\.4/);
+  });
+
+  it('every metric is named mba_* and documented in docs/operations.md', () => {
+    const doc = readFileSync(new URL('../../../docs/operations.md', import.meta.url), 'utf8');
+    for (const name of Object.values(METRIC_NAMES)) {
+      expect(name).toMatch(/^mba_[a-z_]+$/);
+      expect(doc).toContain(`\`${name}\``);
+    }
+  });
+});
