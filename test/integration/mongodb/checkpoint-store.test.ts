@@ -57,7 +57,14 @@ describe('checkpoint store in the settings document', () => {
   });
 
   it('keeps ids of every type exact', () => {
-    for (const id of [1, 2.5, 'a', { tenant: 'x', n: 2 }, new ObjectId(), Long.fromString('9223372036854775807')]) {
+    for (const id of [
+      1,
+      2.5,
+      'a',
+      { tenant: 'x', n: 2 },
+      new ObjectId(),
+      Long.fromString('9223372036854775807'),
+    ]) {
       expect(decodeId(encodeId(id))).toEqual(id);
     }
   });

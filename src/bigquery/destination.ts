@@ -1,0 +1,187 @@
+import { type BackoffPolicy } from '../core/backoff.js';
+import { type BatchLimits } from '../core/batcher.js';
+import { type HistoryRecord } from '../core/history-rows.js';
+import { type Evolution } from '../schema/evolve.js';
+import { historyTableSchema } from '../schema/table-schema.js';
+import { type ColumnSpec, type TableField } from '../schema/types.js';
+import { type BigQueryClients } from './client.js';
+import { InsertAllWriter } from './insert-all-writer.js';
+import { BigQuerySink, type SinkResult } from './sink.js';
+import {
+  createStorageWriteWriter,
+  storageWriteSupport,
+  type StorageWriteTarget,
+} from './storage-write-writer.js';
+import { TableAdmin, type ExistingField } from './table-admin.js';
+import { viewNames } from './views.js';
+import { type TableWriter, type WriterKind } from './writer.js';
+
+export interface DestinationOptions {
+  readonly clients: BigQueryClients;
+  readonly datasetId: string;
+  readonly table: string;
+  readonly mappingId: string;
+  /** Preferred writer; Storage Write falls back to insertAll for tables the target cannot take that way. */
+  readonly writer: WriterKind;
+  /** `bigquery`, or the emulator in use (whose gaps decide the fallback). */
+  readonly target: StorageWriteTarget;
+  readonly limits?: BatchLimits;
+  readonly backoff?: BackoffPolicy;
+  readonly onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
+  /** Told when a writer is chosen, and why Storage Write was not. */
+  readonly onWriterChosen?: (kind: WriterKind, reason: string | undefined) => void;
+}
+
+/** The table's schema as BigQuery reports it, in its column order (the Storage Write descriptor follows it). */
+function asTableFields(fields: readonly ExistingField[]): TableField[] {
+  return fields.map((f) => ({
+    name: f.name,
+    type: f.type as TableField['type'],
+    mode: f.mode,
+    ...(f.fields && { fields: asTableFields(f.fields) }),
+  }));
+}
+
+/**
+ * Everything one mapping needs in BigQuery: the dataset, the history table, its views and dead-letter table,
+ * a writer of the configured kind, and the sink that batches, retries and dead-letters. Schema changes go
+ * through `evolve`, which patches the table, regenerates the views and rebuilds the writer.
+ */
+export class BigQueryDestination {
+  readonly admin: TableAdmin;
+  #writer: TableWriter;
+  #sink: BigQuerySink;
+  #columns: readonly ColumnSpec[];
+
+  private constructor(
+    private readonly options: DestinationOptions,
+    admin: TableAdmin,
+    writer: TableWriter,
+    columns: readonly ColumnSpec[],
+  ) {
+    this.admin = admin;
+    this.#writer = writer;
+    this.#columns = columns;
+    this.#sink = this.#makeSink();
+  }
+
+  /** Ensures dataset, history table, dead-letter table and views exist, then opens the writer. */
+  static async open(
+    options: DestinationOptions,
+    columns: readonly ColumnSpec[],
+  ): Promise<BigQueryDestination> {
+    const admin = new TableAdmin({
+      bigquery: options.clients.bigquery,
+      projectId: options.clients.projectId,
+      datasetId: options.datasetId,
+      ...(options.target === 'goccy-bigquery-emulator' && {
+        emulatorWorkarounds: { dropViewBeforeReplace: true },
+      }),
+    });
+    await admin.ensureDataset();
+    let state = await admin.ensureHistoryTable(options.table, columns);
+    if (state.missing.length > 0) {
+      // A table from before (the original service's, or one edited by hand) lacks columns: add them.
+      const wanted = historyTableSchema(columns);
+      const additions = wanted
+        .filter((f) => state.missing.includes(f.name))
+        .map((column) => ({ parent: [] as string[], column }));
+      const patched = await admin.addColumns(options.table, { columns, additions });
+      state = { ...state, fields: patched.fields };
+    }
+    await admin.ensureDeadLetterTable(options.table);
+    await admin.ensureViews(options.table, columns);
+    const writer = BigQueryDestination.#chooseWriter(options, asTableFields(state.fields));
+    return new BigQueryDestination(options, admin, writer, columns);
+  }
+
+  /** Which writer a table of this schema gets, and why not Storage Write when it was preferred. */
+  static #writerKindFor(
+    options: DestinationOptions,
+    schema: readonly TableField[],
+  ): { kind: WriterKind; reason: string | undefined } {
+    if (options.writer !== 'storage-write') return { kind: 'insert-all', reason: undefined };
+    const support = storageWriteSupport(schema, options.target);
+    return support.supported
+      ? { kind: 'storage-write', reason: undefined }
+      : { kind: 'insert-all', reason: support.reason };
+  }
+
+  static #chooseWriter(options: DestinationOptions, schema: readonly TableField[]): TableWriter {
+    const { kind, reason } = BigQueryDestination.#writerKindFor(options, schema);
+    options.onWriterChosen?.(kind, reason);
+    if (kind === 'storage-write') {
+      return createStorageWriteWriter({
+        clients: options.clients,
+        datasetId: options.datasetId,
+        tableId: options.table,
+        schema,
+      });
+    }
+    return new InsertAllWriter(options.clients.bigquery.dataset(options.datasetId).table(options.table));
+  }
+
+  #makeSink(): BigQuerySink {
+    const o = this.options;
+    return new BigQuerySink({
+      mappingId: o.mappingId,
+      writer: this.#writer,
+      deadLetterWriter: new InsertAllWriter(
+        o.clients.bigquery.dataset(o.datasetId).table(viewNames(o.table).errors),
+        'event_id',
+      ),
+      onSchemaMismatch: () => this.#repairSchema(),
+      ...(o.limits && { limits: o.limits }),
+      ...(o.backoff && { backoff: o.backoff }),
+      ...(o.onRetry && { onRetry: o.onRetry }),
+    });
+  }
+
+  get writerKind(): WriterKind {
+    return this.#writer.kind;
+  }
+
+  get columns(): readonly ColumnSpec[] {
+    return this.#columns;
+  }
+
+  write(records: readonly HistoryRecord[], signal?: AbortSignal): Promise<SinkResult> {
+    return this.#sink.write(records, signal);
+  }
+
+  /** Applies additive column changes: patch the table, regenerate the views, rebuild the writer. */
+  async evolve(evolution: Pick<Evolution, 'columns' | 'additions'>): Promise<void> {
+    if (evolution.additions.length === 0) return;
+    const result = await this.admin.addColumns(this.options.table, evolution);
+    this.#columns = evolution.columns;
+    await this.#replaceWriter(asTableFields(result.fields));
+  }
+
+  /** BigQuery said a column is missing: add whatever the columns expect and the table lacks. */
+  async #repairSchema(): Promise<void> {
+    const state = await this.admin.ensureHistoryTable(this.options.table, this.#columns);
+    let fields = state.fields;
+    if (state.missing.length > 0) {
+      const additions = historyTableSchema(this.#columns)
+        .filter((f) => state.missing.includes(f.name))
+        .map((column) => ({ parent: [] as string[], column }));
+      fields = (await this.admin.addColumns(this.options.table, { columns: this.#columns, additions }))
+        .fields;
+    }
+    await this.#replaceWriter(asTableFields(fields));
+  }
+
+  async #replaceWriter(schema: readonly TableField[]): Promise<void> {
+    if (BigQueryDestination.#writerKindFor(this.options, schema).kind === this.#writer.kind) {
+      await this.#writer.updateSchema(schema);
+      return;
+    }
+    await this.#writer.close();
+    this.#writer = BigQueryDestination.#chooseWriter(this.options, schema);
+    this.#sink = this.#makeSink();
+  }
+
+  async close(): Promise<void> {
+    await this.#writer.close();
+  }
+}

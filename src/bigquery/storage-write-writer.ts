@@ -1,0 +1,307 @@
+import { managedwriter, protos } from '@google-cloud/bigquery-storage';
+import { BigQueryError } from '../errors.js';
+import { type TableField } from '../schema/types.js';
+import { type BigQueryClients } from './client.js';
+import { toBigQueryError } from './error-mapping.js';
+import { assertDatasetId, assertTableId } from './identifiers.js';
+import { compileRowEncoder, descriptorProblem, type RowEncoder } from './proto-encoder.js';
+import { type AppendOutcome, type HistoryRow, type RowRejection, type TableWriter } from './writer.js';
+
+type AppendRowsResponse = protos.google.cloud.bigquery.storage.v1.IAppendRowsResponse;
+type RowError = protos.google.cloud.bigquery.storage.v1.IRowError;
+
+/**
+ * BigQuery's limit on one AppendRows request (10 MB; the decimal reading, the stricter one). The caller's
+ * batches must stay under it; `append` refuses a larger one instead of letting BigQuery fail it.
+ */
+export const MAX_APPEND_REQUEST_BYTES = 10_000_000;
+/** Room for what a request carries besides the rows and the descriptor: stream name, trace id, framing. */
+const REQUEST_ENVELOPE_BYTES = 4_096;
+/** Opening the default stream (a unary GetWriteStream call) must not hang a writer forever. */
+const DEFAULT_OPEN_TIMEOUT_MS = 30_000;
+const TRACE_ID = 'mongo-bigquery-archiver';
+const GRPC_INTERNAL = 13;
+
+/** Where a Storage Write writer runs: Google's BigQuery, or one of the emulators the tests use. */
+export const STORAGE_WRITE_TARGETS = ['bigquery', 'bqemulator', 'goccy-bigquery-emulator'] as const;
+export type StorageWriteTarget = (typeof STORAGE_WRITE_TARGETS)[number];
+
+export type StorageWriteSupport =
+  { readonly supported: true } | { readonly supported: false; readonly reason: string };
+
+/**
+ * Whether a table with this schema can be written through the Storage Write API on `target`; when it cannot,
+ * the caller writes it with insertAll (docs/bigquery.md, "Writers"). On BigQuery the only obstacle is a
+ * client-library defect (RECORD paths that collide in its descriptor); bqemulator 1.4.0 cannot take any
+ * RECORD column on this path.
+ */
+export function storageWriteSupport(
+  schema: readonly TableField[],
+  target: StorageWriteTarget,
+): StorageWriteSupport {
+  const problem = descriptorProblem(schema);
+  if (problem !== undefined) return { supported: false, reason: problem };
+  if (target === 'bqemulator') {
+    const record = schema.find((field) => field.type === 'RECORD');
+    if (record !== undefined) {
+      return {
+        supported: false,
+        reason: `bqemulator cannot take RECORD columns (${record.name}) through the Storage Write API`,
+      };
+    }
+  }
+  return { supported: true };
+}
+
+export interface StorageWriteWriterOptions {
+  readonly clients: Pick<BigQueryClients, 'projectId' | 'writerClient'>;
+  readonly datasetId: string;
+  readonly tableId: string;
+  /** The table's current schema (user columns and metadata columns), in the table's column order. */
+  readonly schema: readonly TableField[];
+  /** Deadline of the GetWriteStream call that opens the stream (default 30 s). */
+  readonly openTimeoutMs?: number;
+}
+
+/** A non-OK `google.rpc.Status` of an append response, with its gRPC code for classification. */
+class AppendStatusError extends Error {
+  readonly code: number;
+
+  constructor(code: number, message: string) {
+    super(message);
+    this.name = 'AppendStatusError';
+    this.code = code;
+  }
+}
+
+function rowErrorReason(error: RowError): string {
+  const code = typeof error.code === 'number' ? `code ${error.code}` : (error.code ?? 'row error');
+  return `${error.message ?? 'refused'} (${code})`;
+}
+
+/** The rows of one request: their bytes and their indexes among the rows given to `append`. */
+interface Batch {
+  readonly serialized: readonly Uint8Array[];
+  readonly indexes: readonly number[];
+}
+
+/**
+ * Writes rows into one table through the Storage Write API's default stream (committed as soon as BigQuery
+ * acknowledges them; at-least-once, deduplicated downstream by `_event_id`/`_seq`). Rows are encoded into
+ * protobuf by a compiled encoder (see proto-encoder.ts) and appended as serialized rows.
+ *
+ * Delivery: BigQuery refuses a whole request when some of its rows are invalid and names them in
+ * `rowErrors`; this writer then resends the other rows (which were not written) and reports the named ones
+ * as rejected. Nothing else is retried here; the library's own write retries stay off.
+ */
+export class StorageWriteWriter implements TableWriter {
+  readonly kind = 'storage-write' as const;
+  readonly #clients: StorageWriteWriterOptions['clients'];
+  readonly #destinationTable: string;
+  readonly #openTimeoutMs: number;
+  #encoder: RowEncoder;
+  #descriptorBytes: number;
+  #writer: managedwriter.Writer | undefined;
+  #opening: Promise<managedwriter.Writer> | undefined;
+  /** Requests sent and not yet answered; a reconnect must wait for them (their answers come on this stream). */
+  readonly #inFlight = new Set<Promise<unknown>>();
+  #closed = false;
+
+  constructor(options: StorageWriteWriterOptions) {
+    this.#clients = options.clients;
+    this.#destinationTable = `projects/${options.clients.projectId}/datasets/${assertDatasetId(options.datasetId)}/tables/${assertTableId(options.tableId)}`;
+    this.#openTimeoutMs = options.openTimeoutMs ?? DEFAULT_OPEN_TIMEOUT_MS;
+    this.#encoder = compileRowEncoder(options.schema);
+    this.#descriptorBytes = descriptorSize(this.#encoder);
+  }
+
+  async append(rows: readonly HistoryRow[], signal?: AbortSignal): Promise<AppendOutcome> {
+    signal?.throwIfAborted();
+    if (this.#closed)
+      throw new BigQueryError('fatal', `Storage Write writer for ${this.#destinationTable} is closed`);
+    const encoded = this.#encoder.encodeRows(rows);
+    const rejected: RowRejection[] = [...encoded.rejected];
+    let batch = this.#withinRequestLimit(encoded, rejected);
+    while (batch.serialized.length > 0) {
+      const response = await this.#send(batch.serialized, signal);
+      const rowErrors = response.rowErrors ?? [];
+      if (rowErrors.length === 0) {
+        const status = response.error;
+        if (status && (status.code ?? 0) !== 0) {
+          throw toBigQueryError(
+            new AppendStatusError(status.code ?? GRPC_INTERNAL, status.message ?? 'append failed'),
+            `Storage Write append to ${this.#destinationTable}`,
+          );
+        }
+        break;
+      }
+      batch = this.#withoutRefusedRows(batch, rowErrors, rejected);
+    }
+    return { rejected: rejected.sort((a, b) => a.index - b.index) };
+  }
+
+  async updateSchema(schema: readonly TableField[]): Promise<void> {
+    this.#encoder = compileRowEncoder(schema);
+    this.#descriptorBytes = descriptorSize(this.#encoder);
+    if (this.#writer === undefined) return;
+    await this.#settle();
+    // A new descriptor reopens the connection: the server binds a connection to the table schema it had.
+    this.#writer.setProtoDescriptor(this.#encoder.descriptor);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#settle();
+    this.#writer?.close();
+    this.#writer = undefined;
+  }
+
+  /** Rows too large for any request are refused on their own; a batch too large as a whole is a caller bug. */
+  #withinRequestLimit(
+    encoded: { readonly serialized: readonly Uint8Array[]; readonly indexes: readonly number[] },
+    rejected: RowRejection[],
+  ): Batch {
+    const fixed = this.#descriptorBytes + REQUEST_ENVELOPE_BYTES;
+    const serialized: Uint8Array[] = [];
+    const indexes: number[] = [];
+    let total = fixed;
+    encoded.serialized.forEach((row, i) => {
+      const index = encoded.indexes[i] ?? i;
+      const size = row.length + lengthDelimitedOverhead(row.length);
+      if (fixed + size > MAX_APPEND_REQUEST_BYTES) {
+        rejected.push({
+          index,
+          reason: `row of ${row.length} bytes does not fit in one Storage Write request (limit ${MAX_APPEND_REQUEST_BYTES} bytes)`,
+        });
+        return;
+      }
+      serialized.push(row);
+      indexes.push(index);
+      total += size;
+    });
+    if (total > MAX_APPEND_REQUEST_BYTES) {
+      throw new BigQueryError(
+        'fatal',
+        `Storage Write append of ${serialized.length} rows to ${this.#destinationTable} would be ${total} bytes, ` +
+          `over the ${MAX_APPEND_REQUEST_BYTES}-byte request limit: the batcher must send smaller batches`,
+      );
+    }
+    return { serialized, indexes };
+  }
+
+  /** BigQuery wrote none of the request's rows: keep the ones it did not name, for a resend. */
+  #withoutRefusedRows(batch: Batch, rowErrors: readonly RowError[], rejected: RowRejection[]): Batch {
+    const refused = new Set<number>();
+    for (const error of rowErrors) {
+      const position = Number(error.index);
+      const index = batch.indexes[position];
+      if (!Number.isInteger(position) || index === undefined || refused.has(position)) {
+        throw toBigQueryError(
+          new AppendStatusError(
+            GRPC_INTERNAL,
+            `row error for row ${String(error.index)} of ${batch.indexes.length}`,
+          ),
+          `Storage Write append to ${this.#destinationTable}`,
+        );
+      }
+      refused.add(position);
+      rejected.push({ index, reason: rowErrorReason(error) });
+    }
+    const keep = (_: unknown, position: number) => !refused.has(position);
+    return { serialized: batch.serialized.filter(keep), indexes: batch.indexes.filter(keep) };
+  }
+
+  async #send(
+    serialized: readonly Uint8Array[],
+    signal: AbortSignal | undefined,
+  ): Promise<AppendRowsResponse> {
+    const writer = await this.#connect();
+    signal?.throwIfAborted();
+    const result = writer.appendRows({ serializedRows: [...serialized] }).getResult();
+    this.#inFlight.add(result);
+    const settled = () => this.#inFlight.delete(result);
+    result.then(settled, settled);
+    try {
+      return await abortable(result, signal);
+    } catch (error) {
+      if (signal?.aborted && error === signal.reason) throw error;
+      throw toBigQueryError(error, `Storage Write append to ${this.#destinationTable}`);
+    }
+  }
+
+  #connect(): Promise<managedwriter.Writer> {
+    if (this.#writer) return Promise.resolve(this.#writer);
+    this.#opening ??= this.#open().finally(() => {
+      this.#opening = undefined;
+    });
+    return this.#opening;
+  }
+
+  async #open(): Promise<managedwriter.Writer> {
+    const { writerClient } = this.#clients;
+    try {
+      // Google's Go client asks for the default stream before appending; goccy's emulator only creates it
+      // in that call. BigQuery answers it like any stream lookup.
+      await writerClient.getWriteStream(
+        { streamId: `${this.#destinationTable}/streams/_default` },
+        { timeout: this.#openTimeoutMs },
+      );
+      const connection = await writerClient.createStreamConnection({
+        streamId: managedwriter.DefaultStream,
+        destinationTable: this.#destinationTable,
+      });
+      // A failed request rejects its pending write; without a listener the connection's 'error' event would
+      // be thrown from the event emitter. A broken connection is reopened by the next append.
+      connection.onConnectionError(reportedThroughPendingWrite);
+      this.#writer = new managedwriter.Writer({
+        connection,
+        protoDescriptor: this.#encoder.descriptor,
+        traceId: TRACE_ID,
+      });
+      return this.#writer;
+    } catch (error) {
+      throw toBigQueryError(error, `Storage Write: opening the default stream of ${this.#destinationTable}`);
+    }
+  }
+
+  async #settle(): Promise<void> {
+    await Promise.allSettled([...this.#inFlight]);
+  }
+}
+
+function reportedThroughPendingWrite(): void {
+  // Deliberately empty: the error reaches the caller as the rejection of the append it belongs to.
+}
+
+/** Every request carries the descriptor as its writer schema. */
+function descriptorSize(encoder: RowEncoder): number {
+  return protos.google.protobuf.DescriptorProto.encode(encoder.descriptor).finish().length;
+}
+
+function lengthDelimitedOverhead(length: number): number {
+  let size = 2;
+  for (let v = length >>> 7; v !== 0; v >>>= 7) size++;
+  return size;
+}
+
+/** `promise`, or the abort reason as soon as `signal` aborts (the request itself is not recalled). */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      reject(signal.reason as Error);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    const cleanUp = () => {
+      signal.removeEventListener('abort', onAbort);
+    };
+    promise.then(cleanUp, cleanUp);
+    promise.then(resolve, reject);
+  });
+}
+
+/** A Storage Write writer for one table; see `storageWriteSupport` for the tables it cannot take. */
+export function createStorageWriteWriter(options: StorageWriteWriterOptions): StorageWriteWriter {
+  return new StorageWriteWriter(options);
+}

@@ -1,0 +1,359 @@
+// The Storage Write writer's handling of what BigQuery answers, on a scripted stream: rowErrors (which
+// neither emulator sends), status errors, transport failures, abort, schema updates and request limits.
+import { type managedwriter, type protos } from '@google-cloud/bigquery-storage';
+import { describe, expect, it } from 'vitest';
+import { compileRowEncoder } from '../../../src/bigquery/proto-encoder.js';
+import {
+  MAX_APPEND_REQUEST_BYTES,
+  StorageWriteWriter,
+  storageWriteSupport,
+} from '../../../src/bigquery/storage-write-writer.js';
+import { type HistoryRow } from '../../../src/bigquery/writer.js';
+import { BigQueryError } from '../../../src/errors.js';
+import { type TableField } from '../../../src/schema/types.js';
+
+type AppendRowsRequest = protos.google.cloud.bigquery.storage.v1.IAppendRowsRequest;
+type AppendRowsResponse = protos.google.cloud.bigquery.storage.v1.IAppendRowsResponse;
+
+const TABLE = 'projects/mba-test/datasets/ds/tables/history';
+const OK: AppendRowsResponse = { appendResult: { offset: { value: 0 } } };
+
+const SCHEMA: TableField[] = [
+  { name: '_doc_id', type: 'STRING', mode: 'NULLABLE' },
+  { name: 'n', type: 'INTEGER', mode: 'NULLABLE' },
+];
+
+/** Stands in for the library's StreamConnection: records requests, answers them from a script. */
+class ScriptedConnection {
+  readonly requests: AppendRowsRequest[] = [];
+  reconnects = 0;
+  closed = false;
+
+  constructor(
+    private readonly answer: (request: AppendRowsRequest, n: number) => Promise<AppendRowsResponse>,
+  ) {}
+
+  getStreamId = (): string => `${TABLE}/streams/_default`;
+
+  write(request: AppendRowsRequest): { getResult(): Promise<AppendRowsResponse> } {
+    this.requests.push(request);
+    const result = this.answer(request, this.requests.length);
+    return { getResult: () => result };
+  }
+
+  reconnect(): void {
+    this.reconnects++;
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  onConnectionError(): { off(): void } {
+    return { off: () => undefined };
+  }
+
+  rowsOf(n: number): string[] {
+    const rows = this.requests[n]?.protoRows?.rows?.serializedRows ?? [];
+    return rows.map((row) => Buffer.from(row).toString('hex'));
+  }
+}
+
+class ScriptedClient {
+  readonly streamLookups: string[] = [];
+  lookupFailure: Error | undefined;
+
+  constructor(readonly connection: ScriptedConnection) {}
+
+  getWriteStream(request: { streamId: string }): Promise<unknown> {
+    this.streamLookups.push(request.streamId);
+    return this.lookupFailure ? Promise.reject(this.lookupFailure) : Promise.resolve({});
+  }
+
+  createStreamConnection(): Promise<ScriptedConnection> {
+    return Promise.resolve(this.connection);
+  }
+}
+
+function scripted(answer: (request: AppendRowsRequest, n: number) => Promise<AppendRowsResponse>) {
+  const connection = new ScriptedConnection(answer);
+  const client = new ScriptedClient(connection);
+  const writer = new StorageWriteWriter({
+    clients: { projectId: 'mba-test', writerClient: client as unknown as managedwriter.WriterClient },
+    datasetId: 'ds',
+    tableId: 'history',
+    schema: SCHEMA,
+  });
+  return { writer, connection, client };
+}
+
+function hex(rows: readonly HistoryRow[], schema: readonly TableField[] = SCHEMA): string[] {
+  const encoder = compileRowEncoder(schema);
+  return rows.map((row) => Buffer.from(encoder.encode(row)).toString('hex'));
+}
+
+function grpcError(code: number, message: string): Error {
+  return Object.assign(new Error(`${code} ${message}`), { code });
+}
+
+async function failureOf(call: Promise<unknown>): Promise<unknown> {
+  try {
+    await call;
+    return undefined;
+  } catch (error) {
+    return error;
+  }
+}
+
+const rows = (count: number): HistoryRow[] =>
+  Array.from({ length: count }, (_, i) => ({ _doc_id: `d${i}`, n: i }));
+
+describe('StorageWriteWriter on a scripted stream', () => {
+  it('looks the default stream up once, then appends the encoded rows with the descriptor', async () => {
+    const { writer, connection, client } = scripted(() => Promise.resolve(OK));
+
+    expect(await writer.append(rows(2))).toEqual({ rejected: [] });
+    expect(await writer.append(rows(1))).toEqual({ rejected: [] });
+
+    expect(client.streamLookups).toEqual([`${TABLE}/streams/_default`]);
+    expect(connection.requests).toHaveLength(2);
+    expect(connection.rowsOf(0)).toEqual(hex(rows(2)));
+    const request = connection.requests[0];
+    expect(request?.writeStream).toBe(`${TABLE}/streams/_default`);
+    expect(request?.offset).toBeUndefined();
+    expect(request?.protoRows?.writerSchema?.protoDescriptor?.field?.map((f) => f.name)).toEqual([
+      '_doc_id',
+      'n',
+    ]);
+  });
+
+  it('sends nothing, and opens nothing, for an empty append', async () => {
+    const { writer, connection, client } = scripted(() => Promise.resolve(OK));
+    expect(await writer.append([])).toEqual({ rejected: [] });
+    expect(client.streamLookups).toEqual([]);
+    expect(connection.requests).toHaveLength(0);
+  });
+
+  it('resends the rows BigQuery did not name in rowErrors and reports the named ones with the misfits', async () => {
+    const { writer, connection } = scripted((_, n) =>
+      Promise.resolve(
+        n === 1
+          ? {
+              rowErrors: [{ index: 2, code: 1, message: 'Field n: value out of range' }],
+              error: { code: 3, message: 'Errors found while processing rows' },
+            }
+          : OK,
+      ),
+    );
+    const input: HistoryRow[] = [
+      { _doc_id: 'a', n: 0 },
+      { _doc_id: 'b', n: 'not a number' },
+      { _doc_id: 'c', n: 2 },
+      { _doc_id: 'd', n: 3 },
+      { _doc_id: 'e', n: 4 },
+    ];
+
+    const outcome = await writer.append(input);
+
+    // Position 2 of the request is row 3 of the input: row 1 never left (it could not be encoded).
+    expect(outcome.rejected).toEqual([
+      { index: 1, reason: 'column n: expected an int64 (number or decimal string), got "not a number"' },
+      { index: 3, reason: 'Field n: value out of range (code 1)' },
+    ]);
+    expect(connection.rowsOf(0)).toEqual(
+      hex([input[0] ?? {}, input[2] ?? {}, input[3] ?? {}, input[4] ?? {}]),
+    );
+    expect(connection.rowsOf(1)).toEqual(hex([input[0] ?? {}, input[2] ?? {}, input[4] ?? {}]));
+  });
+
+  it('sends nothing when every row is refused by BigQuery or by the encoder', async () => {
+    const { writer, connection } = scripted(() =>
+      Promise.resolve({ rowErrors: [{ index: 0, message: 'bad' }], error: { code: 3, message: 'rows' } }),
+    );
+
+    const outcome = await writer.append([{ n: 'x' }, { n: 1 }]);
+
+    expect(outcome.rejected.map((r) => r.index)).toEqual([0, 1]);
+    expect(connection.requests).toHaveLength(1);
+    expect(await writer.append([{ n: 'y' }])).toEqual({
+      rejected: [{ index: 0, reason: 'column n: expected an int64 (number or decimal string), got "y"' }],
+    });
+    expect(connection.requests).toHaveLength(1);
+  });
+
+  it('fails when rowErrors name a row the request did not have', async () => {
+    const { writer } = scripted(() => Promise.resolve({ rowErrors: [{ index: 7, message: 'bad' }] }));
+    const failure = await failureOf(writer.append(rows(2)));
+    expect(failure).toBeInstanceOf(BigQueryError);
+    expect(String(failure)).toMatch(/row error for row 7 of 2/);
+  });
+
+  it.each([
+    [3, 'Errors found while processing rows', 'poison'],
+    [3, 'Input schema has more fields than BigQuery schema, extra fields: added', 'schema'],
+    [5, 'Requested entity was not found', 'fatal'],
+    [8, 'Exceeds quota', 'retryable'],
+  ] as const)('a response with status %i "%s" fails as %s', async (code, message, failureClass) => {
+    const { writer } = scripted(() => Promise.resolve({ error: { code, message } }));
+    const failure = await failureOf(writer.append(rows(1)));
+    expect(failure).toBeInstanceOf(BigQueryError);
+    expect((failure as BigQueryError).failureClass).toBe(failureClass);
+    expect((failure as BigQueryError).message).toContain(message);
+  });
+
+  it('wraps a failed request (the library rejects its pending write) keeping the cause', async () => {
+    const cause = grpcError(14, 'UNAVAILABLE: Connection failure, please retry the request');
+    const { writer } = scripted(() => Promise.reject(cause));
+    const failure = await failureOf(writer.append(rows(1)));
+    expect(failure).toBeInstanceOf(BigQueryError);
+    expect((failure as BigQueryError).failureClass).toBe('retryable');
+    expect((failure as BigQueryError).cause).toBe(cause);
+  });
+
+  it('wraps a failed stream lookup', async () => {
+    const { writer, client, connection } = scripted(() => Promise.resolve(OK));
+    client.lookupFailure = grpcError(5, 'NOT_FOUND: Table not found');
+    const failure = await failureOf(writer.append(rows(1)));
+    expect((failure as BigQueryError).failureClass).toBe('fatal');
+    expect(String(failure)).toMatch(
+      /opening the default stream of projects\/mba-test\/datasets\/ds\/tables\/history/,
+    );
+    expect(connection.requests).toHaveLength(0);
+  });
+
+  it('rejects with the abort reason while waiting for an answer, and close waits for that answer', async () => {
+    let answer: (response: AppendRowsResponse) => void = () => undefined;
+    const pending = new Promise<AppendRowsResponse>((resolve) => {
+      answer = resolve;
+    });
+    const { writer, connection } = scripted(() => pending);
+    const controller = new AbortController();
+    const reason = new Error('shutting down');
+
+    const append = writer.append(rows(1), controller.signal);
+    await new Promise((resolve) => setImmediate(resolve));
+    controller.abort(reason);
+    expect(await failureOf(append)).toBe(reason);
+
+    let closed = false;
+    const closing = writer.close().then(() => {
+      closed = true;
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(closed).toBe(false);
+    answer(OK);
+    await closing;
+    expect(connection.closed).toBe(true);
+  });
+
+  it('sends nothing for an already aborted signal', async () => {
+    const { writer, connection } = scripted(() => Promise.resolve(OK));
+    const controller = new AbortController();
+    controller.abort(new Error('stopped'));
+    await expect(writer.append(rows(1), controller.signal)).rejects.toThrow('stopped');
+    expect(connection.requests).toHaveLength(0);
+  });
+
+  it('updateSchema waits for requests in flight, then reconnects and encodes with the new schema', async () => {
+    let answer: (response: AppendRowsResponse) => void = () => undefined;
+    const first = new Promise<AppendRowsResponse>((resolve) => {
+      answer = resolve;
+    });
+    const { writer, connection } = scripted((_, n) => (n === 1 ? first : Promise.resolve(OK)));
+    const extended: TableField[] = [...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' }];
+
+    const inFlight = writer.append(rows(1));
+    await new Promise((resolve) => setImmediate(resolve));
+    const updating = writer.updateSchema(extended);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(connection.reconnects).toBe(0);
+    answer(OK);
+    await inFlight;
+    await updating;
+    expect(connection.reconnects).toBe(1);
+
+    const row = { _doc_id: 'x', n: 1, added: 'new' };
+    await writer.append([row]);
+    expect(connection.rowsOf(1)).toEqual(hex([row], extended));
+    expect(
+      connection.requests[1]?.protoRows?.writerSchema?.protoDescriptor?.field?.map((f) => f.name),
+    ).toEqual(['_doc_id', 'n', 'added']);
+  });
+
+  it('refuses an append after close', async () => {
+    const { writer } = scripted(() => Promise.resolve(OK));
+    await writer.close();
+    const failure = await failureOf(writer.append(rows(1)));
+    expect((failure as BigQueryError).failureClass).toBe('fatal');
+  });
+
+  it('throws a fatal error, sending nothing, for a batch over the request limit', async () => {
+    const { writer, connection } = scripted(() => Promise.resolve(OK));
+    const big = 'x'.repeat(MAX_APPEND_REQUEST_BYTES / 4);
+    const failure = await failureOf(writer.append(Array.from({ length: 4 }, () => ({ _doc_id: big }))));
+    expect((failure as BigQueryError).failureClass).toBe('fatal');
+    expect(String(failure)).toMatch(
+      /over the 10000000-byte request limit: the batcher must send smaller batches/,
+    );
+    expect(connection.requests).toHaveLength(0);
+  });
+
+  it('refuses on its own a row too large for any request, and sends the others', async () => {
+    const { writer, connection } = scripted(() => Promise.resolve(OK));
+    const outcome = await writer.append([
+      { _doc_id: 'small' },
+      { _doc_id: 'x'.repeat(MAX_APPEND_REQUEST_BYTES) },
+    ]);
+    expect(outcome.rejected).toHaveLength(1);
+    expect(outcome.rejected[0]?.index).toBe(1);
+    expect(outcome.rejected[0]?.reason).toMatch(/does not fit in one Storage Write request/);
+    expect(connection.rowsOf(0)).toEqual(hex([{ _doc_id: 'small' }]));
+  });
+});
+
+describe('storageWriteSupport', () => {
+  const nested: TableField[] = [
+    ...SCHEMA,
+    {
+      name: 'address',
+      type: 'RECORD',
+      mode: 'NULLABLE',
+      fields: [{ name: 'city', type: 'STRING', mode: 'NULLABLE' }],
+    },
+  ];
+
+  it('takes every schema on BigQuery and goccy, and flat ones only on bqemulator', () => {
+    expect(storageWriteSupport(nested, 'bigquery')).toEqual({ supported: true });
+    expect(storageWriteSupport(nested, 'goccy-bigquery-emulator')).toEqual({ supported: true });
+    expect(storageWriteSupport(SCHEMA, 'bqemulator')).toEqual({ supported: true });
+    expect(storageWriteSupport(nested, 'bqemulator')).toEqual({
+      supported: false,
+      reason: 'bqemulator cannot take RECORD columns (address) through the Storage Write API',
+    });
+  });
+
+  it('refuses everywhere a schema the client library cannot describe', () => {
+    const colliding: TableField[] = [
+      {
+        name: 'a_b',
+        type: 'RECORD',
+        mode: 'NULLABLE',
+        fields: [{ name: 'x', type: 'STRING', mode: 'NULLABLE' }],
+      },
+      {
+        name: 'a',
+        type: 'RECORD',
+        mode: 'NULLABLE',
+        fields: [
+          {
+            name: 'b',
+            type: 'RECORD',
+            mode: 'NULLABLE',
+            fields: [{ name: 'y', type: 'INTEGER', mode: 'NULLABLE' }],
+          },
+        ],
+      },
+    ];
+    expect(storageWriteSupport(colliding, 'bigquery')).toMatchObject({ supported: false });
+  });
+});
