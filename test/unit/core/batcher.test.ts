@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { Batcher, ByteBudget, DEFAULT_BATCH_LIMITS, splitIntoBatches } from '../../../src/core/batcher.js';
+import { Batcher, DEFAULT_BATCH_LIMITS, splitIntoBatches } from '../../../src/core/batcher.js';
 
 const limits = { maxRows: 3, maxBytes: 100, maxRowBytes: 80, lingerMs: 1_000 };
 
@@ -53,37 +53,5 @@ describe('Batcher', () => {
     expect(b.size).toBe(0);
     b.add('big', 100, 2_000);
     expect(b.due(2_000)).toBe(true);
-  });
-});
-
-describe('ByteBudget', () => {
-  it('makes the reader wait while the budget is spent, and lets it go on release', async () => {
-    const budget = new ByteBudget(100);
-    await budget.acquire(60);
-    let second = false;
-    const pending = budget.acquire(60).then(() => {
-      second = true;
-    });
-    await Promise.resolve();
-    expect(second).toBe(false);
-    budget.release(60);
-    await pending;
-    expect(second).toBe(true);
-    expect(budget.used).toBe(60);
-  });
-
-  it('lets one item larger than the budget through alone', async () => {
-    const budget = new ByteBudget(100);
-    await budget.acquire(500);
-    expect(budget.used).toBe(500);
-  });
-
-  it('stops waiting on abort', async () => {
-    const budget = new ByteBudget(10);
-    await budget.acquire(10);
-    const controller = new AbortController();
-    const pending = budget.acquire(5, controller.signal);
-    controller.abort(new Error('stop'));
-    await expect(pending).rejects.toThrow('stop');
   });
 });
