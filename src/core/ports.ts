@@ -57,3 +57,52 @@ export interface Clock {
 }
 
 export const SYSTEM_CLOCK: Clock = { now: () => Date.now() };
+
+/** What a mapping is doing, written to its settings document's `status` and shown by `status`. */
+export const MAPPING_STATES = [
+  'starting',
+  'backfilling',
+  'streaming',
+  'retrying',
+  'failed',
+  'stopped',
+  'invalid',
+  'dryrun',
+] as const;
+export type MappingState = (typeof MAPPING_STATES)[number];
+
+export interface MappingStatus {
+  readonly state: MappingState;
+  /** Seconds between now and the cluster time of the last checkpointed change. */
+  readonly lagSeconds?: number;
+  readonly lastCheckpointAt?: Date;
+  readonly eventsRead?: number;
+  readonly rowsWritten?: number;
+  readonly deadLettered?: number;
+  readonly backfillCopied?: number;
+  readonly message?: string;
+}
+
+/** One settings document as stored; `id` is its `_id` as a string. */
+export interface SettingsEntry {
+  readonly id: string;
+  readonly document: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * The settings collection. Reads are polled (real MongoDB refuses change streams on the `config`
+ * database); a change stream may wake the poll sooner where the database allows one. The service's own
+ * writes (`columns`, `lastFailure`, `status`) go through here and never restart anything.
+ */
+export interface SettingsStore {
+  /** Creates the settings collection when it does not exist. */
+  ensure(signal: AbortSignal): Promise<void>;
+  list(signal: AbortSignal): Promise<readonly SettingsEntry[]>;
+  /** Resolves when the settings may have changed, or after the poll interval. */
+  waitForChange(signal: AbortSignal): Promise<void>;
+  /** Writes `lastFailure` (null clears it). */
+  reportFailure(id: string, message: string | null): Promise<void>;
+  reportStatus(id: string, status: MappingStatus): Promise<void>;
+  /** Writes inferred or evolved columns back, in the original column-spec format. */
+  saveColumns(id: string, columns: readonly unknown[]): Promise<void>;
+}
