@@ -58,7 +58,12 @@ export interface Clock {
 
 export const SYSTEM_CLOCK: Clock = { now: () => Date.now() };
 
-/** What a mapping is doing, written to its settings document's `status` and shown by `status`. */
+/**
+ * What a mapping is doing, written to its settings document's `status`, shown by `status` and exported as
+ * `mba_mapping_state`: `starting` (tables being prepared), `backfilling`, `streaming`, `retrying` (waiting
+ * out a backoff after a retryable failure), `failed` (stopped by a fatal error, `lastFailure` says why),
+ * `stopped`, `invalid` (its settings document is invalid) and `dryrun` (logging what it would write).
+ */
 export const MAPPING_STATES = [
   'starting',
   'backfilling',

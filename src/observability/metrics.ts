@@ -1,3 +1,4 @@
+import { MAPPING_STATES, type MappingState } from '../core/ports.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ArchiverError, BigQueryError } from '../errors.js';
 
@@ -24,21 +25,9 @@ export const DEFAULT_BATCH_DURATION_BUCKETS: readonly number[] = [
   0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 ];
 
-/**
- * The states `mba_mapping_state` reports, exactly one of them 1 per mapping:
- * `starting` (lease held, tables being prepared), `backfilling`, `streaming`, `retrying` (waiting out a
- * backoff after a retryable failure), `failed` (stopped by a fatal error, `lastFailure` says why) and
- * `stopped` (shut down, disabled or its lease lost).
- */
-export const MAPPING_STATES = [
-  'starting',
-  'backfilling',
-  'streaming',
-  'retrying',
-  'failed',
-  'stopped',
-] as const;
-export type MappingState = (typeof MAPPING_STATES)[number];
+// The states `mba_mapping_state` reports (exactly one of them 1 per mapping) are the supervisor's own:
+// MAPPING_STATES in src/core/ports.ts.
+export { MAPPING_STATES, type MappingState };
 
 /**
  * The `class` label of a retry or an error: a BigQuery failure class (`retryable`, `schema`, `poison`,
