@@ -44,6 +44,8 @@ const KNOWN_FIELDS = new Set([...Object.keys(settingsSchema.shape), ...SERVICE_F
 export interface MappingSettings {
   /** The settings document's `_id`, as a string. */
   readonly id: string;
+  /** The settings document's `_id` as stored (where the checkpoint is written). */
+  readonly documentId: unknown;
   readonly mongoDatabase: string;
   readonly mongoCollection: string;
   readonly bigqueryTable: string;
@@ -109,6 +111,7 @@ export function parseMappingSettings(document: Readonly<Record<string, unknown>>
   const configuration = Object.fromEntries(Object.entries(data).sort(([a], [b]) => (a < b ? -1 : 1)));
   return Object.freeze({
     id,
+    documentId: document._id,
     mongoDatabase: data.mongo_database,
     mongoCollection: data.mongo_collection,
     bigqueryTable: data.bigquery_table,

@@ -1,0 +1,319 @@
+import { type Collection, type Document, type MongoClient } from 'mongodb';
+import { type BigQueryClients } from '../bigquery/client.js';
+import { BigQueryDestination } from '../bigquery/destination.js';
+import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
+import { type BootstrapConfig } from '../config/bootstrap.js';
+import { type MappingSettings } from '../config/settings.js';
+import { DEFAULT_BATCH_LIMITS, type BatchLimits } from '../core/batcher.js';
+import { backfillRecord, type HistoryRecord } from '../core/history-rows.js';
+
+import {
+  type BackfillProgress,
+  type Checkpoint,
+  type CheckpointStore,
+  type SettingsStore,
+  type StreamStart,
+} from '../core/ports.js';
+import { runStreamLoop, type RecordSink, type StreamCounters } from '../core/stream-loop.js';
+import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
+import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
+import { decodeId, encodeId, SettingsCheckpointStore } from '../mongodb/checkpoint-store.js';
+import { DEFAULT_BACKFILL_CHUNK, SnapshotReader } from '../mongodb/snapshot-reader.js';
+import { mappingLogger, type Logger } from '../observability/logger.js';
+import { type Metrics } from '../observability/metrics.js';
+import { planEvolution } from '../schema/evolve.js';
+import { inferColumns } from '../schema/infer.js';
+import { type ColumnSpec } from '../schema/types.js';
+import { compileRowMapper, type RowMapper } from '../transform/row-mapper.js';
+
+export const DEFAULT_INFER_SAMPLE = 1_000;
+
+/** Draws a bounded sample of a collection for schema inference (never a full scan). */
+export type Sampler = (
+  collection: Collection,
+  maxSamples: number,
+  signal: AbortSignal,
+) => Promise<readonly Document[]>;
+
+export interface MappingRunnerDeps {
+  readonly mongo: MongoClient;
+  /** Undefined when every mapping is a dry run: then nothing may touch BigQuery. */
+  readonly bigquery: BigQueryClients | undefined;
+  readonly target: StorageWriteTarget;
+  readonly config: BootstrapConfig;
+  readonly store: SettingsStore;
+  /** The settings collection, where checkpoints are kept. */
+  readonly settingsCollection: Collection;
+  readonly sample: Sampler;
+  readonly logger: Logger;
+  readonly metrics?: Metrics;
+  readonly limits?: BatchLimits;
+  readonly backfillChunk?: number;
+}
+
+/** A dry run writes nothing and saves no checkpoint: switching it off must start from the real position. */
+const NO_CHECKPOINTS: CheckpointStore = {
+  load: () => Promise.resolve({ position: undefined }),
+  save: () => Promise.resolve(),
+};
+
+function dryRunSink(log: Logger): RecordSink {
+  let logged = 0;
+  return {
+    write(records) {
+      const first = records[0];
+      if (first && logged < 5) {
+        logged++;
+        log.info({ rows: records.length, example: first.row }, 'dry run: would write rows');
+      } else {
+        log.debug({ rows: records.length }, 'dry run: would write rows');
+      }
+      return Promise.resolve({ written: records.length, deadLettered: 0 });
+    },
+  };
+}
+
+/** Runs mappings: schema, BigQuery objects, backfill, then the change stream (DESIGN sections 5 to 7). */
+export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner {
+  return async (settings, signal, hooks) => {
+    const log = mappingLogger(deps.logger, {
+      mapping: settings.id,
+      database: settings.mongoDatabase,
+      collection: settings.mongoCollection,
+      table: settings.bigqueryTable,
+    });
+    await new MappingRun(deps, settings, hooks, log).run(signal);
+  };
+}
+
+class MappingRun {
+  #columns: readonly ColumnSpec[] = [];
+  #mapper: RowMapper = compileRowMapper([]);
+  #destination: BigQueryDestination | undefined;
+  #sink: RecordSink;
+  readonly #checkpoints: CheckpointStore;
+  readonly #collection: Collection;
+  readonly #source: MongoChangeSource;
+  readonly #counters: StreamCounters = {
+    events: 0,
+    rowsWritten: 0,
+    deadLettered: 0,
+    lookupMisses: 0,
+    checkpoints: 0,
+  };
+
+  constructor(
+    private readonly deps: MappingRunnerDeps,
+    private readonly settings: MappingSettings,
+    private readonly hooks: MappingHooks,
+    private readonly log: Logger,
+  ) {
+    this.#collection = deps.mongo.db(settings.mongoDatabase).collection(settings.mongoCollection);
+    this.#source = new MongoChangeSource(deps.mongo, this.#collection);
+    this.#checkpoints = settings.dryrun
+      ? NO_CHECKPOINTS
+      : new SettingsCheckpointStore(deps.settingsCollection, settings.documentId);
+    this.#sink = dryRunSink(log);
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    await this.#prepareSchema(signal);
+    try {
+      await this.#prepareDestination();
+      let checkpoint = await this.#checkpoints.load(signal);
+      if (this.settings.backfillFullCollection && !(checkpoint.backfill?.done ?? false)) {
+        checkpoint = { ...checkpoint, backfill: await this.#backfill(checkpoint.backfill, signal) };
+      }
+      let start: StreamStart = checkpoint.position
+        ? { kind: 'resumeAfter', position: checkpoint.position }
+        : {
+            kind: 'startAt',
+            clusterTime: checkpoint.backfill?.snapshotStart ?? (await this.#source.currentTime(signal)),
+          };
+      this.hooks.report({ state: this.settings.dryrun ? 'dryrun' : 'streaming' });
+      for (;;) {
+        let end;
+        try {
+          end = await runStreamLoop(
+            {
+              source: this.#source,
+              sink: this.#sink,
+              checkpoints: this.#checkpoints,
+              mapper: () => this.#mapper,
+              limits: this.deps.limits ?? DEFAULT_BATCH_LIMITS,
+              beforeMap: (events, s) =>
+                this.#evolve(
+                  events.flatMap((e) => (e.kind === 'upsert' ? [e.document] : [])),
+                  s,
+                ),
+              counters: this.#counters,
+            },
+            start,
+            signal,
+          );
+        } catch (error) {
+          if (!(error instanceof HistoryLostError)) throw error;
+          if (this.settings.onHistoryLost !== 'resnapshot') {
+            throw new HistoryLostError(
+              `${error.message}. Set on_history_lost: resnapshot in the settings document (or run ` +
+                `\`mongo-bigquery-archiver resync ${this.settings.id}\`) to copy the collection again; the views converge.`,
+              { cause: error },
+            );
+          }
+          this.log.warn('change stream history lost; taking a new snapshot (on_history_lost: resnapshot)');
+          const progress = await this.#backfill(undefined, signal);
+          start = { kind: 'startAt', clusterTime: progress.snapshotStart };
+          continue;
+        }
+        if (!end) return;
+        this.log.warn(
+          { position: end.position.clusterTime },
+          'collection dropped, renamed or invalidated; archiving continues when it is re-created',
+        );
+        start = { kind: 'startAfter', position: end.position };
+      }
+    } finally {
+      await this.#destination?.close();
+    }
+  }
+
+  async #prepareSchema(signal: AbortSignal): Promise<void> {
+    let columns = this.settings.columns;
+    if (columns === undefined) {
+      const sample = await this.deps.sample(this.#collection, DEFAULT_INFER_SAMPLE, signal);
+      columns = await inferColumns(sample);
+      this.log.info(
+        { columns: columns.length, sampled: sample.length },
+        'inferred the columns from a sample',
+      );
+      if (!this.settings.dryrun) {
+        this.hooks.columnsSaved(columns);
+        await this.deps.store.saveColumns(this.settings.id, columns);
+      } else {
+        this.log.info({ columns }, 'dry run: would create the table with these columns');
+      }
+    }
+    this.#setColumns(columns);
+  }
+
+  #setColumns(columns: readonly ColumnSpec[]): void {
+    this.#columns = columns;
+    this.#mapper = compileRowMapper(columns, { captureUnmapped: this.settings.captureUnmapped });
+  }
+
+  async #prepareDestination(): Promise<void> {
+    if (this.settings.dryrun) return;
+    const clients = this.deps.bigquery;
+    if (!clients) throw new Error('BigQuery clients are missing although the mapping is not a dry run');
+    this.#destination = await BigQueryDestination.open(
+      {
+        clients,
+        datasetId: this.settings.bigqueryDataset ?? this.deps.config.BIGQUERY_DATASET,
+        table: this.settings.bigqueryTable,
+        mappingId: this.settings.id,
+        writer: this.settings.writer ?? this.deps.config.BIGQUERY_WRITER,
+        target: this.deps.target,
+        ...(this.deps.limits && { limits: this.deps.limits }),
+        onRetry: (error, attempt, delayMs) => {
+          this.log.warn(
+            { error: error instanceof Error ? error.message : String(error), attempt, delayMs },
+            'BigQuery write failed; retrying',
+          );
+        },
+        onWriterChosen: (kind, reason) => {
+          this.log.info({ writer: kind, ...(reason && { reason }) }, 'writer chosen');
+        },
+      },
+      this.#columns,
+    );
+    this.#sink = this.#destination;
+  }
+
+  /** Schema evolution (`add_columns`): new fields become new columns before their rows are written. */
+  async #evolve(
+    documents: readonly Readonly<Record<string, unknown>>[],
+    _signal: AbortSignal,
+  ): Promise<void> {
+    if (this.settings.schemaEvolution !== 'add_columns' || documents.length === 0) return;
+    let columns = this.#columns;
+    const added: string[] = [];
+    for (const document of documents) {
+      const evolution = planEvolution(columns, document);
+      if (evolution.additions.length === 0) continue;
+      columns = evolution.columns;
+      added.push(...evolution.additions.map((a) => [...a.parent, a.column.name].join('.')));
+    }
+    if (added.length === 0) return;
+    if (this.#destination) {
+      const additions = planAdditions(this.#columns, columns);
+      await this.#destination.evolve({ columns, additions });
+    }
+    this.log.info({ added }, 'schema evolved: new columns');
+    this.#setColumns(columns);
+    if (!this.settings.dryrun) {
+      this.hooks.columnsSaved(columns);
+      await this.deps.store.saveColumns(this.settings.id, columns);
+    }
+  }
+
+  /** Records the start point first, copies in `_id` chunks, and saves progress after each flushed chunk. */
+  async #backfill(resume: BackfillProgress | undefined, signal: AbortSignal): Promise<BackfillProgress> {
+    const reader = new SnapshotReader(this.#collection, this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK);
+    let progress: BackfillProgress = resume ?? {
+      snapshotStart: await this.#source.currentTime(signal),
+      lastId: undefined,
+      copied: 0,
+      done: false,
+    };
+    if (!resume) await this.#checkpoints.save(checkpointOf(progress), signal);
+    const estimated = await reader.estimatedCount();
+    this.deps.metrics?.backfillStarted(this.settings.id, estimated);
+    this.hooks.report({ state: 'backfilling', backfillCopied: progress.copied });
+    this.log.info(
+      { estimated, resumeAfter: progress.lastId },
+      resume ? 'resuming the backfill' : 'backfill started',
+    );
+    for (;;) {
+      const chunk = await reader.nextChunk(
+        progress.lastId === undefined ? undefined : decodeId(progress.lastId),
+        signal,
+      );
+      const last = chunk.at(-1);
+      if (!last) break;
+      await this.#evolve(chunk, signal);
+      const now = new Date();
+      const records: HistoryRecord[] = chunk.map((doc) =>
+        backfillRecord(this.#mapper, doc, progress.snapshotStart, now),
+      );
+      await this.#sink.write(records, signal);
+      progress = { ...progress, lastId: encodeId(last._id), copied: progress.copied + chunk.length };
+      await this.#checkpoints.save(checkpointOf(progress), AbortSignal.timeout(30_000));
+      this.deps.metrics?.backfillCopied(this.settings.id, chunk.length);
+      this.hooks.report({ state: 'backfilling', backfillCopied: progress.copied });
+      signal.throwIfAborted();
+    }
+    progress = { ...progress, done: true };
+    await this.#checkpoints.save(checkpointOf(progress), signal);
+    this.log.info({ copied: progress.copied }, 'backfill done');
+    return progress;
+  }
+}
+
+function checkpointOf(backfill: BackfillProgress): Checkpoint {
+  return { position: undefined, backfill };
+}
+
+/** The additions that turn `from` into `to` (top-level columns and RECORD sub-fields). */
+function planAdditions(from: readonly ColumnSpec[], to: readonly ColumnSpec[]) {
+  const additions: { parent: string[]; column: ColumnSpec }[] = [];
+  const walk = (before: readonly ColumnSpec[], after: readonly ColumnSpec[], parent: string[]) => {
+    const known = new Map(before.map((c) => [c.name, c]));
+    for (const column of after) {
+      const old = known.get(column.name);
+      if (!old) additions.push({ parent, column });
+      else if (column.fields && old.fields) walk(old.fields, column.fields, [...parent, column.name]);
+    }
+  };
+  walk(from, to, []);
+  return additions;
+}
