@@ -37,7 +37,11 @@ const bootstrapSchema = z.object({
     .string()
     .regex(/^[^:]+:\d+$/, 'must be host:port')
     .optional(),
+  /** Which emulator BIGQUERY_EMULATOR_HOST points at: their gaps decide what falls back to insertAll. */
+  BIGQUERY_EMULATOR_KIND: z.enum(['bqemulator', 'goccy-bigquery-emulator']).default('bqemulator'),
   BIGQUERY_WRITER: z.enum(WRITER_KINDS).default('storage-write'),
+  /** Address the metrics and health endpoints listen on (`0.0.0.0` in a container). */
+  METRICS_HOST: z.string().min(1).default('127.0.0.1'),
   METRICS_PORT: port.default(DEFAULT_METRICS_PORT),
   LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
 });

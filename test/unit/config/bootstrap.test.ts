@@ -37,7 +37,9 @@ describe('bootstrap configuration', () => {
       SETTINGS_DATABASE: 'config',
       SETTINGS_COLLECTION: 'bigquery_archiver_settings',
       SETTINGS_POLL_INTERVAL_MS: 10_000,
+      BIGQUERY_EMULATOR_KIND: 'bqemulator',
       BIGQUERY_WRITER: 'storage-write',
+      METRICS_HOST: '127.0.0.1',
       METRICS_PORT: 9_464,
       LOG_LEVEL: 'info',
     });
