@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
+import { EJSON, type ObjectId } from 'bson';
 import { z } from 'zod';
 import { assertDatasetId, assertTableId } from '../bigquery/identifiers.js';
 import { WRITER_KINDS } from '../bigquery/writer.js';
 import { ArchiverError, SettingsError } from '../errors.js';
 import { formatIssuePath, parseColumnSpecs } from '../schema/column-spec.js';
 import { type ColumnSpec } from '../schema/types.js';
+import { bsonKind } from '../transform/bson-kind.js';
 
 export const SCHEMA_EVOLUTION_MODES = ['add_columns', 'off'] as const;
 export const HISTORY_LOST_POLICIES = ['fail', 'resnapshot'] as const;
@@ -74,7 +76,7 @@ export interface MappingSettings {
  * and the other mappings go on. Unknown fields are warnings.
  */
 export function parseMappingSettings(document: Readonly<Record<string, unknown>>): MappingSettings {
-  const id = idString(document._id);
+  const id = settingsIdString(document._id);
   const parsed = settingsSchema.safeParse(document);
   const issues: string[] = parsed.success
     ? []
@@ -128,10 +130,12 @@ export function parseMappingSettings(document: Readonly<Record<string, unknown>>
   });
 }
 
-function idString(id: unknown): string {
+/**
+ * The string form of a settings document's `_id` (the mapping's id in logs, metrics and commands): an
+ * ObjectId as hex, a string as is, anything else as canonical Extended JSON.
+ */
+export function settingsIdString(id: unknown): string {
   if (typeof id === 'string') return id;
-  if (typeof id === 'object' && id !== null && 'toHexString' in id && typeof id.toHexString === 'function') {
-    return (id as { toHexString(): string }).toHexString();
-  }
-  return id === undefined ? 'undefined' : JSON.stringify(id);
+  if (bsonKind(id) === 'ObjectId') return (id as ObjectId).toHexString();
+  return id === undefined ? 'undefined' : EJSON.stringify(id, { relaxed: false });
 }

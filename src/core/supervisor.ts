@@ -174,7 +174,9 @@ export class Supervisor {
   }
 
   /** `id` is the settings store's id of the document (the one status and failures are written under). */
-  #start(id: string, settings: MappingSettings, key: string): void {
+  #start(id: string, stored: MappingSettings, key: string): void {
+    // The store's id is the one its writes understand (it differs from the parsed one only on id clashes).
+    const settings = stored.id === id ? stored : Object.freeze({ ...stored, id });
     const controller = new AbortController();
     const entry: Running = {
       settings,

@@ -29,7 +29,8 @@ export class HistoryLostError extends ArchiverError {
   }
 }
 
-function codeOf(error: unknown): number | undefined {
+/** The server's numeric error code carried by a driver error, if any. */
+export function codeOf(error: unknown): number | undefined {
   const code = isDocument(error) || error instanceof Error ? (error as { code?: unknown }).code : undefined;
   return typeof code === 'number' ? code : undefined;
 }

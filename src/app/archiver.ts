@@ -1,0 +1,122 @@
+import { MongoClient } from 'mongodb';
+import { createBigQueryClients, type BigQueryClients } from '../bigquery/client.js';
+import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
+import { redactUri, type BootstrapConfig } from '../config/bootstrap.js';
+import { ConfigError } from '../errors.js';
+import { Supervisor } from '../core/supervisor.js';
+import { sampleDocuments } from '../mongodb/sampler.js';
+import { MongoSettingsStore } from '../mongodb/settings-store.js';
+import { startHealthServer } from '../observability/health-server.js';
+import { type Logger } from '../observability/logger.js';
+import { Metrics } from '../observability/metrics.js';
+import { BSON_DECODE_OPTIONS } from '../transform/bson-kind.js';
+import { createMappingRunner } from './mapping-runner.js';
+
+export interface RunningArchiver {
+  readonly supervisor: Supervisor;
+  readonly metricsPort: number;
+  /** Resolves when the archiver stopped after `signal` aborted (every mapping flushed and checkpointed). */
+  readonly done: Promise<void>;
+}
+
+/** Where BigQuery is, from the bootstrap configuration. */
+export function bigQueryConnection(config: BootstrapConfig) {
+  if (config.BIGQUERY_EMULATOR_HOST !== undefined) {
+    const grpc = config.BIGQUERY_EMULATOR_GRPC;
+    if (grpc === undefined)
+      throw new ConfigError('BIGQUERY_EMULATOR_GRPC is missing: it must be set with BIGQUERY_EMULATOR_HOST');
+    const [host = '', port = ''] = grpc.split(':');
+    return {
+      kind: 'emulator' as const,
+      projectId: config.BIGQUERY_PROJECT,
+      apiEndpoint: config.BIGQUERY_EMULATOR_HOST,
+      grpcHost: host,
+      grpcPort: Number(port),
+    };
+  }
+  return {
+    kind: 'google' as const,
+    projectId: config.BIGQUERY_PROJECT,
+    ...(config.SERVICE_ACCOUNT_FILE !== undefined && { keyFilename: config.SERVICE_ACCOUNT_FILE }),
+  };
+}
+
+export function connectMongo(config: BootstrapConfig): MongoClient {
+  // Regexes stay BSONRegExp (BSON_DECODE_OPTIONS): the default decoding loses MongoDB options.
+  return new MongoClient(config.MONGO_CLIENT, { ...BSON_DECODE_OPTIONS, appName: 'mongo-bigquery-archiver' });
+}
+
+/**
+ * The composition root of the daemon: MongoDB and BigQuery clients, settings store, supervisor, metrics
+ * and health endpoints. Stops when `signal` aborts.
+ */
+export async function startArchiver(
+  config: BootstrapConfig,
+  logger: Logger,
+  signal: AbortSignal,
+): Promise<RunningArchiver> {
+  const mongo = connectMongo(config);
+  await mongo.connect();
+  logger.info({ mongo: redactUri(config.MONGO_CLIENT) }, 'connected to MongoDB');
+  const target: StorageWriteTarget =
+    config.BIGQUERY_EMULATOR_HOST !== undefined ? config.BIGQUERY_EMULATOR_KIND : 'bigquery';
+  const bigquery: BigQueryClients = await createBigQueryClients(bigQueryConnection(config)).catch(
+    async (error: unknown) => {
+      await mongo.close();
+      throw error;
+    },
+  );
+  const metrics = new Metrics();
+  const store = new MongoSettingsStore(mongo, {
+    database: config.SETTINGS_DATABASE,
+    collection: config.SETTINGS_COLLECTION,
+    pollMs: config.SETTINGS_POLL_INTERVAL_MS,
+  });
+  if (config.SETTINGS_DATABASE === 'config') {
+    logger.warn(
+      'settings are in the `config` database: Atlas and real clusters restrict it; prefer a normal database (SETTINGS_DATABASE)',
+    );
+  }
+  const supervisor = new Supervisor({
+    store,
+    runMapping: createMappingRunner({
+      mongo,
+      bigquery,
+      target,
+      config,
+      store,
+      settingsCollection: store.collection,
+      sample: (collection, maxSamples, s) => sampleDocuments(collection, { maxSamples, signal: s }),
+      logger,
+      metrics,
+    }),
+    log: {
+      info: (message, context) => {
+        logger.info(context ?? {}, message);
+      },
+      warn: (message, context) => {
+        logger.warn(context ?? {}, message);
+      },
+      error: (message, context) => {
+        logger.error(context ?? {}, message);
+      },
+    },
+    onStatus: (id, status) => {
+      metrics.mappingState(id, status.state);
+    },
+  });
+  const health = await startHealthServer({
+    port: config.METRICS_PORT,
+    host: config.METRICS_HOST,
+    metrics,
+    readiness: () => supervisor.ready(),
+  });
+  logger.info({ port: health.port, host: config.METRICS_HOST }, 'metrics and health endpoints listening');
+  const done = supervisor.run(signal).finally(async () => {
+    await health.close();
+    await bigquery.close();
+    await mongo.close();
+    logger.info('archiver stopped');
+  });
+  return { supervisor, metricsPort: health.port, done };
+}

@@ -1,0 +1,308 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { EJSON } from 'bson';
+import { type ChangeStream, type Collection, type Db, type Document, type MongoClient } from 'mongodb';
+import {
+  DEFAULT_SETTINGS_COLLECTION,
+  DEFAULT_SETTINGS_DATABASE,
+  DEFAULT_SETTINGS_POLL_MS,
+} from '../config/bootstrap.js';
+import { type MappingStatus, type SettingsEntry, type SettingsStore } from '../core/ports.js';
+import { ConfigError } from '../errors.js';
+import { bsonKind, isDocument } from '../transform/bson-kind.js';
+import { codeOf } from './change-source.js';
+import { settingsIdString } from '../config/settings.js';
+
+/** MongoDB refuses change streams on these databases (error 73): settings kept there are only polled. */
+const UNWATCHABLE_DATABASES: ReadonlySet<string> = new Set(['admin', 'local', 'config']);
+
+/**
+ * Top-level fields the service writes into a settings document (see `parseMappingSettings`): an update that
+ * touches nothing else cannot change a mapping's configuration.
+ */
+const SERVICE_WRITTEN_FIELDS: ReadonlySet<string> = new Set([
+  'columns',
+  'lastChangeId',
+  'lastFailure',
+  'status',
+]);
+
+const STATUS_FIELDS = [
+  'lagSeconds',
+  'lastCheckpointAt',
+  'eventsRead',
+  'rowsWritten',
+  'deadLettered',
+  'backfillCopied',
+  'message',
+] as const satisfies readonly (keyof MappingStatus)[];
+
+const NAMESPACE_EXISTS = 48;
+/** `$set` of `status.x` when `status` is not a document ("Cannot create field 'x' in element ..."). */
+const PATH_NOT_VIABLE = 28;
+const UNAUTHORIZED = 13;
+const INVALID_NAMESPACE = 73;
+
+/** Pause between pulls of an idle settings stream (some servers ignore maxAwaitTimeMS and answer at once). */
+const WATCH_IDLE_MS = 250;
+const WATCH_MAX_AWAIT_MS = 1_000;
+
+/**
+ * Whether a change event on the settings collection may change a mapping's configuration. Updates whose
+ * `updateDescription` names only the service's own fields (`columns`, `lastChangeId`, `lastFailure`,
+ * `status`) cannot; everything else may, including updates from servers that send no `updateDescription`
+ * (mongo-java-server): the supervisor compares configuration keys anyway.
+ */
+export function isConfigurationChange(event: Readonly<Document>): boolean {
+  if (event.operationType !== 'update') return true;
+  const description: unknown = event.updateDescription;
+  if (!isDocument(description) || !isDocument(description.updatedFields)) return true;
+  const removed = listOf(description.removedFields);
+  const truncated = listOf(description.truncatedArrays);
+  if (!removed || !truncated) return true;
+  const paths = [
+    ...Object.keys(description.updatedFields),
+    ...removed,
+    ...truncated.map((entry) => (isDocument(entry) ? entry.field : undefined)),
+  ];
+  return paths.some(
+    (path) => typeof path !== 'string' || !SERVICE_WRITTEN_FIELDS.has(path.split('.', 1)[0] ?? ''),
+  );
+}
+
+/** An array as a list of unknowns; absent counts as empty; anything else is undefined. */
+function listOf(value: unknown): readonly unknown[] | undefined {
+  if (value === undefined) return [];
+  return Array.isArray(value) ? (value as readonly unknown[]) : undefined;
+}
+
+export interface MongoSettingsStoreOptions {
+  /** Database of the settings collection (default `config`; a normal database is recommended). */
+  readonly database?: string;
+  /** Default `bigquery_archiver_settings`. */
+  readonly collection?: string;
+  /** The longest `waitForChange` waits (default 10 s): the settings are re-read at least this often. */
+  readonly pollMs?: number;
+}
+
+interface OpenStream {
+  readonly changes: ChangeStream<Document, Document>;
+  readonly signal: AbortSignal;
+  readonly onAbort: () => void;
+}
+
+/**
+ * The settings collection in MongoDB. The supervisor polls it (`waitForChange` returns at least every
+ * `pollMs`); where the database allows change streams (not `admin`, `local` or `config`, where MongoDB
+ * refuses them with error 73), a change stream on the collection wakes it sooner when a configuration field
+ * changes. If that stream cannot be opened or fails, the store polls only, from then on.
+ *
+ * Ids: each `list` remembers which stored `_id` every id string stands for, so the service's writes reach
+ * the right document even where two `_id`s read alike (the string "65a1…" and the ObjectId 65a1…).
+ */
+export class MongoSettingsStore implements SettingsStore {
+  /** The settings collection (for the checkpoint store, which writes into the same documents). */
+  readonly collection: Collection;
+  readonly #db: Db;
+  readonly #pollMs: number;
+  readonly #watchable: boolean;
+  #ids = new Map<string, unknown>();
+  #stream: OpenStream | undefined;
+  #watchFailed = false;
+  #watching = false;
+
+  constructor(client: MongoClient, options: MongoSettingsStoreOptions = {}) {
+    const database = options.database ?? DEFAULT_SETTINGS_DATABASE;
+    this.#db = client.db(database);
+    this.collection = this.#db.collection(options.collection ?? DEFAULT_SETTINGS_COLLECTION);
+    this.#pollMs = options.pollMs ?? DEFAULT_SETTINGS_POLL_MS;
+    this.#watchable = !UNWATCHABLE_DATABASES.has(database);
+  }
+
+  /** True while a change stream on the settings collection is open and healthy. */
+  get watching(): boolean {
+    return this.#watching;
+  }
+
+  async ensure(signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    const name = this.collection.collectionName;
+    try {
+      const existing = await this.#db.listCollections({ name }, { nameOnly: true }).toArray();
+      // Checked again here: mongo-java-server ignores the filter.
+      if (existing.some((collection) => collection.name === name)) return;
+      await this.#db.createCollection(name);
+    } catch (error) {
+      const code = codeOf(error);
+      // Another replica (or an operator) created it between our check and our create.
+      if (code === NAMESPACE_EXISTS) return;
+      if (code === UNAUTHORIZED || code === INVALID_NAMESPACE) {
+        throw new ConfigError(
+          `cannot create the settings collection ${this.collection.namespace}: ${(error as Error).message}; ` +
+            'create it beforehand or choose a settings database this user may write (SETTINGS_DATABASE)',
+          { cause: error },
+        );
+      }
+      throw error;
+    }
+  }
+
+  async list(signal: AbortSignal): Promise<readonly SettingsEntry[]> {
+    signal.throwIfAborted();
+    const entries = withIds(await this.collection.find({}).sort({ _id: 1 }).toArray());
+    this.#ids = new Map(entries.map(({ id, document }) => [id, document._id]));
+    return entries.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /**
+   * Resolves after the poll interval, or sooner when the change stream reports a change that may touch a
+   * configuration field. The stream stays open between calls (so nothing between two waits is missed) until
+   * the signal of the call that opened it aborts. Rejects with the abort reason when `signal` aborts.
+   */
+  async waitForChange(signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    const deadline = Date.now() + this.#pollMs;
+    if (!this.#stream && this.#watchable && !this.#watchFailed) this.#openStream(signal);
+    for (;;) {
+      if (this.#stream && (await this.#pullConfigurationChange(this.#stream, deadline, signal))) return;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return;
+      await sleep(this.#stream ? Math.min(WATCH_IDLE_MS, remaining) : remaining, undefined, {
+        signal,
+      }).catch((error: unknown) => {
+        signal.throwIfAborted();
+        throw error;
+      });
+    }
+  }
+
+  /** Closes the settings change stream, if one is open (a later `waitForChange` opens a new one). */
+  async close(): Promise<void> {
+    const stream = this.#stream;
+    if (!stream) return;
+    this.#stream = undefined;
+    this.#watching = false;
+    stream.signal.removeEventListener('abort', stream.onAbort);
+    await stream.changes.close().catch(ignoreCloseError);
+  }
+
+  async reportFailure(id: string, message: string | null): Promise<void> {
+    await this.#update(
+      id,
+      message === null ? { $unset: { lastFailure: '' } } : { $set: { lastFailure: message } },
+    );
+  }
+
+  /**
+   * Sets `status.state`, `status.updatedAt` and the given fields one by one, so what else lives under
+   * `status` (the checkpoint store's `checkpoint` and `lastCheckpointAt`, counters not given now) stays.
+   * A message belongs to the state it came with: without one, the previous message is removed.
+   */
+  async reportStatus(id: string, status: MappingStatus): Promise<void> {
+    const fields: Document = { state: status.state, updatedAt: new Date() };
+    for (const key of STATUS_FIELDS) if (status[key] !== undefined) fields[key] = status[key];
+    const update: Document = {
+      $set: Object.fromEntries(Object.entries(fields).map(([key, value]) => [`status.${key}`, value])),
+      ...(status.message === undefined && { $unset: { 'status.message': '' } }),
+    };
+    const documentId = await this.#resolve(id);
+    if (documentId === undefined) return;
+    try {
+      await this.collection.updateOne({ _id: documentId } as Document, update);
+    } catch (error) {
+      if (codeOf(error) !== PATH_NOT_VIABLE) throw error;
+      // `status` holds something that is not a document (written by hand): it carries nothing of ours.
+      const repaired = await this.collection.updateOne(
+        { _id: documentId, status: { $not: { $type: 'object' } } } as Document,
+        { $set: { status: fields } },
+      );
+      if (repaired.matchedCount === 0) {
+        await this.collection.updateOne({ _id: documentId } as Document, update);
+      }
+    }
+  }
+
+  async saveColumns(id: string, columns: readonly unknown[]): Promise<void> {
+    await this.#update(id, { $set: { columns: [...columns] } });
+  }
+
+  async #update(id: string, update: Document): Promise<void> {
+    const documentId = await this.#resolve(id);
+    if (documentId === undefined) return;
+    await this.collection.updateOne({ _id: documentId } as Document, update);
+  }
+
+  /** The stored `_id` behind `id`; undefined when no such document exists (any more): nothing to write. */
+  async #resolve(id: string): Promise<unknown> {
+    if (this.#ids.has(id)) return this.#ids.get(id);
+    const entries = withIds(
+      await this.collection
+        .find({}, { projection: { _id: 1 } })
+        .sort({ _id: 1 })
+        .toArray(),
+    );
+    this.#ids = new Map(entries.map(({ id, document }) => [id, document._id]));
+    return this.#ids.get(id);
+  }
+
+  #openStream(signal: AbortSignal): void {
+    const changes = this.collection.watch<Document, Document>(
+      // Only what `isConfigurationChange` reads; `_id` (the resume token) must stay.
+      [{ $project: { operationType: 1, updateDescription: 1 } }],
+      { batchSize: 100, maxAwaitTimeMS: WATCH_MAX_AWAIT_MS },
+    );
+    const onAbort = () => void this.close();
+    signal.addEventListener('abort', onAbort, { once: true });
+    this.#stream = { changes, signal, onAbort };
+  }
+
+  /** Drains what the stream has (until `deadline`); true when something may have changed a configuration. */
+  async #pullConfigurationChange(
+    stream: OpenStream,
+    deadline: number,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    try {
+      for (;;) {
+        const event = await stream.changes.tryNext();
+        this.#watching = this.#stream === stream;
+        if (event === null) return false;
+        if (isConfigurationChange(event)) {
+          // Whatever else is buffered is read by the `list` that follows.
+          while (stream.changes.bufferedCount() > 0) await stream.changes.tryNext();
+          if (event.operationType === 'invalidate') await this.close();
+          return true;
+        }
+        if (Date.now() >= deadline) return false;
+      }
+    } catch {
+      signal.throwIfAborted();
+      if (this.#stream !== stream) return false;
+      // Not a replica set, no privilege, or the stream broke: polling alone is enough; do not retry.
+      this.#watchFailed = true;
+      await this.close();
+      return false;
+    }
+  }
+}
+
+/**
+ * Id strings for documents read in `_id` order, ObjectIds first (so the outcome is stable and the usual
+ * ObjectId keeps its hex): an id string already taken (the string "65a1…" next to the ObjectId 65a1…) falls
+ * back to canonical Extended JSON.
+ */
+function withIds(documents: readonly Document[]): { id: string; document: Document }[] {
+  const isObjectId = (document: Document) => bsonKind(document._id) === 'ObjectId';
+  const ordered = [...documents.filter(isObjectId), ...documents.filter((d) => !isObjectId(d))];
+  const taken = new Set<string>();
+  return ordered.map((document) => {
+    const plain = settingsIdString(document._id);
+    const id = taken.has(plain) ? EJSON.stringify(document._id, { relaxed: false }) : plain;
+    taken.add(id);
+    return { id, document };
+  });
+}
+
+/** Closing a stream whose cursor is already gone (server restarted, client closed) has nothing left to do. */
+function ignoreCloseError(): void {
+  // Deliberately swallowed: the stream is being discarded either way.
+}

@@ -1,0 +1,81 @@
+import { readFileSync } from 'node:fs';
+import { EJSON, Long, ObjectId } from 'bson';
+import { describe, expect, it } from 'vitest';
+import { isConfigurationChange } from '../../../src/mongodb/settings-store.js';
+import { settingsIdString } from '../../../src/config/settings.js';
+
+const real = EJSON.parse(
+  readFileSync(new URL('../../fixtures/change-events/real-mongodb-7.json', import.meta.url), 'utf8'),
+  { relaxed: true },
+) as Record<string, Record<string, unknown>>;
+
+/** An update event on the settings collection as MongoDB 7 reports it (no lookup: no fullDocument). */
+function update(
+  updatedFields: Record<string, unknown>,
+  removedFields: string[] = [],
+  truncated: string[] = [],
+) {
+  return {
+    _id: { _data: '8265A1B2C4000000012B' },
+    operationType: 'update',
+    ns: { db: 'archiver', coll: 'bigquery_archiver_settings' },
+    documentKey: { _id: new ObjectId('65a1b2c3d4e5f60718293a4b') },
+    updateDescription: {
+      updatedFields,
+      removedFields,
+      truncatedArrays: truncated.map((field) => ({ field, newSize: 0 })),
+    },
+  };
+}
+
+describe('settings change stream filter (defect 3: the service restarted on its own writes)', () => {
+  it("ignores updates that touch only the service's own fields", () => {
+    expect(
+      isConfigurationChange(update({ 'status.state': 'streaming', 'status.updatedAt': new Date() })),
+    ).toBe(false);
+    expect(isConfigurationChange(update({ status: { state: 'starting' } }))).toBe(false);
+    expect(
+      isConfigurationChange(update({ lastChangeId: { _data: '82' }, 'status.checkpoint.clusterTime': 1 })),
+    ).toBe(false);
+    expect(isConfigurationChange(update({ lastFailure: 'BigQuery said 503' }))).toBe(false);
+    expect(isConfigurationChange(update({}, ['lastFailure', 'status.message']))).toBe(false);
+    expect(
+      isConfigurationChange(update({ 'columns.3': { name: 'n', type: 'INTEGER' } }, [], ['columns'])),
+    ).toBe(false);
+  });
+
+  it('reports updates that touch a configuration field, even alongside service fields', () => {
+    expect(isConfigurationChange(update({ bigquery_table: 'renamed' }))).toBe(true);
+    expect(isConfigurationChange(update({ 'status.state': 'x', dryrun: true }))).toBe(true);
+    expect(isConfigurationChange(update({}, ['backfill_full_collection']))).toBe(true);
+    // A field merely named like a service field is configuration.
+    expect(isConfigurationChange(update({ statusline: 1 }))).toBe(true);
+    expect(isConfigurationChange(real.update ?? {})).toBe(true);
+  });
+
+  it('reports every other event, and updates without an updateDescription (mongo-java-server)', () => {
+    for (const key of ['insert', 'replace', 'delete', 'drop', 'rename', 'dropDatabase', 'invalidate']) {
+      const event = real[key];
+      expect(event?.operationType, key).toBe(key);
+      expect(isConfigurationChange(event ?? {}), key).toBe(true);
+    }
+    expect(isConfigurationChange({ _id: { _data: '6b07' }, operationType: 'update' })).toBe(true);
+    expect(
+      isConfigurationChange({
+        operationType: 'update',
+        updateDescription: { updatedFields: {}, removedFields: 'x' },
+      }),
+    ).toBe(true);
+  });
+});
+
+describe('settings document ids', () => {
+  it('reads ObjectIds as hex, strings as they are, and anything else as canonical Extended JSON', () => {
+    expect(settingsIdString(new ObjectId('65a1b2c3d4e5f60718293a4b'))).toBe('65a1b2c3d4e5f60718293a4b');
+    expect(settingsIdString('orders')).toBe('orders');
+    expect(settingsIdString(7)).toBe('{"$numberInt":"7"}');
+    expect(settingsIdString(2.5)).toBe('{"$numberDouble":"2.5"}');
+    expect(settingsIdString(Long.fromNumber(7))).toBe('{"$numberLong":"7"}');
+    expect(settingsIdString({ tenant: 'x', n: 1 })).toBe('{"tenant":"x","n":{"$numberInt":"1"}}');
+  });
+});
