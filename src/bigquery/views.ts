@@ -28,7 +28,8 @@ export function currentStateViewSql(history: TableRef): string {
 
 /**
  * `<table>_latest_view`: the latest current row per primary-key value, built on `<table>_view` so deletes
- * and drops are honoured. Undefined when no column is a primary key.
+ * and drops are honoured. Undefined when no column is a primary key. Documents with the same key and the
+ * same `_seq` (copied by one backfill) are ordered by `_doc_id`, so the view is deterministic.
  */
 export function latestViewSql(view: TableRef, columns: readonly ColumnSpec[]): string | undefined {
   const keys = columns.filter((c) => c.primary_key === true).map((c) => quoteColumn(c.name));
@@ -36,7 +37,7 @@ export function latestViewSql(view: TableRef, columns: readonly ColumnSpec[]): s
   const rowNumber = `\`${VIEW_ROW_NUMBER_COLUMN}\``;
   return [
     `SELECT * EXCEPT (${rowNumber}) FROM (`,
-    `  SELECT v.*, ROW_NUMBER() OVER (PARTITION BY ${keys.map((k) => `v.${k}`).join(', ')} ORDER BY v.\`_seq\` DESC) AS ${rowNumber}`,
+    `  SELECT v.*, ROW_NUMBER() OVER (PARTITION BY ${keys.map((k) => `v.${k}`).join(', ')} ORDER BY v.\`_seq\` DESC, v.\`_doc_id\` DESC) AS ${rowNumber}`,
     `  FROM ${view.sql} AS v`,
     `)`,
     `WHERE ${rowNumber} = 1`,

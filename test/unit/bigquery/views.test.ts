@@ -46,7 +46,7 @@ describe('view SQL', () => {
     expect(latestViewSql(view, COLUMNS)).toBe(
       [
         'SELECT * EXCEPT (`_mba_rn`) FROM (',
-        '  SELECT v.*, ROW_NUMBER() OVER (PARTITION BY v.`_id` ORDER BY v.`_seq` DESC) AS `_mba_rn`',
+        '  SELECT v.*, ROW_NUMBER() OVER (PARTITION BY v.`_id` ORDER BY v.`_seq` DESC, v.`_doc_id` DESC) AS `_mba_rn`',
         '  FROM `mba-test.archive.orders_view` AS v',
         ')',
         'WHERE `_mba_rn` = 1',
@@ -60,7 +60,7 @@ describe('view SQL', () => {
       { name: 'select', type: 'INTEGER', primary_key: true },
       { name: 'note', type: 'STRING', primary_key: false },
     ]);
-    expect(sql).toContain('PARTITION BY v.`tenant`, v.`select` ORDER BY v.`_seq` DESC');
+    expect(sql).toContain('PARTITION BY v.`tenant`, v.`select` ORDER BY v.`_seq` DESC, v.`_doc_id` DESC');
   });
 
   it('has no <table>_latest_view without a primary key', () => {

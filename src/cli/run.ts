@@ -1,0 +1,35 @@
+import { startArchiver } from '../app/archiver.js';
+import { createLogger } from '../observability/logger.js';
+import { EXIT, loadConfig, type GlobalOptions } from './common.js';
+
+/** How long a graceful stop may take (flush, checkpoint) before the process exits anyway. */
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 30_000;
+
+/**
+ * The daemon. SIGTERM or SIGINT: stop reading, flush, checkpoint, exit 0 within the shutdown bound; a
+ * second signal exits at once.
+ */
+export async function runCommand(options: GlobalOptions): Promise<number> {
+  const config = loadConfig(options);
+  const logger = createLogger({ level: config.LOG_LEVEL });
+  const controller = new AbortController();
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(EXIT.failure);
+    }
+    logger.info({ signal }, 'stopping: flushing and checkpointing every mapping');
+    controller.abort();
+    setTimeout(() => {
+      logger.error({ timeoutMs: DEFAULT_SHUTDOWN_TIMEOUT_MS }, 'graceful stop took too long; exiting');
+      process.exit(EXIT.failure);
+    }, DEFAULT_SHUTDOWN_TIMEOUT_MS).unref();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  const archiver = await startArchiver(config, logger, controller.signal);
+  await archiver.done;
+  return EXIT.ok;
+}

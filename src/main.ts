@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { inferSchemaCommand } from './cli/infer-schema.js';
+import { reportFatal, type GlobalOptions } from './cli/common.js';
+import { demoCommand } from './cli/demo.js';
+import { runCommand } from './cli/run.js';
+import { statusCommand } from './cli/status.js';
+import { validateCommand } from './cli/validate.js';
+
+const program = new Command('mongo-bigquery-archiver')
+  .description(
+    'Continuously archives MongoDB collections into BigQuery: a history table per collection and views of the current state.',
+  )
+  .option(
+    '--config <path>',
+    'bootstrap configuration file (default /config-local/config.json); every key can also come from the environment',
+  )
+  .showHelpAfterError();
+
+function action<A extends unknown[]>(fn: (...args: A) => Promise<number>) {
+  return async (...args: A) => {
+    try {
+      process.exitCode = await fn(...args);
+    } catch (error) {
+      process.exitCode = reportFatal(error);
+    }
+  };
+}
+
+const globals = (): GlobalOptions => program.opts<GlobalOptions>();
+
+program
+  .command('run')
+  .description('run the archiver daemon: every mapping in the settings collection, until SIGTERM or SIGINT')
+  .action(action(() => runCommand(globals())));
+
+program
+  .command('validate')
+  .description('check the configuration, every settings document, and that MongoDB and BigQuery answer')
+  .action(action(() => validateCommand(globals())));
+
+program
+  .command('infer-schema')
+  .description('print the column specs inferred from a bounded sample of a collection (settings format)')
+  .argument('<db.collection>', 'the collection to sample')
+  .option('--samples <n>', 'documents to sample at most', '1000')
+  .action(
+    action((target: string, options: { samples?: string }) =>
+      inferSchemaCommand(target, { ...globals(), ...options }),
+    ),
+  );
+
+program
+  .command('status')
+  .description('one line per mapping: state, lag, last checkpoint, last failure')
+  .action(action(() => statusCommand(globals())));
+
+program
+  .command('demo')
+  .description(
+    'start local stand-ins for MongoDB and BigQuery, archive a sample collection shaped like the original README example while changing it, print the views, stop everything',
+  )
+  .action(action(() => demoCommand()));
+
+await program.parseAsync(process.argv);
