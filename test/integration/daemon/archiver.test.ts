@@ -1,0 +1,193 @@
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { MongoClient, type Document } from 'mongodb';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startArchiver, type RunningArchiver } from '../../../src/app/archiver.js';
+import { type BigQueryClients } from '../../../src/bigquery/client.js';
+import { loadBootstrapConfig, type BootstrapConfig } from '../../../src/config/bootstrap.js';
+import { createLogger } from '../../../src/observability/logger.js';
+import { docIdString } from '../../../src/transform/values.js';
+import { bigQueryTestEnv } from '../support/bigquery.js';
+import { emulatorClients } from '../support/bigquery-clients.js';
+
+const suffix = randomBytes(3).toString('hex');
+const DATASET = `daemon_${suffix}`;
+const SETTINGS_DB = `archiver_${suffix}`;
+let mongo: MongoClient;
+let clients: BigQueryClients;
+let config: BootstrapConfig;
+
+beforeAll(async () => {
+  mongo = new MongoClient(process.env.MBA_TEST_MONGODB_URI ?? '');
+  await mongo.connect();
+  clients = await emulatorClients();
+  const bq = bigQueryTestEnv();
+  config = loadBootstrapConfig({
+    path: '/nonexistent/config.json',
+    env: {
+      MONGO_CLIENT: process.env.MBA_TEST_MONGODB_URI,
+      BIGQUERY_PROJECT: bq.projectId,
+      BIGQUERY_DATASET: DATASET,
+      SETTINGS_DATABASE: SETTINGS_DB,
+      SETTINGS_POLL_INTERVAL_MS: '300',
+      BIGQUERY_EMULATOR_HOST: bq.apiEndpoint,
+      BIGQUERY_EMULATOR_GRPC: `${bq.grpcHost}:${bq.grpcPort}`,
+      BIGQUERY_EMULATOR_KIND: bq.peer,
+      METRICS_PORT: '0',
+      LOG_LEVEL: 'silent',
+    },
+  });
+});
+
+afterAll(async () => {
+  await mongo.close();
+  await clients.close();
+});
+
+async function start(): Promise<{ archiver: RunningArchiver; stop: () => Promise<void> }> {
+  const controller = new AbortController();
+  const archiver = await startArchiver(config, createLogger({ level: 'silent' }), controller.signal);
+  return {
+    archiver,
+    stop: async () => {
+      controller.abort();
+      await archiver.done;
+    },
+  };
+}
+
+async function viewRows(table: string): Promise<Document[]> {
+  const [rows] = await clients.bigquery.query({
+    query: `SELECT _doc_id, n, label FROM \`${clients.projectId}.${DATASET}.${table}_view\``,
+  });
+  return rows as Document[];
+}
+
+/** What the view must hold for the collection: one row per document, with its current values. */
+async function expectedRows(db: string, collection: string): Promise<string[]> {
+  const docs = await mongo.db(db).collection(collection).find({}).toArray();
+  return docs.map((d) => `${docIdString(d._id)}|${String(d.n)}|${String(d.label)}`).sort();
+}
+
+async function viewMatches(db: string, collection: string, table: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last: string[] = [];
+  for (;;) {
+    const expected = await expectedRows(db, collection);
+    last = (await viewRows(table).catch(() => []))
+      .map((r) => `${String(r._doc_id)}|${String(r.n)}|${String(r.label)}`)
+      .sort();
+    if (JSON.stringify(last) === JSON.stringify(expected)) return;
+    if (Date.now() > deadline) {
+      expect(last).toEqual(expected);
+      return;
+    }
+    await sleep(300);
+  }
+}
+
+describe('the archiver daemon against the peers', () => {
+  it('backfills during a mixed workload, streams afterwards, and resumes after a graceful restart with no loss or duplicate', async () => {
+    const db = `shop_${suffix}`;
+    const orders = mongo.db(db).collection<{ _id: number; n: number; label: string }>('orders');
+    await orders.insertMany(Array.from({ length: 1_500 }, (_, i) => ({ _id: i, n: i, label: 'seed' })));
+    await mongo
+      .db(SETTINGS_DB)
+      .collection<{ _id: string } & Document>('bigquery_archiver_settings')
+      .insertOne({
+        _id: 'orders',
+        mongo_database: db,
+        mongo_collection: 'orders',
+        bigquery_table: 'orders',
+        backfill_full_collection: true,
+      });
+    let run = await start();
+    // Changes while the backfill copies the collection.
+    for (let i = 0; i < 20; i++) {
+      await orders.updateOne({ _id: i * 50 }, { $set: { label: 'during-backfill' }, $inc: { n: 1_000 } });
+      await orders.insertOne({ _id: 10_000 + i, n: i, label: 'new' });
+    }
+    await orders.deleteMany({ _id: { $gte: 1_400, $lt: 1_410 } });
+    await viewMatches(db, 'orders', 'orders');
+
+    await run.stop();
+    // Changes while the daemon is down are picked up from the checkpoint.
+    await orders.updateMany({ _id: { $lt: 5 } }, { $set: { label: 'while-down' } });
+    await orders.deleteOne({ _id: 10_001 });
+    run = await start();
+    await orders.insertOne({ _id: 20_000, n: 1, label: 'after-restart' });
+    await viewMatches(db, 'orders', 'orders');
+    const settings = await mongo
+      .db(SETTINGS_DB)
+      .collection('bigquery_archiver_settings')
+      .findOne({ _id: 'orders' } as Document);
+    expect(settings?.columns).toBeDefined();
+    expect(settings?.lastChangeId).toBeDefined();
+    await run.stop();
+
+    // The views hold no duplicate: one row per document.
+    const rows = await viewRows('orders');
+    expect(new Set(rows.map((r) => String(r._doc_id))).size).toBe(rows.length);
+  }, 180_000);
+
+  it('runs the valid mappings next to an invalid settings document, and a dry run touches no BigQuery', async () => {
+    const db = `misc_${suffix}`;
+    await mongo
+      .db(db)
+      .collection<{ _id: number; n: number; label: string }>('items')
+      .insertMany([{ _id: 1, n: 1, label: 'a' }]);
+    await mongo
+      .db(db)
+      .collection<{ _id: number; n: number }>('drafts')
+      .insertMany([{ _id: 1, n: 1 }]);
+    const settings = mongo
+      .db(SETTINGS_DB)
+      .collection<{ _id: string } & Document>('bigquery_archiver_settings');
+    await settings.insertMany([
+      {
+        _id: 'items',
+        mongo_database: db,
+        mongo_collection: 'items',
+        bigquery_table: 'items',
+        backfill_full_collection: true,
+      },
+      {
+        _id: 'broken',
+        mongo_database: db,
+        mongo_collection: 'x',
+        bigquery_table: 'x',
+        columns: [{ name: 'a', type: 'FLOATY' }],
+      },
+      {
+        _id: 'drafts',
+        mongo_database: db,
+        mongo_collection: 'drafts',
+        bigquery_table: 'drafts',
+        dryrun: true,
+        backfill_full_collection: true,
+      },
+    ]);
+    const run = await start();
+    try {
+      await viewMatches(db, 'items', 'items');
+      const deadline = Date.now() + 30_000;
+      let broken: Document | null = null;
+      while (Date.now() < deadline) {
+        broken = await settings.findOne({ _id: 'broken' });
+        const status = broken?.status as Document | undefined;
+        if (status?.state === 'invalid') break;
+        await sleep(200);
+      }
+      expect(broken?.lastFailure).toBe(
+        'invalid settings: columns[0].type: expected one of STRING, BYTES, INTEGER, FLOAT, BOOLEAN, TIMESTAMP, DATE, TIME, DATETIME, RECORD, NUMERIC, BIGNUMERIC, JSON',
+      );
+      expect(run.archiver.supervisor.ready().detail.drafts).toBe('dryrun');
+      const [tables] = await clients.bigquery.dataset(DATASET).getTables();
+      expect(tables.map((t) => t.id)).not.toContain('drafts');
+      const drafts = await settings.findOne({ _id: 'drafts' });
+      expect(drafts?.lastChangeId).toBeUndefined();
+    } finally {
+      await run.stop();
+    }
+  }, 120_000);
+});
