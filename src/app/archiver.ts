@@ -21,15 +21,17 @@ export interface RunningArchiver {
 
 /** Where BigQuery is, from the bootstrap configuration. */
 export function bigQueryConnection(config: BootstrapConfig) {
-  if (config.BIGQUERY_EMULATOR_HOST !== undefined) {
+  if (config.BIGQUERY_EMULATOR_ENDPOINT !== undefined) {
     const grpc = config.BIGQUERY_EMULATOR_GRPC;
     if (grpc === undefined)
-      throw new ConfigError('BIGQUERY_EMULATOR_GRPC is missing: it must be set with BIGQUERY_EMULATOR_HOST');
+      throw new ConfigError(
+        'BIGQUERY_EMULATOR_GRPC is missing: it must be set with BIGQUERY_EMULATOR_ENDPOINT',
+      );
     const [host = '', port = ''] = grpc.split(':');
     return {
       kind: 'emulator' as const,
       projectId: config.BIGQUERY_PROJECT,
-      apiEndpoint: config.BIGQUERY_EMULATOR_HOST,
+      apiEndpoint: config.BIGQUERY_EMULATOR_ENDPOINT,
       grpcHost: host,
       grpcPort: Number(port),
     };
@@ -59,7 +61,7 @@ export async function startArchiver(
   await mongo.connect();
   logger.info({ mongo: redactUri(config.MONGO_CLIENT) }, 'connected to MongoDB');
   const target: StorageWriteTarget =
-    config.BIGQUERY_EMULATOR_HOST !== undefined ? config.BIGQUERY_EMULATOR_KIND : 'bigquery';
+    config.BIGQUERY_EMULATOR_ENDPOINT !== undefined ? config.BIGQUERY_EMULATOR_KIND : 'bigquery';
   const bigquery: BigQueryClients = await createBigQueryClients(bigQueryConnection(config)).catch(
     async (error: unknown) => {
       await mongo.close();

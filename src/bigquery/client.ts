@@ -56,6 +56,12 @@ function emulatorAuthClient(): OAuth2Client {
  */
 export async function createBigQueryClients(connection: BigQueryConnection): Promise<BigQueryClients> {
   const projectId = assertProjectId(connection.projectId);
+  if (process.env.BIGQUERY_EMULATOR_HOST !== undefined) {
+    // The client library sends every request to this variable's URL, whatever endpoint we pass.
+    throw new ConfigError(
+      'BIGQUERY_EMULATOR_HOST is set in the environment, which would redirect every BigQuery request; unset it (point the archiver at an emulator with BIGQUERY_EMULATOR_ENDPOINT)',
+    );
+  }
   if (connection.kind === 'emulator') {
     process.env.METADATA_SERVER_DETECTION = 'none';
     const url = new URL(connection.apiEndpoint);

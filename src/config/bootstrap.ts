@@ -31,13 +31,13 @@ const bootstrapSchema = z.object({
   SETTINGS_COLLECTION: z.string().min(1).default(DEFAULT_SETTINGS_COLLECTION),
   SETTINGS_POLL_INTERVAL_MS: positiveInt.default(DEFAULT_SETTINGS_POLL_MS),
   /** A local BigQuery emulator's REST endpoint, e.g. http://127.0.0.1:9050 (tests and demo only). */
-  BIGQUERY_EMULATOR_HOST: z.url().optional(),
+  BIGQUERY_EMULATOR_ENDPOINT: z.url().optional(),
   /** The emulator's gRPC (Storage Write API) endpoint, host:port. */
   BIGQUERY_EMULATOR_GRPC: z
     .string()
     .regex(/^[^:]+:\d+$/, 'must be host:port')
     .optional(),
-  /** Which emulator BIGQUERY_EMULATOR_HOST points at: their gaps decide what falls back to insertAll. */
+  /** Which emulator BIGQUERY_EMULATOR_ENDPOINT points at: their gaps decide what falls back to insertAll. */
   BIGQUERY_EMULATOR_KIND: z.enum(['bqemulator', 'goccy-bigquery-emulator']).default('bqemulator'),
   BIGQUERY_WRITER: z.enum(WRITER_KINDS).default('storage-write'),
   /** Address the metrics and health endpoints listen on (`0.0.0.0` in a container). */

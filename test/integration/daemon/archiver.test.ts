@@ -30,7 +30,7 @@ beforeAll(async () => {
       BIGQUERY_DATASET: DATASET,
       SETTINGS_DATABASE: SETTINGS_DB,
       SETTINGS_POLL_INTERVAL_MS: '300',
-      BIGQUERY_EMULATOR_HOST: bq.apiEndpoint,
+      BIGQUERY_EMULATOR_ENDPOINT: bq.apiEndpoint,
       BIGQUERY_EMULATOR_GRPC: `${bq.grpcHost}:${bq.grpcPort}`,
       BIGQUERY_EMULATOR_KIND: bq.peer,
       METRICS_PORT: '0',

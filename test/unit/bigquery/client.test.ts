@@ -65,6 +65,17 @@ describe('BigQuery clients', () => {
     }
   });
 
+  it("refuses to start while the client library's BIGQUERY_EMULATOR_HOST would redirect every request", async () => {
+    process.env.BIGQUERY_EMULATOR_HOST = 'http://127.0.0.1:1/bigquery/v2';
+    try {
+      await expect(createBigQueryClients({ kind: 'google', projectId: 'my-project' })).rejects.toThrow(
+        /BIGQUERY_EMULATOR_HOST is set/,
+      );
+    } finally {
+      delete process.env.BIGQUERY_EMULATOR_HOST;
+    }
+  });
+
   it('refuses an invalid project id before building anything', async () => {
     await expect(createBigQueryClients({ kind: 'google', projectId: 'Bad_Project!' })).rejects.toBeInstanceOf(
       IdentifierError,
