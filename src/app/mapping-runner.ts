@@ -110,9 +110,11 @@ class MappingRun {
   ) {
     this.#collection = deps.mongo.db(settings.mongoDatabase).collection(settings.mongoCollection);
     this.#source = new MongoChangeSource(deps.mongo, this.#collection);
+    const dataset = settings.bigqueryDataset ?? deps.config.BIGQUERY_DATASET;
+    const scope = `${settings.mongoDatabase}.${settings.mongoCollection} -> ${dataset}.${settings.bigqueryTable}`;
     this.#checkpoints = settings.dryrun
       ? NO_CHECKPOINTS
-      : new SettingsCheckpointStore(deps.settingsCollection, settings.documentId);
+      : new SettingsCheckpointStore(deps.settingsCollection, settings.documentId, scope);
     this.#sink = dryRunSink(log);
   }
 

@@ -36,9 +36,14 @@ export function decodeId(text: string): unknown {
  * the service's own fields, so writing them never restarts the mapping.
  */
 export class SettingsCheckpointStore implements CheckpointStore {
+  /**
+   * `scope` names what the checkpoint is about (source collection and target table): a checkpoint saved
+   * for another scope (the settings now point elsewhere) is ignored, so the new target starts afresh.
+   */
   constructor(
     private readonly settings: Collection,
     private readonly settingsId: unknown,
+    private readonly scope = '',
   ) {}
 
   async load(signal: AbortSignal): Promise<Checkpoint> {
@@ -46,12 +51,14 @@ export class SettingsCheckpointStore implements CheckpointStore {
     const doc: Document | null = await this.settings.findOne({ _id: this.settingsId } as Document);
     const token: unknown = doc?.lastChangeId;
     const status: unknown = doc?.status;
-    const saved = isDocument(status) && isDocument(status.checkpoint) ? status.checkpoint : undefined;
+    const stored = isDocument(status) && isDocument(status.checkpoint) ? status.checkpoint : undefined;
+    const saved = stored && (stored.scope ?? '') === this.scope ? stored : undefined;
+    if (!saved) return { position: undefined };
     const data = isDocument(token) ? token._data : undefined;
-    const backfill = readBackfill(saved?.backfill);
+    const backfill = readBackfill(saved.backfill);
     return {
       position:
-        typeof data === 'string' && saved?.clusterTime !== undefined
+        typeof data === 'string' && saved.clusterTime !== undefined
           ? { token: data, clusterTime: toClusterTime(saved.clusterTime) }
           : undefined,
       ...(backfill && { backfill }),
@@ -60,7 +67,7 @@ export class SettingsCheckpointStore implements CheckpointStore {
 
   async save(checkpoint: Checkpoint, signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
-    const set: Document = { 'status.lastCheckpointAt': new Date() };
+    const set: Document = { 'status.lastCheckpointAt': new Date(), 'status.checkpoint.scope': this.scope };
     if (checkpoint.position) {
       set.lastChangeId = { _data: checkpoint.position.token };
       set['status.checkpoint.clusterTime'] = timestamp(checkpoint.position.clusterTime);

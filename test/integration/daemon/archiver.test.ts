@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { MongoClient, type Document } from 'mongodb';
+import { Long, MongoClient, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchiver, type RunningArchiver } from '../../../src/app/archiver.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
@@ -186,6 +186,64 @@ describe('the archiver daemon against the peers', () => {
       expect(tables.map((t) => t.id)).not.toContain('drafts');
       const drafts = await settings.findOne({ _id: 'drafts' });
       expect(drafts?.lastChangeId).toBeUndefined();
+    } finally {
+      await run.stop();
+    }
+  }, 120_000);
+
+  it('survives its change stream cursor being killed by another client, and restarts only the mapping whose settings change', async () => {
+    const db = `multi_${suffix}`;
+    const a = mongo.db(db).collection<{ _id: number; n: number; label: string }>('a');
+    const b = mongo.db(db).collection<{ _id: number; n: number; label: string }>('b');
+    await a.insertMany([{ _id: 1, n: 1, label: 'a' }]);
+    await b.insertMany([{ _id: 1, n: 1, label: 'b' }]);
+    const settings = mongo
+      .db(SETTINGS_DB)
+      .collection<{ _id: string } & Document>('bigquery_archiver_settings');
+    await settings.insertMany([
+      {
+        _id: 'a',
+        mongo_database: db,
+        mongo_collection: 'a',
+        bigquery_table: 'multi_a',
+        backfill_full_collection: true,
+      },
+      {
+        _id: 'b',
+        mongo_database: db,
+        mongo_collection: 'b',
+        bigquery_table: 'multi_b',
+        backfill_full_collection: true,
+      },
+    ]);
+    const run = await start();
+    const starts = new Map<string, number>();
+    try {
+      await viewMatches(db, 'a', 'multi_a');
+      await viewMatches(db, 'b', 'multi_b');
+      // mongo-java-server numbers its cursors from 1: kill every open one, as an operator's killCursors would.
+      await mongo
+        .db(db)
+        .command({
+          killCursors: 'a',
+          cursors: Array.from({ length: 500 }, (_, i) => Long.fromNumber(i + 1)),
+        });
+      await a.insertOne({ _id: 2, n: 2, label: 'after-kill' });
+      await a.updateOne({ _id: 1 }, { $set: { label: 'after-kill' } });
+      await viewMatches(db, 'a', 'multi_a');
+
+      const watch = setInterval(() => {
+        for (const [id, state] of run.archiver.supervisor.states()) {
+          if (state === 'starting') starts.set(id, (starts.get(id) ?? 0) + 1);
+        }
+      }, 5);
+      await settings.updateOne({ _id: 'b' }, { $set: { bigquery_table: 'multi_b2' } });
+      await viewMatches(db, 'b', 'multi_b2');
+      await a.insertOne({ _id: 3, n: 3, label: 'still-running' });
+      await viewMatches(db, 'a', 'multi_a');
+      clearInterval(watch);
+      expect(starts.get('a')).toBeUndefined();
+      expect(starts.get('b')).toBeGreaterThan(0);
     } finally {
       await run.stop();
     }
