@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { inferSchemaCommand } from './cli/infer-schema.js';
 import { reportFatal, type GlobalOptions } from './cli/common.js';
 import { demoCommand } from './cli/demo.js';
+import { resyncCommand } from './cli/resync.js';
 import { runCommand } from './cli/run.js';
 import { statusCommand } from './cli/status.js';
 import { validateCommand } from './cli/validate.js';
@@ -49,6 +50,14 @@ program
       inferSchemaCommand(target, { ...globals(), ...options }),
     ),
   );
+
+program
+  .command('resync')
+  .description(
+    "copy a mapping's collection again: the running archiver restarts that mapping with a fresh backfill",
+  )
+  .argument('<mapping>', 'the mapping: its settings document _id (as `status` shows it)')
+  .action(action((mapping: string) => resyncCommand(mapping, globals())));
 
 program
   .command('status')

@@ -111,7 +111,10 @@ class MappingRun {
     this.#collection = deps.mongo.db(settings.mongoDatabase).collection(settings.mongoCollection);
     this.#source = new MongoChangeSource(deps.mongo, this.#collection);
     const dataset = settings.bigqueryDataset ?? deps.config.BIGQUERY_DATASET;
-    const scope = `${settings.mongoDatabase}.${settings.mongoCollection} -> ${dataset}.${settings.bigqueryTable}`;
+    // A checkpoint belongs to its source, its target and its resync request: change any and it starts over.
+    const scope =
+      `${settings.mongoDatabase}.${settings.mongoCollection} -> ${dataset}.${settings.bigqueryTable}` +
+      (settings.resyncRequestedAt === undefined ? '' : ` @ resync ${settings.resyncRequestedAt}`);
     this.#checkpoints = settings.dryrun
       ? NO_CHECKPOINTS
       : new SettingsCheckpointStore(deps.settingsCollection, settings.documentId, scope);
@@ -123,7 +126,9 @@ class MappingRun {
     try {
       await this.#prepareDestination();
       let checkpoint = await this.#checkpoints.load(signal);
-      if (this.settings.backfillFullCollection && !(checkpoint.backfill?.done ?? false)) {
+      const wantsBackfill =
+        this.settings.backfillFullCollection || this.settings.resyncRequestedAt !== undefined;
+      if (wantsBackfill && !(checkpoint.backfill?.done ?? false)) {
         checkpoint = { ...checkpoint, backfill: await this.#backfill(checkpoint.backfill, signal) };
       }
       let start: StreamStart = checkpoint.position

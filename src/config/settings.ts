@@ -38,6 +38,11 @@ const settingsSchema = z.object({
     .enum(HISTORY_LOST_POLICIES, { error: `expected one of ${HISTORY_LOST_POLICIES.join(', ')}` })
     .default('fail'),
   writer: z.enum(WRITER_KINDS, { error: `expected one of ${WRITER_KINDS.join(', ')}` }).optional(),
+  /** Set by `mongo-bigquery-archiver resync`: a new value restarts the mapping with a fresh backfill. */
+  resync_requested_at: z
+    .union([z.date(), z.iso.datetime()], { error: 'expected a date' })
+    .transform((v) => (v instanceof Date ? v.toISOString() : v))
+    .optional(),
 });
 
 const KNOWN_FIELDS = new Set([...Object.keys(settingsSchema.shape), ...SERVICE_FIELDS]);
@@ -62,6 +67,8 @@ export interface MappingSettings {
   readonly captureUnmapped: boolean;
   readonly onHistoryLost: (typeof HISTORY_LOST_POLICIES)[number];
   readonly writer: (typeof WRITER_KINDS)[number] | undefined;
+  /** When a resync was last requested (ISO 8601); its backfill belongs to this request. */
+  readonly resyncRequestedAt: string | undefined;
   /**
    * Changes when, and only when, a field that configures the mapping changes: the service's own writes
    * (`columns`, `lastChangeId`, `lastFailure`, `status`) leave it alone, so they never restart anything.
@@ -125,6 +132,7 @@ export function parseMappingSettings(document: Readonly<Record<string, unknown>>
     captureUnmapped: data.capture_unmapped,
     onHistoryLost: data.on_history_lost,
     writer: data.writer,
+    resyncRequestedAt: data.resync_requested_at,
     configurationKey: createHash('sha256').update(JSON.stringify(configuration)).digest('hex').slice(0, 16),
     warnings,
   });

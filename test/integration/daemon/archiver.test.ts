@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Long, MongoClient, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchiver, type RunningArchiver } from '../../../src/app/archiver.js';
+import { requestResync } from '../../../src/app/resync.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { loadBootstrapConfig, type BootstrapConfig } from '../../../src/config/bootstrap.js';
 import { createLogger } from '../../../src/observability/logger.js';
@@ -222,12 +223,10 @@ describe('the archiver daemon against the peers', () => {
       await viewMatches(db, 'a', 'multi_a');
       await viewMatches(db, 'b', 'multi_b');
       // mongo-java-server numbers its cursors from 1: kill every open one, as an operator's killCursors would.
-      await mongo
-        .db(db)
-        .command({
-          killCursors: 'a',
-          cursors: Array.from({ length: 500 }, (_, i) => Long.fromNumber(i + 1)),
-        });
+      await mongo.db(db).command({
+        killCursors: 'a',
+        cursors: Array.from({ length: 500 }, (_, i) => Long.fromNumber(i + 1)),
+      });
       await a.insertOne({ _id: 2, n: 2, label: 'after-kill' });
       await a.updateOne({ _id: 1 }, { $set: { label: 'after-kill' } });
       await viewMatches(db, 'a', 'multi_a');
@@ -248,4 +247,39 @@ describe('the archiver daemon against the peers', () => {
       await run.stop();
     }
   }, 120_000);
+
+  it('resync copies a collection again on demand, and the view converges', async () => {
+    const db = `resync_${suffix}`;
+    const notes = mongo.db(db).collection<{ _id: number; n: number; label: string }>('notes');
+    await notes.insertMany(Array.from({ length: 30 }, (_, i) => ({ _id: i, n: i, label: 'old' })));
+    const settings = mongo
+      .db(SETTINGS_DB)
+      .collection<{ _id: string } & Document>('bigquery_archiver_settings');
+    // Without a backfill, only changes from now on are archived.
+    await settings.insertOne({
+      _id: 'notes',
+      mongo_database: db,
+      mongo_collection: 'notes',
+      bigquery_table: 'notes',
+    });
+    const run = await start();
+    try {
+      await waitForView(async () => (await viewRows('notes').catch(() => [])).length === 0);
+      await notes.insertOne({ _id: 100, n: 100, label: 'new' });
+      await waitForView(async () => (await viewRows('notes').catch(() => [])).length === 1);
+      await requestResync(mongo, config, 'notes');
+      await viewMatches(db, 'notes', 'notes');
+      expect(await viewRows('notes')).toHaveLength(31);
+    } finally {
+      await run.stop();
+    }
+  }, 120_000);
 });
+
+async function waitForView(check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('view never reached the expected state');
+    await sleep(200);
+  }
+}
