@@ -2,7 +2,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoClient, type Document } from 'mongodb';
 import { peerContext, startPeers } from '../../scripts/peers/lib.js';
 import { selectedPeers } from '../../scripts/peers/registry.js';
-import { startArchiver } from '../app/archiver.js';
+import { bigQueryConnection, startArchiver } from '../app/archiver.js';
+import { createBigQueryClients } from '../bigquery/client.js';
 import { loadBootstrapConfig } from '../config/bootstrap.js';
 import { createLogger } from '../observability/logger.js';
 import { EXIT } from './common.js';
@@ -127,15 +128,7 @@ export async function demoCommand(): Promise<number> {
     await ads.replaceOne({ tracking_code: 48_209 }, adDocument(42, 48_209));
     await ads.deleteMany({ tracking_code: 48_202 });
 
-    const clients = await import('../bigquery/client.js').then((m) =>
-      m.createBigQueryClients({
-        kind: 'emulator',
-        projectId: config.BIGQUERY_PROJECT,
-        apiEndpoint: env.MBA_TEST_BIGQUERY_API_ENDPOINT ?? '',
-        grpcHost: env.MBA_TEST_BIGQUERY_GRPC_HOST ?? '',
-        grpcPort: Number(env.MBA_TEST_BIGQUERY_GRPC_PORT),
-      }),
-    );
+    const clients = await createBigQueryClients(bigQueryConnection(config));
     const query = async (sql: string) => (await clients.bigquery.query({ query: sql }))[0] as Document[];
     const table = (name: string) => `\`${config.BIGQUERY_PROJECT}.${DATASET}.${name}\``;
     // Wait until the view holds exactly what MongoDB holds: every document, with its current values.
