@@ -34,6 +34,8 @@ beforeAll(async () => {
       BIGQUERY_EMULATOR_ENDPOINT: bq.apiEndpoint,
       BIGQUERY_EMULATOR_GRPC: `${bq.grpcHost}:${bq.grpcPort}`,
       BIGQUERY_EMULATOR_KIND: bq.peer,
+      // The Storage Write path has its own tests; here it would add bqemulator's gRPC path to every change.
+      BIGQUERY_WRITER: 'insert-all',
       METRICS_PORT: '0',
       LOG_LEVEL: 'silent',
     },
