@@ -1,6 +1,7 @@
 import { BigQueryError } from '../errors.js';
 import { DEFAULT_BACKOFF, retry, type BackoffPolicy } from '../core/backoff.js';
 import { DEFAULT_BATCH_LIMITS, splitIntoBatches, type BatchLimits, type Sized } from '../core/batcher.js';
+import { rowBytes } from '../core/stream-loop.js';
 import { classifyBigQueryError } from './error-mapping.js';
 import { type HistoryRow, type TableWriter } from './writer.js';
 
@@ -9,6 +10,8 @@ export interface SinkRecord {
   readonly row: HistoryRow;
   /** The raw document as relaxed Extended JSON text (only called when the row is dead-lettered). */
   readonly document: () => string;
+  /** The row's wire size when already measured; otherwise the sink measures it. */
+  readonly bytes?: number;
 }
 
 export interface SinkResult {
@@ -40,10 +43,6 @@ export interface BigQuerySinkOptions {
 const MAX_DEAD_LETTER_DOCUMENT_CHARS = 1_000_000;
 const MAX_REASONS = 5;
 
-function jsonBytes(row: HistoryRow): number {
-  return Buffer.byteLength(JSON.stringify(row), 'utf8');
-}
-
 /**
  * Writes history rows: splits them into requests under BigQuery's limits, retries transient failures with
  * backoff (same rows, same `_event_id`s), patches the schema once on a missing column, isolates refused rows
@@ -61,8 +60,8 @@ export class BigQuerySink {
   }
 
   async write(records: readonly SinkRecord[], signal?: AbortSignal): Promise<SinkResult> {
-    const sizeOf = this.#o.sizeOf ?? jsonBytes;
-    const sized = records.map((item) => ({ item, bytes: sizeOf(item.row) }));
+    const sizeOf = this.#o.sizeOf ?? rowBytes;
+    const sized = records.map((item) => ({ item, bytes: item.bytes ?? sizeOf(item.row) }));
     const { batches, oversized } = splitIntoBatches(sized, this.#limits);
     const state = { written: 0, dead: [] as { record: SinkRecord; reason: string }[] };
     for (const entry of oversized) {

@@ -12,7 +12,12 @@ export const SCHEMA_EVOLUTION_MODES = ['add_columns', 'off'] as const;
 export const HISTORY_LOST_POLICIES = ['fail', 'resnapshot'] as const;
 
 /** Fields the service itself writes into a settings document; they never configure anything. */
-const SERVICE_FIELDS = new Set(['_id', 'columns', 'lastChangeId', 'lastFailure', 'status']);
+export const SERVICE_WRITTEN_FIELDS: ReadonlySet<string> = new Set([
+  'columns',
+  'lastChangeId',
+  'lastFailure',
+  'status',
+]);
 
 // MongoDB database and collection names: https://www.mongodb.com/docs/manual/reference/limits/#naming-restrictions
 const NUL = String.fromCharCode(0);
@@ -45,7 +50,7 @@ const settingsSchema = z.object({
     .optional(),
 });
 
-const KNOWN_FIELDS = new Set([...Object.keys(settingsSchema.shape), ...SERVICE_FIELDS]);
+const KNOWN_FIELDS = new Set(['_id', ...Object.keys(settingsSchema.shape), ...SERVICE_WRITTEN_FIELDS]);
 
 /** One validated mapping: a MongoDB collection archived into a BigQuery table. */
 export interface MappingSettings {

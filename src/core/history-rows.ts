@@ -15,6 +15,8 @@ import {
 export interface HistoryRecord {
   readonly row: Readonly<Record<string, unknown>>;
   readonly document: () => string;
+  /** The row's wire size, when the producer already measured it (saves measuring it again). */
+  readonly bytes?: number;
 }
 
 type Writable = Extract<ChangeEvent, { kind: 'upsert' | 'delete' | 'collection-gone' }>;

@@ -108,7 +108,8 @@ export async function runStreamLoop(
           case 'delete':
           case 'collection-gone': {
             const record = changeRecord(options.mapper(), event, now);
-            batcher.add(record, rowBytes(record.row), clock.now());
+            const bytes = rowBytes(record.row);
+            batcher.add({ ...record, bytes }, bytes, clock.now());
             break;
           }
           case 'lookup-missed':

@@ -10,21 +10,10 @@ import { type MappingStatus, type SettingsEntry, type SettingsStore } from '../c
 import { ConfigError } from '../errors.js';
 import { bsonKind, isDocument } from '../transform/bson-kind.js';
 import { codeOf } from './change-source.js';
-import { settingsIdString } from '../config/settings.js';
+import { SERVICE_WRITTEN_FIELDS, settingsIdString } from '../config/settings.js';
 
 /** MongoDB refuses change streams on these databases (error 73): settings kept there are only polled. */
 const UNWATCHABLE_DATABASES: ReadonlySet<string> = new Set(['admin', 'local', 'config']);
-
-/**
- * Top-level fields the service writes into a settings document (see `parseMappingSettings`): an update that
- * touches nothing else cannot change a mapping's configuration.
- */
-const SERVICE_WRITTEN_FIELDS: ReadonlySet<string> = new Set([
-  'columns',
-  'lastChangeId',
-  'lastFailure',
-  'status',
-]);
 
 const STATUS_FIELDS = [
   'lagSeconds',

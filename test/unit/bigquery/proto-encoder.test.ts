@@ -17,7 +17,7 @@ import {
 import { type HistoryRow } from '../../../src/bigquery/writer.js';
 import { BigQueryError } from '../../../src/errors.js';
 import { historyTableSchema } from '../../../src/schema/table-schema.js';
-import { type ColumnType, type TableField } from '../../../src/schema/types.js';
+import { COLUMN_TYPES, type ColumnType, type TableField } from '../../../src/schema/types.js';
 
 type DescriptorInput = protos.google.protobuf.IDescriptorProto;
 const TypeWithDescriptor = protobuf.Type as unknown as {
@@ -106,20 +106,7 @@ const repeated = (name: string, type: ColumnType, fields?: TableField[]): TableF
   ...(fields && { fields }),
 });
 
-const SCALAR_TYPES: readonly Exclude<ColumnType, 'RECORD'>[] = [
-  'STRING',
-  'BYTES',
-  'INTEGER',
-  'FLOAT',
-  'BOOLEAN',
-  'TIMESTAMP',
-  'DATE',
-  'TIME',
-  'DATETIME',
-  'NUMERIC',
-  'BIGNUMERIC',
-  'JSON',
-];
+const SCALAR_TYPES = COLUMN_TYPES.filter((t): t is Exclude<ColumnType, 'RECORD'> => t !== 'RECORD');
 
 const FLAT: TableField[] = [
   { name: 'id', type: 'STRING', mode: 'REQUIRED' },
