@@ -29,6 +29,20 @@ export function toClusterTime(value: unknown): ClusterTime {
   }
 }
 
+/**
+ * The cluster time inside a resume token. MongoDB's KeyString tokens start with 0x82 and the timestamp
+ * (seconds, increment; big-endian); mongo-java-server's are those 8 bytes alone. Undefined otherwise.
+ */
+export function clusterTimeFromToken(data: string): ClusterTime | undefined {
+  const hex = /^82[0-9a-fA-F]{16}/.test(data)
+    ? data.slice(2, 18)
+    : /^[0-9a-fA-F]{16}$/.test(data)
+      ? data
+      : undefined;
+  if (hex === undefined) return undefined;
+  return { t: Number.parseInt(hex.slice(0, 8), 16), i: Number.parseInt(hex.slice(8, 16), 16) };
+}
+
 function documentKeyId(raw: Readonly<Record<string, unknown>>): unknown {
   const key = raw.documentKey;
   return isDocument(key) && Object.hasOwn(key, '_id') ? key._id : undefined;
@@ -48,8 +62,13 @@ export function normalizeChangeEvent(raw: Readonly<Record<string, unknown>>): Ch
   if (typeof token !== 'string' || token.length === 0) {
     throw new MalformedChangeEventError('change event without a resume token (_id._data)');
   }
-  const clusterTime = toClusterTime(raw.clusterTime);
   const operationType = typeof raw.operationType === 'string' ? raw.operationType : '';
+  // mongo-java-server answers a resume after a drop with an invalidate that has no cluster time; its token
+  // is the one resumed from, and carries that time.
+  const clusterTime =
+    raw.clusterTime === undefined && operationType === 'invalidate'
+      ? (clusterTimeFromToken(token) ?? toClusterTime(raw.clusterTime))
+      : toClusterTime(raw.clusterTime);
   switch (operationType) {
     case 'insert':
     case 'update':
@@ -57,7 +76,7 @@ export function normalizeChangeEvent(raw: Readonly<Record<string, unknown>>): Ch
       const full = raw.fullDocument;
       const keyId = documentKeyId(raw);
       if (!isDocument(full) || !Object.hasOwn(full, '_id')) {
-        return { kind: 'lookup-missed', token, clusterTime, documentId: keyId };
+        return { kind: 'lookup-missed', operationType, token, clusterTime, documentId: keyId };
       }
       return {
         kind: 'upsert',

@@ -11,7 +11,7 @@ import { ArchiverError, ERROR_CODES } from '../errors.js';
 import { type ChangeEvent, type ClusterTime, type Position } from '../core/model.js';
 import { type ChangeBatch, type ChangeCursor, type ChangeSource, type StreamStart } from '../core/ports.js';
 import { isDocument } from '../transform/bson-kind.js';
-import { normalizeChangeEvent, toClusterTime } from './change-event.js';
+import { clusterTimeFromToken, normalizeChangeEvent, toClusterTime } from './change-event.js';
 
 /** Server error codes meaning the resume point is gone from the oplog (or never was valid). */
 const HISTORY_LOST_CODES = new Set([
@@ -45,20 +45,6 @@ export function wrapStreamError(error: unknown): unknown {
     );
   }
   return error;
-}
-
-/**
- * The cluster time inside a resume token. MongoDB's KeyString tokens start with 0x82 and the timestamp
- * (seconds, increment; big-endian); mongo-java-server's are those 8 bytes alone. Undefined otherwise.
- */
-export function clusterTimeFromToken(data: string): ClusterTime | undefined {
-  const hex = /^82[0-9a-fA-F]{16}/.test(data)
-    ? data.slice(2, 18)
-    : /^[0-9a-fA-F]{16}$/.test(data)
-      ? data
-      : undefined;
-  if (hex === undefined) return undefined;
-  return { t: Number.parseInt(hex.slice(0, 8), 16), i: Number.parseInt(hex.slice(8, 16), 16) };
 }
 
 class MongoChangeCursor implements ChangeCursor {

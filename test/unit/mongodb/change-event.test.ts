@@ -96,6 +96,16 @@ describe('change events from the test peers', () => {
     expect(event(peers, 'mongoJavaServerDelete').kind).toBe('delete');
   });
 
+  it('mongo-java-server: an invalidate replayed on resume after a drop takes its time from its token', () => {
+    // Recorded: `resumeAfter` any token taken after a drop answers with this event, carrying that token.
+    expect(event(peers, 'mongoJavaServerReplayedInvalidate')).toEqual({
+      kind: 'collection-gone',
+      operationType: 'invalidate',
+      token: '6b071ddc00000005',
+      clusterTime: { t: 0x6b071ddc, i: 5 },
+    });
+  });
+
   it('PoppyDB: clusterTime as epoch milliseconds', () => {
     expect(event(peers, 'poppyDbInsert').clusterTime).toEqual({ t: 1795619985, i: 123 });
   });

@@ -1,0 +1,123 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Document, type MongoClient } from 'mongodb';
+import { expect } from 'vitest';
+import { type BigQueryClients } from '../../../src/bigquery/client.js';
+import { docIdString } from '../../../src/transform/values.js';
+import { bigQueryTestEnv, type BigQueryTestEnv } from './bigquery.js';
+
+export const SETTINGS_COLLECTION = 'bigquery_archiver_settings';
+
+export interface DaemonProcess {
+  readonly child: ChildProcess;
+  /** Resolves with the exit code (null when killed by a signal). */
+  readonly exited: Promise<number | null>;
+}
+
+/** The environment that points the daemon at the peers of this test run (or at the emulator `bq`). */
+export function daemonEnv(
+  dataset: string,
+  settingsDb: string,
+  bq: BigQueryTestEnv = bigQueryTestEnv(),
+): NodeJS.ProcessEnv {
+  return {
+    MONGO_CLIENT: process.env.MBA_TEST_MONGODB_URI,
+    BIGQUERY_PROJECT: bq.projectId,
+    BIGQUERY_DATASET: dataset,
+    SETTINGS_DATABASE: settingsDb,
+    SETTINGS_POLL_INTERVAL_MS: '500',
+    BIGQUERY_EMULATOR_ENDPOINT: bq.apiEndpoint,
+    BIGQUERY_EMULATOR_GRPC: `${bq.grpcHost}:${bq.grpcPort}`,
+    BIGQUERY_EMULATOR_KIND: bq.peer,
+    // The Storage Write path has its own tests; here it would add bqemulator's gRPC path to every change.
+    BIGQUERY_WRITER: 'insert-all',
+    METRICS_PORT: '0',
+    LOG_LEVEL: 'warn',
+  };
+}
+
+/** The daemon as its own process (`node --import tsx src/main.ts run`), configured by the environment. */
+export function spawnDaemon(env: NodeJS.ProcessEnv): DaemonProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'run'], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', process.env.MBA_DEBUG_DAEMON ? 'inherit' : 'ignore', 'inherit'],
+  });
+  const exited = new Promise<number | null>((resolve) => {
+    child.once('exit', (code) => {
+      resolve(code);
+    });
+  });
+  return { child, exited };
+}
+
+export async function mappingState(
+  mongo: MongoClient,
+  settingsDb: string,
+  mapping: string,
+): Promise<string | undefined> {
+  const doc = await mongo
+    .db(settingsDb)
+    .collection(SETTINGS_COLLECTION)
+    .findOne({ _id: mapping } as Document);
+  const state = (doc?.status as Document | undefined)?.state as unknown;
+  return typeof state === 'string' ? state : undefined;
+}
+
+export async function waitForState(
+  mongo: MongoClient,
+  settingsDb: string,
+  mapping: string,
+  states: readonly string[],
+  timeoutMs = 60_000,
+): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const state = await mappingState(mongo, settingsDb, mapping);
+    if (state !== undefined && states.includes(state)) return state;
+    if (Date.now() > deadline)
+      throw new Error(`mapping ${mapping} never reached ${states.join('/')} (last: ${String(state)})`);
+    await sleep(50);
+  }
+}
+
+export interface ViewTarget {
+  readonly mongo: MongoClient;
+  readonly clients: BigQueryClients;
+  readonly db: string;
+  readonly collection: string;
+  readonly dataset: string;
+  readonly table: string;
+  /** Columns compared besides the document id; the collection's documents must carry them. */
+  readonly fields: readonly string[];
+}
+
+/**
+ * Waits until `<table>_view` holds exactly the collection's documents (one row each, the compared columns
+ * equal), and returns the view's row count and distinct ids so a caller can assert there is no duplicate.
+ */
+export async function viewMatchesCollection(
+  target: ViewTarget,
+  timeoutMs = 90_000,
+): Promise<{ rows: number; distinct: number }> {
+  const { mongo, clients, db, collection, dataset, table, fields } = target;
+  const line = (id: string, row: Document): string => [id, ...fields.map((f) => String(row[f]))].join('|');
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const docs = await mongo.db(db).collection(collection).find({}).toArray();
+    const expected = docs.map((d) => line(docIdString(d._id), d)).sort();
+    const [rows] = (await clients.bigquery
+      .query({
+        query: `SELECT _doc_id, ${fields.join(', ')} FROM \`${clients.projectId}.${dataset}.${table}_view\``,
+      })
+      .catch(() => [[]])) as [Document[]];
+    const actual = rows.map((r) => line(String(r._doc_id), r)).sort();
+    if (JSON.stringify(actual) === JSON.stringify(expected)) {
+      return { rows: rows.length, distinct: new Set(rows.map((r) => String(r._doc_id))).size };
+    }
+    if (Date.now() > deadline) {
+      expect(actual.length).toBe(expected.length);
+      expect(actual).toEqual(expected);
+    }
+    await sleep(500);
+  }
+}
