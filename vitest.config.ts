@@ -22,6 +22,16 @@ export default defineConfig({
           setupFiles: ['test/integration/setup-env.ts'],
         },
       },
+      {
+        test: {
+          // Dockerfile and Kubernetes manifests, checked by pinned linters (no peers, no Docker engine).
+          name: 'deploy',
+          include: ['test/deploy/**/*.test.ts'],
+          environment: 'node',
+          globalSetup: ['test/deploy/global-setup.ts'],
+          testTimeout: 60_000,
+        },
+      },
     ],
   },
 });

@@ -1,0 +1,54 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG_PATH } from '../../src/config/bootstrap.js';
+import { DOCKERFILE, finalStage, HADOLINT_CONFIG, linters, REPO_ROOT, runTool } from './support.js';
+
+interface Finding {
+  readonly code: string;
+  readonly level: string;
+  readonly line: number;
+  readonly message: string;
+}
+
+/** hadolint with the committed settings, on a file or (with `-`) on standard input. */
+function hadolint(target: string, input?: string): { status: number | null; findings: Finding[] } {
+  const result = runTool(
+    linters().hadolint,
+    ['--config', HADOLINT_CONFIG, '--format', 'json', target],
+    input,
+  );
+  return { status: result.status, findings: JSON.parse(result.stdout || '[]') as Finding[] };
+}
+
+describe('Dockerfile', () => {
+  it('passes hadolint with no finding at any level', () => {
+    const { status, findings } = hadolint(DOCKERFILE);
+    expect(findings).toEqual([]);
+    expect(status).toBe(0);
+  });
+
+  // The check above proves something only if it can fail: the same settings flag a careless Dockerfile.
+  it('hadolint fails on a Dockerfile with floating tags, ADD, cd and shell-form CMD', () => {
+    const careless = [
+      'FROM node:latest',
+      'ADD . /app',
+      'RUN cd /app && npm install',
+      'CMD node dist/src/main.js run',
+    ].join('\n');
+    const { status, findings } = hadolint('-', careless);
+    expect(status).not.toBe(0);
+    expect(findings.map((f) => f.code).sort()).toEqual(['DL3003', 'DL3007', 'DL3020', 'DL3025']);
+  });
+
+  it('starts the compiled CLI with `run`, which reads the original config path by default', () => {
+    const stage = finalStage();
+    const exec = (keyword: string) =>
+      JSON.parse(stage.find((i) => i.keyword === keyword)?.args ?? 'null') as unknown;
+    const pkg = JSON.parse(readFileSync(`${REPO_ROOT}/package.json`, 'utf8')) as {
+      bin: Record<string, string>;
+    };
+    expect(exec('ENTRYPOINT')).toEqual(['node', pkg.bin['mongo-bigquery-archiver']]);
+    expect(exec('CMD')).toEqual(['run']);
+    expect(DEFAULT_CONFIG_PATH).toBe('/config-local/config.json');
+  });
+});

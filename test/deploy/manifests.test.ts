@@ -1,0 +1,228 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, posix } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_SHUTDOWN_TIMEOUT_MS } from '../../src/cli/run.js';
+import {
+  DEFAULT_CONFIG_PATH,
+  DEFAULT_METRICS_PORT,
+  loadBootstrapConfig,
+} from '../../src/config/bootstrap.js';
+import {
+  finalStage,
+  linters,
+  loadYaml,
+  MANIFESTS_DIR,
+  manifestFiles,
+  runTool,
+  stageEnv,
+  type KubeObject,
+} from './support.js';
+
+/**
+ * Schemas the manifests must satisfy: the oldest and the newest Kubernetes that the pinned kubernetes-validate
+ * bundles. Strict mode rejects fields the schema does not know, so a misspelt field cannot slip through.
+ */
+const KUBERNETES_VERSIONS = ['1.25', '1.37'] as const;
+/** The kubelet's SIGKILL must leave the daemon's own shutdown bound this much room at least. */
+const MIN_GRACE_MARGIN_MS = 10_000;
+
+function validate(files: readonly string[], version: string) {
+  return runTool(linters().kubernetesValidate, ['--strict', '--kubernetes-version', version, ...files]);
+}
+
+function tempCopy(name: string, text: string): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'mba-manifest-')), name);
+  writeFileSync(path, text);
+  return path;
+}
+
+function objectsOf(kind: string): KubeObject[] {
+  return manifestFiles()
+    .flatMap((file) => loadYaml(file))
+    .filter((o) => o.kind === kind);
+}
+
+function only(kind: string): KubeObject {
+  const [object, ...others] = objectsOf(kind);
+  if (object === undefined || others.length > 0) throw new Error(`expected exactly one ${kind}`);
+  return object;
+}
+
+interface Probe {
+  readonly httpGet: { readonly path: string; readonly port: string | number };
+}
+interface Container {
+  readonly name: string;
+  readonly args?: readonly string[];
+  readonly env?: readonly { readonly name: string; readonly value?: string }[];
+  readonly ports: readonly { readonly name?: string; readonly containerPort: number }[];
+  readonly startupProbe?: Probe;
+  readonly livenessProbe: Probe;
+  readonly readinessProbe: Probe;
+  readonly volumeMounts: readonly { readonly name: string; readonly mountPath: string }[];
+}
+interface PodSpec {
+  readonly terminationGracePeriodSeconds: number;
+  readonly securityContext: { readonly runAsNonRoot?: boolean; readonly runAsUser?: number };
+  readonly containers: readonly Container[];
+  readonly volumes: readonly Volume[];
+}
+interface Volume {
+  readonly name: string;
+  readonly configMap?: { readonly name: string };
+  readonly secret?: { readonly secretName: string };
+}
+
+function deployment() {
+  const object = only('Deployment');
+  const spec = object.spec as {
+    replicas: number;
+    strategy: { type: string; rollingUpdate?: { maxSurge: number; maxUnavailable: number } };
+    template: { metadata: { annotations?: Record<string, string> }; spec: PodSpec };
+  };
+  const pod = spec.template.spec;
+  const [container] = pod.containers;
+  if (container === undefined) throw new Error('the Deployment has no container');
+  const portOf = (probe: Probe) =>
+    typeof probe.httpGet.port === 'number'
+      ? probe.httpGet.port
+      : container.ports.find((p) => p.name === probe.httpGet.port)?.containerPort;
+  /** Where the container mounts the volume that `matches` picks. */
+  const mountOf = (matches: (volume: Volume) => boolean) => {
+    const name = pod.volumes.find(matches)?.name;
+    return container.volumeMounts.find((m) => m.name === name)?.mountPath;
+  };
+  return { object, spec, pod, container, portOf, mountOf };
+}
+
+/** The config.json that the ConfigMap mounts, written to a file the loader can read. */
+function configMapConfig(): { path: string; json: Record<string, unknown>; configMap: KubeObject } {
+  const configMap = only('ConfigMap');
+  const text = (configMap.data as Record<string, string>)['config.json'];
+  if (text === undefined) throw new Error('the ConfigMap has no config.json');
+  return {
+    path: tempCopy('config.json', text),
+    json: JSON.parse(text) as Record<string, unknown>,
+    configMap,
+  };
+}
+
+describe('Kubernetes manifests', () => {
+  it('are the namespace, ConfigMap and Deployment, plus the example Secret', () => {
+    const kinds = manifestFiles().flatMap((file) => loadYaml(file).map((o) => `${file}: ${o.kind}`));
+    expect(kinds).toEqual([
+      'deploy/kubernetes/configmap.yaml: ConfigMap',
+      'deploy/kubernetes/deployment.yaml: Deployment',
+      'deploy/kubernetes/examples/secret.yaml: Secret',
+      'deploy/kubernetes/namespace.yaml: Namespace',
+    ]);
+  });
+
+  it.each(KUBERNETES_VERSIONS)('validate in strict mode against the Kubernetes %s schemas', (version) => {
+    const files = manifestFiles();
+    const result = validate(files, version);
+    expect(result.output).not.toMatch(/ERROR|WARN/);
+    expect(result.status, result.output).toBe(0);
+    for (const file of files) expect(result.output).toContain(`${file} passed`);
+  });
+
+  // The check above proves something only if it can fail: the same tool, on a broken copy.
+  it.each([
+    {
+      defect: 'a misspelt field',
+      from: 'terminationGracePeriodSeconds:',
+      to: 'terminationGracePeriodSecond:',
+    },
+    { defect: 'a field of the wrong type', from: 'replicas: 2', to: 'replicas: two' },
+    {
+      defect: 'a required field missing',
+      from: '              path: /readyz\n              port: metrics\n',
+      to: '              path: /readyz\n',
+    },
+  ])('fail on a Deployment with $defect', ({ from, to }) => {
+    const original = readFileSync(join(MANIFESTS_DIR, 'deployment.yaml'), 'utf8');
+    expect(original).toContain(from);
+    const broken = tempCopy('deployment.yaml', original.replace(from, to));
+    const result = validate([broken], KUBERNETES_VERSIONS[1]);
+    expect(result.status).not.toBe(0);
+    expect(result.output).toMatch(/ERROR .*deployment\.yaml did not validate/);
+  });
+
+  it('keep every object in the namespace that namespace.yaml creates', () => {
+    const namespace = only('Namespace').metadata.name;
+    for (const file of manifestFiles())
+      for (const object of loadYaml(file).filter((o) => o.kind !== 'Namespace'))
+        expect(object.metadata.namespace, `${file}: ${object.kind}`).toBe(namespace);
+  });
+});
+
+describe('the manifests agree with the code and the Dockerfile', () => {
+  it('config.json in the ConfigMap loads, and every key in it is one the archiver reads', () => {
+    const { path, json } = configMapConfig();
+    const config = loadBootstrapConfig({ path, env: {}, explicitPath: true });
+    // The loader ignores keys it does not know: a misspelt key would be silently lost.
+    for (const [key, value] of Object.entries(json))
+      expect(String((config as Record<string, unknown>)[key]), key).toBe(String(value));
+  });
+
+  it('probes /healthz and /readyz on the port and address the daemon listens on in the container', () => {
+    const { container, portOf, spec } = deployment();
+    const { path } = configMapConfig();
+    // The container's environment: the image's ENV, then the Deployment's literal values.
+    const env: Record<string, string> = { ...stageEnv(finalStage()) };
+    for (const variable of container.env ?? [])
+      if (variable.value !== undefined) env[variable.name] = variable.value;
+    const config = loadBootstrapConfig({ path, env, explicitPath: true });
+    expect(config.METRICS_HOST).toBe('0.0.0.0');
+    expect(config.METRICS_PORT).toBe(DEFAULT_METRICS_PORT);
+    expect(container.livenessProbe.httpGet.path).toBe('/healthz');
+    expect(container.startupProbe?.httpGet.path).toBe('/healthz');
+    expect(container.readinessProbe.httpGet.path).toBe('/readyz');
+    for (const probe of [container.livenessProbe, container.readinessProbe, container.startupProbe])
+      expect(probe && portOf(probe)).toBe(config.METRICS_PORT);
+    expect(spec.template.metadata.annotations?.['prometheus.io/port']).toBe(String(config.METRICS_PORT));
+    const expose = finalStage().find((i) => i.keyword === 'EXPOSE');
+    expect(expose?.args).toBe(String(config.METRICS_PORT));
+  });
+
+  it("gives SIGTERM more time than the daemon's graceful stop takes", () => {
+    const { pod } = deployment();
+    expect(pod.terminationGracePeriodSeconds * 1_000).toBeGreaterThanOrEqual(
+      DEFAULT_SHUTDOWN_TIMEOUT_MS + MIN_GRACE_MARGIN_MS,
+    );
+    expect(finalStage().find((i) => i.keyword === 'STOPSIGNAL')?.args).toBe('SIGTERM');
+  });
+
+  it('mounts config.json where --config points and the key file where SERVICE_ACCOUNT_FILE points', () => {
+    const { container, mountOf } = deployment();
+    const { json, configMap } = configMapConfig();
+    const configPath = container.args?.[container.args.indexOf('--config') + 1];
+    expect(configPath).toBe(DEFAULT_CONFIG_PATH);
+    expect(mountOf((v) => v.configMap?.name === configMap.metadata.name)).toBe(dirname(DEFAULT_CONFIG_PATH));
+    expect(Object.keys(configMap.data as object)).toContain(basename(DEFAULT_CONFIG_PATH));
+
+    const secret = only('Secret');
+    const keyFile = String(json.SERVICE_ACCOUNT_FILE);
+    expect(mountOf((v) => v.secret?.secretName === secret.metadata.name)).toBe(posix.dirname(keyFile));
+    expect(Object.keys(secret.stringData as object)).toEqual([posix.basename(keyFile)]);
+  });
+
+  // Without mapping leases every replica archives every mapping: two pods at once would write each change twice.
+  it('runs two replicas sharing the mappings, and rolls them one at a time without a gap', () => {
+    const { spec } = deployment();
+    expect(spec.replicas).toBe(2);
+    expect(spec.strategy).toEqual({
+      type: 'RollingUpdate',
+      rollingUpdate: { maxSurge: 1, maxUnavailable: 0 },
+    });
+  });
+
+  it("runs as the image's non-root user", () => {
+    const { pod } = deployment();
+    const user = finalStage().findLast((i) => i.keyword === 'USER')?.args;
+    expect(user).toMatch(/^[1-9]\d*(:\d+)?$/);
+    expect(pod.securityContext.runAsNonRoot).toBe(true);
+    expect(String(pod.securityContext.runAsUser)).toBe(user?.split(':')[0]);
+  });
+});

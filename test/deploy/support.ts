@@ -1,0 +1,94 @@
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { inject } from 'vitest';
+import { REPO_ROOT } from '../../scripts/peers/paths.js';
+
+export { REPO_ROOT };
+export const MANIFESTS_DIR = join(REPO_ROOT, 'deploy', 'kubernetes');
+export const DOCKERFILE = join(REPO_ROOT, 'Dockerfile');
+export const HADOLINT_CONFIG = join(REPO_ROOT, '.hadolint.yaml');
+
+export const linters = () => inject('deployLinters');
+
+export interface ToolResult {
+  readonly status: number | null;
+  /** Standard output and standard error together, for assertions and failure messages. */
+  readonly output: string;
+  readonly stdout: string;
+}
+
+export function runTool(command: string, args: readonly string[], input?: string): ToolResult {
+  const result = spawnSync(command, [...args], { encoding: 'utf8', input, timeout: 60_000, cwd: REPO_ROOT });
+  if (result.error) throw result.error;
+  return { status: result.status, output: `${result.stdout}${result.stderr}`, stdout: result.stdout };
+}
+
+/** Every manifest under deploy/kubernetes, examples included, as paths relative to the repository. */
+export function manifestFiles(dir = MANIFESTS_DIR): string[] {
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((name) => /\.ya?ml$/.test(name))
+    .map((name) => relative(REPO_ROOT, join(dir, name)))
+    .sort();
+}
+
+/** A Kubernetes object, loosely typed: the schema check is kubernetes-validate's job, not this one's. */
+export interface KubeObject {
+  readonly apiVersion: string;
+  readonly kind: string;
+  readonly metadata: { readonly name: string; readonly namespace?: string };
+  readonly [field: string]: unknown;
+}
+
+const parsed = new Map<string, KubeObject[]>();
+
+/** The documents of a YAML file, parsed by PyYAML from the linters' venv (no YAML parser among our dependencies). */
+export function loadYaml(path: string): KubeObject[] {
+  const cached = parsed.get(path);
+  if (cached) return cached;
+  const script = 'import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))';
+  const result = runTool(linters().python, ['-c', script, path]);
+  if (result.status !== 0) throw new Error(`cannot parse ${path}: ${result.output}`);
+  const documents = (JSON.parse(result.stdout) as (KubeObject | null)[]).filter((doc) => doc !== null);
+  parsed.set(path, documents);
+  return documents;
+}
+
+export interface DockerInstruction {
+  readonly keyword: string;
+  readonly args: string;
+}
+
+/**
+ * The instructions of the Dockerfile's last stage (the image that runs), with continuation lines joined
+ * and comments dropped. Enough for our own Dockerfile; not a general parser (no heredocs, no escape directive).
+ */
+export function finalStage(path = DOCKERFILE): DockerInstruction[] {
+  const logical = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((line) => !line.trimStart().startsWith('#'))
+    .join('\n')
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '');
+  const instructions = logical.map((line) => {
+    const [keyword = '', ...rest] = line.split(/\s+/);
+    return { keyword: keyword.toUpperCase(), args: rest.join(' ') };
+  });
+  const lastFrom = instructions.map((i) => i.keyword).lastIndexOf('FROM');
+  return instructions.slice(lastFrom);
+}
+
+/** `ENV A=1 B=2` pairs of a stage (values without spaces or quotes, as ours are). */
+export function stageEnv(stage: readonly DockerInstruction[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const { keyword, args } of stage) {
+    if (keyword !== 'ENV') continue;
+    for (const pair of args.split(/\s+/)) {
+      const at = pair.indexOf('=');
+      if (at > 0) env[pair.slice(0, at)] = pair.slice(at + 1);
+    }
+  }
+  return env;
+}
