@@ -14,7 +14,7 @@ import {
   startedPeer,
   tcpOpen,
 } from './process.js';
-import { type PeerDefinition } from './types.js';
+import { type PeerDefinition, type StartedPeer } from './types.js';
 
 const NAME = 'bqemulator';
 const VERSION = '1.4.0';
@@ -81,44 +81,79 @@ export const bqemulator: PeerDefinition = {
     if (!built) ctx.log(`${NAME} ${VERSION} already installed`);
   },
 
-  async start(ctx) {
-    const dir = installDir(ctx.cacheDir);
-    const [restPort, grpcPort] = [await freePort(), await freePort()];
-    const peer = spawnPeerProcess(
-      NAME,
-      join(dir, 'venv', 'bin', 'bqemulator'),
-      [
-        'start',
-        '--ephemeral',
-        '--project',
-        BIGQUERY_TEST_PROJECT,
-        '--rest-host',
-        '127.0.0.1',
-        '--rest-port',
-        String(restPort),
-        '--grpc-host',
-        '127.0.0.1',
-        '--grpc-port',
-        String(grpcPort),
-        '--log-level',
-        'info',
-      ],
-      {
-        runDir: ctx.runDir,
-        env: {
-          ...process.env,
-          HOME: duckdbHome(dir),
-          // The Avro/ORC extensions would be downloaded at start; the tests do not load such files.
-          BQEMU_ENABLE_FORMAT_EXTENSIONS: 'false',
-        },
+  start: (ctx) => startBqemulator({ cacheDir: ctx.cacheDir, runDir: ctx.runDir }),
+};
+
+export interface BqemulatorOptions {
+  /** The peers' cache (`PeerContext.cacheDir`, that is `peersCacheRoot()`), where `install` put the venv. */
+  readonly cacheDir: string;
+  /** Its log goes to `<runDir>/logs/<name>.log`, its pid file under `<runDir>/pids` (see spawnPeerProcess). */
+  readonly runDir: string;
+  /** Names the log and pid files: instances running side by side, or one after another, need their own. */
+  readonly name?: string;
+  /** Ports to listen on, free ones when omitted; a restart passes the previous instance's ports. */
+  readonly restPort?: number;
+  readonly grpcPort?: number;
+  /** File-backed storage (`--persistent`) in this folder, kept across restarts; in memory when omitted. */
+  readonly dataDir?: string;
+}
+
+export interface RunningBqemulator extends StartedPeer {
+  readonly restPort: number;
+  readonly grpcPort: number;
+}
+
+/**
+ * Starts an installed bqemulator on loopback and resolves once it answers REST and gRPC. The test peer is
+ * one in-memory instance; a test that needs to stop the emulator and start it again with its data starts
+ * its own instance with a `dataDir` and fixed ports.
+ */
+export async function startBqemulator(options: BqemulatorOptions): Promise<RunningBqemulator> {
+  const dir = installDir(options.cacheDir);
+  const name = options.name ?? NAME;
+  const restPort = options.restPort ?? (await freePort());
+  const grpcPort = options.grpcPort ?? (await freePort());
+  const storage =
+    options.dataDir === undefined ? ['--ephemeral'] : ['--persistent', '--data-dir', options.dataDir];
+  const peer = spawnPeerProcess(
+    name,
+    join(dir, 'venv', 'bin', 'bqemulator'),
+    [
+      'start',
+      ...storage,
+      '--project',
+      BIGQUERY_TEST_PROJECT,
+      '--rest-host',
+      '127.0.0.1',
+      '--rest-port',
+      String(restPort),
+      '--grpc-host',
+      '127.0.0.1',
+      '--grpc-port',
+      String(grpcPort),
+      '--log-level',
+      'info',
+    ],
+    {
+      runDir: options.runDir,
+      env: {
+        ...process.env,
+        HOME: duckdbHome(dir),
+        // The Avro/ORC extensions would be downloaded at start; the tests do not load such files.
+        BQEMU_ENABLE_FORMAT_EXTENSIONS: 'false',
       },
-    );
+    },
+  );
+  try {
     await awaitReady(
       peer,
-      NAME,
+      name,
       async () => (await httpOk(`http://127.0.0.1:${restPort}/readyz`)) && (await tcpOpen(grpcPort)),
       START_TIMEOUT_MS,
     );
-    return startedPeer(peer, bigQueryTestEnv(NAME, { restPort, grpcPort }));
-  },
-};
+  } catch (error) {
+    await startedPeer(peer, {}).stop();
+    throw error;
+  }
+  return { ...startedPeer(peer, bigQueryTestEnv(NAME, { restPort, grpcPort })), restPort, grpcPort };
+}

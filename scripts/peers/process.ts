@@ -107,6 +107,41 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * A free loopback port below the kernel's ephemeral range, for a server stopped and started again on the
+ * same port: while it is down, the port cannot be handed to an outgoing connection (which would keep the
+ * server from binding it again), as one from the ephemeral range, like `freePort`'s, could be.
+ */
+export async function freePortOutsideEphemeralRange(): Promise<number> {
+  const [low] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')
+    .trim()
+    .split(/\s+/)
+    .map(Number);
+  const first = 10_000;
+  const last = (low ?? 32_768) - 1;
+  if (!(last > first)) return freePort();
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = first + Math.floor(Math.random() * (last - first + 1));
+    if (await canListen(port)) return port;
+  }
+  throw new PeerSetupError(`no free loopback port between ${first} and ${last}`);
+}
+
+async function canListen(port: number): Promise<boolean> {
+  return new Promise((resolveFree) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', () => {
+      resolveFree(false);
+    });
+    server.listen(port, '127.0.0.1', () => {
+      server.close(() => {
+        resolveFree(true);
+      });
+    });
+  });
+}
+
 export async function tcpOpen(port: number, host = '127.0.0.1'): Promise<boolean> {
   return new Promise((resolveOpen) => {
     const socket = new Socket();

@@ -1,9 +1,8 @@
 import { createBigQueryClients, type BigQueryClients } from '../../../src/bigquery/client.js';
-import { bigQueryTestEnv } from './bigquery.js';
+import { bigQueryTestEnv, type BigQueryTestEnv } from './bigquery.js';
 
-/** The production client factory, pointed at the emulator the test run started. */
-export async function emulatorClients(): Promise<BigQueryClients> {
-  const env = bigQueryTestEnv();
+/** The production client factory, pointed at the emulator the test run started (or at `env`). */
+export async function emulatorClients(env: BigQueryTestEnv = bigQueryTestEnv()): Promise<BigQueryClients> {
   return createBigQueryClients({
     kind: 'emulator',
     projectId: env.projectId,

@@ -19,8 +19,8 @@ export interface BigQueryTestEnv {
   readonly grpcPort: number;
 }
 
-function requiredEnv(name: string): string {
-  const value = process.env[name];
+function requiredEnv(name: string, source: Readonly<Record<string, string | undefined>>): string {
+  const value = source[name];
   if (!value) {
     throw new Error(
       `${name} is not set: start the tests with a BigQuery peer (MBA_PEER_KINDS must include bigquery)`,
@@ -33,22 +33,28 @@ function isBigQueryPeerName(name: string): name is BigQueryPeerName {
   return (BIGQUERY_PEERS as readonly string[]).includes(name);
 }
 
-export function bigQueryTestEnv(): BigQueryTestEnv {
-  const peer = requiredEnv('MBA_TEST_BIGQUERY_PEER');
+/**
+ * Reads the `MBA_TEST_BIGQUERY_*` variables from the environment, or from `source` (the `env` of an emulator
+ * a test started itself, see scripts/peers/bqemulator.ts `startBqemulator`).
+ */
+export function bigQueryTestEnv(
+  source: Readonly<Record<string, string | undefined>> = process.env,
+): BigQueryTestEnv {
+  const peer = requiredEnv('MBA_TEST_BIGQUERY_PEER', source);
   if (!isBigQueryPeerName(peer))
     throw new Error(`MBA_TEST_BIGQUERY_PEER=${peer} is not a known BigQuery peer`);
-  const apiEndpoint = requiredEnv('MBA_TEST_BIGQUERY_API_ENDPOINT');
-  const grpcHost = requiredEnv('MBA_TEST_BIGQUERY_GRPC_HOST');
+  const apiEndpoint = requiredEnv('MBA_TEST_BIGQUERY_API_ENDPOINT', source);
+  const grpcHost = requiredEnv('MBA_TEST_BIGQUERY_GRPC_HOST', source);
   // The tests may only ever talk to this machine.
   if (!/^http:\/\/127\.0\.0\.1:\d+$/.test(apiEndpoint) || grpcHost !== '127.0.0.1') {
     throw new Error(`BigQuery test endpoints must be on 127.0.0.1 (got ${apiEndpoint} and ${grpcHost})`);
   }
   return {
     peer,
-    projectId: requiredEnv('MBA_TEST_BIGQUERY_PROJECT'),
+    projectId: requiredEnv('MBA_TEST_BIGQUERY_PROJECT', source),
     apiEndpoint,
     grpcHost,
-    grpcPort: Number(requiredEnv('MBA_TEST_BIGQUERY_GRPC_PORT')),
+    grpcPort: Number(requiredEnv('MBA_TEST_BIGQUERY_GRPC_PORT', source)),
   };
 }
 
