@@ -6,6 +6,7 @@ export const ERROR_CODES = {
   bigquery: 'BIGQUERY_FAILED',
   source: 'SOURCE_EVENT_INVALID',
   historyLost: 'HISTORY_LOST',
+  fencedOut: 'FENCED_OUT',
 } as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES];
@@ -63,5 +64,15 @@ export class BigQueryError extends ArchiverError {
   constructor(failureClass: FailureClass, message: string, options?: ErrorOptions) {
     super(ERROR_CODES.bigquery, message, options);
     this.failureClass = failureClass;
+  }
+}
+
+/**
+ * A write of a mapping's checkpoint or state was refused because another instance took the mapping's lease
+ * (its fencing token is newer): this instance must stop the mapping, not retry.
+ */
+export class FencedOutError extends ArchiverError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(ERROR_CODES.fencedOut, message, options);
   }
 }

@@ -2,7 +2,6 @@
 import { Command } from 'commander';
 import { inferSchemaCommand } from './cli/infer-schema.js';
 import { reportFatal, type GlobalOptions } from './cli/common.js';
-import { demoCommand } from './cli/demo.js';
 import { resyncCommand } from './cli/resync.js';
 import { runCommand } from './cli/run.js';
 import { statusCommand } from './cli/status.js';
@@ -61,7 +60,7 @@ program
 
 program
   .command('status')
-  .description('one line per mapping: state, lag, last checkpoint, last failure')
+  .description('one line per mapping: state, lag, last checkpoint, instance holding its lease, last failure')
   .action(action(() => statusCommand(globals())));
 
 program
@@ -69,6 +68,7 @@ program
   .description(
     'start local stand-ins for MongoDB and BigQuery, archive a sample collection shaped like the original README example while changing it, print the views, stop everything',
   )
-  .action(action(() => demoCommand()));
+  // Loaded on demand: the demo brings the test peers' scripts, which the installed package does not carry.
+  .action(action(async () => (await import('./cli/demo.js')).demoCommand()));
 
 await program.parseAsync(process.argv);

@@ -5,9 +5,10 @@ import { redactUri, type BootstrapConfig } from '../config/bootstrap.js';
 import { ConfigError } from '../errors.js';
 import { Supervisor } from '../core/supervisor.js';
 import { sampleDocuments } from '../mongodb/sampler.js';
+import { MongoLeaseStore } from '../mongodb/lease-store.js';
 import { MongoSettingsStore } from '../mongodb/settings-store.js';
 import { startHealthServer } from '../observability/health-server.js';
-import { type Logger } from '../observability/logger.js';
+import { supervisorLog, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { BSON_DECODE_OPTIONS } from '../transform/bson-kind.js';
 import { createMappingRunner } from './mapping-runner.js';
@@ -79,8 +80,15 @@ export async function startArchiver(
       'settings are in the `config` database: Atlas and real clusters restrict it; prefer a normal database (SETTINGS_DATABASE)',
     );
   }
+  // Mappings are shared with the other instances through leases next to the settings.
+  const leases = new MongoLeaseStore(
+    mongo.db(config.SETTINGS_DATABASE).collection(`${config.SETTINGS_COLLECTION}_leases`),
+    { ttlMs: config.LEASE_TTL_MS },
+  );
+  logger.info({ instance: leases.owner, leaseTtlMs: leases.ttlMs }, 'sharing mappings through leases');
   const supervisor = new Supervisor({
     store,
+    leases,
     runMapping: createMappingRunner({
       mongo,
       bigquery,
@@ -92,19 +100,14 @@ export async function startArchiver(
       logger,
       metrics,
     }),
-    log: {
-      info: (message, context) => {
-        logger.info(context ?? {}, message);
-      },
-      warn: (message, context) => {
-        logger.warn(context ?? {}, message);
-      },
-      error: (message, context) => {
-        logger.error(context ?? {}, message);
-      },
-    },
+    log: supervisorLog(logger),
     onStatus: (id, status) => {
       metrics.mappingState(id, status.state);
+    },
+    onRemoved: (id) => {
+      metrics.forgetMapping(id).catch((error: unknown) => {
+        logger.warn({ mapping: id, err: error }, 'could not drop the metrics of a removed mapping');
+      });
     },
   });
   const health = await startHealthServer({
@@ -112,6 +115,7 @@ export async function startArchiver(
     host: config.METRICS_HOST,
     metrics,
     readiness: () => supervisor.ready(),
+    logger,
   });
   logger.info({ port: health.port, host: config.METRICS_HOST }, 'metrics and health endpoints listening');
   const done = supervisor.run(signal).finally(async () => {

@@ -14,7 +14,7 @@ import {
   type SettingsStore,
   type StreamStart,
 } from '../core/ports.js';
-import { runStreamLoop, type RecordSink, type StreamCounters } from '../core/stream-loop.js';
+import { runStreamLoop, type RecordSink } from '../core/stream-loop.js';
 import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
 import { decodeId, encodeId, SettingsCheckpointStore } from '../mongodb/checkpoint-store.js';
@@ -25,6 +25,7 @@ import { planEvolution } from '../schema/evolve.js';
 import { inferColumns } from '../schema/infer.js';
 import { type ColumnSpec } from '../schema/types.js';
 import { compileRowMapper, type RowMapper } from '../transform/row-mapper.js';
+import { MappingMetrics } from './mapping-metrics.js';
 
 export const DEFAULT_INFER_SAMPLE = 1_000;
 
@@ -82,7 +83,14 @@ export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner {
       collection: settings.mongoCollection,
       table: settings.bigqueryTable,
     });
-    await new MappingRun(deps, settings, hooks, log).run(signal);
+    const metrics = deps.metrics && new MappingMetrics(deps.metrics, settings.id);
+    try {
+      await new MappingRun(deps, settings, hooks, log, metrics).run(signal);
+    } catch (error) {
+      // What the supervisor restarts or stops the mapping on; an abort is a stop, not a failure.
+      if (!signal.aborted) metrics?.failed(error);
+      throw error;
+    }
   };
 }
 
@@ -94,19 +102,13 @@ class MappingRun {
   readonly #checkpoints: CheckpointStore;
   readonly #collection: Collection;
   readonly #source: MongoChangeSource;
-  readonly #counters: StreamCounters = {
-    events: 0,
-    rowsWritten: 0,
-    deadLettered: 0,
-    lookupMisses: 0,
-    checkpoints: 0,
-  };
 
   constructor(
     private readonly deps: MappingRunnerDeps,
     private readonly settings: MappingSettings,
     private readonly hooks: MappingHooks,
     private readonly log: Logger,
+    private readonly metrics: MappingMetrics | undefined,
   ) {
     this.#collection = deps.mongo.db(settings.mongoDatabase).collection(settings.mongoCollection);
     this.#source = new MongoChangeSource(deps.mongo, this.#collection);
@@ -115,9 +117,16 @@ class MappingRun {
     const scope =
       `${settings.mongoDatabase}.${settings.mongoCollection} -> ${dataset}.${settings.bigqueryTable}` +
       (settings.resyncRequestedAt === undefined ? '' : ` @ resync ${settings.resyncRequestedAt}`);
+    // Every checkpoint write carries the lease's fencing token: refused once another instance took over.
+    const checkpoints = new SettingsCheckpointStore(
+      deps.settingsCollection,
+      settings.documentId,
+      scope,
+      hooks.fence,
+    );
     this.#checkpoints = settings.dryrun
       ? NO_CHECKPOINTS
-      : new SettingsCheckpointStore(deps.settingsCollection, settings.documentId, scope);
+      : (metrics?.observeCheckpoints(checkpoints) ?? checkpoints);
     this.#sink = dryRunSink(log);
   }
 
@@ -153,7 +162,7 @@ class MappingRun {
                   events.flatMap((e) => (e.kind === 'upsert' ? [e.document] : [])),
                   s,
                 ),
-              counters: this.#counters,
+              ...(this.metrics && { observer: this.metrics }),
             },
             start,
             signal,
@@ -195,7 +204,7 @@ class MappingRun {
       );
       if (!this.settings.dryrun) {
         this.hooks.columnsSaved(columns);
-        await this.deps.store.saveColumns(this.settings.id, columns);
+        await this.deps.store.saveColumns(this.settings.id, columns, this.hooks.fence);
       } else {
         this.log.info({ columns }, 'dry run: would create the table with these columns');
       }
@@ -222,11 +231,13 @@ class MappingRun {
         target: this.deps.target,
         ...(this.deps.limits && { limits: this.deps.limits }),
         onRetry: (error, attempt, delayMs) => {
+          this.metrics?.retried(error);
           this.log.warn(
             { error: error instanceof Error ? error.message : String(error), attempt, delayMs },
             'BigQuery write failed; retrying',
           );
         },
+        ...(this.metrics && { observer: this.metrics }),
         onWriterChosen: (kind, reason) => {
           this.log.info({ writer: kind, ...(reason && { reason }) }, 'writer chosen');
         },
@@ -259,7 +270,7 @@ class MappingRun {
     this.#setColumns(columns);
     if (!this.settings.dryrun) {
       this.hooks.columnsSaved(columns);
-      await this.deps.store.saveColumns(this.settings.id, columns);
+      await this.deps.store.saveColumns(this.settings.id, columns, this.hooks.fence);
     }
   }
 
@@ -274,7 +285,7 @@ class MappingRun {
     };
     if (!resume) await this.#checkpoints.save(checkpointOf(progress), signal);
     const estimated = await reader.estimatedCount();
-    this.deps.metrics?.backfillStarted(this.settings.id, estimated);
+    this.metrics?.backfillStarted(estimated);
     this.hooks.report({ state: 'backfilling', backfillCopied: progress.copied });
     this.log.info(
       { estimated, resumeAfter: progress.lastId },
@@ -295,7 +306,7 @@ class MappingRun {
       await this.#sink.write(records, signal);
       progress = { ...progress, lastId: encodeId(last._id), copied: progress.copied + chunk.length };
       await this.#checkpoints.save(checkpointOf(progress), AbortSignal.timeout(30_000));
-      this.deps.metrics?.backfillCopied(this.settings.id, chunk.length);
+      this.metrics?.backfillCopied(chunk.length);
       this.hooks.report({ state: 'backfilling', backfillCopied: progress.copied });
       signal.throwIfAborted();
     }

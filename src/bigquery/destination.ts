@@ -6,7 +6,7 @@ import { historyTableSchema } from '../schema/table-schema.js';
 import { type ColumnSpec, type TableField } from '../schema/types.js';
 import { type BigQueryClients } from './client.js';
 import { InsertAllWriter } from './insert-all-writer.js';
-import { BigQuerySink, type SinkResult } from './sink.js';
+import { BigQuerySink, type SinkObserver, type SinkResult } from './sink.js';
 import {
   createStorageWriteWriter,
   storageWriteSupport,
@@ -28,6 +28,8 @@ export interface DestinationOptions {
   readonly limits?: BatchLimits;
   readonly backoff?: BackoffPolicy;
   readonly onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
+  /** Told of every batch BigQuery acknowledged and of dead-lettered rows (metrics). */
+  readonly observer?: SinkObserver;
   /** Told when a writer is chosen, and why Storage Write was not. */
   readonly onWriterChosen?: (kind: WriterKind, reason: string | undefined) => void;
 }
@@ -134,6 +136,7 @@ export class BigQueryDestination {
       ...(o.limits && { limits: o.limits }),
       ...(o.backoff && { backoff: o.backoff }),
       ...(o.onRetry && { onRetry: o.onRetry }),
+      ...(o.observer && { observer: o.observer }),
     });
   }
 

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { BigQueryError } from '../errors.js';
 import { DEFAULT_BACKOFF, retry, type BackoffPolicy } from '../core/backoff.js';
 import { DEFAULT_BATCH_LIMITS, splitIntoBatches, type BatchLimits, type Sized } from '../core/batcher.js';
@@ -21,6 +22,17 @@ export interface SinkResult {
   readonly reasons: readonly string[];
 }
 
+/** What the sink reports as BigQuery acknowledges rows, for metrics (the app layer adapts it). */
+export interface SinkObserver {
+  /**
+   * BigQuery acknowledged one batch (a request's worth of rows, halves included when some were refused):
+   * `rows` of it are in the history table, `bytes` their size as sent; it took `seconds`, retries included.
+   */
+  batchWritten(rows: number, bytes: number, seconds: number): void;
+  /** `rows` went to the dead-letter table instead of the history table. */
+  deadLettered(rows: number): void;
+}
+
 export interface BigQuerySinkOptions {
   readonly mappingId: string;
   readonly writer: TableWriter;
@@ -36,7 +48,15 @@ export interface BigQuerySinkOptions {
   /** Size of a row on the wire; defaults to its JSON length in UTF-8. */
   readonly sizeOf?: (row: HistoryRow) => number;
   readonly onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
+  readonly observer?: SinkObserver;
   readonly now?: () => Date;
+}
+
+interface SendState {
+  /** Rows in the history table, and their bytes. */
+  written: number;
+  bytes: number;
+  readonly dead: { record: SinkRecord; reason: string }[];
 }
 
 /** Dead-letter documents are cut to this size so the dead-letter row itself always fits a request. */
@@ -63,15 +83,27 @@ export class BigQuerySink {
     const sizeOf = this.#o.sizeOf ?? rowBytes;
     const sized = records.map((item) => ({ item, bytes: item.bytes ?? sizeOf(item.row) }));
     const { batches, oversized } = splitIntoBatches(sized, this.#limits);
-    const state = { written: 0, dead: [] as { record: SinkRecord; reason: string }[] };
+    const state: SendState = { written: 0, bytes: 0, dead: [] };
     for (const entry of oversized) {
       state.dead.push({
         record: entry.item,
         reason: `row of ${entry.bytes} bytes exceeds the ${this.#limits.maxRowBytes}-byte limit of a BigQuery request`,
       });
     }
-    for (const batch of batches) await this.#send(batch, false, state, signal);
-    if (state.dead.length > 0) await this.#deadLetter(state.dead, signal);
+    for (const batch of batches) {
+      const started = performance.now();
+      const before = { rows: state.written, bytes: state.bytes };
+      await this.#send(batch, false, state, signal);
+      this.#o.observer?.batchWritten(
+        state.written - before.rows,
+        state.bytes - before.bytes,
+        (performance.now() - started) / 1_000,
+      );
+    }
+    if (state.dead.length > 0) {
+      await this.#deadLetter(state.dead, signal);
+      this.#o.observer?.deadLettered(state.dead.length);
+    }
     return {
       written: state.written,
       deadLettered: state.dead.length,
@@ -94,7 +126,7 @@ export class BigQuerySink {
   async #send(
     batch: readonly Sized<SinkRecord>[],
     schemaPatched: boolean,
-    state: { written: number; dead: { record: SinkRecord; reason: string }[] },
+    state: SendState,
     signal?: AbortSignal,
   ): Promise<void> {
     const rows = batch.map((e) => e.item.row);
@@ -124,6 +156,7 @@ export class BigQuerySink {
     }
     const refused = new Map(outcome.rejected.map((r) => [r.index, r.reason]));
     state.written += batch.length - refused.size;
+    for (const [index, entry] of batch.entries()) if (!refused.has(index)) state.bytes += entry.bytes;
     if (refused.size === 0) return;
     const retryAfterPatch: Sized<SinkRecord>[] = [];
     for (const [index, reason] of refused) {

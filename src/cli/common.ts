@@ -1,5 +1,6 @@
 import { loadBootstrapConfig, type BootstrapConfig } from '../config/bootstrap.js';
 import { ArchiverError, ConfigError } from '../errors.js';
+import { scrubLogLine } from '../observability/logger.js';
 
 /** Exit codes: 0 done, 1 failure, 2 configuration error (as the original service's users expect of a CLI). */
 export const EXIT = { ok: 0, failure: 1, config: 2 } as const;
@@ -14,18 +15,21 @@ export function loadConfig(options: GlobalOptions): BootstrapConfig {
   });
 }
 
-/** One line on stderr and the exit code for an error; configuration errors exit with 2. */
+/**
+ * One line on stderr and the exit code for an error; configuration errors exit with 2. The line goes
+ * through the logs' scrubber: a driver's message may name the connection string.
+ */
 export function reportFatal(error: unknown): number {
+  const message = scrubLogLine(error instanceof Error ? error.message : String(error));
   if (error instanceof ConfigError) {
-    console.error(`configuration error: ${error.message}`);
+    console.error(`configuration error: ${message}`);
     return EXIT.config;
   }
+  console.error(`error: ${message}`);
   if (error instanceof ArchiverError) {
-    console.error(`error: ${error.message}`);
     return error.code === 'CONFIG_INVALID' || error.code === 'IDENTIFIER_INVALID'
       ? EXIT.config
       : EXIT.failure;
   }
-  console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
   return EXIT.failure;
 }

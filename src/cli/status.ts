@@ -1,6 +1,7 @@
 import { type Document } from 'mongodb';
 import { connectMongo } from '../app/archiver.js';
 import { settingsIdString } from '../config/settings.js';
+import { MongoLeaseStore } from '../mongodb/lease-store.js';
 import { isDocument } from '../transform/bson-kind.js';
 import { EXIT, loadConfig, type GlobalOptions } from './common.js';
 
@@ -8,7 +9,10 @@ function field(doc: Document | undefined, key: string): unknown {
   return doc?.[key];
 }
 
-/** One line per mapping: state, lag, last checkpoint, last failure (read from the settings documents). */
+/**
+ * One line per mapping: state, lag, last checkpoint, the instance holding its lease, last failure (read from
+ * the settings documents and the leases).
+ */
 export async function statusCommand(options: GlobalOptions): Promise<number> {
   const config = loadConfig(options);
   const mongo = connectMongo(config);
@@ -19,6 +23,9 @@ export async function statusCommand(options: GlobalOptions): Promise<number> {
       .collection(config.SETTINGS_COLLECTION)
       .find({})
       .toArray();
+    const holders = await new MongoLeaseStore(
+      mongo.db(config.SETTINGS_DATABASE).collection(`${config.SETTINGS_COLLECTION}_leases`),
+    ).holders();
     if (docs.length === 0)
       console.log(`no mappings in ${config.SETTINGS_DATABASE}.${config.SETTINGS_COLLECTION}`);
     for (const doc of docs) {
@@ -34,6 +41,7 @@ export async function statusCommand(options: GlobalOptions): Promise<number> {
           `state=${typeof field(s, 'state') === 'string' ? String(field(s, 'state')) : 'unknown'}`,
           `lag=${typeof lag === 'number' ? `${lag}s` : '-'}`,
           `checkpoint=${checkpoint instanceof Date ? checkpoint.toISOString() : '-'}`,
+          `owner=${holders.get(settingsIdString(doc._id))?.owner ?? '-'}`,
           `lastFailure=${typeof failure === 'string' ? JSON.stringify(failure) : '-'}`,
         ].join('  '),
       );

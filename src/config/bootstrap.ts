@@ -9,6 +9,8 @@ export const DEFAULT_SETTINGS_DATABASE = 'config';
 export const DEFAULT_SETTINGS_COLLECTION = 'bigquery_archiver_settings';
 export const DEFAULT_SETTINGS_POLL_MS = 10_000;
 export const DEFAULT_METRICS_PORT = 9_464;
+/** See LEASE_TTL_MS below and docs/operations.md (failover time). */
+export const DEFAULT_LEASE_TTL_MS = 15_000;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -44,6 +46,11 @@ const bootstrapSchema = z.object({
   METRICS_HOST: z.string().min(1).default('127.0.0.1'),
   METRICS_PORT: port.default(DEFAULT_METRICS_PORT),
   LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
+  /**
+   * How long a mapping's lease lasts without renewal (renewed every third of it): the longest time the
+   * mappings of a crashed instance wait before another instance takes them over. See docs/operations.md.
+   */
+  LEASE_TTL_MS: z.coerce.number().int().min(1_000).max(600_000).default(DEFAULT_LEASE_TTL_MS),
 });
 
 export type BootstrapConfig = Readonly<z.infer<typeof bootstrapSchema>>;
@@ -106,8 +113,21 @@ export function loadBootstrapConfig(options: LoadOptions = {}): BootstrapConfig 
   return Object.freeze(result.data);
 }
 
-/** A connection string with its password replaced, for logs and messages. */
+/**
+ * Connection-string options whose values are secrets: the TLS client key's password, the SOCKS5 proxy's
+ * password, and an AWS session token inside `authMechanismProperties` (`AWS_SESSION_TOKEN:...`).
+ */
+const SECRET_URI_OPTIONS =
+  /([?&](?:tlsCertificateKeyFilePassword|sslPEMKeyPassword|proxyPassword)=)[^&#\s]*/gi;
+const AWS_SESSION_TOKEN = /(AWS_SESSION_TOKEN(?::|%3A))[^,&#\s]*/gi;
+
+/** A connection string with its password and secret options replaced, for logs and messages. */
 export function redactUri(uri: string): string {
-  // Up to the last `@` before the host: an unencoded `@` inside the password must not leave a tail behind.
-  return uri.replace(/^(mongodb(?:\+srv)?:\/\/[^:/@]+:)[^/?#]*@/, '$1***@');
+  return (
+    uri
+      // Up to the last `@` before the host: an unencoded `@` inside the password must not leave a tail behind.
+      .replace(/^(mongodb(?:\+srv)?:\/\/[^:/@]+:)[^/?#]*@/, '$1***@')
+      .replace(SECRET_URI_OPTIONS, '$1***')
+      .replace(AWS_SESSION_TOKEN, '$1***')
+  );
 }

@@ -9,7 +9,11 @@ export interface BackoffPolicy {
   readonly maxAttempts: number;
 }
 
-/** About 4 minutes of retrying before giving up: rides out BigQuery's typical transient errors and short outages. */
+/**
+ * Full jitter over 12 attempts: at most about 2.5 minutes of waiting before giving up, about 1.3 on average.
+ * Rides out BigQuery's transient errors and short outages; past that, the supervisor restarts the mapping
+ * with its own backoff (up to a minute between restarts), so a long outage only delays.
+ */
 export const DEFAULT_BACKOFF: BackoffPolicy = Object.freeze({
   initialMs: 250,
   maxMs: 30_000,

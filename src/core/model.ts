@@ -33,7 +33,11 @@ export type ChangeEvent =
     })
   | (EventBase & { readonly kind: 'delete'; readonly documentId: unknown })
   /** An update whose document was deleted before the lookup: skipped, its delete follows in the stream. */
-  | (EventBase & { readonly kind: 'lookup-missed'; readonly documentId: unknown })
+  | (EventBase & {
+      readonly kind: 'lookup-missed';
+      readonly operationType: 'insert' | 'update' | 'replace';
+      readonly documentId: unknown;
+    })
   /** drop, rename, dropDatabase or invalidate: a `drop` marker row, then the stream continues with startAfter. */
   | (EventBase & {
       readonly kind: 'collection-gone';
@@ -41,6 +45,21 @@ export type ChangeEvent =
     })
   /** Anything else a change stream may report (createIndexes, modify...): advances the position only. */
   | (EventBase & { readonly kind: 'ignored'; readonly operationType: string });
+
+/** MongoDB's operation type of a change event (`mba_change_events_total` counts by it). */
+export function operationTypeOf(event: ChangeEvent): string {
+  switch (event.kind) {
+    case 'upsert':
+    case 'lookup-missed':
+    case 'collection-gone':
+    case 'ignored':
+      return event.operationType;
+    case 'delete':
+      return 'delete';
+    default:
+      return event satisfies never;
+  }
+}
 
 const HEX32 = 8;
 

@@ -106,8 +106,41 @@ export interface SettingsStore {
   /** Resolves when the settings may have changed, or after the poll interval. */
   waitForChange(signal: AbortSignal): Promise<void>;
   /** Writes `lastFailure` (null clears it). */
-  reportFailure(id: string, message: string | null): Promise<void>;
-  reportStatus(id: string, status: MappingStatus): Promise<void>;
+  reportFailure(id: string, message: string | null, fence?: number): Promise<void>;
+  reportStatus(id: string, status: MappingStatus, fence?: number): Promise<void>;
   /** Writes inferred or evolved columns back, in the original column-spec format. */
-  saveColumns(id: string, columns: readonly unknown[]): Promise<void>;
+  saveColumns(id: string, columns: readonly unknown[], fence?: number): Promise<void>;
+  /** The newest fencing token the mapping's writes carried (see LeaseStore); undefined when none did. */
+  fenceOf(id: string, signal: AbortSignal): Promise<number | undefined>;
+}
+
+/** A mapping this instance owns: `token` is its fencing token, greater than every earlier owner's. */
+export interface Lease {
+  readonly mappingId: string;
+  readonly token: number;
+}
+
+/**
+ * Leases on mappings, shared by every running instance: one owner per mapping at a time, an expiry the owner
+ * keeps pushing back, and a fencing token that only grows. Every write of the mapping's checkpoint and state
+ * carries the owner's token, and the store refuses a token older than the newest it has seen, so an owner
+ * that was paused past its expiry cannot undo its successor's work.
+ */
+export interface LeaseStore {
+  /** How long a lease lasts without renewal: the longest a dead instance's mappings wait for a new owner. */
+  readonly ttlMs: number;
+  /** Records this instance as alive for `ttlMs`; returns how many instances are alive (this one included). */
+  heartbeat(signal: AbortSignal): Promise<number>;
+  /** Takes the mapping's lease when it is free or expired; undefined when another instance holds it. */
+  /**
+   * Takes the mapping's lease when it is free or expired; undefined when another instance holds it. The new
+   * token exceeds `floor` (the newest token the mapping's writes carried), even if the leases were reset.
+   */
+  tryAcquire(mappingId: string, floor: number | undefined, signal: AbortSignal): Promise<Lease | undefined>;
+  /** Pushes the expiry back; false when the lease is no longer ours (it expired and was taken). */
+  renew(lease: Lease, signal: AbortSignal): Promise<boolean>;
+  /** Gives the lease up at once (shutdown, rebalancing), so another instance need not wait for its expiry. */
+  release(lease: Lease): Promise<void>;
+  /** Removes this instance from the live ones (shutdown). */
+  leave(): Promise<void>;
 }

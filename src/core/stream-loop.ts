@@ -1,7 +1,7 @@
 import { type RowMapper } from '../transform/row-mapper.js';
 import { Batcher, DEFAULT_BATCH_LIMITS, type BatchLimits } from './batcher.js';
 import { changeRecord, type HistoryRecord } from './history-rows.js';
-import { type ChangeEvent, type Position } from './model.js';
+import { operationTypeOf, type ChangeEvent, type Position } from './model.js';
 import {
   SYSTEM_CLOCK,
   type ChangeSource,
@@ -20,12 +20,15 @@ export interface RecordSink {
 
 export const DEFAULT_STREAM_BATCH_SIZE = 1_000;
 
-export interface StreamCounters {
-  events: number;
-  rowsWritten: number;
-  deadLettered: number;
-  lookupMisses: number;
-  checkpoints: number;
+/**
+ * What the loop reports as it reads, for metrics (the app layer adapts it). Rows are reported by the sink
+ * when BigQuery acknowledges them, checkpoints by the checkpoint store that saves them.
+ */
+export interface StreamObserver {
+  /** `count` change events of one MongoDB operation type were read (reported once per pull). */
+  eventsRead(operation: string, count: number): void;
+  /** An update whose full document was already gone when MongoDB looked it up (no row is written). */
+  lookupMissed(): void;
 }
 
 export interface StreamLoopOptions {
@@ -40,7 +43,7 @@ export interface StreamLoopOptions {
   readonly clock?: Clock;
   /** Before events are mapped: a chance to evolve the schema for the documents they carry. */
   readonly beforeMap?: (events: readonly ChangeEvent[], signal: AbortSignal) => Promise<void>;
-  readonly counters?: StreamCounters;
+  readonly observer?: StreamObserver;
 }
 
 /** How the loop ended when it was not aborted. */
@@ -63,27 +66,25 @@ export async function runStreamLoop(
 ): Promise<CollectionGone | undefined> {
   const clock = options.clock ?? SYSTEM_CLOCK;
   const batcher = new Batcher<HistoryRecord>(options.limits ?? DEFAULT_BATCH_LIMITS);
-  const counters = options.counters;
+  const observer = options.observer;
   let readUpTo: Position | undefined = start.kind === 'startAt' ? undefined : start.position;
   let saved: Position | undefined = readUpTo;
+  // Some servers (mongo-java-server) answer a resume after a drop with an invalidate carrying the very token
+  // we resumed from. It is not a change: a marker for it would hide the documents of a re-created collection.
+  const resumedFrom = start.kind === 'startAt' ? undefined : start.position.token;
   const cursor = await options.source.open(start, signal);
 
   const flush = async (): Promise<void> => {
     if (batcher.size > 0) {
-      const result = await options.sink.write(
+      await options.sink.write(
         batcher.take().map((e) => e.item),
         signal,
       );
-      if (counters) {
-        counters.rowsWritten += result.written;
-        counters.deadLettered += result.deadLettered;
-      }
     }
     if (readUpTo !== undefined && readUpTo.token !== saved?.token) {
       // A checkpoint write may run after an abort: the rows it covers are already in BigQuery.
       await options.checkpoints.save({ position: readUpTo }, AbortSignal.timeout(30_000));
       saved = readUpTo;
-      if (counters) counters.checkpoints++;
     }
   };
 
@@ -100,13 +101,16 @@ export async function runStreamLoop(
       if (batch.events.length > 0) await options.beforeMap?.(batch.events, signal);
       const now = new Date(clock.now());
       let gone: CollectionGone | undefined;
+      const read = new Map<string, number>();
       for (const event of batch.events) {
-        if (counters) counters.events++;
+        const operation = operationTypeOf(event);
+        read.set(operation, (read.get(operation) ?? 0) + 1);
         const position = { token: event.token, clusterTime: event.clusterTime };
         switch (event.kind) {
+          case 'collection-gone':
           case 'upsert':
-          case 'delete':
-          case 'collection-gone': {
+          case 'delete': {
+            if (event.kind === 'collection-gone' && event.token === resumedFrom) break;
             const record = changeRecord(options.mapper(), event, now);
             const bytes = rowBytes(record.row);
             batcher.add({ ...record, bytes }, bytes, clock.now());
@@ -114,7 +118,7 @@ export async function runStreamLoop(
           }
           case 'lookup-missed':
             // The document was deleted after this update; its delete event follows in the stream.
-            if (counters) counters.lookupMisses++;
+            observer?.lookupMissed();
             break;
           case 'ignored':
             break;
@@ -127,6 +131,7 @@ export async function runStreamLoop(
           break;
         }
       }
+      for (const [operation, count] of read) observer?.eventsRead(operation, count);
       if (!gone && batch.position) readUpTo = batch.position;
       if (gone || batch.events.length === 0 || batcher.due(clock.now())) await flush();
       if (gone) return gone;

@@ -2,13 +2,22 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseMappingSettings, type MappingSettings } from '../config/settings.js';
 import { ArchiverError, BigQueryError, ConfigError, IdentifierError, SettingsError } from '../errors.js';
-import { type MappingState, type MappingStatus, type SettingsStore } from './ports.js';
+import { FencedOutError } from '../errors.js';
+import {
+  type Lease,
+  type LeaseStore,
+  type MappingState,
+  type MappingStatus,
+  type SettingsStore,
+} from './ports.js';
 
 /** What a running mapping can tell its supervisor. */
 export interface MappingHooks {
   report(status: MappingStatus): void;
   /** The mapping wrote these columns to its settings (inferred or evolved): that write must not restart it. */
   columnsSaved(columns: readonly unknown[]): void;
+  /** The fencing token of this instance's lease on the mapping: every write of its checkpoint carries it. */
+  readonly fence?: number;
 }
 
 /** Runs one mapping until `signal` aborts (resolve) or it fails (reject). */
@@ -31,7 +40,22 @@ export interface SupervisorOptions {
   /** Delay before restarting a mapping after its `failures`-th consecutive failure; undefined: do not restart. */
   readonly restartDelayMs?: (failures: number, error: unknown) => number | undefined;
   readonly onStatus?: (id: string, status: MappingStatus) => void;
+  /** The mapping's settings document is gone, or another instance owns it now: forget it (its metrics). */
+  readonly onRemoved?: (id: string) => void;
+  /**
+   * Shares the mappings with the other running instances: this one runs only the mappings whose lease it
+   * holds, about its fair share of them. Without it, every mapping runs here.
+   */
+  readonly leases?: LeaseStore;
+  /** Pause between lease renewals and rebalancing; default a third of the lease TTL. */
+  readonly leaseTickMs?: number;
 }
+
+/**
+ * States that do not hold readiness back: running, or waiting for new settings (`failed`; `invalid` ones do
+ * not run at all). Restarting the pod cannot fix those, and not being ready would stall every rollout.
+ */
+const READY_STATES: ReadonlySet<MappingState> = new Set(['backfilling', 'streaming', 'dryrun', 'failed']);
 
 const RETRY_BASE_MS = 1_000;
 const RETRY_MAX_MS = 60_000;
@@ -62,6 +86,7 @@ function hashOf(value: unknown): string {
 
 interface Running {
   readonly settings: MappingSettings;
+  readonly lease: Lease | undefined;
   /** Configuration key plus the hash of the columns as last seen or saved by the mapping itself. */
   key: string;
   ownColumns: string | undefined;
@@ -80,7 +105,15 @@ export class Supervisor {
   readonly #o: SupervisorOptions;
   readonly #running = new Map<string, Running>();
   readonly #invalid = new Map<string, string>();
+  /** Valid mappings as last listed, whether or not they run here. */
+  readonly #desired = new Map<string, { settings: MappingSettings; key: string }>();
+  /** Leases this instance holds (with leases only). */
+  readonly #held = new Map<string, Lease>();
+  /** Serialises reconciling and rebalancing, which both start and stop mappings. */
+  #exclusive: Promise<unknown> = Promise.resolve();
   #listed = false;
+  /** A first round of renewing and taking leases is over (with leases only). */
+  #leasedOnce = false;
 
   constructor(options: SupervisorOptions) {
     this.#o = options;
@@ -88,11 +121,13 @@ export class Supervisor {
 
   /** Runs until `signal` aborts; then stops every mapping (each flushes and checkpoints) and returns. */
   async run(signal: AbortSignal): Promise<void> {
+    let leasing: Promise<void> = Promise.resolve();
     try {
       await this.#o.store.ensure(signal);
       while (!signal.aborted) {
         const entries = await this.#o.store.list(signal);
-        await this.#reconcile(entries);
+        await this.#serially(() => this.#reconcile(entries));
+        if (!this.#listed && this.#o.leases) leasing = this.#leaseLoop(this.#o.leases, signal);
         this.#listed = true;
         await this.#o.store.waitForChange(signal).catch((error: unknown) => {
           if (!signal.aborted) throw error;
@@ -101,18 +136,111 @@ export class Supervisor {
     } catch (error) {
       if (!signal.aborted) throw error;
     } finally {
+      await leasing;
       await Promise.all([...this.#running.keys()].map((id) => this.#stop(id)));
+      await this.#releaseAll();
     }
   }
 
-  /** Ready once the settings were read and every mapping is backfilling, streaming or in dry-run. */
+  /** Runs `task` after the ones before it: reconciling and rebalancing never interleave. */
+  #serially(task: () => Promise<void>): Promise<void> {
+    const next = this.#exclusive.then(task);
+    this.#exclusive = next.catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * Every tick: renew the leases held (a lease found taken stops its mapping at once), then take free or
+   * expired leases up to this instance's fair share (mappings divided by live instances, rounded up), or give
+   * up the ones beyond it when other instances joined.
+   */
+  async #leaseLoop(leases: LeaseStore, signal: AbortSignal): Promise<void> {
+    const tickMs = this.#o.leaseTickMs ?? Math.max(100, Math.floor(leases.ttlMs / 3));
+    while (!signal.aborted) {
+      try {
+        const live = await leases.heartbeat(signal);
+        await this.#renew(leases, signal);
+        await this.#serially(() => this.#rebalance(leases, live, signal));
+        this.#leasedOnce = true;
+      } catch (error) {
+        if (isAborted(signal)) break;
+        this.#o.log.warn('could not renew or take leases; trying again', { error: errorMessage(error) });
+      }
+      await sleepUnlessAborted(tickMs, signal);
+    }
+  }
+
+  /** Not serialised with the rest: a slow stop elsewhere must not let the other leases expire. */
+  async #renew(leases: LeaseStore, signal: AbortSignal): Promise<void> {
+    for (const [id, lease] of [...this.#held]) {
+      if (await leases.renew(lease, signal)) continue;
+      this.#held.delete(id);
+      this.#o.log.warn('lease lost to another instance; stopping this mapping here', {
+        mapping: id,
+        fencingToken: lease.token,
+      });
+      this.#running.get(id)?.controller.abort();
+    }
+  }
+
+  async #rebalance(leases: LeaseStore, live: number, signal: AbortSignal): Promise<void> {
+    // Mappings whose lease was lost (or whose settings went away) stop here.
+    for (const id of [...this.#running.keys()]) {
+      if (this.#held.has(id)) continue;
+      await this.#stop(id);
+      this.#o.onRemoved?.(id);
+    }
+    const wanted = [...this.#desired.keys()].sort();
+    const fairShare = Math.ceil(wanted.length / Math.max(1, live));
+    for (const id of [...this.#held.keys()].sort().slice(fairShare)) {
+      this.#o.log.info('handing this mapping over to another instance (rebalancing)', { mapping: id });
+      await this.#stop(id);
+      await this.#release(id);
+      this.#o.onRemoved?.(id);
+    }
+    for (const id of shuffled(wanted.filter((w) => !this.#held.has(w)))) {
+      if (this.#held.size >= fairShare || signal.aborted) break;
+      const lease = await leases.tryAcquire(id, await this.#o.store.fenceOf(id, signal), signal);
+      const desired = this.#desired.get(id);
+      if (!lease) continue;
+      this.#held.set(id, lease);
+      if (!desired) {
+        await this.#release(id);
+        continue;
+      }
+      this.#o.log.info('took the lease of this mapping', { mapping: id, fencingToken: lease.token });
+      this.#start(id, desired.settings, desired.key);
+    }
+  }
+
+  async #release(id: string): Promise<void> {
+    const lease = this.#held.get(id);
+    if (!lease || !this.#o.leases) return;
+    this.#held.delete(id);
+    await this.#o.leases.release(lease).catch((error: unknown) => {
+      this.#o.log.warn('could not release the lease; it expires by itself', {
+        mapping: id,
+        error: errorMessage(error),
+      });
+    });
+  }
+
+  async #releaseAll(): Promise<void> {
+    const leases = this.#o.leases;
+    if (!leases) return;
+    await Promise.all([...this.#held.keys()].map((id) => this.#release(id)));
+    await leases.leave().catch(() => undefined);
+  }
+
+  /** Ready once the settings were read and every mapping is in one of READY_STATES. */
   ready(): { ready: boolean; detail: Record<string, string> } {
     const detail: Record<string, string> = {};
     for (const [id, r] of this.#running) detail[id] = r.state;
     for (const [id] of this.#invalid) detail[id] = 'invalid';
     const running = [...this.#running.values()];
-    const ready =
-      this.#listed && running.every((r) => ['backfilling', 'streaming', 'dryrun'].includes(r.state));
+    // With leases, the first round of taking them must be over: before it, nothing runs here yet.
+    const settled = this.#listed && (this.#o.leases === undefined || this.#leasedOnce);
+    const ready = settled && running.every((r) => READY_STATES.has(r.state));
     return { ready, detail };
   }
 
@@ -131,7 +259,9 @@ export class Supervisor {
         settings = parseMappingSettings(document);
       } catch (error) {
         if (!(error instanceof SettingsError)) throw error;
+        this.#desired.delete(id);
         await this.#stop(id);
+        await this.#release(id);
         const message = `invalid settings: ${error.issues.join('; ')}`;
         if (this.#invalid.get(id) !== message) {
           this.#invalid.set(id, message);
@@ -139,16 +269,18 @@ export class Supervisor {
             mapping: id,
             issues: error.issues,
           });
+          this.#o.onStatus?.(id, { state: 'invalid', message });
           await this.#o.store.reportFailure(id, message);
           await this.#o.store.reportStatus(id, { state: 'invalid', message });
         }
         continue;
       }
       this.#invalid.delete(id);
+      const key = `${settings.configurationKey}:${hashOf(document.columns)}`;
+      this.#desired.set(id, { settings, key });
       for (const warning of settings.warnings) this.#o.log.warn(warning, { mapping: id });
       const columnsHash = hashOf(document.columns);
       const running = this.#running.get(id);
-      const key = `${settings.configurationKey}:${columnsHash}`;
       if (running) {
         if (running.key === key) continue;
         if (
@@ -162,15 +294,23 @@ export class Supervisor {
         this.#o.log.info('settings of this mapping changed; restarting it', { mapping: id });
         await this.#stop(id);
       }
-      this.#start(id, settings, key);
+      // With leases, a mapping starts here once this instance holds its lease (see #rebalance).
+      if (!this.#o.leases || this.#held.has(id)) this.#start(id, settings, key);
     }
+    for (const id of [...this.#desired.keys()]) if (!seen.has(id)) this.#desired.delete(id);
     for (const id of [...this.#running.keys()]) {
       if (!seen.has(id)) {
         this.#o.log.info('settings document removed; stopping this mapping', { mapping: id });
         await this.#stop(id);
+        await this.#release(id);
+        this.#o.onRemoved?.(id);
       }
     }
-    for (const id of [...this.#invalid.keys()]) if (!seen.has(id)) this.#invalid.delete(id);
+    for (const id of [...this.#invalid.keys()]) {
+      if (seen.has(id)) continue;
+      this.#invalid.delete(id);
+      this.#o.onRemoved?.(id);
+    }
   }
 
   /** `id` is the settings store's id of the document (the one status and failures are written under). */
@@ -178,8 +318,11 @@ export class Supervisor {
     // The store's id is the one its writes understand (it differs from the parsed one only on id clashes).
     const settings = stored.id === id ? stored : Object.freeze({ ...stored, id });
     const controller = new AbortController();
+    const lease = this.#held.get(id);
+    const fence = lease?.token;
     const entry: Running = {
       settings,
+      lease,
       key,
       ownColumns: undefined,
       state: 'starting',
@@ -189,7 +332,13 @@ export class Supervisor {
     const report = (status: MappingStatus) => {
       entry.state = status.state;
       this.#o.onStatus?.(id, status);
-      this.#o.store.reportStatus(id, status).catch((error: unknown) => {
+      this.#o.store.reportStatus(id, status, fence).catch((error: unknown) => {
+        if (error instanceof FencedOutError) {
+          // Another instance owns the mapping now: stop here (its lease renewal would find out soon anyway).
+          this.#o.log.warn('fenced out by a newer owner; stopping this mapping here', { mapping: id });
+          controller.abort();
+          return;
+        }
         this.#o.log.warn('could not write the mapping status', { mapping: id, error: errorMessage(error) });
       });
     };
@@ -198,6 +347,7 @@ export class Supervisor {
       columnsSaved: (columns) => {
         entry.ownColumns = hashOf(columns);
       },
+      ...(fence !== undefined && { fence }),
     };
     const loop = async () => {
       const signal = controller.signal;
@@ -209,12 +359,24 @@ export class Supervisor {
           if (!isAborted(signal)) report({ state: 'stopped' });
           return;
         } catch (error) {
+          if (error instanceof FencedOutError) {
+            // Also on the way out after the lease was lost: the refused write is worth a line.
+            this.#o.log.warn(
+              'write refused: a newer owner fenced this instance out; stopping this mapping here',
+              {
+                mapping: id,
+                error: error.message,
+              },
+            );
+            controller.abort();
+            return;
+          }
           if (isAborted(signal)) return;
           failures++;
           const message = errorMessage(error);
           const delay = (this.#o.restartDelayMs ?? defaultRestartDelayMs)(failures, error);
           this.#o.log.error('mapping failed', { mapping: id, error: message, failures, restartInMs: delay });
-          await this.#o.store.reportFailure(id, message).catch((reportError: unknown) => {
+          await this.#o.store.reportFailure(id, message, fence).catch((reportError: unknown) => {
             this.#o.log.warn('could not write lastFailure', {
               mapping: id,
               error: errorMessage(reportError),
@@ -253,4 +415,14 @@ async function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void
   } catch (error) {
     if (!signal.aborted) throw error;
   }
+}
+
+/** A copy in random order: instances starting together then try different mappings first. */
+function shuffled<T>(items: readonly T[]): T[] {
+  const copy = [...items];
+  for (let i = copy.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [copy[i], copy[j]] = [copy[j] as T, copy[i] as T];
+  }
+  return copy;
 }

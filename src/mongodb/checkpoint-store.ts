@@ -4,6 +4,7 @@ import { type ClusterTime } from '../core/model.js';
 import { type BackfillProgress, type Checkpoint, type CheckpointStore } from '../core/ports.js';
 import { BSON_DECODE_OPTIONS, isDocument } from '../transform/bson-kind.js';
 import { toClusterTime } from './change-event.js';
+import { fencedSet, fencedUpdate } from './fence.js';
 
 function timestamp(time: ClusterTime): Timestamp {
   return new Timestamp({ t: time.t, i: time.i });
@@ -33,7 +34,8 @@ export function decodeId(text: string): unknown {
 /**
  * Keeps a mapping's checkpoint in its settings document, where the original service kept it: the resume
  * token in `lastChangeId`, and the cluster time and backfill progress under `status.checkpoint`. These are
- * the service's own fields, so writing them never restarts the mapping.
+ * the service's own fields, so writing them never restarts the mapping. With leases, every write carries the
+ * owner's fencing token.
  */
 export class SettingsCheckpointStore implements CheckpointStore {
   /**
@@ -44,6 +46,8 @@ export class SettingsCheckpointStore implements CheckpointStore {
     private readonly settings: Collection,
     private readonly settingsId: unknown,
     private readonly scope = '',
+    /** The fencing token of this instance's lease on the mapping (see LeaseStore); undefined without leases. */
+    private readonly fence?: number,
   ) {}
 
   async load(signal: AbortSignal): Promise<Checkpoint> {
@@ -80,6 +84,8 @@ export class SettingsCheckpointStore implements CheckpointStore {
         done: checkpoint.backfill.done,
       };
     }
-    await this.settings.updateOne({ _id: this.settingsId } as Document, { $set: set });
+    // Refused (FencedOutError) once a newer owner of the mapping wrote: a paused instance cannot move the
+    // checkpoint back.
+    await fencedUpdate(this.settings, this.settingsId, this.fence, { $set: fencedSet(set, this.fence) });
   }
 }

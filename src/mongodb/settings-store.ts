@@ -10,6 +10,7 @@ import { type MappingStatus, type SettingsEntry, type SettingsStore } from '../c
 import { ConfigError } from '../errors.js';
 import { bsonKind, isDocument } from '../transform/bson-kind.js';
 import { codeOf } from './change-source.js';
+import { fencedSet, fencedUpdate, storedFence } from './fence.js';
 import { SERVICE_WRITTEN_FIELDS, settingsIdString } from '../config/settings.js';
 
 /** MongoDB refuses change streams on these databases (error 73): settings kept there are only polled. */
@@ -174,10 +175,13 @@ export class MongoSettingsStore implements SettingsStore {
     await stream.changes.close().catch(ignoreCloseError);
   }
 
-  async reportFailure(id: string, message: string | null): Promise<void> {
+  async reportFailure(id: string, message: string | null, fence?: number): Promise<void> {
     await this.#update(
       id,
-      message === null ? { $unset: { lastFailure: '' } } : { $set: { lastFailure: message } },
+      message === null
+        ? { $unset: { lastFailure: '' }, ...(fence !== undefined && { $set: fencedSet({}, fence) }) }
+        : { $set: fencedSet({ lastFailure: message }, fence) },
+      fence,
     );
   }
 
@@ -186,9 +190,10 @@ export class MongoSettingsStore implements SettingsStore {
    * `status` (the checkpoint store's `checkpoint` and `lastCheckpointAt`, counters not given now) stays.
    * A message belongs to the state it came with: without one, the previous message is removed.
    */
-  async reportStatus(id: string, status: MappingStatus): Promise<void> {
+  async reportStatus(id: string, status: MappingStatus, fence?: number): Promise<void> {
     const fields: Document = { state: status.state, updatedAt: new Date() };
     for (const key of STATUS_FIELDS) if (status[key] !== undefined) fields[key] = status[key];
+    if (fence !== undefined) fields.fence = fence;
     const update: Document = {
       $set: Object.fromEntries(Object.entries(fields).map(([key, value]) => [`status.${key}`, value])),
       ...(status.message === undefined && { $unset: { 'status.message': '' } }),
@@ -196,7 +201,7 @@ export class MongoSettingsStore implements SettingsStore {
     const documentId = await this.#resolve(id);
     if (documentId === undefined) return;
     try {
-      await this.collection.updateOne({ _id: documentId } as Document, update);
+      await fencedUpdate(this.collection, documentId, fence, update);
     } catch (error) {
       if (codeOf(error) !== PATH_NOT_VIABLE) throw error;
       // `status` holds something that is not a document (written by hand): it carries nothing of ours.
@@ -204,20 +209,28 @@ export class MongoSettingsStore implements SettingsStore {
         { _id: documentId, status: { $not: { $type: 'object' } } } as Document,
         { $set: { status: fields } },
       );
-      if (repaired.matchedCount === 0) {
-        await this.collection.updateOne({ _id: documentId } as Document, update);
-      }
+      if (repaired.matchedCount === 0) await fencedUpdate(this.collection, documentId, fence, update);
     }
   }
 
-  async saveColumns(id: string, columns: readonly unknown[]): Promise<void> {
-    await this.#update(id, { $set: { columns: [...columns] } });
+  async saveColumns(id: string, columns: readonly unknown[], fence?: number): Promise<void> {
+    await this.#update(id, { $set: fencedSet({ columns: [...columns] }, fence) }, fence);
   }
 
-  async #update(id: string, update: Document): Promise<void> {
+  async fenceOf(id: string, signal: AbortSignal): Promise<number | undefined> {
+    signal.throwIfAborted();
+    const documentId = await this.#resolve(id);
+    if (documentId === undefined) return undefined;
+    return storedFence(
+      await this.collection.findOne({ _id: documentId } as Document, { projection: { status: 1 } }),
+    );
+  }
+
+  /** A write of the service's own fields; with `fence`, refused (FencedOutError) once a newer owner wrote. */
+  async #update(id: string, update: Document, fence?: number): Promise<void> {
     const documentId = await this.#resolve(id);
     if (documentId === undefined) return;
-    await this.collection.updateOne({ _id: documentId } as Document, update);
+    await fencedUpdate(this.collection, documentId, fence, update);
   }
 
   /** The stored `_id` behind `id`; undefined when no such document exists (any more): nothing to write. */

@@ -1,5 +1,6 @@
 import { pino, stdSerializers, type DestinationStream, type LevelWithSilent, type Logger } from 'pino';
 import { redactUri } from '../config/bootstrap.js';
+import { type SupervisorLog } from '../core/supervisor.js';
 
 export type { Logger };
 
@@ -135,6 +136,21 @@ export function createLogger(options: LoggerOptions): Logger {
     hooks: { streamWrite: scrubLogLine },
   };
   return options.destination ? pino(config, options.destination) : pino(config);
+}
+
+/** The supervisor's log (message first, then context) written to `logger`. */
+export function supervisorLog(logger: Logger): SupervisorLog {
+  return {
+    info: (message, context) => {
+      logger.info(context ?? {}, message);
+    },
+    warn: (message, context) => {
+      logger.warn(context ?? {}, message);
+    },
+    error: (message, context) => {
+      logger.error(context ?? {}, message);
+    },
+  };
 }
 
 /** Where a mapping's log lines come from: its name, source collection and target table. */

@@ -12,6 +12,8 @@ export interface DaemonProcess {
   readonly child: ChildProcess;
   /** Resolves with the exit code (null when killed by a signal). */
   readonly exited: Promise<number | null>;
+  /** What it logged so far (JSON lines), when spawned with `capture`. */
+  output(): string;
 }
 
 /** The environment that points the daemon at the peers of this test run (or at the emulator `bq`). */
@@ -37,17 +39,26 @@ export function daemonEnv(
 }
 
 /** The daemon as its own process (`node --import tsx src/main.ts run`), configured by the environment. */
-export function spawnDaemon(env: NodeJS.ProcessEnv): DaemonProcess {
+export function spawnDaemon(env: NodeJS.ProcessEnv, options: { capture?: boolean } = {}): DaemonProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'run'], {
     env: { ...process.env, ...env },
-    stdio: ['ignore', process.env.MBA_DEBUG_DAEMON ? 'inherit' : 'ignore', 'inherit'],
+    stdio: [
+      'ignore',
+      options.capture ? 'pipe' : process.env.MBA_DEBUG_DAEMON ? 'inherit' : 'ignore',
+      'inherit',
+    ],
+  });
+  const chunks: string[] = [];
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    chunks.push(chunk);
+    if (process.env.MBA_DEBUG_DAEMON) process.stdout.write(chunk);
   });
   const exited = new Promise<number | null>((resolve) => {
     child.once('exit', (code) => {
       resolve(code);
     });
   });
-  return { child, exited };
+  return { child, exited, output: () => chunks.join('') };
 }
 
 export async function mappingState(

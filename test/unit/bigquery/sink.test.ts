@@ -1,6 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { BigQueryError } from '../../../src/errors.js';
-import { BigQuerySink, type SinkRecord } from '../../../src/bigquery/sink.js';
+import { BigQuerySink, type SinkObserver, type SinkRecord } from '../../../src/bigquery/sink.js';
 import { type AppendOutcome, type HistoryRow, type TableWriter } from '../../../src/bigquery/writer.js';
 
 /** A fake writer: `respond` decides per call; every call's rows are recorded. */
@@ -137,6 +138,50 @@ describe('BigQuerySink', () => {
     expect(result.written).toBe(2);
     expect(dead.stored[0]?.reason).toMatch(/exceeds the 1000-byte limit/);
     expect(writer.calls.flat().some((r) => r.v === 1)).toBe(false);
+  });
+
+  it('reports each acknowledged batch with the rows and bytes that landed and its time, retries included, and the dead-lettered rows', async () => {
+    const writer = new FakeWriter((rows, call) =>
+      call === 1
+        ? Object.assign(new Error('503'), { code: 503 })
+        : { rejected: rows.flatMap((r, index) => (r.v === 2 ? [{ index, reason: 'invalid: bad' }] : [])) },
+    );
+    // Every call takes 20 ms, so the first batch (a failure, then its retry) takes twice as long.
+    const append = writer.append.bind(writer);
+    writer.append = async (rows) => {
+      await sleep(20);
+      return append(rows);
+    };
+    const batches: { rows: number; bytes: number; seconds: number }[] = [];
+    const deadLettered: number[] = [];
+    const observer: SinkObserver = {
+      batchWritten: (rows, bytes, seconds) => batches.push({ rows, bytes, seconds }),
+      deadLettered: (rows) => deadLettered.push(rows),
+    };
+    const sized = records(6).map((record, i) => ({ ...record, bytes: 100 + i }));
+    const result = await sinkWith(writer, new FakeWriter(ok), {
+      limits: { maxRows: 4, maxBytes: 1_000_000, maxRowBytes: 1_000, lingerMs: 0 },
+      observer,
+    }).write(sized);
+    expect(result).toMatchObject({ written: 5, deadLettered: 1 });
+    expect(batches.map(({ rows, bytes }) => ({ rows, bytes }))).toEqual([
+      { rows: 3, bytes: 100 + 101 + 103 },
+      { rows: 2, bytes: 104 + 105 },
+    ]);
+    expect(batches[0]?.seconds).toBeGreaterThanOrEqual(0.035);
+    expect(batches[1]?.seconds).toBeGreaterThanOrEqual(0.015);
+    expect(deadLettered).toEqual([1]);
+  });
+
+  it('reports nothing for a batch that failed', async () => {
+    const reported: unknown[] = [];
+    const writer = new FakeWriter(() => new BigQueryError('fatal', 'Access Denied'));
+    await expect(
+      sinkWith(writer, new FakeWriter(ok), {
+        observer: { batchWritten: (...args) => reported.push(args), deadLettered: (n) => reported.push(n) },
+      }).write(records(2)),
+    ).rejects.toThrow('Access Denied');
+    expect(reported).toEqual([]);
   });
 
   it('stops on a fatal error instead of dead-lettering', async () => {

@@ -42,6 +42,7 @@ describe('bootstrap configuration', () => {
       METRICS_HOST: '127.0.0.1',
       METRICS_PORT: 9_464,
       LOG_LEVEL: 'info',
+      LEASE_TTL_MS: 15_000,
     });
   });
 
@@ -95,5 +96,23 @@ describe('bootstrap configuration', () => {
       loadBootstrapConfig({ path: configFile({ ...original, MONGO_CLIENT: 'mysql://u:s3cr3t@h' }), env: {} }),
     );
     expect(message).not.toContain('s3cr3t');
+  });
+
+  it('never shows the secret options of a connection string: TLS key and proxy passwords, an AWS session token', () => {
+    expect(
+      redactUri(
+        'mongodb://db1/?tls=true&tlsCertificateKeyFilePassword=k3y-pw&proxyHost=p&proxyPassword=pr0xy#x',
+      ),
+    ).toBe('mongodb://db1/?tls=true&tlsCertificateKeyFilePassword=***&proxyHost=p&proxyPassword=***#x');
+    expect(
+      redactUri(
+        'mongodb+srv://c.example.net/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:IQoJb3Jp,SERVICE_NAME:m',
+      ),
+    ).toBe(
+      'mongodb+srv://c.example.net/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:***,SERVICE_NAME:m',
+    );
+    expect(redactUri('mongodb://u:s3cr3t@h/?sslPEMKeyPassword=k3y-pw')).toBe(
+      'mongodb://u:***@h/?sslPEMKeyPassword=***',
+    );
   });
 });

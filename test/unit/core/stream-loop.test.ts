@@ -9,7 +9,7 @@ import {
   type CheckpointStore,
   type StreamStart,
 } from '../../../src/core/ports.js';
-import { runStreamLoop, type RecordSink, type StreamCounters } from '../../../src/core/stream-loop.js';
+import { runStreamLoop, type RecordSink, type StreamObserver } from '../../../src/core/stream-loop.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 
@@ -22,7 +22,7 @@ const mapper = compileRowMapper(
 
 const at = (i: number) => ({ t: 1_700_000_000, i });
 const token = (i: number) => `tok${String(i).padStart(4, '0')}`;
-const upsert = (i: number, id: number, op: 'insert' | 'update' = 'insert'): ChangeEvent => ({
+const upsert = (i: number, id: number, op: 'insert' | 'update' | 'replace' = 'insert'): ChangeEvent => ({
   kind: 'upsert',
   operationType: op,
   token: token(i),
@@ -86,8 +86,18 @@ const start: StreamStart = { kind: 'startAt', clusterTime: at(0) };
 const limits = { maxRows: 100, maxBytes: 1_000_000, maxRowBytes: 100_000, lingerMs: 60_000 };
 const positions = (c: RecordingCheckpoints) => c.saved.map((s) => s.position?.token);
 
-function counters(): StreamCounters {
-  return { events: 0, rowsWritten: 0, deadLettered: 0, lookupMisses: 0, checkpoints: 0 };
+/** Records what the loop reports: events read by operation type, and lookup misses. */
+class RecordingObserver implements StreamObserver {
+  readonly events = new Map<string, number>();
+  readonly calls: number[] = [];
+  lookupMisses = 0;
+  eventsRead(operation: string, count: number): void {
+    this.events.set(operation, (this.events.get(operation) ?? 0) + count);
+    this.calls.push(count);
+  }
+  lookupMissed(): void {
+    this.lookupMisses++;
+  }
 }
 
 describe('stream loop', () => {
@@ -134,7 +144,13 @@ describe('stream loop', () => {
 
   it('skips an update whose document is gone, counts it, and still moves past it', async () => {
     const stop = new AbortController();
-    const missed: ChangeEvent = { kind: 'lookup-missed', token: token(2), clusterTime: at(2), documentId: 7 };
+    const missed: ChangeEvent = {
+      kind: 'lookup-missed',
+      operationType: 'update',
+      token: token(2),
+      clusterTime: at(2),
+      documentId: 7,
+    };
     const del: ChangeEvent = { kind: 'delete', token: token(3), clusterTime: at(3), documentId: 7 };
     const source = new ScriptedSource(
       [
@@ -145,9 +161,9 @@ describe('stream loop', () => {
     );
     const sink = new RecordingSink();
     const checkpoints = new RecordingCheckpoints();
-    const c = counters();
+    const observer = new RecordingObserver();
     await runStreamLoop(
-      { source, sink, checkpoints, mapper: () => mapper, limits, counters: c },
+      { source, sink, checkpoints, mapper: () => mapper, limits, observer },
       start,
       stop.signal,
     );
@@ -157,8 +173,59 @@ describe('stream loop', () => {
       _doc_id: '{"$numberInt":"7"}',
       v: null,
     });
-    expect(c).toMatchObject({ events: 3, lookupMisses: 1, rowsWritten: 2 });
+    expect(Object.fromEntries(observer.events)).toEqual({ insert: 1, update: 1, delete: 1 });
+    expect(observer.lookupMisses).toBe(1);
     expect(positions(checkpoints)).toEqual(['tok0003']);
+  });
+
+  it('reports the events it read by MongoDB operation type, once per pull, up to a drop that ends the stream', async () => {
+    const stop = new AbortController();
+    const ops: ChangeEvent[] = [
+      upsert(1, 1),
+      upsert(2, 2),
+      upsert(3, 1, 'update'),
+      upsert(4, 2, 'replace'),
+      { kind: 'delete', token: token(5), clusterTime: at(5), documentId: 1 },
+      { kind: 'ignored', operationType: 'createIndexes', token: token(6), clusterTime: at(6) },
+    ];
+    const drop: ChangeEvent = {
+      kind: 'collection-gone',
+      operationType: 'drop',
+      token: token(8),
+      clusterTime: at(8),
+    };
+    const source = new ScriptedSource(
+      [
+        { events: ops, position: undefined },
+        // The insert after the drop is read again by the stream that continues after it.
+        { events: [upsert(7, 3), drop, upsert(9, 4)], position: undefined },
+      ],
+      stop,
+    );
+    const observer = new RecordingObserver();
+    await runStreamLoop(
+      {
+        source,
+        sink: new RecordingSink(),
+        checkpoints: new RecordingCheckpoints(),
+        mapper: () => mapper,
+        limits,
+        observer,
+      },
+      start,
+      stop.signal,
+    );
+    expect(Object.fromEntries(observer.events)).toEqual({
+      insert: 3,
+      update: 1,
+      replace: 1,
+      delete: 1,
+      createIndexes: 1,
+      drop: 1,
+    });
+    // One report per operation type and pull: the hot path does not pay a metric update per event.
+    expect(observer.calls).toEqual([2, 1, 1, 1, 1, 1, 1]);
+    expect(observer.lookupMisses).toBe(0);
   });
 
   it('writes a drop marker and ends with the position to continue from with startAfter', async () => {
@@ -186,6 +253,50 @@ describe('stream loop', () => {
       ['drop', null],
     ]);
     expect(positions(checkpoints)).toEqual(['tok0002']);
+  });
+
+  it('writes no marker for an invalidate that replays the very token it resumed from (mongo-java-server after a drop)', async () => {
+    const stop = new AbortController();
+    const resumedAt: Position = { token: token(7), clusterTime: at(7) };
+    const replayed: ChangeEvent = {
+      kind: 'collection-gone',
+      operationType: 'invalidate',
+      token: token(7),
+      clusterTime: at(7),
+    };
+    const source = new ScriptedSource([{ events: [replayed], position: undefined }], stop);
+    const sink = new RecordingSink();
+    const checkpoints = new RecordingCheckpoints();
+    const end = await runStreamLoop(
+      { source, sink, checkpoints, mapper: () => mapper, limits },
+      { kind: 'resumeAfter', position: resumedAt },
+      stop.signal,
+    );
+    expect(end).toEqual({ kind: 'collection-gone', position: resumedAt });
+    expect(sink.writes.flat()).toEqual([]);
+    expect(positions(checkpoints)).toEqual([]);
+  });
+
+  it('writes a marker for each new drop and invalidate of real MongoDB, after the position it resumed from', async () => {
+    // Real MongoDB: `drop` then `invalidate`, one cluster time, distinct tokens. Resuming after the drop
+    // yields the invalidate, which is new: its marker shares the drop's cluster time, so nothing re-created
+    // later is hidden.
+    const stop = new AbortController();
+    const invalidate: ChangeEvent = {
+      kind: 'collection-gone',
+      operationType: 'invalidate',
+      token: token(9),
+      clusterTime: at(8),
+    };
+    const source = new ScriptedSource([{ events: [invalidate], position: undefined }], stop);
+    const sink = new RecordingSink();
+    const end = await runStreamLoop(
+      { source, sink, checkpoints: new RecordingCheckpoints(), mapper: () => mapper, limits },
+      { kind: 'startAfter', position: { token: token(8), clusterTime: at(8) } },
+      stop.signal,
+    );
+    expect(end).toEqual({ kind: 'collection-gone', position: { token: token(9), clusterTime: at(8) } });
+    expect(sink.writes.flat().map((r) => [r.row.operationType, r.row._doc_id])).toEqual([['drop', null]]);
   });
 
   it('does not save a checkpoint when the sink fails', async () => {

@@ -1,15 +1,23 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { type MappingSettings } from '../../../src/config/settings.js';
-import { type MappingStatus, type SettingsEntry, type SettingsStore } from '../../../src/core/ports.js';
-import { Supervisor, type MappingHooks } from '../../../src/core/supervisor.js';
-import { BigQueryError } from '../../../src/errors.js';
+import {
+  type Lease,
+  type LeaseStore,
+  type MappingStatus,
+  type SettingsEntry,
+  type SettingsStore,
+} from '../../../src/core/ports.js';
+import { Supervisor, type MappingHooks, type SupervisorOptions } from '../../../src/core/supervisor.js';
+import { BigQueryError, FencedOutError } from '../../../src/errors.js';
 
 /** An in-memory settings collection: `waitForChange` wakes on every write of the test, or every 5 ms. */
 class MemoryStore implements SettingsStore {
   readonly docs = new Map<string, Record<string, unknown>>();
   readonly failures = new Map<string, string | null>();
   readonly statuses: { id: string; status: MappingStatus }[] = [];
+  /** Newest fencing token each mapping's writes carried; an older one is refused, as the real store does. */
+  readonly fences = new Map<string, number>();
   ensure(): Promise<void> {
     return Promise.resolve();
   }
@@ -27,7 +35,11 @@ class MemoryStore implements SettingsStore {
     if (doc) doc.lastFailure = message;
     return Promise.resolve();
   }
-  reportStatus(id: string, status: MappingStatus): Promise<void> {
+  reportStatus(id: string, status: MappingStatus, fence?: number): Promise<void> {
+    if (fence !== undefined) {
+      if (fence < (this.fences.get(id) ?? 0)) return Promise.reject(new FencedOutError(`fenced ${id}`));
+      this.fences.set(id, fence);
+    }
     this.statuses.push({ id, status });
     const doc = this.docs.get(id);
     if (doc) doc.status = { state: status.state };
@@ -37,6 +49,66 @@ class MemoryStore implements SettingsStore {
     const doc = this.docs.get(id);
     if (doc) doc.columns = columns;
     return Promise.resolve();
+  }
+  fenceOf(id: string): Promise<number | undefined> {
+    return Promise.resolve(this.fences.get(id));
+  }
+}
+
+/** Leases in memory, shared by several supervisors, on a clock the test moves. */
+class MemoryLeases {
+  now = 0;
+  readonly leases = new Map<string, { owner: string | null; token: number; expiresAt: number }>();
+  readonly instances = new Map<string, number>();
+  constructor(readonly ttlMs: number) {}
+
+  /** One instance's view; `crash()` makes it go silent without releasing anything (kill -9). */
+  handle(owner: string): LeaseStore & { crash(): void } {
+    let crashed = false;
+    const leases = this.leases;
+    const alive = () => {
+      if (crashed) throw new Error(`${owner} is dead`);
+    };
+    return {
+      ttlMs: this.ttlMs,
+      crash: () => {
+        crashed = true;
+      },
+      heartbeat: () => {
+        alive();
+        this.instances.set(owner, this.now + this.ttlMs);
+        return Promise.resolve([...this.instances.values()].filter((t) => t > this.now).length);
+      },
+      tryAcquire: (mappingId, floor) => {
+        alive();
+        const lease = leases.get(mappingId);
+        if (lease && lease.owner !== null && lease.expiresAt > this.now) return Promise.resolve(undefined);
+        const token = Math.max(lease?.token ?? 0, floor ?? 0) + 1;
+        leases.set(mappingId, { owner, token, expiresAt: this.now + this.ttlMs });
+        return Promise.resolve({ mappingId, token });
+      },
+      renew: (held: Lease) => {
+        alive();
+        const lease = leases.get(held.mappingId);
+        if (lease?.owner !== owner || lease.token !== held.token) return Promise.resolve(false);
+        lease.expiresAt = this.now + this.ttlMs;
+        return Promise.resolve(true);
+      },
+      release: (held: Lease) => {
+        if (crashed) return Promise.resolve();
+        const lease = leases.get(held.mappingId);
+        if (lease?.owner === owner && lease.token === held.token) lease.owner = null;
+        return Promise.resolve();
+      },
+      leave: () => {
+        if (!crashed) this.instances.delete(owner);
+        return Promise.resolve();
+      },
+    };
+  }
+
+  owners(): Map<string, string | null> {
+    return new Map([...this.leases].map(([id, l]) => [id, l.expiresAt > this.now ? l.owner : null]));
   }
 }
 
@@ -83,7 +155,16 @@ async function eventually(check: () => void, ms = 2_000): Promise<void> {
   }
 }
 
-function setup() {
+/** A promise and the function that resolves it (Node 20 has no Promise.withResolvers). */
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve: () => void = () => undefined;
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+function setup(more: Partial<SupervisorOptions> = {}) {
   const store = new MemoryStore();
   const runs = new FakeRuns();
   const supervisor = new Supervisor({
@@ -91,6 +172,7 @@ function setup() {
     runMapping: runs.run,
     log: quietLog,
     restartDelayMs: (_n, e) => (e instanceof BigQueryError ? undefined : 1),
+    ...more,
   });
   const controller = new AbortController();
   return { store, runs, supervisor, controller, done: () => supervisor.run(controller.signal) };
@@ -177,8 +259,179 @@ describe('supervisor', () => {
     });
     expect(store.failures.get('b')).toBe('Access Denied');
     expect(runs.starts.filter((s) => s === 'users')).toHaveLength(1);
-    expect(supervisor.ready().ready).toBe(false);
+    // Waiting for new settings: a restarted pod would fail the same way, so readiness is not held back.
+    expect(supervisor.ready().ready).toBe(true);
     controller.abort();
     await running;
+  });
+
+  it('is ready only once the settings were read and no mapping is starting or retrying; a failed or invalid one does not hold it back', async () => {
+    const store = new MemoryStore();
+    store.docs.set('a', mapping('orders', { _id: 'a' }));
+    store.docs.set('b', mapping('users', { _id: 'b' }));
+    store.docs.set('c', mapping('items', { _id: 'c', columns: [{ name: 'x', type: 'NOPE' }] }));
+    const list = store.list.bind(store);
+    const gates = { list: deferred(), start: deferred() };
+    store.list = async () => {
+      await gates.list.promise;
+      return list();
+    };
+    const breakA = deferred();
+    const supervisor = new Supervisor({
+      store,
+      log: quietLog,
+      restartDelayMs: (_n, e) => (e instanceof BigQueryError ? undefined : 60_000),
+      runMapping: async (settings, signal, hooks) => {
+        if (settings.id === 'b') throw new BigQueryError('fatal', 'Access Denied');
+        await gates.start.promise;
+        hooks.report({ state: 'streaming' });
+        const aborted = new Promise<void>((resolve) => {
+          signal.addEventListener('abort', () => {
+            resolve();
+          });
+        });
+        await Promise.race([aborted, breakA.promise.then(() => Promise.reject(new Error('socket closed')))]);
+      },
+    });
+    const controller = new AbortController();
+    const running = supervisor.run(controller.signal);
+    await sleep(20);
+    expect(supervisor.ready()).toEqual({ ready: false, detail: {} });
+
+    gates.list.resolve();
+    await eventually(() => {
+      expect(supervisor.ready()).toEqual({
+        ready: false,
+        detail: { a: 'starting', b: 'failed', c: 'invalid' },
+      });
+    });
+    gates.start.resolve();
+    await eventually(() => {
+      expect(supervisor.ready()).toEqual({
+        ready: true,
+        detail: { a: 'streaming', b: 'failed', c: 'invalid' },
+      });
+    });
+    breakA.resolve();
+    await eventually(() => {
+      expect(supervisor.ready()).toEqual({
+        ready: false,
+        detail: { a: 'retrying', b: 'failed', c: 'invalid' },
+      });
+    });
+    controller.abort();
+    await running;
+  });
+
+  it('tells onStatus of every state, invalid included, and onRemoved of a removed mapping once it stopped', async () => {
+    const statuses: string[] = [];
+    const removed: string[] = [];
+    const seen: { runs?: FakeRuns } = {};
+    const { store, runs, controller, done } = setup({
+      onStatus: (id, status) => statuses.push(`${id}:${status.state}`),
+      onRemoved: (id) => {
+        // The mapping has flushed and stopped: nothing it reports afterwards can bring its metrics back.
+        removed.push(`${id} after ${seen.runs?.stops.join(',') ?? ''}`);
+      },
+    });
+    seen.runs = runs;
+    store.docs.set('a', mapping('orders', { _id: 'a' }));
+    store.docs.set('b', mapping('users', { _id: 'b', columns: [{ name: 'x', type: 'NOPE' }] }));
+    const running = done();
+    await eventually(() => {
+      expect([...statuses].sort()).toEqual(['a:starting', 'a:streaming', 'b:invalid']);
+    });
+    store.docs.delete('a');
+    store.docs.delete('b');
+    await eventually(() => {
+      expect(removed).toEqual(['a after orders', 'b after orders']);
+    });
+    controller.abort();
+    await running;
+  });
+
+  describe('with leases shared by several instances', () => {
+    function instances(count: number) {
+      const store = new MemoryStore();
+      for (const c of ['a', 'b', 'c', 'd']) store.docs.set(c, mapping(c));
+      const leases = new MemoryLeases(1_000);
+      const members = Array.from({ length: count }, (_, n) => {
+        const runs = new FakeRuns();
+        const handle = leases.handle(`instance-${n}`);
+        const supervisor = new Supervisor({
+          store,
+          runMapping: runs.run,
+          log: quietLog,
+          leases: handle,
+          leaseTickMs: 5,
+        });
+        const controller = new AbortController();
+        return { runs, handle, supervisor, controller, done: supervisor.run(controller.signal) };
+      });
+      const running = (m: (typeof members)[number]) => [...m.supervisor.states().keys()].sort();
+      return { store, leases, members, running };
+    }
+
+    it('runs each mapping on exactly one instance, about half each', async () => {
+      const { members, running, leases } = instances(2);
+      const [one, two] = members as [(typeof members)[0], (typeof members)[0]];
+      await eventually(() => {
+        expect(running(one)).toHaveLength(2);
+        expect(running(two)).toHaveLength(2);
+      });
+      expect([...running(one), ...running(two)].sort()).toEqual(['a', 'b', 'c', 'd']);
+      expect([...leases.owners().values()].filter((o) => o === 'instance-0')).toHaveLength(2);
+      for (const m of members) m.controller.abort();
+      await Promise.all(members.map((m) => m.done));
+      // A graceful stop releases every lease at once.
+      expect([...leases.owners().values()]).toEqual([null, null, null, null]);
+    });
+
+    it('takes over the mappings of a crashed instance once its leases expire, with newer tokens', async () => {
+      const { members, running, leases, store } = instances(2);
+      const [one, two] = members as [(typeof members)[0], (typeof members)[0]];
+      await eventually(() => {
+        expect(running(one)).toHaveLength(2);
+        expect(running(two)).toHaveLength(2);
+      });
+      const tokensBefore = new Map([...leases.leases].map(([id, l]) => [id, l.token]));
+      one.handle.crash();
+      one.controller.abort();
+      await one.done;
+      // Before the TTL passes, nothing moves.
+      await sleep(30);
+      expect(running(two)).toHaveLength(2);
+      leases.now += 1_001;
+      await eventually(() => {
+        expect(running(two)).toEqual(['a', 'b', 'c', 'd']);
+      });
+      for (const [id, lease] of leases.leases) {
+        expect(lease.owner).toBe('instance-1');
+        expect(lease.token).toBeGreaterThanOrEqual(tokensBefore.get(id) ?? 0);
+      }
+      expect([...store.fences.values()].every((f) => f >= 1)).toBe(true);
+      two.controller.abort();
+      await two.done;
+    });
+
+    it('stops a mapping whose lease was taken while the instance was paused, and its old token is refused', async () => {
+      const { members, running, leases, store } = instances(1);
+      const [one] = members as [(typeof members)[0]];
+      await eventually(() => {
+        expect(running(one)).toEqual(['a', 'b', 'c', 'd']);
+      });
+      const oldToken = leases.leases.get('a')?.token ?? 0;
+      // Another instance takes `a` after its expiry and writes with its newer token.
+      leases.leases.set('a', { owner: 'instance-9', token: oldToken + 1, expiresAt: leases.now + 60_000 });
+      await store.reportStatus('a', { state: 'streaming' }, oldToken + 1);
+      await eventually(() => {
+        expect(running(one)).toEqual(['b', 'c', 'd']);
+      });
+      one.controller.abort();
+      await one.done;
+      // Nothing the old owner wrote on its way out displaced the newer owner's token.
+      expect(store.fences.get('a')).toBe(oldToken + 1);
+      expect(store.statuses.filter((s) => s.id === 'a').at(-1)?.status.state).toBe('streaming');
+    });
   });
 });

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { MongoNetworkError } from 'mongodb';
 import {
   createLogger,
   isSecretFieldName,
@@ -6,6 +7,7 @@ import {
   REDACTED,
   REDACTED_PRIVATE_KEY,
   scrubLogLine,
+  supervisorLog,
   type Logger,
 } from '../../../src/observability/logger.js';
 
@@ -161,6 +163,64 @@ describe('createLogger', () => {
       fencingToken: 7,
       clusterTime: { t: 1_700_000_000 },
     });
+  });
+
+  it('never writes the secret options of a connection string (TLS key password, AWS session token)', () => {
+    const { logger, raw, lines } = memoryLogger();
+    const uri =
+      `mongodb://archiver:${URI_PASSWORD}@db1/?tls=true&tlsCertificateKeyFilePassword=${PASSWORD}` +
+      `&authMechanismProperties=AWS_SESSION_TOKEN:${ACCESS_TOKEN}`;
+    logger.info({ mongo: uri }, `connecting to ${uri}`);
+    logger.error(new MongoNetworkError(`connection 3 to ${uri} closed`));
+    expectNoSecrets(raw.join(''));
+    const redacted =
+      'mongodb://archiver:***@db1/?tls=true&tlsCertificateKeyFilePassword=***' +
+      '&authMechanismProperties=AWS_SESSION_TOKEN:***';
+    expect(lines()[0]).toMatchObject({ mongo: redacted, msg: `connecting to ${redacted}` });
+    expect(lines()[1]).toMatchObject({ msg: `connection 3 to ${redacted} closed` });
+  });
+
+  it("the supervisor's failure line keeps the mapping and the error but no URI password or service-account key", () => {
+    const { logger, raw, lines } = memoryLogger();
+    const serviceAccount = {
+      type: 'service_account',
+      project_id: 'archiver-prod',
+      private_key_id: '3f1e0c9a',
+      private_key: PRIVATE_KEY,
+      client_email: 'archiver@archiver-prod.iam.gserviceaccount.com',
+    };
+    // A driver error naming the connection string, and a library echoing the key file it could not use.
+    const driver = new MongoNetworkError(`connection 7 to ${URI} closed`);
+    const auth = new Error(`invalid service account key: ${JSON.stringify(serviceAccount)}`, {
+      cause: driver,
+    });
+    // Exactly what the supervisor writes when a mapping fails (src/core/supervisor.ts), through the daemon's adapter.
+    const log = supervisorLog(logger);
+    log.error('mapping failed', {
+      mapping: 'orders',
+      error: driver.message,
+      failures: 1,
+      restartInMs: 1_000,
+    });
+    log.warn('could not write lastFailure', { mapping: 'orders', error: auth.message });
+    logger.error({ mapping: 'orders', err: auth, credentials: serviceAccount }, 'mapping run failed');
+
+    expectNoSecrets(raw.join(''));
+    const [failed, warned, detailed] = lines();
+    expect(failed).toMatchObject({
+      level: 'error',
+      msg: 'mapping failed',
+      mapping: 'orders',
+      error:
+        'connection 7 to mongodb://archiver:***@mongo-0.example:27017,mongo-1.example:27017/?replicaSet=rs0 closed',
+      failures: 1,
+    });
+    expect(warned?.error).toContain(`"private_key":"${REDACTED_PRIVATE_KEY}`);
+    expect(warned?.error).toContain('archiver@archiver-prod.iam.gserviceaccount.com');
+    expect(detailed).toMatchObject({ credentials: REDACTED, err: { type: 'Error' } });
+    expect(JSON.stringify(detailed?.err)).toContain(
+      'caused by: MongoNetworkError: connection 7 to mongodb://archiver:***@',
+    );
   });
 
   it('still writes a line for an object with a circular reference', () => {

@@ -3,43 +3,14 @@ import { register as globalRegistry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { BigQueryError, ConfigError } from '../../../src/errors.js';
 import { errorClassOf, MAPPING_STATES, METRIC_NAMES, Metrics } from '../../../src/observability/metrics.js';
-
-interface Sample {
-  readonly name: string;
-  readonly labels: Readonly<Record<string, string>>;
-  readonly value: number;
-}
-
-/** The samples of the Prometheus text format (label values here never contain `"` or `,`). */
-function parse(text: string): Sample[] {
-  const samples: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match) throw new Error(`not a sample line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const pair of (match[2] ?? '').split(',').filter(Boolean)) {
-      const [key = '', quoted = ''] = pair.split('=');
-      labels[key] = quoted.slice(1, -1);
-    }
-    samples.push({ name: match[1] ?? '', labels, value: Number(match[3]) });
-  }
-  return samples;
-}
+import { parsePrometheusText, sampleValue } from '../../support/prometheus-text.js';
 
 async function valueOf(
   metrics: Metrics,
   name: string,
   labels: Record<string, string>,
 ): Promise<number | undefined> {
-  const samples = parse(await metrics.registry.metrics()).filter(
-    (s) =>
-      s.name === name &&
-      Object.keys(s.labels).length === Object.keys(labels).length &&
-      Object.entries(labels).every(([k, v]) => s.labels[k] === v),
-  );
-  expect(samples.length).toBeLessThanOrEqual(1);
-  return samples[0]?.value;
+  return sampleValue(parsePrometheusText(await metrics.registry.metrics()), name, labels);
 }
 
 function testMetrics(now: () => number = () => 0): Metrics {
@@ -147,7 +118,7 @@ describe('Metrics', () => {
       metrics.checkpointed(mapping, 1_699_999_999);
     }
     await metrics.forgetMapping('orders');
-    const samples = parse(await metrics.registry.metrics());
+    const samples = parsePrometheusText(await metrics.registry.metrics());
     expect(samples.filter((s) => s.labels.mapping === 'orders')).toEqual([]);
     expect(samples.filter((s) => s.labels.mapping === 'users').length).toBeGreaterThan(20);
   });

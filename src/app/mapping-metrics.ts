@@ -1,0 +1,63 @@
+import { type SinkObserver } from '../bigquery/sink.js';
+import { type CheckpointStore } from '../core/ports.js';
+import { type StreamObserver } from '../core/stream-loop.js';
+import { errorClassOf, type Metrics } from '../observability/metrics.js';
+
+/**
+ * One mapping's metrics in the shapes the stream loop and the sink report through, so that neither
+ * knows about Prometheus.
+ */
+export class MappingMetrics implements StreamObserver, SinkObserver {
+  constructor(
+    private readonly metrics: Metrics,
+    private readonly mapping: string,
+  ) {}
+
+  eventsRead(operation: string, count: number): void {
+    this.metrics.eventsRead(this.mapping, operation, count);
+  }
+
+  lookupMissed(): void {
+    this.metrics.lookupMissed(this.mapping);
+  }
+
+  batchWritten(rows: number, bytes: number, seconds: number): void {
+    this.metrics.batchWritten(this.mapping, rows, bytes, seconds);
+  }
+
+  deadLettered(rows: number): void {
+    this.metrics.deadLettered(this.mapping, rows);
+  }
+
+  /** A request is retried after this error (the sink's `onRetry`). */
+  retried(error: unknown): void {
+    this.metrics.retried(this.mapping, errorClassOf(error));
+  }
+
+  /** The mapping stopped on this error; the supervisor restarts it or waits for new settings. */
+  failed(error: unknown): void {
+    this.metrics.failed(this.mapping, errorClassOf(error));
+  }
+
+  backfillStarted(estimatedDocuments: number): void {
+    this.metrics.backfillStarted(this.mapping, estimatedDocuments);
+  }
+
+  backfillCopied(documents: number): void {
+    this.metrics.backfillCopied(this.mapping, documents);
+  }
+
+  /**
+   * `store`, reporting every saved checkpoint: a change-stream position sets the replication lag's cluster
+   * time, and any save (backfill progress too) resets the checkpoint age.
+   */
+  observeCheckpoints(store: CheckpointStore): CheckpointStore {
+    return {
+      load: (signal) => store.load(signal),
+      save: async (checkpoint, signal) => {
+        await store.save(checkpoint, signal);
+        this.metrics.checkpointed(this.mapping, checkpoint.position?.clusterTime.t);
+      },
+    };
+  }
+}

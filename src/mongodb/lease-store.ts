@@ -1,0 +1,153 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { type Collection, type Document, MongoServerError } from 'mongodb';
+import { DEFAULT_LEASE_TTL_MS } from '../config/bootstrap.js';
+import { type Lease, type LeaseStore } from '../core/ports.js';
+
+/** Records of instances dead for longer than this are deleted, so restarts do not pile them up. */
+const DEAD_INSTANCE_RETENTION_MS = 60 * 60_000;
+const DUPLICATE_KEY = 11_000;
+
+type Clock = () => number;
+
+export interface MongoLeaseStoreOptions {
+  readonly ttlMs?: number;
+  /** This instance's name in the lease documents; unique per process (host, pid and a random part). */
+  readonly owner?: string;
+  readonly clock?: Clock;
+}
+
+/** A name for this process that no other process shares, readable in the lease documents. */
+export function instanceName(): string {
+  return `${hostname()}/${process.pid}/${randomBytes(3).toString('hex')}`;
+}
+
+const mappingKey = (mappingId: string) => `mapping:${mappingId}`;
+
+function tokenOf(doc: Document | null): number | undefined {
+  const token: unknown = doc?.token;
+  return typeof token === 'number' || typeof token === 'bigint' ? Number(token) : undefined;
+}
+
+/**
+ * Leases as documents of one collection (next to the settings): `{_id: "mapping:<id>", owner, token,
+ * expiresAt}` per mapping, and `{_id: "instance:<name>", kind: "instance", expiresAt}` per live instance.
+ * Taking a lease is one atomic update that matches only a free or expired lease and increments its token.
+ * Expiry is by this process's clock: instances need clocks in step within a fraction of the TTL (NTP), and
+ * even when they are not, fencing keeps the checkpoints safe; only a takeover comes early or late.
+ */
+export class MongoLeaseStore implements LeaseStore {
+  readonly ttlMs: number;
+  readonly owner: string;
+  readonly #clock: Clock;
+
+  constructor(
+    private readonly collection: Collection,
+    options: MongoLeaseStoreOptions = {},
+  ) {
+    this.ttlMs = options.ttlMs ?? DEFAULT_LEASE_TTL_MS;
+    this.owner = options.owner ?? instanceName();
+    this.#clock = options.clock ?? Date.now;
+  }
+
+  async heartbeat(signal: AbortSignal): Promise<number> {
+    signal.throwIfAborted();
+    const now = this.#clock();
+    await this.collection.updateOne(
+      { _id: `instance:${this.owner}` } as Document,
+      { $set: { kind: 'instance', owner: this.owner, expiresAt: new Date(now + this.ttlMs) } },
+      { upsert: true },
+    );
+    await this.collection.deleteMany({
+      kind: 'instance',
+      expiresAt: { $lt: new Date(now - DEAD_INSTANCE_RETENTION_MS) },
+    });
+    return this.collection.countDocuments({ kind: 'instance', expiresAt: { $gt: new Date(now) } });
+  }
+
+  async tryAcquire(
+    mappingId: string,
+    floor: number | undefined,
+    signal: AbortSignal,
+  ): Promise<Lease | undefined> {
+    signal.throwIfAborted();
+    const now = this.#clock();
+    const expiresAt = new Date(now + this.ttlMs);
+    const taken = await this.collection.findOneAndUpdate(
+      {
+        _id: mappingKey(mappingId),
+        $or: [{ owner: null }, { expiresAt: { $lte: new Date(now) } }],
+      } as Document,
+      {
+        $set: { kind: 'mapping', owner: this.owner, expiresAt, acquiredAt: new Date(now) },
+        $inc: { token: 1 },
+      },
+      { returnDocument: 'after' },
+    );
+    let token = tokenOf(taken);
+    if (token === undefined) {
+      try {
+        token = (floor ?? 0) + 1;
+        await this.collection.insertOne({
+          _id: mappingKey(mappingId),
+          kind: 'mapping',
+          owner: this.owner,
+          token,
+          expiresAt,
+          acquiredAt: new Date(now),
+        } as Document);
+      } catch (error) {
+        // Someone holds it (the filter above did not match an existing, live lease).
+        if (error instanceof MongoServerError && error.code === DUPLICATE_KEY) return undefined;
+        throw error;
+      }
+    } else if (floor !== undefined && token <= floor) {
+      // The leases were reset or lost while the settings kept a newer token: continue above it.
+      const raised = floor + 1;
+      const result = await this.collection.updateOne(
+        { _id: mappingKey(mappingId), owner: this.owner, token } as Document,
+        { $set: { token: raised } },
+      );
+      if (result.matchedCount === 0) return undefined;
+      token = raised;
+    }
+    return { mappingId, token };
+  }
+
+  async renew(lease: Lease, signal: AbortSignal): Promise<boolean> {
+    signal.throwIfAborted();
+    const result = await this.collection.updateOne(
+      { _id: mappingKey(lease.mappingId), owner: this.owner, token: lease.token } as Document,
+      { $set: { expiresAt: new Date(this.#clock() + this.ttlMs) } },
+    );
+    return result.matchedCount === 1;
+  }
+
+  async release(lease: Lease): Promise<void> {
+    // The token stays: the next owner's is greater.
+    await this.collection.updateOne(
+      { _id: mappingKey(lease.mappingId), owner: this.owner, token: lease.token } as Document,
+      { $set: { owner: null, expiresAt: new Date(0) } },
+    );
+  }
+
+  async leave(): Promise<void> {
+    await this.collection.deleteOne({ _id: `instance:${this.owner}` } as Document);
+  }
+
+  /** Who holds what, for `status` and the tests: mapping id to owner and token. */
+  async holders(): Promise<Map<string, { owner: string | null; token: number; expiresAt: Date }>> {
+    const docs = await this.collection.find({ kind: 'mapping' }).toArray();
+    const holders = new Map<string, { owner: string | null; token: number; expiresAt: Date }>();
+    for (const doc of docs) {
+      const id = String(doc._id).slice('mapping:'.length);
+      const live = doc.expiresAt instanceof Date && doc.expiresAt.getTime() > this.#clock();
+      holders.set(id, {
+        owner: live && typeof doc.owner === 'string' ? doc.owner : null,
+        token: tokenOf(doc) ?? 0,
+        expiresAt: doc.expiresAt instanceof Date ? doc.expiresAt : new Date(0),
+      });
+    }
+    return holders;
+  }
+}

@@ -1,0 +1,118 @@
+import { randomBytes } from 'node:crypto';
+import { MongoClient, type Collection, type Document } from 'mongodb';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FencedOutError } from '../../../src/errors.js';
+import { SettingsCheckpointStore } from '../../../src/mongodb/checkpoint-store.js';
+import { MongoLeaseStore } from '../../../src/mongodb/lease-store.js';
+import { MongoSettingsStore } from '../../../src/mongodb/settings-store.js';
+
+let client: MongoClient;
+const signal = new AbortController().signal;
+
+beforeAll(async () => {
+  client = new MongoClient(process.env.MBA_TEST_MONGODB_URI ?? '');
+  await client.connect();
+});
+
+afterAll(async () => {
+  await client.close();
+});
+
+function collections(): { db: string; leases: Collection; settings: Collection } {
+  const db = `lease_${randomBytes(4).toString('hex')}`;
+  return {
+    db,
+    leases: client.db(db).collection('bigquery_archiver_settings_leases'),
+    settings: client.db(db).collection('bigquery_archiver_settings'),
+  };
+}
+
+/** A lease store whose clock the test sets. */
+function instance(leases: Collection, owner: string) {
+  const clock = { now: 1_000_000 };
+  const store = new MongoLeaseStore(leases, { owner, ttlMs: 1_000, clock: () => clock.now });
+  return { store, clock };
+}
+
+describe('leases in MongoDB', () => {
+  it('gives a mapping to one instance at a time, and to another with a greater token once it expires', async () => {
+    const { leases } = collections();
+    const a = instance(leases, 'a');
+    const b = instance(leases, 'b');
+    const first = { mappingId: 'orders', token: 1 };
+    expect(await a.store.tryAcquire('orders', undefined, signal)).toEqual(first);
+    expect(await b.store.tryAcquire('orders', undefined, signal)).toBeUndefined();
+    expect(await a.store.renew(first, signal)).toBe(true);
+
+    // `a` stops renewing; past the TTL, `b` takes the lease and `a` learns it lost it.
+    b.clock.now += 1_001;
+    const second = { mappingId: 'orders', token: 2 };
+    expect(await b.store.tryAcquire('orders', undefined, signal)).toEqual(second);
+    expect(await a.store.renew(first, signal)).toBe(false);
+    // A stale release does not free the new owner's lease.
+    await a.store.release(first);
+    expect((await b.store.holders()).get('orders')).toMatchObject({ owner: 'b', token: 2 });
+
+    // Released at shutdown: free at once, and the token still grows.
+    await b.store.release(second);
+    expect(await a.store.tryAcquire('orders', undefined, signal)).toEqual({ mappingId: 'orders', token: 3 });
+  });
+
+  it('counts the live instances from their heartbeats', async () => {
+    const { leases } = collections();
+    const a = instance(leases, 'a');
+    const b = instance(leases, 'b');
+    expect(await a.store.heartbeat(signal)).toBe(1);
+    expect(await b.store.heartbeat(signal)).toBe(2);
+    a.clock.now += 1_001;
+    // `b` did not beat again within the TTL: only `a` counts.
+    expect(await a.store.heartbeat(signal)).toBe(1);
+    await a.store.leave();
+    b.clock.now += 1_001;
+    expect(await b.store.heartbeat(signal)).toBe(1);
+  });
+
+  it('continues above the newest token the settings carry, even when the leases were wiped', async () => {
+    const { leases } = collections();
+    const a = instance(leases, 'a');
+    expect(await a.store.tryAcquire('orders', 7, signal)).toEqual({ mappingId: 'orders', token: 8 });
+    await a.store.release({ mappingId: 'orders', token: 8 });
+    expect(await a.store.tryAcquire('orders', 11, signal)).toEqual({ mappingId: 'orders', token: 12 });
+    await leases.deleteMany({});
+    expect(await a.store.tryAcquire('orders', 12, signal)).toEqual({ mappingId: 'orders', token: 13 });
+  });
+});
+
+describe('fenced writes of a mapping', () => {
+  it('refuse a checkpoint or a state from an owner older than the newest, which cannot move the checkpoint back', async () => {
+    const { db, settings } = collections();
+    await settings.insertOne({
+      _id: 'orders',
+      mongo_database: 'shop',
+      mongo_collection: 'orders',
+      bigquery_table: 'orders',
+    } as Document);
+    const old = new SettingsCheckpointStore(settings, 'orders', 'scope', 1);
+    const current = new SettingsCheckpointStore(settings, 'orders', 'scope', 2);
+    const at = (i: number) => ({ token: `tok${i}`, clusterTime: { t: 1_700_000_000, i } });
+
+    await old.save({ position: at(5) }, signal);
+    await current.save({ position: at(9) }, signal);
+    // The paused old owner wakes up and tries to save where it had got to.
+    await expect(old.save({ position: at(6) }, signal)).rejects.toBeInstanceOf(FencedOutError);
+    expect((await current.load(signal)).position).toEqual(at(9));
+
+    const store = new MongoSettingsStore(client, { database: db, collection: settings.collectionName });
+    await expect(store.reportStatus('orders', { state: 'stopped' }, 1)).rejects.toBeInstanceOf(
+      FencedOutError,
+    );
+    await expect(store.saveColumns('orders', [{ name: 'x', type: 'STRING' }], 1)).rejects.toBeInstanceOf(
+      FencedOutError,
+    );
+    await store.reportStatus('orders', { state: 'streaming' }, 2);
+    const doc = await settings.findOne({ _id: 'orders' } as Document);
+    expect(doc?.status).toMatchObject({ state: 'streaming', fence: 2 });
+    expect(doc?.columns).toBeUndefined();
+    expect(await store.fenceOf('orders', signal)).toBe(2);
+  });
+});
