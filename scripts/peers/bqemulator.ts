@@ -1,19 +1,10 @@
-import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { bigQueryTestEnv, BIGQUERY_TEST_PROJECT } from './bigquery-env.js';
 import { buildOnce, contentKey } from './cache.js';
 import { REPO_ROOT } from './paths.js';
-import {
-  awaitReady,
-  freePort,
-  httpOk,
-  PeerSetupError,
-  run,
-  spawnPeerProcess,
-  startedPeer,
-  tcpOpen,
-} from './process.js';
+import { PYTHON, PYTHON_VENV_PREREQUISITE, pythonIdentity } from './python.js';
+import { awaitReady, freePort, httpOk, run, spawnPeerProcess, startedPeer, tcpOpen } from './process.js';
 import { type PeerDefinition, type StartedPeer } from './types.js';
 
 const NAME = 'bqemulator';
@@ -24,19 +15,8 @@ const CONSTRAINTS = join(SOURCE_DIR, 'constraints.txt');
 const INSTALL_SPATIAL = join(SOURCE_DIR, 'install_spatial.py');
 /** Top-level packages; their versions, and those of everything they pull in, come from CONSTRAINTS. */
 const PACKAGES = ['bqemulator', 'duckdb', 'duckdb-extension-spatial', 'numpy'] as const;
-const PYTHON = 'python3';
 const INSTALL_TIMEOUT_MS = 15 * 60_000;
 const START_TIMEOUT_MS = 60_000;
-
-/** Version and prefix of the Python a venv would be made from: a venv breaks when its base Python changes. */
-function pythonIdentity(): string {
-  const result = spawnSync(PYTHON, ['-c', 'import sys; print(sys.version, sys.base_prefix)'], {
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
-  if (result.status !== 0) throw new PeerSetupError(`${PYTHON} does not run: ${result.stderr}`);
-  return result.stdout.trim();
-}
 
 function installDir(cacheDir: string): string {
   const key = contentKey([VERSION, pythonIdentity()], [CONSTRAINTS, INSTALL_SPATIAL]);
@@ -52,14 +32,7 @@ export const bqemulator: PeerDefinition = {
   name: NAME,
   kind: 'bigquery',
   version: VERSION,
-  prerequisites: [
-    {
-      command: PYTHON,
-      // Checks the version and that venv and ensurepip exist (Debian ships them apart, in python3-venv).
-      versionArgs: ['-c', 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11), sys.version'],
-      hint: 'Python 3.11 or newer with venv (Debian: apt-get install python3 python3-venv)',
-    },
-  ],
+  prerequisites: [PYTHON_VENV_PREREQUISITE],
 
   async install(ctx) {
     const built = await buildOnce(installDir(ctx.cacheDir), async (target) => {
