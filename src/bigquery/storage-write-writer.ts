@@ -21,6 +21,9 @@ const REQUEST_ENVELOPE_BYTES = 4_096;
 const DEFAULT_OPEN_TIMEOUT_MS = 30_000;
 const TRACE_ID = 'mongo-bigquery-archiver';
 const GRPC_INTERNAL = 13;
+const GRPC_DEADLINE_EXCEEDED = 4;
+/** An append unanswered this long is given up (and retried by the sink on a new connection). */
+export const DEFAULT_APPEND_TIMEOUT_MS = 60_000;
 
 /** Where a Storage Write writer runs: Google's BigQuery, or one of the emulators the tests use. */
 export const STORAGE_WRITE_TARGETS = ['bigquery', 'bqemulator', 'goccy-bigquery-emulator'] as const;
@@ -61,6 +64,8 @@ export interface StorageWriteWriterOptions {
   readonly schema: readonly TableField[];
   /** Deadline of the GetWriteStream call that opens the stream (default 30 s). */
   readonly openTimeoutMs?: number;
+  /** How long an append may go unanswered before it fails as retryable (default DEFAULT_APPEND_TIMEOUT_MS). */
+  readonly appendTimeoutMs?: number;
 }
 
 /** A non-OK `google.rpc.Status` of an append response, with its gRPC code for classification. */
@@ -99,6 +104,7 @@ export class StorageWriteWriter implements TableWriter {
   readonly #clients: StorageWriteWriterOptions['clients'];
   readonly #destinationTable: string;
   readonly #openTimeoutMs: number;
+  readonly #appendTimeoutMs: number;
   #encoder: RowEncoder;
   #descriptorBytes: number;
   #writer: managedwriter.Writer | undefined;
@@ -111,6 +117,7 @@ export class StorageWriteWriter implements TableWriter {
     this.#clients = options.clients;
     this.#destinationTable = `projects/${options.clients.projectId}/datasets/${assertDatasetId(options.datasetId)}/tables/${assertTableId(options.tableId)}`;
     this.#openTimeoutMs = options.openTimeoutMs ?? DEFAULT_OPEN_TIMEOUT_MS;
+    this.#appendTimeoutMs = options.appendTimeoutMs ?? DEFAULT_APPEND_TIMEOUT_MS;
     this.#encoder = compileRowEncoder(options.schema);
     this.#descriptorBytes = descriptorSize(this.#encoder);
   }
@@ -222,11 +229,32 @@ export class StorageWriteWriter implements TableWriter {
     this.#inFlight.add(result);
     const settled = () => this.#inFlight.delete(result);
     result.then(settled, settled);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        // No answer: the connection is presumed broken. Drop it (a retry opens a new one) and forget the
+        // request, so neither close nor a schema change waits for it. If it did land, the retry writes the
+        // same rows again, which the views absorb (same `_event_id`).
+        this.#inFlight.delete(result);
+        if (this.#writer === writer) {
+          this.#writer = undefined;
+          writer.close();
+        }
+        reject(
+          new AppendStatusError(
+            GRPC_DEADLINE_EXCEEDED,
+            `no answer to an append within ${this.#appendTimeoutMs} ms`,
+          ),
+        );
+      }, this.#appendTimeoutMs);
+    });
     try {
-      return await abortable(result, signal);
+      return await abortable(Promise.race([result, deadline]), signal);
     } catch (error) {
       if (signal?.aborted && error === signal.reason) throw error;
       throw toBigQueryError(error, `Storage Write append to ${this.#destinationTable}`);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -75,7 +75,10 @@ class ScriptedClient {
   }
 }
 
-function scripted(answer: (request: AppendRowsRequest, n: number) => Promise<AppendRowsResponse>) {
+function scripted(
+  answer: (request: AppendRowsRequest, n: number) => Promise<AppendRowsResponse>,
+  options: { appendTimeoutMs?: number } = {},
+) {
   const connection = new ScriptedConnection(answer);
   const client = new ScriptedClient(connection);
   const writer = new StorageWriteWriter({
@@ -83,6 +86,7 @@ function scripted(answer: (request: AppendRowsRequest, n: number) => Promise<App
     datasetId: 'ds',
     tableId: 'history',
     schema: SCHEMA,
+    ...options,
   });
   return { writer, connection, client };
 }
@@ -244,6 +248,23 @@ describe('StorageWriteWriter on a scripted stream', () => {
     answer(OK);
     await closing;
     expect(connection.closed).toBe(true);
+  });
+
+  it('gives up an append left unanswered past its deadline as retryable, on a new connection next time', async () => {
+    const { writer, connection, client } = scripted(
+      (_, n) => (n === 1 ? new Promise<AppendRowsResponse>(() => undefined) : Promise.resolve(OK)),
+      { appendTimeoutMs: 50 },
+    );
+    const failure = await failureOf(writer.append(rows(2)));
+    expect(failure).toBeInstanceOf(BigQueryError);
+    expect((failure as BigQueryError).failureClass).toBe('retryable');
+    expect((failure as Error).message).toMatch(/no answer to an append within 50 ms/);
+    expect(connection.closed).toBe(true);
+    // The retry opens the stream again and lands; close does not wait for the request that never answered.
+    expect(await writer.append(rows(2))).toEqual({ rejected: [] });
+    expect(client.streamLookups).toHaveLength(2);
+    expect(connection.rowsOf(1)).toEqual(connection.rowsOf(0));
+    await writer.close();
   });
 
   it('sends nothing for an already aborted signal', async () => {
