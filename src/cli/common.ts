@@ -9,9 +9,13 @@ export interface GlobalOptions {
   readonly config?: string;
 }
 
+/** The bootstrap configuration; a key of config.json that is not one (a typo) is a warning on stderr. */
 export function loadConfig(options: GlobalOptions): BootstrapConfig {
   return loadBootstrapConfig({
     ...(options.config !== undefined && { path: options.config, explicitPath: true }),
+    onUnknownKey: (message) => {
+      console.error(`warning: ${message}`);
+    },
   });
 }
 

@@ -62,6 +62,31 @@ export interface LoadOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** True when the path was given explicitly (`--config`): then a missing file is an error. */
   readonly explicitPath?: boolean;
+  /** Told of each key of the file that is not a configuration key (a typo, most likely); it is ignored. */
+  readonly onUnknownKey?: (message: string) => void;
+}
+
+/** The known key closest to `key` when it is a plausible typo of it (case, a letter or two). */
+function closestKey(key: string): string | undefined {
+  let best: { key: string; distance: number } | undefined;
+  for (const known of KEYS) {
+    const distance = editDistance(key.toUpperCase(), known);
+    if (distance <= 2 && (best === undefined || distance < best.distance)) best = { key: known, distance };
+  }
+  return best?.key;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const substitution = (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1);
+      current.push(Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, substitution));
+    }
+    previous = current;
+  }
+  return previous[b.length] ?? 0;
 }
 
 /**
@@ -93,6 +118,13 @@ export function loadBootstrapConfig(options: LoadOptions = {}): BootstrapConfig 
         cause: error,
       });
     }
+  }
+  for (const key of Object.keys(fromFile)) {
+    if ((KEYS as readonly string[]).includes(key)) continue;
+    const suggestion = closestKey(key);
+    options.onUnknownKey?.(
+      `${path}: unknown key ${key}${suggestion === undefined ? '' : ` (did you mean ${suggestion}?)`}; it is ignored`,
+    );
   }
   const merged: Record<string, unknown> = {};
   for (const key of KEYS) {

@@ -58,6 +58,23 @@ describe('bootstrap configuration', () => {
     ]);
   });
 
+  it('warns of a key of config.json it does not know, with the key it probably meant, and ignores it', () => {
+    const warnings: string[] = [];
+    const path = configFile({ ...original, LEASE_TTL_SM: 5_000, metrics_port: 9000, NOTES: 'x' });
+    const config = loadBootstrapConfig({ path, env: {}, onUnknownKey: (m) => warnings.push(m) });
+    expect(config.LEASE_TTL_MS).toBe(15_000);
+    expect(config.METRICS_PORT).toBe(9_464);
+    expect(warnings).toEqual([
+      `${path}: unknown key LEASE_TTL_SM (did you mean LEASE_TTL_MS?); it is ignored`,
+      `${path}: unknown key metrics_port (did you mean METRICS_PORT?); it is ignored`,
+      `${path}: unknown key NOTES; it is ignored`,
+    ]);
+    // The original's four keys alone raise nothing.
+    const quiet: string[] = [];
+    loadBootstrapConfig({ path: configFile(original), env: {}, onUnknownKey: (m) => quiet.push(m) });
+    expect(quiet).toEqual([]);
+  });
+
   it('works from the environment alone when the default file is absent', () => {
     const config = loadBootstrapConfig({ path: '/nonexistent/config.json', env: { ...original } });
     expect(config.BIGQUERY_PROJECT).toBe('my-project');
