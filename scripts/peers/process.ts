@@ -288,6 +288,15 @@ export function killProcessGroupNow(pid: number): void {
   signalGroup(pid, 'SIGKILL');
 }
 
+/**
+ * Records a process group started by a test (a daemon), so the watchdog of this process (startWatchdog) kills
+ * it should this process die first. Forget it (forgetPid) once it exited: a recorded pid may be reused.
+ */
+export function rememberPid(runDir: string, name: string, pid: number): void {
+  mkdirSync(join(runDir, 'pids'), { recursive: true });
+  writeFileSync(pidFile(runDir, name), String(pid));
+}
+
 export function forgetPid(runDir: string, name: string): void {
   rmSync(pidFile(runDir, name), { force: true });
 }

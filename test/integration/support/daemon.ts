@@ -2,11 +2,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Document, type MongoClient } from 'mongodb';
 import { expect } from 'vitest';
+import { peerContext } from '../../../scripts/peers/lib.js';
+import { forgetPid, rememberPid, startWatchdog } from '../../../scripts/peers/process.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { docIdString } from '../../../src/transform/values.js';
 import { bigQueryTestEnv, type BigQueryTestEnv } from './bigquery.js';
 
 export const SETTINGS_COLLECTION = 'bigquery_archiver_settings';
+const RUN_DIR = peerContext().runDir;
+let watchdogStarted = false;
 
 export interface DaemonProcess {
   readonly child: ChildProcess;
@@ -40,7 +44,13 @@ export function daemonEnv(
 
 /** The daemon as its own process (`node --import tsx src/main.ts run`), configured by the environment. */
 export function spawnDaemon(env: NodeJS.ProcessEnv, options: { capture?: boolean } = {}): DaemonProcess {
+  // Its own process group, recorded for this test process's watchdog: a killed test leaves no daemon behind.
+  if (!watchdogStarted) {
+    startWatchdog(RUN_DIR);
+    watchdogStarted = true;
+  }
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'run'], {
+    detached: true,
     env: { ...process.env, ...env },
     stdio: [
       'ignore',
@@ -53,8 +63,11 @@ export function spawnDaemon(env: NodeJS.ProcessEnv, options: { capture?: boolean
     chunks.push(chunk);
     if (process.env.MBA_DEBUG_DAEMON) process.stdout.write(chunk);
   });
+  const name = `daemon-${String(child.pid)}`;
+  if (child.pid !== undefined) rememberPid(RUN_DIR, name, child.pid);
   const exited = new Promise<number | null>((resolve) => {
     child.once('exit', (code) => {
+      forgetPid(RUN_DIR, name);
       resolve(code);
     });
   });
