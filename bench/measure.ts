@@ -42,3 +42,29 @@ export function compare<T>(
   }
   return { floor: median(f), value: median(v) };
 }
+
+/**
+ * Runs the asynchronous `pass` (which handles `items` items) repeatedly for about `ms` milliseconds; returns
+ * items per second and the CPU time of the whole process (every thread) per second of wall time.
+ */
+export async function throughputAsync(
+  items: number,
+  pass: () => Promise<unknown>,
+  ms: number,
+): Promise<{ perSecond: number; cores: number; items: number }> {
+  let done = 0;
+  const cpu = process.cpuUsage();
+  const start = performance.now();
+  let elapsed = 0;
+  while (elapsed < ms) {
+    await pass();
+    done += items;
+    elapsed = performance.now() - start;
+  }
+  const used = process.cpuUsage(cpu);
+  return {
+    perSecond: (done / elapsed) * 1000,
+    cores: (used.user + used.system) / 1000 / elapsed,
+    items: done,
+  };
+}

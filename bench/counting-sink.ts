@@ -1,0 +1,104 @@
+// The in-process end of the pipeline benchmark: the real writers and sink (src/bigquery), with the network
+// replaced by a counter of the bytes each request would put on the wire.
+import { type Table } from '@google-cloud/bigquery';
+import { managedwriter, protos } from '@google-cloud/bigquery-storage';
+import { InsertAllWriter } from '../src/bigquery/insert-all-writer.js';
+import { BigQuerySink } from '../src/bigquery/sink.js';
+import { type DescriptorProto } from '../src/bigquery/proto-encoder.js';
+import { StorageWriteWriter } from '../src/bigquery/storage-write-writer.js';
+import { type WriterKind } from '../src/bigquery/writer.js';
+import { type BatchLimits } from '../src/core/batcher.js';
+import { type TableField } from '../src/schema/types.js';
+
+type AppendRowsRequest = protos.google.cloud.bigquery.storage.v1.IAppendRowsRequest;
+const AppendRowsRequestType = protos.google.cloud.bigquery.storage.v1.AppendRowsRequest;
+
+export interface WireCounter {
+  requests: number;
+  bytes: number;
+}
+
+export function wireCounter(): WireCounter {
+  return { requests: 0, bytes: 0 };
+}
+
+/** Stands in for `Table.request`: the body becomes its JSON bytes, as the HTTP client sends it. */
+function countingTable(counter: WireCounter): Table {
+  const table = {
+    id: 'history',
+    request(options: { json: unknown }): Promise<unknown> {
+      counter.requests++;
+      counter.bytes += Buffer.from(JSON.stringify(options.json), 'utf8').length;
+      return Promise.resolve([{}]);
+    },
+  };
+  return table as unknown as Table;
+}
+
+/**
+ * Stands in for the library's StreamConnection: each request is serialised as gRPC serialises it
+ * (@grpc/proto-loader: `fromObject`, then `encode`) and counted; BigQuery's answer is an empty success.
+ */
+function countingConnection(counter: WireCounter) {
+  return {
+    getStreamId: () => 'projects/bench/datasets/bench/tables/history/streams/_default',
+    write(request: AppendRowsRequest) {
+      counter.requests++;
+      counter.bytes += AppendRowsRequestType.encode(
+        AppendRowsRequestType.fromObject(request),
+      ).finish().length;
+      return { getResult: () => Promise.resolve({}) };
+    },
+    reconnect: () => undefined,
+    close: () => undefined,
+    onConnectionError: () => ({ off: () => undefined }),
+  };
+}
+
+function countingWriterClient(counter: WireCounter): managedwriter.WriterClient {
+  const connection = countingConnection(counter);
+  const client = {
+    getWriteStream: () => Promise.resolve([{}]),
+    createStreamConnection: () => Promise.resolve(connection),
+  };
+  return client as unknown as managedwriter.WriterClient;
+}
+
+/** The production sink (batching, retries, dead letters) over the production writer of `kind`. */
+export function countingSink(
+  kind: WriterKind,
+  schema: readonly TableField[],
+  counter: WireCounter,
+  limits?: BatchLimits,
+): BigQuerySink {
+  const writer =
+    kind === 'insert-all'
+      ? new InsertAllWriter(countingTable(counter))
+      : new StorageWriteWriter({
+          clients: { projectId: 'bench', writerClient: countingWriterClient(counter) },
+          datasetId: 'bench',
+          tableId: 'history',
+          schema,
+        });
+  return new BigQuerySink({
+    mappingId: 'bench',
+    writer,
+    deadLetterWriter: new InsertAllWriter(countingTable(wireCounter()), 'event_id'),
+    ...(limits && { limits }),
+  });
+}
+
+/**
+ * The client library's Writer over the counting connection: what StorageWriteWriter appends through, for
+ * rows that are already serialized.
+ */
+export function countingAppender(descriptor: DescriptorProto, counter: WireCounter): managedwriter.Writer {
+  const connection = countingConnection(counter) as unknown as ConstructorParameters<
+    typeof managedwriter.Writer
+  >[0]['connection'];
+  return new managedwriter.Writer({
+    connection,
+    protoDescriptor: descriptor,
+    traceId: 'mongo-bigquery-archiver',
+  });
+}

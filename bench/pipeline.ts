@@ -1,0 +1,387 @@
+// Pipeline benchmark (DESIGN section 10): change events/s from recorded BSON change events through decode,
+// mapping, batching and request encoding into an in-process sink, against the floor (BSON decode +
+// JSON.stringify of the same events) measured alternately in the same run; then peak RSS during a backfill
+// of generated documents. Everything runs the production modules; only the network is replaced by a
+// counter of the bytes each request would send (bench/counting-sink.ts).
+//
+// Paths measured, for each writer (storage-write, the default, and insert-all):
+// - stream-loop: what the daemon runs, on one thread: runStreamLoop pulling decoded, normalised events from
+//   a source standing in for the change stream, changeRecord, rowBytes, Batcher, then BigQuerySink
+//   (splitIntoBatches) and the real writer, whose request is serialised as gRPC or the HTTP client would;
+// - encoder: ParallelChangeEncoder (src/core/change-encoder.ts; not used by the daemon yet) decoding,
+//   normalising, mapping (changeRecord) and encoding each row once, on this thread (workers 0) or on
+//   worker threads; this thread batches (Batcher, splitIntoBatches) and assembles each request.
+//
+// Environment: MBA_BENCH_EVENTS (recorded events, default 10000), MBA_BENCH_THREADS (worker threads of the
+// parallel path, default 2), MBA_BENCH_DOCS (backfill documents, default 1000000, 0 skips the backfill),
+// BENCH_ROUNDS (default 5) and BENCH_ROUND_MS (default 1000). MBA_BENCH_EVENTS=0 skips the throughput part.
+import { loadavg, availableParallelism } from 'node:os';
+import { deserialize } from 'bson';
+import {
+  compileChangeEncoder,
+  DEFAULT_TASK_EVENTS,
+  insertAllRequestBody,
+  encodedRow,
+  ParallelChangeEncoder,
+  type EncodedChanges,
+} from '../src/core/change-encoder.js';
+import { Batcher, DEFAULT_BATCH_LIMITS, splitIntoBatches } from '../src/core/batcher.js';
+import { backfillRecord, changeRecord } from '../src/core/history-rows.js';
+import { type ClusterTime, type Position } from '../src/core/model.js';
+import { type ChangeSource, type Checkpoint, type CheckpointStore } from '../src/core/ports.js';
+import { DEFAULT_STREAM_BATCH_SIZE, rowBytes, runStreamLoop } from '../src/core/stream-loop.js';
+import { compileRowEncoder, storageWriteDescriptor } from '../src/bigquery/proto-encoder.js';
+import { WRITER_KINDS, type WriterKind } from '../src/bigquery/writer.js';
+import { normalizeChangeEvent } from '../src/mongodb/change-event.js';
+import { encodeId } from '../src/mongodb/checkpoint-store.js';
+import { DEFAULT_BACKFILL_CHUNK } from '../src/mongodb/snapshot-reader.js';
+import { inferColumns } from '../src/schema/infer.js';
+import { historyTableSchema } from '../src/schema/table-schema.js';
+import { type ColumnSpec } from '../src/schema/types.js';
+import { BSON_DECODE_OPTIONS } from '../src/transform/bson-kind.js';
+import { compileRowMapper } from '../src/transform/row-mapper.js';
+import { generatedCollection, OPERATION_MIX, recordedChangeEvents } from './change-events.js';
+import { countingAppender, countingSink, wireCounter, type WireCounter } from './counting-sink.js';
+import { median, throughput, throughputAsync } from './measure.js';
+
+const EVENTS = Number(process.env.MBA_BENCH_EVENTS ?? 10_000);
+const THREADS = Number(process.env.MBA_BENCH_THREADS ?? 2);
+const BACKFILL_DOCS = Number(process.env.MBA_BENCH_DOCS ?? 1_000_000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const ROUND_MS = Number(process.env.BENCH_ROUND_MS ?? 1_000);
+const MB = 1024 * 1024;
+const SAMPLE = 1_000;
+const SNAPSHOT_START: ClusterTime = { t: 1_764_000_000, i: 1 };
+/** The signal of work that is never aborted. */
+const NEVER = new AbortController().signal;
+
+const lines: string[] = [];
+const load = () => Number((loadavg()[0] ?? 0).toFixed(2));
+const mb = (bytes: number) => Math.round(bytes / MB);
+const rss = () => process.memoryUsage.rss();
+
+console.log(
+  `node ${process.version}, ${availableParallelism()} cores, load average ${loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}`,
+);
+
+/** An in-memory checkpoint store: saving costs nothing, as the bench measures the pipeline only. */
+function memoryCheckpoints(): CheckpointStore & { last: Checkpoint | undefined } {
+  const store = {
+    last: undefined as Checkpoint | undefined,
+    load: () => Promise.resolve(store.last ?? { position: undefined }),
+    save: (checkpoint: Checkpoint) => {
+      store.last = checkpoint;
+      return Promise.resolve();
+    },
+  };
+  return store;
+}
+
+// --- backfill memory (first, so that the process's maximum RSS is the backfill's) -----------------------
+
+async function backfill(): Promise<void> {
+  const writer: WriterKind = 'storage-write';
+  const rssStart = rss();
+  let sample: Record<string, unknown>[] = [];
+  for await (const chunk of generatedCollection(SAMPLE, SAMPLE, BSON_DECODE_OPTIONS)) sample = chunk;
+  const columns = await inferColumns(sample);
+  const mapper = compileRowMapper(columns);
+  const counter = wireCounter();
+  const sink = countingSink(writer, historyTableSchema(columns), counter);
+  const checkpoints = memoryCheckpoints();
+  let copied = 0;
+  let peak = rss();
+  let peakFirst100k = 0;
+  /** RSS after every 100,000 documents. */
+  const series: number[] = [];
+  const started = performance.now();
+  // As MappingRun's backfill: a chunk in `_id` order, its rows, the sink, then the progress checkpoint.
+  for await (const chunk of generatedCollection(BACKFILL_DOCS, DEFAULT_BACKFILL_CHUNK, BSON_DECODE_OPTIONS)) {
+    const last = chunk.at(-1);
+    if (!last) break;
+    const now = new Date();
+    await sink.write(chunk.map((doc) => backfillRecord(mapper, doc, SNAPSHOT_START, now)));
+    copied += chunk.length;
+    await checkpoints.save(
+      {
+        position: undefined,
+        backfill: { snapshotStart: SNAPSHOT_START, lastId: encodeId(last._id), copied, done: false },
+      },
+      NEVER,
+    );
+    const current = rss();
+    peak = Math.max(peak, current);
+    if (copied <= 100_000) peakFirst100k = peak;
+    if (copied % 100_000 === 0) series.push(mb(current));
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const result = {
+    bench: 'pipeline-backfill',
+    writer,
+    docs: copied,
+    docs_per_s: Math.round(copied / seconds),
+    wire_mb: mb(counter.bytes),
+    rss_start_mb: mb(rssStart),
+    rss_at_100k_mb: series[0] ?? null,
+    rss_peak_first_100k_mb: mb(peakFirst100k),
+    rss_peak_mb: mb(peak),
+    rss_end_mb: mb(rss()),
+    // ru_maxrss (KiB on Linux): the process's peak, also between the samples above.
+    max_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    rss_every_100k_mb: series,
+    load_avg_1m: load(),
+  };
+  console.log(
+    `backfill of ${copied.toLocaleString('en')} documents (${writer}): ${result.docs_per_s.toLocaleString('en')} docs/s, ` +
+      `RSS ${result.rss_start_mb} MB at start, ${series.join(', ')} MB after each 100k, peak ${result.rss_peak_mb} MB ` +
+      `(${result.rss_peak_first_100k_mb} MB within the first 100k), max RSS ${result.max_rss_mb} MB`,
+  );
+  lines.push(JSON.stringify(result));
+}
+
+if (BACKFILL_DOCS > 0) await backfill();
+
+// --- throughput --------------------------------------------------------------------------------------
+
+const events = recordedChangeEvents(EVENTS);
+const sampleDocs = events
+  .slice(0, SAMPLE)
+  .map((bytes) => deserialize(bytes, BSON_DECODE_OPTIONS).fullDocument as unknown)
+  .filter((doc): doc is Record<string, unknown> => typeof doc === 'object' && doc !== null);
+const columns: readonly ColumnSpec[] = await inferColumns(sampleDocs);
+const schema = historyTableSchema(columns);
+const mapper = compileRowMapper(columns);
+const avgBytes = Math.round(events.reduce((n, e) => n + e.length, 0) / Math.max(1, events.length));
+
+/** The floor: the same events decoded from BSON and serialised as JSON (bench/transform.ts's definition). */
+const floor = (bytes: Uint8Array) => JSON.stringify(deserialize(bytes));
+
+/** The recorded events in pulls of the change stream's batch size. */
+function pulls(): Uint8Array[][] {
+  const out: Uint8Array[][] = [];
+  for (let i = 0; i < events.length; i += DEFAULT_STREAM_BATCH_SIZE) {
+    out.push(events.slice(i, i + DEFAULT_STREAM_BATCH_SIZE));
+  }
+  return out;
+}
+
+/** One pass of the daemon's path over all events: runStreamLoop over a source replaying the recording. */
+function streamLoopPass(writer: WriterKind, counter: WireCounter): () => Promise<unknown> {
+  const sink = countingSink(writer, schema, counter);
+  const checkpoints = memoryCheckpoints();
+  return async () => {
+    const batches = pulls();
+    const stop = new AbortController();
+    let drained = false;
+    const source: ChangeSource = {
+      open: () =>
+        Promise.resolve({
+          // Decoded and normalised as MongoChangeCursor does with what the driver hands over.
+          next: () => {
+            const raw = batches.shift();
+            if (raw) {
+              const decoded = raw.map((bytes) =>
+                normalizeChangeEvent(deserialize(bytes, BSON_DECODE_OPTIONS)),
+              );
+              return Promise.resolve({ events: decoded, position: undefined });
+            }
+            // Idle once (the loop flushes), then stop.
+            if (drained) stop.abort();
+            drained = true;
+            return Promise.resolve({ events: [], position: undefined });
+          },
+          close: () => Promise.resolve(),
+        }),
+      currentTime: () => Promise.resolve(SNAPSHOT_START),
+    };
+    await runStreamLoop(
+      { source, sink, checkpoints, mapper: () => mapper },
+      { kind: 'startAt', clusterTime: SNAPSHOT_START },
+      stop.signal,
+    );
+  };
+}
+
+interface RowRef {
+  readonly encoded: EncodedChanges;
+  readonly row: number;
+}
+
+/**
+ * The parallel path's consumer, on this thread: the encoder's outputs in order, batched under the same
+ * limits, each request assembled from the encoded rows and handed to the counting transport; the position
+ * after each flush is the checkpoint.
+ */
+function consumer(writer: WriterKind, counter: WireCounter) {
+  const appender = countingAppender(storageWriteDescriptor(schema), counter);
+  const checkpoints = memoryCheckpoints();
+  const send = async (rows: readonly RowRef[]): Promise<void> => {
+    const parts = rows.map((ref) => encodedRow(ref.encoded, ref.row));
+    if (writer === 'storage-write') {
+      await appender.appendRows({ serializedRows: parts }).getResult();
+    } else {
+      counter.requests++;
+      counter.bytes += insertAllRequestBody(parts).length;
+    }
+  };
+  return async (outputs: Iterable<EncodedChanges> | AsyncIterable<EncodedChanges>) => {
+    const batcher = new Batcher<RowRef>(DEFAULT_BATCH_LIMITS);
+    let readUpTo: Position | undefined;
+    const flush = async () => {
+      const { batches } = splitIntoBatches(batcher.take(), DEFAULT_BATCH_LIMITS);
+      for (const batch of batches) await send(batch.map((entry) => entry.item));
+      if (readUpTo) await checkpoints.save({ position: readUpTo }, NEVER);
+    };
+    for await (const encoded of outputs) {
+      const now = Date.now();
+      encoded.rowSizes.forEach((bytes, row) => {
+        batcher.add({ encoded, row }, bytes, now);
+      });
+      const last = encoded.events.at(-1);
+      if (last) readUpTo = { token: last.token, clusterTime: last.clusterTime };
+      if (batcher.due(now)) await flush();
+    }
+    await flush();
+  };
+}
+
+/** One pass of the parallel path over all events. */
+function encoderPass(writer: WriterKind, encoder: ParallelChangeEncoder, counter: WireCounter) {
+  const consume = consumer(writer, counter);
+  return () => consume(encoder.encodeAll(pulls(), () => new Date()));
+}
+
+async function measure(
+  path: string,
+  threads: number,
+  writer: WriterKind,
+  pass: () => Promise<unknown>,
+  counter: WireCounter,
+) {
+  // Warm-up: JIT, worker start-up, the writer's first connection.
+  await throughputAsync(events.length, pass, ROUND_MS);
+  const floors: number[] = [];
+  const values: number[] = [];
+  const cores: number[] = [];
+  let wireBytes = 0;
+  let handled = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    floors.push(throughput(events, floor, ROUND_MS));
+    const bytesBefore = counter.bytes;
+    const result = await throughputAsync(events.length, pass, ROUND_MS);
+    values.push(result.perSecond);
+    cores.push(result.cores);
+    wireBytes += counter.bytes - bytesBefore;
+    handled += result.items;
+  }
+  const f = median(floors);
+  const v = median(values);
+  const ratio = v / f;
+  const bytesPerEvent = wireBytes / Math.max(1, handled);
+  console.log(
+    `${path.padEnd(12)} ${writer.padEnd(13)} workers ${threads}  floor ${Math.round(f).toLocaleString('en')}/s  ` +
+      `pipeline ${Math.round(v).toLocaleString('en')}/s  ratio ${ratio.toFixed(2)}  ` +
+      `CPU ${median(cores).toFixed(2)} cores  ${Math.round(bytesPerEvent)} B/event on the wire  load ${load()}`,
+  );
+  lines.push(
+    JSON.stringify({
+      bench: 'pipeline',
+      path,
+      writer,
+      worker_threads: threads,
+      floor_per_s: Math.round(f),
+      value_per_s: Math.round(v),
+      ratio: Number(ratio.toFixed(3)),
+      cpu_cores: Number(median(cores).toFixed(2)),
+      wire_bytes_per_event: Math.round(bytesPerEvent),
+      load_avg_1m: load(),
+    }),
+  );
+}
+
+/**
+ * What each stage costs alone, in microseconds of one thread per event, each over the previous stage's
+ * output; and the share of the parallel path that stays on this thread (batching, request assembly).
+ */
+async function stages(): Promise<void> {
+  const ms = Math.max(200, ROUND_MS / 2);
+  const us = (inputs: readonly unknown[], perInput: number, fn: (input: never) => unknown) =>
+    1e6 / (median(Array.from({ length: ROUNDS }, () => throughput(inputs as never[], fn, ms))) * perInput);
+  const rows500 = DEFAULT_BATCH_LIMITS.maxRows;
+  const raws = events.map((bytes) => deserialize(bytes, BSON_DECODE_OPTIONS));
+  const changes = raws.map((raw) => normalizeChangeEvent(raw));
+  const writable = changes.filter((e) => e.kind === 'upsert' || e.kind === 'delete');
+  const now = new Date();
+  const rows = writable.map((event) => changeRecord(mapper, event, now).row);
+  const batches: (typeof rows)[] = [];
+  for (let i = 0; i < rows.length; i += rows500) batches.push(rows.slice(i, i + rows500));
+  const rowEncoder = compileRowEncoder(schema);
+  const result: Record<string, number> = {
+    floor_us: us(events, 1, floor),
+    decode_us: us(events, 1, (bytes: Uint8Array) => deserialize(bytes, BSON_DECODE_OPTIONS)),
+    normalize_us: us(raws, 1, (raw: Record<string, unknown>) => normalizeChangeEvent(raw)),
+    map_us: us(writable, 1, (event: (typeof writable)[number]) =>
+      mapper.map(event.kind === 'upsert' ? event.document : { _id: event.documentId }),
+    ),
+    change_record_us: us(writable, 1, (event: (typeof writable)[number]) => changeRecord(mapper, event, now)),
+    row_bytes_us: us(rows, 1, (row: (typeof rows)[number]) => rowBytes(row)),
+    protobuf_us: us(batches, rows500, (batch: typeof rows) => rowEncoder.encodeRows(batch)),
+    insert_all_json_us: us(batches, rows500, (batch: typeof rows) =>
+      Buffer.from(
+        JSON.stringify({
+          kind: 'bigquery#tableDataInsertAllRequest',
+          skipInvalidRows: true,
+          ignoreUnknownValues: false,
+          rows: batch.map((row) => ({ insertId: row._event_id, json: row })),
+        }),
+      ),
+    ),
+  };
+  for (const writer of WRITER_KINDS) {
+    const outputs: EncodedChanges[] = [];
+    const encode = compileChangeEncoder({ columns, format: writer, schema });
+    for (let i = 0; i < events.length; i += DEFAULT_TASK_EVENTS) {
+      outputs.push(encode(events.slice(i, i + DEFAULT_TASK_EVENTS), now));
+    }
+    const consume = consumer(writer, wireCounter());
+    const rates: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      rates.push((await throughputAsync(events.length, () => consume(outputs), ms)).perSecond);
+    }
+    result[`consumer_${writer.replace('-', '_')}_us`] = 1e6 / median(rates);
+  }
+  const rounded = Object.fromEntries(Object.entries(result).map(([k, v]) => [k, Number(v.toFixed(2))]));
+  console.log(
+    `stages alone, µs per event on one thread: ${Object.entries(rounded)
+      .map(([k, v]) => `${k.replace(/_us$/, '')} ${v}`)
+      .join(', ')}`,
+  );
+  lines.push(JSON.stringify({ bench: 'pipeline-stages', ...rounded, load_avg_1m: load() }));
+}
+
+if (EVENTS > 0) {
+  console.log(
+    `${EVENTS.toLocaleString('en')} recorded change events (avg ${avgBytes} B BSON; ${Object.entries(
+      OPERATION_MIX,
+    )
+      .map(([op, share]) => `${op} ${share * 100}%`)
+      .join(', ')}), ${schema.length} top-level columns; ${ROUNDS} rounds of ${ROUND_MS} ms each`,
+  );
+  for (const writer of WRITER_KINDS) {
+    const counter = wireCounter();
+    await measure('stream-loop', 0, writer, streamLoopPass(writer, counter), counter);
+    for (const threads of [0, THREADS]) {
+      const encoder = new ParallelChangeEncoder({ columns, format: writer, schema }, { threads });
+      try {
+        const encCounter = wireCounter();
+        await measure('encoder', threads, writer, encoderPass(writer, encoder, encCounter), encCounter);
+      } finally {
+        await encoder.close();
+      }
+    }
+  }
+  await stages();
+}
+for (const line of lines) console.log(line);

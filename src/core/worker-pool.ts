@@ -1,0 +1,224 @@
+import { extname } from 'node:path';
+import { parentPort, Worker, type Transferable } from 'node:worker_threads';
+
+/** A task's input or output and the buffers that move with it (transferred, not copied). */
+export interface Transfer<T> {
+  readonly value: T;
+  readonly transfer?: readonly Transferable[];
+}
+
+interface Request {
+  readonly id: number;
+  readonly input: unknown;
+}
+type Reply =
+  | { readonly id: number; readonly ok: true; readonly output: unknown }
+  | {
+      readonly id: number;
+      readonly ok: false;
+      readonly error: { name: string; message: string; stack?: string; code?: string };
+    };
+
+/** A task failed inside a worker thread; the worker's error name, message, stack and `code` are kept. */
+export class WorkerTaskError extends Error {
+  readonly code: string | undefined;
+
+  constructor(remote: { name: string; message: string; stack?: string; code?: string }) {
+    super(`${remote.name}: ${remote.message}`);
+    this.name = 'WorkerTaskError';
+    this.code = remote.code;
+    if (remote.stack !== undefined)
+      this.stack = `${this.name}: ${this.message}\n(in a worker) ${remote.stack}`;
+  }
+}
+
+/**
+ * The URL of a module next to the caller's, with the caller's extension: `.ts` when running from sources
+ * (tsx, vitest), `.js` when compiled. For naming the module a pool's workers run.
+ */
+export function siblingModule(callerUrl: string, name: string): URL {
+  return new URL(`./${name}${extname(new URL(callerUrl).pathname)}`, callerUrl);
+}
+
+function startWorker(module: URL, workerData: unknown): Worker {
+  if (extname(module.pathname) !== '.ts') return new Worker(module, { workerData });
+  // From sources: Node 20 does not pass loader hooks (tsx's --import) on to worker threads, so the worker
+  // registers tsx itself before importing the module.
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const code =
+    `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); ` +
+    `return import(${JSON.stringify(module.href)}); });`;
+  return new Worker(code, { eval: true, workerData });
+}
+
+interface Pending {
+  resolve(output: unknown): void;
+  reject(error: unknown): void;
+}
+
+interface Slot {
+  readonly worker: Worker;
+  readonly pending: Map<number, Pending>;
+}
+
+export interface WorkerPoolOptions {
+  /** The module each worker runs; it calls `serveTasks` when loaded. */
+  readonly module: URL;
+  /** Worker threads (at least 1). */
+  readonly threads: number;
+  /** Given to every worker as `workerData` (structured-cloned). */
+  readonly workerData?: unknown;
+}
+
+/**
+ * A fixed set of worker threads running one task function (see `serveTasks`). A task goes to the worker
+ * with the fewest outstanding tasks; each `run` resolves with its own task's output. A worker that dies
+ * fails the pool: its tasks and every later one reject. Idle workers do not keep the process alive.
+ */
+export class WorkerPool<In, Out> {
+  readonly #slots: Slot[];
+  #nextId = 0;
+  #failure: Error | undefined;
+  #closed = false;
+
+  constructor(options: WorkerPoolOptions) {
+    if (!Number.isInteger(options.threads) || options.threads < 1) {
+      throw new RangeError(`a worker pool needs at least one thread (got ${options.threads})`);
+    }
+    this.#slots = Array.from({ length: options.threads }, () => {
+      const slot: Slot = { worker: startWorker(options.module, options.workerData), pending: new Map() };
+      slot.worker.unref();
+      slot.worker.on('message', (reply: Reply) => {
+        this.#settle(slot, reply);
+      });
+      slot.worker.on('error', (error) => {
+        this.#fail(error);
+      });
+      slot.worker.on('exit', (code) => {
+        if (!this.#closed) this.#fail(new Error(`a worker thread exited (code ${code})`));
+      });
+      return slot;
+    });
+  }
+
+  get threads(): number {
+    return this.#slots.length;
+  }
+
+  /** Runs one task; buffers in `input.transfer` move to the worker (they are unusable here afterwards). */
+  run(input: Transfer<In>): Promise<Out> {
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    if (this.#closed) return Promise.reject(new Error('the worker pool is closed'));
+    let slot = this.#slots[0];
+    for (const candidate of this.#slots) {
+      if (slot === undefined || candidate.pending.size < slot.pending.size) slot = candidate;
+    }
+    if (slot === undefined) return Promise.reject(new Error('unreachable: a pool has threads'));
+    const id = this.#nextId++;
+    const target = slot;
+    return new Promise<Out>((resolve, reject) => {
+      if (target.pending.size === 0) target.worker.ref();
+      target.pending.set(id, {
+        resolve: (output) => {
+          resolve(output as Out);
+        },
+        reject,
+      });
+      const request: Request = { id, input: input.value };
+      target.worker.postMessage(request, input.transfer ?? []);
+    });
+  }
+
+  /** Stops the workers; tasks still running reject. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#rejectAll(new Error('the worker pool was closed'));
+    await Promise.all(this.#slots.map((slot) => slot.worker.terminate()));
+  }
+
+  #settle(slot: Slot, reply: Reply): void {
+    const pending = slot.pending.get(reply.id);
+    if (!pending) return;
+    slot.pending.delete(reply.id);
+    if (slot.pending.size === 0) slot.worker.unref();
+    if (reply.ok) pending.resolve(reply.output);
+    else pending.reject(new WorkerTaskError(reply.error));
+  }
+
+  #fail(error: Error): void {
+    this.#failure ??= error;
+    this.#rejectAll(this.#failure);
+  }
+
+  #rejectAll(error: unknown): void {
+    for (const slot of this.#slots) {
+      for (const pending of slot.pending.values()) pending.reject(error);
+      slot.pending.clear();
+      slot.worker.unref();
+    }
+  }
+}
+
+/**
+ * The worker side of a pool: answers each task with `handle`'s output, transferring the buffers it names.
+ * Call once, at the top level of the module the pool was given.
+ */
+export function serveTasks(handle: (input: never) => Transfer<unknown> | Promise<Transfer<unknown>>): void {
+  const port = parentPort;
+  if (!port) throw new Error('serveTasks runs in a worker thread');
+  port.on('message', (request: Request) => {
+    void (async () => {
+      let reply: Reply;
+      let transfer: readonly Transferable[] = [];
+      try {
+        const result = await handle(request.input as never);
+        reply = { id: request.id, ok: true, output: result.value };
+        transfer = result.transfer ?? [];
+      } catch (error) {
+        reply = { id: request.id, ok: false, error: describeError(error) };
+      }
+      port.postMessage(reply, transfer);
+    })();
+  });
+}
+
+function describeError(error: unknown): { name: string; message: string; stack?: string; code?: string } {
+  if (!(error instanceof Error)) return { name: 'Error', message: String(error) };
+  const code = (error as { code?: unknown }).code;
+  return {
+    name: error.name,
+    message: error.message,
+    ...(error.stack !== undefined && { stack: error.stack }),
+    ...(typeof code === 'string' && { code }),
+  };
+}
+
+/**
+ * Applies `fn` to each input with up to `window` calls in flight, yielding the outputs in input order (a
+ * slow call holds back the outputs after it, never reorders them). Inputs are read only as the window
+ * frees up, so a slow consumer slows the producer.
+ */
+export async function* mapOrdered<In, Out>(
+  inputs: Iterable<In> | AsyncIterable<In>,
+  fn: (input: In) => Promise<Out>,
+  window: number,
+): AsyncGenerator<Out> {
+  if (!Number.isInteger(window) || window < 1)
+    throw new RangeError(`window must be at least 1 (got ${window})`);
+  const inFlight: Promise<Out>[] = [];
+  try {
+    for await (const input of inputs) {
+      const call = fn(input);
+      // Rejections are seen when their turn comes; until then they must not count as unhandled.
+      call.catch(() => undefined);
+      inFlight.push(call);
+      const due = inFlight.length >= window ? inFlight.shift() : undefined;
+      if (due) yield await due;
+    }
+    for (let due = inFlight.shift(); due; due = inFlight.shift()) yield await due;
+  } finally {
+    // Stopped early (break, or a failed call): the calls still running are awaited and their results dropped.
+    await Promise.allSettled(inFlight);
+  }
+}

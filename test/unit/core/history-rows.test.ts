@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { backfillRecord, changeRecord } from '../../../src/core/history-rows.js';
+import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
+import { compileRowMapper } from '../../../src/transform/row-mapper.js';
+
+const mapper = compileRowMapper(
+  parseColumnSpecs([
+    { name: 'id', type: 'INTEGER', mongo_field: '_id', primary_key: true },
+    { name: 'v', type: 'INTEGER' },
+  ]).columns,
+);
+const NOW = new Date('2026-01-02T03:04:05.678Z');
+const base = { token: 'tok1', clusterTime: { t: 1_700_000_000, i: 2 } };
+
+// The insertAll body is these rows' JSON: user columns, `_unmapped`, then the metadata in a fixed order.
+describe('history rows', () => {
+  it('a change row carries the user columns, then its metadata columns in a fixed order', () => {
+    const upsert = changeRecord(
+      mapper,
+      { ...base, kind: 'upsert', operationType: 'update', documentId: 7, document: { _id: 7, v: 1, x: 2 } },
+      NOW,
+    );
+    expect(JSON.stringify(upsert.row)).toBe(
+      '{"id":7,"v":1,"_unmapped":"{\\"x\\":2}","time_archived":"2026-01-02T03:04:05.678Z",' +
+        '"_cluster_time":"2023-11-14T22:13:20.000Z","_seq":"6553f10000000002tok1","_event_id":"tok1",' +
+        '"operationType":"update","_doc_id":"{\\"$numberInt\\":\\"7\\"}"}',
+    );
+    expect(upsert.document()).toBe('{"_id":7,"v":1,"x":2}');
+    const deleted = changeRecord(mapper, { ...base, kind: 'delete', documentId: 7 }, NOW);
+    expect(deleted.row).toMatchObject({
+      id: 7,
+      v: null,
+      operationType: 'delete',
+      _doc_id: '{"$numberInt":"7"}',
+    });
+    const dropped = changeRecord(mapper, { ...base, kind: 'collection-gone', operationType: 'rename' }, NOW);
+    expect(dropped.row).toMatchObject({ id: null, operationType: 'drop', _doc_id: null, _event_id: 'tok1' });
+  });
+
+  it('a backfill row carries the snapshot start as its position and a per-document event id', () => {
+    const row = backfillRecord(mapper, { _id: 7, v: 1 }, { t: 1_700_000_000, i: 2 }, NOW).row;
+    expect(JSON.stringify(row)).toBe(
+      '{"id":7,"v":1,"_unmapped":null,"time_archived":"2026-01-02T03:04:05.678Z","operationType":"backfill",' +
+        '"_cluster_time":"2023-11-14T22:13:20.000Z","_seq":"6553f10000000002",' +
+        '"_doc_id":"{\\"$numberInt\\":\\"7\\"}","_event_id":"backfill:6553f10000000002:{\\"$numberInt\\":\\"7\\"}"}',
+    );
+  });
+
+  it('rows of different events never share an object', () => {
+    const event = { ...base, kind: 'upsert' as const, operationType: 'insert' as const, documentId: 1 };
+    const a = changeRecord(mapper, { ...event, document: { _id: 1, v: 1 } }, NOW).row;
+    const b = changeRecord(mapper, { ...event, document: { _id: 1, v: 2 } }, NOW).row;
+    expect(a).not.toBe(b);
+    expect([a.v, b.v]).toEqual([1, 2]);
+  });
+});

@@ -1,0 +1,130 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterEach, describe, expect, it } from 'vitest';
+import { mapOrdered, WorkerPool, WorkerTaskError } from '../../../src/core/worker-pool.js';
+// `import type`: importing the worker module for real would start serving tasks on this thread.
+import type { PoolTestResult, PoolTestTask } from '../../support/pool-worker.js';
+
+const MODULE = new URL('../../support/pool-worker.ts', import.meta.url);
+const pools: WorkerPool<PoolTestTask, PoolTestResult>[] = [];
+
+function pool(threads: number): WorkerPool<PoolTestTask, PoolTestResult> {
+  const created = new WorkerPool<PoolTestTask, PoolTestResult>({ module: MODULE, threads });
+  pools.push(created);
+  return created;
+}
+
+afterEach(async () => {
+  await Promise.all(pools.splice(0).map((p) => p.close()));
+});
+
+async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of items) out.push(item);
+  return out;
+}
+
+/** Starting a worker from sources compiles its imports first: seconds on a busy machine. */
+const WORKER_TEST = { timeout: 60_000 };
+
+describe('WorkerPool', WORKER_TEST, () => {
+  it('runs tasks on several threads and yields their outputs in input order, though later ones finish first', async () => {
+    const workers = pool(2);
+    // The first tasks are the slowest: in completion order they would come last.
+    const tasks = [0, 1, 2, 3, 4, 5, 6, 7].map((value) => ({ value, delayMs: (8 - value) * 25 }));
+    const finished: number[] = [];
+    const outputs = await collect(
+      mapOrdered(
+        tasks,
+        (task) =>
+          workers.run({ value: task }).then((result) => {
+            finished.push(task.value);
+            return result;
+          }),
+        4,
+      ),
+    );
+    expect(outputs.map((o) => o.doubled)).toEqual([0, 2, 4, 6, 8, 10, 12, 14]);
+    expect(finished).not.toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(new Set(outputs.map((o) => o.thread)).size).toBe(2);
+    // Buffers named for transfer arrive intact.
+    expect(outputs.map((o) => o.bytes[0])).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+  });
+
+  it('rejects a failed task with the worker error (name, message, code) and goes on with the others', async () => {
+    const workers = pool(1);
+    const failed = workers.run({ value: { value: 7, delayMs: 0, fail: 'throw' } });
+    await expect(failed).rejects.toThrow(WorkerTaskError);
+    await expect(failed).rejects.toMatchObject({ message: 'RangeError: cannot take 7', code: 'TEST_CODE' });
+    await expect(workers.run({ value: { value: 4, delayMs: 0 } })).resolves.toMatchObject({ doubled: 8 });
+  });
+
+  it('fails every pending and later task when a worker thread dies', async () => {
+    const workers = pool(1);
+    const slow = workers.run({ value: { value: 1, delayMs: 200 } });
+    const dying = workers.run({ value: { value: 2, delayMs: 0, fail: 'exit' } });
+    await expect(dying).rejects.toThrow(/worker thread exited/);
+    await expect(slow).rejects.toThrow(/worker thread exited/);
+    await expect(workers.run({ value: { value: 3, delayMs: 0 } })).rejects.toThrow(/worker thread exited/);
+  });
+
+  it('rejects tasks after close', async () => {
+    const workers = pool(1);
+    await workers.close();
+    await expect(workers.run({ value: { value: 1, delayMs: 0 } })).rejects.toThrow(/closed/);
+  });
+
+  it('refuses a pool without threads', () => {
+    expect(() => new WorkerPool({ module: MODULE, threads: 0 })).toThrow(RangeError);
+  });
+});
+
+describe('mapOrdered', () => {
+  it('keeps at most `window` calls in flight and reads inputs only as the window frees up', async () => {
+    let running = 0;
+    let most = 0;
+    let read = 0;
+    function* inputs() {
+      for (let i = 0; i < 20; i++) {
+        read++;
+        yield i;
+      }
+    }
+    const seen: number[] = [];
+    for await (const out of mapOrdered(
+      inputs(),
+      async (i) => {
+        running++;
+        most = Math.max(most, running);
+        await sleep((i * 7) % 5);
+        running--;
+        return i * 10;
+      },
+      3,
+    )) {
+      seen.push(out);
+      // The consumer is one output behind the window: never more than window + 1 inputs read ahead.
+      expect(read).toBeLessThanOrEqual(seen.length + 3);
+    }
+    expect(seen).toEqual(Array.from({ length: 20 }, (_, i) => i * 10));
+    expect(most).toBe(3);
+  });
+
+  it('yields the outputs before a failed call, then rejects with its error', async () => {
+    const seen: number[] = [];
+    const run = async () => {
+      for await (const out of mapOrdered(
+        [1, 2, 3, 4],
+        async (i) => {
+          await sleep(i === 3 ? 0 : 10);
+          if (i === 3) throw new Error('three');
+          return i;
+        },
+        4,
+      )) {
+        seen.push(out);
+      }
+    };
+    await expect(run()).rejects.toThrow('three');
+    expect(seen).toEqual([1, 2]);
+  });
+});
