@@ -1,6 +1,8 @@
 import { type Collection, type Document, type MongoClient } from 'mongodb';
 import { type BigQueryClients } from '../bigquery/client.js';
 import { BigQueryDestination } from '../bigquery/destination.js';
+import { type SinkResult } from '../bigquery/sink.js';
+import { viewNames } from '../bigquery/views.js';
 import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
 import { type BootstrapConfig } from '../config/bootstrap.js';
 import { type MappingSettings } from '../config/settings.js';
@@ -244,7 +246,30 @@ class MappingRun {
       },
       this.#columns,
     );
-    this.#sink = this.#destination;
+    const destination = this.#destination;
+    this.#sink = {
+      write: async (records, signal) => {
+        const result = await destination.write(records, signal);
+        if (result.deadLettered > 0) await this.#reportDeadLetters(result);
+        return result;
+      },
+    };
+  }
+
+  /**
+   * Rows BigQuery refused are in the dead-letter table and the pipeline goes on; `lastFailure` and a warning
+   * say how many, why, and where to find them.
+   */
+  async #reportDeadLetters(result: SinkResult): Promise<void> {
+    const table = viewNames(this.settings.bigqueryTable).errors;
+    const message =
+      `${result.deadLettered} row(s) refused by BigQuery were written to ${table} ` +
+      `(${new Date().toISOString()}): ${result.reasons.join('; ')}`;
+    this.log.warn(
+      { rows: result.deadLettered, reasons: result.reasons, table },
+      'rows went to the dead-letter table',
+    );
+    await this.deps.store.reportFailure(this.settings.id, message, this.hooks.fence);
   }
 
   /** Schema evolution (`add_columns`): new fields become new columns before their rows are written. */
