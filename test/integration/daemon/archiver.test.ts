@@ -285,35 +285,35 @@ describe('the archiver daemon against the peers', () => {
 
   it('puts a row too large for BigQuery in the dead-letter table, says so in lastFailure, and goes on', async () => {
     const db = `dead_${suffix}`;
-    const notes = mongo.db(db).collection<{ _id: number; n: number; label: string }>('notes');
-    await notes.insertOne({ _id: 1, n: 1, label: 'small' });
+    const big = mongo.db(db).collection<{ _id: number; n: number; label: string }>('big');
+    await big.insertOne({ _id: 1, n: 1, label: 'small' });
     const settings = mongo
       .db(SETTINGS_DB)
       .collection<{ _id: string } & Document>('bigquery_archiver_settings');
     await settings.insertOne({
-      _id: 'notes',
+      _id: 'big',
       mongo_database: db,
-      mongo_collection: 'notes',
-      bigquery_table: 'notes',
+      mongo_collection: 'big',
+      bigquery_table: 'big',
       backfill_full_collection: true,
     });
     const run = await start();
     try {
-      await viewMatches(db, 'notes', 'notes');
+      await viewMatches(db, 'big', 'big');
       // Over the 9 MB a row may have in a BigQuery request (MongoDB takes up to 16 MB).
-      await notes.insertOne({ _id: 2, n: 2, label: 'x'.repeat(9_500_000) });
-      await notes.insertOne({ _id: 3, n: 3, label: 'after' });
-      await waitForView(async () => (await viewRows('notes').catch(() => [])).length === 2);
-      const rows = await viewRows('notes');
+      await big.insertOne({ _id: 2, n: 2, label: 'x'.repeat(9_500_000) });
+      await big.insertOne({ _id: 3, n: 3, label: 'after' });
+      await waitForView(async () => (await viewRows('big').catch(() => [])).length === 2);
+      const rows = await viewRows('big');
       expect(rows.map((r) => Number(r.n)).sort()).toEqual([1, 3]);
       const [dead] = (await clients.bigquery.query({
-        query: `SELECT _doc_id, reason FROM \`${clients.projectId}.${DATASET}.notes_errors\``,
+        query: `SELECT _doc_id, reason FROM \`${clients.projectId}.${DATASET}.big_errors\``,
       })) as unknown as [{ _doc_id: string; reason: string }[]];
       expect(dead).toHaveLength(1);
       expect(dead[0]?.reason).toMatch(/exceeds the \d+-byte limit/);
-      const doc = await settings.findOne({ _id: 'notes' });
+      const doc = await settings.findOne({ _id: 'big' });
       expect(doc?.lastFailure).toMatch(
-        /^1 row\(s\) refused by BigQuery were written to notes_errors .*exceeds/,
+        /^1 row\(s\) refused by BigQuery were written to big_errors .*exceeds/,
       );
     } finally {
       await run.stop();
