@@ -6,8 +6,9 @@ import { InsertAllWriter } from '../src/bigquery/insert-all-writer.js';
 import { BigQuerySink } from '../src/bigquery/sink.js';
 import { type DescriptorProto } from '../src/bigquery/proto-encoder.js';
 import { StorageWriteWriter } from '../src/bigquery/storage-write-writer.js';
-import { type WriterKind } from '../src/bigquery/writer.js';
+import { type HistoryRow, type TableWriter, type WriterKind } from '../src/bigquery/writer.js';
 import { type BatchLimits } from '../src/core/batcher.js';
+import { rowBytes } from '../src/core/stream-loop.js';
 import { type TableField } from '../src/schema/types.js';
 
 type AppendRowsRequest = protos.google.cloud.bigquery.storage.v1.IAppendRowsRequest;
@@ -64,14 +65,17 @@ function countingWriterClient(counter: WireCounter): managedwriter.WriterClient 
   return client as unknown as managedwriter.WriterClient;
 }
 
-/** The production sink (batching, retries, dead letters) over the production writer of `kind`. */
+/**
+ * The production sink (batching, retries, dead letters) over the production writer of `kind`, and the
+ * row sizing the daemon uses with it (BigQueryDestination.measure: the writer's own, else the JSON length).
+ */
 export function countingSink(
   kind: WriterKind,
   schema: readonly TableField[],
   counter: WireCounter,
   limits?: BatchLimits,
-): BigQuerySink {
-  const writer =
+): { sink: BigQuerySink; measure: (row: HistoryRow) => number } {
+  const writer: TableWriter =
     kind === 'insert-all'
       ? new InsertAllWriter(countingTable(counter))
       : new StorageWriteWriter({
@@ -80,12 +84,15 @@ export function countingSink(
           tableId: 'history',
           schema,
         });
-  return new BigQuerySink({
+  const measure = (row: HistoryRow) => writer.measure?.(row) ?? rowBytes(row);
+  const sink = new BigQuerySink({
     mappingId: 'bench',
     writer,
     deadLetterWriter: new InsertAllWriter(countingTable(wireCounter()), 'event_id'),
+    sizeOf: measure,
     ...(limits && { limits }),
   });
+  return { sink, measure };
 }
 
 /**

@@ -89,7 +89,7 @@ async function backfill(): Promise<void> {
   const columns = await inferColumns(sample);
   const mapper = compileRowMapper(columns);
   const counter = wireCounter();
-  const sink = countingSink(writer, historyTableSchema(columns), counter);
+  const { sink } = countingSink(writer, historyTableSchema(columns), counter);
   const checkpoints = memoryCheckpoints();
   let copied = 0;
   let peak = rss();
@@ -169,7 +169,7 @@ function pulls(): Uint8Array[][] {
 
 /** One pass of the daemon's path over all events: runStreamLoop over a source replaying the recording. */
 function streamLoopPass(writer: WriterKind, counter: WireCounter): () => Promise<unknown> {
-  const sink = countingSink(writer, schema, counter);
+  const { sink, measure } = countingSink(writer, schema, counter);
   const checkpoints = memoryCheckpoints();
   return async () => {
     const batches = pulls();
@@ -197,7 +197,7 @@ function streamLoopPass(writer: WriterKind, counter: WireCounter): () => Promise
       currentTime: () => Promise.resolve(SNAPSHOT_START),
     };
     await runStreamLoop(
-      { source, sink, checkpoints, mapper: () => mapper },
+      { source, sink, checkpoints, mapper: () => mapper, sizeOf: measure },
       { kind: 'startAt', clusterTime: SNAPSHOT_START },
       stop.signal,
     );

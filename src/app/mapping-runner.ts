@@ -16,7 +16,7 @@ import {
   type SettingsStore,
   type StreamStart,
 } from '../core/ports.js';
-import { runStreamLoop, type RecordSink } from '../core/stream-loop.js';
+import { rowBytes, runStreamLoop, type RecordSink } from '../core/stream-loop.js';
 import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
 import { decodeId, encodeId, SettingsCheckpointStore } from '../mongodb/checkpoint-store.js';
@@ -156,6 +156,7 @@ class MappingRun {
             {
               source: this.#source,
               sink: this.#sink,
+              sizeOf: (row) => this.#destination?.measure(row) ?? rowBytes(row),
               checkpoints: this.#checkpoints,
               mapper: () => this.#mapper,
               limits: this.deps.limits ?? DEFAULT_BATCH_LIMITS,

@@ -1,6 +1,7 @@
 import { type BackoffPolicy } from '../core/backoff.js';
 import { type BatchLimits } from '../core/batcher.js';
 import { type HistoryRecord } from '../core/history-rows.js';
+import { rowBytes } from '../core/stream-loop.js';
 import { type Evolution } from '../schema/evolve.js';
 import { historyTableSchema } from '../schema/table-schema.js';
 import { type ColumnSpec, type TableField } from '../schema/types.js';
@@ -14,7 +15,7 @@ import {
 } from './storage-write-writer.js';
 import { TableAdmin, type ExistingField } from './table-admin.js';
 import { viewNames } from './views.js';
-import { type TableWriter, type WriterKind } from './writer.js';
+import { type HistoryRow, type TableWriter, type WriterKind } from './writer.js';
 
 export interface DestinationOptions {
   readonly clients: BigQueryClients;
@@ -133,6 +134,7 @@ export class BigQueryDestination {
         'event_id',
       ),
       onSchemaMismatch: () => this.#repairSchema(),
+      sizeOf: (row) => this.measure(row),
       ...(o.limits && { limits: o.limits }),
       ...(o.backoff && { backoff: o.backoff }),
       ...(o.onRetry && { onRetry: o.onRetry }),
@@ -146,6 +148,11 @@ export class BigQueryDestination {
 
   get columns(): readonly ColumnSpec[] {
     return this.#columns;
+  }
+
+  /** A row's size in the current writer's requests (Storage Write keeps the encoding for the append). */
+  measure(row: HistoryRow): number {
+    return this.#writer.measure?.(row) ?? rowBytes(row);
   }
 
   write(records: readonly HistoryRecord[], signal?: AbortSignal): Promise<SinkResult> {

@@ -4,7 +4,7 @@ import { type TableField } from '../schema/types.js';
 import { type BigQueryClients } from './client.js';
 import { toBigQueryError } from './error-mapping.js';
 import { assertDatasetId, assertTableId } from './identifiers.js';
-import { compileRowEncoder, descriptorProblem, type RowEncoder } from './proto-encoder.js';
+import { compileRowEncoder, descriptorProblem, type EncodedRows, type RowEncoder } from './proto-encoder.js';
 import { type AppendOutcome, type HistoryRow, type RowRejection, type TableWriter } from './writer.js';
 
 type AppendRowsResponse = protos.google.cloud.bigquery.storage.v1.IAppendRowsResponse;
@@ -108,6 +108,8 @@ export class StorageWriteWriter implements TableWriter {
   #encoder: RowEncoder;
   #descriptorBytes: number;
   #writer: managedwriter.Writer | undefined;
+  /** Encodings made by `measure` under the current encoder; `append` sends them instead of encoding again. */
+  #measured = new WeakMap<HistoryRow, Uint8Array>();
   #opening: Promise<managedwriter.Writer> | undefined;
   /** Requests sent and not yet answered; a reconnect must wait for them (their answers come on this stream). */
   readonly #inFlight = new Set<Promise<unknown>>();
@@ -122,11 +124,24 @@ export class StorageWriteWriter implements TableWriter {
     this.#descriptorBytes = descriptorSize(this.#encoder);
   }
 
+  /** The row's protobuf size; its encoding is kept for its append (until a schema change). */
+  measure(row: HistoryRow): number {
+    try {
+      const bytes = this.#encoder.encode(row);
+      this.#measured.set(row, bytes);
+      return bytes.length;
+    } catch (error) {
+      // A value that does not fit its column: `append` reports the row as rejected; size it by its JSON.
+      if (error instanceof BigQueryError) return Buffer.byteLength(JSON.stringify(row), 'utf8');
+      throw error;
+    }
+  }
+
   async append(rows: readonly HistoryRow[], signal?: AbortSignal): Promise<AppendOutcome> {
     signal?.throwIfAborted();
     if (this.#closed)
       throw new BigQueryError('fatal', `Storage Write writer for ${this.#destinationTable} is closed`);
-    const encoded = this.#encoder.encodeRows(rows);
+    const encoded = this.#encode(rows);
     const rejected: RowRejection[] = [...encoded.rejected];
     let batch = this.#withinRequestLimit(encoded, rejected);
     while (batch.serialized.length > 0) {
@@ -149,6 +164,7 @@ export class StorageWriteWriter implements TableWriter {
 
   async updateSchema(schema: readonly TableField[]): Promise<void> {
     this.#encoder = compileRowEncoder(schema);
+    this.#measured = new WeakMap();
     this.#descriptorBytes = descriptorSize(this.#encoder);
     if (this.#writer === undefined) return;
     await this.#settle();
@@ -162,6 +178,32 @@ export class StorageWriteWriter implements TableWriter {
     await this.#settle();
     this.#writer?.close();
     this.#writer = undefined;
+  }
+
+  /** The rows' encodings: the ones `measure` kept, the others encoded now (misfits as rejections). */
+  #encode(rows: readonly HistoryRow[]): EncodedRows {
+    const first = rows[0];
+    if (first === undefined || !this.#measured.has(first)) return this.#encoder.encodeRows(rows);
+    const serialized: Uint8Array[] = [];
+    const indexes: number[] = [];
+    const rejected: RowRejection[] = [];
+    let bytes = 0;
+    rows.forEach((row, index) => {
+      let encoded = this.#measured.get(row);
+      if (encoded === undefined) {
+        try {
+          encoded = this.#encoder.encode(row);
+        } catch (error) {
+          if (!(error instanceof BigQueryError)) throw error;
+          rejected.push({ index, reason: error.message });
+          return;
+        }
+      }
+      serialized.push(encoded);
+      indexes.push(index);
+      bytes += encoded.length;
+    });
+    return { serialized, indexes, rejected, bytes };
   }
 
   /** Rows too large for any request are refused on their own; a batch too large as a whole is a caller bug. */

@@ -25,6 +25,11 @@ export type WriterKind = (typeof WRITER_KINDS)[number];
 export interface TableWriter {
   readonly kind: WriterKind;
   append(rows: readonly HistoryRow[], signal?: AbortSignal): Promise<AppendOutcome>;
+  /**
+   * The row's size in this writer's requests, for batching. A writer that must encode the row to know may
+   * keep that encoding for the row's append. Without it, the row's JSON length is used.
+   */
+  measure?(row: HistoryRow): number;
   /** After an additive schema change: rebuild what depends on the schema (encoder, stream connection). */
   updateSchema(schema: readonly TableField[]): Promise<void>;
   close(): Promise<void>;

@@ -44,6 +44,8 @@ export interface StreamLoopOptions {
   /** Before events are mapped: a chance to evolve the schema for the documents they carry. */
   readonly beforeMap?: (events: readonly ChangeEvent[], signal: AbortSignal) => Promise<void>;
   readonly observer?: StreamObserver;
+  /** A row's size in the sink's requests, for the batch limits; default its JSON length (rowBytes). */
+  readonly sizeOf?: (row: Readonly<Record<string, unknown>>) => number;
 }
 
 /** How the loop ended when it was not aborted. */
@@ -67,6 +69,7 @@ export async function runStreamLoop(
   const clock = options.clock ?? SYSTEM_CLOCK;
   const batcher = new Batcher<HistoryRecord>(options.limits ?? DEFAULT_BATCH_LIMITS);
   const observer = options.observer;
+  const sizeOf = options.sizeOf ?? rowBytes;
   let readUpTo: Position | undefined = start.kind === 'startAt' ? undefined : start.position;
   let saved: Position | undefined = readUpTo;
   // Some servers (mongo-java-server) answer a resume after a drop with an invalidate carrying the very token
@@ -112,7 +115,7 @@ export async function runStreamLoop(
           case 'delete': {
             if (event.kind === 'collection-gone' && event.token === resumedFrom) break;
             const record = changeRecord(options.mapper(), event, now);
-            const bytes = rowBytes(record.row);
+            const bytes = sizeOf(record.row);
             batcher.add({ ...record, bytes }, bytes, clock.now());
             break;
           }

@@ -301,6 +301,27 @@ describe('StorageWriteWriter on a scripted stream', () => {
     ).toEqual(['_doc_id', 'n', 'added']);
   });
 
+  it('measures a row by its protobuf encoding and sends that encoding, until a schema change', async () => {
+    const { writer, connection } = scripted(() => Promise.resolve(OK));
+    const batch: HistoryRow[] = [...rows(2), { _doc_id: 'bad', n: 'not a number' }];
+    const [first, second] = batch as [HistoryRow, HistoryRow, HistoryRow];
+    expect(writer.measure(first)).toBe(compileRowEncoder(SCHEMA).encode(first).length);
+    for (const row of batch) writer.measure(row);
+    // The kept encodings are sent: mutating a row after measuring it does not change what goes out.
+    second.n = 99;
+    const outcome = await writer.append(batch);
+    expect(connection.rowsOf(0)).toEqual(hex(rows(2)));
+    expect(outcome.rejected.map((r) => r.index)).toEqual([2]);
+
+    // After a schema change the rows are encoded again, with the new schema.
+    const extended: TableField[] = [...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' }];
+    const row = { _doc_id: 'x', n: 1, added: 'new' };
+    writer.measure(row);
+    await writer.updateSchema(extended);
+    await writer.append([row]);
+    expect(connection.rowsOf(1)).toEqual(hex([row], extended));
+  });
+
   it('refuses an append after close', async () => {
     const { writer } = scripted(() => Promise.resolve(OK));
     await writer.close();
