@@ -174,6 +174,8 @@ export class Supervisor {
   async #renew(leases: LeaseStore, signal: AbortSignal): Promise<void> {
     for (const [id, lease] of [...this.#held]) {
       if (await leases.renew(lease, signal)) continue;
+      // Released meanwhile (its settings went away): not lost.
+      if (this.#held.get(id) !== lease) continue;
       this.#held.delete(id);
       this.#o.log.warn('lease lost to another instance; stopping this mapping here', {
         mapping: id,
