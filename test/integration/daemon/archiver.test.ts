@@ -47,13 +47,15 @@ afterAll(async () => {
   await clients.close();
 });
 
-async function start(): Promise<{ archiver: RunningArchiver; stop: () => Promise<void> }> {
+async function start(
+  overrides: Partial<BootstrapConfig> = {},
+  logLines?: string[],
+): Promise<{ archiver: RunningArchiver; stop: () => Promise<void> }> {
   const controller = new AbortController();
-  const archiver = await startArchiver(
-    config,
-    createLogger({ level: process.env.MBA_DEBUG_DAEMON ? 'debug' : 'silent' }),
-    controller.signal,
-  );
+  const logger = logLines
+    ? createLogger({ level: 'info', destination: { write: (line: string) => logLines.push(line) } })
+    : createLogger({ level: process.env.MBA_DEBUG_DAEMON ? 'debug' : 'silent' });
+  const archiver = await startArchiver({ ...config, ...overrides }, logger, controller.signal);
   return {
     archiver,
     stop: async () => {
@@ -278,6 +280,39 @@ describe('the archiver daemon against the peers', () => {
       await requestResync(mongo, config, 'notes');
       await viewMatches(db, 'notes', 'notes');
       expect(await viewRows('notes')).toHaveLength(31);
+    } finally {
+      await run.stop();
+    }
+  }, 120_000);
+
+  it('archives through the Storage Write API, the default writer, with rows encoded once', async () => {
+    const db = `storage_${suffix}`;
+    const items = mongo.db(db).collection<{ _id: number; n: number; label: string }>('flat');
+    await items.insertMany(Array.from({ length: 200 }, (_, i) => ({ _id: i, n: i, label: 'seed' })));
+    await mongo
+      .db(SETTINGS_DB)
+      .collection<{ _id: string } & Document>('bigquery_archiver_settings')
+      .insertOne({
+        _id: 'flat',
+        mongo_database: db,
+        mongo_collection: 'flat',
+        bigquery_table: 'flat',
+        backfill_full_collection: true,
+      });
+    const lines: string[] = [];
+    const run = await start({ BIGQUERY_WRITER: 'storage-write' }, lines);
+    try {
+      await viewMatches(db, 'flat', 'flat');
+      await items.insertMany(Array.from({ length: 50 }, (_, i) => ({ _id: 1_000 + i, n: i, label: 'new' })));
+      await items.updateMany({ _id: { $lt: 30 } }, { $set: { label: 'updated' }, $inc: { n: 7 } });
+      await items.deleteMany({ _id: { $gte: 100, $lt: 120 } });
+      await viewMatches(db, 'flat', 'flat');
+      const rows = await viewRows('flat');
+      expect(new Set(rows.map((r) => String(r._doc_id))).size).toBe(rows.length);
+      const chosen = lines
+        .map((l) => JSON.parse(l) as Document)
+        .find((l) => l.msg === 'writer chosen' && l.mapping === 'flat');
+      expect(chosen).toMatchObject({ mapping: 'flat', writer: 'storage-write' });
     } finally {
       await run.stop();
     }

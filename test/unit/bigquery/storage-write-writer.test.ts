@@ -303,8 +303,9 @@ describe('StorageWriteWriter on a scripted stream', () => {
 
   it('measures a row by its protobuf encoding and sends that encoding, until a schema change', async () => {
     const { writer, connection } = scripted(() => Promise.resolve(OK));
-    const batch: HistoryRow[] = [...rows(2), { _doc_id: 'bad', n: 'not a number' }];
-    const [first, second] = batch as [HistoryRow, HistoryRow, HistoryRow];
+    const first: HistoryRow = { _doc_id: 'd0', n: 0 };
+    const second: Record<string, unknown> = { _doc_id: 'd1', n: 1 };
+    const batch: HistoryRow[] = [first, second, { _doc_id: 'bad', n: 'not a number' }];
     expect(writer.measure(first)).toBe(compileRowEncoder(SCHEMA).encode(first).length);
     for (const row of batch) writer.measure(row);
     // The kept encodings are sent: mutating a row after measuring it does not change what goes out.
