@@ -13,6 +13,8 @@ import { bigQueryTestEnv, type BigQueryTestEnv } from '../support/bigquery.js';
 import { emulatorClients } from '../support/bigquery-clients.js';
 import {
   daemonEnv,
+  randomWorkload,
+  type Item,
   mappingState,
   SETTINGS_COLLECTION,
   spawnDaemon,
@@ -71,34 +73,6 @@ afterAll(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-interface Item {
-  _id: number;
-  n: number;
-  label: string;
-}
-
-/** Random inserts, updates and deletes until stopped; counts the operations of each phase. */
-function workload(stop: AbortSignal, phase: () => string): Promise<Map<string, number>> {
-  const items = mongo.db(DB).collection<Item>('items');
-  let next = 1_000_000;
-  let ops = 0;
-  const perPhase = new Map<string, number>();
-  return (async () => {
-    while (!stop.aborted) {
-      const r = Math.random();
-      const id = Math.floor(Math.random() * SEED);
-      if (r < 0.4) await items.insertOne({ _id: next++, n: ops, label: 'inserted' });
-      else if (r < 0.8)
-        await items.updateOne({ _id: id }, { $set: { label: `updated-${ops}` }, $inc: { n: 1 } });
-      else await items.deleteOne({ _id: id });
-      ops++;
-      perPhase.set(phase(), (perPhase.get(phase()) ?? 0) + 1);
-      await sleep(10);
-    }
-    return perPhase;
-  })();
-}
-
 /** The mapping's checkpoint as the daemon saved it (resume token and cluster time), as comparable text. */
 async function checkpoint(): Promise<string> {
   const doc = await mongo
@@ -138,7 +112,16 @@ describe('BigQuery outage', () => {
     const running = daemon;
     let phase = 'before';
     const stopWorkload = new AbortController();
-    const writes = workload(stopWorkload.signal, () => phase);
+    const perPhase = new Map<string, number>();
+    const writes = randomWorkload(
+      {
+        collections: [items],
+        seeded: SEED,
+        pauseMs: 10,
+        onOperation: () => perPhase.set(phase, (perPhase.get(phase) ?? 0) + 1),
+      },
+      stopWorkload.signal,
+    );
     try {
       await waitForState(mongo, SETTINGS_DB, 'items', ['streaming'], 90_000);
       await sleep(3_000);
@@ -182,7 +165,7 @@ describe('BigQuery outage', () => {
 
       await sleep(5_000);
       stopWorkload.abort();
-      const perPhase = await writes;
+      await writes;
       expect(perPhase.get('before') ?? 0).toBeGreaterThan(50);
       expect(perPhase.get('outage') ?? 0).toBeGreaterThan(100);
       expect(perPhase.get('after') ?? 0).toBeGreaterThan(50);

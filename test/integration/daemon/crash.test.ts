@@ -6,6 +6,7 @@ import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { emulatorClients } from '../support/bigquery-clients.js';
 import {
   daemonEnv,
+  randomWorkload,
   mappingState,
   spawnDaemon,
   viewMatchesCollection,
@@ -31,26 +32,6 @@ afterAll(async () => {
   await clients.close();
 });
 
-/** Random inserts, updates and deletes until stopped. */
-function workload(stop: AbortSignal): Promise<number> {
-  const items = mongo.db(DB).collection<{ _id: number; n: number; label: string }>('items');
-  let next = 1_000_000;
-  let ops = 0;
-  return (async () => {
-    while (!stop.aborted) {
-      const r = Math.random();
-      const id = Math.floor(Math.random() * 5_000);
-      if (r < 0.4) await items.insertOne({ _id: next++, n: ops, label: 'inserted' });
-      else if (r < 0.8)
-        await items.updateOne({ _id: id }, { $set: { label: `updated-${ops}` }, $inc: { n: 1 } });
-      else await items.deleteOne({ _id: id });
-      ops++;
-      await sleep(5);
-    }
-    return ops;
-  })();
-}
-
 describe('crash recovery', () => {
   it(`loses no change and duplicates nothing in the views across ${TRIALS} kill -9 trials in backfill and streaming`, async () => {
     const items = mongo.db(DB).collection<{ _id: number; n: number; label: string }>('items');
@@ -66,7 +47,7 @@ describe('crash recovery', () => {
         backfill_full_collection: true,
       });
     const stopWorkload = new AbortController();
-    const writes = workload(stopWorkload.signal);
+    const writes = randomWorkload({ collections: [items], seeded: 5_000 }, stopWorkload.signal);
     const killedIn: string[] = [];
     for (let trial = 0; trial < TRIALS; trial++) {
       const { child, exited } = spawnDaemon(daemonEnv(DATASET, SETTINGS_DB));

@@ -7,6 +7,8 @@ import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { emulatorClients } from '../support/bigquery-clients.js';
 import {
   daemonEnv,
+  randomWorkload,
+  type Item,
   SETTINGS_COLLECTION,
   spawnDaemon,
   viewMatchesCollection,
@@ -94,28 +96,6 @@ async function waitForOwners(
 const count = (owners: Map<string, number | undefined>, pid: number | undefined) =>
   [...owners.values()].filter((p) => p === pid).length;
 
-/** Random inserts, updates and deletes on the four collections until stopped. */
-function workload(stop: AbortSignal): Promise<number> {
-  let next = 1_000_000;
-  let ops = 0;
-  return (async () => {
-    while (!stop.aborted) {
-      const items = mongo
-        .db(DB)
-        .collection<{ _id: number; n: number; label: string }>(MAPPINGS[ops % MAPPINGS.length] ?? 'm0');
-      const r = Math.random();
-      const id = Math.floor(Math.random() * 300);
-      if (r < 0.4) await items.insertOne({ _id: next++, n: ops, label: 'inserted' });
-      else if (r < 0.8)
-        await items.updateOne({ _id: id }, { $set: { label: `updated-${ops}` }, $inc: { n: 1 } });
-      else await items.deleteOne({ _id: id });
-      ops++;
-      await sleep(5);
-    }
-    return ops;
-  })();
-}
-
 /** Samples every mapping's checkpoint until stopped; records any that moved back. */
 function watchCheckpoints(stop: AbortSignal): Promise<{ samples: number; movedBack: string[] }> {
   const last = new Map<string, bigint>();
@@ -164,7 +144,10 @@ describe('several instances sharing the mappings through leases', () => {
         })),
       );
     const stopWorkload = new AbortController();
-    const writes = workload(stopWorkload.signal);
+    const writes = randomWorkload(
+      { collections: MAPPINGS.map((m) => mongo.db(DB).collection<Item>(m)), seeded: 300 },
+      stopWorkload.signal,
+    );
     const stopWatching = new AbortController();
     const checkpoints = watchCheckpoints(stopWatching.signal);
 

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Document, type MongoClient } from 'mongodb';
+import { type Collection, type Document, type MongoClient } from 'mongodb';
 import { expect } from 'vitest';
 import { peerContext } from '../../../scripts/peers/lib.js';
 import { forgetPid, rememberPid, startWatchdog } from '../../../scripts/peers/process.js';
@@ -144,4 +144,47 @@ export async function viewMatchesCollection(
     }
     await sleep(500);
   }
+}
+
+/** A document of the end-to-end tests' collections: the fields `viewMatchesCollection` compares. */
+export interface Item {
+  _id: number;
+  n: number;
+  label: string;
+}
+
+export interface WorkloadOptions {
+  /** Collections written in turn, one operation each. */
+  readonly collections: readonly Collection<Item>[];
+  /** Updates and deletes pick ids below this (the seeded ones). */
+  readonly seeded: number;
+  readonly pauseMs?: number;
+  /** Called after every operation (for counting per phase). */
+  readonly onOperation?: () => void;
+}
+
+/**
+ * Random inserts (40%), updates (40%) and deletes (20%) until `stop` aborts; resolves with the number of
+ * operations. Inserted ids start at 1,000,000, above the seeded ones.
+ */
+export function randomWorkload(options: WorkloadOptions, stop: AbortSignal): Promise<number> {
+  const { collections, seeded } = options;
+  let next = 1_000_000;
+  let ops = 0;
+  return (async () => {
+    while (!stop.aborted) {
+      const items = collections[ops % collections.length];
+      if (items === undefined) throw new Error('randomWorkload needs at least one collection');
+      const r = Math.random();
+      const id = Math.floor(Math.random() * seeded);
+      if (r < 0.4) await items.insertOne({ _id: next++, n: ops, label: 'inserted' });
+      else if (r < 0.8)
+        await items.updateOne({ _id: id }, { $set: { label: `updated-${ops}` }, $inc: { n: 1 } });
+      else await items.deleteOne({ _id: id });
+      ops++;
+      options.onOperation?.();
+      await sleep(options.pauseMs ?? 5);
+    }
+    return ops;
+  })();
 }
