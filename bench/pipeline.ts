@@ -8,7 +8,7 @@
 // - stream-loop: what the daemon runs, on one thread: runStreamLoop pulling decoded, normalised events from
 //   a source standing in for the change stream, changeRecord, rowBytes, Batcher, then BigQuerySink
 //   (splitIntoBatches) and the real writer, whose request is serialised as gRPC or the HTTP client would;
-// - encoder: ParallelChangeEncoder (src/core/change-encoder.ts; not used by the daemon yet) decoding,
+// - encoder: ParallelChangeEncoder (bench/parallel/change-encoder.ts; a prototype the daemon does not use) decoding,
 //   normalising, mapping (changeRecord) and encoding each row once, on this thread (workers 0) or on
 //   worker threads; this thread batches (Batcher, splitIntoBatches) and assembles each request.
 //
@@ -24,7 +24,7 @@ import {
   encodedRow,
   ParallelChangeEncoder,
   type EncodedChanges,
-} from '../src/core/change-encoder.js';
+} from './parallel/change-encoder.js';
 import { Batcher, DEFAULT_BATCH_LIMITS, splitIntoBatches } from '../src/core/batcher.js';
 import { backfillRecord, changeRecord } from '../src/core/history-rows.js';
 import { type ClusterTime, type Position } from '../src/core/model.js';

@@ -1,13 +1,13 @@
 import { deserialize } from 'bson';
-import { compileRowEncoder } from '../bigquery/proto-encoder.js';
-import { type WriterKind } from '../bigquery/writer.js';
-import { normalizeChangeEvent } from '../mongodb/change-event.js';
-import { historyTableSchema } from '../schema/table-schema.js';
-import { type ColumnSpec, type TableField } from '../schema/types.js';
-import { BSON_DECODE_OPTIONS } from '../transform/bson-kind.js';
-import { compileRowMapper } from '../transform/row-mapper.js';
-import { changeRecord } from './history-rows.js';
-import { changeEventId, type ChangeEvent, type ClusterTime } from './model.js';
+import { compileRowEncoder } from '../../src/bigquery/proto-encoder.js';
+import { type WriterKind } from '../../src/bigquery/writer.js';
+import { normalizeChangeEvent } from '../../src/mongodb/change-event.js';
+import { historyTableSchema } from '../../src/schema/table-schema.js';
+import { type ColumnSpec, type TableField } from '../../src/schema/types.js';
+import { BSON_DECODE_OPTIONS } from '../../src/transform/bson-kind.js';
+import { compileRowMapper } from '../../src/transform/row-mapper.js';
+import { changeRecord } from '../../src/core/history-rows.js';
+import { changeEventId, type ChangeEvent, type ClusterTime } from '../../src/core/model.js';
 import { mapOrdered, siblingModule, WorkerPool, type Transfer } from './worker-pool.js';
 
 /** What a change encoder is compiled from; plain data, so it can be handed to worker threads. */

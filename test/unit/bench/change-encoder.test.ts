@@ -10,7 +10,7 @@ import {
   insertAllRequestBody,
   ParallelChangeEncoder,
   type EncodedChanges,
-} from '../../../src/core/change-encoder.js';
+} from '../../../bench/parallel/change-encoder.js';
 import { changeRecord } from '../../../src/core/history-rows.js';
 import { rowBytes } from '../../../src/core/stream-loop.js';
 import { ERROR_CODES } from '../../../src/errors.js';
