@@ -22,11 +22,15 @@ export function fencedSet(set: Document, fence: number | undefined): Document {
   return fence === undefined ? set : { ...set, [FENCE_FIELD]: fence };
 }
 
+/** A fencing token as stored (a number, or an int64 the driver hands over as a bigint); else undefined. */
+export function tokenValue(value: unknown): number | undefined {
+  return typeof value === 'number' || typeof value === 'bigint' ? Number(value) : undefined;
+}
+
 /** The token stored in a settings document, if any. */
 export function storedFence(doc: Document | null): number | undefined {
   const status: unknown = doc?.status;
-  const fence = isDocument(status) ? status.fence : undefined;
-  return typeof fence === 'number' || typeof fence === 'bigint' ? Number(fence) : undefined;
+  return tokenValue(isDocument(status) ? status.fence : undefined);
 }
 
 /**

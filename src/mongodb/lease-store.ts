@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { type Collection, type Document, MongoServerError } from 'mongodb';
 import { DEFAULT_LEASE_TTL_MS } from '../config/bootstrap.js';
 import { type Lease, type LeaseStore } from '../core/ports.js';
+import { tokenValue } from './fence.js';
 
 /** Records of instances dead for longer than this are deleted, so restarts do not pile them up. */
 const DEAD_INSTANCE_RETENTION_MS = 60 * 60_000;
@@ -25,8 +26,7 @@ export function instanceName(): string {
 const mappingKey = (mappingId: string) => `mapping:${mappingId}`;
 
 function tokenOf(doc: Document | null): number | undefined {
-  const token: unknown = doc?.token;
-  return typeof token === 'number' || typeof token === 'bigint' ? Number(token) : undefined;
+  return tokenValue(doc?.token);
 }
 
 /**
