@@ -13,6 +13,8 @@ const SOURCE_DIR = join(REPO_ROOT, 'scripts', 'peers', 'bqemulator');
 /** Exact versions of every package in the venv (bqemulator is young; a floating dependency could break it). */
 const CONSTRAINTS = join(SOURCE_DIR, 'constraints.txt');
 const INSTALL_SPATIAL = join(SOURCE_DIR, 'install_spatial.py');
+/** Runs the emulator's own command with its DuckDB work kept on one thread (see the file: a deadlock fix). */
+const SERIAL_START = join(SOURCE_DIR, 'serial_start.py');
 /** Top-level packages; their versions, and those of everything they pull in, come from CONSTRAINTS. */
 const PACKAGES = ['bqemulator', 'duckdb', 'duckdb-extension-spatial', 'numpy'] as const;
 const INSTALL_TIMEOUT_MS = 15 * 60_000;
@@ -90,8 +92,9 @@ export async function startBqemulator(options: BqemulatorOptions): Promise<Runni
     options.dataDir === undefined ? ['--ephemeral'] : ['--persistent', '--data-dir', options.dataDir];
   const peer = spawnPeerProcess(
     name,
-    join(dir, 'venv', 'bin', 'bqemulator'),
+    join(dir, 'venv', 'bin', 'python'),
     [
+      SERIAL_START,
       'start',
       ...storage,
       '--project',
