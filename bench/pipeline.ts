@@ -14,7 +14,9 @@
 //
 // Environment: MBA_BENCH_EVENTS (recorded events, default 10000), MBA_BENCH_THREADS (worker threads of the
 // parallel path, default 2), MBA_BENCH_DOCS (backfill documents, default 1000000, 0 skips the backfill),
-// BENCH_ROUNDS (default 5) and BENCH_ROUND_MS (default 1000). MBA_BENCH_EVENTS=0 skips the throughput part.
+// BENCH_ROUNDS (default 5) and BENCH_ROUND_MS (default 1000). MBA_BENCH_EVENTS=0 skips the throughput part;
+// MBA_BENCH_PATHS (comma-separated: stream-loop, encoder, stages; default all) measures only those, for
+// profiling one of them (node --cpu-prof); MBA_BENCH_WRITERS (storage-write, insert-all; default both).
 import { loadavg, availableParallelism } from 'node:os';
 import { deserialize } from 'bson';
 import {
@@ -40,6 +42,7 @@ import { historyTableSchema } from '../src/schema/table-schema.js';
 import { type ColumnSpec } from '../src/schema/types.js';
 import { BSON_DECODE_OPTIONS } from '../src/transform/bson-kind.js';
 import { compileRowMapper } from '../src/transform/row-mapper.js';
+import { configuredSemiSpaceMb } from '../src/observability/runtime.js';
 import { generatedCollection, OPERATION_MIX, recordedChangeEvents } from './change-events.js';
 import { countingAppender, countingSink, wireCounter, type WireCounter } from './counting-sink.js';
 import { median, throughput, throughputAsync } from './measure.js';
@@ -49,6 +52,10 @@ const THREADS = Number(process.env.MBA_BENCH_THREADS ?? 2);
 const BACKFILL_DOCS = Number(process.env.MBA_BENCH_DOCS ?? 1_000_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const ROUND_MS = Number(process.env.BENCH_ROUND_MS ?? 1_000);
+const WRITERS = WRITER_KINDS.filter((kind) =>
+  (process.env.MBA_BENCH_WRITERS ?? WRITER_KINDS.join(',')).split(',').includes(kind),
+);
+const PATHS = new Set((process.env.MBA_BENCH_PATHS ?? 'stream-loop,encoder,stages').split(','));
 const MB = 1024 * 1024;
 const SAMPLE = 1_000;
 const SNAPSHOT_START: ClusterTime = { t: 1_764_000_000, i: 1 };
@@ -60,10 +67,14 @@ const load = () => Number((loadavg()[0] ?? 0).toFixed(2));
 const mb = (bytes: number) => Math.round(bytes / MB);
 const rss = () => process.memoryUsage.rss();
 
+/** Measured as the daemon runs: `npm run bench:pipeline` passes the daemon's flag (src/observability/runtime.ts). */
+const SEMI_SPACE = configuredSemiSpaceMb() ?? null;
+
 console.log(
-  `node ${process.version}, ${availableParallelism()} cores, load average ${loadavg()
-    .map((l) => l.toFixed(2))
-    .join(' ')}`,
+  `node ${process.version}, V8 semi-space ${SEMI_SPACE === null ? 'default (16 MB)' : `${SEMI_SPACE} MB`}, ` +
+    `${availableParallelism()} cores, load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
 );
 
 /** An in-memory checkpoint store: saving costs nothing, as the bench measures the pipeline only. */
@@ -131,6 +142,7 @@ async function backfill(): Promise<void> {
     // ru_maxrss (KiB on Linux): the process's peak, also between the samples above.
     max_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
     rss_every_100k_mb: series,
+    semi_space_mb: SEMI_SPACE,
     load_avg_1m: load(),
   };
   console.log(
@@ -296,6 +308,7 @@ async function measure(
       ratio: Number(ratio.toFixed(3)),
       cpu_cores: Number(median(cores).toFixed(2)),
       wire_bytes_per_event: Math.round(bytesPerEvent),
+      semi_space_mb: SEMI_SPACE,
       load_avg_1m: load(),
     }),
   );
@@ -369,10 +382,12 @@ if (EVENTS > 0) {
       .map(([op, share]) => `${op} ${share * 100}%`)
       .join(', ')}), ${schema.length} top-level columns; ${ROUNDS} rounds of ${ROUND_MS} ms each`,
   );
-  for (const writer of WRITER_KINDS) {
+  for (const writer of WRITERS) {
     const counter = wireCounter();
-    await measure('stream-loop', 0, writer, streamLoopPass(writer, counter), counter);
-    for (const threads of [0, THREADS]) {
+    if (PATHS.has('stream-loop')) {
+      await measure('stream-loop', 0, writer, streamLoopPass(writer, counter), counter);
+    }
+    for (const threads of PATHS.has('encoder') ? [0, THREADS] : []) {
       const encoder = new ParallelChangeEncoder({ columns, format: writer, schema }, { threads });
       try {
         const encCounter = wireCounter();
@@ -382,6 +397,6 @@ if (EVENTS > 0) {
       }
     }
   }
-  await stages();
+  if (PATHS.has('stages')) await stages();
 }
 for (const line of lines) console.log(line);

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=64
 import { Command } from 'commander';
 import { inferSchemaCommand } from './cli/infer-schema.js';
 import { reportFatal, type GlobalOptions } from './cli/common.js';

@@ -27,6 +27,9 @@ const SHORT_STRING_UNITS = 42;
 const DEFAULT_INITIAL_BUFFER_BYTES = 64 * 1024;
 /** A buffer grown past this by a large batch is given back afterwards (one encoder per table stays small). */
 const MAX_RETAINED_BUFFER_BYTES = 1024 * 1024;
+/** Slabs of `RowEncoder.encode`: a new one starts when less than the free minimum is left. */
+const SLAB_BYTES = 256 * 1024;
+const SLAB_MIN_FREE_BYTES = 16 * 1024;
 /** Object.prototype's own keys: a row missing such a column must not read the inherited member. */
 const PROTOTYPE_KEYS = new Set(Object.getOwnPropertyNames(Object.prototype));
 
@@ -302,6 +305,18 @@ function parseIsoUtc(text: string): EpochMicros | undefined {
  * `+HH:MM`, `+HHMM`, `+HH` or nothing for UTC) within BigQuery's range, or undefined.
  */
 export function parseTimestamp(text: string): EpochMicros | undefined {
+  // The rows of one batch share `time_archived` and mostly `_cluster_time`: the last answer is reused.
+  if (text === lastTimestampText) return lastTimestamp;
+  const parsed = parseTimestampText(text);
+  lastTimestampText = text;
+  lastTimestamp = parsed;
+  return parsed;
+}
+
+let lastTimestampText: string | undefined;
+let lastTimestamp: EpochMicros | undefined;
+
+function parseTimestampText(text: string): EpochMicros | undefined {
   const fast = parseIsoUtc(text);
   if (fast !== undefined) return fast;
   const m = TIMESTAMP_TEXT.exec(text);
@@ -590,7 +605,10 @@ export interface EncodedRows {
 export interface RowEncoder {
   /** The proto2 descriptor every append request carries as its writer schema. */
   readonly descriptor: DescriptorProto;
-  /** One row's protobuf bytes (a fresh copy); throws a `poison` BigQueryError when a value does not fit. */
+  /**
+   * One row's protobuf bytes, never overwritten afterwards (a view into a shared slab that later rows do not
+   * reuse); throws a `poison` BigQueryError when a value does not fit.
+   */
   encode(row: HistoryRow): Uint8Array;
   /** Many rows into one buffer; rows that do not fit their columns are returned as rejections. */
   encodeRows(rows: readonly HistoryRow[]): EncodedRows;
@@ -656,6 +674,12 @@ export function compileRowEncoder(schema: readonly TableField[]): RowEncoder {
   const descriptor = storageWriteDescriptor(schema);
   const encodeMessage = compileMessage(schema, descriptor, collectNestedTypes(descriptor, new Map()), '');
   let sink = new ByteSink(DEFAULT_INITIAL_BUFFER_BYTES);
+  /**
+   * `encode` writes rows one after the other into a slab and hands out views of it: one allocation per
+   * slab rather than one per row (the stream loop encodes every row to measure it). A slab is dropped, never
+   * reused, when it runs low; it is freed once no row still refers to it.
+   */
+  let slab = new ByteSink(SLAB_BYTES);
   /** Copies out what was written, giving back a buffer a large batch grew. */
   const take = (): Uint8Array => {
     const written = sink.bytes.slice(0, sink.pos);
@@ -665,9 +689,21 @@ export function compileRowEncoder(schema: readonly TableField[]): RowEncoder {
   return {
     descriptor,
     encode(row) {
-      sink.pos = 0;
-      encodeMessage(sink, row);
-      return take();
+      if (slab.bytes.length - slab.pos < SLAB_MIN_FREE_BYTES) slab = new ByteSink(SLAB_BYTES);
+      const start = slab.pos;
+      try {
+        encodeMessage(slab, row);
+      } catch (error) {
+        slab.pos = start;
+        throw error;
+      }
+      if (slab.bytes.length > SLAB_BYTES) {
+        // A large row grew the slab: it gets a buffer of its own and the next row a fresh slab.
+        const own = slab.bytes.slice(start, slab.pos);
+        slab = new ByteSink(SLAB_BYTES);
+        return own;
+      }
+      return slab.bytes.subarray(start, slab.pos);
     },
     encodeRows(rows) {
       sink.pos = 0;

@@ -23,6 +23,18 @@ type Writable = Extract<ChangeEvent, { kind: 'upsert' | 'delete' | 'collection-g
 
 const EMPTY_DOCUMENT: Readonly<Record<string, unknown>> = Object.freeze({});
 
+let lastArchivedAt: Date | undefined;
+let lastArchivedIso = '';
+
+/** `time_archived`: the rows of one pull share their Date, so its text is formatted once, not per row. */
+function archivedIso(now: Date): string {
+  if (now !== lastArchivedAt) {
+    lastArchivedIso = now.toISOString();
+    lastArchivedAt = now;
+  }
+  return lastArchivedIso;
+}
+
 /**
  * Completes a row the mapper just built (fresh, so ours to finish) with a change's metadata columns, in
  * place and in a fixed order after the user columns. Assigning keeps the row's fast object layout; copying
@@ -35,7 +47,7 @@ function withChangeMetadata(
   operationType: string,
   docId: string | null,
 ): Row {
-  row.time_archived = now.toISOString();
+  row.time_archived = archivedIso(now);
   row._cluster_time = clusterTimeIso(event.clusterTime);
   row._seq = changeSeq(event);
   row._event_id = changeEventId(event);
@@ -85,7 +97,7 @@ export function backfillRecord(
   const { row } = mapper.map(document);
   const docId = docIdString(document._id);
   // In place, as withChangeMetadata and for the same reason.
-  row.time_archived = now.toISOString();
+  row.time_archived = archivedIso(now);
   row.operationType = 'backfill';
   row._cluster_time = clusterTimeIso(snapshotStart);
   row._seq = backfillSeq(snapshotStart);

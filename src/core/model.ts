@@ -99,7 +99,17 @@ export function compareClusterTime(a: ClusterTime, b: ClusterTime): number {
   return a.t - b.t || a.i - b.i;
 }
 
-/** Seconds since the epoch of a cluster time, as an ISO timestamp for `_cluster_time`. */
+let lastIsoSeconds = Number.NaN;
+let lastIso = '';
+
+/**
+ * Seconds since the epoch of a cluster time, as an ISO timestamp for `_cluster_time`. Consecutive changes
+ * mostly share their second: the last text is reused rather than formatted again for every row.
+ */
 export function clusterTimeIso(time: ClusterTime): string {
-  return new Date(time.t * 1000).toISOString();
+  if (time.t !== lastIsoSeconds) {
+    lastIso = new Date(time.t * 1000).toISOString();
+    lastIsoSeconds = time.t;
+  }
+  return lastIso;
 }

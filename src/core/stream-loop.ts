@@ -116,7 +116,7 @@ export async function runStreamLoop(
             if (event.kind === 'collection-gone' && event.token === resumedFrom) break;
             const record = changeRecord(options.mapper(), event, now);
             const bytes = sizeOf(record.row);
-            batcher.add({ ...record, bytes }, bytes, clock.now());
+            batcher.add({ row: record.row, document: record.document, bytes }, bytes, clock.now());
             break;
           }
           case 'lookup-missed':

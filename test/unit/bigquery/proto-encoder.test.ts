@@ -463,6 +463,29 @@ describe('compileRowEncoder: values that do not fit', () => {
     expect(parseTimestamp('1970-01-01T05:30:00+05:30')).toEqual({ seconds: 0, micros: 0 });
     expect(parseTimestamp('1970-01-01T00:00:00.1234567Z')).toBeUndefined();
   });
+
+  it('answers each timestamp right when the same texts come again and in turn (the last answer is reused)', () => {
+    const texts = ['2026-11-25T10:00:00Z', '2026-11-25T10:00:00Z', 'nonsense', '1970-01-01T00:00:02Z'];
+    for (const text of [...texts, ...texts.reverse()]) {
+      const expected = text === 'nonsense' ? undefined : { seconds: Date.parse(text) / 1000, micros: 0 };
+      expect(parseTimestamp(text)).toEqual(expected);
+    }
+  });
+
+  it('hands out row encodings that later rows never overwrite, small and large alike', () => {
+    const encoder = compileRowEncoder(FLAT);
+    const rows = Array.from({ length: 2_000 }, (_, i) => ({
+      c_string: i % 500 === 7 ? 'L'.repeat(300_000 + i) : `${'m'.repeat(1_000)} ${i}`,
+      c_integer: i,
+    }));
+    const encoded = rows.map((row) => encoder.encode(row));
+    const again = compileRowEncoder(FLAT);
+    rows.forEach((row, i) => {
+      expect(
+        Buffer.from(encoded[i] ?? []).equals(Buffer.from(again.encodeRows([row]).serialized[0] ?? [])),
+      ).toBe(true);
+    });
+  });
 });
 
 // --- property: random schemas and rows ----------------------------------------------------------------

@@ -37,6 +37,21 @@ describe('history rows', () => {
     expect(dropped.row).toMatchObject({ id: null, operationType: 'drop', _doc_id: null, _event_id: 'tok1' });
   });
 
+  it('formats every time right when changes of different seconds and pulls of different times interleave', () => {
+    const times = [1_700_000_000, 1_700_000_000, 1_700_000_001, 1_600_000_000, 1_700_000_001];
+    const nows = [NOW, new Date(NOW.getTime() + 1), NOW];
+    times.forEach((t, i) => {
+      const now = nows[i % nows.length] ?? NOW;
+      const { row } = changeRecord(
+        mapper,
+        { ...base, clusterTime: { t, i: 1 }, kind: 'delete', documentId: i },
+        now,
+      );
+      expect(row._cluster_time).toBe(new Date(t * 1000).toISOString());
+      expect(row.time_archived).toBe(now.toISOString());
+    });
+  });
+
   it('a backfill row carries the snapshot start as its position and a per-document event id', () => {
     const row = backfillRecord(mapper, { _id: 7, v: 1 }, { t: 1_700_000_000, i: 2 }, NOW).row;
     expect(JSON.stringify(row)).toBe(

@@ -1,0 +1,25 @@
+import { describe, expect, it } from 'vitest';
+import { configuredSemiSpaceMb, SEMI_SPACE_FLAG, SEMI_SPACE_MB } from '../../../src/observability/runtime.js';
+
+describe('configuredSemiSpaceMb', () => {
+  it('reads the flag from the node arguments, in both spellings and forms', () => {
+    expect(configuredSemiSpaceMb([SEMI_SPACE_FLAG], undefined)).toBe(SEMI_SPACE_MB);
+    expect(configuredSemiSpaceMb(['--max_semi_space_size=32'], undefined)).toBe(32);
+    expect(configuredSemiSpaceMb(['--max-semi-space-size', '48', '--import', 'tsx'], undefined)).toBe(48);
+  });
+
+  it('reads NODE_OPTIONS, and the command line wins over it as in node', () => {
+    expect(configuredSemiSpaceMb([], '--enable-source-maps --max-semi-space-size=16')).toBe(16);
+    expect(configuredSemiSpaceMb(['--max-semi-space-size=64'], '--max-semi-space-size=16')).toBe(64);
+  });
+
+  it('is undefined when node runs with the default, or the value is not a size', () => {
+    expect(configuredSemiSpaceMb(['--import', 'tsx'], undefined)).toBeUndefined();
+    expect(configuredSemiSpaceMb(['--max-semi-space-size=lots'], '')).toBeUndefined();
+    expect(configuredSemiSpaceMb(['--max-semi-space-size'], undefined)).toBeUndefined();
+  });
+
+  it('sees what this test process was started with', () => {
+    expect(configuredSemiSpaceMb()).toBe(configuredSemiSpaceMb(process.execArgv, process.env.NODE_OPTIONS));
+  });
+});
