@@ -23,13 +23,13 @@ export function wireCounter(): WireCounter {
   return { requests: 0, bytes: 0 };
 }
 
-/** Stands in for `Table.request`: the body becomes its JSON bytes, as the HTTP client sends it. */
+/** Stands in for `Table.request`: the body (JSON text) becomes its UTF-8 bytes, as the HTTP client sends it. */
 function countingTable(counter: WireCounter): Table {
   const table = {
     id: 'history',
-    request(options: { json: unknown }): Promise<unknown> {
+    request(options: { body: string }): Promise<unknown> {
       counter.requests++;
-      counter.bytes += Buffer.from(JSON.stringify(options.json), 'utf8').length;
+      counter.bytes += Buffer.from(options.body, 'utf8').length;
       return Promise.resolve([{}]);
     },
   };

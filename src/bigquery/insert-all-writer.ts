@@ -11,15 +11,25 @@ interface InsertAllResponse {
   }[];
 }
 
+/** What every request says besides its rows, as the JSON text that starts the body. */
+const BODY_HEAD =
+  '{"kind":"bigquery#tableDataInsertAllRequest","skipInvalidRows":true,"ignoreUnknownValues":false,"rows":[';
+
 /**
  * The legacy streaming path (`tabledata.insertAll`), the original service's: every row carries
  * `insertId = _event_id`, so BigQuery's best-effort dedup drops a retried row it already has, and
  * `skipInvalidRows` lets the valid rows of a request land when some are refused.
+ *
+ * The body goes to the client library as JSON text, not as an object: given an object, the library replaces
+ * `{{projectId}}` in every string of it with the project id (rewriting archived data, in the caller's row
+ * objects too) and walks every row to do so. Each row is serialised once: `measure` keeps the text for the
+ * row's append.
  */
 export class InsertAllWriter implements TableWriter {
   readonly kind = 'insert-all' as const;
   readonly #table: Table;
   readonly #idColumn: string;
+  readonly #measured = new WeakMap<HistoryRow, string>();
 
   /** `idColumn` names the column whose value is the insertId (the dead-letter table uses `event_id`). */
   constructor(table: Table, idColumn = '_event_id') {
@@ -27,19 +37,30 @@ export class InsertAllWriter implements TableWriter {
     this.#idColumn = idColumn;
   }
 
+  /** The row's size in the request body (its JSON in UTF-8); the text is kept for the row's append. */
+  measure(row: HistoryRow): number {
+    const json = JSON.stringify(row);
+    this.#measured.set(row, json);
+    return Buffer.byteLength(json, 'utf8');
+  }
+
   async append(rows: readonly HistoryRow[], signal?: AbortSignal): Promise<AppendOutcome> {
     if (rows.length === 0) return { rejected: [] };
     signal?.throwIfAborted();
-    const body = {
-      kind: 'bigquery#tableDataInsertAllRequest',
-      skipInvalidRows: true,
-      ignoreUnknownValues: false,
-      rows: rows.map((row) => ({ insertId: insertIdOf(row, this.#idColumn), json: row })),
-    };
+    const entries = rows.map(
+      (row) =>
+        `{"insertId":${JSON.stringify(insertIdOf(row, this.#idColumn))},"json":${this.#measured.get(row) ?? JSON.stringify(row)}}`,
+    );
+    const body = `${BODY_HEAD}${entries.join(',')}]}`;
     let response: InsertAllResponse;
     try {
       // `request` rather than `insert`: insert deep-copies every row and retries failed rows by itself.
-      const result: unknown = await this.#table.request({ method: 'POST', uri: '/insertAll', json: body });
+      const result: unknown = await this.#table.request({
+        method: 'POST',
+        uri: '/insertAll',
+        body,
+        headers: { 'Content-Type': 'application/json' },
+      });
       response = (Array.isArray(result) ? result[0] : result) as InsertAllResponse;
     } catch (error) {
       throw toBigQueryError(error, `insertAll into ${this.#table.id ?? '?'}`);

@@ -235,6 +235,25 @@ describe('insertAll writer against the emulator', () => {
     });
   });
 
+  // The client library replaces `{{projectId}}` in every string of a `json` request body with the project id
+  // (a convenience for its own URLs and bodies), which would rewrite archived data. Rows go as a JSON text.
+  it('archives text holding `{{projectId}}` as it is, and leaves the row objects it was given untouched', async () => {
+    await createTable('placeholders', [
+      { name: 's', type: 'STRING', mode: 'NULLABLE' },
+      { name: 'tags', type: 'STRING', mode: 'REPEATED' },
+      { name: '_event_id', type: 'STRING', mode: 'NULLABLE' },
+    ]);
+    const writer = new InsertAllWriter(dataset.table('placeholders'));
+    const row = { s: 'a {{projectId}} b', tags: ['{{projectId}}'], _event_id: 'p{{projectId}}' };
+    const given = structuredClone(row);
+    expect(writer.measure(row)).toBe(Buffer.byteLength(JSON.stringify(row), 'utf8'));
+    expect(await writer.append([row])).toEqual({ rejected: [] });
+    expect(row).toEqual(given);
+    expect(await selectAll('placeholders', { s: 's', tags: 'tags', id: '_event_id' })).toEqual([
+      { s: 'a {{projectId}} b', tags: ['{{projectId}}'], id: 'p{{projectId}}' },
+    ]);
+  });
+
   it('BIGNUMERIC: BigQuery stores 76 digits; bqemulator cannot create the column (DuckDB decimals stop at 38)', async () => {
     const fields: TableField[] = [{ name: 'big', type: 'BIGNUMERIC', mode: 'NULLABLE' }];
     if (peer === 'bqemulator') {
