@@ -35,6 +35,6 @@ EXPOSE 9464
 # Node runs as PID 1 without an init: `run` handles SIGTERM itself (flush, checkpoint, exit within 30 s)
 # and starts no child processes, so there are no zombies to reap.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node", "--max-semi-space-size=64", "dist/src/main.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=64", "--no-allocation-site-pretenuring", "dist/src/main.js"]
 # Reads /config-local/config.json when it exists, as the original did; the environment can supply every key.
 CMD ["run"]

@@ -42,7 +42,7 @@ import { historyTableSchema } from '../src/schema/table-schema.js';
 import { type ColumnSpec } from '../src/schema/types.js';
 import { BSON_DECODE_OPTIONS } from '../src/transform/bson-kind.js';
 import { compileRowMapper } from '../src/transform/row-mapper.js';
-import { configuredSemiSpaceMb } from '../src/observability/runtime.js';
+import { configuredSemiSpaceMb, pretenuringDisabled } from '../src/observability/runtime.js';
 import { generatedCollection, OPERATION_MIX, recordedChangeEvents } from './change-events.js';
 import { countingAppender, countingSink, wireCounter, type WireCounter } from './counting-sink.js';
 import { median, throughput, throughputAsync } from './measure.js';
@@ -69,9 +69,11 @@ const rss = () => process.memoryUsage.rss();
 
 /** Measured as the daemon runs: `npm run bench:pipeline` passes the daemon's flag (src/observability/runtime.ts). */
 const SEMI_SPACE = configuredSemiSpaceMb() ?? null;
+const PRETENURING = !pretenuringDisabled();
 
 console.log(
   `node ${process.version}, V8 semi-space ${SEMI_SPACE === null ? 'default (16 MB)' : `${SEMI_SPACE} MB`}, ` +
+    `allocation-site pretenuring ${PRETENURING ? 'on' : 'off'}, ` +
     `${availableParallelism()} cores, load average ${loadavg()
       .map((l) => l.toFixed(2))
       .join(' ')}`,
@@ -143,6 +145,7 @@ async function backfill(): Promise<void> {
     max_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
     rss_every_100k_mb: series,
     semi_space_mb: SEMI_SPACE,
+    pretenuring: PRETENURING,
     load_avg_1m: load(),
   };
   console.log(
@@ -309,6 +312,7 @@ async function measure(
       cpu_cores: Number(median(cores).toFixed(2)),
       wire_bytes_per_event: Math.round(bytesPerEvent),
       semi_space_mb: SEMI_SPACE,
+      pretenuring: PRETENURING,
       load_avg_1m: load(),
     }),
   );

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=64
+#!/usr/bin/env -S node --max-semi-space-size=64 --no-allocation-site-pretenuring
 import { Command } from 'commander';
 import { inferSchemaCommand } from './cli/infer-schema.js';
 import { reportFatal, type GlobalOptions } from './cli/common.js';

@@ -1,6 +1,6 @@
 import { startArchiver } from '../app/archiver.js';
 import { createLogger } from '../observability/logger.js';
-import { configuredSemiSpaceMb, SEMI_SPACE_FLAG, SEMI_SPACE_MB } from '../observability/runtime.js';
+import { missingV8Flags, V8_FLAGS } from '../observability/runtime.js';
 import { EXIT, loadConfig, type GlobalOptions } from './common.js';
 
 /** How long a graceful stop may take (flush, checkpoint) before the process exits anyway. */
@@ -30,14 +30,12 @@ export async function runCommand(options: GlobalOptions): Promise<number> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  const semiSpaceMb = configuredSemiSpaceMb();
-  if (semiSpaceMb === undefined) {
+  const missing = missingV8Flags();
+  if (missing.length > 0) {
     logger.warn(
-      { recommended: SEMI_SPACE_FLAG },
-      `node was started without ${SEMI_SPACE_FLAG}: garbage collection will cost about a fifth of the throughput (see docs/operations.md)`,
+      { missing, recommended: V8_FLAGS },
+      `node was started without ${missing.join(' ')}: garbage collection will cost about a fifth of the throughput (see docs/operations.md)`,
     );
-  } else if (semiSpaceMb < SEMI_SPACE_MB) {
-    logger.info({ semiSpaceMb, recommended: SEMI_SPACE_FLAG }, 'young generation smaller than recommended');
   }
   const archiver = await startArchiver(config, logger, controller.signal);
   await archiver.done;

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG_PATH } from '../../src/config/bootstrap.js';
-import { SEMI_SPACE_FLAG } from '../../src/observability/runtime.js';
+import { V8_FLAGS } from '../../src/observability/runtime.js';
 import { DOCKERFILE, finalStage, HADOLINT_CONFIG, linters, REPO_ROOT, runTool } from './support.js';
 
 interface Finding {
@@ -41,30 +41,30 @@ describe('Dockerfile', () => {
     expect(findings.map((f) => f.code).sort()).toEqual(['DL3003', 'DL3007', 'DL3020', 'DL3025']);
   });
 
-  it('starts the compiled CLI with `run` and the young-generation flag, reading the original config path by default', () => {
+  it('starts the compiled CLI with `run` and the V8 flags, reading the original config path by default', () => {
     const stage = finalStage();
     const exec = (keyword: string) =>
       JSON.parse(stage.find((i) => i.keyword === keyword)?.args ?? 'null') as unknown;
     const pkg = JSON.parse(readFileSync(`${REPO_ROOT}/package.json`, 'utf8')) as {
       bin: Record<string, string>;
     };
-    expect(exec('ENTRYPOINT')).toEqual(['node', SEMI_SPACE_FLAG, pkg.bin['mongo-bigquery-archiver']]);
+    expect(exec('ENTRYPOINT')).toEqual(['node', ...V8_FLAGS, pkg.bin['mongo-bigquery-archiver']]);
     expect(exec('CMD')).toEqual(['run']);
     expect(DEFAULT_CONFIG_PATH).toBe('/config-local/config.json');
   });
 });
 
-describe('every launcher passes the young-generation flag', () => {
+describe('every launcher passes the V8 flags', () => {
   const pkg = JSON.parse(readFileSync(`${REPO_ROOT}/package.json`, 'utf8')) as {
     scripts: Record<string, string>;
   };
 
   it('the command installed as `mongo-bigquery-archiver` (its #! line)', () => {
     const firstLine = readFileSync(`${REPO_ROOT}/src/main.ts`, 'utf8').split('\n')[0];
-    expect(firstLine).toBe(`#!/usr/bin/env -S node ${SEMI_SPACE_FLAG}`);
+    expect(firstLine).toBe(`#!/usr/bin/env -S node ${V8_FLAGS.join(' ')}`);
   });
 
   it.each(['start', 'demo', 'bench:pipeline'])('npm run %s', (script) => {
-    expect(pkg.scripts[script]?.split(' ')).toContain(SEMI_SPACE_FLAG);
+    expect(pkg.scripts[script]?.split(' ')).toEqual(expect.arrayContaining([...V8_FLAGS]));
   });
 });

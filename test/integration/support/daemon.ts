@@ -5,7 +5,7 @@ import { expect } from 'vitest';
 import { peerContext } from '../../../scripts/peers/lib.js';
 import { forgetPid, rememberPid, startWatchdog } from '../../../scripts/peers/process.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
-import { SEMI_SPACE_FLAG } from '../../../src/observability/runtime.js';
+import { V8_FLAGS } from '../../../src/observability/runtime.js';
 import { docIdString } from '../../../src/transform/values.js';
 import { bigQueryTestEnv, type BigQueryTestEnv } from './bigquery.js';
 
@@ -43,14 +43,14 @@ export function daemonEnv(
   };
 }
 
-/** The daemon as its own process (`node <SEMI_SPACE_FLAG> --import tsx src/main.ts run`), configured by the environment. */
+/** The daemon as its own process (`node <V8_FLAGS> --import tsx src/main.ts run`), configured by the environment. */
 export function spawnDaemon(env: NodeJS.ProcessEnv, options: { capture?: boolean } = {}): DaemonProcess {
   // Its own process group, recorded for this test process's watchdog: a killed test leaves no daemon behind.
   if (!watchdogStarted) {
     startWatchdog(RUN_DIR);
     watchdogStarted = true;
   }
-  const child = spawn(process.execPath, [SEMI_SPACE_FLAG, '--import', 'tsx', 'src/main.ts', 'run'], {
+  const child = spawn(process.execPath, [...V8_FLAGS, '--import', 'tsx', 'src/main.ts', 'run'], {
     detached: true,
     env: { ...process.env, ...env },
     stdio: [

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { configuredSemiSpaceMb, SEMI_SPACE_FLAG, SEMI_SPACE_MB } from '../../../src/observability/runtime.js';
+import {
+  configuredSemiSpaceMb,
+  missingV8Flags,
+  NO_PRETENURING_FLAG,
+  pretenuringDisabled,
+  SEMI_SPACE_FLAG,
+  SEMI_SPACE_MB,
+  V8_FLAGS,
+} from '../../../src/observability/runtime.js';
 
 describe('configuredSemiSpaceMb', () => {
   it('reads the flag from the node arguments, in both spellings and forms', () => {
@@ -17,6 +25,22 @@ describe('configuredSemiSpaceMb', () => {
     expect(configuredSemiSpaceMb(['--import', 'tsx'], undefined)).toBeUndefined();
     expect(configuredSemiSpaceMb(['--max-semi-space-size=lots'], '')).toBeUndefined();
     expect(configuredSemiSpaceMb(['--max-semi-space-size'], undefined)).toBeUndefined();
+  });
+
+  it('knows whether pretenuring was turned off, the last word winning', () => {
+    expect(pretenuringDisabled([NO_PRETENURING_FLAG], undefined)).toBe(true);
+    expect(pretenuringDisabled(['--no_allocation_site_pretenuring'], undefined)).toBe(true);
+    expect(pretenuringDisabled(['--allocation-site-pretenuring'], NO_PRETENURING_FLAG)).toBe(false);
+    expect(pretenuringDisabled([], undefined)).toBe(false);
+  });
+
+  it('names the recommended flags a process lacks, a smaller semi-space included', () => {
+    expect(missingV8Flags([...V8_FLAGS], undefined)).toEqual([]);
+    expect(missingV8Flags([], V8_FLAGS.join(' '))).toEqual([]);
+    expect(missingV8Flags(['--import', 'tsx'], undefined)).toEqual([SEMI_SPACE_FLAG, NO_PRETENURING_FLAG]);
+    expect(missingV8Flags(['--max-semi-space-size=16', NO_PRETENURING_FLAG], undefined)).toEqual([
+      SEMI_SPACE_FLAG,
+    ]);
   });
 
   it('sees what this test process was started with', () => {
