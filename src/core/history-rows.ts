@@ -23,14 +23,15 @@ type Writable = Extract<ChangeEvent, { kind: 'upsert' | 'delete' | 'collection-g
 
 const EMPTY_DOCUMENT: Readonly<Record<string, unknown>> = Object.freeze({});
 
-let lastArchivedAt: Date | undefined;
+let lastArchivedMs = Number.NaN;
 let lastArchivedIso = '';
 
-/** `time_archived`: the rows of one pull share their Date, so its text is formatted once, not per row. */
+/** `time_archived`: the rows of one pull share their time, so its text is formatted once, not per row. */
 function archivedIso(now: Date): string {
-  if (now !== lastArchivedAt) {
+  const ms = now.getTime();
+  if (ms !== lastArchivedMs) {
     lastArchivedIso = now.toISOString();
-    lastArchivedAt = now;
+    lastArchivedMs = ms;
   }
   return lastArchivedIso;
 }
