@@ -12,6 +12,11 @@ This launcher changes no behaviour of the emulator, only the thread its work run
 - synchronous REST routes run on the event loop instead of AnyIO's thread pool (none of them waits on
   anything, so the loop stays live).
 Streaming reads (ReadRows) still run on gRPC threads; the archiver does not use the Storage Read API.
+
+It also gives gRPC's synchronous handlers more threads. They run on the event loop's default executor
+(min(32, cores + 4) threads: 6 here), and an open AppendRows stream holds its thread for as long as the
+client keeps it open, so a seventh writer's calls queued forever: two daemons of the lease test with four
+mappings were enough. Real BigQuery takes thousands of concurrent connections per project.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from bqemulator.grpc_api.read_servicer import BigQueryReadHandler
 from bqemulator.grpc_api.write_servicer import BigQueryWriteHandler
 
 T = TypeVar("T")
+
+#: Threads for gRPC's synchronous handlers: one per open AppendRows stream, plus the short calls.
+GRPC_THREADS = 256
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_thread: int | None = None
@@ -69,6 +77,9 @@ def build_grpc_server(*args: Any, **kwargs: Any) -> Any:
     global _loop, _loop_thread
     _loop = asyncio.get_running_loop()
     _loop_thread = threading.get_ident()
+    _loop.set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=GRPC_THREADS, thread_name_prefix="grpc-sync")
+    )
     return _build_grpc_server(*args, **kwargs)
 
 

@@ -36,8 +36,9 @@ export function daemonEnv(
     BIGQUERY_EMULATOR_ENDPOINT: bq.apiEndpoint,
     BIGQUERY_EMULATOR_GRPC: `${bq.grpcHost}:${bq.grpcPort}`,
     BIGQUERY_EMULATOR_KIND: bq.peer,
-    // The Storage Write path has its own tests; here it would add bqemulator's gRPC path to every change.
-    BIGQUERY_WRITER: 'insert-all',
+    // The default writer, as in production: the crash and outage tests go through Storage Write
+    // (archiver.test.ts, metrics.test.ts and leases.test.ts write with insertAll: both run end to end).
+    BIGQUERY_WRITER: 'storage-write',
     METRICS_PORT: '0',
     LOG_LEVEL: 'warn',
   };
