@@ -13,7 +13,7 @@ const SOURCE_DIR = join(REPO_ROOT, 'scripts', 'peers', 'bqemulator');
 /** Exact versions of every package in the venv (bqemulator is young; a floating dependency could break it). */
 const CONSTRAINTS = join(SOURCE_DIR, 'constraints.txt');
 const INSTALL_SPATIAL = join(SOURCE_DIR, 'install_spatial.py');
-/** Runs the emulator's own command with its DuckDB work kept on one thread (see the file: a deadlock fix). */
+/** Runs the emulator's own command with its DuckDB work on one thread and more gRPC threads (see the file). */
 const SERIAL_START = join(SOURCE_DIR, 'serial_start.py');
 /** Top-level packages; their versions, and those of everything they pull in, come from CONSTRAINTS. */
 const PACKAGES = ['bqemulator', 'duckdb', 'duckdb-extension-spatial', 'numpy'] as const;
