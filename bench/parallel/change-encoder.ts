@@ -1,4 +1,5 @@
 import { deserialize } from 'bson';
+import { INSERT_ALL_BODY_HEAD, INSERT_ALL_BODY_TAIL } from '../../src/bigquery/insert-all-writer.js';
 import { compileRowEncoder } from '../../src/bigquery/proto-encoder.js';
 import { type WriterKind } from '../../src/bigquery/writer.js';
 import { normalizeChangeEvent } from '../../src/mongodb/change-event.js';
@@ -54,10 +55,8 @@ export function encodedRow(encoded: EncodedChanges, row: number): Uint8Array {
   return encoded.rows.subarray(row === 0 ? 0 : (encoded.rowEnds[row - 1] ?? 0), encoded.rowEnds[row] ?? 0);
 }
 
-const INSERT_ALL_HEAD = Buffer.from(
-  '{"kind":"bigquery#tableDataInsertAllRequest","skipInvalidRows":true,"ignoreUnknownValues":false,"rows":[',
-);
-const INSERT_ALL_TAIL = Buffer.from(']}');
+const INSERT_ALL_HEAD = Buffer.from(INSERT_ALL_BODY_HEAD);
+const INSERT_ALL_TAIL = Buffer.from(INSERT_ALL_BODY_TAIL);
 const COMMA = Buffer.from(',');
 
 /** The JSON body of an insertAll request of these encoded `rows[]` entries, as InsertAllWriter sends it. */

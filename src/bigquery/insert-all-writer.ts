@@ -11,9 +11,10 @@ interface InsertAllResponse {
   }[];
 }
 
-/** What every request says besides its rows, as the JSON text that starts the body. */
-const BODY_HEAD =
+/** What every request says besides its rows: the JSON text before the first row and after the last. */
+export const INSERT_ALL_BODY_HEAD =
   '{"kind":"bigquery#tableDataInsertAllRequest","skipInvalidRows":true,"ignoreUnknownValues":false,"rows":[';
+export const INSERT_ALL_BODY_TAIL = ']}';
 
 /**
  * The legacy streaming path (`tabledata.insertAll`), the original service's: every row carries
@@ -51,7 +52,7 @@ export class InsertAllWriter implements TableWriter {
       (row) =>
         `{"insertId":${JSON.stringify(insertIdOf(row, this.#idColumn))},"json":${this.#measured.get(row) ?? JSON.stringify(row)}}`,
     );
-    const body = `${BODY_HEAD}${entries.join(',')}]}`;
+    const body = `${INSERT_ALL_BODY_HEAD}${entries.join(',')}${INSERT_ALL_BODY_TAIL}`;
     let response: InsertAllResponse;
     try {
       // `request` rather than `insert`: insert deep-copies every row and retries failed rows by itself.
