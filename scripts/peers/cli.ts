@@ -1,6 +1,10 @@
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { type Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Command } from 'commander';
 import { installPeers, peerContext, startPeers } from './lib.js';
+import { OutputRecap } from './output-recap.js';
 import { PeerSetupError, reapStalePeers } from './process.js';
 import { PEERS, selectedPeers } from './registry.js';
 
@@ -64,10 +68,26 @@ async function runWithPeers(command: string[]): Promise<number> {
   const running = await startPeers(selectedPeers(), ctx);
   try {
     if (interrupted) return 130;
+    // Its output passes through (kept in colour on a terminal) and is remembered, so a failure can be
+    // repeated after the peer logs.
+    const colour =
+      process.stdout.isTTY && process.env.FORCE_COLOR === undefined && process.env.NO_COLOR === undefined
+        ? { FORCE_COLOR: '1' }
+        : {};
     const child = spawn(file, args, {
-      stdio: 'inherit',
-      env: { ...process.env, ...running.env },
+      stdio: ['inherit', 'pipe', 'pipe'],
+      env: { ...process.env, ...running.env, ...colour },
       shell: false,
+    });
+    const drained = Promise.all([closed(child.stdout), closed(child.stderr)]);
+    const recap = new OutputRecap();
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      process.stdout.write(chunk);
+      recap.push(chunk);
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      process.stderr.write(chunk);
+      recap.push(chunk);
     });
     // A terminal's Ctrl-C reaches the child directly (same process group); a SIGTERM sent to us alone is passed on.
     const forward = (signal: NodeJS.Signals) => {
@@ -83,14 +103,30 @@ async function runWithPeers(command: string[]): Promise<number> {
         resolveExit(c ?? (signal ? 128 + signalNumber(signal) : 1));
       });
     });
+    // The last output may still be in the pipes; a grandchild that kept them open must not hold us up.
+    await Promise.race([drained, sleep(2_000, undefined, { ref: false })]);
     if (code !== 0) {
-      console.error(`\n[peers] ${file} exited with ${code}; peer logs follow\n${running.logTails()}`);
+      const { failures, tail } = recap.recap();
+      console.error(
+        [
+          `\n[peers] ${file} exited with ${code}; the peer logs end with:`,
+          running.logTails(20),
+          `[peers] ${file} exited with ${code}; what it reported failing:`,
+          ...(failures.length > 0 ? failures : ['(no failure line recognised)']),
+          `[peers] its last lines:`,
+          ...tail,
+        ].join('\n'),
+      );
     }
     return code;
   } finally {
     await running.stop();
     ctx.log('peers stopped');
   }
+}
+
+function closed(stream: Readable): Promise<unknown> {
+  return stream.closed ? Promise.resolve() : once(stream, 'close');
 }
 
 function signalNumber(signal: NodeJS.Signals): number {
