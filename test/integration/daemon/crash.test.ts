@@ -18,6 +18,7 @@ const DATASET = `crash_${suffix}`;
 const SETTINGS_DB = `archiver_crash_${suffix}`;
 const DB = `crashdb_${suffix}`;
 const TRIALS = 6;
+const LEASE_TTL_MS = 3_000;
 let mongo: MongoClient;
 let clients: BigQueryClients;
 
@@ -49,14 +50,21 @@ describe('crash recovery', () => {
     const stopWorkload = new AbortController();
     const writes = randomWorkload({ collections: [items], seeded: 5_000 }, stopWorkload.signal);
     const killedIn: string[] = [];
+    // A killed daemon's lease blocks its successor until it expires: a short TTL keeps the trials quick.
+    const env = { ...daemonEnv(DATASET, SETTINGS_DB), LEASE_TTL_MS: String(LEASE_TTL_MS) };
     for (let trial = 0; trial < TRIALS; trial++) {
-      const { child, exited } = spawnDaemon(daemonEnv(DATASET, SETTINGS_DB));
-      // The first trials die during the backfill, the later ones while streaming.
+      const spawnedAt = new Date();
+      const { child, exited } = spawnDaemon(env);
+      // The first trials die during the backfill, the later ones while streaming. The state must be this
+      // process's own report: the settings document still holds the killed one's, and this one first waits
+      // for that one's lease to expire.
       const state = await waitForState(
         mongo,
         SETTINGS_DB,
         'items',
         trial < 2 ? ['backfilling', 'streaming'] : ['streaming'],
+        60_000,
+        spawnedAt,
       );
       await sleep(Math.floor(Math.random() * 700));
       killedIn.push(`${state}:${String(await mappingState(mongo, SETTINGS_DB, 'items'))}`);
@@ -68,7 +76,7 @@ describe('crash recovery', () => {
     const ops = await writes;
     expect(ops).toBeGreaterThan(50);
 
-    const { child, exited } = spawnDaemon(daemonEnv(DATASET, SETTINGS_DB));
+    const { child, exited } = spawnDaemon(env);
     const { rows, distinct } = await viewMatchesCollection({
       mongo,
       clients,

@@ -76,32 +76,55 @@ export function spawnDaemon(env: NodeJS.ProcessEnv, options: { capture?: boolean
   return { child, exited, output: () => chunks.join('') };
 }
 
+/** The mapping's `status.state`, and when it was written (`status.updatedAt`). */
+export async function mappingStatus(
+  mongo: MongoClient,
+  settingsDb: string,
+  mapping: string,
+): Promise<{ state: string | undefined; updatedAt: Date | undefined }> {
+  const doc = await mongo
+    .db(settingsDb)
+    .collection(SETTINGS_COLLECTION)
+    .findOne({ _id: mapping } as Document);
+  const status = doc?.status as Document | undefined;
+  const state = status?.state as unknown;
+  const updatedAt = status?.updatedAt as unknown;
+  return {
+    state: typeof state === 'string' ? state : undefined,
+    updatedAt: updatedAt instanceof Date ? updatedAt : undefined,
+  };
+}
+
 export async function mappingState(
   mongo: MongoClient,
   settingsDb: string,
   mapping: string,
 ): Promise<string | undefined> {
-  const doc = await mongo
-    .db(settingsDb)
-    .collection(SETTINGS_COLLECTION)
-    .findOne({ _id: mapping } as Document);
-  const state = (doc?.status as Document | undefined)?.state as unknown;
-  return typeof state === 'string' ? state : undefined;
+  return (await mappingStatus(mongo, settingsDb, mapping)).state;
 }
 
+/**
+ * Waits until the mapping reports one of `states`; with `since`, a report written at or after it (so a
+ * state left behind by a killed process does not count).
+ */
 export async function waitForState(
   mongo: MongoClient,
   settingsDb: string,
   mapping: string,
   states: readonly string[],
   timeoutMs = 60_000,
+  since?: Date,
 ): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const state = await mappingState(mongo, settingsDb, mapping);
-    if (state !== undefined && states.includes(state)) return state;
+    const { state, updatedAt } = await mappingStatus(mongo, settingsDb, mapping);
+    const fresh = since === undefined || (updatedAt !== undefined && updatedAt >= since);
+    if (state !== undefined && fresh && states.includes(state)) return state;
     if (Date.now() > deadline)
-      throw new Error(`mapping ${mapping} never reached ${states.join('/')} (last: ${String(state)})`);
+      throw new Error(
+        `mapping ${mapping} never reached ${states.join('/')}${since ? ` after ${since.toISOString()}` : ''} ` +
+          `(last: ${String(state)} at ${updatedAt?.toISOString() ?? 'never'})`,
+      );
     await sleep(50);
   }
 }
