@@ -331,9 +331,7 @@ export class Supervisor {
       controller,
       done: Promise.resolve(),
     };
-    const report = (status: MappingStatus) => {
-      entry.state = status.state;
-      this.#o.onStatus?.(id, status);
+    const statusWriter = new StatusWriter((status) =>
       this.#o.store.reportStatus(id, status, fence).catch((error: unknown) => {
         if (error instanceof FencedOutError) {
           // Another instance owns the mapping now: stop here (its lease renewal would find out soon anyway).
@@ -342,7 +340,12 @@ export class Supervisor {
           return;
         }
         this.#o.log.warn('could not write the mapping status', { mapping: id, error: errorMessage(error) });
-      });
+      }),
+    );
+    const report = (status: MappingStatus) => {
+      entry.state = status.state;
+      this.#o.onStatus?.(id, status);
+      statusWriter.report(status);
     };
     const hooks: MappingHooks = {
       report,
@@ -393,7 +396,9 @@ export class Supervisor {
         }
       }
     };
-    Object.assign(entry, { done: loop() });
+    // A stopped mapping is done once its last status is written (before its lease is released).
+    const done = loop().finally(() => statusWriter.settled());
+    Object.assign(entry, { done });
     this.#running.set(id, entry);
   }
 
@@ -403,6 +408,46 @@ export class Supervisor {
     this.#running.delete(id);
     running.controller.abort();
     await running.done;
+  }
+}
+
+/**
+ * Writes one mapping's status reports one at a time, in the order they were made. Reports are not awaited
+ * by the mapping, and two updates in flight at once may be applied in either order: a `backfilling` report
+ * landing after `streaming` left the settings document saying `backfilling` for good. A report made while a
+ * write is under way waits for it; several waiting ones are merged into one write (the newest state and
+ * message, with the counters the newest does not give carried over from the others).
+ */
+export class StatusWriter {
+  readonly #write: (status: MappingStatus) => Promise<void>;
+  #waiting: MappingStatus | undefined;
+  #writing: Promise<void> | undefined;
+
+  /** `write` must not reject: it handles its own failures. */
+  constructor(write: (status: MappingStatus) => Promise<void>) {
+    this.#write = write;
+  }
+
+  report(status: MappingStatus): void {
+    const { message: _replaced, ...carried } = this.#waiting ?? status;
+    this.#waiting = { ...carried, ...status };
+    this.#writing ??= this.#drain();
+  }
+
+  /** Resolves when every report made so far is written. */
+  async settled(): Promise<void> {
+    await this.#writing;
+  }
+
+  async #drain(): Promise<void> {
+    try {
+      for (let next = this.#waiting; next !== undefined; next = this.#waiting) {
+        this.#waiting = undefined;
+        await this.#write(next);
+      }
+    } finally {
+      this.#writing = undefined;
+    }
   }
 }
 

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoClient, type Document, type Timestamp } from 'mongodb';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { emulatorClients } from '../support/bigquery-clients.js';
 import {
@@ -97,7 +97,11 @@ async function waitForOwners(
     const owners = new Map([...(await holders())].map(([id, h]) => [id, h.pid]));
     const streaming = [...(await states()).values()].filter((s) => s === 'streaming').length;
     if (owners.size === MAPPINGS.length && streaming === MAPPINGS.length && ok(owners)) return owners;
-    if (Date.now() > deadline) throw new Error(`owners never settled: ${JSON.stringify([...owners])}`);
+    if (Date.now() > deadline) {
+      throw new Error(
+        `owners never settled: ${JSON.stringify([...owners])}, states ${JSON.stringify([...(await states())])}`,
+      );
+    }
     await sleep(100);
   }
 }
@@ -134,6 +138,17 @@ describe('several instances sharing the mappings through leases', () => {
   it('owns each mapping once, takes over from a killed instance within the TTL, fences a paused one out, hands over at once on SIGTERM, and loses nothing', async ({
     annotate,
   }) => {
+    onTestFailed(() => {
+      // What the daemons said (they log to a pipe): the warnings and errors, and each one's last lines.
+      for (const d of daemons) {
+        const lines = d.output().trimEnd().split('\n');
+        const notable = lines.filter((l) => /"level":(40|50|60)/.test(l));
+        process.stderr.write(
+          `daemon ${String(d.child.pid)}: ${notable.length} warnings/errors, last ones:\n${notable.slice(-15).join('\n')}\n` +
+            `last lines:\n${lines.slice(-10).join('\n')}\n`,
+        );
+      }
+    });
     for (const m of MAPPINGS) {
       await mongo
         .db(DB)

@@ -8,7 +8,12 @@ import {
   type SettingsEntry,
   type SettingsStore,
 } from '../../../src/core/ports.js';
-import { Supervisor, type MappingHooks, type SupervisorOptions } from '../../../src/core/supervisor.js';
+import {
+  StatusWriter,
+  Supervisor,
+  type MappingHooks,
+  type SupervisorOptions,
+} from '../../../src/core/supervisor.js';
 import { BigQueryError, FencedOutError } from '../../../src/errors.js';
 
 /** An in-memory settings collection: `waitForChange` wakes on every write of the test, or every 5 ms. */
@@ -433,5 +438,80 @@ describe('supervisor', () => {
       expect(store.fences.get('a')).toBe(oldToken + 1);
       expect(store.statuses.filter((s) => s.id === 'a').at(-1)?.status.state).toBe('streaming');
     });
+  });
+});
+
+describe('StatusWriter', () => {
+  /** A store where each write takes as long as the test says: later writes could overtake earlier ones. */
+  function slowStore() {
+    const applied: MappingStatus[] = [];
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const write = async (status: MappingStatus) => {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      // The first write is the slowest: unordered writes would apply it last.
+      await sleep(status.state === 'backfilling' ? 30 : 1);
+      applied.push(status);
+      inFlight--;
+    };
+    return { applied, write, maxInFlight: () => maxInFlight };
+  }
+
+  it('applies reports in the order they were made, one write at a time, ending with the newest', async () => {
+    const store = slowStore();
+    const writer = new StatusWriter(store.write);
+    writer.report({ state: 'backfilling', backfillCopied: 300 });
+    writer.report({ state: 'streaming' });
+    await writer.settled();
+    expect(store.applied.map((s) => s.state)).toEqual(['backfilling', 'streaming']);
+    expect(store.maxInFlight()).toBe(1);
+  });
+
+  it('merges the reports made during a write: newest state and message, counters carried over', async () => {
+    const store = slowStore();
+    const writer = new StatusWriter(store.write);
+    writer.report({ state: 'backfilling', backfillCopied: 100 });
+    writer.report({ state: 'backfilling', backfillCopied: 200, message: 'slow' });
+    writer.report({ state: 'retrying', message: 'BigQuery unavailable' });
+    writer.report({ state: 'streaming', eventsRead: 5 });
+    await writer.settled();
+    expect(store.applied).toEqual([
+      { state: 'backfilling', backfillCopied: 100 },
+      { state: 'streaming', backfillCopied: 200, eventsRead: 5 },
+    ]);
+    // Later reports start a new write.
+    writer.report({ state: 'stopped' });
+    await writer.settled();
+    expect(store.applied.at(-1)).toEqual({ state: 'stopped' });
+  });
+
+  it('keeps the settings document at the newest state when a mapping reports while running', async () => {
+    const store = new MemoryStore();
+    const slow = store.reportStatus.bind(store);
+    // The store takes longer for earlier reports, as concurrent updates on a busy server may.
+    let delay = 20;
+    store.reportStatus = async (id, status, fence) => {
+      await sleep((delay = Math.max(0, delay - 10)));
+      await slow(id, status, fence);
+    };
+    const runs = new FakeRuns();
+    const run = runs.run;
+    runs.run = (settings, signal, hooks) => {
+      hooks.report({ state: 'backfilling', backfillCopied: 1 });
+      hooks.report({ state: 'backfilling', backfillCopied: 2 });
+      return run(settings, signal, hooks);
+    };
+    const supervisor = new Supervisor({ store, runMapping: runs.run, log: quietLog });
+    store.docs.set('a', mapping('orders', { _id: 'a' }));
+    const controller = new AbortController();
+    const running = supervisor.run(controller.signal);
+    await eventually(() => {
+      expect(store.docs.get('a')?.status).toEqual({ state: 'streaming' });
+    });
+    await sleep(50);
+    expect(store.docs.get('a')?.status).toEqual({ state: 'streaming' });
+    controller.abort();
+    await running;
   });
 });
