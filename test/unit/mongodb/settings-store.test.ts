@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { EJSON, Long, ObjectId } from 'bson';
 import { describe, expect, it } from 'vitest';
-import { isConfigurationChange } from '../../../src/mongodb/settings-store.js';
+import { MongoServerError, type MongoClient } from 'mongodb';
+import { isConfigurationChange, MongoSettingsStore } from '../../../src/mongodb/settings-store.js';
 import { settingsIdString } from '../../../src/config/settings.js';
 
 const real = EJSON.parse(
@@ -77,5 +78,51 @@ describe('settings document ids', () => {
     expect(settingsIdString(2.5)).toBe('{"$numberDouble":"2.5"}');
     expect(settingsIdString(Long.fromNumber(7))).toBe('{"$numberLong":"7"}');
     expect(settingsIdString({ tenant: 'x', n: 1 })).toBe('{"tenant":"x","n":{"$numberInt":"1"}}');
+  });
+});
+
+describe('MongoSettingsStore.ensure', () => {
+  /** A client whose database lists no collection and answers createCollection with `outcome`. */
+  function clientCreating(outcome: () => Promise<unknown>) {
+    let creates = 0;
+    const db = {
+      listCollections: () => ({ toArray: () => Promise.resolve([]) }),
+      createCollection: () => {
+        creates++;
+        return outcome();
+      },
+      collection: (name: string) => ({ collectionName: name, namespace: `archiver.${name}` }),
+    };
+    const client = { db: () => db } as unknown as MongoClient;
+    return { client, creates: () => creates };
+  }
+
+  it('accepts NamespaceExists: another replica created the collection between the check and the create', async () => {
+    const { client, creates } = clientCreating(() =>
+      Promise.reject(
+        new MongoServerError({
+          code: 48,
+          codeName: 'NamespaceExists',
+          errmsg: 'Collection archiver.bigquery_archiver_settings already exists.',
+        }),
+      ),
+    );
+    await new MongoSettingsStore(client).ensure(AbortSignal.timeout(1_000));
+    expect(creates()).toBe(1);
+  });
+
+  it('turns a refused creation into a configuration error that says what to do, and rethrows others', async () => {
+    const refused = clientCreating(() =>
+      Promise.reject(new MongoServerError({ code: 13, codeName: 'Unauthorized', errmsg: 'not authorized' })),
+    );
+    await expect(new MongoSettingsStore(refused.client).ensure(AbortSignal.timeout(1_000))).rejects.toThrow(
+      /cannot create the settings collection archiver\.bigquery_archiver_settings: not authorized; create it beforehand/,
+    );
+    const down = clientCreating(() =>
+      Promise.reject(new MongoServerError({ code: 91, codeName: 'ShutdownInProgress', errmsg: 'shutting down' })),
+    );
+    await expect(new MongoSettingsStore(down.client).ensure(AbortSignal.timeout(1_000))).rejects.toThrow(
+      'shutting down',
+    );
   });
 });
