@@ -119,7 +119,9 @@ describe('MongoSettingsStore.ensure', () => {
       /cannot create the settings collection archiver\.bigquery_archiver_settings: not authorized; create it beforehand/,
     );
     const down = clientCreating(() =>
-      Promise.reject(new MongoServerError({ code: 91, codeName: 'ShutdownInProgress', errmsg: 'shutting down' })),
+      Promise.reject(
+        new MongoServerError({ code: 91, codeName: 'ShutdownInProgress', errmsg: 'shutting down' }),
+      ),
     );
     await expect(new MongoSettingsStore(down.client).ensure(AbortSignal.timeout(1_000))).rejects.toThrow(
       'shutting down',
