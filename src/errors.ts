@@ -50,7 +50,8 @@ export class IdentifierError extends ArchiverError {
 /**
  * How a failure is handled, decided in one place per service (see `classifyBigQueryError`):
  * - `retryable`: transient (rate limits, 5xx, UNAVAILABLE, DEADLINE_EXCEEDED...): retry with backoff;
- * - `schema`: the table lacks a column the rows carry: patch the schema, then retry once;
+ * - `schema`: the table lacks (or does not show writes yet) a column the rows carry: patch the schema once,
+ *   then retry with backoff while BigQuery catches up; never dead-lettered;
  * - `poison`: the rows themselves are refused: dead-letter them, the rest goes on;
  * - `fatal`: permissions, missing project or table, bad configuration: stop and report.
  */

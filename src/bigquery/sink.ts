@@ -1,6 +1,13 @@
 import { performance } from 'node:perf_hooks';
 import { BigQueryError } from '../errors.js';
-import { DEFAULT_BACKOFF, retry, type BackoffPolicy } from '../core/backoff.js';
+import {
+  abortableSleep,
+  backoffDelay,
+  DEFAULT_BACKOFF,
+  DEFAULT_SCHEMA_BACKOFF,
+  retry,
+  type BackoffPolicy,
+} from '../core/backoff.js';
 import { DEFAULT_BATCH_LIMITS, splitIntoBatches, type BatchLimits, type Sized } from '../core/batcher.js';
 import { rowBytes } from '../core/stream-loop.js';
 import { classifyBigQueryError } from './error-mapping.js';
@@ -40,11 +47,14 @@ export interface BigQuerySinkOptions {
   readonly deadLetterWriter: TableWriter;
   /**
    * Called once per batch when BigQuery says the rows carry a column the table lacks: patch the table,
-   * call the writer's updateSchema, then the batch is retried once.
+   * call the writer's updateSchema. The batch is then retried at once, and with `schemaBackoff` for as long
+   * as BigQuery keeps refusing it for its schema (a new column reaches writes only after a delay).
    */
   readonly onSchemaMismatch?: (reason: string) => Promise<void>;
   readonly limits?: BatchLimits;
   readonly backoff?: BackoffPolicy;
+  /** How long rows refused for their schema wait after the repair (default DEFAULT_SCHEMA_BACKOFF). */
+  readonly schemaBackoff?: BackoffPolicy;
   /** Size of a row on the wire; defaults to its JSON length in UTF-8. */
   readonly sizeOf?: (row: HistoryRow) => number;
   readonly onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
@@ -63,10 +73,15 @@ interface SendState {
 const MAX_DEAD_LETTER_DOCUMENT_CHARS = 1_000_000;
 const MAX_REASONS = 5;
 
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 /**
  * Writes history rows: splits them into requests under BigQuery's limits, retries transient failures with
- * backoff (same rows, same `_event_id`s), patches the schema once on a missing column, isolates refused rows
- * and writes them to the dead-letter table with their reason. Resolves only when every row is either in the
+ * backoff (same rows, same `_event_id`s), patches the schema once on a missing column and then waits for
+ * BigQuery to show it, isolates rows refused on their own merits and writes them to the dead-letter table
+ * with their reason. Resolves only when every row is either in the
  * history table or in the dead-letter table; anything else rejects, so the caller never checkpoints past a
  * row that went nowhere.
  */
@@ -93,7 +108,7 @@ export class BigQuerySink {
     for (const batch of batches) {
       const started = performance.now();
       const before = { rows: state.written, bytes: state.bytes };
-      await this.#send(batch, false, state, signal);
+      await this.#send(batch, state, signal);
       this.#o.observer?.batchWritten(
         state.written - before.rows,
         state.bytes - before.bytes,
@@ -123,59 +138,103 @@ export class BigQuerySink {
     );
   }
 
+  /**
+   * Sends one batch until every row is in the history table or, refused on its own merits, in `state.dead`.
+   * A `schema` failure (a column the table lacks, or one BigQuery does not show to writes yet) never
+   * dead-letters: the schema is repaired once, then the same rows wait with backoff for BigQuery to catch up.
+   */
   async #send(
     batch: readonly Sized<SinkRecord>[],
-    schemaPatched: boolean,
     state: SendState,
     signal?: AbortSignal,
+    repaired = false,
   ): Promise<void> {
-    const rows = batch.map((e) => e.item.row);
-    let outcome;
-    try {
-      outcome = await this.#append(rows, this.#o.writer, signal);
-    } catch (error) {
-      const failure = classifyBigQueryError(error);
-      const reason = error instanceof Error ? error.message : String(error);
-      if (failure === 'schema' && !schemaPatched && this.#o.onSchemaMismatch) {
-        await this.#o.onSchemaMismatch(reason);
-        return this.#send(batch, true, state, signal);
-      }
-      if (failure === 'poison' || failure === 'schema') {
-        // The request as a whole was refused: halve it until the refused rows stand alone.
-        if (batch.length > 1) {
-          const middle = Math.ceil(batch.length / 2);
-          await this.#send(batch.slice(0, middle), schemaPatched, state, signal);
-          await this.#send(batch.slice(middle), schemaPatched, state, signal);
+    let pending = batch;
+    let schemaFailures = 0;
+    let schemaRepaired = repaired;
+    for (;;) {
+      let outcome;
+      try {
+        outcome = await this.#append(
+          pending.map((e) => e.item.row),
+          this.#o.writer,
+          signal,
+        );
+      } catch (error) {
+        const failure = classifyBigQueryError(error);
+        if (failure === 'schema') {
+          await this.#awaitSchema(error, schemaFailures++, schemaRepaired, signal);
+          schemaRepaired = true;
+          continue;
+        }
+        if (failure !== 'poison') throw error;
+        // The request as a whole was refused for its rows: halve it until the refused rows stand alone.
+        if (pending.length > 1) {
+          const middle = Math.ceil(pending.length / 2);
+          await this.#send(pending.slice(0, middle), state, signal, schemaRepaired);
+          await this.#send(pending.slice(middle), state, signal, schemaRepaired);
           return;
         }
-        const [only] = batch;
-        if (only) state.dead.push({ record: only.item, reason });
+        const [only] = pending;
+        if (only) state.dead.push({ record: only.item, reason: messageOf(error) });
         return;
       }
-      throw error;
-    }
-    const refused = new Map(outcome.rejected.map((r) => [r.index, r.reason]));
-    state.written += batch.length - refused.size;
-    for (const [index, entry] of batch.entries()) if (!refused.has(index)) state.bytes += entry.bytes;
-    if (refused.size === 0) return;
-    const retryAfterPatch: Sized<SinkRecord>[] = [];
-    for (const [index, reason] of refused) {
-      const entry = batch[index];
-      if (!entry) continue;
-      if (
-        !schemaPatched &&
-        this.#o.onSchemaMismatch &&
-        classifyBigQueryError({ message: reason }) === 'schema'
-      ) {
-        retryAfterPatch.push(entry);
-      } else {
-        state.dead.push({ record: entry.item, reason });
+      const refused = new Map(outcome.rejected.map((r) => [r.index, r.reason]));
+      const waiting: Sized<SinkRecord>[] = [];
+      let waitReason: string | undefined;
+      for (const [index, entry] of pending.entries()) {
+        const reason = refused.get(index);
+        if (reason === undefined) {
+          state.written++;
+          state.bytes += entry.bytes;
+        } else if (classifyBigQueryError({ message: reason }) === 'schema') {
+          waiting.push(entry);
+          waitReason ??= reason;
+        } else {
+          state.dead.push({ record: entry.item, reason });
+        }
       }
+      if (waiting.length === 0) return;
+      await this.#awaitSchema(
+        new BigQueryError('schema', waitReason ?? 'schema mismatch'),
+        schemaFailures++,
+        schemaRepaired,
+        signal,
+      );
+      schemaRepaired = true;
+      pending = waiting;
     }
-    if (retryAfterPatch.length > 0 && this.#o.onSchemaMismatch) {
-      await this.#o.onSchemaMismatch(refused.values().next().value ?? 'schema mismatch');
-      await this.#send(retryAfterPatch, true, state, signal);
+  }
+
+  /**
+   * After the `failures`-th schema failure of a batch (0-based): the first one repairs the schema (add what
+   * the table lacks, rebuild the writer) and retries at once; later ones mean BigQuery has not propagated
+   * the table's new columns to writes yet (minutes, per Google), so wait with backoff; when the wait is used
+   * up, fail as retryable so that the mapping restarts from its checkpoint rather than lose the rows.
+   */
+  async #awaitSchema(
+    error: unknown,
+    failures: number,
+    repaired: boolean,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    if (failures === 0 && !repaired && this.#o.onSchemaMismatch) {
+      await this.#o.onSchemaMismatch(messageOf(error));
+      return;
     }
+    const policy = this.#o.schemaBackoff ?? DEFAULT_SCHEMA_BACKOFF;
+    if (failures >= policy.maxAttempts) {
+      throw new BigQueryError(
+        'retryable',
+        `BigQuery still refuses the rows for their schema after the table's schema was repaired and ` +
+          `${failures} retries: ${messageOf(error)} (a new column reaches BigQuery's streaming writes only ` +
+          `after a delay; nothing was dead-lettered, the write is retried from the checkpoint)`,
+        { cause: error },
+      );
+    }
+    const delay = backoffDelay(Math.max(0, failures - 1), policy);
+    this.#o.onRetry?.(error, failures, delay);
+    await abortableSleep(delay, signal);
   }
 
   async #deadLetter(

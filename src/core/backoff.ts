@@ -21,6 +21,20 @@ export const DEFAULT_BACKOFF: BackoffPolicy = Object.freeze({
   maxAttempts: 12,
 });
 
+/**
+ * Waiting for BigQuery to accept a table's new columns. Google documents that a schema change reaches the
+ * Storage Write default stream (and streaming inserts) "in the order of minutes"; until then BigQuery refuses
+ * the rows with "Input schema has more fields than BigQuery schema" although they are fine. Full jitter from
+ * 1 s up to 30 s over 30 attempts: about 6 minutes of waiting on average, at most about 12.5; past that the
+ * write fails as retryable and the supervisor restarts the mapping from its checkpoint.
+ */
+export const DEFAULT_SCHEMA_BACKOFF: BackoffPolicy = Object.freeze({
+  initialMs: 1_000,
+  maxMs: 30_000,
+  multiplier: 2,
+  maxAttempts: 30,
+});
+
 export function backoffDelay(
   attempt: number,
   policy: BackoffPolicy,
@@ -40,7 +54,8 @@ export interface RetryOptions {
   readonly onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
 }
 
-async function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+/** Sleeps `ms`, or rejects with the abort reason as soon as `signal` aborts. */
+export async function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
   await sleep(ms, undefined, signal ? { signal } : undefined);
 }
 

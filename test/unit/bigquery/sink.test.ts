@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { BigQueryError } from '../../../src/errors.js';
+import { toBigQueryError } from '../../../src/bigquery/error-mapping.js';
 import { BigQuerySink, type SinkObserver, type SinkRecord } from '../../../src/bigquery/sink.js';
 import { type AppendOutcome, type HistoryRow, type TableWriter } from '../../../src/bigquery/writer.js';
 
@@ -31,6 +32,17 @@ class FakeWriter implements TableWriter {
 }
 
 const ok = (): AppendOutcome => ({ rejected: [] });
+/** What the Storage Write writer throws while BigQuery has not propagated a new column to the default stream. */
+const schemaNotYetVisible = () =>
+  toBigQueryError(
+    Object.assign(
+      new Error(
+        "Input schema has more fields than BigQuery schema, extra fields: 'fresh' Entity: projects/p/datasets/d/tables/t/streams/_default",
+      ),
+      { code: 3 },
+    ),
+    'Storage Write append to projects/p/datasets/d/tables/t',
+  );
 const fastBackoff = { initialMs: 0, maxMs: 0, multiplier: 1, maxAttempts: 5 };
 
 function records(n: number, extra: (i: number) => Record<string, unknown> = () => ({})): SinkRecord[] {
@@ -126,6 +138,72 @@ describe('BigQuerySink', () => {
       },
     }).write(records(2));
     expect([result.written, patched]).toEqual([2, 1]);
+  });
+
+  it('issue 10 item 1: a schema failure that persists after the repair is retried with backoff, never halved or dead-lettered', async () => {
+    // BigQuery's answer while a new column has not reached the default stream yet (recorded shape: gRPC
+    // INVALID_ARGUMENT in the append response, wrapped by the writer as a `schema` failure).
+    let repairs = 0;
+    const writer = new FakeWriter((_rows, call) => (call <= 6 ? schemaNotYetVisible() : ok()));
+    const dead = new FakeWriter(ok);
+    const retries: unknown[] = [];
+    const result = await sinkWith(writer, dead, {
+      onSchemaMismatch: () => {
+        repairs++;
+        return Promise.resolve();
+      },
+      onRetry: (error) => retries.push(error),
+      schemaBackoff: { initialMs: 0, maxMs: 0, multiplier: 1, maxAttempts: 20 },
+    }).write(records(4, (i) => (i === 2 ? { fresh: 'x' } : {})));
+    expect(result).toEqual({ written: 4, deadLettered: 0, reasons: [] });
+    expect(dead.calls).toHaveLength(0);
+    expect(repairs).toBe(1);
+    // The whole batch each time, never halves: the rows are fine, the table is catching up.
+    expect(writer.calls.map((c) => c.length)).toEqual([4, 4, 4, 4, 4, 4, 4]);
+    expect(writer.stored.map((r) => r.v)).toEqual([0, 1, 2, 3]);
+    expect(retries.length).toBeGreaterThanOrEqual(5);
+  });
+
+  it('issue 10 item 1: rows refused one by one for a column the table does not show yet are retried, not dead-lettered', async () => {
+    // insertAll's per-row answer (`skipInvalidRows`) for a field the streaming backend does not know yet.
+    let calls = 0;
+    const writer = new FakeWriter((rows) => {
+      calls++;
+      return {
+        rejected: rows.flatMap((r, index) =>
+          r.fresh !== undefined && calls <= 4 ? [{ index, reason: 'invalid: no such field: fresh.' }] : [],
+        ),
+      };
+    });
+    const dead = new FakeWriter(ok);
+    const result = await sinkWith(writer, dead, {
+      onSchemaMismatch: () => Promise.resolve(),
+      schemaBackoff: { initialMs: 0, maxMs: 0, multiplier: 1, maxAttempts: 20 },
+    }).write(records(4, (i) => (i % 2 === 1 ? { fresh: i } : {})));
+    expect(result).toEqual({ written: 4, deadLettered: 0, reasons: [] });
+    expect(dead.calls).toHaveLength(0);
+    expect(writer.stored.map((r) => r.v).sort()).toEqual([0, 1, 2, 3]);
+    // Only the refused rows are sent again.
+    expect(writer.calls.slice(1).every((c) => c.every((r) => r.fresh !== undefined))).toBe(true);
+  });
+
+  it('issue 10 item 1: a schema failure that outlasts the wait fails the write as retryable, dead-lettering nothing', async () => {
+    const writer = new FakeWriter(() => schemaNotYetVisible());
+    const dead = new FakeWriter(ok);
+    const failure = await sinkWith(writer, dead, {
+      onSchemaMismatch: () => Promise.resolve(),
+      schemaBackoff: { initialMs: 0, maxMs: 0, multiplier: 1, maxAttempts: 3 },
+    })
+      .write(records(2, () => ({ fresh: 'x' })))
+      .then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+    expect(failure).toBeInstanceOf(BigQueryError);
+    expect((failure as BigQueryError).failureClass).toBe('retryable');
+    expect((failure as BigQueryError).message).toMatch(/Input schema has more fields than BigQuery schema/);
+    expect(dead.calls).toHaveLength(0);
+    expect(writer.calls.every((c) => c.length === 2)).toBe(true);
   });
 
   it('sends a row too large for any request to the dead-letter table, never to BigQuery', async () => {
