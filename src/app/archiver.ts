@@ -1,5 +1,6 @@
 import { MongoClient } from 'mongodb';
 import { createBigQueryClients, type BigQueryClients } from '../bigquery/client.js';
+import { type WriterDecorator } from '../bigquery/destination.js';
 import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
 import { redactUri, type BootstrapConfig } from '../config/bootstrap.js';
 import { ConfigError } from '../errors.js';
@@ -18,6 +19,12 @@ export interface RunningArchiver {
   readonly metricsPort: number;
   /** Resolves when the archiver stopped after `signal` aborted (every mapping flushed and checkpointed). */
   readonly done: Promise<void>;
+}
+
+/** What an in-process archiver in a test may replace; the daemon (`run`) passes none. */
+export interface ArchiverSeams {
+  /** Wraps every history-table writer, for fault injection in front of the emulator. */
+  readonly decorateWriter?: WriterDecorator;
 }
 
 /** Where BigQuery is, from the bootstrap configuration. */
@@ -57,6 +64,7 @@ export async function startArchiver(
   config: BootstrapConfig,
   logger: Logger,
   signal: AbortSignal,
+  seams: ArchiverSeams = {},
 ): Promise<RunningArchiver> {
   const mongo = connectMongo(config);
   await mongo.connect();
@@ -99,6 +107,7 @@ export async function startArchiver(
       sample: (collection, maxSamples, s) => sampleDocuments(collection, { maxSamples, signal: s }),
       logger,
       metrics,
+      ...(seams.decorateWriter && { decorateWriter: seams.decorateWriter }),
     }),
     log: supervisorLog(logger),
     onStatus: (id, status) => {

@@ -1,6 +1,6 @@
 import { type Collection, type Document, type MongoClient } from 'mongodb';
 import { type BigQueryClients } from '../bigquery/client.js';
-import { BigQueryDestination } from '../bigquery/destination.js';
+import { BigQueryDestination, type WriterDecorator } from '../bigquery/destination.js';
 import { type SinkResult } from '../bigquery/sink.js';
 import { viewNames } from '../bigquery/views.js';
 import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
@@ -52,6 +52,8 @@ export interface MappingRunnerDeps {
   readonly metrics?: Metrics;
   readonly limits?: BatchLimits;
   readonly backfillChunk?: number;
+  /** Wraps the history-table writers (tests inject faults here); none in production. */
+  readonly decorateWriter?: WriterDecorator;
 }
 
 /** A dry run writes nothing and saves no checkpoint: switching it off must start from the real position. */
@@ -233,6 +235,7 @@ class MappingRun {
         writer: this.settings.writer ?? this.deps.config.BIGQUERY_WRITER,
         target: this.deps.target,
         ...(this.deps.limits && { limits: this.deps.limits }),
+        ...(this.deps.decorateWriter && { decorateWriter: this.deps.decorateWriter }),
         onRetry: (error, attempt, delayMs) => {
           this.metrics?.retried(error);
           this.log.warn(

@@ -33,7 +33,19 @@ export interface DestinationOptions {
   readonly observer?: SinkObserver;
   /** Told when a writer is chosen, and why Storage Write was not. */
   readonly onWriterChosen?: (kind: WriterKind, reason: string | undefined) => void;
+  /** Wraps every history-table writer made (see `WriterDecorator`); none in production. */
+  readonly decorateWriter?: WriterDecorator;
 }
+
+/**
+ * Wraps the writer of a history table, given the table's schema at the writer's creation: the composition
+ * root's seam for tests that put a fault-injecting writer in front of the emulator (for example one that
+ * shows a new column to writes only after a delay, as BigQuery does).
+ */
+export type WriterDecorator = (
+  writer: TableWriter,
+  table: { readonly datasetId: string; readonly tableId: string; readonly schema: readonly TableField[] },
+) => TableWriter;
 
 /** The table's schema as BigQuery reports it, in its column order (the Storage Write descriptor follows it). */
 function asTableFields(fields: readonly ExistingField[]): TableField[] {
@@ -113,15 +125,19 @@ export class BigQueryDestination {
   static #chooseWriter(options: DestinationOptions, schema: readonly TableField[]): TableWriter {
     const { kind, reason } = BigQueryDestination.#writerKindFor(options, schema);
     options.onWriterChosen?.(kind, reason);
-    if (kind === 'storage-write') {
-      return createStorageWriteWriter({
-        clients: options.clients,
-        datasetId: options.datasetId,
-        tableId: options.table,
-        schema,
-      });
-    }
-    return new InsertAllWriter(options.clients.bigquery.dataset(options.datasetId).table(options.table));
+    const writer =
+      kind === 'storage-write'
+        ? createStorageWriteWriter({
+            clients: options.clients,
+            datasetId: options.datasetId,
+            tableId: options.table,
+            schema,
+          })
+        : new InsertAllWriter(options.clients.bigquery.dataset(options.datasetId).table(options.table));
+    return (
+      options.decorateWriter?.(writer, { datasetId: options.datasetId, tableId: options.table, schema }) ??
+      writer
+    );
   }
 
   #makeSink(): BigQuerySink {
