@@ -9,6 +9,8 @@ import { type AppendOutcome, type HistoryRow, type RowRejection, type TableWrite
 
 type AppendRowsResponse = protos.google.cloud.bigquery.storage.v1.IAppendRowsResponse;
 type RowError = protos.google.cloud.bigquery.storage.v1.IRowError;
+type StorageTableField = protos.google.cloud.bigquery.storage.v1.ITableFieldSchema;
+type DescriptorProto = protos.google.protobuf.IDescriptorProto;
 
 /**
  * BigQuery's limit on one AppendRows request (10 MB; the decimal reading, the stricter one). The caller's
@@ -84,6 +86,51 @@ function rowErrorReason(error: RowError): string {
   return `${error.message ?? 'refused'} (${code})`;
 }
 
+/** A table schema compiled for Storage Write: its encoder (and descriptor), and what it covers. */
+interface WriterSchema {
+  readonly schema: readonly TableField[];
+  readonly encoder: RowEncoder;
+  readonly descriptorBytes: number;
+  /** Whether a row carries a non-NULL value this schema has no field for (at any depth). */
+  readonly exceeds: (row: HistoryRow) => boolean;
+}
+
+function writerSchema(schema: readonly TableField[]): WriterSchema {
+  const encoder = compileRowEncoder(schema);
+  return { schema, encoder, descriptorBytes: descriptorSize(encoder), exceeds: compileExceeds(schema) };
+}
+
+function compileExceeds(
+  fields: readonly TableField[],
+): (value: Readonly<Record<string, unknown>>) => boolean {
+  const nested = new Map<string, ((value: Readonly<Record<string, unknown>>) => boolean) | undefined>(
+    fields.map((f) => [f.name, f.type === 'RECORD' ? compileExceeds(f.fields ?? []) : undefined]),
+  );
+  const exceeds = (value: Readonly<Record<string, unknown>>): boolean => {
+    for (const [key, item] of Object.entries(value)) {
+      if (item === null || item === undefined) continue;
+      if (!nested.has(key)) return true;
+      const inner = nested.get(key);
+      if (inner === undefined || typeof item !== 'object') continue;
+      for (const element of Array.isArray(item) ? (item as unknown[]) : [item]) {
+        if (element !== null && typeof element === 'object' && inner(element as Record<string, unknown>))
+          return true;
+      }
+    }
+    return false;
+  };
+  return exceeds;
+}
+
+/** Whether a table schema BigQuery reports (`updatedSchema`) has every field, at every depth, of `fields`. */
+function covers(reported: readonly StorageTableField[], fields: readonly TableField[]): boolean {
+  const byName = new Map(reported.map((f) => [f.name?.toLowerCase(), f]));
+  return fields.every((field) => {
+    const other = byName.get(field.name.toLowerCase());
+    return other !== undefined && covers(other.fields ?? [], field.fields ?? []);
+  });
+}
+
 /** The rows of one request: their bytes and their indexes among the rows given to `append`. */
 interface Batch {
   readonly serialized: readonly Uint8Array[];
@@ -98,6 +145,14 @@ interface Batch {
  * Delivery: BigQuery refuses a whole request when some of its rows are invalid and names them in
  * `rowErrors`; this writer then resends the other rows (which were not written) and reports the named ones
  * as rejected. Nothing else is retried here; the library's own write retries stay off.
+ *
+ * Schema changes: BigQuery takes a new column on the default stream only some time after the table patch
+ * (minutes, per Google) and until then refuses every request whose writer schema has it ("Input schema has
+ * more fields than BigQuery schema"). So the writer keeps the schema BigQuery last accepted next to the
+ * newest one: a request whose rows carry nothing beyond the accepted schema goes out with it and lands; one
+ * that needs the new column is sent with the new schema and fails as `schema` until BigQuery takes it (the
+ * sink waits and retries). The new schema becomes the accepted one when a request with it lands, or when an
+ * append response's `updatedSchema` shows its columns.
  */
 export class StorageWriteWriter implements TableWriter {
   readonly kind = 'storage-write' as const;
@@ -105,9 +160,13 @@ export class StorageWriteWriter implements TableWriter {
   readonly #destinationTable: string;
   readonly #openTimeoutMs: number;
   readonly #appendTimeoutMs: number;
-  #encoder: RowEncoder;
-  #descriptorBytes: number;
+  /** The newest schema (`updateSchema`); rows are measured and encoded with it. */
+  #current: WriterSchema;
+  /** The newest schema BigQuery is known to take on this stream (a request with it landed). */
+  #accepted: WriterSchema;
   #writer: managedwriter.Writer | undefined;
+  /** The descriptor the open connection's requests carry. */
+  #inUse: DescriptorProto | undefined;
   /** Encodings made by `measure` under the current encoder; `append` sends them instead of encoding again. */
   #measured = new WeakMap<HistoryRow, Uint8Array>();
   #opening: Promise<managedwriter.Writer> | undefined;
@@ -120,14 +179,15 @@ export class StorageWriteWriter implements TableWriter {
     this.#destinationTable = `projects/${options.clients.projectId}/datasets/${assertDatasetId(options.datasetId)}/tables/${assertTableId(options.tableId)}`;
     this.#openTimeoutMs = options.openTimeoutMs ?? DEFAULT_OPEN_TIMEOUT_MS;
     this.#appendTimeoutMs = options.appendTimeoutMs ?? DEFAULT_APPEND_TIMEOUT_MS;
-    this.#encoder = compileRowEncoder(options.schema);
-    this.#descriptorBytes = descriptorSize(this.#encoder);
+    // The table's schema as read when the writer was made: taken as accepted until BigQuery says otherwise.
+    this.#current = writerSchema(options.schema);
+    this.#accepted = this.#current;
   }
 
   /** The row's protobuf size; its encoding is kept for its append (until a schema change). */
   measure(row: HistoryRow): number {
     try {
-      const bytes = this.#encoder.encode(row);
+      const bytes = this.#current.encoder.encode(row);
       this.#measured.set(row, bytes);
       return bytes.length;
     } catch (error) {
@@ -141,11 +201,18 @@ export class StorageWriteWriter implements TableWriter {
     signal?.throwIfAborted();
     if (this.#closed)
       throw new BigQueryError('fatal', `Storage Write writer for ${this.#destinationTable} is closed`);
-    const encoded = this.#encode(rows);
+    // Rows that need nothing beyond the accepted schema go out with it: they land while a new column is
+    // still on its way to the default stream.
+    const schema =
+      this.#accepted === this.#current || rows.some((row) => this.#accepted.exceeds(row))
+        ? this.#current
+        : this.#accepted;
+    const encoded = schema === this.#current ? this.#encode(rows) : schema.encoder.encodeRows(rows);
     const rejected: RowRejection[] = [...encoded.rejected];
-    let batch = this.#withinRequestLimit(encoded, rejected);
+    let batch = this.#withinRequestLimit(encoded, schema.descriptorBytes, rejected);
     while (batch.serialized.length > 0) {
-      const response = await this.#send(batch.serialized, signal);
+      const response = await this.#send(batch.serialized, schema.encoder.descriptor, signal);
+      this.#noteTableSchema(response);
       const rowErrors = response.rowErrors ?? [];
       if (rowErrors.length === 0) {
         const status = response.error;
@@ -155,6 +222,8 @@ export class StorageWriteWriter implements TableWriter {
             `Storage Write append to ${this.#destinationTable}`,
           );
         }
+        // BigQuery took a request with this schema: it takes the schema.
+        if (schema === this.#current) this.#accepted = schema;
         break;
       }
       batch = this.#withoutRefusedRows(batch, rowErrors, rejected);
@@ -163,13 +232,28 @@ export class StorageWriteWriter implements TableWriter {
   }
 
   async updateSchema(schema: readonly TableField[]): Promise<void> {
-    this.#encoder = compileRowEncoder(schema);
+    this.#current = sameSchema(schema, this.#accepted.schema) ? this.#accepted : writerSchema(schema);
     this.#measured = new WeakMap();
-    this.#descriptorBytes = descriptorSize(this.#encoder);
-    if (this.#writer === undefined) return;
+    await this.#useDescriptor(this.#current.encoder.descriptor);
+  }
+
+  /** `updatedSchema` in a response: the table's schema as the stream now sees it. */
+  #noteTableSchema(response: AppendRowsResponse): void {
+    const fields = response.updatedSchema?.fields;
+    if (fields && this.#accepted !== this.#current && covers(fields, this.#current.schema)) {
+      this.#accepted = this.#current;
+    }
+  }
+
+  /** Requests on the open connection carry `descriptor` from now on (after the ones in flight are answered). */
+  async #useDescriptor(descriptor: DescriptorProto): Promise<void> {
+    const writer = this.#writer;
+    if (writer === undefined || this.#inUse === descriptor) return;
     await this.#settle();
-    // A new descriptor reopens the connection: the server binds a connection to the table schema it had.
-    this.#writer.setProtoDescriptor(this.#encoder.descriptor);
+    if (this.#writer !== writer) return;
+    // A new descriptor reopens the connection: the server binds a connection to the writer schema it had.
+    writer.setProtoDescriptor(descriptor);
+    this.#inUse = descriptor;
   }
 
   async close(): Promise<void> {
@@ -183,7 +267,7 @@ export class StorageWriteWriter implements TableWriter {
   /** The rows' encodings: the ones `measure` kept, the others encoded now (misfits as rejections). */
   #encode(rows: readonly HistoryRow[]): EncodedRows {
     const first = rows[0];
-    if (first === undefined || !this.#measured.has(first)) return this.#encoder.encodeRows(rows);
+    if (first === undefined || !this.#measured.has(first)) return this.#current.encoder.encodeRows(rows);
     const serialized: Uint8Array[] = [];
     const indexes: number[] = [];
     const rejected: RowRejection[] = [];
@@ -192,7 +276,7 @@ export class StorageWriteWriter implements TableWriter {
       let encoded = this.#measured.get(row);
       if (encoded === undefined) {
         try {
-          encoded = this.#encoder.encode(row);
+          encoded = this.#current.encoder.encode(row);
         } catch (error) {
           if (!(error instanceof BigQueryError)) throw error;
           rejected.push({ index, reason: error.message });
@@ -209,9 +293,10 @@ export class StorageWriteWriter implements TableWriter {
   /** Rows too large for any request are refused on their own; a batch too large as a whole is a caller bug. */
   #withinRequestLimit(
     encoded: { readonly serialized: readonly Uint8Array[]; readonly indexes: readonly number[] },
+    descriptorBytes: number,
     rejected: RowRejection[],
   ): Batch {
-    const fixed = this.#descriptorBytes + REQUEST_ENVELOPE_BYTES;
+    const fixed = descriptorBytes + REQUEST_ENVELOPE_BYTES;
     const serialized: Uint8Array[] = [];
     const indexes: number[] = [];
     let total = fixed;
@@ -263,9 +348,14 @@ export class StorageWriteWriter implements TableWriter {
 
   async #send(
     serialized: readonly Uint8Array[],
+    descriptor: DescriptorProto,
     signal: AbortSignal | undefined,
   ): Promise<AppendRowsResponse> {
-    const writer = await this.#connect();
+    let writer = await this.#connect(descriptor);
+    if (this.#inUse !== descriptor) {
+      await this.#useDescriptor(descriptor);
+      writer = await this.#connect(descriptor);
+    }
     signal?.throwIfAborted();
     const result = writer.appendRows({ serializedRows: [...serialized] }).getResult();
     this.#inFlight.add(result);
@@ -300,15 +390,15 @@ export class StorageWriteWriter implements TableWriter {
     }
   }
 
-  #connect(): Promise<managedwriter.Writer> {
+  #connect(descriptor: DescriptorProto): Promise<managedwriter.Writer> {
     if (this.#writer) return Promise.resolve(this.#writer);
-    this.#opening ??= this.#open().finally(() => {
+    this.#opening ??= this.#open(descriptor).finally(() => {
       this.#opening = undefined;
     });
     return this.#opening;
   }
 
-  async #open(): Promise<managedwriter.Writer> {
+  async #open(descriptor: DescriptorProto): Promise<managedwriter.Writer> {
     const { writerClient } = this.#clients;
     try {
       // Google's Go client asks for the default stream before appending; goccy's emulator only creates it
@@ -326,9 +416,10 @@ export class StorageWriteWriter implements TableWriter {
       connection.onConnectionError(reportedThroughPendingWrite);
       this.#writer = new managedwriter.Writer({
         connection,
-        protoDescriptor: this.#encoder.descriptor,
+        protoDescriptor: descriptor,
         traceId: TRACE_ID,
       });
+      this.#inUse = descriptor;
       return this.#writer;
     } catch (error) {
       throw toBigQueryError(error, `Storage Write: opening the default stream of ${this.#destinationTable}`);
@@ -342,6 +433,12 @@ export class StorageWriteWriter implements TableWriter {
 
 function reportedThroughPendingWrite(): void {
   // Deliberately empty: the error reaches the caller as the rejection of the append it belongs to.
+}
+
+function sameSchema(a: readonly TableField[], b: readonly TableField[]): boolean {
+  const plain = (fields: readonly TableField[]): unknown =>
+    fields.map((f) => [f.name, f.type, f.mode, plain(f.fields ?? [])]);
+  return JSON.stringify(plain(a)) === JSON.stringify(plain(b));
 }
 
 /** Every request carries the descriptor as its writer schema. */

@@ -301,6 +301,74 @@ describe('StorageWriteWriter on a scripted stream', () => {
     ).toEqual(['_doc_id', 'n', 'added']);
   });
 
+  it('issue 10 item 1: while BigQuery has not accepted a new column, rows without it keep flowing on the accepted writer schema', async () => {
+    // BigQuery refuses any request whose writer schema has the column it does not show yet (recorded shape).
+    let visible = false;
+    const { writer, connection } = scripted((request) => {
+      const names = request.protoRows?.writerSchema?.protoDescriptor?.field?.map((f) => f.name) ?? [];
+      return Promise.resolve(
+        names.includes('added') && !visible
+          ? {
+              error: {
+                code: 3,
+                message: `Input schema has more fields than BigQuery schema, extra fields: 'added' Entity: ${TABLE}/streams/_default`,
+              },
+            }
+          : OK,
+      );
+    });
+    const extended: TableField[] = [...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' }];
+    await writer.append(rows(1));
+    await writer.updateSchema(extended);
+
+    // No row carries the new column: the request goes out with the accepted schema and lands.
+    for (const row of rows(2)) writer.measure(row);
+    expect(await writer.append(rows(2))).toEqual({ rejected: [] });
+    const namesOf = (n: number) =>
+      connection.requests[n]?.protoRows?.writerSchema?.protoDescriptor?.field?.map((f) => f.name);
+    expect(namesOf(1)).toEqual(['_doc_id', 'n']);
+    expect(connection.rowsOf(1)).toEqual(hex(rows(2)));
+
+    // A row carrying it needs the new schema: refused as `schema` (the sink waits), never sent without it.
+    const carrying = [{ _doc_id: 'x', n: 1, added: 'new' }, ...rows(1)];
+    const failure = await failureOf(writer.append(carrying));
+    expect((failure as BigQueryError).failureClass).toBe('schema');
+    expect(namesOf(2)).toEqual(['_doc_id', 'n', 'added']);
+
+    // Once BigQuery takes it, it is the schema for every row.
+    visible = true;
+    expect(await writer.append(carrying)).toEqual({ rejected: [] });
+    expect(connection.rowsOf(3)).toEqual(hex(carrying, extended));
+    await writer.append(rows(1));
+    expect(namesOf(4)).toEqual(['_doc_id', 'n', 'added']);
+  });
+
+  it('issue 10 item 1: an updatedSchema in an append response that shows the new column ends the wait for it', async () => {
+    const extended: TableField[] = [...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' }];
+    const { writer, connection } = scripted((_, n) =>
+      Promise.resolve(
+        n === 2
+          ? {
+              ...OK,
+              updatedSchema: {
+                fields: extended.map((f) => ({ name: f.name, type: f.type === 'STRING' ? 1 : 2, mode: 1 })),
+              },
+            }
+          : OK,
+      ),
+    );
+    await writer.append(rows(1));
+    await writer.updateSchema(extended);
+    await writer.append(rows(1));
+    await writer.append(rows(1));
+    const namesOf = (n: number) =>
+      connection.requests[n]?.protoRows?.writerSchema?.protoDescriptor?.field?.map((f) => f.name);
+    expect([namesOf(1), namesOf(2)]).toEqual([
+      ['_doc_id', 'n'],
+      ['_doc_id', 'n', 'added'],
+    ]);
+  });
+
   it('measures a row by its protobuf encoding and sends that encoding, until a schema change', async () => {
     const { writer, connection } = scripted(() => Promise.resolve(OK));
     const first: HistoryRow = { _doc_id: 'd0', n: 0 };
