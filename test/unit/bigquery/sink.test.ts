@@ -187,6 +187,33 @@ describe('BigQuerySink', () => {
     expect(writer.calls.slice(1).every((c) => c.every((r) => r.fresh !== undefined))).toBe(true);
   });
 
+  it('issue 10 item 1: of the rows refused one by one, only those refused on their own merits are dead-lettered', async () => {
+    let calls = 0;
+    const writer = new FakeWriter((rows) => {
+      calls++;
+      return {
+        rejected: rows.flatMap((r, index) => {
+          if (r.v === 0) return [{ index, reason: 'invalid: Cannot convert value to integer.' }];
+          if (r.fresh !== undefined && calls <= 3)
+            return [{ index, reason: 'invalid: no such field: fresh.' }];
+          return [];
+        }),
+      };
+    });
+    const dead = new FakeWriter(ok);
+    const result = await sinkWith(writer, dead, {
+      onSchemaMismatch: () => Promise.resolve(),
+      schemaBackoff: { initialMs: 0, maxMs: 0, multiplier: 1, maxAttempts: 20 },
+    }).write(records(4, (i) => (i >= 2 ? { fresh: i } : {})));
+    expect(result).toEqual({
+      written: 3,
+      deadLettered: 1,
+      reasons: ['invalid: Cannot convert value to integer.'],
+    });
+    expect(dead.stored.map((r) => r.event_id)).toEqual(['e0']);
+    expect(writer.stored.map((r) => r.v).sort()).toEqual([1, 2, 3]);
+  });
+
   it('issue 10 item 1: a schema failure that outlasts the wait fails the write as retryable, dead-lettering nothing', async () => {
     const writer = new FakeWriter(() => schemaNotYetVisible());
     const dead = new FakeWriter(ok);
