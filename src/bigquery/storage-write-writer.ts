@@ -232,7 +232,9 @@ export class StorageWriteWriter implements TableWriter {
   }
 
   async updateSchema(schema: readonly TableField[]): Promise<void> {
-    this.#current = sameSchema(schema, this.#accepted.schema) ? this.#accepted : writerSchema(schema);
+    // A repair hands the same schema again: keep what is compiled (and whether BigQuery took it).
+    if (sameSchema(schema, this.#accepted.schema)) this.#current = this.#accepted;
+    else if (!sameSchema(schema, this.#current.schema)) this.#current = writerSchema(schema);
     this.#measured = new WeakMap();
     await this.#useDescriptor(this.#current.encoder.descriptor);
   }
