@@ -66,9 +66,10 @@ export interface Health {
 const READY_STATES: ReadonlySet<MappingState> = new Set(['backfilling', 'streaming', 'dryrun', 'failed']);
 
 /**
- * A stop flushes with its own bound, saves the checkpoint and closes the writers, every wait of which is
- * bounded (the daemon allows 30 s for a graceful stop); twice that means something waits for ever. Only a
- * restart of the process frees it: reconciling, which waits for the stop, is held up meanwhile.
+ * A stop ends the write in hand, saves the checkpoint and closes the writers, each wait with its own bound
+ * (the daemon allows 30 s for a graceful stop); a stop still running after twice that waits for something
+ * that will not come. Only a restart of the process frees it: reconciling, which waits for the stop, is held
+ * up meanwhile.
  */
 export const DEFAULT_STOP_DEADLINE_MS = 60_000;
 
