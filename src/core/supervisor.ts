@@ -66,12 +66,12 @@ export interface Health {
 const READY_STATES: ReadonlySet<MappingState> = new Set(['backfilling', 'streaming', 'dryrun', 'failed']);
 
 /**
- * A stop ends the write in hand, saves the checkpoint and closes the writers, each wait with its own bound
- * (the daemon allows 30 s for a graceful stop); a stop still running after twice that waits for something
- * that will not come. Only a restart of the process frees it: reconciling, which waits for the stop, is held
- * up meanwhile.
+ * A stop ends the write in hand, saves the checkpoint and closes the writers. The BigQuery waits have their
+ * own bounds, the longest an insertAll request given up after 60 s; a stop still running after twice that
+ * waits for something that will not come (a MongoDB connection that went silent, a bug), and only a restart
+ * of the process frees it: reconciling, which waits for the stop, is held up meanwhile.
  */
-export const DEFAULT_STOP_DEADLINE_MS = 60_000;
+export const DEFAULT_STOP_DEADLINE_MS = 120_000;
 
 const RETRY_BASE_MS = 1_000;
 const RETRY_MAX_MS = 60_000;

@@ -53,7 +53,10 @@ describe('startHealthServer', () => {
   });
 
   it('issue 10 item 11: answers /healthz with 503 and the detail while the liveness check finds a wedged mapping', async () => {
-    let liveness: Liveness = { healthy: false, detail: { orders: 'stopping for 75 s, over the 60 s bound' } };
+    let liveness: Liveness = {
+      healthy: false,
+      detail: { orders: 'stopping for 135 s, over the 120 s bound' },
+    };
     const { url } = await serve({ liveness: () => liveness });
     const wedged = await fetch(`${url}/healthz`);
     expect(wedged.status).toBe(503);
