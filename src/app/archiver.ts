@@ -124,6 +124,7 @@ export async function startArchiver(
     host: config.METRICS_HOST,
     metrics,
     readiness: () => supervisor.ready(),
+    liveness: () => supervisor.health(),
     logger,
   });
   logger.info({ port: health.port, host: config.METRICS_HOST }, 'metrics and health endpoints listening');

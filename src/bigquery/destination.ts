@@ -57,6 +57,22 @@ function asTableFields(fields: readonly ExistingField[]): TableField[] {
   }));
 }
 
+/** A writer that is whichever writer `current` returns at the time of each call. */
+function currentWriter(current: () => TableWriter): TableWriter {
+  return {
+    get kind() {
+      return current().kind;
+    },
+    append: (rows, signal) => current().append(rows, signal),
+    measure: (row) => {
+      const writer = current();
+      return writer.measure?.(row) ?? rowBytes(row);
+    },
+    updateSchema: (schema) => current().updateSchema(schema),
+    close: () => current().close(),
+  };
+}
+
 /**
  * Everything one mapping needs in BigQuery: the dataset, the history table, its views and dead-letter table,
  * a writer of the configured kind, and the sink that batches, retries and dead-letters. Schema changes go
@@ -65,7 +81,7 @@ function asTableFields(fields: readonly ExistingField[]): TableField[] {
 export class BigQueryDestination {
   readonly admin: TableAdmin;
   #writer: TableWriter;
-  #sink: BigQuerySink;
+  readonly #sink: BigQuerySink;
   #columns: readonly ColumnSpec[];
 
   private constructor(
@@ -144,7 +160,9 @@ export class BigQueryDestination {
     const o = this.options;
     return new BigQuerySink({
       mappingId: o.mappingId,
-      writer: this.#writer,
+      // The writer can change under a write in progress: a schema repair (called by the sink in the middle of
+      // a batch) may switch its kind. The batch is then retried through the new writer, never the closed one.
+      writer: currentWriter(() => this.#writer),
       deadLetterWriter: new InsertAllWriter(
         o.clients.bigquery.dataset(o.datasetId).table(viewNames(o.table).errors),
         'event_id',
@@ -202,9 +220,9 @@ export class BigQueryDestination {
       await this.#writer.updateSchema(schema);
       return;
     }
-    await this.#writer.close();
+    const previous = this.#writer;
     this.#writer = BigQueryDestination.#chooseWriter(this.options, schema);
-    this.#sink = this.#makeSink();
+    await previous.close();
   }
 
   async close(): Promise<void> {

@@ -69,8 +69,12 @@ interface SendState {
   readonly dead: { record: SinkRecord; reason: string }[];
 }
 
-/** Dead-letter documents are cut to this size so the dead-letter row itself always fits a request. */
-const MAX_DEAD_LETTER_DOCUMENT_CHARS = 1_000_000;
+/**
+ * A dead-letter row, as sent (its JSON in UTF-8, escaping included), is at most this large: its document is
+ * cut to fit. The document is escaped twice on the way (as Extended JSON text, then as a string in the row),
+ * so its character count says little about the row's size.
+ */
+export const MAX_DEAD_LETTER_ROW_BYTES = 1_000_000;
 const MAX_REASONS = 5;
 
 function messageOf(error: unknown): string {
@@ -242,33 +246,169 @@ export class BigQuerySink {
     signal?: AbortSignal,
   ): Promise<void> {
     const failedAt = (this.#o.now ?? (() => new Date()))().toISOString();
-    const rows = dead.map(({ record, reason }) => {
-      const document = record.document();
-      const eventId = String(record.row._event_id);
-      return {
-        mapping_id: this.#o.mappingId,
-        event_id: eventId,
-        _doc_id: record.row._doc_id ?? null,
-        reason,
-        document:
-          document.length > MAX_DEAD_LETTER_DOCUMENT_CHARS
-            ? JSON.stringify({
-                truncated: true,
-                length: document.length,
-                head: document.slice(0, MAX_DEAD_LETTER_DOCUMENT_CHARS),
-              })
-            : document,
-        failed_at: failedAt,
-      };
-    });
-    // The dead-letter writer dedups on `event_id`, the same key as the history table.
-    const outcome = await this.#append(rows, this.#o.deadLetterWriter, signal);
-    if (outcome.rejected.length > 0) {
-      // Never let a row vanish: if even the dead-letter table refuses it, stop and say so.
+    const writer = this.#o.deadLetterWriter;
+    const sizeOf = (row: DeadLetterRow) => writer.measure?.(row) ?? rowBytes(row);
+    // A row within this fits a request of its own under the same limits as the history writes.
+    const budget = Math.min(MAX_DEAD_LETTER_ROW_BYTES, this.#limits.maxBytes, this.#limits.maxRowBytes);
+    const rows = dead.map(({ record, reason }) =>
+      fitDeadLetterRow(
+        {
+          mapping_id: this.#o.mappingId,
+          event_id: String(record.row._event_id),
+          _doc_id: typeof record.row._doc_id === 'string' ? record.row._doc_id : null,
+          reason,
+          document: record.document(),
+          failed_at: failedAt,
+        },
+        budget,
+        sizeOf,
+      ),
+    );
+    const { batches, oversized } = splitIntoBatches(rows, this.#limits);
+    const [tooLarge] = oversized;
+    if (tooLarge) {
+      // Only the ids are left uncut; they are never this large. Stop rather than drop the row.
       throw new BigQueryError(
         'fatal',
-        `the dead-letter table refused ${outcome.rejected.length} row(s): ${outcome.rejected[0]?.reason ?? ''}`,
+        `a dead-letter row of ${tooLarge.bytes} bytes (event ${tooLarge.item.event_id}) cannot be cut to fit a request`,
       );
     }
+    for (const batch of batches) {
+      // The dead-letter writer dedups on `event_id`, the same key as the history table.
+      const outcome = await this.#append(
+        batch.map((entry) => entry.item),
+        writer,
+        signal,
+      );
+      if (outcome.rejected.length > 0) {
+        // Never let a row vanish: if even the dead-letter table refuses it, stop and say so.
+        throw new BigQueryError(
+          'fatal',
+          `the dead-letter table refused ${outcome.rejected.length} row(s): ${outcome.rejected[0]?.reason ?? ''}`,
+        );
+      }
+    }
   }
+}
+
+/** A row of `<table>_errors` (a type literal, so that it is a HistoryRow for the writer). */
+type DeadLetterRow = Readonly<{
+  mapping_id: string;
+  event_id: string;
+  _doc_id: string | null;
+  reason: string;
+  document: string;
+  failed_at: string;
+}>;
+
+/**
+ * The row, with its text cut until it is at most `budget` bytes as `sizeOf` measures it: the document first
+ * (kept as `{"truncated":true,"length":...,"head":...}`), then, should that not be enough, the reason and
+ * the document id. Each keeps the longest head that fits.
+ */
+function fitDeadLetterRow(
+  row: DeadLetterRow,
+  budget: number,
+  sizeOf: (row: DeadLetterRow) => number,
+): Sized<DeadLetterRow> {
+  let fitted: Sized<DeadLetterRow> = { item: row, bytes: sizeOf(row) };
+  const cuts: readonly {
+    text: string;
+    escapings: number;
+    cut: (base: DeadLetterRow, head: number) => DeadLetterRow;
+  }[] = [
+    {
+      text: row.document,
+      escapings: 2,
+      cut: (base, head) => ({
+        ...base,
+        document: JSON.stringify({
+          truncated: true,
+          length: row.document.length,
+          head: prefix(row.document, head),
+        }),
+      }),
+    },
+    {
+      text: row.reason,
+      escapings: 1,
+      cut: (base, head) => ({ ...base, reason: `${prefix(row.reason, head)}… (cut)` }),
+    },
+    {
+      text: row._doc_id ?? '',
+      escapings: 1,
+      cut: (base, head) => ({ ...base, _doc_id: row._doc_id === null ? null : prefix(row._doc_id, head) }),
+    },
+  ];
+  for (const { text, escapings, cut } of cuts) {
+    if (fitted.bytes <= budget) break;
+    const base = fitted.item;
+    const measured = (head: number): Sized<DeadLetterRow> => {
+      const item = cut(base, head);
+      return { item, bytes: sizeOf(item) };
+    };
+    const empty = measured(0);
+    fitted = empty;
+    if (empty.bytes >= budget) continue;
+    // First guess: the head whose JSON escaping (done `escapings` times) fills the room left. It is exact for
+    // the JSON rows insertAll sends; a writer measuring otherwise gets the bisection below.
+    const guess = prefixWithin(text, budget - empty.bytes, escapings);
+    const guessed = measured(guess);
+    if (guessed.bytes <= budget) {
+      fitted = guessed;
+      continue;
+    }
+    let low = 1;
+    let high = guess - 1;
+    while (low <= high) {
+      const middle = Math.floor((low + high) / 2);
+      const candidate = measured(middle);
+      if (candidate.bytes <= budget) {
+        fitted = candidate;
+        low = middle + 1;
+      } else {
+        high = middle - 1;
+      }
+    }
+  }
+  return fitted;
+}
+
+/**
+ * How many UTF-16 units of `text`, from its start, take at most `room` bytes once escaped as a JSON string
+ * `escapings` times (1 or 2) and encoded in UTF-8.
+ */
+function prefixWithin(text: string, room: number, escapings: number): number {
+  let used = 0;
+  let i = 0;
+  while (i < text.length) {
+    const unit = text.charCodeAt(i);
+    const next = text.charCodeAt(i + 1);
+    const pair = unit >= 0xd800 && unit <= 0xdbff && next >= 0xdc00 && next <= 0xdfff;
+    const cost = pair ? 4 : escapedBytes(unit, escapings);
+    if (used + cost > room) break;
+    used += cost;
+    i += pair ? 2 : 1;
+  }
+  return i;
+}
+
+/** Bytes of one UTF-16 unit (not part of a surrogate pair) escaped as JSON once or twice, in UTF-8. */
+function escapedBytes(unit: number, escapings: number): number {
+  const twice = escapings > 1;
+  // `"` and `\` become `\"` / `\\`, then `\\\"` / `\\\\`.
+  if (unit === 0x22 || unit === 0x5c) return twice ? 4 : 2;
+  // \b \f \n \r \t: a two-character escape, whose backslash doubles the second time.
+  if (unit === 0x08 || unit === 0x0c || unit === 0x0a || unit === 0x0d || unit === 0x09) return twice ? 3 : 2;
+  // Other control characters and lone surrogates: `\u00XX`, then `\\u00XX`.
+  if (unit < 0x20 || (unit >= 0xd800 && unit <= 0xdfff)) return twice ? 7 : 6;
+  if (unit < 0x80) return 1;
+  return unit < 0x800 ? 2 : 3;
+}
+
+/** The first `length` UTF-16 units of `text`, without splitting a surrogate pair. */
+function prefix(text: string, length: number): string {
+  const last = text.charCodeAt(length - 1);
+  const end = length > 0 && last >= 0xd800 && last <= 0xdbff ? length - 1 : length;
+  return text.slice(0, end);
 }

@@ -22,10 +22,18 @@ const REQUEST_ENVELOPE_BYTES = 4_096;
 /** Opening the default stream (a unary GetWriteStream call) must not hang a writer forever. */
 const DEFAULT_OPEN_TIMEOUT_MS = 30_000;
 const TRACE_ID = 'mongo-bigquery-archiver';
+const GRPC_CANCELLED = 1;
 const GRPC_INTERNAL = 13;
 const GRPC_DEADLINE_EXCEEDED = 4;
 /** An append unanswered this long is given up (and retried by the sink on a new connection). */
 export const DEFAULT_APPEND_TIMEOUT_MS = 60_000;
+/**
+ * How long `close` waits for appends still in flight. A flush has already waited for its own appends; what
+ * is left belongs to a caller that stopped waiting (an abort), whose rows were not checkpointed and will be
+ * sent again. A few seconds let an answer that was on its way arrive; no more, or a settings change or a
+ * lost lease would hold the mapping's stop for the whole append deadline.
+ */
+export const DEFAULT_CLOSE_TIMEOUT_MS = 10_000;
 
 /** Where a Storage Write writer runs: Google's BigQuery, or one of the emulators the tests use. */
 export const STORAGE_WRITE_TARGETS = ['bigquery', 'bqemulator', 'goccy-bigquery-emulator'] as const;
@@ -68,6 +76,8 @@ export interface StorageWriteWriterOptions {
   readonly openTimeoutMs?: number;
   /** How long an append may go unanswered before it fails as retryable (default DEFAULT_APPEND_TIMEOUT_MS). */
   readonly appendTimeoutMs?: number;
+  /** How long `close` waits for appends in flight before giving them up (default DEFAULT_CLOSE_TIMEOUT_MS). */
+  readonly closeTimeoutMs?: number;
 }
 
 /** A non-OK `google.rpc.Status` of an append response, with its gRPC code for classification. */
@@ -160,6 +170,7 @@ export class StorageWriteWriter implements TableWriter {
   readonly #destinationTable: string;
   readonly #openTimeoutMs: number;
   readonly #appendTimeoutMs: number;
+  readonly #closeTimeoutMs: number;
   /** The newest schema (`updateSchema`); rows are measured and encoded with it. */
   #current: WriterSchema;
   /** The newest schema BigQuery is known to take on this stream (a request with it landed). */
@@ -170,8 +181,11 @@ export class StorageWriteWriter implements TableWriter {
   /** Encodings made by `measure` under the current encoder; `append` sends them instead of encoding again. */
   #measured = new WeakMap<HistoryRow, Uint8Array>();
   #opening: Promise<managedwriter.Writer> | undefined;
-  /** Requests sent and not yet answered; a reconnect must wait for them (their answers come on this stream). */
-  readonly #inFlight = new Set<Promise<unknown>>();
+  /**
+   * Requests sent and not yet answered or given up, each with the way to give it up; a reconnect must wait
+   * for them (their answers come on this stream).
+   */
+  readonly #inFlight = new Map<Promise<AppendRowsResponse>, (error: Error) => void>();
   #closed = false;
 
   constructor(options: StorageWriteWriterOptions) {
@@ -179,6 +193,7 @@ export class StorageWriteWriter implements TableWriter {
     this.#destinationTable = `projects/${options.clients.projectId}/datasets/${assertDatasetId(options.datasetId)}/tables/${assertTableId(options.tableId)}`;
     this.#openTimeoutMs = options.openTimeoutMs ?? DEFAULT_OPEN_TIMEOUT_MS;
     this.#appendTimeoutMs = options.appendTimeoutMs ?? DEFAULT_APPEND_TIMEOUT_MS;
+    this.#closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
     // The table's schema as read when the writer was made: taken as accepted until BigQuery says otherwise.
     this.#current = writerSchema(options.schema);
     this.#accepted = this.#current;
@@ -261,7 +276,16 @@ export class StorageWriteWriter implements TableWriter {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.#settle();
+    if (!(await this.#settle(this.#closeTimeoutMs))) {
+      for (const giveUp of [...this.#inFlight.values()]) {
+        giveUp(
+          new AppendStatusError(
+            GRPC_CANCELLED,
+            `writer closed with no answer to an append after ${this.#closeTimeoutMs} ms`,
+          ),
+        );
+      }
+    }
     this.#writer?.close();
     this.#writer = undefined;
   }
@@ -359,17 +383,32 @@ export class StorageWriteWriter implements TableWriter {
       writer = await this.#connect(descriptor);
     }
     signal?.throwIfAborted();
-    const result = writer.appendRows({ serializedRows: [...serialized] }).getResult();
-    this.#inFlight.add(result);
-    const settled = () => this.#inFlight.delete(result);
-    result.then(settled, settled);
+    const answer = this.#tracked(writer, writer.appendRows({ serializedRows: [...serialized] }).getResult());
+    try {
+      return await abortable(answer, signal);
+    } catch (error) {
+      if (signal?.aborted && error === signal.reason) throw error;
+      throw toBigQueryError(error, `Storage Write append to ${this.#destinationTable}`);
+    }
+  }
+
+  /**
+   * The request's answer, or a DEADLINE_EXCEEDED failure once `appendTimeoutMs` passed without one, kept in
+   * `#inFlight` until then. The deadline belongs to the request, not to its caller's wait: a caller that
+   * stops waiting (an abort) leaves it running, so close and schema changes never wait for ever.
+   */
+  #tracked(writer: managedwriter.Writer, result: Promise<AppendRowsResponse>): Promise<AppendRowsResponse> {
     let timer: NodeJS.Timeout | undefined;
+    let giveUp: (error: Error) => void = () => undefined;
     const deadline = new Promise<never>((_, reject) => {
+      giveUp = (error) => {
+        clearTimeout(timer);
+        reject(error);
+      };
       timer = setTimeout(() => {
         // No answer: the connection is presumed broken. Drop it (a retry opens a new one) and forget the
-        // request, so neither close nor a schema change waits for it. If it did land, the retry writes the
-        // same rows again, which the views absorb (same `_event_id`).
-        this.#inFlight.delete(result);
+        // request. If it did land, the retry writes the same rows again, which the views absorb (same
+        // `_event_id`).
         if (this.#writer === writer) {
           this.#writer = undefined;
           writer.close();
@@ -382,14 +421,14 @@ export class StorageWriteWriter implements TableWriter {
         );
       }, this.#appendTimeoutMs);
     });
-    try {
-      return await abortable(Promise.race([result, deadline]), signal);
-    } catch (error) {
-      if (signal?.aborted && error === signal.reason) throw error;
-      throw toBigQueryError(error, `Storage Write append to ${this.#destinationTable}`);
-    } finally {
+    const answer = Promise.race([result, deadline]);
+    this.#inFlight.set(answer, giveUp);
+    const settled = () => {
       clearTimeout(timer);
-    }
+      this.#inFlight.delete(answer);
+    };
+    answer.then(settled, settled);
+    return answer;
   }
 
   #connect(descriptor: DescriptorProto): Promise<managedwriter.Writer> {
@@ -428,8 +467,21 @@ export class StorageWriteWriter implements TableWriter {
     }
   }
 
-  async #settle(): Promise<void> {
-    await Promise.allSettled([...this.#inFlight]);
+  /** Waits for the requests in flight (each bounded by its deadline), at most `timeoutMs`; false if cut short. */
+  async #settle(timeoutMs = Number.POSITIVE_INFINITY): Promise<boolean> {
+    const all = Promise.allSettled([...this.#inFlight.keys()]).then(() => true);
+    if (!Number.isFinite(timeoutMs)) return all;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => {
+        resolve(false);
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([all, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
 

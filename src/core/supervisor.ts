@@ -49,6 +49,14 @@ export interface SupervisorOptions {
   readonly leases?: LeaseStore;
   /** Pause between lease renewals and rebalancing; default a third of the lease TTL. */
   readonly leaseTickMs?: number;
+  /** A mapping still stopping after this long is wedged: `health()` says so (default DEFAULT_STOP_DEADLINE_MS). */
+  readonly stopDeadlineMs?: number;
+}
+
+/** Whether the process still works: false when a mapping is wedged, with a short text per wedged mapping. */
+export interface Health {
+  readonly healthy: boolean;
+  readonly detail: Readonly<Record<string, string>>;
 }
 
 /**
@@ -56,6 +64,14 @@ export interface SupervisorOptions {
  * not run at all). Restarting the pod cannot fix those, and not being ready would stall every rollout.
  */
 const READY_STATES: ReadonlySet<MappingState> = new Set(['backfilling', 'streaming', 'dryrun', 'failed']);
+
+/**
+ * A stop ends the write in hand, saves the checkpoint and closes the writers. The BigQuery waits have their
+ * own bounds, the longest an insertAll request given up after 60 s; a stop still running after twice that
+ * waits for something that will not come (a MongoDB connection that went silent, a bug), and only a restart
+ * of the process frees it: reconciling, which waits for the stop, is held up meanwhile.
+ */
+export const DEFAULT_STOP_DEADLINE_MS = 120_000;
 
 const RETRY_BASE_MS = 1_000;
 const RETRY_MAX_MS = 60_000;
@@ -109,6 +125,8 @@ export class Supervisor {
   readonly #desired = new Map<string, { settings: MappingSettings; key: string }>();
   /** Leases this instance holds (with leases only). */
   readonly #held = new Map<string, Lease>();
+  /** Mappings being stopped, and since when (ms). */
+  readonly #stopping = new Map<Running, { id: string; since: number }>();
   /** Serialises reconciling and rebalancing, which both start and stop mappings. */
   #exclusive: Promise<unknown> = Promise.resolve();
   #listed = false;
@@ -244,6 +262,27 @@ export class Supervisor {
     const settled = this.#listed && (this.#o.leases === undefined || this.#leasedOnce);
     const ready = settled && running.every((r) => READY_STATES.has(r.state));
     return { ready, detail };
+  }
+
+  /**
+   * Unhealthy while a mapping's stop has taken longer than the stop deadline: the liveness probe then has the
+   * process restarted, the one way out of a wait that never ends. An outage of MongoDB or BigQuery does not
+   * count: the mappings go on retrying, and stop promptly when asked.
+   */
+  health(): Health {
+    const deadlineMs = this.#stopDeadlineMs();
+    const now = Date.now();
+    const detail: Record<string, string> = {};
+    for (const { id, since } of this.#stopping.values()) {
+      if (now - since <= deadlineMs) continue;
+      detail[id] =
+        `stopping for ${String(Math.floor((now - since) / 1_000))} s, over the ${String(deadlineMs / 1_000)} s bound`;
+    }
+    return { healthy: Object.keys(detail).length === 0, detail };
+  }
+
+  #stopDeadlineMs(): number {
+    return this.#o.stopDeadlineMs ?? DEFAULT_STOP_DEADLINE_MS;
   }
 
   states(): ReadonlyMap<string, MappingState> {
@@ -406,8 +445,20 @@ export class Supervisor {
     const running = this.#running.get(id);
     if (!running) return;
     this.#running.delete(id);
-    running.controller.abort();
-    await running.done;
+    this.#stopping.set(running, { id, since: Date.now() });
+    const overdue = setTimeout(() => {
+      this.#o.log.error('mapping did not stop within the bound; /healthz reports the process unhealthy', {
+        mapping: id,
+        stopDeadlineMs: this.#stopDeadlineMs(),
+      });
+    }, this.#stopDeadlineMs());
+    try {
+      running.controller.abort();
+      await running.done;
+    } finally {
+      clearTimeout(overdue);
+      this.#stopping.delete(running);
+    }
   }
 }
 

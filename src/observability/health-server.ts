@@ -18,6 +18,12 @@ export interface Readiness {
   readonly detail: Readonly<Record<string, string>>;
 }
 
+/** Whether the process still works (false: restart it), with a short text per failing component. */
+export interface Liveness {
+  readonly healthy: boolean;
+  readonly detail: Readonly<Record<string, string>>;
+}
+
 export interface HealthServerOptions {
   /** 0 picks a free port (tests); the daemon passes METRICS_PORT. */
   readonly port: number;
@@ -25,6 +31,8 @@ export interface HealthServerOptions {
   readonly host?: string;
   readonly metrics: MetricsExposition;
   readonly readiness: () => Readiness | Promise<Readiness>;
+  /** What `/healthz` reports; without it, healthy as long as the process answers. */
+  readonly liveness?: () => Liveness;
   /** Where failures of `/metrics` and `/readyz` are reported. */
   readonly logger?: Logger;
 }
@@ -73,9 +81,12 @@ async function handle(
     return;
   }
   switch (path) {
-    case '/healthz':
-      send(request, response, 200, TEXT_CONTENT_TYPE, 'ok\n');
+    case '/healthz': {
+      const liveness = options.liveness?.() ?? { healthy: true, detail: {} };
+      if (liveness.healthy) send(request, response, 200, TEXT_CONTENT_TYPE, 'ok\n');
+      else send(request, response, 503, JSON_CONTENT_TYPE, JSON.stringify(liveness));
       return;
+    }
     case '/metrics':
       try {
         const body = await options.metrics.render();
@@ -100,7 +111,8 @@ async function handle(
 }
 
 /**
- * Serves `/metrics` (Prometheus text format), `/healthz` (200 while the process serves requests) and
+ * Serves `/metrics` (Prometheus text format), `/healthz` (200 while the process works, 503 with the
+ * liveness detail as JSON when the liveness check finds it wedged) and
  * `/readyz` (200 when ready, 503 otherwise, both with the readiness detail as JSON). Resolves once
  * listening; a port that cannot be bound is a ConfigError.
  */

@@ -26,6 +26,8 @@ export function apiError(code: number, reason: string, message = reason): Error 
 export class RecordingBigQuery {
   readonly requests: RecordedRequest[] = [];
   readonly sql: string[] = [];
+  /** Rows sent by insertAll, per request, with the table they went to. */
+  readonly inserted: { table: string; rows: unknown[] }[] = [];
   /** Tables (and views) by id; tests seed it and read back what patches wrote. */
   readonly tables = new Map<string, TableMetadata>();
   readonly datasets = new Set<string>();
@@ -38,7 +40,8 @@ export class RecordingBigQuery {
     this.client = new BigQuery({ projectId, apiEndpoint, authClient, autoRetry: false });
     this.client.request = (options: RequestOptions, callback: RequestCallback) => {
       const { method = 'GET', uri } = options;
-      const json: unknown = options.json;
+      // insertAll bodies are sent as JSON text (`body`), everything else as `json`.
+      const json: unknown = options.json ?? options.body;
       this.requests.push({ method, uri, json });
       let answer: { error: Error } | { body: unknown };
       try {
@@ -72,6 +75,12 @@ export class RecordingBigQuery {
         schema: { fields: [] },
         rows: [],
       };
+    }
+    const insertAll = /^\/?datasets\/[^/]+\/tables\/([^/]+)\/+insertAll$/.exec(uri);
+    if (insertAll && method === 'POST') {
+      const body = JSON.parse(String(json)) as { rows: { json: unknown }[] };
+      this.inserted.push({ table: insertAll[1] ?? '', rows: body.rows.map((r) => r.json) });
+      return { kind: 'bigquery#tableDataInsertAllResponse' };
     }
     const match = /^\/?datasets(?:\/([^/]+))?(?:\/tables(?:\/([^/]+))?)?$/.exec(uri);
     if (!match) throw apiError(400, 'invalid', `the fake does not know ${method} ${uri}`);

@@ -1,7 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { type Table } from '@google-cloud/bigquery';
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_BATCH_LIMITS } from '../../../src/core/batcher.js';
 import { BigQueryError } from '../../../src/errors.js';
 import { toBigQueryError } from '../../../src/bigquery/error-mapping.js';
+import { InsertAllWriter } from '../../../src/bigquery/insert-all-writer.js';
 import { BigQuerySink, type SinkObserver, type SinkRecord } from '../../../src/bigquery/sink.js';
 import { type AppendOutcome, type HistoryRow, type TableWriter } from '../../../src/bigquery/writer.js';
 
@@ -304,5 +307,98 @@ describe('BigQuerySink', () => {
       rejected: rows.map((_, index) => ({ index, reason: 'too big' })),
     }));
     await expect(sinkWith(writer, dead).write(records(1))).rejects.toThrow(/dead-letter table refused 1 row/);
+  });
+
+  it('issue 10 item 8: dead-letter writes are split under the limits of history writes', async () => {
+    const writer = new FakeWriter((rows) => ({
+      rejected: rows.map((_, index) => ({ index, reason: 'invalid: no' })),
+    }));
+    const dead = new FakeWriter(ok);
+    const result = await sinkWith(writer, dead, {
+      limits: { maxRows: 4, maxBytes: 1_000_000, maxRowBytes: 1_000, lingerMs: 0 },
+    }).write(records(10));
+    expect(result.deadLettered).toBe(10);
+    expect(dead.calls.map((c) => c.length)).toEqual([4, 4, 2]);
+    expect(dead.stored.map((r) => r.event_id)).toEqual(records(10).map((r) => r.row._event_id));
+  });
+
+  it('issue 10 item 8: large dead-letter documents (escaped twice) never make a request BigQuery refuses, and each row fits one', async () => {
+    // insertAll as BigQuery answers it: a body over 10 MiB is refused outright, with the recorded shape.
+    const bodies: string[] = [];
+    const table = {
+      id: 'history_errors',
+      request: (options: { body: string }) => {
+        bodies.push(options.body);
+        if (Buffer.byteLength(options.body, 'utf8') > 10_485_760) {
+          const message = 'Request payload size exceeds the limit: 10485760 bytes.';
+          return Promise.reject(
+            Object.assign(new Error(message), {
+              code: 400,
+              errors: [{ message, domain: 'global', reason: 'badRequest' }],
+            }),
+          );
+        }
+        return Promise.resolve([{ kind: 'bigquery#tableDataInsertAllResponse' }]);
+      },
+    } as unknown as Table;
+    const deadLetterWriter = new InsertAllWriter(table, 'event_id');
+    const writer = new FakeWriter((rows) => ({
+      rejected: rows.map((_, index) => ({ index, reason: 'invalid: Cannot convert value' })),
+    }));
+    // Quotes double at every escaping; control characters grow sixfold at once.
+    const documents = Array.from({ length: 12 }, (_, i) =>
+      JSON.stringify({ _id: i, s: '"'.repeat(1_000_000) }),
+    );
+    documents.push(JSON.stringify({ _id: 12, s: '\u0001'.repeat(600_000) }).replaceAll('\\u0001', '\u0001'));
+    const input = documents.map((text, i) => ({
+      row: { _event_id: `e${i}`, _doc_id: String(i) },
+      document: () => text,
+    }));
+    const sink = new BigQuerySink({
+      mappingId: 'm1',
+      writer,
+      deadLetterWriter,
+      backoff: fastBackoff,
+    });
+
+    const result = await sink.write(input);
+
+    expect(result).toMatchObject({ written: 0, deadLettered: 13 });
+    const sent = bodies.map((body) => JSON.parse(body) as { rows: { json: Record<string, string> }[] });
+    for (const body of bodies) {
+      expect(Buffer.byteLength(body, 'utf8')).toBeLessThanOrEqual(DEFAULT_BATCH_LIMITS.maxBytes + 10_000);
+    }
+    const rows = sent.flatMap((body) => body.rows.map((r) => r.json));
+    expect(rows.map((r) => r.event_id)).toEqual(input.map((r) => r.row._event_id));
+    for (const [i, row] of rows.entries()) {
+      const bytes = Buffer.byteLength(JSON.stringify(row), 'utf8');
+      expect(bytes).toBeLessThanOrEqual(1_000_000);
+      expect(bytes).toBeGreaterThan(990_000);
+      const cut = JSON.parse(row.document ?? '') as { truncated: boolean; length: number; head: string };
+      expect(cut.truncated).toBe(true);
+      expect(cut.length).toBe(documents[i]?.length);
+      expect(documents[i]?.startsWith(cut.head)).toBe(true);
+      // As much as fits is kept, not a token amount.
+      expect(cut.head.length).toBeGreaterThan(100_000);
+    }
+  });
+
+  it('issue 10 item 8: a dead-letter row whose reason alone exceeds the limits is cut to fit too', async () => {
+    const reason = `invalid: ${'r'.repeat(5_000)}`;
+    const writer = new FakeWriter((rows) => ({ rejected: rows.map((_, index) => ({ index, reason })) }));
+    const dead = new FakeWriter(ok);
+    const input: SinkRecord[] = [
+      { row: { _event_id: 'e0', _doc_id: 'd'.repeat(1_500) }, document: () => 'x'.repeat(4_000) },
+    ];
+    const result = await sinkWith(writer, dead, {
+      limits: { maxRows: 10, maxBytes: 2_000, maxRowBytes: 1_000_000, lingerMs: 0 },
+    }).write(input);
+    expect(result.deadLettered).toBe(1);
+    const [row] = dead.stored;
+    expect(Buffer.byteLength(JSON.stringify(row), 'utf8')).toBeLessThanOrEqual(2_000);
+    expect(row?.event_id).toBe('e0');
+    expect(String(row?.reason)).toMatch(/^invalid: r+… \(cut\)$/);
+    expect(row?._doc_id).toBe('d'.repeat(1_500));
+    expect(JSON.parse(String(row?.document))).toEqual({ truncated: true, length: 4_000, head: '' });
   });
 });

@@ -77,7 +77,7 @@ class ScriptedClient {
 
 function scripted(
   answer: (request: AppendRowsRequest, n: number) => Promise<AppendRowsResponse>,
-  options: { appendTimeoutMs?: number } = {},
+  options: { appendTimeoutMs?: number; closeTimeoutMs?: number } = {},
 ) {
   const connection = new ScriptedConnection(answer);
   const client = new ScriptedClient(connection);
@@ -466,5 +466,50 @@ describe('storageWriteSupport', () => {
       },
     ];
     expect(storageWriteSupport(colliding, 'bigquery')).toMatchObject({ supported: false });
+  });
+});
+
+describe('StorageWriteWriter: bounded waits (issue 10 item 11)', () => {
+  /** `promise`, or a failure naming what still waits after `ms`. */
+  async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(new Error(`${what} still waiting after ${ms} ms`));
+      }, ms);
+    });
+    try {
+      return await Promise.race([promise, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async function abortedAppend(writer: StorageWriteWriter): Promise<void> {
+    const controller = new AbortController();
+    const append = writer.append(rows(1), controller.signal);
+    await new Promise((resolve) => setImmediate(resolve));
+    controller.abort(new Error('settings changed'));
+    expect(await failureOf(append)).toEqual(new Error('settings changed'));
+  }
+
+  it('issue 10 item 11: an aborted caller leaves the append deadline running, so close() ends when it passes', async () => {
+    const { writer, connection } = scripted(() => new Promise<AppendRowsResponse>(() => undefined), {
+      appendTimeoutMs: 100,
+    });
+    await abortedAppend(writer);
+    await within(writer.close(), 2_000, 'close()');
+    expect(connection.closed).toBe(true);
+  });
+
+  it('issue 10 item 11: close() waits for an unanswered append at most closeTimeoutMs', async () => {
+    const { writer, connection } = scripted(() => new Promise<AppendRowsResponse>(() => undefined), {
+      closeTimeoutMs: 100,
+    });
+    await abortedAppend(writer);
+    const started = Date.now();
+    await within(writer.close(), 2_000, 'close()');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(90);
+    expect(connection.closed).toBe(true);
   });
 });

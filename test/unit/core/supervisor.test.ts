@@ -355,6 +355,61 @@ describe('supervisor', () => {
     await running;
   });
 
+  it('issue 10 item 11: a mapping whose stop does not end within the bound makes the process unhealthy, and healthy again once it ends', async () => {
+    const errors: string[] = [];
+    const unwedge = deferred();
+    const behaved = new FakeRuns();
+    // The first run of `a` ignores its abort until the test lets it go (a close waiting on an unanswered
+    // request); its restart, and `b`, behave.
+    let wedged = true;
+    const { store, supervisor, controller, done } = setup({
+      stopDeadlineMs: 300,
+      log: { ...quietLog, error: (message) => errors.push(message) },
+      runMapping: (settings, signal, hooks) => wedgedOnce(settings, signal, hooks),
+    });
+    const runs = behaved;
+    const wedgedOnce = async (settings: MappingSettings, signal: AbortSignal, hooks: MappingHooks) => {
+      if (settings.id !== 'a' || !wedged) return behaved.run(settings, signal, hooks);
+      wedged = false;
+      hooks.report({ state: 'streaming' });
+      await new Promise<void>((resolve) => {
+        signal.addEventListener('abort', () => {
+          resolve();
+        });
+      });
+      await unwedge.promise;
+    };
+    store.docs.set('a', mapping('orders', { _id: 'a' }));
+    store.docs.set('b', mapping('users', { _id: 'b' }));
+    const running = done();
+    await eventually(() => {
+      expect(supervisor.ready().ready).toBe(true);
+    });
+    expect(supervisor.health()).toEqual({ healthy: true, detail: {} });
+
+    // A settings change restarts `a`: its stop hangs.
+    const a = store.docs.get('a') ?? {};
+    a.bigquery_table = 'orders_v2';
+    await sleep(20);
+    expect(supervisor.health().healthy).toBe(true);
+    await eventually(() => {
+      expect(supervisor.health()).toEqual({
+        healthy: false,
+        detail: { a: expect.stringMatching(/^stopping for \d+ s, over the 0\.3 s bound$/) as unknown },
+      });
+    });
+    expect(errors).toEqual(['mapping did not stop within the bound; /healthz reports the process unhealthy']);
+
+    unwedge.resolve();
+    await eventually(() => {
+      // The restart, on the behaving runs (the wedged first run was not one of them).
+      expect(runs.starts.filter((c) => c === 'orders')).toHaveLength(1);
+    });
+    expect(supervisor.health()).toEqual({ healthy: true, detail: {} });
+    controller.abort();
+    await running;
+  });
+
   describe('with leases shared by several instances', () => {
     function instances(count: number) {
       const store = new MemoryStore();

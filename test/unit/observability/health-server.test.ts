@@ -6,6 +6,7 @@ import {
   startHealthServer,
   type HealthServer,
   type HealthServerOptions,
+  type Liveness,
   type Readiness,
 } from '../../../src/observability/health-server.js';
 import { Metrics } from '../../../src/observability/metrics.js';
@@ -49,6 +50,23 @@ describe('startHealthServer', () => {
     const response = await fetch(`${url}/healthz`);
     expect(response.status).toBe(200);
     expect(await response.text()).toBe('ok\n');
+  });
+
+  it('issue 10 item 11: answers /healthz with 503 and the detail while the liveness check finds a wedged mapping', async () => {
+    let liveness: Liveness = {
+      healthy: false,
+      detail: { orders: 'stopping for 135 s, over the 120 s bound' },
+    };
+    const { url } = await serve({ liveness: () => liveness });
+    const wedged = await fetch(`${url}/healthz`);
+    expect(wedged.status).toBe(503);
+    expect(wedged.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(await wedged.json()).toEqual(liveness);
+
+    liveness = { healthy: true, detail: {} };
+    const healthy = await fetch(`${url}/healthz`);
+    expect(healthy.status).toBe(200);
+    expect(await healthy.text()).toBe('ok\n');
   });
 
   it('answers /readyz with 200 and the detail when ready, 503 and the detail when not', async () => {
