@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
+import { datasetIdProblem, projectIdProblem } from '../bigquery/identifiers.js';
 import { WRITER_KINDS } from '../bigquery/writer.js';
+import { checkedIdentifier, mongoCollectionName, mongoDatabaseName } from './settings.js';
 
 /** Where the original service read its configuration; `--config PATH` overrides it. */
 export const DEFAULT_CONFIG_PATH = '/config-local/config.json';
@@ -27,10 +29,12 @@ const bootstrapSchema = z.object({
       'must be a mongodb:// or mongodb+srv:// connection string',
     ),
   SERVICE_ACCOUNT_FILE: z.string().min(1).optional(),
-  BIGQUERY_PROJECT: z.string().min(1),
-  BIGQUERY_DATASET: z.string().min(1),
-  SETTINGS_DATABASE: z.string().min(1).default(DEFAULT_SETTINGS_DATABASE),
-  SETTINGS_COLLECTION: z.string().min(1).default(DEFAULT_SETTINGS_COLLECTION),
+  // Identifiers are checked here, before anything starts: a bad one would otherwise fail each mapping on its
+  // own (or reach SQL) while the daemon runs on.
+  BIGQUERY_PROJECT: checkedIdentifier(projectIdProblem),
+  BIGQUERY_DATASET: checkedIdentifier(datasetIdProblem),
+  SETTINGS_DATABASE: mongoDatabaseName.default(DEFAULT_SETTINGS_DATABASE),
+  SETTINGS_COLLECTION: mongoCollectionName.default(DEFAULT_SETTINGS_COLLECTION),
   SETTINGS_POLL_INTERVAL_MS: positiveInt.default(DEFAULT_SETTINGS_POLL_MS),
   /** A local BigQuery emulator's REST endpoint, e.g. http://127.0.0.1:9050 (tests and demo only). */
   BIGQUERY_EMULATOR_ENDPOINT: z.url().optional(),

@@ -101,6 +101,40 @@ describe('bootstrap configuration', () => {
     ).toMatch(/cannot read config file \/nonexistent\/config.json: ENOENT/);
   });
 
+  // Before: an invalid BIGQUERY_DATASET passed, and every mapping then failed on its own while the daemon
+  // ran on; an invalid BIGQUERY_PROJECT failed only later, when the BigQuery client was made.
+  it('issue 10 item 15: every identifier of the configuration is validated up front, naming the key', () => {
+    const load = (values: Record<string, string>) => () =>
+      loadBootstrapConfig({ path: configFile({ ...original, ...values }), env: {} });
+    expect(errorOf(load({ BIGQUERY_DATASET: 'acq`; DROP TABLE t; --' }))).toBe(
+      'BIGQUERY_DATASET is invalid: not a valid BigQuery dataset id (letters, digits and underscores, at most 1024)',
+    );
+    expect(errorOf(load({ BIGQUERY_DATASET: 'my-dataset' }))).toMatch(/^BIGQUERY_DATASET is invalid: /);
+    expect(errorOf(load({ BIGQUERY_PROJECT: 'My_Project' }))).toMatch(
+      /^BIGQUERY_PROJECT is invalid: not a valid BigQuery project id/,
+    );
+    expect(errorOf(load({ SETTINGS_DATABASE: 'config.archiver' }))).toBe(
+      'SETTINGS_DATABASE is invalid: not a valid MongoDB database name',
+    );
+    expect(errorOf(load({ SETTINGS_COLLECTION: 'settings$' }))).toBe(
+      'SETTINGS_COLLECTION is invalid: not a valid MongoDB collection name',
+    );
+    // The environment is checked as strictly as the file.
+    expect(
+      errorOf(() => loadBootstrapConfig({ path: configFile(original), env: { BIGQUERY_DATASET: 'a b' } })),
+    ).toMatch(/^BIGQUERY_DATASET is invalid: /);
+    expect(
+      loadBootstrapConfig({
+        path: configFile({
+          ...original,
+          BIGQUERY_PROJECT: 'example.com:my-project',
+          BIGQUERY_DATASET: 'A_1',
+        }),
+        env: {},
+      }),
+    ).toMatchObject({ BIGQUERY_PROJECT: 'example.com:my-project', BIGQUERY_DATASET: 'A_1' });
+  });
+
   it('never shows a password from the connection string in its messages', () => {
     expect(redactUri('mongodb://archiver:s3cr3t@db1:27017,db2/?replicaSet=rs0')).toBe(
       'mongodb://archiver:***@db1:27017,db2/?replicaSet=rs0',
