@@ -148,22 +148,3 @@ export function loadBootstrapConfig(options: LoadOptions = {}): BootstrapConfig 
   }
   return Object.freeze(result.data);
 }
-
-/**
- * Connection-string options whose values are secrets: the TLS client key's password, the SOCKS5 proxy's
- * password, and an AWS session token inside `authMechanismProperties` (`AWS_SESSION_TOKEN:...`).
- */
-const SECRET_URI_OPTIONS =
-  /([?&](?:tlsCertificateKeyFilePassword|sslPEMKeyPassword|proxyPassword)=)[^&#\s]*/gi;
-const AWS_SESSION_TOKEN = /(AWS_SESSION_TOKEN(?::|%3A))[^,&#\s]*/gi;
-
-/** A connection string with its password and secret options replaced, for logs and messages. */
-export function redactUri(uri: string): string {
-  return (
-    uri
-      // Up to the last `@` before the host: an unencoded `@` inside the password must not leave a tail behind.
-      .replace(/^(mongodb(?:\+srv)?:\/\/[^:/@]+:)[^/?#]*@/, '$1***@')
-      .replace(SECRET_URI_OPTIONS, '$1***')
-      .replace(AWS_SESSION_TOKEN, '$1***')
-  );
-}
