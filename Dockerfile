@@ -8,9 +8,8 @@ FROM base AS build
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+# The build leaves out the demo and the test peers' launcher it brings (tsconfig.build.json).
 COPY src ./src
-# src/cli/demo.ts imports the test peers' launcher, so tsc compiles it too.
-COPY scripts/peers ./scripts/peers
 RUN npm run build
 
 # Production dependencies only. The two install scripts among them (protobufjs, core-js) are not needed.

@@ -29,6 +29,31 @@ function action<A extends unknown[]>(fn: (...args: A) => Promise<number>) {
 
 const globals = (): GlobalOptions => program.opts<GlobalOptions>();
 
+/**
+ * The demo brings the test peers' launcher (scripts/peers), which installs and starts local servers: it runs
+ * from a clone (`npm run demo`), and neither the build nor the image carries it. The specifier is a variable
+ * so that the compiler does not follow it into the build (tsconfig.build.json leaves the demo out).
+ */
+const DEMO_MODULE = './cli/demo.js';
+
+interface DemoModule {
+  demoCommand(): Promise<number>;
+}
+
+async function loadDemo(): Promise<DemoModule> {
+  try {
+    return (await import(DEMO_MODULE)) as DemoModule;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw error;
+    throw new Error(
+      'demo runs from a clone of the repository (npm run demo): this installation does not carry it',
+      {
+        cause: error,
+      },
+    );
+  }
+}
+
 program
   .command('run')
   .description('run the archiver daemon: every mapping in the settings collection, until SIGTERM or SIGINT')
@@ -68,7 +93,6 @@ program
   .description(
     'start local stand-ins for MongoDB and BigQuery, archive a sample collection shaped like the original README example while changing it, print the views, stop everything',
   )
-  // Loaded on demand: the demo brings the test peers' scripts, which the installed package does not carry.
-  .action(action(async () => (await import('./cli/demo.js')).demoCommand()));
+  .action(action(async () => (await loadDemo()).demoCommand()));
 
 await program.parseAsync(process.argv);

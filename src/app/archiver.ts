@@ -2,14 +2,14 @@ import { MongoClient } from 'mongodb';
 import { createBigQueryClients, type BigQueryClients } from '../bigquery/client.js';
 import { type WriterDecorator } from '../bigquery/destination.js';
 import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
-import { redactUri, type BootstrapConfig } from '../config/bootstrap.js';
+import { type BootstrapConfig } from '../config/bootstrap.js';
 import { ConfigError } from '../errors.js';
 import { Supervisor } from '../core/supervisor.js';
 import { sampleDocuments } from '../mongodb/sampler.js';
 import { MongoLeaseStore } from '../mongodb/lease-store.js';
 import { MongoSettingsStore } from '../mongodb/settings-store.js';
 import { startHealthServer } from '../observability/health-server.js';
-import { supervisorLog, type Logger } from '../observability/logger.js';
+import { scrubText, supervisorLog, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { BSON_DECODE_OPTIONS } from '../transform/bson-kind.js';
 import { createMappingRunner } from './mapping-runner.js';
@@ -68,7 +68,7 @@ export async function startArchiver(
 ): Promise<RunningArchiver> {
   const mongo = connectMongo(config);
   await mongo.connect();
-  logger.info({ mongo: redactUri(config.MONGO_CLIENT) }, 'connected to MongoDB');
+  logger.info({ mongo: scrubText(config.MONGO_CLIENT) }, 'connected to MongoDB');
   const target: StorageWriteTarget =
     config.BIGQUERY_EMULATOR_ENDPOINT !== undefined ? config.BIGQUERY_EMULATOR_KIND : 'bigquery';
   const bigquery: BigQueryClients = await createBigQueryClients(bigQueryConnection(config)).catch(

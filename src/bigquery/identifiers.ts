@@ -19,31 +19,42 @@ export interface TableRef {
   readonly sql: string;
 }
 
+/** Why `projectId` is not a BigQuery project id, or undefined when it is one. */
+export function projectIdProblem(projectId: string): string | undefined {
+  return PROJECT_ID.test(projectId)
+    ? undefined
+    : 'not a valid BigQuery project id (6-30 lowercase letters, digits or hyphens, starting with a letter)';
+}
+
+/** Why `datasetId` is not a BigQuery dataset id, or undefined when it is one. */
+export function datasetIdProblem(datasetId: string): string | undefined {
+  return DATASET_ID.test(datasetId)
+    ? undefined
+    : 'not a valid BigQuery dataset id (letters, digits and underscores, at most 1024)';
+}
+
+/** Why `tableId` cannot name a history table (with its views' suffixes), or undefined when it can. */
+export function tableIdProblem(tableId: string): string | undefined {
+  return TABLE_ID.test(tableId) && Buffer.byteLength(tableId + LONGEST_SUFFIX, 'utf8') <= MAX_TABLE_ID_BYTES
+    ? undefined
+    : `not a valid BigQuery table name (letters, marks, digits, connectors, dashes and spaces; at most ${MAX_TABLE_ID_BYTES - LONGEST_SUFFIX.length} bytes)`;
+}
+
+function assertIdentifier(what: string, value: string, problem: string | undefined): string {
+  if (problem !== undefined) throw new IdentifierError(`${what} "${value}" is ${problem}`);
+  return value;
+}
+
 export function assertProjectId(projectId: string): string {
-  if (!PROJECT_ID.test(projectId)) {
-    throw new IdentifierError(
-      `BigQuery project "${projectId}" is not a valid project id (6-30 lowercase letters, digits or hyphens, starting with a letter)`,
-    );
-  }
-  return projectId;
+  return assertIdentifier('project', projectId, projectIdProblem(projectId));
 }
 
 export function assertDatasetId(datasetId: string): string {
-  if (!DATASET_ID.test(datasetId)) {
-    throw new IdentifierError(
-      `BigQuery dataset "${datasetId}" is not a valid dataset id (letters, digits and underscores, at most 1024)`,
-    );
-  }
-  return datasetId;
+  return assertIdentifier('dataset', datasetId, datasetIdProblem(datasetId));
 }
 
 export function assertTableId(tableId: string): string {
-  if (!TABLE_ID.test(tableId) || Buffer.byteLength(tableId + LONGEST_SUFFIX, 'utf8') > MAX_TABLE_ID_BYTES) {
-    throw new IdentifierError(
-      `BigQuery table "${tableId}" is not a valid table name (letters, marks, digits, connectors, dashes and spaces; at most ${MAX_TABLE_ID_BYTES - LONGEST_SUFFIX.length} bytes)`,
-    );
-  }
-  return tableId;
+  return assertIdentifier('table', tableId, tableIdProblem(tableId));
 }
 
 export function tableRef(projectId: string, datasetId: string, tableId: string): TableRef {

@@ -452,7 +452,8 @@ function scalarEncoder(field: TableField, path: string, tag: number): ValueEncod
         else if (value === 'NaN') n = Number.NaN;
         else if (value === 'Infinity') n = Number.POSITIVE_INFINITY;
         else if (value === '-Infinity') n = Number.NEGATIVE_INFINITY;
-        else throw misfit(path, "a number, 'NaN', 'Infinity' or '-Infinity'", value);
+        else if (value === '-0') n = -0;
+        else throw misfit(path, "a number, 'NaN', 'Infinity', '-Infinity' or '-0'", value);
         sink.tag(fixedTag);
         sink.double(n);
       };
@@ -664,7 +665,7 @@ function plainFields(fields: readonly TableField[]): PlainField[] {
 /**
  * Compiles a table schema once into a row encoder: one closure per column, no schema walk per row. Values
  * become what the client library's JSONWriter sends: TIMESTAMP as int64 microseconds, DATE as int32 days,
- * DATETIME/TIME/NUMERIC/BIGNUMERIC/JSON as strings, BYTES as raw bytes, FLOAT strings 'NaN'/'Infinity' as
+ * DATETIME/TIME/NUMERIC/BIGNUMERIC/JSON as strings, BYTES as raw bytes, FLOAT strings 'NaN'/'Infinity'/'-0' as
  * doubles and INTEGER decimal strings as exact int64. Absent and NULL values are left out (NULL).
  */
 export function compileRowEncoder(schema: readonly TableField[]): RowEncoder {

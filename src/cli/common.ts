@@ -1,6 +1,6 @@
 import { loadBootstrapConfig, type BootstrapConfig } from '../config/bootstrap.js';
 import { ArchiverError, ConfigError } from '../errors.js';
-import { scrubLogLine } from '../observability/logger.js';
+import { scrubText } from '../observability/logger.js';
 
 /** Exit codes: 0 done, 1 failure, 2 configuration error (as the original service's users expect of a CLI). */
 export const EXIT = { ok: 0, failure: 1, config: 2 } as const;
@@ -24,7 +24,7 @@ export function loadConfig(options: GlobalOptions): BootstrapConfig {
  * through the logs' scrubber: a driver's message may name the connection string.
  */
 export function reportFatal(error: unknown): number {
-  const message = scrubLogLine(error instanceof Error ? error.message : String(error));
+  const message = scrubText(error instanceof Error ? error.message : String(error));
   if (error instanceof ConfigError) {
     console.error(`configuration error: ${message}`);
     return EXIT.config;

@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
+import { datasetIdProblem, projectIdProblem } from '../bigquery/identifiers.js';
 import { WRITER_KINDS } from '../bigquery/writer.js';
+import { checkedIdentifier, mongoCollectionName, mongoDatabaseName } from './settings.js';
 
 /** Where the original service read its configuration; `--config PATH` overrides it. */
 export const DEFAULT_CONFIG_PATH = '/config-local/config.json';
@@ -27,10 +29,12 @@ const bootstrapSchema = z.object({
       'must be a mongodb:// or mongodb+srv:// connection string',
     ),
   SERVICE_ACCOUNT_FILE: z.string().min(1).optional(),
-  BIGQUERY_PROJECT: z.string().min(1),
-  BIGQUERY_DATASET: z.string().min(1),
-  SETTINGS_DATABASE: z.string().min(1).default(DEFAULT_SETTINGS_DATABASE),
-  SETTINGS_COLLECTION: z.string().min(1).default(DEFAULT_SETTINGS_COLLECTION),
+  // Identifiers are checked here, before anything starts: a bad one would otherwise fail each mapping on its
+  // own (or reach SQL) while the daemon runs on.
+  BIGQUERY_PROJECT: checkedIdentifier(projectIdProblem),
+  BIGQUERY_DATASET: checkedIdentifier(datasetIdProblem),
+  SETTINGS_DATABASE: mongoDatabaseName.default(DEFAULT_SETTINGS_DATABASE),
+  SETTINGS_COLLECTION: mongoCollectionName.default(DEFAULT_SETTINGS_COLLECTION),
   SETTINGS_POLL_INTERVAL_MS: positiveInt.default(DEFAULT_SETTINGS_POLL_MS),
   /** A local BigQuery emulator's REST endpoint, e.g. http://127.0.0.1:9050 (tests and demo only). */
   BIGQUERY_EMULATOR_ENDPOINT: z.url().optional(),
@@ -143,23 +147,4 @@ export function loadBootstrapConfig(options: LoadOptions = {}): BootstrapConfig 
     );
   }
   return Object.freeze(result.data);
-}
-
-/**
- * Connection-string options whose values are secrets: the TLS client key's password, the SOCKS5 proxy's
- * password, and an AWS session token inside `authMechanismProperties` (`AWS_SESSION_TOKEN:...`).
- */
-const SECRET_URI_OPTIONS =
-  /([?&](?:tlsCertificateKeyFilePassword|sslPEMKeyPassword|proxyPassword)=)[^&#\s]*/gi;
-const AWS_SESSION_TOKEN = /(AWS_SESSION_TOKEN(?::|%3A))[^,&#\s]*/gi;
-
-/** A connection string with its password and secret options replaced, for logs and messages. */
-export function redactUri(uri: string): string {
-  return (
-    uri
-      // Up to the last `@` before the host: an unencoded `@` inside the password must not leave a tail behind.
-      .replace(/^(mongodb(?:\+srv)?:\/\/[^:/@]+:)[^/?#]*@/, '$1***@')
-      .replace(SECRET_URI_OPTIONS, '$1***')
-      .replace(AWS_SESSION_TOKEN, '$1***')
-  );
 }

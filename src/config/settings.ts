@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { EJSON, type ObjectId } from 'bson';
 import { z } from 'zod';
-import { assertDatasetId, assertTableId } from '../bigquery/identifiers.js';
+import { datasetIdProblem, tableIdProblem } from '../bigquery/identifiers.js';
 import { WRITER_KINDS } from '../bigquery/writer.js';
-import { ArchiverError, SettingsError } from '../errors.js';
+import { SettingsError } from '../errors.js';
 import { formatIssuePath, parseColumnSpecs } from '../schema/column-spec.js';
 import { type ColumnSpec } from '../schema/types.js';
 import { bsonKind } from '../transform/bson-kind.js';
@@ -24,17 +24,30 @@ const NUL = String.fromCharCode(0);
 const DATABASE_NAME = new RegExp(`^[^/\\\\. "$*<>:|?${NUL}]{1,63}$`);
 const COLLECTION_NAME = new RegExp(`^(?!system\\.)[^$${NUL}]{1,255}$`);
 
+/** A MongoDB database name (the settings database of the bootstrap configuration too). */
+export const mongoDatabaseName = z
+  .string({ error: 'expected a string' })
+  .regex(DATABASE_NAME, 'not a valid MongoDB database name');
+/** A MongoDB collection name. */
+export const mongoCollectionName = z
+  .string({ error: 'expected a string' })
+  .regex(COLLECTION_NAME, 'not a valid MongoDB collection name');
+
+/** A string that `problem` finds nothing wrong with; its message is the problem. */
+export function checkedIdentifier(problem: (value: string) => string | undefined): z.ZodType<string> {
+  return z.string({ error: 'expected a string' }).superRefine((value, context) => {
+    const message = problem(value);
+    if (message !== undefined) context.addIssue({ code: 'custom', message });
+  });
+}
+
 const settingsSchema = z.object({
-  mongo_database: z
-    .string({ error: 'expected a string' })
-    .regex(DATABASE_NAME, 'not a valid MongoDB database name'),
-  mongo_collection: z
-    .string({ error: 'expected a string' })
-    .regex(COLLECTION_NAME, 'not a valid MongoDB collection name'),
-  bigquery_table: z.string({ error: 'expected a string' }),
+  mongo_database: mongoDatabaseName,
+  mongo_collection: mongoCollectionName,
+  bigquery_table: checkedIdentifier(tableIdProblem),
   backfill_full_collection: z.boolean({ error: 'expected true or false' }).default(false),
   dryrun: z.boolean({ error: 'expected true or false' }).default(false),
-  bigquery_dataset: z.string({ error: 'expected a string' }).optional(),
+  bigquery_dataset: checkedIdentifier(datasetIdProblem).optional(),
   schema_evolution: z
     .enum(SCHEMA_EVOLUTION_MODES, { error: `expected one of ${SCHEMA_EVOLUTION_MODES.join(', ')}` })
     .optional(),
@@ -105,19 +118,6 @@ export function parseMappingSettings(document: Readonly<Record<string, unknown>>
     } catch (error) {
       if (!(error instanceof SettingsError)) throw error;
       issues.push(...error.issues);
-    }
-  }
-  if (parsed.success) {
-    for (const check of [
-      () => assertTableId(parsed.data.bigquery_table),
-      () => parsed.data.bigquery_dataset !== undefined && assertDatasetId(parsed.data.bigquery_dataset),
-    ]) {
-      try {
-        check();
-      } catch (error) {
-        if (!(error instanceof ArchiverError)) throw error;
-        issues.push(error.message);
-      }
     }
   }
   if (!parsed.success || issues.length > 0) throw new SettingsError(issues);

@@ -19,6 +19,14 @@ export interface RecordSink {
 }
 
 export const DEFAULT_STREAM_BATCH_SIZE = 1_000;
+/**
+ * How long a stopping loop goes on flushing (the write under way, the rows read since, then their
+ * checkpoint) once it is told to stop: within the daemon's graceful stop, bounded at 30 s (cli/run.ts), with
+ * time left to release the leases. Rows it cannot write by then are read again by the next owner.
+ */
+export const DEFAULT_FINAL_FLUSH_TIMEOUT_MS = 20_000;
+/** Bounds each checkpoint write while running. */
+const CHECKPOINT_SAVE_TIMEOUT_MS = 30_000;
 
 /**
  * What the loop reports as it reads, for metrics (the app layer adapts it). Rows are reported by the sink
@@ -46,6 +54,8 @@ export interface StreamLoopOptions {
   readonly observer?: StreamObserver;
   /** A row's size in the sink's requests, for the batch limits; default its JSON length (rowBytes). */
   readonly sizeOf?: (row: Readonly<Record<string, unknown>>) => number;
+  /** How long flushing may go on after `signal` aborts; default DEFAULT_FINAL_FLUSH_TIMEOUT_MS. */
+  readonly finalFlushTimeoutMs?: number;
 }
 
 /** How the loop ended when it was not aborted. */
@@ -76,18 +86,30 @@ export async function runStreamLoop(
   // we resumed from. It is not a change: a marker for it would hide the documents of a re-created collection.
   const resumedFrom = start.kind === 'startAt' ? undefined : start.position.token;
   const cursor = await options.source.open(start, signal);
+  // Stopping ends the reading at once, but not the writing: what was read is written and checkpointed, so
+  // the next owner need not read it again. Flushes get their own signal, which aborts only once the stop is
+  // older than the final flush's deadline.
+  const flushing = deadlineAfter(signal, options.finalFlushTimeoutMs ?? DEFAULT_FINAL_FLUSH_TIMEOUT_MS);
 
   const flush = async (): Promise<void> => {
-    if (batcher.size > 0) {
-      await options.sink.write(
-        batcher.take().map((e) => e.item),
-        signal,
-      );
-    }
-    if (readUpTo !== undefined && readUpTo.token !== saved?.token) {
-      // A checkpoint write may run after an abort: the rows it covers are already in BigQuery.
-      await options.checkpoints.save({ position: readUpTo }, AbortSignal.timeout(30_000));
-      saved = readUpTo;
+    try {
+      if (batcher.size > 0) {
+        await options.sink.write(
+          batcher.take().map((e) => e.item),
+          flushing.signal,
+        );
+      }
+      if (readUpTo !== undefined && readUpTo.token !== saved?.token) {
+        await options.checkpoints.save(
+          { position: readUpTo },
+          AbortSignal.any([flushing.signal, AbortSignal.timeout(CHECKPOINT_SAVE_TIMEOUT_MS)]),
+        );
+        saved = readUpTo;
+      }
+    } catch (error) {
+      // The sink's or the store's reaction to the deadline says less than the deadline itself.
+      if (flushing.signal.aborted) throw flushing.signal.reason;
+      throw error;
     }
   };
 
@@ -101,7 +123,16 @@ export async function runStreamLoop(
         if (isAborted(signal)) break;
         throw error;
       }
-      if (batch.events.length > 0) await options.beforeMap?.(batch.events, signal);
+      if (batch.events.length > 0) {
+        try {
+          await options.beforeMap?.(batch.events, signal);
+        } catch (error) {
+          // Stopped while the schema evolves: this batch is left unread (its position is not saved), and
+          // what was read before it is still flushed.
+          if (isAborted(signal)) break;
+          throw error;
+        }
+      }
       const now = new Date(clock.now());
       let gone: CollectionGone | undefined;
       const read = new Map<string, number>();
@@ -142,8 +173,36 @@ export async function runStreamLoop(
     await flush();
     return undefined;
   } finally {
+    flushing.dispose();
     await cursor.close();
   }
+}
+
+/** A signal that aborts `ms` after `stop` does (a TimeoutError naming the final flush). */
+function deadlineAfter(stop: AbortSignal, ms: number): { readonly signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const arm = (): void => {
+    timer = setTimeout(() => {
+      controller.abort(
+        new DOMException(
+          `the final flush did not finish within ${String(ms)} ms of the stop: the rows read since the last checkpoint will be read again`,
+          'TimeoutError',
+        ),
+      );
+    }, ms);
+    // The flush itself keeps the process alive while it runs; a timer left for nothing must not.
+    timer.unref();
+  };
+  if (stop.aborted) arm();
+  else stop.addEventListener('abort', arm, { once: true });
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      stop.removeEventListener('abort', arm);
+      clearTimeout(timer);
+    },
+  };
 }
 
 function isAborted(signal: AbortSignal): boolean {

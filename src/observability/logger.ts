@@ -1,5 +1,4 @@
 import { pino, stdSerializers, type DestinationStream, type LevelWithSilent, type Logger } from 'pino';
-import { redactUri } from '../config/bootstrap.js';
 import { type SupervisorLog } from '../core/supervisor.js';
 
 export type { Logger };
@@ -60,24 +59,47 @@ export function isSecretFieldName(name: string): boolean {
 }
 
 /**
- * A connection string inside a serialised JSON string: it ends at whitespace or at the end of the string,
- * and escaped characters (`\"`, `\n`) belong to it. The credentials themselves are cut by `redactUri`.
+ * The credentials of a connection string inside a serialised JSON string. The driver takes a password with
+ * unencoded spaces, quotes and `@`, so the password is not cut at whitespace: it runs to the last `@` before
+ * the host, that is before the next `/`, `?`, `#` or the end of the JSON string. Escapes (`\"`, `\n`) belong
+ * to it. Where text follows a URI without a path, more than the password may be hidden: never less.
  */
-const CONNECTION_STRING = /mongodb(?:\+srv)?:\/\/(?:[^\s"\\]|\\.)*/g;
+const URI_CREDENTIALS = /(mongodb(?:\+srv)?:\/\/(?:[^:/@"\\]|\\.)+:)(?:[^/?#"\\]|\\.)*@/g;
+/**
+ * Connection-string options whose values are secrets: the TLS client key's password and the SOCKS5 proxy's
+ * password (up to the next option, like the password, not to whitespace), and an AWS session token inside
+ * `authMechanismProperties` (`AWS_SESSION_TOKEN:...`).
+ */
+const SECRET_URI_OPTIONS =
+  /([?&](?:tlsCertificateKeyFilePassword|sslPEMKeyPassword|proxyPassword)=)(?:[^&#"\\]|\\.)*/gi;
+const AWS_SESSION_TOKEN = /(AWS_SESSION_TOKEN(?::|%3A))(?:[^,&#\s"\\]|\\.)*/gi;
 /** A PEM private key inside a serialised JSON string, up to its END line or, if cut short, the string's end. */
 const PEM_PRIVATE_KEY =
   /-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----(?:[^"\\]|\\.)*?(?:-----END \1PRIVATE KEY-----|(?="))/g;
 
 /**
- * Removes connection-string passwords and private keys from one serialised log line. It runs on the final
+ * Removes connection-string secrets and private keys from one serialised log line. It runs on the final
  * line because strings reach it from many places (messages, format arguments, error messages and stacks,
- * child bindings), and this is the one place they all pass.
+ * child bindings), and this is the one place they all pass. `scrubText` is the same for plain text.
  */
 export function scrubLogLine(line: string): string {
   let out = line;
-  if (out.includes('mongodb')) out = out.replace(CONNECTION_STRING, (uri) => redactUri(uri));
+  if (out.includes('mongodb')) {
+    out = out
+      .replace(URI_CREDENTIALS, '$1***@')
+      .replace(SECRET_URI_OPTIONS, '$1***')
+      .replace(AWS_SESSION_TOKEN, '$1***');
+  }
   if (out.includes('PRIVATE KEY-----')) out = out.replace(PEM_PRIVATE_KEY, REDACTED_PRIVATE_KEY);
   return out;
+}
+
+/**
+ * `scrubLogLine` for text that is not a JSON line (a connection string, an error message the CLI prints):
+ * the text goes through it as a JSON string, so one scrubber serves the logs and the CLI alike.
+ */
+export function scrubText(text: string): string {
+  return JSON.parse(scrubLogLine(JSON.stringify(text))) as string;
 }
 
 function hasToJson(value: object): boolean {

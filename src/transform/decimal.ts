@@ -73,5 +73,7 @@ export function exactDouble(text: string): number | undefined {
   const x = Number(formatDecimal(d));
   if (!Number.isFinite(x)) return undefined;
   const back = parseDecimal(String(x));
-  return back !== undefined && sameDecimal(back, d) ? (d.negative && x === 0 ? -0 : x) : undefined;
+  if (back === undefined || !sameDecimal(back, d)) return undefined;
+  // parseDecimal gives zero no sign; a Decimal128 -0 is the double -0.
+  return x === 0 && text.startsWith('-') ? -0 : x;
 }

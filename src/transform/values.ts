@@ -89,10 +89,20 @@ function toInteger(value: unknown): unknown {
   }
 }
 
+/** The text of -0 that keeps its sign: String(-0) and JSON.stringify(-0) both give `0`. */
+const NEGATIVE_ZERO_TEXT = '-0';
+
+/**
+ * JSON has no NaN or Infinity, and its text of -0 is `0`: these go as strings, which insertAll reads as
+ * those doubles for FLOAT columns (and the Storage Write encoder reads back).
+ */
 function floatFromNumber(n: number): unknown {
-  if (Number.isFinite(n)) return n;
-  // JSON has no NaN/Infinity; insertAll takes these strings for FLOAT columns.
+  if (Number.isFinite(n)) return Object.is(n, -0) ? NEGATIVE_ZERO_TEXT : n;
   return Number.isNaN(n) ? 'NaN' : n > 0 ? 'Infinity' : '-Infinity';
+}
+
+function numberText(n: number): string {
+  return Object.is(n, -0) ? NEGATIVE_ZERO_TEXT : String(n);
 }
 
 function toFloat(value: unknown): unknown {
@@ -164,12 +174,13 @@ function toStringValue(value: unknown): unknown {
     case 'ObjectId':
       return (value as ObjectId).toHexString();
     case 'number':
+      return numberText(value as number);
     case 'boolean':
     case 'bigint':
       return String(value);
     case 'Int32':
     case 'Double':
-      return String((value as Int32 | Double).value);
+      return numberText((value as Int32 | Double).value);
     case 'Long':
     case 'Decimal128':
       return String(value);

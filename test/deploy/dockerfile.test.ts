@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG_PATH } from '../../src/config/bootstrap.js';
 import { V8_FLAGS } from '../../src/observability/runtime.js';
@@ -51,6 +52,32 @@ describe('Dockerfile', () => {
     expect(exec('ENTRYPOINT')).toEqual(['node', ...V8_FLAGS, pkg.bin['mongo-bigquery-archiver']]);
     expect(exec('CMD')).toEqual(['run']);
     expect(DEFAULT_CONFIG_PATH).toBe('/config-local/config.json');
+  });
+});
+
+describe('issue 10 item 20: the image carries neither the demo nor the test peers', () => {
+  it("the build compiles src without the demo, which brings the peers' launcher (scripts/peers)", () => {
+    const tsc = `${REPO_ROOT}/node_modules/typescript/bin/tsc`;
+    const result = runTool(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--listFilesOnly']);
+    expect(result.status, result.output).toBe(0);
+    const compiled = result.stdout
+      .split('\n')
+      .filter((line) => line !== '' && !line.includes('/node_modules/'))
+      .map((file) => relative(REPO_ROOT, file));
+    expect(compiled).toContain('src/main.ts');
+    expect(compiled.filter((file) => !file.startsWith('src/') || file === 'src/cli/demo.ts')).toEqual([]);
+  });
+
+  it('neither the build context nor any stage takes scripts/', () => {
+    const ignore = readFileSync(`${REPO_ROOT}/.dockerignore`, 'utf8').split('\n');
+    expect(ignore.filter((line) => line.startsWith('!'))).toEqual([
+      '!package.json',
+      '!package-lock.json',
+      '!tsconfig.json',
+      '!tsconfig.build.json',
+      '!src/',
+    ]);
+    expect(readFileSync(DOCKERFILE, 'utf8')).not.toMatch(/^COPY .*scripts/m);
   });
 });
 

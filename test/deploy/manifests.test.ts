@@ -55,7 +55,13 @@ interface Probe {
 interface Container {
   readonly name: string;
   readonly args?: readonly string[];
-  readonly env?: readonly { readonly name: string; readonly value?: string }[];
+  readonly env?: readonly {
+    readonly name: string;
+    readonly value?: string;
+    readonly valueFrom?: {
+      readonly secretKeyRef?: { readonly name: string; readonly key: string; readonly optional?: boolean };
+    };
+  }[];
   readonly ports: readonly { readonly name?: string; readonly containerPort: number }[];
   readonly startupProbe?: Probe;
   readonly livenessProbe: Probe;
@@ -108,14 +114,37 @@ function configMapConfig(): { path: string; json: Record<string, unknown>; confi
   };
 }
 
+/**
+ * The container's environment: the image's ENV, then the Deployment's values, those of a Secret taken from
+ * the example Secret of that name (deploy/kubernetes/examples).
+ */
+function containerEnv(): Record<string, string> {
+  const { container } = deployment();
+  const env: Record<string, string> = { ...stageEnv(finalStage()) };
+  for (const variable of container.env ?? []) {
+    const ref = variable.valueFrom?.secretKeyRef;
+    const value =
+      ref === undefined
+        ? variable.value
+        : (
+            objectsOf('Secret').find((o) => o.metadata.name === ref.name)?.stringData as
+              Record<string, string> | undefined
+          )?.[ref.key];
+    if (value !== undefined) env[variable.name] = value;
+  }
+  return env;
+}
+
 describe('Kubernetes manifests', () => {
-  it('are the namespace, ConfigMap and Deployment, plus the example Secret', () => {
+  it('are the namespace, ConfigMap, Deployment and PodDisruptionBudget, plus the example Secrets', () => {
     const kinds = manifestFiles().flatMap((file) => loadYaml(file).map((o) => `${file}: ${o.kind}`));
     expect(kinds).toEqual([
       'deploy/kubernetes/configmap.yaml: ConfigMap',
       'deploy/kubernetes/deployment.yaml: Deployment',
+      'deploy/kubernetes/examples/mongodb-secret.yaml: Secret',
       'deploy/kubernetes/examples/secret.yaml: Secret',
       'deploy/kubernetes/namespace.yaml: Namespace',
+      'deploy/kubernetes/pod-disruption-budget.yaml: PodDisruptionBudget',
     ]);
   });
 
@@ -160,7 +189,7 @@ describe('Kubernetes manifests', () => {
 describe('the manifests agree with the code and the Dockerfile', () => {
   it('config.json in the ConfigMap loads, and every key in it is one the archiver reads', () => {
     const { path, json } = configMapConfig();
-    const config = loadBootstrapConfig({ path, env: {}, explicitPath: true });
+    const config = loadBootstrapConfig({ path, env: containerEnv(), explicitPath: true });
     // The loader ignores keys it does not know: a misspelt key would be silently lost.
     for (const [key, value] of Object.entries(json))
       expect(String((config as Record<string, unknown>)[key]), key).toBe(String(value));
@@ -169,11 +198,7 @@ describe('the manifests agree with the code and the Dockerfile', () => {
   it('probes /healthz and /readyz on the port and address the daemon listens on in the container', () => {
     const { container, portOf, spec } = deployment();
     const { path } = configMapConfig();
-    // The container's environment: the image's ENV, then the Deployment's literal values.
-    const env: Record<string, string> = { ...stageEnv(finalStage()) };
-    for (const variable of container.env ?? [])
-      if (variable.value !== undefined) env[variable.name] = variable.value;
-    const config = loadBootstrapConfig({ path, env, explicitPath: true });
+    const config = loadBootstrapConfig({ path, env: containerEnv(), explicitPath: true });
     expect(config.METRICS_HOST).toBe('0.0.0.0');
     expect(config.METRICS_PORT).toBe(DEFAULT_METRICS_PORT);
     expect(container.livenessProbe.httpGet.path).toBe('/healthz');
@@ -202,8 +227,11 @@ describe('the manifests agree with the code and the Dockerfile', () => {
     expect(mountOf((v) => v.configMap?.name === configMap.metadata.name)).toBe(dirname(DEFAULT_CONFIG_PATH));
     expect(Object.keys(configMap.data as object)).toContain(basename(DEFAULT_CONFIG_PATH));
 
-    const secret = only('Secret');
     const keyFile = String(json.SERVICE_ACCOUNT_FILE);
+    const secret = objectsOf('Secret').find((o) =>
+      Object.keys((o.stringData as object | undefined) ?? {}).includes(posix.basename(keyFile)),
+    );
+    if (secret === undefined) throw new Error(`no example Secret holds ${keyFile}`);
     expect(mountOf((v) => v.secret?.secretName === secret.metadata.name)).toBe(posix.dirname(keyFile));
     expect(Object.keys(secret.stringData as object)).toEqual([posix.basename(keyFile)]);
   });
@@ -224,5 +252,45 @@ describe('the manifests agree with the code and the Dockerfile', () => {
     expect(user).toMatch(/^[1-9]\d*(:\d+)?$/);
     expect(pod.securityContext.runAsNonRoot).toBe(true);
     expect(String(pod.securityContext.runAsUser)).toBe(user?.split(':')[0]);
+  });
+
+  // Before: `optional: true`, so a missing Secret left MONGO_CLIENT to config.json without a word.
+  it('issue 10 item 20: takes MONGO_CLIENT from a required Secret, and config.json has none to fall back to', () => {
+    const { container } = deployment();
+    const fromSecret = container.env?.find((v) => v.name === 'MONGO_CLIENT')?.valueFrom?.secretKeyRef;
+    expect(fromSecret).toEqual({
+      name: 'mongo-bigquery-archiver-mongodb',
+      key: 'MONGO_CLIENT',
+      optional: false,
+    });
+    const { json, path } = configMapConfig();
+    expect(json).not.toHaveProperty('MONGO_CLIENT');
+
+    // The example Secret has that name and key, and with it config.json loads.
+    const secret = objectsOf('Secret').find((o) => o.metadata.name === fromSecret?.name);
+    const uri = (secret?.stringData as Record<string, string> | undefined)?.[fromSecret?.key ?? ''];
+    expect(uri).toMatch(/^mongodb(\+srv)?:\/\//);
+    const config = loadBootstrapConfig({ path, env: { MONGO_CLIENT: uri }, explicitPath: true });
+    expect(config.MONGO_CLIENT).toBe(uri);
+  });
+
+  // A node drain evicts pods without a budget all at once: every mapping would wait for a new pod.
+  it('issue 10 item 20: a PodDisruptionBudget keeps one pod of the Deployment through voluntary disruptions', () => {
+    const { spec, object } = deployment();
+    const budget = only('PodDisruptionBudget');
+    expect(budget.apiVersion).toBe('policy/v1');
+    const budgetSpec = budget.spec as {
+      minAvailable?: number;
+      maxUnavailable?: number;
+      selector: { matchLabels: Record<string, string> };
+    };
+    // It selects exactly the Deployment's pods.
+    const podLabels = (spec.template.metadata as { labels?: Record<string, string> }).labels ?? {};
+    expect(budgetSpec.selector).toEqual((object.spec as { selector: unknown }).selector);
+    for (const [label, value] of Object.entries(budgetSpec.selector.matchLabels))
+      expect(podLabels[label], label).toBe(value);
+    // One pod may go at a time (a drain can proceed), never both.
+    expect(budgetSpec.minAvailable).toBe(spec.replicas - 1);
+    expect(budgetSpec.maxUnavailable).toBeUndefined();
   });
 });

@@ -59,7 +59,10 @@ function valueProblems(field: TableField, value: unknown, where: string): string
     case 'FLOAT':
       if (typeof value === 'number')
         return Number.isFinite(value) ? [] : bad('non-finite number cannot be JSON');
-      return ['NaN', 'Infinity', '-Infinity'].includes(value as string) ? [] : bad('FLOAT needs a number');
+      // JSON has no NaN, Infinity or -0 (its text is `0`): insertAll reads these strings as those doubles.
+      return ['NaN', 'Infinity', '-Infinity', '-0'].includes(value as string)
+        ? []
+        : bad('FLOAT needs a number');
     case 'BOOLEAN':
       return typeof value === 'boolean' ? [] : bad('BOOLEAN needs a boolean');
     case 'TIMESTAMP': {
@@ -220,7 +223,8 @@ export function represents(type: ColumnSpec['type'], stored: unknown, original: 
         // A double is held when the stored text reads back as that same double.
         const x = typeof original === 'number' ? original : (original as { value: number }).value;
         const back = typeof stored === 'number' ? stored : Number(stored);
-        return back === x || (Number.isNaN(back) && Number.isNaN(x));
+        // In a FLOAT the sign of a zero is kept too; an INTEGER has only one zero.
+        return type === 'FLOAT' ? Object.is(back, x) : back === x || (Number.isNaN(back) && Number.isNaN(x));
       }
       return numericText(original) === storedText;
     }

@@ -254,6 +254,50 @@ describe('insertAll writer against the emulator', () => {
     ]);
   });
 
+  it('issue 10 item 6: -0.0 keeps its sign in FLOAT columns (scalar, repeated, nested) as in _unmapped', async () => {
+    const { columns } = parseColumnSpecs([
+      { name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true },
+      { name: 'neg', type: 'FLOAT' },
+      { name: 'pos', type: 'FLOAT' },
+      { name: 'negs', type: 'FLOAT', mode: 'REPEATED' },
+      { name: 'sub', type: 'RECORD', fields: [{ name: 'z', type: 'FLOAT' }] },
+      { name: 'whole', type: 'INTEGER' },
+    ]);
+    // `extra` has no column: _unmapped keeps it as {"$numberDouble":"-0.0"}.
+    const doc = deserialize(
+      serialize({ _id: 'z', neg: -0, pos: 0, negs: [-0, 1.5], sub: { z: -0 }, whole: -0, extra: -0 }),
+      BSON_DECODE_OPTIONS,
+    );
+    const { row } = compileRowMapper(columns).map(doc);
+    await createTable('negative_zero', historyTableSchema(columns));
+    const writer = new InsertAllWriter(dataset.table('negative_zero'));
+    writer.measure(row);
+    expect(await writer.append([{ ...row, ...metadata(doc, 1) }])).toEqual({ rejected: [] });
+
+    // The sign of a zero shows only through division: 1 / -0 is -Infinity.
+    const [back] = await selectAll('negative_zero', {
+      neg: 'IEEE_DIVIDE(1, neg) < 0',
+      pos: 'IEEE_DIVIDE(1, pos) < 0',
+      negs0: 'IEEE_DIVIDE(1, negs[OFFSET(0)]) < 0',
+      negs1: 'negs[OFFSET(1)]',
+      sub: 'IEEE_DIVIDE(1, sub.z) < 0',
+      whole: 'whole',
+      unmapped: 'TO_JSON_STRING(_unmapped)',
+      _event_id: '_event_id',
+    });
+    expect({ ...back, unmapped: JSON.parse(String(back?.unmapped)) as unknown }).toEqual({
+      neg: true,
+      pos: false,
+      negs0: true,
+      negs1: 1.5,
+      sub: true,
+      // An INTEGER has no negative zero: -0 is the integer 0.
+      whole: 0,
+      unmapped: { extra: { $numberDouble: '-0.0' } },
+      _event_id: 'event-1',
+    });
+  });
+
   it('BIGNUMERIC: BigQuery stores 76 digits; bqemulator cannot create the column (DuckDB decimals stop at 38)', async () => {
     const fields: TableField[] = [{ name: 'big', type: 'BIGNUMERIC', mode: 'NULLABLE' }];
     if (peer === 'bqemulator') {

@@ -2,6 +2,7 @@
 // appended to the default stream, read back with queries. Where an emulator differs from BigQuery, the test
 // names the gap and asserts what the emulator does (branches key on MBA_TEST_BIGQUERY_PEER).
 import { type Dataset, type Table, type TableField as ApiTableField } from '@google-cloud/bigquery';
+import { deserialize, serialize } from 'bson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import {
@@ -11,8 +12,11 @@ import {
 } from '../../../src/bigquery/storage-write-writer.js';
 import { type HistoryRow } from '../../../src/bigquery/writer.js';
 import { BigQueryError } from '../../../src/errors.js';
+import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { historyTableSchema } from '../../../src/schema/table-schema.js';
 import { type ColumnSpec, type TableField } from '../../../src/schema/types.js';
+import { BSON_DECODE_OPTIONS } from '../../../src/transform/bson-kind.js';
+import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { bigQueryTestEnv, uniqueDatasetId } from '../support/bigquery.js';
 import { emulatorClients } from '../support/bigquery-clients.js';
 
@@ -333,6 +337,31 @@ describe(`Storage Write writer (${env.peer})`, () => {
         ],
       },
     ]);
+  });
+
+  it('issue 10 item 6: -0.0 from a document keeps its sign in FLOAT columns (scalar and repeated)', async () => {
+    const { columns } = parseColumnSpecs([
+      { name: '_id', type: 'STRING', mongo_field: '_id' },
+      { name: 'neg', type: 'FLOAT' },
+      { name: 'pos', type: 'FLOAT' },
+      { name: 'negs', type: 'FLOAT', mode: 'REPEATED' },
+    ]);
+    const schema = await createHistoryTable('negative_zero', columns);
+    const writer = writerFor('negative_zero', schema);
+    const doc = deserialize(serialize({ _id: 'z', neg: -0, pos: 0, negs: [-0, 2.5] }), BSON_DECODE_OPTIONS);
+    const { row } = compileRowMapper(columns).map(doc);
+
+    expect(await writer.append([historyRow('z', { ...row, _unmapped: null })])).toEqual({ rejected: [] });
+    // The sign of a zero shows only through division: 1 / -0 is -Infinity.
+    expect(
+      await select('negative_zero', {
+        neg: 'IEEE_DIVIDE(1, neg) < 0',
+        pos: 'IEEE_DIVIDE(1, pos) < 0',
+        // Not negs[OFFSET(n)]: in this query bqemulator read negs[OFFSET(1)] as the first element.
+        negs: 'ARRAY(SELECT IEEE_DIVIDE(1, v) < 0 FROM UNNEST(negs) AS v WITH OFFSET AS i ORDER BY i)',
+        values: 'TO_JSON_STRING(negs)',
+      }),
+    ).toEqual([{ neg: true, pos: false, negs: [true, false], values: '[-0.0,2.5]' }]);
   });
 
   it('refuses a row whose value cannot be encoded on its own and lands the others', async () => {

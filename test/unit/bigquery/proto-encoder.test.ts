@@ -204,6 +204,21 @@ describe('compileRowEncoder: byte-for-byte equal to the client library', () => {
     );
   });
 
+  it("issue 10 item 6: encodes the FLOAT text '-0' (insertAll's form of -0.0) as the double -0, sign bit set", () => {
+    const schema = [nullable('x', 'FLOAT'), repeated('xs', 'FLOAT')];
+    const rows = [{ x: '-0', xs: ['-0', -0, 0] }];
+    expectLibraryBytes(schema, rows);
+    const [bytes] = ourBytes(schema, rows);
+    const decoded = libraryType(compileRowEncoder(schema).descriptor).decode(
+      bytes ?? Buffer.alloc(0),
+    ) as unknown as {
+      x: number;
+      xs: number[];
+    };
+    expect(Object.is(decoded.x, -0)).toBe(true);
+    expect(decoded.xs.map((v) => Object.is(v, -0))).toEqual([true, true, false]);
+  });
+
   it('encodes strings as UTF-8: multi-byte, surrogate pairs, long ones with multi-byte length prefixes', () => {
     const values = [
       '',

@@ -2,8 +2,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadBootstrapConfig, redactUri } from '../../../src/config/bootstrap.js';
+import { loadBootstrapConfig } from '../../../src/config/bootstrap.js';
 import { ConfigError } from '../../../src/errors.js';
+import { scrubText } from '../../../src/observability/logger.js';
 
 function configFile(content: unknown): string {
   const dir = mkdtempSync(join(tmpdir(), 'mba-config-'));
@@ -101,12 +102,46 @@ describe('bootstrap configuration', () => {
     ).toMatch(/cannot read config file \/nonexistent\/config.json: ENOENT/);
   });
 
+  // Before: an invalid BIGQUERY_DATASET passed, and every mapping then failed on its own while the daemon
+  // ran on; an invalid BIGQUERY_PROJECT failed only later, when the BigQuery client was made.
+  it('issue 10 item 15: every identifier of the configuration is validated up front, naming the key', () => {
+    const load = (values: Record<string, string>) => () =>
+      loadBootstrapConfig({ path: configFile({ ...original, ...values }), env: {} });
+    expect(errorOf(load({ BIGQUERY_DATASET: 'acq`; DROP TABLE t; --' }))).toBe(
+      'BIGQUERY_DATASET is invalid: not a valid BigQuery dataset id (letters, digits and underscores, at most 1024)',
+    );
+    expect(errorOf(load({ BIGQUERY_DATASET: 'my-dataset' }))).toMatch(/^BIGQUERY_DATASET is invalid: /);
+    expect(errorOf(load({ BIGQUERY_PROJECT: 'My_Project' }))).toMatch(
+      /^BIGQUERY_PROJECT is invalid: not a valid BigQuery project id/,
+    );
+    expect(errorOf(load({ SETTINGS_DATABASE: 'config.archiver' }))).toBe(
+      'SETTINGS_DATABASE is invalid: not a valid MongoDB database name',
+    );
+    expect(errorOf(load({ SETTINGS_COLLECTION: 'settings$' }))).toBe(
+      'SETTINGS_COLLECTION is invalid: not a valid MongoDB collection name',
+    );
+    // The environment is checked as strictly as the file.
+    expect(
+      errorOf(() => loadBootstrapConfig({ path: configFile(original), env: { BIGQUERY_DATASET: 'a b' } })),
+    ).toMatch(/^BIGQUERY_DATASET is invalid: /);
+    expect(
+      loadBootstrapConfig({
+        path: configFile({
+          ...original,
+          BIGQUERY_PROJECT: 'example.com:my-project',
+          BIGQUERY_DATASET: 'A_1',
+        }),
+        env: {},
+      }),
+    ).toMatchObject({ BIGQUERY_PROJECT: 'example.com:my-project', BIGQUERY_DATASET: 'A_1' });
+  });
+
   it('never shows a password from the connection string in its messages', () => {
-    expect(redactUri('mongodb://archiver:s3cr3t@db1:27017,db2/?replicaSet=rs0')).toBe(
+    expect(scrubText('mongodb://archiver:s3cr3t@db1:27017,db2/?replicaSet=rs0')).toBe(
       'mongodb://archiver:***@db1:27017,db2/?replicaSet=rs0',
     );
-    expect(redactUri('mongodb://u:p@ss@h/db')).toBe('mongodb://u:***@h/db');
-    expect(redactUri('mongodb+srv://u:p%40ss@cluster0.example.net/')).toBe(
+    expect(scrubText('mongodb://u:p@ss@h/db')).toBe('mongodb://u:***@h/db');
+    expect(scrubText('mongodb+srv://u:p%40ss@cluster0.example.net/')).toBe(
       'mongodb+srv://u:***@cluster0.example.net/',
     );
     const message = errorOf(() =>
@@ -117,18 +152,18 @@ describe('bootstrap configuration', () => {
 
   it('never shows the secret options of a connection string: TLS key and proxy passwords, an AWS session token', () => {
     expect(
-      redactUri(
+      scrubText(
         'mongodb://db1/?tls=true&tlsCertificateKeyFilePassword=k3y-pw&proxyHost=p&proxyPassword=pr0xy#x',
       ),
     ).toBe('mongodb://db1/?tls=true&tlsCertificateKeyFilePassword=***&proxyHost=p&proxyPassword=***#x');
     expect(
-      redactUri(
+      scrubText(
         'mongodb+srv://c.example.net/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:IQoJb3Jp,SERVICE_NAME:m',
       ),
     ).toBe(
       'mongodb+srv://c.example.net/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:***,SERVICE_NAME:m',
     );
-    expect(redactUri('mongodb://u:s3cr3t@h/?sslPEMKeyPassword=k3y-pw')).toBe(
+    expect(scrubText('mongodb://u:s3cr3t@h/?sslPEMKeyPassword=k3y-pw')).toBe(
       'mongodb://u:***@h/?sslPEMKeyPassword=***',
     );
   });

@@ -71,13 +71,23 @@ describe('settings documents', () => {
 
   it('rejects table and dataset names BigQuery would not accept, before any SQL exists', () => {
     expect(issuesOf({ _id: 'm', ...example, bigquery_table: 'x` ; DROP TABLE t; --' })[0]).toMatch(
-      /^BigQuery table "x` ; DROP TABLE t; --" is not a valid table name/,
+      /^bigquery_table: not a valid BigQuery table name/,
     );
     expect(issuesOf({ _id: 'm', ...example, bigquery_dataset: 'a-b' })[0]).toMatch(
-      /^BigQuery dataset "a-b" is not a valid dataset id/,
+      /^bigquery_dataset: not a valid BigQuery dataset id/,
     );
     expect(issuesOf({ _id: 'm', ...example, mongo_database: 'a.b' })).toEqual([
       'mongo_database: not a valid MongoDB database name',
+    ]);
+  });
+
+  it('issue 10 item 15: an invalid bigquery_dataset is named in the problems, with every other problem', () => {
+    expect(issuesOf({ _id: 'm', ...example, bigquery_dataset: 'my-dataset', dryrun: 'yes' })).toEqual([
+      'dryrun: expected true or false',
+      'bigquery_dataset: not a valid BigQuery dataset id (letters, digits and underscores, at most 1024)',
+    ]);
+    expect(issuesOf({ _id: 'm', ...example, bigquery_dataset: 'a`b', bigquery_table: 'ok' })).toEqual([
+      'bigquery_dataset: not a valid BigQuery dataset id (letters, digits and underscores, at most 1024)',
     ]);
   });
 

@@ -337,4 +337,136 @@ describe('stream loop', () => {
     expect(sink.writes.map((w) => w.length)).toEqual([2, 1]);
     expect(positions(checkpoints)).toEqual(['tok0002', 'tok0003']);
   });
+
+  describe('issue 10 item 17: a graceful stop flushes with its own bounded deadline', () => {
+    /**
+     * Honours its signal as BigQuerySink and the writers do: refuses to start once it is aborted, and gives
+     * up a request under way when it aborts.
+     */
+    class SignalSink implements RecordSink {
+      readonly writes: HistoryRecord[][] = [];
+      readonly reasons: unknown[] = [];
+      constructor(
+        private readonly takesMs: number,
+        private readonly during: (call: number) => void = () => undefined,
+      ) {}
+      async write(records: readonly HistoryRecord[], signal?: AbortSignal) {
+        signal?.throwIfAborted();
+        this.during(this.writes.length + this.reasons.length + 1);
+        try {
+          await delay(this.takesMs, signal);
+        } catch (error) {
+          this.reasons.push(error);
+          throw error;
+        }
+        this.writes.push([...records]);
+        return { written: records.length, deadLettered: 0 };
+      }
+    }
+
+    class SignalCheckpoints extends RecordingCheckpoints {
+      override save(checkpoint: Checkpoint, signal?: AbortSignal): Promise<void> {
+        signal?.throwIfAborted();
+        return super.save(checkpoint);
+      }
+    }
+
+    function delay(ms: number, signal?: AbortSignal): Promise<void> {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(resolve, ms);
+        signal?.addEventListener(
+          'abort',
+          () => {
+            clearTimeout(timer);
+            reject(signal.reason as Error);
+          },
+          { once: true },
+        );
+      });
+    }
+
+    it('writes the rows read in the last linger window and saves their position after the stop', async () => {
+      const stop = new AbortController();
+      // Within the linger time and under every limit: nothing is written until the stop.
+      const source = new ScriptedSource(
+        [{ events: [upsert(1, 1), upsert(2, 2)], position: undefined }],
+        stop,
+      );
+      const sink = new SignalSink(5);
+      const checkpoints = new SignalCheckpoints();
+      await runStreamLoop({ source, sink, checkpoints, mapper: () => mapper, limits }, start, stop.signal);
+      expect(sink.writes.map((w) => w.map((r) => r.row._event_id))).toEqual([['tok0001', 'tok0002']]);
+      expect(positions(checkpoints)).toEqual(['tok0002']);
+    });
+
+    it('lets a write under way when the stop comes finish, and saves its position', async () => {
+      const stop = new AbortController();
+      const source = new ScriptedSource(
+        [{ events: [upsert(1, 1), upsert(2, 2)], position: undefined }],
+        stop,
+      );
+      // The stop arrives 5 ms into a 30 ms write.
+      const sink = new SignalSink(30, () => {
+        setTimeout(() => {
+          stop.abort();
+        }, 5);
+      });
+      const checkpoints = new SignalCheckpoints();
+      await runStreamLoop(
+        { source, sink, checkpoints, mapper: () => mapper, limits: { ...limits, maxRows: 2 } },
+        start,
+        stop.signal,
+      );
+      expect(sink.reasons).toEqual([]);
+      expect(sink.writes.map((w) => w.length)).toEqual([2]);
+      expect(positions(checkpoints)).toEqual(['tok0002']);
+    });
+
+    it('still flushes what was read before when the stop comes while the schema evolves', async () => {
+      const stop = new AbortController();
+      const source = new ScriptedSource(
+        [
+          { events: [upsert(1, 1)], position: undefined },
+          { events: [upsert(2, 2)], position: undefined },
+        ],
+        stop,
+      );
+      const sink = new SignalSink(5);
+      const checkpoints = new SignalCheckpoints();
+      let evolutions = 0;
+      const beforeMap = (_events: readonly ChangeEvent[], signal: AbortSignal): Promise<void> => {
+        evolutions++;
+        if (evolutions === 2) stop.abort();
+        signal.throwIfAborted();
+        return Promise.resolve();
+      };
+      await runStreamLoop(
+        { source, sink, checkpoints, mapper: () => mapper, limits, beforeMap },
+        start,
+        stop.signal,
+      );
+      // The second batch was not mapped: its position is not saved, so the next owner reads it.
+      expect(sink.writes.map((w) => w.map((r) => r.row._event_id))).toEqual([['tok0001']]);
+      expect(positions(checkpoints)).toEqual(['tok0001']);
+    });
+
+    it('gives up a flush that outlasts its deadline, and saves no position for rows not acknowledged', async () => {
+      const stop = new AbortController();
+      const source = new ScriptedSource([{ events: [upsert(1, 1)], position: undefined }], stop);
+      const sink = new SignalSink(60_000);
+      const checkpoints = new SignalCheckpoints();
+      const started = Date.now();
+      await expect(
+        runStreamLoop(
+          { source, sink, checkpoints, mapper: () => mapper, limits, finalFlushTimeoutMs: 50 },
+          start,
+          stop.signal,
+        ),
+      ).rejects.toThrow(/did not finish within 50 ms/);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(sink.writes).toEqual([]);
+      expect(checkpoints.saved).toEqual([]);
+      expect(source.closed).toBe(1);
+    });
+  });
 });

@@ -184,6 +184,24 @@ function setup(more: Partial<SupervisorOptions> = {}) {
 }
 
 describe('supervisor', () => {
+  it('issue 10 item 15: a per-mapping bigquery_dataset BigQuery refuses gets a lastFailure naming the field', async () => {
+    const { store, runs, controller, done } = setup();
+    store.docs.set('a', mapping('orders', { _id: 'a' }));
+    store.docs.set('b', mapping('users', { _id: 'b', bigquery_dataset: 'sales-eu' }));
+    store.docs.set('c', mapping('items', { _id: 'c', bigquery_dataset: 'x`; DROP SCHEMA y; --' }));
+    const running = done();
+    await eventually(() => {
+      expect(runs.starts).toEqual(['orders']);
+      expect(store.failures.size).toBe(2);
+    });
+    const expected =
+      'invalid settings: bigquery_dataset: not a valid BigQuery dataset id (letters, digits and underscores, at most 1024)';
+    expect(store.failures.get('b')).toBe(expected);
+    expect(store.failures.get('c')).toBe(expected);
+    controller.abort();
+    await running;
+  });
+
   it('runs the valid mappings and marks an invalid one with a precise lastFailure', async () => {
     const { store, runs, supervisor, controller, done } = setup();
     store.docs.set('a', mapping('orders', { _id: 'a' }));

@@ -7,6 +7,7 @@ import {
   REDACTED,
   REDACTED_PRIVATE_KEY,
   scrubLogLine,
+  scrubText,
   supervisorLog,
   type Logger,
 } from '../../../src/observability/logger.js';
@@ -233,6 +234,27 @@ describe('createLogger', () => {
 });
 
 describe('scrubLogLine', () => {
+  // The driver takes unencoded spaces in a password and in option values, as it takes `@` and `"`.
+  it('issue 10 item 19: redacts passwords and secret options holding spaces, in lines the logger writes', () => {
+    const uri =
+      'mongodb://archiver:s3 cr3t "x" @y@mongo-0.example:27017/?replicaSet=rs0&proxyHost=p&proxyUsername=a&proxyPassword=pr0 zq7';
+    const { logger, raw, lines } = memoryLogger();
+    logger.error({ err: new MongoNetworkError(`connection to ${uri} closed`) }, `cannot reach ${uri}`);
+    const output = raw.join('');
+    for (const secret of ['s3', 'cr3t', '"x"', '@y@', 'pr0', 'zq7']) expect(output).not.toContain(secret);
+    expect(lines()[0]).toMatchObject({
+      msg: 'cannot reach mongodb://archiver:***@mongo-0.example:27017/?replicaSet=rs0&proxyHost=p&proxyUsername=a&proxyPassword=***',
+    });
+  });
+
+  it('issue 10 item 19: the plain-text scrubber is the same, for text that is not a JSON line', () => {
+    const text =
+      'first mongodb://u:a "b" c@h/db\nsecond mongodb+srv://v:d e@c.example.net/?proxyPassword=f g';
+    expect(scrubText(text)).toBe(
+      'first mongodb://u:***@h/db\nsecond mongodb+srv://v:***@c.example.net/?proxyPassword=***',
+    );
+  });
+
   it('redacts a URI password containing a JSON-escaped quote or backslash', () => {
     const line = JSON.stringify({ msg: 'mongodb://u:pa"ss\\word@host/db then text' });
     const scrubbed = scrubLogLine(line);

@@ -39,6 +39,8 @@ const cases: Record<Exclude<ColumnType, 'RECORD'>, readonly Case[]> = {
     ['Decimal128', Decimal128.fromString('1E+6000'), '1E+6000'],
     ['Date as ISO', new Date('2024-02-29T12:00:00.123Z'), '2024-02-29T12:00:00.123Z'],
     ['Symbol', new BSONSymbol('sym'), 'sym'],
+    ['issue 10 item 6: -0 keeps its sign', -0, '-0'],
+    ['issue 10 item 6: Double -0 keeps its sign', new Double(-0), '-0'],
     ['Code', new Code('function () {}'), 'function () {}'],
     ['Code with scope as Extended JSON', new Code('x', { a: 1 }), '{"$code":"x","$scope":{"a":1}}'],
     [
@@ -77,6 +79,11 @@ const cases: Record<Exclude<ColumnType, 'RECORD'>, readonly Case[]> = {
     ['Decimal128 with an exact double', Decimal128.fromString('0.1'), 0.1],
     ['Decimal128 without one', Decimal128.fromString('0.1000000000000000000001'), NO_FIT],
     ['Decimal128 NaN', Decimal128.fromString('NaN'), 'NaN'],
+    // JSON has no -0 (JSON.stringify(-0) is "0"): as with NaN, the text form keeps the value.
+    ['issue 10 item 6: -0 as text keeps its sign', -0, '-0'],
+    ['issue 10 item 6: Double -0 as text keeps its sign', new Double(-0), '-0'],
+    ['issue 10 item 6: Decimal128 -0 as text keeps its sign', Decimal128.fromString('-0'), '-0'],
+    ['+0 stays a number', 0, 0],
   ],
   NUMERIC: [
     ['Decimal128 in plain notation passes as is', Decimal128.fromString('12.3400'), '12.3400'],
