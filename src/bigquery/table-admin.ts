@@ -94,6 +94,11 @@ export interface TableState {
    * the original service); empty for a table created here. Adding them is the caller's decision.
    */
   readonly missing: readonly string[];
+  /**
+   * Dotted paths of fields the existing table had as REQUIRED and this call relaxed to NULLABLE (history
+   * tables only; see `ensureHistoryTable`).
+   */
+  readonly relaxed: readonly string[];
 }
 
 export interface ViewsResult {
@@ -166,7 +171,38 @@ export class TableAdmin {
     this.ref(table);
     const fields = historyTableSchema(columns);
     assertFieldNames(fields);
-    return this.ensureTable(table, fields, HISTORY_PARTITION_FIELD, HISTORY_CLUSTERING_FIELDS);
+    const state = await this.ensureTable(table, fields, HISTORY_PARTITION_FIELD, HISTORY_CLUSTERING_FIELDS);
+    if (state.created || !hasRequired(state.fields)) return state;
+    return this.relaxRequired(state);
+  }
+
+  /**
+   * A history table must accept every change row, and a delete or a drop marker leaves user columns NULL:
+   * REQUIRED fields of a table created earlier (by an older version, or by hand) become NULLABLE. BigQuery
+   * allows exactly this change of mode through tables.patch.
+   */
+  private async relaxRequired(state: TableState): Promise<TableState> {
+    const handle = this.dataset().table(state.table);
+    const context = `table ${state.table}`;
+    let metadata = await this.metadata(handle, context);
+    for (let attempt = 1; ; attempt++) {
+      const fields = structuredClone(remoteFields(metadata));
+      const relaxed = relaxFields(fields, '');
+      if (relaxed.length === 0) return { ...state, fields: fields.map(existingField) };
+      try {
+        await handle.setMetadata({
+          schema: { fields },
+          ...(metadata.etag !== undefined && { etag: metadata.etag }),
+        });
+        const after = await this.metadata(handle, context);
+        return { ...state, fields: remoteFields(after).map(existingField), relaxed };
+      } catch (error) {
+        if (httpStatus(error) !== 412 || attempt >= MAX_PATCH_ATTEMPTS) {
+          throw toBigQueryError(error, `relaxing REQUIRED fields of ${context}`);
+        }
+        metadata = await this.metadata(handle, context);
+      }
+    }
   }
 
   /** Creates the dead-letter table `<table>_errors` (DAY-partitioned on `failed_at`) when absent. */
@@ -335,6 +371,7 @@ export class TableAdmin {
           : { type: partitioning.type, field: partitioning.field ?? undefined },
       clustering: metadata.clustering?.fields ?? [],
       missing: missingPaths(fields, existing, ''),
+      relaxed: [],
     };
   }
 
@@ -446,6 +483,20 @@ function existingField(field: RemoteField): ExistingField {
     mode: normalisedMode(field.mode),
     ...(field.fields && { fields: field.fields.map(existingField) }),
   };
+}
+
+function hasRequired(fields: readonly ExistingField[]): boolean {
+  return fields.some((f) => f.mode === 'REQUIRED' || (f.fields !== undefined && hasRequired(f.fields)));
+}
+
+/** Turns every REQUIRED field of `fields` (in place, at every level) into NULLABLE; returns their paths. */
+function relaxFields(fields: RemoteField[], prefix: string): string[] {
+  return fields.flatMap((f) => {
+    const path = `${prefix}${f.name ?? ''}`;
+    const own = normalisedMode(f.mode ?? undefined) === 'REQUIRED' ? [path] : [];
+    if (own.length > 0) f.mode = 'NULLABLE';
+    return [...own, ...(f.fields ? relaxFields(f.fields, `${path}.`) : [])];
+  });
 }
 
 function toRemoteField(field: TableField): RemoteField {
