@@ -207,7 +207,7 @@ class MappingRun {
       );
       if (!this.settings.dryrun) {
         this.hooks.columnsSaved(columns);
-        await this.deps.store.saveColumns(this.settings.id, columns, this.hooks.fence);
+        await this.deps.store.saveColumns(this.settings.id, columns, this.hooks.fence, 'inferred');
       } else {
         this.log.info({ columns }, 'dry run: would create the table with these columns');
       }
@@ -296,7 +296,12 @@ class MappingRun {
     this.#setColumns(columns);
     if (!this.settings.dryrun) {
       this.hooks.columnsSaved(columns);
-      await this.deps.store.saveColumns(this.settings.id, columns, this.hooks.fence);
+      await this.deps.store.saveColumns(
+        this.settings.id,
+        columns,
+        this.hooks.fence,
+        this.settings.columnsOrigin,
+      );
     }
   }
 
