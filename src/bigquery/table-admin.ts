@@ -205,6 +205,13 @@ export class TableAdmin {
     }
   }
 
+  /** The fields of history table `table` as they are now, or undefined when it does not exist (read only). */
+  async historyTableFields(table: string): Promise<ExistingField[] | undefined> {
+    this.ref(table);
+    const metadata = await this.tryMetadata(this.dataset().table(table), `table ${table}`);
+    return metadata && remoteFields(metadata).map(existingField);
+  }
+
   /** Creates the dead-letter table `<table>_errors` (DAY-partitioned on `failed_at`) when absent. */
   async ensureDeadLetterTable(table: string): Promise<TableState> {
     this.ref(table);

@@ -88,8 +88,9 @@ describe('BigQuery destination', () => {
       const next = { _id: 3, name: 'c', qty: 3, colour: 'red' };
       const evolution = planEvolution(destination.columns, next);
       expect(evolution.additions.map((a) => a.column.name)).toEqual(['colour']);
-      await destination.evolve(evolution);
-      const evolved = compileRowMapper(evolution.columns);
+      const evolvedColumns = await destination.evolve(evolution.columns);
+      expect(evolvedColumns).toEqual(evolution.columns);
+      const evolved = compileRowMapper(evolvedColumns);
       const more = await destination.write([
         changeRecord(evolved, upsert(3, { name: 'c', qty: 3, colour: 'red' }), new Date()),
       ]);
