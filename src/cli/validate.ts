@@ -1,7 +1,8 @@
 import { connectMongo, bigQueryConnection } from '../app/archiver.js';
 import { createBigQueryClients } from '../bigquery/client.js';
 import { redactUri } from '../config/bootstrap.js';
-import { parseMappingSettings, settingsIdString } from '../config/settings.js';
+import { historyTableConflicts } from '../app/schema-check.js';
+import { parseMappingSettings, settingsIdString, type MappingSettings } from '../config/settings.js';
 import { SettingsError } from '../errors.js';
 import { EXIT, loadConfig, type GlobalOptions } from './common.js';
 
@@ -10,6 +11,7 @@ export async function validateCommand(options: GlobalOptions): Promise<number> {
   const config = loadConfig(options);
   console.log('config: ok');
   let failures = 0;
+  const mappings: MappingSettings[] = [];
   const mongo = connectMongo(config);
   try {
     await mongo.connect();
@@ -23,6 +25,7 @@ export async function validateCommand(options: GlobalOptions): Promise<number> {
     for (const doc of docs) {
       try {
         const settings = parseMappingSettings(doc);
+        mappings.push(settings);
         const warnings = settings.warnings.length > 0 ? ` (warnings: ${settings.warnings.join('; ')})` : '';
         console.log(`settings ${settings.id}: ok${warnings}`);
       } catch (error) {
@@ -44,6 +47,15 @@ export async function validateCommand(options: GlobalOptions): Promise<number> {
       console.log(
         `bigquery: ok (dataset ${config.BIGQUERY_DATASET} ${exists ? 'exists' : 'will be created'})`,
       );
+      // BigQuery cannot retype a column: the daemon would write with the table's types instead.
+      for (const settings of mappings) {
+        const conflicts = await historyTableConflicts(clients, config.BIGQUERY_DATASET, settings);
+        if (conflicts.length === 0) continue;
+        failures++;
+        console.log(
+          `settings ${settings.id}: columns differ from table ${settings.bigqueryTable}: ${conflicts.join('; ')}`,
+        );
+      }
     } finally {
       await clients.close();
     }

@@ -6,9 +6,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoClient, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchiver } from '../../../src/app/archiver.js';
+import { historyTableConflicts } from '../../../src/app/schema-check.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { TableAdmin } from '../../../src/bigquery/table-admin.js';
 import { loadBootstrapConfig, type BootstrapConfig } from '../../../src/config/bootstrap.js';
+import { parseMappingSettings } from '../../../src/config/settings.js';
 import { createLogger } from '../../../src/observability/logger.js';
 import { type ColumnSpec } from '../../../src/schema/types.js';
 import { bigQueryTestEnv } from '../support/bigquery.js';
@@ -144,8 +146,18 @@ describe('schema of an existing history table', () => {
       expect(document?.lastFailure).toMatch(
         /s: the columns say NULLABLE JSON, the table has NULLABLE STRING/,
       );
-      // The settings keep what the user wrote.
+      // The settings keep what the user wrote, and `validate` reports the difference (reading only).
       expect(document?.columns).toEqual([ID_COLUMN, { name: 's', type: 'JSON' }]);
+      expect(await historyTableConflicts(clients, DATASET, parseMappingSettings(document ?? {}))).toEqual([
+        's: the columns say NULLABLE JSON, the table has NULLABLE STRING',
+      ]);
+      const agreeing = parseMappingSettings({
+        ...document,
+        columns: [ID_COLUMN, { name: 's', type: 'STRING' }],
+      });
+      expect(await historyTableConflicts(clients, DATASET, agreeing)).toEqual([]);
+      const absent = parseMappingSettings({ ...document, bigquery_table: 'not_there' });
+      expect(await historyTableConflicts(clients, DATASET, absent)).toEqual([]);
     } finally {
       await run.stop();
     }
