@@ -89,8 +89,11 @@ export class BigQueryDestination {
       bigquery: options.clients.bigquery,
       projectId: options.clients.projectId,
       datasetId: options.datasetId,
-      ...(options.target === 'goccy-bigquery-emulator' && {
-        emulatorWorkarounds: { dropViewBeforeReplace: true },
+      ...(options.target !== 'bigquery' && {
+        emulatorWorkarounds: {
+          dropViewBeforeReplace: options.target === 'goccy-bigquery-emulator',
+          oneColumnPerAlter: true,
+        },
       }),
     });
     await admin.ensureDataset();

@@ -56,6 +56,13 @@ export interface EmulatorWorkarounds {
    * two statements the view does not exist, which is why BigQuery itself always gets the atomic statement.
    */
   readonly dropViewBeforeReplace?: boolean;
+  /**
+   * bqemulator reports success for an `ALTER TABLE` with several `ADD COLUMN` clauses but adds nothing,
+   * while the tables.patch that follows puts the columns into its metadata: every write then fails ("table
+   * has 8 columns but 11 values were supplied"). One statement per column instead. BigQuery itself gets
+   * the single statement: each statement counts against its rate limit of table metadata updates.
+   */
+  readonly oneColumnPerAlter?: boolean;
 }
 
 export interface TableAdminOptions {
@@ -135,6 +142,7 @@ export class TableAdmin {
   private readonly bigquery: BigQuery;
   private readonly location: string | undefined;
   private readonly dropViewBeforeReplace: boolean;
+  private readonly oneColumnPerAlter: boolean;
 
   constructor(options: TableAdminOptions) {
     this.projectId = assertProjectId(options.projectId);
@@ -142,7 +150,8 @@ export class TableAdmin {
     this.bigquery = options.bigquery;
     this.location = options.location;
     this.dropViewBeforeReplace = options.emulatorWorkarounds?.dropViewBeforeReplace === true;
-    if (this.dropViewBeforeReplace && !isLoopback(options.bigquery.apiEndpoint)) {
+    this.oneColumnPerAlter = options.emulatorWorkarounds?.oneColumnPerAlter === true;
+    if ((this.dropViewBeforeReplace || this.oneColumnPerAlter) && !isLoopback(options.bigquery.apiEndpoint)) {
       throw new ConfigError(
         `emulator workarounds are only for a local emulator, but BigQuery is ${options.bigquery.apiEndpoint}`,
       );
@@ -256,9 +265,11 @@ export class TableAdmin {
     const added: string[] = [];
     const present = new Set(remoteFields(metadata).map((f) => (f.name ?? '').toLowerCase()));
     const absent = topLevel.filter((f) => !present.has(f.name.toLowerCase()));
-    const alter = addColumnsSqlIfAny(ref, absent);
-    if (alter !== undefined) {
-      await this.run(alter, `adding columns to ${context}`);
+    const statements = this.oneColumnPerAlter
+      ? absent.map((f) => addColumnsSql(ref, [f]))
+      : [addColumnsSqlIfAny(ref, absent)].filter((sql) => sql !== undefined);
+    for (const alter of statements) await this.run(alter, `adding columns to ${context}`);
+    if (absent.length > 0) {
       added.push(...absent.map((f) => f.name));
       metadata = await this.metadata(handle, context);
     }

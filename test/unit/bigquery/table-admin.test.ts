@@ -418,6 +418,47 @@ describe('TableAdmin (against a recording fake transport)', () => {
     ).toThrow(ConfigError);
   });
 
+  it('issue 10 item 16: adds one column per ALTER TABLE only with the emulator workaround, and only on loopback', async () => {
+    const additions = [
+      { parent: [], column: { name: 'a', type: 'STRING' } },
+      { parent: [], column: { name: 'b', type: 'INTEGER' } },
+    ] as const;
+    const run = async (oneColumnPerAlter: boolean) => {
+      const fake = new RecordingBigQuery(PROJECT);
+      fake.datasets.add(DATASET);
+      const admin = new TableAdmin({
+        bigquery: fake.client,
+        projectId: PROJECT,
+        datasetId: DATASET,
+        emulatorWorkarounds: { oneColumnPerAlter },
+      });
+      await admin.ensureHistoryTable('orders', COLUMNS);
+      await admin.addColumns('orders', {
+        columns: [...COLUMNS, ...additions.map((a) => a.column)],
+        additions,
+      });
+      return fake.sql.filter((sql) => sql.startsWith('ALTER'));
+    };
+    // bqemulator ignores the several-clause form (test/integration/peers/bigquery.test.ts).
+    expect(await run(true)).toEqual([
+      'ALTER TABLE `mba-test.archive.orders`\n  ADD COLUMN IF NOT EXISTS `a` STRING',
+      'ALTER TABLE `mba-test.archive.orders`\n  ADD COLUMN IF NOT EXISTS `b` INT64',
+    ]);
+    expect(await run(false)).toEqual([
+      'ALTER TABLE `mba-test.archive.orders`\n  ADD COLUMN IF NOT EXISTS `a` STRING,\n  ADD COLUMN IF NOT EXISTS `b` INT64',
+    ]);
+    const remote = new RecordingBigQuery(PROJECT, 'https://bigquery.googleapis.com');
+    expect(
+      () =>
+        new TableAdmin({
+          bigquery: remote.client,
+          projectId: PROJECT,
+          datasetId: DATASET,
+          emulatorWorkarounds: { oneColumnPerAlter: true },
+        }),
+    ).toThrow(ConfigError);
+  });
+
   it('wraps failures of BigQuery as BigQueryError, keeping the cause and its class', async () => {
     const { admin, fake } = setup();
     const cause = apiError(403, 'accessDenied', 'Access Denied: Table mba-test:archive.orders');
