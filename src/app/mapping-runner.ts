@@ -23,6 +23,7 @@ import { decodeId, encodeId, SettingsCheckpointStore } from '../mongodb/checkpoi
 import { DEFAULT_BACKFILL_CHUNK, SnapshotReader } from '../mongodb/snapshot-reader.js';
 import { mappingLogger, type Logger } from '../observability/logger.js';
 import { type Metrics } from '../observability/metrics.js';
+import { columnsHash } from '../schema/column-spec.js';
 import { planEvolution } from '../schema/evolve.js';
 import { inferColumns } from '../schema/infer.js';
 import { type ColumnSpec } from '../schema/types.js';
@@ -332,6 +333,8 @@ class MappingRun {
     if (added.length === 0) return;
     // The table may have some of them already, with other types: its own wins (see evolve).
     if (this.#destination) columns = await this.#destination.evolve(columns);
+    // Everything planned was in the table already, in a type the archiver cannot write: nothing changes.
+    if (columnsHash(columns) === columnsHash(this.#columns)) return;
     this.log.info({ added }, 'schema evolved: new columns');
     this.#setColumns(columns);
     await this.#saveColumns(columns);

@@ -237,7 +237,7 @@ export class TableAdmin {
 
   /**
    * Applies the additive changes of `planEvolution`: new top-level columns by `ALTER TABLE ... ADD COLUMN IF
-   * NOT EXISTS`, then one tables.patch with the full merged schema (which also carries new RECORD sub-fields,
+   * NOT EXISTS` (one statement per column with `oneColumnPerAlter`), then one tables.patch with the full merged schema (which also carries new RECORD sub-fields,
    * and keeps everything else of the existing schema as it is), then regenerates the views for
    * `evolution.columns`. Columns the table already has are left alone, so a repeated call adds nothing.
    */
