@@ -162,4 +162,37 @@ describe('schema of an existing history table', () => {
       await run.stop();
     }
   }, 90_000);
+
+  it('issue 10 item 4: an inferred mapping that infers again (its saved columns lost) keeps the types the table has', async () => {
+    // An earlier run inferred `s` STRING and created the table; its columns never reached the settings.
+    await existingTable('inferred', [ID_COLUMN, { name: 's', type: 'STRING' }]);
+    // The new sample mixes strings and sub-documents: inferred alone, `s` would now be JSON.
+    await mongo
+      .db(DB)
+      .collection<{ _id: string; s: unknown }>('inferred')
+      .insertMany([
+        { _id: 'a', s: 'x' },
+        { _id: 'b', s: { n: 1 } },
+      ]);
+    await settings().insertOne({
+      _id: 'inferred',
+      mongo_database: DB,
+      mongo_collection: 'inferred',
+      bigquery_table: 'inferred',
+      backfill_full_collection: true,
+    });
+    const run = await running();
+    try {
+      await waitForState(mongo, SETTINGS_DB, 'inferred', ['streaming']);
+      expect(await rowsOf('inferred', 2)).toEqual([
+        { _doc_id: '"a"', s: 'x', unmapped: null },
+        { _doc_id: '"b"', s: '{"n":1}', unmapped: null },
+      ]);
+      const document = await settings().findOne({ _id: 'inferred' });
+      expect(document?.columns).toEqual([ID_COLUMN, { name: 's', type: 'STRING', mongo_field: 's' }]);
+      expect(document?.lastFailure).toBeUndefined();
+    } finally {
+      await run.stop();
+    }
+  }, 90_000);
 });
