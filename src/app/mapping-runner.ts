@@ -23,6 +23,7 @@ import { decodeId, encodeId, SettingsCheckpointStore } from '../mongodb/checkpoi
 import { DEFAULT_BACKFILL_CHUNK, SnapshotReader } from '../mongodb/snapshot-reader.js';
 import { mappingLogger, type Logger } from '../observability/logger.js';
 import { type Metrics } from '../observability/metrics.js';
+import { columnsHash } from '../schema/column-spec.js';
 import { planEvolution } from '../schema/evolve.js';
 import { inferColumns } from '../schema/infer.js';
 import { type ColumnSpec } from '../schema/types.js';
@@ -100,6 +101,8 @@ export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner {
 
 class MappingRun {
   #columns: readonly ColumnSpec[] = [];
+  /** Inferred in this run and not written to the settings yet. */
+  #columnsUnsaved = false;
   #mapper: RowMapper = compileRowMapper([]);
   #destination: BigQueryDestination | undefined;
   #sink: RecordSink;
@@ -198,21 +201,60 @@ class MappingRun {
     }
   }
 
+  /** The columns from the settings, or inferred from a sample (saved once the table is in line with them). */
   async #prepareSchema(signal: AbortSignal): Promise<void> {
     let columns = this.settings.columns;
     if (columns === undefined) {
       const sample = await this.deps.sample(this.#collection, DEFAULT_INFER_SAMPLE, signal);
       columns = await inferColumns(sample);
+      this.#columnsUnsaved = true;
       this.log.info(
         { columns: columns.length, sampled: sample.length },
         'inferred the columns from a sample',
       );
-      if (!this.settings.dryrun) {
-        this.hooks.columnsSaved(columns);
-        await this.deps.store.saveColumns(this.settings.id, columns, this.hooks.fence);
-      } else {
+      if (this.settings.dryrun) {
         this.log.info({ columns }, 'dry run: would create the table with these columns');
       }
+    }
+    this.#setColumns(columns);
+  }
+
+  async #saveColumns(columns: readonly ColumnSpec[]): Promise<void> {
+    if (this.settings.dryrun) return;
+    this.hooks.columnsSaved(columns);
+    await this.deps.store.saveColumns(
+      this.settings.id,
+      columns,
+      this.hooks.fence,
+      this.settings.columnsOrigin,
+    );
+    this.#columnsUnsaved = false;
+  }
+
+  /**
+   * The table's actual schema wins over the columns (BigQuery cannot retype a column): rows are mapped with
+   * the table's types. Inferred columns are saved as the table has them. Declared columns stay as the user
+   * wrote them, and `lastFailure` says where they differ from the table and what to do.
+   */
+  async #adoptTableSchema(destination: BigQueryDestination): Promise<void> {
+    const conflicts = destination.schemaConflicts;
+    const columns = destination.columns;
+    if (conflicts.length > 0) {
+      this.log.warn(
+        { conflicts },
+        'the columns differ from the existing table; writing with the table types',
+      );
+    }
+    if (this.settings.columnsOrigin === 'inferred') {
+      if (this.#columnsUnsaved || columns !== this.#columns) await this.#saveColumns(columns);
+    } else if (conflicts.length > 0) {
+      await this.deps.store.reportFailure(
+        this.settings.id,
+        `columns differ from table ${this.settings.bigqueryTable}: ${conflicts.join('; ')}. BigQuery cannot ` +
+          `change a column's type in place, so rows are written with the table's types (values that do not ` +
+          `fit go to _unmapped). To archive with the new types, set a new bigquery_table.`,
+        this.hooks.fence,
+      );
     }
     this.#setColumns(columns);
   }
@@ -251,6 +293,7 @@ class MappingRun {
       this.#columns,
     );
     const destination = this.#destination;
+    await this.#adoptTableSchema(destination);
     this.#sink = {
       write: async (records, signal) => {
         const result = await destination.write(records, signal);
@@ -291,16 +334,13 @@ class MappingRun {
       added.push(...evolution.additions.map((a) => [...a.parent, a.column.name].join('.')));
     }
     if (added.length === 0) return;
-    if (this.#destination) {
-      const additions = planAdditions(this.#columns, columns);
-      await this.#destination.evolve({ columns, additions });
-    }
+    // The table may have some of them already, with other types: its own wins (see evolve).
+    if (this.#destination) columns = await this.#destination.evolve(columns);
+    // Everything planned was in the table already, in a type the archiver cannot write: nothing changes.
+    if (columnsHash(columns) === columnsHash(this.#columns)) return;
     this.log.info({ added }, 'schema evolved: new columns');
     this.#setColumns(columns);
-    if (!this.settings.dryrun) {
-      this.hooks.columnsSaved(columns);
-      await this.deps.store.saveColumns(this.settings.id, columns, this.hooks.fence);
-    }
+    await this.#saveColumns(columns);
   }
 
   /** Records the start point first, copies in `_id` chunks, and saves progress after each flushed chunk. */
@@ -348,19 +388,4 @@ class MappingRun {
 
 function checkpointOf(backfill: BackfillProgress): Checkpoint {
   return { position: undefined, backfill };
-}
-
-/** The additions that turn `from` into `to` (top-level columns and RECORD sub-fields). */
-function planAdditions(from: readonly ColumnSpec[], to: readonly ColumnSpec[]) {
-  const additions: { parent: string[]; column: ColumnSpec }[] = [];
-  const walk = (before: readonly ColumnSpec[], after: readonly ColumnSpec[], parent: string[]) => {
-    const known = new Map(before.map((c) => [c.name, c]));
-    for (const column of after) {
-      const old = known.get(column.name);
-      if (!old) additions.push({ parent, column });
-      else if (column.fields && old.fields) walk(old.fields, column.fields, [...parent, column.name]);
-    }
-  };
-  walk(from, to, []);
-  return additions;
 }

@@ -2,7 +2,7 @@ import { type BackoffPolicy } from '../core/backoff.js';
 import { type BatchLimits } from '../core/batcher.js';
 import { type HistoryRecord } from '../core/history-rows.js';
 import { rowBytes } from '../core/stream-loop.js';
-import { type Evolution } from '../schema/evolve.js';
+import { alignWithTable, missingFromTable } from '../schema/align.js';
 import { historyTableSchema } from '../schema/table-schema.js';
 import { type ColumnSpec, type TableField } from '../schema/types.js';
 import { type BigQueryClients } from './client.js';
@@ -80,37 +80,53 @@ function currentWriter(current: () => TableWriter): TableWriter {
  */
 export class BigQueryDestination {
   readonly admin: TableAdmin;
+  /**
+   * Where the columns given to `open` differ from the existing table (a type changed in the settings, say):
+   * one line each. `columns` follow the table there.
+   */
+  readonly schemaConflicts: readonly string[];
   #writer: TableWriter;
   readonly #sink: BigQuerySink;
   #columns: readonly ColumnSpec[];
+  #tableFields: readonly ExistingField[];
 
   private constructor(
     private readonly options: DestinationOptions,
     admin: TableAdmin,
     writer: TableWriter,
-    columns: readonly ColumnSpec[],
+    table: { columns: readonly ColumnSpec[]; fields: readonly ExistingField[]; conflicts: readonly string[] },
   ) {
     this.admin = admin;
     this.#writer = writer;
-    this.#columns = columns;
+    this.#columns = table.columns;
+    this.#tableFields = table.fields;
+    this.schemaConflicts = table.conflicts;
     this.#sink = this.#makeSink();
   }
 
-  /** Ensures dataset, history table, dead-letter table and views exist, then opens the writer. */
+  /**
+   * Ensures dataset, history table, dead-letter table and views exist, then opens the writer. The table's
+   * actual schema wins over `columns` where they differ (BigQuery cannot retype a column): `columns` of the
+   * destination are the ones rows must be mapped with, and `schemaConflicts` says what differed.
+   */
   static async open(
     options: DestinationOptions,
-    columns: readonly ColumnSpec[],
+    wanted: readonly ColumnSpec[],
   ): Promise<BigQueryDestination> {
     const admin = new TableAdmin({
       bigquery: options.clients.bigquery,
       projectId: options.clients.projectId,
       datasetId: options.datasetId,
-      ...(options.target === 'goccy-bigquery-emulator' && {
-        emulatorWorkarounds: { dropViewBeforeReplace: true },
+      ...(options.target !== 'bigquery' && {
+        emulatorWorkarounds: {
+          dropViewBeforeReplace: options.target === 'goccy-bigquery-emulator',
+          oneColumnPerAlter: true,
+        },
       }),
     });
     await admin.ensureDataset();
-    let state = await admin.ensureHistoryTable(options.table, columns);
+    let state = await admin.ensureHistoryTable(options.table, wanted);
+    const { columns, conflicts } = alignWithTable(wanted, state.fields);
     if (state.missing.length > 0) {
       // A table from before (the original service's, or one edited by hand) lacks columns: add them.
       const wanted = historyTableSchema(columns);
@@ -123,7 +139,7 @@ export class BigQueryDestination {
     await admin.ensureDeadLetterTable(options.table);
     await admin.ensureViews(options.table, columns);
     const writer = BigQueryDestination.#chooseWriter(options, asTableFields(state.fields));
-    return new BigQueryDestination(options, admin, writer, columns);
+    return new BigQueryDestination(options, admin, writer, { columns, fields: state.fields, conflicts });
   }
 
   /** Which writer a table of this schema gets, and why not Storage Write when it was preferred. */
@@ -193,12 +209,25 @@ export class BigQueryDestination {
     return this.#sink.write(records, signal);
   }
 
-  /** Applies additive column changes: patch the table, regenerate the views, rebuild the writer. */
-  async evolve(evolution: Pick<Evolution, 'columns' | 'additions'>): Promise<void> {
-    if (evolution.additions.length === 0) return;
-    const result = await this.admin.addColumns(this.options.table, evolution);
-    this.#columns = evolution.columns;
-    await this.#replaceWriter(asTableFields(result.fields));
+  /**
+   * Evolves the table towards `planned` (the columns plus the additions `planEvolution` found), starting
+   * from the table's actual schema, read again now: a planned column the table already has (removed from
+   * the settings since, or added just before a crash lost the saved columns) is taken with the table's type
+   * and mode, and only what the table lacks is added (patch, views, writer rebuilt). Returns the columns rows
+   * must now be mapped with.
+   */
+  async evolve(planned: readonly ColumnSpec[]): Promise<readonly ColumnSpec[]> {
+    const fields = (await this.admin.historyTableFields(this.options.table)) ?? this.#tableFields;
+    const { columns } = alignWithTable(planned, fields);
+    const additions = missingFromTable(columns, fields);
+    this.#tableFields = fields;
+    if (additions.length > 0) {
+      const result = await this.admin.addColumns(this.options.table, { columns, additions });
+      this.#tableFields = result.fields;
+      await this.#replaceWriter(asTableFields(result.fields));
+    }
+    this.#columns = columns;
+    return columns;
   }
 
   /** BigQuery said a column is missing: add whatever the columns expect and the table lacks. */
@@ -212,6 +241,7 @@ export class BigQueryDestination {
       fields = (await this.admin.addColumns(this.options.table, { columns: this.#columns, additions }))
         .fields;
     }
+    this.#tableFields = fields;
     await this.#replaceWriter(asTableFields(fields));
   }
 

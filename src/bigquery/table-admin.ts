@@ -56,6 +56,13 @@ export interface EmulatorWorkarounds {
    * two statements the view does not exist, which is why BigQuery itself always gets the atomic statement.
    */
   readonly dropViewBeforeReplace?: boolean;
+  /**
+   * bqemulator reports success for an `ALTER TABLE` with several `ADD COLUMN` clauses but adds nothing,
+   * while the tables.patch that follows puts the columns into its metadata: every write then fails ("table
+   * has 8 columns but 11 values were supplied"). One statement per column instead. BigQuery itself gets
+   * the single statement: each statement counts against its rate limit of table metadata updates.
+   */
+  readonly oneColumnPerAlter?: boolean;
 }
 
 export interface TableAdminOptions {
@@ -94,6 +101,11 @@ export interface TableState {
    * the original service); empty for a table created here. Adding them is the caller's decision.
    */
   readonly missing: readonly string[];
+  /**
+   * Dotted paths of fields the existing table had as REQUIRED and this call relaxed to NULLABLE (history
+   * tables only; see `ensureHistoryTable`).
+   */
+  readonly relaxed: readonly string[];
 }
 
 export interface ViewsResult {
@@ -130,6 +142,7 @@ export class TableAdmin {
   private readonly bigquery: BigQuery;
   private readonly location: string | undefined;
   private readonly dropViewBeforeReplace: boolean;
+  private readonly oneColumnPerAlter: boolean;
 
   constructor(options: TableAdminOptions) {
     this.projectId = assertProjectId(options.projectId);
@@ -137,7 +150,8 @@ export class TableAdmin {
     this.bigquery = options.bigquery;
     this.location = options.location;
     this.dropViewBeforeReplace = options.emulatorWorkarounds?.dropViewBeforeReplace === true;
-    if (this.dropViewBeforeReplace && !isLoopback(options.bigquery.apiEndpoint)) {
+    this.oneColumnPerAlter = options.emulatorWorkarounds?.oneColumnPerAlter === true;
+    if ((this.dropViewBeforeReplace || this.oneColumnPerAlter) && !isLoopback(options.bigquery.apiEndpoint)) {
       throw new ConfigError(
         `emulator workarounds are only for a local emulator, but BigQuery is ${options.bigquery.apiEndpoint}`,
       );
@@ -166,7 +180,45 @@ export class TableAdmin {
     this.ref(table);
     const fields = historyTableSchema(columns);
     assertFieldNames(fields);
-    return this.ensureTable(table, fields, HISTORY_PARTITION_FIELD, HISTORY_CLUSTERING_FIELDS);
+    const state = await this.ensureTable(table, fields, HISTORY_PARTITION_FIELD, HISTORY_CLUSTERING_FIELDS);
+    if (state.created || !hasRequired(state.fields)) return state;
+    return this.relaxRequired(state);
+  }
+
+  /**
+   * A history table must accept every change row, and a delete or a drop marker leaves user columns NULL:
+   * REQUIRED fields of a table created earlier (by an older version, or by hand) become NULLABLE. BigQuery
+   * allows exactly this change of mode through tables.patch.
+   */
+  private async relaxRequired(state: TableState): Promise<TableState> {
+    const handle = this.dataset().table(state.table);
+    const context = `table ${state.table}`;
+    let metadata = await this.metadata(handle, context);
+    for (let attempt = 1; ; attempt++) {
+      const fields = structuredClone(remoteFields(metadata));
+      const relaxed = relaxFields(fields, '');
+      if (relaxed.length === 0) return { ...state, fields: fields.map(existingField) };
+      try {
+        await handle.setMetadata({
+          schema: { fields },
+          ...(metadata.etag !== undefined && { etag: metadata.etag }),
+        });
+        const after = await this.metadata(handle, context);
+        return { ...state, fields: remoteFields(after).map(existingField), relaxed };
+      } catch (error) {
+        if (httpStatus(error) !== 412 || attempt >= MAX_PATCH_ATTEMPTS) {
+          throw toBigQueryError(error, `relaxing REQUIRED fields of ${context}`);
+        }
+        metadata = await this.metadata(handle, context);
+      }
+    }
+  }
+
+  /** The fields of history table `table` as they are now, or undefined when it does not exist (read only). */
+  async historyTableFields(table: string): Promise<ExistingField[] | undefined> {
+    this.ref(table);
+    const metadata = await this.tryMetadata(this.dataset().table(table), `table ${table}`);
+    return metadata && remoteFields(metadata).map(existingField);
   }
 
   /** Creates the dead-letter table `<table>_errors` (DAY-partitioned on `failed_at`) when absent. */
@@ -185,7 +237,7 @@ export class TableAdmin {
 
   /**
    * Applies the additive changes of `planEvolution`: new top-level columns by `ALTER TABLE ... ADD COLUMN IF
-   * NOT EXISTS`, then one tables.patch with the full merged schema (which also carries new RECORD sub-fields,
+   * NOT EXISTS` (one statement per column with `oneColumnPerAlter`), then one tables.patch with the full merged schema (which also carries new RECORD sub-fields,
    * and keeps everything else of the existing schema as it is), then regenerates the views for
    * `evolution.columns`. Columns the table already has are left alone, so a repeated call adds nothing.
    */
@@ -213,9 +265,11 @@ export class TableAdmin {
     const added: string[] = [];
     const present = new Set(remoteFields(metadata).map((f) => (f.name ?? '').toLowerCase()));
     const absent = topLevel.filter((f) => !present.has(f.name.toLowerCase()));
-    const alter = addColumnsSqlIfAny(ref, absent);
-    if (alter !== undefined) {
-      await this.run(alter, `adding columns to ${context}`);
+    const statements = this.oneColumnPerAlter
+      ? absent.map((f) => addColumnsSql(ref, [f]))
+      : [addColumnsSqlIfAny(ref, absent)].filter((sql) => sql !== undefined);
+    for (const alter of statements) await this.run(alter, `adding columns to ${context}`);
+    if (absent.length > 0) {
       added.push(...absent.map((f) => f.name));
       metadata = await this.metadata(handle, context);
     }
@@ -335,6 +389,7 @@ export class TableAdmin {
           : { type: partitioning.type, field: partitioning.field ?? undefined },
       clustering: metadata.clustering?.fields ?? [],
       missing: missingPaths(fields, existing, ''),
+      relaxed: [],
     };
   }
 
@@ -446,6 +501,20 @@ function existingField(field: RemoteField): ExistingField {
     mode: normalisedMode(field.mode),
     ...(field.fields && { fields: field.fields.map(existingField) }),
   };
+}
+
+function hasRequired(fields: readonly ExistingField[]): boolean {
+  return fields.some((f) => f.mode === 'REQUIRED' || (f.fields !== undefined && hasRequired(f.fields)));
+}
+
+/** Turns every REQUIRED field of `fields` (in place, at every level) into NULLABLE; returns their paths. */
+function relaxFields(fields: RemoteField[], prefix: string): string[] {
+  return fields.flatMap((f) => {
+    const path = `${prefix}${f.name ?? ''}`;
+    const own = normalisedMode(f.mode ?? undefined) === 'REQUIRED' ? [path] : [];
+    if (own.length > 0) f.mode = 'NULLABLE';
+    return [...own, ...(f.fields ? relaxFields(f.fields, `${path}.`) : [])];
+  });
 }
 
 function toRemoteField(field: TableField): RemoteField {

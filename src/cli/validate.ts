@@ -1,7 +1,8 @@
 import { connectMongo, bigQueryConnection } from '../app/archiver.js';
+import { historyTableConflicts } from '../app/schema-check.js';
 import { createBigQueryClients } from '../bigquery/client.js';
 import { type BootstrapConfig } from '../config/bootstrap.js';
-import { parseMappingSettings, settingsIdString } from '../config/settings.js';
+import { parseMappingSettings, settingsIdString, type MappingSettings } from '../config/settings.js';
 import { SettingsError } from '../errors.js';
 import { scrubText } from '../observability/logger.js';
 import { EXIT, loadConfig, type GlobalOptions } from './common.js';
@@ -10,8 +11,14 @@ import { EXIT, loadConfig, type GlobalOptions } from './common.js';
 export interface ValidateProbes {
   /** Pings MongoDB and reads every settings document. */
   readonly mongo: (config: BootstrapConfig) => Promise<readonly Readonly<Record<string, unknown>>[]>;
-  /** Asks BigQuery whether the dataset exists. */
-  readonly bigquery: (config: BootstrapConfig) => Promise<boolean>;
+  /**
+   * Asks BigQuery whether the dataset exists, and where each mapping's `columns` differ from its existing
+   * history table (one line per difference; read only).
+   */
+  readonly bigquery: (
+    config: BootstrapConfig,
+    mappings: readonly MappingSettings[],
+  ) => Promise<{ readonly exists: boolean; readonly conflicts: ReadonlyMap<string, readonly string[]> }>;
 }
 
 export const LIVE_PROBES: ValidateProbes = {
@@ -29,11 +36,15 @@ export const LIVE_PROBES: ValidateProbes = {
       await mongo.close();
     }
   },
-  bigquery: async (config) => {
+  bigquery: async (config, mappings) => {
     const clients = await createBigQueryClients(bigQueryConnection(config));
     try {
       const [exists] = await clients.bigquery.dataset(config.BIGQUERY_DATASET).exists();
-      return exists;
+      const conflicts = new Map<string, readonly string[]>();
+      for (const settings of mappings) {
+        conflicts.set(settings.id, await historyTableConflicts(clients, config.BIGQUERY_DATASET, settings));
+      }
+      return { exists, conflicts };
     } finally {
       await clients.close();
     }
@@ -54,6 +65,7 @@ export async function validateCommand(
   const config = loadConfig(options);
   say('config: ok');
   let failures = 0;
+  const mappings: MappingSettings[] = [];
   try {
     const docs = await probes.mongo(config);
     // The connection string comes last: its secrets are cut up to the end of the line.
@@ -61,6 +73,7 @@ export async function validateCommand(
     for (const doc of docs) {
       try {
         const settings = parseMappingSettings(doc);
+        mappings.push(settings);
         const warnings = settings.warnings.length > 0 ? ` (warnings: ${settings.warnings.join('; ')})` : '';
         say(`settings ${settings.id}: ok${warnings}`);
       } catch (error) {
@@ -74,8 +87,17 @@ export async function validateCommand(
     say(`mongodb: failed: ${messageOf(error)}`);
   }
   try {
-    const exists = await probes.bigquery(config);
+    const { exists, conflicts } = await probes.bigquery(config, mappings);
     say(`bigquery: ok (dataset ${config.BIGQUERY_DATASET} ${exists ? 'exists' : 'will be created'})`);
+    // BigQuery cannot retype a column: the daemon would write with the table's types instead.
+    for (const settings of mappings) {
+      const differences = conflicts.get(settings.id) ?? [];
+      if (differences.length === 0) continue;
+      failures++;
+      say(
+        `settings ${settings.id}: columns differ from table ${settings.bigqueryTable}: ${differences.join('; ')}`,
+      );
+    }
   } catch (error) {
     failures++;
     say(`bigquery: failed: ${messageOf(error)}`);

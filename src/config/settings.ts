@@ -3,17 +3,25 @@ import { EJSON, type ObjectId } from 'bson';
 import { z } from 'zod';
 import { datasetIdProblem, tableIdProblem } from '../bigquery/identifiers.js';
 import { WRITER_KINDS } from '../bigquery/writer.js';
-import { SettingsError } from '../errors.js';
-import { formatIssuePath, parseColumnSpecs } from '../schema/column-spec.js';
-import { type ColumnSpec } from '../schema/types.js';
+import { ArchiverError, SettingsError } from '../errors.js';
+import { columnsHash, formatIssuePath, parseColumnSpecs } from '../schema/column-spec.js';
+import { type ColumnsOrigin, type ColumnSpec } from '../schema/types.js';
 import { bsonKind } from '../transform/bson-kind.js';
 
 export const SCHEMA_EVOLUTION_MODES = ['add_columns', 'off'] as const;
 export const HISTORY_LOST_POLICIES = ['fail', 'resnapshot'] as const;
 
+/**
+ * Written with `columns` when the service inferred (and later evolved) them: the fingerprint of those
+ * columns (`columnsHash`). While `columns` still match it, the mapping counts as inferred; a hand edit of
+ * `columns` makes them the user's.
+ */
+export const INFERRED_COLUMNS_FIELD = 'inferredColumnsHash';
+
 /** Fields the service itself writes into a settings document; they never configure anything. */
 export const SERVICE_WRITTEN_FIELDS: ReadonlySet<string> = new Set([
   'columns',
+  INFERRED_COLUMNS_FIELD,
   'lastChangeId',
   'lastFailure',
   'status',
@@ -80,6 +88,11 @@ export interface MappingSettings {
   readonly columns: readonly ColumnSpec[] | undefined;
   readonly backfillFullCollection: boolean;
   readonly dryrun: boolean;
+  /**
+   * `inferred` when `columns` are absent (to be inferred) or still the ones the service wrote (their
+   * fingerprint matches INFERRED_COLUMNS_FIELD); `declared` when the user wrote or edited them.
+   */
+  readonly columnsOrigin: ColumnsOrigin;
   /** Default `add_columns` when the columns are inferred, `off` when the user wrote them. */
   readonly schemaEvolution: (typeof SCHEMA_EVOLUTION_MODES)[number];
   readonly captureUnmapped: boolean;
@@ -122,6 +135,10 @@ export function parseMappingSettings(document: Readonly<Record<string, unknown>>
   }
   if (!parsed.success || issues.length > 0) throw new SettingsError(issues);
   const data = parsed.data;
+  const columnsOrigin: ColumnsOrigin =
+    columns === undefined || document[INFERRED_COLUMNS_FIELD] === columnsHash(columns)
+      ? 'inferred'
+      : 'declared';
   const configuration = Object.fromEntries(Object.entries(data).sort(([a], [b]) => (a < b ? -1 : 1)));
   return Object.freeze({
     id,
@@ -133,7 +150,8 @@ export function parseMappingSettings(document: Readonly<Record<string, unknown>>
     columns,
     backfillFullCollection: data.backfill_full_collection,
     dryrun: data.dryrun,
-    schemaEvolution: data.schema_evolution ?? (columns === undefined ? 'add_columns' : 'off'),
+    columnsOrigin,
+    schemaEvolution: data.schema_evolution ?? (columnsOrigin === 'inferred' ? 'add_columns' : 'off'),
     captureUnmapped: data.capture_unmapped,
     onHistoryLost: data.on_history_lost,
     writer: data.writer,

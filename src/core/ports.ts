@@ -1,3 +1,4 @@
+import { type ColumnsOrigin, type ColumnSpec } from '../schema/types.js';
 import { type ChangeEvent, type ClusterTime, type Position } from './model.js';
 
 /** Where a change stream starts. */
@@ -108,8 +109,17 @@ export interface SettingsStore {
   /** Writes `lastFailure` (null clears it). */
   reportFailure(id: string, message: string | null, fence?: number): Promise<void>;
   reportStatus(id: string, status: MappingStatus, fence?: number): Promise<void>;
-  /** Writes inferred or evolved columns back, in the original column-spec format. */
-  saveColumns(id: string, columns: readonly unknown[], fence?: number): Promise<void>;
+  /**
+   * Writes inferred or evolved columns back, in the original column-spec format. With `origin: 'inferred'`
+   * their fingerprint goes next to them, so that the mapping still counts as inferred when it is read again
+   * (see `MappingSettings.columnsOrigin`); otherwise an earlier fingerprint is removed.
+   */
+  saveColumns(
+    id: string,
+    columns: readonly ColumnSpec[],
+    fence?: number,
+    origin?: ColumnsOrigin,
+  ): Promise<void>;
   /** The newest fencing token the mapping's writes carried (see LeaseStore); undefined when none did. */
   fenceOf(id: string, signal: AbortSignal): Promise<number | undefined>;
 }

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseMappingSettings, type MappingSettings } from '../config/settings.js';
 import { ArchiverError, BigQueryError, ConfigError, IdentifierError, SettingsError } from '../errors.js';
 import { FencedOutError } from '../errors.js';
+import { type ColumnSpec } from '../schema/types.js';
 import {
   type Lease,
   type LeaseStore,
@@ -14,8 +15,11 @@ import {
 /** What a running mapping can tell its supervisor. */
 export interface MappingHooks {
   report(status: MappingStatus): void;
-  /** The mapping wrote these columns to its settings (inferred or evolved): that write must not restart it. */
-  columnsSaved(columns: readonly unknown[]): void;
+  /**
+   * The mapping is writing these columns to its settings (inferred or evolved): that write must not restart
+   * it, and a restart after a failure starts from them (not from a new inference over a new sample).
+   */
+  columnsSaved(columns: readonly ColumnSpec[]): void;
   /** The fencing token of this instance's lease on the mapping: every write of its checkpoint carries it. */
   readonly fence?: number;
 }
@@ -357,7 +361,7 @@ export class Supervisor {
   /** `id` is the settings store's id of the document (the one status and failures are written under). */
   #start(id: string, stored: MappingSettings, key: string): void {
     // The store's id is the one its writes understand (it differs from the parsed one only on id clashes).
-    const settings = stored.id === id ? stored : Object.freeze({ ...stored, id });
+    let settings = stored.id === id ? stored : Object.freeze({ ...stored, id });
     const controller = new AbortController();
     const lease = this.#held.get(id);
     const fence = lease?.token;
@@ -390,6 +394,9 @@ export class Supervisor {
       report,
       columnsSaved: (columns) => {
         entry.ownColumns = hashOf(columns);
+        // The table now has these columns (and their types): a run restarted after a failure must map rows
+        // with them. The origin stays: inferred columns written back still evolve by default.
+        settings = Object.freeze({ ...settings, columns });
       },
       ...(fence !== undefined && { fence }),
     };

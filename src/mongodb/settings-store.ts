@@ -11,7 +11,9 @@ import { ConfigError } from '../errors.js';
 import { bsonKind, isDocument } from '../transform/bson-kind.js';
 import { codeOf } from './change-source.js';
 import { fencedSet, fencedUpdate, storedFence } from './fence.js';
-import { SERVICE_WRITTEN_FIELDS, settingsIdString } from '../config/settings.js';
+import { INFERRED_COLUMNS_FIELD, SERVICE_WRITTEN_FIELDS, settingsIdString } from '../config/settings.js';
+import { columnsHash } from '../schema/column-spec.js';
+import { type ColumnsOrigin, type ColumnSpec } from '../schema/types.js';
 
 /** MongoDB refuses change streams on these databases (error 73): settings kept there are only polled. */
 const UNWATCHABLE_DATABASES: ReadonlySet<string> = new Set(['admin', 'local', 'config']);
@@ -213,8 +215,20 @@ export class MongoSettingsStore implements SettingsStore {
     }
   }
 
-  async saveColumns(id: string, columns: readonly unknown[], fence?: number): Promise<void> {
-    await this.#update(id, { $set: fencedSet({ columns: [...columns] }, fence) }, fence);
+  async saveColumns(
+    id: string,
+    columns: readonly ColumnSpec[],
+    fence?: number,
+    origin: ColumnsOrigin = 'declared',
+  ): Promise<void> {
+    // One update: the columns and their fingerprint are never seen apart.
+    const update: Document =
+      origin === 'inferred'
+        ? {
+            $set: fencedSet({ columns: [...columns], [INFERRED_COLUMNS_FIELD]: columnsHash(columns) }, fence),
+          }
+        : { $set: fencedSet({ columns: [...columns] }, fence), $unset: { [INFERRED_COLUMNS_FIELD]: '' } };
+    await this.#update(id, update, fence);
   }
 
   async fenceOf(id: string, signal: AbortSignal): Promise<number | undefined> {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { SettingsError } from '../errors.js';
 import { columnNameProblem, isMetadataColumnName, METADATA_COLUMN_NAMES } from './names.js';
@@ -173,4 +174,24 @@ function collectUnknownKeys(input: unknown, path: string, warnings: string[]): v
       if (key === 'fields') collectUnknownKeys(value, `${path}[${i}].fields`, warnings);
     }
   });
+}
+
+/**
+ * A fingerprint of column specs that ignores key order and spelling (specs are compared after
+ * `parseColumnSpecs` normalised them): the service stores it next to the columns it wrote, so that a later
+ * reader can tell whether `columns` are still the service's or were edited by hand.
+ */
+export function columnsHash(columns: readonly ColumnSpec[]): string {
+  return createHash('sha256').update(canonicalJson(columns)).digest('hex').slice(0, 16);
+}
+
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (typeof value === 'object' && value !== null) {
+    const entries = Object.entries(value)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
 }

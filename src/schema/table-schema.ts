@@ -31,16 +31,22 @@ export const METADATA_FIELDS: readonly TableField[] = Object.freeze([
   },
 ]);
 
+/**
+ * The history-table field of a column. REQUIRED becomes NULLABLE, at every level: a delete row fills only the
+ * `_id` column and a drop marker no user column at all, and BigQuery refuses a row that lacks a REQUIRED
+ * value, so a REQUIRED field would keep deletes out of the history and deleted documents in the views. The
+ * declared mode stays in the column specs.
+ */
 export function columnToField(column: ColumnSpec): TableField {
   return {
     name: column.name,
     type: column.type,
-    mode: column.mode ?? 'NULLABLE',
+    mode: column.mode === 'REPEATED' ? 'REPEATED' : 'NULLABLE',
     ...(column.fields && { fields: column.fields.map(columnToField) }),
   };
 }
 
-/** The history table's schema: the user columns followed by the metadata columns. */
+/** The history table's schema: the user columns (never REQUIRED) followed by the metadata columns. */
 export function historyTableSchema(columns: readonly ColumnSpec[]): TableField[] {
   return [...columns.map(columnToField), ...METADATA_FIELDS];
 }

@@ -21,6 +21,14 @@ export const COLUMN_MODES = ['NULLABLE', 'REQUIRED', 'REPEATED'] as const;
 
 export type ColumnMode = (typeof COLUMN_MODES)[number];
 
+/**
+ * Who wrote a mapping's columns: the service (`inferred`: from a sample, then evolved) or the user
+ * (`declared`). It decides the default of `schema_evolution`, so it must survive restarts.
+ */
+export const COLUMNS_ORIGINS = ['inferred', 'declared'] as const;
+
+export type ColumnsOrigin = (typeof COLUMNS_ORIGINS)[number];
+
 /** One column in the original service's settings format. Sub-fields of a RECORD read keys of its sub-document. */
 export interface ColumnSpec {
   readonly name: string;

@@ -88,8 +88,9 @@ describe('BigQuery destination', () => {
       const next = { _id: 3, name: 'c', qty: 3, colour: 'red' };
       const evolution = planEvolution(destination.columns, next);
       expect(evolution.additions.map((a) => a.column.name)).toEqual(['colour']);
-      await destination.evolve(evolution);
-      const evolved = compileRowMapper(evolution.columns);
+      const evolvedColumns = await destination.evolve(evolution.columns);
+      expect(evolvedColumns).toEqual(evolution.columns);
+      const evolved = compileRowMapper(evolvedColumns);
       const more = await destination.write([
         changeRecord(evolved, upsert(3, { name: 'c', qty: 3, colour: 'red' }), new Date()),
       ]);
@@ -98,6 +99,29 @@ describe('BigQuery destination', () => {
         { _id: '{"$numberInt":"1"}', colour: null },
         { _id: '{"$numberInt":"2"}', colour: null },
         { _id: '{"$numberInt":"3"}', colour: 'red' },
+      ]);
+    } finally {
+      await destination.close();
+    }
+  });
+
+  it('issue 10 item 16: evolution adding several top-level columns at once leaves a table every writer can use', async () => {
+    const chosen: string[] = [];
+    const columns = parseColumnSpecs([
+      { name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true },
+    ]).columns;
+    const destination = await BigQueryDestination.open(options('several', chosen), columns);
+    try {
+      const document = { _id: 1, a: 'x', b: 2, c: true };
+      const planned = planEvolution(destination.columns, document);
+      expect(planned.additions.map((a) => a.column.name)).toEqual(['a', 'b', 'c']);
+      const evolved = await destination.evolve(planned.columns);
+      const result = await destination.write([
+        changeRecord(compileRowMapper(evolved), upsert(1, { a: 'x', b: 2, c: true }), new Date()),
+      ]);
+      expect(result).toMatchObject({ written: 1, deadLettered: 0 });
+      expect(await view('several', '_id, a, CAST(b AS STRING) AS b, c')).toEqual([
+        { _id: '{"$numberInt":"1"}', a: 'x', b: '2', c: true },
       ]);
     } finally {
       await destination.close();

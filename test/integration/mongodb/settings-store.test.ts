@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoClient, ObjectId, type CommandStartedEvent, type Document } from 'mongodb';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { parseMappingSettings } from '../../../src/config/settings.js';
+import { INFERRED_COLUMNS_FIELD, parseMappingSettings } from '../../../src/config/settings.js';
+import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { SettingsCheckpointStore } from '../../../src/mongodb/checkpoint-store.js';
 import { MongoSettingsStore, type MongoSettingsStoreOptions } from '../../../src/mongodb/settings-store.js';
 import { BSON_DECODE_OPTIONS } from '../../../src/transform/bson-kind.js';
@@ -167,6 +168,32 @@ describe('MongoDB settings store', () => {
     expect(document?.status).toHaveProperty('lastCheckpointAt', expect.any(Date));
     expect(await checkpoints.load(signal())).toEqual(checkpoint);
     expect(parseMappingSettings(document ?? {}).configurationKey).toBe(configurationKey);
+  });
+
+  it('issue 10 item 5: columns saved as inferred read back as inferred (add_columns by default); saved as declared, they drop the fingerprint', async () => {
+    const store = storeFor({ database: `cfg_${hex()}` });
+    await store.ensure(signal());
+    const { insertedId } = await store.collection.insertOne({ ...mapping });
+    const id = insertedId.toHexString();
+    const columns = parseColumnSpecs([
+      { name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true },
+      { name: 'n', type: 'INTEGER' },
+    ]).columns;
+    const reread = async () => {
+      const entry = (await store.list(signal())).find((e) => e.id === id);
+      return parseMappingSettings(entry?.document ?? {});
+    };
+
+    await store.saveColumns(id, columns, undefined, 'inferred');
+    expect(await reread()).toMatchObject({
+      columns,
+      columnsOrigin: 'inferred',
+      schemaEvolution: 'add_columns',
+    });
+
+    await store.saveColumns(id, columns, undefined, 'declared');
+    expect(await store.collection.findOne({ _id: insertedId })).not.toHaveProperty(INFERRED_COLUMNS_FIELD);
+    expect(await reread()).toMatchObject({ columnsOrigin: 'declared', schemaEvolution: 'off' });
   });
 
   it('replaces a status that is not a document, and writes nothing for an unknown id', async () => {

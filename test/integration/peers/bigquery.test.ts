@@ -466,6 +466,41 @@ describe(`BigQuery peer contract (${env.peer})`, () => {
     ]);
   });
 
+  it('issue 10 item 16: ALTER TABLE with several ADD COLUMN IF NOT EXISTS clauses, then tables.patch, then writes', async () => {
+    const [table] = await dataset.createTable('multi_alter', { schema: { fields: FLAT_FIELDS } });
+    const added: TableField[] = [
+      { name: 'p', type: 'STRING', mode: 'NULLABLE' },
+      { name: 'q', type: 'INT64', mode: 'NULLABLE' },
+    ];
+
+    const altered = await failureOf(
+      query(
+        `ALTER TABLE ${tableRef('multi_alter')}\n  ADD COLUMN IF NOT EXISTS p STRING,\n  ADD COLUMN IF NOT EXISTS q INT64`,
+      ),
+    );
+    await table.setMetadata({ schema: { fields: [...FLAT_FIELDS, ...added] } });
+    const inserted = await failureOf(insertRaw(table, [['m1', { id: 'a', n: 1, p: 'x', q: 2 }]]));
+    const appended = await failureOf(
+      appendToDefaultStream(writerClient, table, [{ id: 'b', n: 2, p: 'y', q: 3 }]),
+    );
+
+    // On BigQuery the statement adds both columns (the patch then changes nothing) and both writes land.
+    expect(altered).toBeUndefined();
+    if (GOCCY) {
+      // Gap (goccy): ALTER TABLE changes nothing at all (see above); after the patch no write succeeds.
+      expect(inserted).toMatch(/is not present/);
+      return;
+    }
+    // Gap (bqemulator): the statement reports success and adds nothing to the storage, while the patch puts
+    // the columns into the metadata: every write then fails, insertAll with an internal error, the Storage
+    // Write API naming the mismatch. The archiver sends one ADD COLUMN per statement to the emulators.
+    expect(inserted).toMatch(/internal error/i);
+    expect(appended).toMatch(/table multi_alter has 4 columns but 6 values were supplied/);
+    // Queries do not show it: one naming the columns succeeds.
+    expect(await failureOf(query(`SELECT p, q FROM ${tableRef('multi_alter')}`))).toBeUndefined();
+    expect(await rowCount('multi_alter')).toBe(0);
+  });
+
   it('insertAll with a field the table does not have', async () => {
     const [table] = await dataset.createTable('unknown_field', { schema: { fields: FLAT_FIELDS } });
 

@@ -8,6 +8,8 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  Binary,
+  Code,
   type ChangeStream,
   type ChangeStreamDocument,
   type CommandSucceededEvent,
@@ -512,6 +514,68 @@ describe(`MongoDB peer contract (${PEER})`, () => {
         docs.map((d) => d._id.toHexString()).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
       );
       expect(await paged.countDocuments()).toBe(total);
+    });
+  });
+
+  // Issue 10 item 16: values the archiver must archive (hostile documents) that the peer cannot take.
+  it('issue 10 item 16: stores Binary subtype 2 and Code with scope (mongo-java-server closes the connection)', async () => {
+    await withDatabase(async ({ db }) => {
+      const values = [
+        ['binary subtype 2', new Binary(Buffer.from([0, 0, 0, 1, 7]), 2)],
+        ['code with scope', new Code('function () { return x; }', { x: 1 })],
+      ] as const;
+      for (const [label, value] of values) {
+        // A client of its own: the peer drops the connection, and the driver's retry meets the same fate.
+        const client = new MongoClient(mongoUri(), { serverSelectionTimeoutMS: 3_000, retryWrites: false });
+        try {
+          const insert = client
+            .db(db.databaseName)
+            .collection<{ _id: string; value: unknown }>('hostile')
+            .insertOne({ _id: label, value })
+            .then(
+              () => undefined,
+              (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+            );
+          const failure = await insert;
+          if (PEER === 'mongo-java-server') {
+            // Gap: real MongoDB stores both (the old Binary subtype and the deprecated Code with scope).
+            expect(failure?.name, label).toMatch(/MongoNetworkError|MongoServerSelectionError/);
+          } else {
+            expect(failure, label).toBeUndefined();
+          }
+        } finally {
+          await client.close();
+        }
+      }
+    });
+  });
+
+  it('issue 10 item 16: keeps the subtype of a user-defined Binary (mongo-java-server returns 128 as 0)', async () => {
+    await withDatabase(async ({ db }) => {
+      const binaries = db.collection<{ _id: number; b: Binary }>('binaries');
+      await binaries.insertOne({ _id: 1, b: new Binary(Buffer.from('abc'), 128) });
+      const read = await binaries.findOne({ _id: 1 });
+      expect(Buffer.from(read?.b.buffer ?? []).toString()).toBe('abc');
+      // Gap (mongo-java-server): the subtype comes back as 0 (generic); real MongoDB keeps 128.
+      expect(read?.b.sub_type).toBe(PEER === 'mongo-java-server' ? 0 : 128);
+    });
+  });
+
+  it('issue 10 item 16: updates a document that has a $-prefixed key with $set (mongo-java-server refuses)', async () => {
+    await withDatabase(async ({ db }) => {
+      const docs = db.collection<{ _id: number } & Document>('dollar');
+      await docs.insertOne({ _id: 1, $price: 5, v: 1 });
+      const failure = await docs.updateOne({ _id: 1 }, { $set: { v: 2 } }).then(
+        () => undefined,
+        (error: unknown) => (error instanceof Error ? error.message : String(error)),
+      );
+      if (PEER === 'mongo-java-server') {
+        // Gap: MongoDB 5.0+ stores $-prefixed keys and updates other fields of such a document.
+        expect(failure).toBeDefined();
+        return;
+      }
+      expect(failure).toBeUndefined();
+      expect(await docs.findOne({ _id: 1 })).toEqual({ _id: 1, $price: 5, v: 2 });
     });
   });
 });

@@ -57,7 +57,7 @@ describe('validate', () => {
   it('issue 10 item 19: shows the connection string it reached without its secrets', async () => {
     const { code, lines } = await printed({
       mongo: () => Promise.resolve([]),
-      bigquery: () => Promise.resolve(true),
+      bigquery: () => Promise.resolve({ exists: true, conflicts: new Map() }),
     });
     expect(code).toBe(EXIT.ok);
     expect(lines).toEqual([
@@ -65,5 +65,31 @@ describe('validate', () => {
       'mongodb: ok, reached mongodb://archiver:***@mongo-0.example:27017/?replicaSet=rs0&proxyHost=p&proxyUsername=a&proxyPassword=***',
       'bigquery: ok (dataset acquisitions exists)',
     ]);
+  });
+
+  it('issue 10 item 10: reports columns whose type differs from the existing history table, and fails', async () => {
+    const settings = {
+      _id: 'ads',
+      mongo_database: 'bidding',
+      mongo_collection: 'ads',
+      bigquery_table: 'ads',
+      columns: [{ name: 's', type: 'INTEGER', mongo_field: 's' }],
+    };
+    let asked: readonly string[] = [];
+    const { code, lines } = await printed({
+      mongo: () => Promise.resolve([settings]),
+      bigquery: (_config, mappings) => {
+        asked = mappings.map((m) => m.id);
+        return Promise.resolve({
+          exists: true,
+          conflicts: new Map([['ads', ['s: INTEGER in the settings, STRING in the table']]]),
+        });
+      },
+    });
+    expect(asked).toEqual(['ads']);
+    expect(code).toBe(EXIT.failure);
+    expect(lines.at(-1)).toBe(
+      'settings ads: columns differ from table ads: s: INTEGER in the settings, STRING in the table',
+    );
   });
 });

@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { ObjectId } from 'bson';
 import { describe, expect, it } from 'vitest';
-import { parseMappingSettings } from '../../../src/config/settings.js';
+import { INFERRED_COLUMNS_FIELD, parseMappingSettings } from '../../../src/config/settings.js';
 import { SettingsError } from '../../../src/errors.js';
+import { columnsHash, parseColumnSpecs } from '../../../src/schema/column-spec.js';
 
 const example = JSON.parse(
   readFileSync(new URL('../../fixtures/original-readme-settings.json', import.meta.url), 'utf8'),
@@ -46,6 +47,36 @@ describe('settings documents', () => {
   it('defaults schema evolution to add_columns when the columns are to be inferred', () => {
     const { columns: _c, ...noColumns } = example;
     expect(parseMappingSettings({ _id: 'm', ...noColumns }).schemaEvolution).toBe('add_columns');
+  });
+
+  it('issue 10 item 5: columns the service inferred and wrote back keep the add_columns default; a hand edit makes them declared', () => {
+    const { columns: _c, ...noColumns } = example;
+    const inferred = parseColumnSpecs([
+      { name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true },
+      { name: 'price', type: 'FLOAT' },
+    ]).columns;
+    // As the settings store writes them back for an inferred mapping (columns and their fingerprint), read
+    // again after a daemon restart; key order as a GUI might show it.
+    const written = {
+      _id: 'm',
+      ...noColumns,
+      columns: inferred.map((c) => Object.fromEntries(Object.entries(c).reverse())),
+      [INFERRED_COLUMNS_FIELD]: columnsHash(inferred),
+    };
+    expect(parseMappingSettings(written)).toMatchObject({
+      columnsOrigin: 'inferred',
+      schemaEvolution: 'add_columns',
+      warnings: [],
+    });
+    const edited = { ...written, columns: [...written.columns, { name: 'extra', type: 'STRING' }] };
+    expect(parseMappingSettings(edited)).toMatchObject({ columnsOrigin: 'declared', schemaEvolution: 'off' });
+    expect(parseMappingSettings({ ...edited, schema_evolution: 'add_columns' }).schemaEvolution).toBe(
+      'add_columns',
+    );
+    // The fingerprint is the service's own field: it configures nothing and restarts nothing.
+    expect(parseMappingSettings(written).configurationKey).toBe(
+      parseMappingSettings({ _id: 'm', ...noColumns }).configurationKey,
+    );
   });
 
   it('names every invalid field, columns included', () => {

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { backfillRecord, changeRecord } from '../../../src/core/history-rows.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
+import { historyTableSchema } from '../../../src/schema/table-schema.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
+import { rowProblems } from '../../support/row-oracle.js';
 
 const mapper = compileRowMapper(
   parseColumnSpecs([
@@ -67,5 +69,38 @@ describe('history rows', () => {
     const b = changeRecord(mapper, { ...event, document: { _id: 1, v: 2 } }, NOW).row;
     expect(a).not.toBe(b);
     expect([a.v, b.v]).toEqual([1, 2]);
+  });
+});
+
+describe('issue 10 item 2: REQUIRED columns never refuse a delete or a drop marker', () => {
+  // BigQuery refuses a row without a value for a REQUIRED field ("Missing required field: ..."); the
+  // oracle applies that rule to the history table's schema as the archiver creates it.
+  const declared = parseColumnSpecs([
+    { name: 'id', type: 'STRING', mongo_field: '_id', primary_key: true, mode: 'REQUIRED' },
+    { name: 'name', type: 'STRING', mode: 'REQUIRED' },
+    {
+      name: 'address',
+      type: 'RECORD',
+      mode: 'REQUIRED',
+      fields: [{ name: 'city', type: 'STRING', mode: 'REQUIRED' }],
+    },
+  ]).columns;
+  const requiredMapper = compileRowMapper(declared);
+
+  it('issue 10 item 2: the history table accepts delete rows and drop markers of a mapping with REQUIRED columns', () => {
+    const schema = historyTableSchema(declared);
+    const deleted = changeRecord(requiredMapper, { ...base, kind: 'delete', documentId: 'a' }, NOW);
+    const dropped = changeRecord(
+      requiredMapper,
+      { ...base, kind: 'collection-gone', operationType: 'drop' },
+      NOW,
+    );
+    expect(rowProblems(schema, deleted.row)).toEqual([]);
+    expect(rowProblems(schema, dropped.row)).toEqual([]);
+  });
+
+  it('issue 10 item 2: the declared mode stays in the column specs (only the table relaxes it)', () => {
+    expect(declared.map((c) => c.mode)).toEqual(['REQUIRED', 'REQUIRED', 'REQUIRED']);
+    expect(historyTableSchema(declared).every((f) => f.mode !== 'REQUIRED')).toBe(true);
   });
 });

@@ -15,6 +15,7 @@ import {
   type SupervisorOptions,
 } from '../../../src/core/supervisor.js';
 import { BigQueryError, FencedOutError } from '../../../src/errors.js';
+import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 
 /** An in-memory settings collection: `waitForChange` wakes on every write of the test, or every 5 ms. */
 class MemoryStore implements SettingsStore {
@@ -237,7 +238,9 @@ describe('supervisor', () => {
     a.lastFailure = 'boom';
     a.lastChangeId = { _data: '82' };
     a.status = { state: 'streaming', lagSeconds: 1 };
-    const columns = [{ name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true }];
+    const columns = parseColumnSpecs([
+      { name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true },
+    ]).columns;
     runs.hooks.get('a')?.columnsSaved(columns);
     a.columns = columns;
     await sleep(50);
@@ -248,6 +251,40 @@ describe('supervisor', () => {
       expect(runs.starts).toEqual(['orders', 'users', 'users']);
     });
     expect(runs.stops).toEqual(['users']);
+    controller.abort();
+    await running;
+  });
+
+  it('issue 10 item 4: a mapping restarted after a failure starts from the columns it saved, not a new inference', async () => {
+    const seen: { columns: MappingSettings['columns']; evolution: string }[] = [];
+    const inferred = parseColumnSpecs([
+      { name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true },
+      { name: 's', type: 'STRING' },
+    ]).columns;
+    const { store, controller, done } = setup({
+      runMapping: async (settings, signal, hooks) => {
+        seen.push({ columns: settings.columns, evolution: settings.schemaEvolution });
+        if (seen.length === 1) {
+          // What the runner does after inferring: tell the supervisor, then write them back.
+          hooks.columnsSaved(inferred);
+          await store.saveColumns(settings.id, inferred);
+          throw new Error('BigQuery write failed after 8 attempts');
+        }
+        hooks.report({ state: 'streaming' });
+        await new Promise<void>((resolve) => {
+          signal.addEventListener('abort', () => {
+            resolve();
+          });
+        });
+      },
+    });
+    store.docs.set('a', mapping('orders', { _id: 'a' }));
+    const running = done();
+    await eventually(() => {
+      expect(seen).toHaveLength(2);
+    });
+    expect(seen[0]).toEqual({ columns: undefined, evolution: 'add_columns' });
+    expect(seen[1]).toEqual({ columns: inferred, evolution: 'add_columns' });
     controller.abort();
     await running;
   });
