@@ -3,7 +3,7 @@ import { EJSON, type ObjectId } from 'bson';
 import { z } from 'zod';
 import { datasetIdProblem, tableIdProblem } from '../bigquery/identifiers.js';
 import { WRITER_KINDS } from '../bigquery/writer.js';
-import { ArchiverError, SettingsError } from '../errors.js';
+import { SettingsError } from '../errors.js';
 import { columnsHash, formatIssuePath, parseColumnSpecs } from '../schema/column-spec.js';
 import { type ColumnsOrigin, type ColumnSpec } from '../schema/types.js';
 import { bsonKind } from '../transform/bson-kind.js';
