@@ -27,9 +27,15 @@ export class SnapshotReader {
     const after: Document = { _id: { $gt: lastId } };
     const sameType = await this.collection.find(after).sort({ _id: 1 }).limit(this.chunkSize).toArray();
     if (sameType.length > 0) return sameType;
-    // The type bracket of `lastId` is exhausted: continue with ids that sort after it in BSON order.
+    // The type bracket of `lastId` is exhausted: continue with ids that sort after it in BSON order. Inside
+    // `$expr` the id is an expression: `$literal` keeps a string like "$x" from being read as a field path
+    // and a sub-document id from being evaluated as an expression object.
     const [next] = await this.collection
-      .aggregate([{ $match: { $expr: { $gt: ['$_id', lastId] } } }, { $sort: { _id: 1 } }, { $limit: 1 }])
+      .aggregate([
+        { $match: { $expr: { $gt: ['$_id', { $literal: lastId }] } } },
+        { $sort: { _id: 1 } },
+        { $limit: 1 },
+      ])
       .toArray();
     if (!next) return [];
     const nextId: unknown = next._id;
