@@ -1,5 +1,5 @@
 import { isUtf8 } from 'node:buffer';
-import { BSONError, deserialize, DBRef, type Document } from 'bson';
+import { BSONError, deserialize, type DBRef, type Document } from 'bson';
 import { BSON_DECODE_OPTIONS } from '../transform/bson-kind.js';
 import { defineDataProperty } from '../transform/ejson.js';
 import { InvalidUtf8String } from '../transform/invalid-utf8.js';
@@ -145,10 +145,13 @@ function collectInvalidStrings(
   }
 }
 
+function isDbRef(node: unknown): node is DBRef {
+  return (node as { _bsontype?: unknown } | null)?._bsontype === 'DBRef';
+}
+
 /** The decoded value of `key` in `node`, looking through bson's DBRef (a sub-document with `$ref`/`$id`). */
 function child(node: unknown, key: string): unknown {
-  if (node instanceof DBRef)
-    return key === '$id' ? node.oid : key.startsWith('$') ? undefined : node.fields[key];
+  if (isDbRef(node)) return key === '$id' ? node.oid : key.startsWith('$') ? undefined : node.fields[key];
   if (typeof node !== 'object' || node === null) return undefined;
   return Object.hasOwn(node, key) ? (node as Record<string, unknown>)[key] : undefined;
 }
@@ -158,7 +161,7 @@ function place(document: Document, path: readonly string[], value: unknown): voi
   let node: unknown = document;
   for (const key of path.slice(0, -1)) node = child(node, key);
   const last = path.at(-1) ?? '';
-  if (node instanceof DBRef) {
+  if (isDbRef(node)) {
     // `$ref` and `$db` are namespace names: bson keeps them as decoded text.
     if (!last.startsWith('$')) defineDataProperty(node.fields, last, value);
   } else if (Array.isArray(node)) {

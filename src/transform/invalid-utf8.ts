@@ -39,5 +39,7 @@ export function invalidUtf8Bytes(value: unknown): Uint8Array | undefined {
     return undefined;
   }
   const binary = (value as Record<string, unknown>)[INVALID_UTF8_KEY];
-  return Object.keys(value).length === 1 && binary instanceof Binary ? binary.value() : undefined;
+  // By tag, not instanceof: the driver's (CommonJS) bson and ours (ES module) are separate copies.
+  const isBinary = (binary as { _bsontype?: unknown } | undefined)?._bsontype === 'Binary';
+  return Object.keys(value).length === 1 && isBinary ? (binary as Binary).value() : undefined;
 }
