@@ -261,6 +261,8 @@ class MongoChangeCursor implements ChangeCursor {
   }
 
   #reopen(start: DriverStart): void {
+    // The driver closed the failed stream itself; closing it again only releases what is left, and a
+    // failure to do so cannot matter to the new stream.
     void this.#stream.close().catch(() => undefined);
     this.#streamStart = start;
     this.#streamReturned = false;
