@@ -55,6 +55,8 @@ export function wrapStreamError(error: unknown): unknown {
 
 /** The server has no such aggregation stage (real MongoDB before 6.0.9, and mongo-java-server). */
 const UNRECOGNIZED_STAGE = 40_324;
+/** ChangeStreamFatalError: among others, a resume from a fragment of an event that no longer splits that way. */
+const CHANGE_STREAM_FATAL = 280;
 /** How long the read of one undecodable event may wait for it (it is known to be there). */
 const MAX_RAW_READ_MS = 30_000;
 
@@ -169,6 +171,8 @@ class MongoChangeCursor implements ChangeCursor {
    * a looked-up document that changed since does not (ChangeStreamFatalError).
    */
   #safe: Position | undefined;
+  /** The safe position last read again after a refused resume from a fragment (once per position). */
+  #refusedFrom: string | undefined;
 
   constructor(
     private readonly opener: CollectionStreams,
@@ -218,7 +222,10 @@ class MongoChangeCursor implements ChangeCursor {
     const whole = this.#assembler.add(raw);
     if (whole === undefined) return undefined;
     const event = normalizeChangeEvent(whole);
-    if (!split) this.#safe = { token: event.token, clusterTime: event.clusterTime };
+    if (!split) {
+      this.#safe = { token: event.token, clusterTime: event.clusterTime };
+      this.#refusedFrom = undefined;
+    }
     return event;
   }
 
@@ -233,6 +240,16 @@ class MongoChangeCursor implements ChangeCursor {
       if (codeOf(error) === UNRECOGNIZED_STAGE && this.opener.splitting && !this.#streamReturned) {
         this.opener.splitRefused(error);
         this.#reopen(this.#streamStart);
+        return null;
+      }
+      if (codeOf(error) === CHANGE_STREAM_FATAL && this.#atFragment() && this.#safe !== undefined) {
+        // The driver resumed (after a network error, say) from a fragment's token and the server refused:
+        // the looked-up document changed and the event no longer splits that way. Read it again from the
+        // change before it; if that is refused too, the error stands.
+        if (this.#refusedFrom === this.#safe.token) throw error;
+        this.#refusedFrom = this.#safe.token;
+        this.#assembler.reset();
+        this.#reopen({ resumeAfter: this.#safe.token });
         return null;
       }
       throw error;
@@ -258,6 +275,12 @@ class MongoChangeCursor implements ChangeCursor {
     this.#reopen({ resumeAfter: rawToken });
     this.#streamReturned = true;
     return raw;
+  }
+
+  /** Whether the stream stands on a fragment of a split event (inside one, or right after its last). */
+  #atFragment(): boolean {
+    const token = tokenData(this.#stream.resumeToken);
+    return this.#assembler.pending || (token !== undefined && this.#fragmentTokens.has(token));
   }
 
   #reopen(start: DriverStart): void {

@@ -35,8 +35,17 @@ export class FakeChangeCollection {
 
   constructor(
     readonly events: readonly Uint8Array[],
-    private readonly server: { readonly hasSplitStage: boolean } = { hasSplitStage: true },
+    private readonly server: {
+      readonly hasSplitStage: boolean;
+      /**
+       * After handing out the event with this token, the next pull fails once with this code: what the
+       * driver reports when its own resume (after a network error) is refused.
+       */
+      readonly failAfter?: { readonly token: string; readonly code: number };
+    } = { hasSplitStage: true },
   ) {}
+
+  #failed = false;
 
   #startIndex(options: Document): number {
     const after = (options.resumeAfter ?? options.startAfter) as { _data?: string } | undefined;
@@ -64,6 +73,15 @@ export class FakeChangeCollection {
         if (refusal) {
           closed = true;
           return Promise.reject(refusal);
+        }
+        const fail = this.server.failAfter;
+        const previous = this.events[index - 1];
+        if (fail && !this.#failed && previous !== undefined && tokenOf(previous) === fail.token) {
+          this.#failed = true;
+          closed = true;
+          return Promise.reject(
+            new FakeServerError('cannot resume from this split event fragment', fail.code),
+          );
         }
         const bytes = this.events[index];
         if (bytes === undefined) return Promise.resolve(null);

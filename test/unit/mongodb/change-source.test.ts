@@ -80,6 +80,23 @@ describe('change events over 16 MB (issue 10 item 13)', () => {
     expect(last).toEqual({ token: '657b1e4c00000001', clusterTime: { t: 1702567500, i: 1 } });
   });
 
+  it('issue 10 item 13: a resume from a fragment that the server refuses (280) reads the event again from the change before it', async () => {
+    const before = insert(1_702_567_500, { _id: 9, largeField: 'x' });
+    const fragments = splitFixture();
+    const firstToken = (fragments[0]?._id as { _data: string })._data;
+    const collection = new FakeChangeCollection(
+      [before, ...fragments].map((e) => serialize(e)),
+      {
+        hasSplitStage: true,
+        failAfter: { token: firstToken, code: 280 },
+      },
+    );
+    const source = new MongoChangeSource(fakeClient('7.0.4'), collection.asCollection(), { maxAwaitMs: 0 });
+    const { events } = await readAll(source);
+    expect(events.map((e) => (e.kind === 'upsert' ? e.document._id : e.kind))).toEqual([9, 0]);
+    expect(collection.watches.at(-1)?.options).toMatchObject({ resumeAfter: { _data: '657b1e4c00000001' } });
+  });
+
   it('issue 10 item 13: a server without the stage is named once in the log, by version or by its refusal', async () => {
     const notices: string[] = [];
     const old = new FakeChangeCollection([serialize(insert(5, { _id: 1 }))], { hasSplitStage: false });
