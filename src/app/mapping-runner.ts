@@ -118,7 +118,11 @@ class MappingRun {
     private readonly metrics: MappingMetrics | undefined,
   ) {
     this.#collection = deps.mongo.db(settings.mongoDatabase).collection(settings.mongoCollection);
-    this.#source = new MongoChangeSource(deps.mongo, this.#collection);
+    this.#source = new MongoChangeSource(deps.mongo, this.#collection, {
+      onNotice: (message) => {
+        log.warn(message);
+      },
+    });
     const dataset = settings.bigqueryDataset ?? deps.config.BIGQUERY_DATASET;
     // A checkpoint belongs to its source, its target and its resync request: change any and it starts over.
     const scope =

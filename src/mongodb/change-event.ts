@@ -2,6 +2,7 @@ import { type Timestamp } from 'bson';
 import { ArchiverError, ERROR_CODES } from '../errors.js';
 import { type ChangeEvent, type ClusterTime } from '../core/model.js';
 import { bsonKind, isDocument } from '../transform/bson-kind.js';
+import { defineDataProperty } from '../transform/ejson.js';
 
 const MS_PER_SECOND = 1_000;
 
@@ -96,5 +97,80 @@ export function normalizeChangeEvent(raw: Readonly<Record<string, unknown>>): Ch
       return { kind: 'collection-gone', operationType, token, clusterTime };
     default:
       return { kind: 'ignored', operationType, token, clusterTime };
+  }
+}
+
+function fragmentOf(raw: Readonly<Record<string, unknown>>): { fragment: number; of: number } | undefined {
+  const split = raw.splitEvent;
+  if (split === undefined) return undefined;
+  const fragment = isDocument(split) ? Number(split.fragment) : Number.NaN;
+  const of = isDocument(split) ? Number(split.of) : Number.NaN;
+  if (!Number.isInteger(fragment) || !Number.isInteger(of) || fragment < 1 || fragment > of) {
+    throw new MalformedChangeEventError(
+      `change event with an unreadable splitEvent (${JSON.stringify(split)})`,
+    );
+  }
+  return { fragment, of };
+}
+
+/**
+ * One change event from the fragments `$changeStreamSplitLargeEvent` cut it into: their top-level fields
+ * together (the server splits by top-level field), without `splitEvent`, and with the last fragment's
+ * resume token as `_id` (resuming after it continues with the next event).
+ */
+export function reassembleSplitEvent(
+  fragments: readonly Readonly<Record<string, unknown>>[],
+): Record<string, unknown> {
+  const whole: Record<string, unknown> = {};
+  for (const fragment of fragments) {
+    for (const [key, value] of Object.entries(fragment)) {
+      if (key !== 'splitEvent') defineDataProperty(whole, key, value);
+    }
+  }
+  return whole;
+}
+
+/**
+ * Hands over whole change events from a stream that may carry fragments of split ones (`splitEvent:
+ * {fragment, of}`, MongoDB 7.0 and 6.0.9+): whole events pass through, fragments are held until the last
+ * one arrives. Fragments out of order are refused rather than guessed around.
+ */
+export class SplitEventAssembler {
+  #fragments: Readonly<Record<string, unknown>>[] = [];
+  #of = 0;
+
+  /** True while the fragments of an event are only partly in. */
+  get pending(): boolean {
+    return this.#fragments.length > 0;
+  }
+
+  /** The whole event, or undefined while fragments of it are still to come. */
+  add(raw: Readonly<Record<string, unknown>>): Readonly<Record<string, unknown>> | undefined {
+    const split = fragmentOf(raw);
+    if (split === undefined) {
+      if (this.pending) {
+        throw new MalformedChangeEventError(
+          `a whole change event arrived after fragment ${this.#fragments.length} of ${this.#of} of a split one`,
+        );
+      }
+      return raw;
+    }
+    const expected = this.#fragments.length + 1;
+    if (split.fragment !== expected || (this.pending && split.of !== this.#of)) {
+      throw new MalformedChangeEventError(
+        `change event fragment ${split.fragment} of ${split.of} arrived where fragment ${expected} was due`,
+      );
+    }
+    this.#fragments.push(raw);
+    this.#of = split.of;
+    if (split.fragment < split.of) return undefined;
+    const whole = reassembleSplitEvent(this.#fragments);
+    this.#fragments = [];
+    return whole;
+  }
+
+  /** Forgets fragments held (the stream is read again from a position before them). */
+  reset(): void {
+    this.#fragments = [];
   }
 }

@@ -1,7 +1,8 @@
 import { Binary, ObjectId, type Collection, type Document } from 'mongodb';
 import { DEFAULT_INFER_SAMPLES } from '../schema/infer.js';
-import { BSON_DECODE_OPTIONS, bsonKind } from '../transform/bson-kind.js';
+import { bsonKind } from '../transform/bson-kind.js';
 import { encodeId } from './checkpoint-store.js';
+import { decodeAll, RAW_READ } from './raw-documents.js';
 
 /** Ranges read across a collection that holds more documents than the sample. */
 const SAMPLE_RANGES = 16;
@@ -43,7 +44,11 @@ export async function sampleDocuments(collection: Collection, options: SampleOpt
   if (max <= 0) return [];
   const read = (filter: Document, order: 1 | -1, limit: number, skip = 0): Promise<Document[]> => {
     signal.throwIfAborted();
-    return collection.find(filter, { ...BSON_DECODE_OPTIONS, sort: { _id: order }, skip, limit }).toArray();
+    // As BSON bytes, decoded here: a sampled string that is not valid UTF-8 must not fail the inference.
+    return collection
+      .find(filter, { ...RAW_READ, sort: { _id: order }, skip, limit })
+      .toArray()
+      .then(decodeAll);
   };
 
   const count = await collection.estimatedDocumentCount();

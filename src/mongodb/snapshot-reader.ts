@@ -1,4 +1,7 @@
+import { isUtf8 } from 'node:buffer';
 import { type Collection, type Document } from 'mongodb';
+import { invalidUtf8Bytes } from '../transform/invalid-utf8.js';
+import { decodeAll, RAW_READ } from './raw-documents.js';
 
 export const DEFAULT_BACKFILL_CHUNK = 1_000;
 
@@ -6,7 +9,9 @@ export const DEFAULT_BACKFILL_CHUNK = 1_000;
  * Reads a collection in `_id` order, one bounded chunk at a time, resuming after the last `_id` copied.
  * Paging uses `{_id: {$gt: last}}` on the `_id` index. MongoDB brackets such comparisons by BSON type, so a
  * collection whose ids mix types (numbers and ObjectIds, say) is copied one type at a time: once a type is
- * exhausted the next chunk starts at the first id of the next type in BSON sort order.
+ * exhausted the next chunk starts at the first id of the next type in BSON sort order. Documents are read
+ * as BSON bytes and decoded here, so a string that is not valid UTF-8 is kept as its bytes rather than
+ * failing the chunk on every retry.
  */
 export class SnapshotReader {
   constructor(
@@ -22,23 +27,85 @@ export class SnapshotReader {
   async nextChunk(lastId: unknown, signal: AbortSignal): Promise<Document[]> {
     signal.throwIfAborted();
     if (lastId === undefined) {
-      return this.collection.find({}).sort({ _id: 1 }).limit(this.chunkSize).toArray();
+      return decodeAll(
+        await this.collection.find({}, RAW_READ).sort({ _id: 1 }).limit(this.chunkSize).toArray(),
+      );
     }
+    const invalid = invalidUtf8Bytes(lastId);
+    if (invalid !== undefined) return this.#afterInvalidString(invalid, signal);
     const after: Document = { _id: { $gt: lastId } };
-    const sameType = await this.collection.find(after).sort({ _id: 1 }).limit(this.chunkSize).toArray();
+    const sameType = decodeAll(
+      await this.collection.find(after, RAW_READ).sort({ _id: 1 }).limit(this.chunkSize).toArray(),
+    );
     if (sameType.length > 0) return sameType;
-    // The type bracket of `lastId` is exhausted: continue with ids that sort after it in BSON order.
-    const [next] = await this.collection
-      .aggregate([{ $match: { $expr: { $gt: ['$_id', lastId] } } }, { $sort: { _id: 1 } }, { $limit: 1 }])
-      .toArray();
+    return this.#nextType({ $expr: { $gt: ['$_id', { $literal: lastId }] } });
+  }
+
+  /**
+   * The first ids after `match` in BSON order, across types. The type bracket of the last id is exhausted:
+   * continue with ids that sort after it. Inside `$expr` the id is an expression: `$literal` keeps a string
+   * like "$x" from being read as a field path and a sub-document id from being evaluated as an expression
+   * object.
+   */
+  async #nextType(match: Document): Promise<Document[]> {
+    const [next] = decodeAll(
+      await this.collection
+        .aggregate([{ $match: match }, { $sort: { _id: 1 } }, { $limit: 1 }], RAW_READ)
+        .toArray(),
+    );
     if (!next) return [];
     const nextId: unknown = next._id;
     const afterNext: Document = { _id: { $gt: nextId } };
-    const rest = await this.collection
-      .find(afterNext)
-      .sort({ _id: 1 })
-      .limit(this.chunkSize - 1)
-      .toArray();
+    const rest = decodeAll(
+      await this.collection
+        .find(afterNext, RAW_READ)
+        .sort({ _id: 1 })
+        .limit(this.chunkSize - 1)
+        .toArray(),
+    );
     return [next, ...rest];
   }
+
+  /**
+   * The chunk after a string id whose bytes are not valid UTF-8. No query can name those bytes (a
+   * JavaScript string cannot hold them), so the strings are read from the longest valid prefix of the id,
+   * which sorts at or before it, and those up to the id, compared by bytes as MongoDB compares strings, are
+   * passed over. Once the strings after it are exhausted, the copy goes on with the next type.
+   */
+  async #afterInvalidString(last: Uint8Array, signal: AbortSignal): Promise<Document[]> {
+    const from = validUtf8Prefix(last);
+    const fromPrefix: Document = { _id: { $gte: from } };
+    const cursor = this.collection.find(fromPrefix, RAW_READ).sort({ _id: 1 }).batchSize(this.chunkSize);
+    const chunk: Document[] = [];
+    try {
+      for await (const item of cursor) {
+        signal.throwIfAborted();
+        const [document] = decodeAll([item]);
+        if (document === undefined) continue;
+        const bytes = stringBytes(document._id);
+        if (bytes !== undefined && Buffer.compare(bytes, last) <= 0) continue;
+        chunk.push(document);
+        if (chunk.length >= this.chunkSize) break;
+      }
+    } finally {
+      await cursor.close();
+    }
+    if (chunk.length > 0) return chunk;
+    return this.#nextType({
+      _id: { $not: { $type: 'string' } },
+      $expr: { $gt: ['$_id', { $literal: from }] },
+    });
+  }
+}
+
+/** The stored bytes of a string id (valid or not); undefined for ids of other types. */
+function stringBytes(id: unknown): Uint8Array | undefined {
+  return typeof id === 'string' ? Buffer.from(id, 'utf8') : invalidUtf8Bytes(id);
+}
+
+/** The longest prefix of `bytes` that is valid UTF-8, as a string (its bytes sort at or before `bytes`). */
+function validUtf8Prefix(bytes: Uint8Array): string {
+  let end = bytes.length;
+  while (end > 0 && !isUtf8(bytes.subarray(0, end))) end--;
+  return Buffer.from(bytes.subarray(0, end)).toString('utf8');
 }

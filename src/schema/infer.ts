@@ -51,8 +51,10 @@ function scalarKind(value: unknown): ObservedKind | undefined {
       return 'DECIMAL';
     case 'boolean':
       return 'BOOL';
+    // A string that is not valid UTF-8 is still a string: its column is STRING, the value itself goes to `_unmapped`.
     case 'string':
     case 'BSONSymbol':
+    case 'invalidUtf8':
       return 'STRING';
     case 'ObjectId':
       return 'OBJECTID';

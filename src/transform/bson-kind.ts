@@ -1,3 +1,5 @@
+import { InvalidUtf8String } from './invalid-utf8.js';
+
 /**
  * Classifies decoded BSON values, whether the driver promoted them to JS primitives (`number`, `RegExp`) or
  * kept the bson wrappers (`Int32`, `Double`, `Long`, `BSONRegExp`).
@@ -32,6 +34,8 @@ export type BsonKind =
   | 'MinKey'
   | 'MaxKey'
   | 'DBRef'
+  /** A string whose bytes are not valid UTF-8 (see InvalidUtf8String). */
+  | 'invalidUtf8'
   | 'unknown';
 
 const WRAPPERS = new Set<string>([
@@ -70,6 +74,7 @@ export function bsonKind(value: unknown): BsonKind {
       if (value instanceof Date) return 'date';
       if (value instanceof RegExp) return 'regexp';
       if (value instanceof Uint8Array) return 'bytes';
+      if (value instanceof InvalidUtf8String) return 'invalidUtf8';
       return 'document';
     }
     default:

@@ -1,4 +1,5 @@
 import { bsonKind } from './bson-kind.js';
+import { INVALID_UTF8_KEY, type InvalidUtf8String } from './invalid-utf8.js';
 import {
   type Binary,
   type BSONRegExp,
@@ -19,7 +20,7 @@ const MAX_RELAXED_DATE_MS = 253_402_300_799_999;
 /**
  * Relaxed Extended JSON (v2) as a JSON-ready value. Unlike bson's relaxed mode it keeps every int64 exact:
  * a Long beyond 2^53 stays `{"$numberLong": "..."}` instead of becoming an imprecise number, and -0 keeps
- * its sign.
+ * its sign. A string that is not valid UTF-8 becomes `{"$invalidUtf8": "<base64 of its bytes>"}`.
  */
 export function toRelaxedEjson(value: unknown): unknown {
   switch (bsonKind(value)) {
@@ -106,6 +107,9 @@ export function toRelaxedEjson(value: unknown): unknown {
       }
       return out;
     }
+    case 'invalidUtf8':
+      // The string's bytes, exactly as stored: decoding them would have turned them into U+FFFD.
+      return { [INVALID_UTF8_KEY]: (value as InvalidUtf8String).base64() };
     case 'unknown':
       return { $unsupported: String(value) };
   }

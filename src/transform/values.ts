@@ -171,6 +171,9 @@ function toStringValue(value: unknown): unknown {
   switch (bsonKind(value)) {
     case 'string':
       return value;
+    case 'invalidUtf8':
+      // BigQuery would store U+FFFD in place of the bytes: `_unmapped` keeps them instead.
+      return NO_FIT;
     case 'ObjectId':
       return (value as ObjectId).toHexString();
     case 'number':
@@ -300,6 +303,12 @@ function toBoolean(value: unknown): unknown {
   return typeof value === 'boolean' ? value : NO_FIT;
 }
 
+function toJson(value: unknown): unknown {
+  // Like a STRING column, a JSON column never holds an invalid string as its value (inside a sub-document
+  // the `$invalidUtf8` marker stands for it, as in every Extended JSON text).
+  return bsonKind(value) === 'invalidUtf8' ? NO_FIT : relaxedEjsonText(value);
+}
+
 /** The lossless converter for a scalar column type (RECORD is handled by the row mapper). */
 export function scalarConverter(type: Exclude<ColumnType, 'RECORD'>): ScalarConverter {
   switch (type) {
@@ -326,7 +335,7 @@ export function scalarConverter(type: Exclude<ColumnType, 'RECORD'>): ScalarConv
     case 'BIGNUMERIC':
       return toDecimal(BIGNUMERIC_LIMITS);
     case 'JSON':
-      return relaxedEjsonText;
+      return toJson;
     default:
       return type satisfies never;
   }

@@ -117,4 +117,39 @@ describe('MongoDB change source', () => {
     expect(Date.now() - started).toBeLessThan(5_000);
     await cursor.close();
   });
+
+  it('issue 10 item 13: reads on without $changeStreamSplitLargeEvent when the server refuses it (40324), and says so once', async () => {
+    const collection = freshCollection();
+    await collection.insertOne({ _id: 'seed', v: 0 });
+    const start = await new MongoChangeSource(client, collection.untyped).currentTime(
+      new AbortController().signal,
+    );
+    // A server that reports 7.0 (as some Atlas tiers do) but refuses the stage, as mongo-java-server does.
+    const reports7 = {
+      db: (name: string) =>
+        name === 'admin'
+          ? { command: () => Promise.resolve({ version: '7.0.0', versionArray: [7, 0, 0, 0], ok: 1 }) }
+          : client.db(name),
+    } as unknown as MongoClient;
+    const notices: string[] = [];
+    const source = new MongoChangeSource(reports7, collection.untyped, {
+      maxAwaitMs: 200,
+      onNotice: (message) => notices.push(message),
+    });
+    await collection.updateOne({ _id: 'seed' }, { $set: { v: 1 } });
+    await collection.insertOne({ _id: 'x', v: 2 });
+    const cursor = await source.open({ kind: 'startAt', clusterTime: start }, new AbortController().signal);
+    try {
+      const events = await pull(cursor, 3);
+      expect(events.map((e) => (e.kind === 'upsert' ? e.document : e.kind))).toEqual([
+        { _id: 'seed', v: 0 },
+        { _id: 'seed', v: 1 },
+        { _id: 'x', v: 2 },
+      ]);
+    } finally {
+      await cursor.close();
+    }
+    expect(notices).toHaveLength(1);
+    expect(notices[0]).toMatch(/refused \$changeStreamSplitLargeEvent .*Unrecognized pipeline stage/);
+  });
 });

@@ -41,4 +41,24 @@ describe('snapshot reader', () => {
     expect(chunks).toBeGreaterThanOrEqual(3);
     expect(await reader.estimatedCount()).toBe(2_505);
   });
+
+  it('issue 10 item 7: a string _id starting with $ at a type boundary is compared as a literal, not a field path', async () => {
+    const db = client.db(`snap_${randomBytes(4).toString('hex')}`);
+    const collection = db.collection<{ _id: unknown; v: number }>('items');
+    // BSON order: numbers, strings, documents, ObjectIds. "$x" ends the strings and `{ z: '$v' }` the
+    // documents: the chunks after them cross a type boundary, where an unquoted "$x" is a field path and
+    // `{ z: '$v' }` an expression object.
+    const ids: unknown[] = [1, 2, '$a', '$x', { z: '$v' }, new ObjectId('0000000000000000000000a1')];
+    await collection.insertMany(ids.map((_id, v) => ({ _id, v })));
+    const reader = new SnapshotReader(db.collection('items'), 1);
+    const seen: unknown[] = [];
+    let last: unknown;
+    for (let guard = 0; guard < 20; guard++) {
+      const chunk = await reader.nextChunk(last, new AbortController().signal);
+      if (chunk.length === 0) break;
+      seen.push(...chunk.map((d) => d._id as unknown));
+      last = chunk.at(-1)?._id;
+    }
+    expect(seen).toEqual(ids);
+  });
 });

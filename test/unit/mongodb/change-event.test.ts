@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { EJSON, type ObjectId } from 'bson';
 import { describe, expect, it } from 'vitest';
 import { changeSeq, backfillSeq, type ChangeEvent } from '../../../src/core/model.js';
-import { normalizeChangeEvent } from '../../../src/mongodb/change-event.js';
+import { normalizeChangeEvent, SplitEventAssembler } from '../../../src/mongodb/change-event.js';
 
 function fixtures(name: string): Record<string, unknown> {
   const text = readFileSync(new URL(`../../fixtures/change-events/${name}`, import.meta.url), 'utf8');
@@ -108,5 +108,31 @@ describe('change events from the test peers', () => {
 
   it('PoppyDB: clusterTime as epoch milliseconds', () => {
     expect(event(peers, 'poppyDbInsert').clusterTime).toEqual({ t: 1795619985, i: 123 });
+  });
+});
+
+describe('split change events (issue 10 item 13)', () => {
+  const fragment = (n: number, of: number, extra: Record<string, unknown> = {}) => ({
+    _id: { _data: `token-${n}` },
+    splitEvent: { fragment: n, of },
+    ...extra,
+  });
+
+  it('puts the fragments together, the last token as the id, and refuses them out of order', () => {
+    const assembler = new SplitEventAssembler();
+    expect(assembler.add(fragment(1, 2, { operationType: 'insert' }))).toBeUndefined();
+    expect(assembler.pending).toBe(true);
+    expect(assembler.add(fragment(2, 2, { fullDocument: { _id: 1 } }))).toEqual({
+      _id: { _data: 'token-2' },
+      operationType: 'insert',
+      fullDocument: { _id: 1 },
+    });
+    expect(assembler.pending).toBe(false);
+    expect(() => assembler.add(fragment(2, 2))).toThrow(/fragment 2 of 2 arrived where fragment 1 was due/);
+    assembler.reset();
+    assembler.add(fragment(1, 3));
+    expect(() => assembler.add({ _id: { _data: 'whole' } })).toThrow(
+      /whole change event arrived after fragment 1 of 3/,
+    );
   });
 });

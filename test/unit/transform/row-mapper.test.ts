@@ -3,6 +3,7 @@ import { Decimal128, Int32, Long, ObjectId, Timestamp, deserialize, serialize } 
 import { describe, expect, it } from 'vitest';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { historyTableSchema } from '../../../src/schema/table-schema.js';
+import { InvalidUtf8String } from '../../../src/transform/invalid-utf8.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { lostLeaves, rowProblems } from '../../support/row-oracle.js';
 
@@ -179,3 +180,28 @@ function metadata(): Record<string, unknown> {
     _event_id: 'e1',
   };
 }
+
+describe('strings that are not valid UTF-8 (issue 10 item 12)', () => {
+  const bytes = new Uint8Array([0x61, 0xff, 0x62]);
+  const marker = { $invalidUtf8: Buffer.from(bytes).toString('base64') };
+
+  it('never lands in a column as its value; _unmapped and Extended JSON texts keep the bytes under the marker', () => {
+    const bad = new InvalidUtf8String(bytes);
+    const mapper = compileRowMapper([
+      { name: 's', type: 'STRING' },
+      { name: 'j', type: 'JSON' },
+      { name: 'tags', type: 'STRING', mode: 'REPEATED' },
+      { name: 'sub', type: 'STRING' },
+      { name: 'b', type: 'BYTES' },
+    ]);
+    const { row } = mapper.map({ _id: 1, s: bad, j: bad, tags: ['ok', bad], sub: { inner: bad }, b: bad });
+    expect(row).toMatchObject({ s: null, j: null, tags: ['ok'], b: null });
+    expect(JSON.parse(String(row.sub))).toEqual({ inner: marker });
+    expect(JSON.parse(String(row._unmapped))).toEqual({
+      s: marker,
+      j: marker,
+      tags: ['ok', marker],
+      b: marker,
+    });
+  });
+});

@@ -1,0 +1,113 @@
+import { type Collection, type Document } from 'mongodb';
+import { driverDecode } from './raw-bson.js';
+
+interface ReadOptions {
+  readonly raw?: boolean;
+  readonly enableUtf8Validation?: boolean;
+  readonly sort?: Document;
+  readonly skip?: number;
+  readonly limit?: number;
+}
+
+/** A document id of the fake: a number, a string as its stored bytes (valid UTF-8 or not), or a sub-document. */
+export type FakeId = number | Uint8Array | Readonly<Record<string, number>>;
+
+/** BSON sort order across types (numbers, strings, objects) and, within strings, by bytes as MongoDB does. */
+function compareIds(a: FakeId, b: FakeId): number {
+  const rank = (id: FakeId) => (typeof id === 'number' ? 1 : id instanceof Uint8Array ? 2 : 3);
+  if (rank(a) !== rank(b)) return rank(a) - rank(b);
+  if (typeof a === 'number' && typeof b === 'number') return a - b;
+  if (a instanceof Uint8Array && b instanceof Uint8Array) return Buffer.compare(a, b);
+  return JSON.stringify(a).localeCompare(JSON.stringify(b));
+}
+
+/** A query value as the fake's id (a JavaScript string is sent as its UTF-8 bytes). */
+function idOf(value: unknown): FakeId {
+  if (typeof value === 'string') return Buffer.from(value, 'utf8');
+  if (typeof value === 'number') return value;
+  return value as Readonly<Record<string, number>>;
+}
+
+/**
+ * A collection held as BSON bytes, read the way the driver reads: each document is decoded when the cursor
+ * hands it out (so one that is not valid UTF-8 throws the driver's BSONError), or handed out as its bytes
+ * with `raw: true`. Filters: `{}` and `{_id: {$gt | $gte: v}}` (within v's BSON type, as MongoDB brackets
+ * them); aggregate: the snapshot reader's `$expr` `$gt` with `$literal`, optionally `$not: {$type:
+ * 'string'}`, sorted, limited. Sort by `_id`.
+ */
+export class RawCollection {
+  readonly reads: ReadOptions[] = [];
+  readonly filters: Document[] = [];
+  readonly documents: readonly { readonly id: FakeId; readonly bytes: Uint8Array }[];
+
+  constructor(documents: readonly { readonly id: FakeId; readonly bytes: Uint8Array }[]) {
+    this.documents = [...documents].sort((a, b) => compareIds(a.id, b.id));
+  }
+
+  #hand(docs: readonly { bytes: Uint8Array }[], options: ReadOptions): unknown[] {
+    return docs.map((d) => (options.raw ? Buffer.from(d.bytes) : driverDecode(d.bytes, options)));
+  }
+
+  find(filter: Document = {}, options: ReadOptions = {}) {
+    this.reads.push(options);
+    this.filters.push(filter);
+    const range = (filter as { _id?: { $gt?: unknown; $gte?: unknown } })._id;
+    let selected = [...this.documents];
+    const sameType = (a: FakeId, b: FakeId) =>
+      compareIds(a, b) !== 0 && typeof a === typeof b && a instanceof Uint8Array === b instanceof Uint8Array;
+    if (range?.$gt !== undefined) {
+      const v = idOf(range.$gt);
+      selected = selected.filter((d) => compareIds(d.id, v) > 0 && sameType(d.id, v));
+    }
+    if (range?.$gte !== undefined) {
+      const v = idOf(range.$gte);
+      selected = selected.filter(
+        (d) => compareIds(d.id, v) === 0 || (compareIds(d.id, v) > 0 && sameType(d.id, v)),
+      );
+    }
+    let limit = options.limit ?? Number.POSITIVE_INFINITY;
+    let order = (options.sort?._id as number | undefined) ?? 1;
+    const skip = options.skip ?? 0;
+    const docs = () => (order < 0 ? [...selected].reverse() : selected).slice(skip, skip + limit);
+    const cursor = {
+      sort: (spec: Document) => {
+        order = (spec._id as number | undefined) ?? 1;
+        return cursor;
+      },
+      limit: (n: number) => {
+        limit = n;
+        return cursor;
+      },
+      batchSize: () => cursor,
+      toArray: () => Promise.resolve(this.#hand(docs(), options)),
+      close: () => Promise.resolve(),
+      [Symbol.asyncIterator]: async function* (this: RawCollection) {
+        for (const item of this.#hand(docs(), options)) yield await Promise.resolve(item);
+      }.bind(this),
+    };
+    return cursor;
+  }
+
+  aggregate(pipeline: Document[], options: ReadOptions = {}) {
+    const match = (pipeline[0]?.$match ?? {}) as Document;
+    const expr = (match.$expr as { $gt?: [string, { $literal: unknown }] } | undefined)?.$gt;
+    const notStrings = (match._id as { $not?: { $type?: string } } | undefined)?.$not?.$type === 'string';
+    const limit = (pipeline.find((stage) => '$limit' in stage)?.$limit as number | undefined) ?? Infinity;
+    let selected = [...this.documents];
+    if (expr) {
+      const v = idOf(expr[1].$literal);
+      selected = selected.filter((d) => compareIds(d.id, v) > 0);
+    }
+    if (notStrings) selected = selected.filter((d) => !(d.id instanceof Uint8Array));
+    return { toArray: () => Promise.resolve(this.#hand(selected.slice(0, limit), options)) };
+  }
+
+  estimatedDocumentCount(): Promise<number> {
+    return Promise.resolve(this.documents.length);
+  }
+
+  /** This fake as the driver's type, for the code under test. */
+  asCollection(): Collection {
+    return this as unknown as Collection;
+  }
+}

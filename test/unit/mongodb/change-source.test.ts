@@ -1,0 +1,155 @@
+import { readFileSync } from 'node:fs';
+import { EJSON, serialize, Timestamp, type Document } from 'bson';
+import { describe, expect, it } from 'vitest';
+import { changeRecord } from '../../../src/core/history-rows.js';
+import { type ChangeEvent } from '../../../src/core/model.js';
+import { MongoChangeSource } from '../../../src/mongodb/change-source.js';
+import { compileRowMapper } from '../../../src/transform/row-mapper.js';
+import { bsonWithBytes } from '../../support/fakes/raw-bson.js';
+import { FakeChangeCollection, fakeClient } from '../../support/fakes/change-stream.js';
+
+const signal = new AbortController().signal;
+const INVALID = new Uint8Array([0x61, 0xff, 0x62, 0xc3, 0x28]);
+
+/** A change event as a replica set sends it (token: cluster time in hex, as the peers' tokens are). */
+function insert(t: number, document: Document): Document {
+  const token = t.toString(16).padStart(8, '0') + '00000001';
+  return {
+    _id: { _data: token },
+    operationType: 'insert',
+    clusterTime: new Timestamp({ t, i: 1 }),
+    documentKey: { _id: document._id as unknown },
+    fullDocument: document,
+  };
+}
+
+function splitFixture(): Document[] {
+  const text = readFileSync(
+    new URL('../../fixtures/change-events/real-mongodb-7-split.json', import.meta.url),
+    'utf8',
+  );
+  return (EJSON.parse(text, { relaxed: false }) as { fragments: Document[] }).fragments;
+}
+
+async function readAll(
+  source: MongoChangeSource,
+  pulls = 5,
+): Promise<{ events: ChangeEvent[]; last: unknown }> {
+  const cursor = await source.open({ kind: 'startAt', clusterTime: { t: 1, i: 0 } }, signal);
+  const events: ChangeEvent[] = [];
+  let last: unknown;
+  for (let i = 0; i < pulls; i++) {
+    const batch = await cursor.next(1_000, signal);
+    events.push(...batch.events);
+    if (batch.events.length > 0) last = batch.position;
+  }
+  await cursor.close();
+  return { events, last };
+}
+
+describe('change events over 16 MB (issue 10 item 13)', () => {
+  it('issue 10 item 13: the pipeline drops updateDescription and, on MongoDB 7.0, ends with $changeStreamSplitLargeEvent', async () => {
+    const collection = new FakeChangeCollection([]);
+    const source = new MongoChangeSource(fakeClient('7.0.4'), collection.asCollection(), { maxAwaitMs: 0 });
+    await readAll(source, 1);
+    expect(collection.watches[0]?.pipeline).toEqual([
+      { $project: { updateDescription: 0 } },
+      { $changeStreamSplitLargeEvent: {} },
+    ]);
+    expect(collection.watches[0]?.options).toMatchObject({ fullDocument: 'updateLookup' });
+  });
+
+  it('issue 10 item 13: the fragments of a split event are read as one change, checkpointed before it', async () => {
+    const before = insert(1_702_567_500, { _id: 9, largeField: 'x' });
+    const collection = new FakeChangeCollection([before, ...splitFixture()].map((e) => serialize(e)));
+    const source = new MongoChangeSource(fakeClient('6.0.9'), collection.asCollection(), { maxAwaitMs: 0 });
+    const { events, last } = await readAll(source);
+    expect(events.map((e) => e.kind)).toEqual(['upsert', 'upsert']);
+    const split = events[1];
+    expect(split).toMatchObject({
+      kind: 'upsert',
+      operationType: 'update',
+      documentId: 0,
+      document: { _id: 0, largeField: 'bbbb' },
+      clusterTime: { t: 1702567514, i: 1 },
+      // The last fragment's token: resuming after it continues with the next event.
+      token: '82657B1E5A000000012B042C0100296E5A10049C1E2F3A4B5C6D7E8F9A0B1C2D3E4F5A46645F69640029000008',
+    });
+    // The batch ends on the split event, yet the position handed out for the checkpoint is the whole
+    // event before it: MongoDB resumes from a fragment only if the event splits the same way again.
+    expect(last).toEqual({ token: '657b1e4c00000001', clusterTime: { t: 1702567500, i: 1 } });
+  });
+
+  it('issue 10 item 13: a resume from a fragment that the server refuses (280) reads the event again from the change before it', async () => {
+    const before = insert(1_702_567_500, { _id: 9, largeField: 'x' });
+    const fragments = splitFixture();
+    const firstToken = (fragments[0]?._id as { _data: string })._data;
+    const collection = new FakeChangeCollection(
+      [before, ...fragments].map((e) => serialize(e)),
+      {
+        hasSplitStage: true,
+        failAfter: { token: firstToken, code: 280 },
+      },
+    );
+    const source = new MongoChangeSource(fakeClient('7.0.4'), collection.asCollection(), { maxAwaitMs: 0 });
+    const { events } = await readAll(source);
+    expect(events.map((e) => (e.kind === 'upsert' ? e.document._id : e.kind))).toEqual([9, 0]);
+    expect(collection.watches.at(-1)?.options).toMatchObject({ resumeAfter: { _data: '657b1e4c00000001' } });
+  });
+
+  it('issue 10 item 13: a server without the stage is named once in the log, by version or by its refusal', async () => {
+    const notices: string[] = [];
+    const old = new FakeChangeCollection([serialize(insert(5, { _id: 1 }))], { hasSplitStage: false });
+    const byVersion = new MongoChangeSource(fakeClient('6.0.8'), old.asCollection(), {
+      maxAwaitMs: 0,
+      onNotice: (message) => notices.push(message),
+    });
+    expect((await readAll(byVersion)).events).toHaveLength(1);
+    await readAll(byVersion);
+    expect(old.watches.every((w) => w.pipeline.length === 1)).toBe(true);
+    expect(notices).toHaveLength(1);
+    expect(notices[0]).toMatch(/MongoDB 6\.0\.8 has no \$changeStreamSplitLargeEvent/);
+
+    // An Atlas tier may report 7.0 and still refuse the stage (code 40324): read on without it.
+    const refusing = new FakeChangeCollection([serialize(insert(5, { _id: 1 }))], { hasSplitStage: false });
+    const byRefusal = new MongoChangeSource(fakeClient('7.0.2'), refusing.asCollection(), {
+      maxAwaitMs: 0,
+      onNotice: (message) => notices.push(message),
+    });
+    expect((await readAll(byRefusal)).events).toHaveLength(1);
+    expect((await readAll(byRefusal)).events).toHaveLength(1);
+    expect(refusing.watches.map((w) => w.pipeline.length)).toEqual([2, 1, 1]);
+    expect(notices).toHaveLength(2);
+    expect(notices[1]).toMatch(/refused \$changeStreamSplitLargeEvent/);
+  });
+});
+
+describe('change events MongoDB stores with invalid UTF-8 (issue 10 item 12)', () => {
+  it('issue 10 item 12: a change event with an invalid UTF-8 string is read from its bytes and the stream goes on', async () => {
+    const bad = bsonWithBytes(insert(11, { _id: 2, name: '#####', n: 2 }), '#####', INVALID);
+    const collection = new FakeChangeCollection([
+      serialize(insert(10, { _id: 1, name: 'one', n: 1 })),
+      bad,
+      serialize(insert(12, { _id: 3, name: 'three', n: 3 })),
+    ]);
+    const source = new MongoChangeSource(fakeClient('7.0.4'), collection.asCollection(), { maxAwaitMs: 0 });
+    const { events } = await readAll(source);
+    expect(events.map((e) => e.kind === 'upsert' && e.document._id)).toEqual([1, 2, 3]);
+    const mapper = compileRowMapper([
+      { name: 'name', type: 'STRING' },
+      { name: 'n', type: 'INTEGER' },
+    ]);
+    const rows = events.map((e) => (e.kind === 'upsert' ? changeRecord(mapper, e, new Date(0)).row : {}));
+    expect(rows.map((r) => r.n)).toEqual([1, 2, 3]);
+    expect(rows[1]?.name).toBeNull();
+    expect(JSON.parse(String(rows[1]?._unmapped))).toEqual({
+      name: { $invalidUtf8: Buffer.from(INVALID).toString('base64') },
+    });
+    // The undecodable event was read once more as bytes, from just before it, with the same pipeline.
+    expect(collection.aggregates).toHaveLength(1);
+    expect(collection.aggregates[0]?.options).toMatchObject({ raw: true });
+    expect(collection.aggregates[0]?.pipeline[0]).toEqual({
+      $changeStream: { fullDocument: 'updateLookup', resumeAfter: { _data: '0000000a00000001' } },
+    });
+  });
+});
