@@ -1,5 +1,6 @@
 // Recorded change events for the pipeline benchmark: deterministic, shaped like MongoDB 7.0's on a replica
 // set (test/fixtures/change-events/real-mongodb-7.json) around the `nested-1KB` documents of shapes.ts.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { deserialize, serialize, Double, ObjectId, Timestamp } from 'bson';
 import { shapeDocuments } from './shapes.js';
 
@@ -71,17 +72,22 @@ export function recordedChangeEvents(count: number): Uint8Array[] {
 
 /**
  * What a backfill reads: `total` documents in `_id` order, `chunk` at a time, decoded as the driver decodes
- * them (a fresh object per document, from BSON). Nothing is kept between chunks.
+ * them (a fresh object per document, from BSON). Nothing is kept between chunks. Each chunk's read waits
+ * `roundTripMs` first (a timer: a round trip to MongoDB costs the reader no CPU); with 0 it only yields to
+ * the event loop.
  */
 export async function* generatedCollection(
   total: number,
   chunk: number,
   decodeOptions: Parameters<typeof deserialize>[1],
+  roundTripMs = 0,
 ): AsyncGenerator<Record<string, unknown>[]> {
   const bodies = shapeDocuments('nested-1KB', TEMPLATES);
   // ObjectIds from a counter: increasing, as `_id` order needs, and distinct for any collection size.
   const base = new ObjectId().id.subarray(0, 8);
   for (let start = 0; start < total; start += chunk) {
+    // The read's round trip, before its documents arrive and are decoded.
+    if (roundTripMs > 0) await sleep(roundTripMs);
     const end = Math.min(total, start + chunk);
     const docs: Record<string, unknown>[] = [];
     for (let n = start; n < end; n++) {
@@ -91,8 +97,8 @@ export async function* generatedCollection(
       new DataView(body.buffer, body.byteOffset).setUint32(ID_OFFSET + 8, n);
       docs.push(deserialize(body, decodeOptions));
     }
-    // Yield to the event loop between chunks, as a real cursor's network round trip would.
-    await new Promise((resolve) => setImmediate(resolve));
+    // Without a simulated round trip, still yield to the event loop between chunks, as any real read does.
+    if (roundTripMs === 0) await new Promise((resolve) => setImmediate(resolve));
     yield docs;
   }
 }

@@ -1,5 +1,7 @@
 // The in-process end of the pipeline benchmark: the real writers and sink (src/bigquery), with the network
-// replaced by a counter of the bytes each request would put on the wire.
+// replaced by a counter of the bytes each request would put on the wire, and BigQuery's answer given after a
+// simulated round trip (a timer, so that waiting costs no CPU, as waiting for a remote BigQuery does not).
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type Table } from '@google-cloud/bigquery';
 import { managedwriter, protos } from '@google-cloud/bigquery-storage';
 import { InsertAllWriter } from '../src/bigquery/insert-all-writer.js';
@@ -23,14 +25,33 @@ export function wireCounter(): WireCounter {
   return { requests: 0, bytes: 0 };
 }
 
+export interface SimulatedNetwork {
+  /**
+   * Milliseconds between sending a request and its answer (0: answered at once, as before round trips were
+   * simulated). Each request's timer starts when it is sent, so requests in flight together are answered
+   * together, as a remote BigQuery answers them.
+   */
+  readonly rttMs: number;
+}
+
+const NO_NETWORK: SimulatedNetwork = { rttMs: 0 };
+
+/**
+ * `value` once the round trip has passed since the request was sent (now): a real timer, so the wait costs
+ * no CPU and cannot be told apart from an instant answer only by what it returns.
+ */
+export function answerAfter<T>(network: SimulatedNetwork, value: T): Promise<T> {
+  return network.rttMs > 0 ? sleep(network.rttMs, value) : Promise.resolve(value);
+}
+
 /** Stands in for `Table.request`: the body (JSON text) becomes its UTF-8 bytes, as the HTTP client sends it. */
-function countingTable(counter: WireCounter): Table {
+function countingTable(counter: WireCounter, network: SimulatedNetwork): Table {
   const table = {
     id: 'history',
     request(options: { body: string }): Promise<unknown> {
       counter.requests++;
       counter.bytes += Buffer.from(options.body, 'utf8').length;
-      return Promise.resolve([{}]);
+      return answerAfter(network, [{}]);
     },
   };
   return table as unknown as Table;
@@ -38,9 +59,10 @@ function countingTable(counter: WireCounter): Table {
 
 /**
  * Stands in for the library's StreamConnection: each request is serialised as gRPC serialises it
- * (@grpc/proto-loader: `fromObject`, then `encode`) and counted; BigQuery's answer is an empty success.
+ * (@grpc/proto-loader: `fromObject`, then `encode`) and counted; BigQuery's answer is an empty success, a
+ * round trip after the write (whenever the caller asks for it).
  */
-function countingConnection(counter: WireCounter) {
+function countingConnection(counter: WireCounter, network: SimulatedNetwork) {
   return {
     getStreamId: () => 'projects/bench/datasets/bench/tables/history/streams/_default',
     write(request: AppendRowsRequest) {
@@ -48,7 +70,9 @@ function countingConnection(counter: WireCounter) {
       counter.bytes += AppendRowsRequestType.encode(
         AppendRowsRequestType.fromObject(request),
       ).finish().length;
-      return { getResult: () => Promise.resolve({}) };
+      // The answer's timer starts at the write, not when `getResult` is first called.
+      const answer = answerAfter(network, {});
+      return { getResult: () => answer };
     },
     reconnect: () => undefined,
     close: () => undefined,
@@ -56,8 +80,8 @@ function countingConnection(counter: WireCounter) {
   };
 }
 
-function countingWriterClient(counter: WireCounter): managedwriter.WriterClient {
-  const connection = countingConnection(counter);
+function countingWriterClient(counter: WireCounter, network: SimulatedNetwork): managedwriter.WriterClient {
+  const connection = countingConnection(counter, network);
   const client = {
     getWriteStream: () => Promise.resolve([{}]),
     createStreamConnection: () => Promise.resolve(connection),
@@ -68,18 +92,20 @@ function countingWriterClient(counter: WireCounter): managedwriter.WriterClient 
 /**
  * The production sink (batching, retries, dead letters) over the production writer of `kind`, and the
  * row sizing the daemon uses with it (BigQueryDestination.measure: the writer's own, else the JSON length).
+ * Every request of the writer and of the dead-letter writer is answered after `network.rttMs`.
  */
 export function countingSink(
   kind: WriterKind,
   schema: readonly TableField[],
   counter: WireCounter,
+  network: SimulatedNetwork = NO_NETWORK,
   limits?: BatchLimits,
 ): { sink: BigQuerySink; measure: (row: HistoryRow) => number } {
   const writer: TableWriter =
     kind === 'insert-all'
-      ? new InsertAllWriter(countingTable(counter))
+      ? new InsertAllWriter(countingTable(counter, network))
       : new StorageWriteWriter({
-          clients: { projectId: 'bench', writerClient: countingWriterClient(counter) },
+          clients: { projectId: 'bench', writerClient: countingWriterClient(counter, network) },
           datasetId: 'bench',
           tableId: 'history',
           schema,
@@ -88,7 +114,7 @@ export function countingSink(
   const sink = new BigQuerySink({
     mappingId: 'bench',
     writer,
-    deadLetterWriter: new InsertAllWriter(countingTable(wireCounter()), 'event_id'),
+    deadLetterWriter: new InsertAllWriter(countingTable(wireCounter(), network), 'event_id'),
     sizeOf: measure,
     ...(limits && { limits }),
   });
@@ -99,8 +125,12 @@ export function countingSink(
  * The client library's Writer over the counting connection: what StorageWriteWriter appends through, for
  * rows that are already serialized.
  */
-export function countingAppender(descriptor: DescriptorProto, counter: WireCounter): managedwriter.Writer {
-  const connection = countingConnection(counter) as unknown as ConstructorParameters<
+export function countingAppender(
+  descriptor: DescriptorProto,
+  counter: WireCounter,
+  network: SimulatedNetwork = NO_NETWORK,
+): managedwriter.Writer {
+  const connection = countingConnection(counter, network) as unknown as ConstructorParameters<
     typeof managedwriter.Writer
   >[0]['connection'];
   return new managedwriter.Writer({

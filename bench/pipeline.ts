@@ -1,8 +1,11 @@
 // Pipeline benchmark (DESIGN section 10): change events/s from recorded BSON change events through decode,
 // mapping, batching and request encoding into an in-process sink, against the floor (BSON decode +
-// JSON.stringify of the same events) measured alternately in the same run; then peak RSS during a backfill
-// of generated documents. Everything runs the production modules; only the network is replaced by a
-// counter of the bytes each request would send (bench/counting-sink.ts).
+// JSON.stringify of the same events) measured alternately in the same run; peak RSS during a backfill of
+// generated documents; and the backfill's documents/s against the same floor per document, also measured
+// alternately. Everything runs the production modules; only the network is replaced: requests to BigQuery
+// by a counter of the bytes each would send, answered after a simulated round trip (bench/counting-sink.ts),
+// and each chunk read of the backfill by a simulated round trip to MongoDB. Both are timers, so waiting
+// costs no CPU, as waiting for a remote server does not.
 //
 // Paths measured, for each writer (storage-write, the default, and insert-all):
 // - stream-loop: what the daemon runs, on one thread: runStreamLoop pulling decoded, normalised events from
@@ -12,11 +15,18 @@
 //   normalising, mapping (changeRecord) and encoding each row once, on this thread (workers 0) or on
 //   worker threads; this thread batches (Batcher, splitIntoBatches) and assembles each request.
 //
-// Environment: MBA_BENCH_EVENTS (recorded events, default 10000), MBA_BENCH_THREADS (worker threads of the
-// parallel path, default 2), MBA_BENCH_DOCS (backfill documents, default 1000000, 0 skips the backfill),
-// BENCH_ROUNDS (default 5) and BENCH_ROUND_MS (default 1000). MBA_BENCH_EVENTS=0 skips the throughput part;
-// MBA_BENCH_PATHS (comma-separated: stream-loop, encoder, stages; default all) measures only those, for
-// profiling one of them (node --cpu-prof); MBA_BENCH_WRITERS (storage-write, insert-all; default both).
+// Environment:
+// - MBA_BENCH_RTT_MS: simulated round trips to BigQuery in ms, comma-separated (default 0,50,200): every
+//   request of the counting sink (insertAll, Storage Write, dead letters) is answered that long after it is
+//   sent; each path, writer and the backfill's rate are measured at each, and each JSON line says its `rtt_ms`;
+// - MBA_BENCH_MONGO_RTT_MS: simulated round trip of each chunk read of the backfill's rate (default 5);
+// - MBA_BENCH_EVENTS: recorded events (default 10000; 0 skips the throughput part);
+// - MBA_BENCH_THREADS: worker threads of the parallel path (default 2);
+// - MBA_BENCH_DOCS: documents of the memory backfill, which is also the collection the backfill's rate reads
+//   (default 1000000; 0 skips both);
+// - BENCH_ROUNDS (default 5) and BENCH_ROUND_MS (default 1000): rounds of each measurement;
+// - MBA_BENCH_PATHS (comma-separated: stream-loop, encoder, stages; default all) measures only those, for
+//   profiling one of them (node --cpu-prof); MBA_BENCH_WRITERS (storage-write, insert-all; default both).
 import { loadavg, availableParallelism } from 'node:os';
 import { deserialize } from 'bson';
 import {
@@ -44,8 +54,35 @@ import { BSON_DECODE_OPTIONS } from '../src/transform/bson-kind.js';
 import { compileRowMapper } from '../src/transform/row-mapper.js';
 import { configuredSemiSpaceMb, pretenuringDisabled } from '../src/observability/runtime.js';
 import { generatedCollection, OPERATION_MIX, recordedChangeEvents } from './change-events.js';
-import { countingAppender, countingSink, wireCounter, type WireCounter } from './counting-sink.js';
+import {
+  answerAfter,
+  countingAppender,
+  countingSink,
+  wireCounter,
+  type SimulatedNetwork,
+  type WireCounter,
+} from './counting-sink.js';
 import { median, throughput, throughputAsync } from './measure.js';
+import { shapeDocuments } from './shapes.js';
+
+/** Round trips to BigQuery simulated by default: none (the CPU-bound pipeline), a nearby region, a far one. */
+const DEFAULT_RTT_MS: readonly number[] = [0, 50, 200];
+/** A MongoDB replica set in the same region as the archiver. */
+const DEFAULT_MONGO_RTT_MS = 5;
+
+function milliseconds(name: string, text: string): number {
+  const value = Number(text.trim());
+  if (text.trim() === '' || !Number.isFinite(value) || value < 0) {
+    throw new Error(`${name}: "${text}" is not a number of milliseconds (0 or more)`);
+  }
+  return value;
+}
+
+function millisecondsList(name: string, fallback: readonly number[]): number[] {
+  const text = process.env[name];
+  if (text === undefined || text.trim() === '') return [...fallback];
+  return text.split(',').map((part) => milliseconds(name, part));
+}
 
 const EVENTS = Number(process.env.MBA_BENCH_EVENTS ?? 10_000);
 const THREADS = Number(process.env.MBA_BENCH_THREADS ?? 2);
@@ -56,6 +93,11 @@ const WRITERS = WRITER_KINDS.filter((kind) =>
   (process.env.MBA_BENCH_WRITERS ?? WRITER_KINDS.join(',')).split(',').includes(kind),
 );
 const PATHS = new Set((process.env.MBA_BENCH_PATHS ?? 'stream-loop,encoder,stages').split(','));
+const RTTS = millisecondsList('MBA_BENCH_RTT_MS', DEFAULT_RTT_MS);
+const MONGO_RTT_MS = milliseconds(
+  'MBA_BENCH_MONGO_RTT_MS',
+  process.env.MBA_BENCH_MONGO_RTT_MS ?? String(DEFAULT_MONGO_RTT_MS),
+);
 const MB = 1024 * 1024;
 const SAMPLE = 1_000;
 const SNAPSHOT_START: ClusterTime = { t: 1_764_000_000, i: 1 };
@@ -92,16 +134,52 @@ function memoryCheckpoints(): CheckpointStore & { last: Checkpoint | undefined }
   return store;
 }
 
-// --- backfill memory (first, so that the process's maximum RSS is the backfill's) -----------------------
+/** The floor: decoded from BSON and serialised as JSON, on one thread (bench/transform.ts's definition). */
+const floor = (bytes: Uint8Array) => JSON.stringify(deserialize(bytes));
 
-async function backfill(): Promise<void> {
-  const writer: WriterKind = 'storage-write';
-  const rssStart = rss();
+/** One chunk as MappingRun's backfill copies it: its rows to the sink, then the progress checkpoint. */
+async function copyChunk(
+  sink: ReturnType<typeof countingSink>['sink'],
+  checkpoints: CheckpointStore,
+  mapper: ReturnType<typeof compileRowMapper>,
+  chunk: readonly Record<string, unknown>[],
+  copiedBefore: number,
+): Promise<number> {
+  const last = chunk.at(-1);
+  if (!last) return 0;
+  const now = new Date();
+  await sink.write(chunk.map((doc) => backfillRecord(mapper, doc, SNAPSHOT_START, now)));
+  await checkpoints.save(
+    {
+      position: undefined,
+      backfill: {
+        snapshotStart: SNAPSHOT_START,
+        lastId: encodeId(last._id),
+        copied: copiedBefore + chunk.length,
+        done: false,
+      },
+    },
+    NEVER,
+  );
+  return chunk.length;
+}
+
+/** The backfill's columns, inferred from a sample of the generated collection as MappingRun infers them. */
+async function backfillColumns(): Promise<readonly ColumnSpec[]> {
   let sample: Record<string, unknown>[] = [];
   for await (const chunk of generatedCollection(SAMPLE, SAMPLE, BSON_DECODE_OPTIONS)) sample = chunk;
-  const columns = await inferColumns(sample);
+  return inferColumns(sample);
+}
+
+// --- backfill memory (first, so that the process's maximum RSS is the backfill's) -----------------------
+
+async function backfillMemory(): Promise<void> {
+  const writer: WriterKind = 'storage-write';
+  const rssStart = rss();
+  const columns = await backfillColumns();
   const mapper = compileRowMapper(columns);
   const counter = wireCounter();
+  // No simulated round trips: the whole collection at the pipeline's own speed.
   const { sink } = countingSink(writer, historyTableSchema(columns), counter);
   const checkpoints = memoryCheckpoints();
   let copied = 0;
@@ -110,20 +188,9 @@ async function backfill(): Promise<void> {
   /** RSS after every 100,000 documents. */
   const series: number[] = [];
   const started = performance.now();
-  // As MappingRun's backfill: a chunk in `_id` order, its rows, the sink, then the progress checkpoint.
   for await (const chunk of generatedCollection(BACKFILL_DOCS, DEFAULT_BACKFILL_CHUNK, BSON_DECODE_OPTIONS)) {
-    const last = chunk.at(-1);
-    if (!last) break;
-    const now = new Date();
-    await sink.write(chunk.map((doc) => backfillRecord(mapper, doc, SNAPSHOT_START, now)));
-    copied += chunk.length;
-    await checkpoints.save(
-      {
-        position: undefined,
-        backfill: { snapshotStart: SNAPSHOT_START, lastId: encodeId(last._id), copied, done: false },
-      },
-      NEVER,
-    );
+    if (chunk.length === 0) break;
+    copied += await copyChunk(sink, checkpoints, mapper, chunk, copied);
     const current = rss();
     peak = Math.max(peak, current);
     if (copied <= 100_000) peakFirst100k = peak;
@@ -131,8 +198,10 @@ async function backfill(): Promise<void> {
   }
   const seconds = (performance.now() - started) / 1000;
   const result = {
-    bench: 'pipeline-backfill',
+    bench: 'pipeline-backfill-memory',
     writer,
+    rtt_ms: 0,
+    mongo_rtt_ms: 0,
     docs: copied,
     docs_per_s: Math.round(copied / seconds),
     wire_mb: mb(counter.bytes),
@@ -149,14 +218,104 @@ async function backfill(): Promise<void> {
     load_avg_1m: load(),
   };
   console.log(
-    `backfill of ${copied.toLocaleString('en')} documents (${writer}): ${result.docs_per_s.toLocaleString('en')} docs/s, ` +
+    `backfill of ${copied.toLocaleString('en')} documents (${writer}, no round trips): ` +
+      `${result.docs_per_s.toLocaleString('en')} docs/s, ` +
       `RSS ${result.rss_start_mb} MB at start, ${series.join(', ')} MB after each 100k, peak ${result.rss_peak_mb} MB ` +
       `(${result.rss_peak_first_100k_mb} MB within the first 100k), max RSS ${result.max_rss_mb} MB`,
   );
   lines.push(JSON.stringify(result));
 }
 
-if (BACKFILL_DOCS > 0) await backfill();
+// --- backfill rate against the floor, at each simulated round trip ------------------------------------
+
+/** The generated collection's documents as BSON, for the floor per document. */
+const backfillFloorInputs = shapeDocuments('nested-1KB', SAMPLE);
+
+/**
+ * Documents/s of the backfill with every BigQuery request answered after `rttMs` and every chunk read after
+ * MONGO_RTT_MS, against the floor per document. Floor rounds alternate with slices of one ongoing backfill
+ * (started over when the collection is copied), each slice whole chunks (written and checkpointed) for at
+ * least BENCH_ROUND_MS, so that no request is in flight while the floor runs and no waiting hides in it.
+ */
+async function backfillRate(rttMs: number): Promise<void> {
+  const writer: WriterKind = 'storage-write';
+  const columns = await backfillColumns();
+  const mapper = compileRowMapper(columns);
+  const counter = wireCounter();
+  const { sink } = countingSink(writer, historyTableSchema(columns), counter, { rttMs });
+  const checkpoints = memoryCheckpoints();
+  const read = () =>
+    generatedCollection(BACKFILL_DOCS, DEFAULT_BACKFILL_CHUNK, BSON_DECODE_OPTIONS, MONGO_RTT_MS);
+  let reads = read();
+  let copied = 0;
+  let peak = 0;
+  const slice = async (ms: number) => {
+    const cpu = process.cpuUsage();
+    const start = performance.now();
+    let docs = 0;
+    let elapsed = 0;
+    while (elapsed < ms) {
+      const next = await reads.next();
+      if (next.done) reads = read();
+      else {
+        const n = await copyChunk(sink, checkpoints, mapper, next.value, copied);
+        copied += n;
+        docs += n;
+        peak = Math.max(peak, rss());
+      }
+      elapsed = performance.now() - start;
+    }
+    const used = process.cpuUsage(cpu);
+    return { perSecond: (docs / elapsed) * 1000, cores: (used.user + used.system) / 1000 / elapsed, docs };
+  };
+  // Warm-up: JIT, the writer's first connection.
+  await slice(ROUND_MS);
+  const floors: number[] = [];
+  const values: number[] = [];
+  const cores: number[] = [];
+  let measured = 0;
+  const bytesBefore = counter.bytes;
+  for (let round = 0; round < ROUNDS; round++) {
+    floors.push(throughput(backfillFloorInputs, floor, ROUND_MS));
+    const result = await slice(ROUND_MS);
+    values.push(result.perSecond);
+    cores.push(result.cores);
+    measured += result.docs;
+  }
+  const f = median(floors);
+  const v = median(values);
+  const ratio = v / f;
+  console.log(
+    `backfill     ${writer.padEnd(13)} rtt ${String(rttMs).padStart(3)} ms, MongoDB ${MONGO_RTT_MS} ms  ` +
+      `floor ${Math.round(f).toLocaleString('en')} docs/s  backfill ${Math.round(v).toLocaleString('en')} docs/s  ` +
+      `ratio ${ratio.toFixed(2)}  CPU ${median(cores).toFixed(2)} cores  peak RSS ${mb(peak)} MB  load ${load()}`,
+  );
+  lines.push(
+    JSON.stringify({
+      bench: 'pipeline-backfill',
+      writer,
+      rtt_ms: rttMs,
+      mongo_rtt_ms: MONGO_RTT_MS,
+      docs: measured,
+      floor_per_s: Math.round(f),
+      docs_per_s: Math.round(v),
+      ratio: Number(ratio.toFixed(3)),
+      cpu_cores: Number(median(cores).toFixed(2)),
+      wire_bytes_per_doc: Math.round((counter.bytes - bytesBefore) / Math.max(1, measured)),
+      rss_peak_mb: mb(peak),
+      // ru_maxrss: the process's peak so far, the memory backfill's included.
+      max_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+      semi_space_mb: SEMI_SPACE,
+      pretenuring: PRETENURING,
+      load_avg_1m: load(),
+    }),
+  );
+}
+
+if (BACKFILL_DOCS > 0) {
+  await backfillMemory();
+  for (const rttMs of RTTS) await backfillRate(rttMs);
+}
 
 // --- throughput --------------------------------------------------------------------------------------
 
@@ -170,9 +329,6 @@ const schema = historyTableSchema(columns);
 const mapper = compileRowMapper(columns);
 const avgBytes = Math.round(events.reduce((n, e) => n + e.length, 0) / Math.max(1, events.length));
 
-/** The floor: the same events decoded from BSON and serialised as JSON (bench/transform.ts's definition). */
-const floor = (bytes: Uint8Array) => JSON.stringify(deserialize(bytes));
-
 /** The recorded events in pulls of the change stream's batch size. */
 function pulls(): Uint8Array[][] {
   const out: Uint8Array[][] = [];
@@ -183,8 +339,12 @@ function pulls(): Uint8Array[][] {
 }
 
 /** One pass of the daemon's path over all events: runStreamLoop over a source replaying the recording. */
-function streamLoopPass(writer: WriterKind, counter: WireCounter): () => Promise<unknown> {
-  const { sink, measure } = countingSink(writer, schema, counter);
+function streamLoopPass(
+  writer: WriterKind,
+  counter: WireCounter,
+  network: SimulatedNetwork,
+): () => Promise<unknown> {
+  const { sink, measure } = countingSink(writer, schema, counter, network);
   const checkpoints = memoryCheckpoints();
   return async () => {
     const batches = pulls();
@@ -229,8 +389,8 @@ interface RowRef {
  * limits, each request assembled from the encoded rows and handed to the counting transport; the position
  * after each flush is the checkpoint.
  */
-function consumer(writer: WriterKind, counter: WireCounter) {
-  const appender = countingAppender(storageWriteDescriptor(schema), counter);
+function consumer(writer: WriterKind, counter: WireCounter, network: SimulatedNetwork) {
+  const appender = countingAppender(storageWriteDescriptor(schema), counter, network);
   const checkpoints = memoryCheckpoints();
   const send = async (rows: readonly RowRef[]): Promise<void> => {
     const parts = rows.map((ref) => encodedRow(ref.encoded, ref.row));
@@ -239,6 +399,7 @@ function consumer(writer: WriterKind, counter: WireCounter) {
     } else {
       counter.requests++;
       counter.bytes += insertAllRequestBody(parts).length;
+      await answerAfter(network, undefined);
     }
   };
   return async (outputs: Iterable<EncodedChanges> | AsyncIterable<EncodedChanges>) => {
@@ -263,8 +424,13 @@ function consumer(writer: WriterKind, counter: WireCounter) {
 }
 
 /** One pass of the parallel path over all events. */
-function encoderPass(writer: WriterKind, encoder: ParallelChangeEncoder, counter: WireCounter) {
-  const consume = consumer(writer, counter);
+function encoderPass(
+  writer: WriterKind,
+  encoder: ParallelChangeEncoder,
+  counter: WireCounter,
+  network: SimulatedNetwork,
+) {
+  const consume = consumer(writer, counter, network);
   return () => consume(encoder.encodeAll(pulls(), () => new Date()));
 }
 
@@ -272,6 +438,7 @@ async function measure(
   path: string,
   threads: number,
   writer: WriterKind,
+  network: SimulatedNetwork,
   pass: () => Promise<unknown>,
   counter: WireCounter,
 ) {
@@ -296,7 +463,7 @@ async function measure(
   const ratio = v / f;
   const bytesPerEvent = wireBytes / Math.max(1, handled);
   console.log(
-    `${path.padEnd(12)} ${writer.padEnd(13)} workers ${threads}  floor ${Math.round(f).toLocaleString('en')}/s  ` +
+    `${path.padEnd(12)} ${writer.padEnd(13)} workers ${threads}  rtt ${String(network.rttMs).padStart(3)} ms  floor ${Math.round(f).toLocaleString('en')}/s  ` +
       `pipeline ${Math.round(v).toLocaleString('en')}/s  ratio ${ratio.toFixed(2)}  ` +
       `CPU ${median(cores).toFixed(2)} cores  ${Math.round(bytesPerEvent)} B/event on the wire  load ${load()}`,
   );
@@ -306,6 +473,7 @@ async function measure(
       path,
       writer,
       worker_threads: threads,
+      rtt_ms: network.rttMs,
       floor_per_s: Math.round(f),
       value_per_s: Math.round(v),
       ratio: Number(ratio.toFixed(3)),
@@ -362,7 +530,7 @@ async function stages(): Promise<void> {
     for (let i = 0; i < events.length; i += DEFAULT_TASK_EVENTS) {
       outputs.push(encode(events.slice(i, i + DEFAULT_TASK_EVENTS), now));
     }
-    const consume = consumer(writer, wireCounter());
+    const consume = consumer(writer, wireCounter(), { rttMs: 0 });
     const rates: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       rates.push((await throughputAsync(events.length, () => consume(outputs), ms)).perSecond);
@@ -375,7 +543,8 @@ async function stages(): Promise<void> {
       .map(([k, v]) => `${k.replace(/_us$/, '')} ${v}`)
       .join(', ')}`,
   );
-  lines.push(JSON.stringify({ bench: 'pipeline-stages', ...rounded, load_avg_1m: load() }));
+  // Each stage alone, without requests; the consumer stages' counting transport answers at once.
+  lines.push(JSON.stringify({ bench: 'pipeline-stages', rtt_ms: 0, ...rounded, load_avg_1m: load() }));
 }
 
 if (EVENTS > 0) {
@@ -384,18 +553,32 @@ if (EVENTS > 0) {
       OPERATION_MIX,
     )
       .map(([op, share]) => `${op} ${share * 100}%`)
-      .join(', ')}), ${schema.length} top-level columns; ${ROUNDS} rounds of ${ROUND_MS} ms each`,
+      .join(', ')}), ${schema.length} top-level columns; ${ROUNDS} rounds of ${ROUND_MS} ms each; ` +
+      `BigQuery answering after ${RTTS.join(', ')} ms`,
   );
   for (const writer of WRITERS) {
-    const counter = wireCounter();
     if (PATHS.has('stream-loop')) {
-      await measure('stream-loop', 0, writer, streamLoopPass(writer, counter), counter);
+      for (const rttMs of RTTS) {
+        const counter = wireCounter();
+        const network = { rttMs };
+        await measure('stream-loop', 0, writer, network, streamLoopPass(writer, counter, network), counter);
+      }
     }
     for (const threads of PATHS.has('encoder') ? [0, THREADS] : []) {
       const encoder = new ParallelChangeEncoder({ columns, format: writer, schema }, { threads });
       try {
-        const encCounter = wireCounter();
-        await measure('encoder', threads, writer, encoderPass(writer, encoder, encCounter), encCounter);
+        for (const rttMs of RTTS) {
+          const counter = wireCounter();
+          const network = { rttMs };
+          await measure(
+            'encoder',
+            threads,
+            writer,
+            network,
+            encoderPass(writer, encoder, counter, network),
+            counter,
+          );
+        }
       } finally {
         await encoder.close();
       }
