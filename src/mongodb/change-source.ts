@@ -13,10 +13,27 @@ import { type ChangeBatch, type ChangeCursor, type ChangeSource, type StreamStar
 import { isDocument } from '../transform/bson-kind.js';
 import { clusterTimeFromToken, normalizeChangeEvent, toClusterTime } from './change-event.js';
 
+const INVALID_RESUME_TOKEN = 260;
+
 /** Server error codes meaning the resume point is gone from the oplog (or never was valid). */
 const HISTORY_LOST_CODES = new Set([
-  286 /* ChangeStreamHistoryLost */, 280 /* ChangeStreamFatalError */, 260 /* InvalidResumeToken */,
+  286 /* ChangeStreamHistoryLost */,
+  280 /* ChangeStreamFatalError */,
+  INVALID_RESUME_TOKEN,
 ]);
+
+/**
+ * MongoDB's refusal of `resumeAfter` with the token of an invalidate event (InvalidResumeToken 260, no error
+ * label): "Attempting to resume a change stream using 'resumeAfter' is not allowed from an invalidate
+ * notification". The position is fine; only `startAfter` may continue from it.
+ */
+export function isResumeAfterInvalidate(error: unknown): boolean {
+  return (
+    codeOf(error) === INVALID_RESUME_TOKEN &&
+    error instanceof Error &&
+    /not allowed from an invalidate notification/i.test(error.message)
+  );
+}
 
 export const DEFAULT_MAX_AWAIT_MS = 1_000;
 /** Some servers (mongo-java-server) ignore maxAwaitTimeMS; an idle pull then polls at this pace. */
@@ -49,34 +66,59 @@ export function wrapStreamError(error: unknown): unknown {
 
 class MongoChangeCursor implements ChangeCursor {
   #last: ClusterTime | undefined;
+  #stream: ChangeStream<Document, Document>;
+  /**
+   * Opens the same stream with `startAfter`, for a `resumeAfter` the server refuses because its position is
+   * an invalidate (a checkpoint saved by a release that did not mark invalidates). Dropped once the stream
+   * delivered: the server accepted the start then.
+   */
+  #startAfter: (() => ChangeStream<Document, Document>) | undefined;
 
   constructor(
-    private readonly stream: ChangeStream<Document, Document>,
+    stream: ChangeStream<Document, Document>,
     private readonly maxAwaitMs: number,
-  ) {}
+    startAfter?: () => ChangeStream<Document, Document>,
+  ) {
+    this.#stream = stream;
+    this.#startAfter = startAfter;
+  }
 
   async next(maxEvents: number, signal: AbortSignal): Promise<ChangeBatch> {
-    const onAbort = () => void this.stream.close();
+    try {
+      const batch = await this.#pull(maxEvents, signal);
+      this.#startAfter = undefined;
+      return batch;
+    } catch (error) {
+      const startAfter = this.#startAfter;
+      this.#startAfter = undefined;
+      if (!startAfter || !isResumeAfterInvalidate(error)) throw wrapStreamError(error);
+      await this.#stream.close().catch(ignoreCloseError);
+      this.#stream = startAfter();
+      return this.next(maxEvents, signal);
+    }
+  }
+
+  async #pull(maxEvents: number, signal: AbortSignal): Promise<ChangeBatch> {
+    const stream = this.#stream;
+    const onAbort = () => void stream.close();
     signal.addEventListener('abort', onAbort, { once: true });
     try {
       const events: ChangeEvent[] = [];
       const deadline = Date.now() + this.maxAwaitMs;
-      let first = await this.stream.tryNext();
+      let first = await stream.tryNext();
       while (first === null && Date.now() < deadline && !signal.aborted) {
         await sleep(Math.min(IDLE_POLL_MS, Math.max(0, deadline - Date.now())), undefined, { signal });
-        first = await this.stream.tryNext();
+        first = await stream.tryNext();
       }
       if (first !== null) events.push(normalizeChangeEvent(first));
-      while (first !== null && events.length < maxEvents && this.stream.bufferedCount() > 0) {
-        const raw = await this.stream.tryNext();
+      while (first !== null && events.length < maxEvents && stream.bufferedCount() > 0) {
+        const raw = await stream.tryNext();
         if (raw === null) break;
         events.push(normalizeChangeEvent(raw));
       }
       const lastEvent = events.at(-1);
       if (lastEvent) this.#last = lastEvent.clusterTime;
       return { events, position: this.position() };
-    } catch (error) {
-      throw wrapStreamError(error);
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
@@ -84,7 +126,7 @@ class MongoChangeCursor implements ChangeCursor {
 
   /** The stream's resume token: the post-batch token when idle (on servers that send one). */
   private position(): Position | undefined {
-    const token: unknown = this.stream.resumeToken;
+    const token: unknown = this.#stream.resumeToken;
     const data = isDocument(token) ? token._data : undefined;
     if (typeof data !== 'string') return undefined;
     const clusterTime = clusterTimeFromToken(data) ?? this.#last;
@@ -92,8 +134,26 @@ class MongoChangeCursor implements ChangeCursor {
   }
 
   async close(): Promise<void> {
-    await this.stream.close();
+    await this.#stream.close();
   }
+}
+
+function startOptions(start: StreamStart): ChangeStreamOptions {
+  switch (start.kind) {
+    case 'resumeAfter':
+      return { resumeAfter: { _data: start.position.token } };
+    case 'startAfter':
+      return { startAfter: { _data: start.position.token } };
+    case 'startAt':
+      return { startAtOperationTime: new Timestamp({ t: start.clusterTime.t, i: start.clusterTime.i }) };
+    default:
+      return start satisfies never;
+  }
+}
+
+/** Closing a stream that failed to start has nothing left to do. */
+function ignoreCloseError(): void {
+  // Deliberately swallowed: the stream is replaced either way.
 }
 
 export interface MongoChangeSourceOptions {
@@ -116,22 +176,13 @@ export class MongoChangeSource implements ChangeSource {
       maxAwaitTimeMS: maxAwaitMs,
       batchSize: 1_000,
     };
-    switch (start.kind) {
-      case 'resumeAfter':
-        options.resumeAfter = { _data: start.position.token };
-        break;
-      case 'startAfter':
-        options.startAfter = { _data: start.position.token };
-        break;
-      case 'startAt':
-        options.startAtOperationTime = new Timestamp({ t: start.clusterTime.t, i: start.clusterTime.i });
-        break;
-      default:
-        start satisfies never;
-    }
-    return Promise.resolve(
-      new MongoChangeCursor(this.collection.watch<Document, Document>([], options), maxAwaitMs),
-    );
+    const watch = (from: StreamStart) =>
+      this.collection.watch<Document, Document>([], { ...options, ...startOptions(from) });
+    const fallback =
+      start.kind === 'resumeAfter'
+        ? () => watch({ kind: 'startAfter', position: start.position })
+        : undefined;
+    return Promise.resolve(new MongoChangeCursor(watch(start), maxAwaitMs, fallback));
   }
 
   /**
