@@ -10,7 +10,8 @@ import { type MappingStatus, type SettingsEntry, type SettingsStore } from '../c
 import { ConfigError } from '../errors.js';
 import { bsonKind, isDocument } from '../transform/bson-kind.js';
 import { codeOf } from './change-source.js';
-import { fencedSet, fencedUpdate, storedFence } from './fence.js';
+import { checkpointsCollectionName } from './checkpoint-store.js';
+import { fencedSet, fencedUpdate, storedFence, tokenValue } from './fence.js';
 import { SERVICE_WRITTEN_FIELDS, settingsIdString } from '../config/settings.js';
 
 /** MongoDB refuses change streams on these databases (error 73): settings kept there are only polled. */
@@ -90,8 +91,10 @@ interface OpenStream {
  * the right document even where two `_id`s read alike (the string "65a1…" and the ObjectId 65a1…).
  */
 export class MongoSettingsStore implements SettingsStore {
-  /** The settings collection (for the checkpoint store, which writes into the same documents). */
+  /** The settings collection (for the checkpoint store, which still writes `lastChangeId` there). */
   readonly collection: Collection;
+  /** The mappings' checkpoints, next to the settings (see MongoCheckpointStore). */
+  readonly checkpoints: Collection;
   readonly #db: Db;
   readonly #pollMs: number;
   readonly #watchable: boolean;
@@ -103,7 +106,9 @@ export class MongoSettingsStore implements SettingsStore {
   constructor(client: MongoClient, options: MongoSettingsStoreOptions = {}) {
     const database = options.database ?? DEFAULT_SETTINGS_DATABASE;
     this.#db = client.db(database);
-    this.collection = this.#db.collection(options.collection ?? DEFAULT_SETTINGS_COLLECTION);
+    const collection = options.collection ?? DEFAULT_SETTINGS_COLLECTION;
+    this.collection = this.#db.collection(collection);
+    this.checkpoints = this.#db.collection(checkpointsCollectionName(collection));
     this.#pollMs = options.pollMs ?? DEFAULT_SETTINGS_POLL_MS;
     this.#watchable = !UNWATCHABLE_DATABASES.has(database);
   }
@@ -113,13 +118,19 @@ export class MongoSettingsStore implements SettingsStore {
     return this.#watching;
   }
 
+  /** Creates the settings and the checkpoints collections where they do not exist. */
   async ensure(signal: AbortSignal): Promise<void> {
+    await this.#ensureCollection(this.collection, 'settings', signal);
+    await this.#ensureCollection(this.checkpoints, 'checkpoints', signal);
+  }
+
+  async #ensureCollection(collection: Collection, what: string, signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
-    const name = this.collection.collectionName;
+    const name = collection.collectionName;
     try {
       const existing = await this.#db.listCollections({ name }, { nameOnly: true }).toArray();
       // Checked again here: mongo-java-server ignores the filter.
-      if (existing.some((collection) => collection.name === name)) return;
+      if (existing.some((c) => c.name === name)) return;
       await this.#db.createCollection(name);
     } catch (error) {
       const code = codeOf(error);
@@ -127,7 +138,7 @@ export class MongoSettingsStore implements SettingsStore {
       if (code === NAMESPACE_EXISTS) return;
       if (code === UNAUTHORIZED || code === INVALID_NAMESPACE) {
         throw new ConfigError(
-          `cannot create the settings collection ${this.collection.namespace}: ${(error as Error).message}; ` +
+          `cannot create the ${what} collection ${collection.namespace}: ${(error as Error).message}; ` +
             'create it beforehand or choose a settings database this user may write (SETTINGS_DATABASE)',
           { cause: error },
         );
@@ -217,13 +228,20 @@ export class MongoSettingsStore implements SettingsStore {
     await this.#update(id, { $set: fencedSet({ columns: [...columns] }, fence) }, fence);
   }
 
+  /**
+   * The newer of the token in the checkpoint document (where replacing the settings document cannot erase
+   * it) and the one in the settings document's `status.fence`.
+   */
   async fenceOf(id: string, signal: AbortSignal): Promise<number | undefined> {
     signal.throwIfAborted();
     const documentId = await this.#resolve(id);
     if (documentId === undefined) return undefined;
-    return storedFence(
-      await this.collection.findOne({ _id: documentId } as Document, { projection: { status: 1 } }),
-    );
+    const [settings, checkpoint] = await Promise.all([
+      this.collection.findOne({ _id: documentId } as Document, { projection: { status: 1 } }),
+      this.checkpoints.findOne({ _id: documentId } as Document, { projection: { fence: 1 } }),
+    ]);
+    const tokens = [storedFence(settings), tokenValue(checkpoint?.fence)].filter((t) => t !== undefined);
+    return tokens.length === 0 ? undefined : Math.max(...tokens);
   }
 
   /** A write of the service's own fields; with `fence`, refused (FencedOutError) once a newer owner wrote. */
