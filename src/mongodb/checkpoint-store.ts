@@ -207,7 +207,8 @@ export class MongoCheckpointStore implements CheckpointStore {
 
   /**
    * The previous release kept the checkpoint in the settings document (`lastChangeId`, `status.checkpoint`);
-   * read once, when this collection has none, and written here, so an upgrade resumes where it was.
+   * read once, when this collection has none, written here and removed there (`lastChangeId` stays, as
+   * the copy it now is), so an upgrade resumes where it was.
    */
   async #upgrade(stored: StoredState, signal: AbortSignal): Promise<StoredState> {
     signal.throwIfAborted();
@@ -220,7 +221,12 @@ export class MongoCheckpointStore implements CheckpointStore {
     const legacyScope =
       this.#o.scope +
       (this.#o.resyncRequestedAt === undefined ? '' : ` @ resync ${this.#o.resyncRequestedAt}`);
-    if (!saved || (saved.scope ?? '') !== legacyScope) return stored;
+    if (!saved) return stored;
+    if ((saved.scope ?? '') !== legacyScope) {
+      // Of another target: that release would not have resumed from it either.
+      await this.#dropLegacy();
+      return stored;
+    }
     const token: unknown = doc?.lastChangeId;
     const data = isDocument(token) ? token._data : undefined;
     const position =
@@ -247,7 +253,17 @@ export class MongoCheckpointStore implements CheckpointStore {
       },
       ...(request && { $max: { resyncRequestedAt: request } }),
     });
+    await this.#dropLegacy();
     return upgraded;
+  }
+
+  /** Read once: a checkpoint document deleted later must start afresh, not from this old copy. */
+  async #dropLegacy(): Promise<void> {
+    const { settings, settingsId, fence } = this.#o;
+    await fencedUpdate(settings, settingsId, fence, {
+      $unset: { 'status.checkpoint': '' },
+      ...(fence !== undefined && { $set: fencedSet({}, fence) }),
+    });
   }
 
   /** A fenced upsert of the checkpoint document; FencedOutError once a newer owner wrote. */

@@ -229,12 +229,24 @@ describe('issue 10: checkpoints that settings edits cannot erase', () => {
     });
     const upgraded = storeFor(settings, insertedId, 'bidding.ad_cpta -> ds.t', 5, '2026-11-30T08:00:00.000Z');
     expect(await upgraded.load(signal())).toEqual({ position: at(7), backfill, resync: true });
+    // Read once: the old copy is gone from the settings document (lastChangeId stays, as the copy).
+    const afterUpgrade = await settings.findOne({ _id: insertedId });
+    expect(afterUpgrade?.status).not.toHaveProperty('checkpoint');
+    expect(afterUpgrade?.lastChangeId).toEqual({ _data: at(7).token });
     await settings.replaceOne({ _id: insertedId }, { ...original });
     expect(await storeFor(settings, insertedId, 'bidding.ad_cpta -> ds.t', 6).load(signal())).toEqual({
       position: at(7),
       backfill,
       resync: true,
     });
+    // Deleting the checkpoint document starts afresh: the old copy is not read a second time.
+    await client
+      .db(settings.dbName)
+      .collection(checkpointsCollectionName(settings.collectionName))
+      .deleteOne({ _id: insertedId });
+    expect(
+      (await storeFor(settings, insertedId, 'bidding.ad_cpta -> ds.t', 7).load(signal())).position,
+    ).toBeUndefined();
     // A checkpoint of another target is not taken over.
     const other = await settings.insertOne({
       ...original,
