@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Long, MongoClient, type Document } from 'mongodb';
+import { Long, MongoClient, Timestamp, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchiver, type RunningArchiver } from '../../../src/app/archiver.js';
 import { requestResync } from '../../../src/app/resync.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { loadBootstrapConfig, type BootstrapConfig } from '../../../src/config/bootstrap.js';
+import { encodeId } from '../../../src/mongodb/checkpoint-store.js';
+import { MongoChangeSource } from '../../../src/mongodb/change-source.js';
 import { createLogger } from '../../../src/observability/logger.js';
 import { docIdString } from '../../../src/transform/values.js';
 import { bigQueryTestEnv } from '../support/bigquery.js';
@@ -462,6 +464,66 @@ describe('the archiver daemon against the peers', () => {
       query: `SELECT COUNT(*) AS n FROM \`${clients.projectId}.${DATASET}.copied\` WHERE operationType = 'backfill'`,
     })) as unknown as [{ n: number }[]];
     expect(Number(copies[0]?.n)).toBe(40);
+  }, 120_000);
+
+  it('issue 10 item 9: a backfill interrupted after a new snapshot (on_history_lost: resnapshot) is finished after a restart, not skipped', async () => {
+    const db = `resnap_${suffix}`;
+    const items = mongo.db(db).collection<Item>('items');
+    await items.insertMany(Array.from({ length: 40 }, (_, i) => ({ _id: i, n: i, label: 'seed' })));
+    const snapshotStart = await new MongoChangeSource(mongo, mongo.db(db).collection('items')).currentTime(
+      AbortSignal.timeout(10_000),
+    );
+    // What the checkpoints hold when a new snapshot was interrupted after its first chunk: the lost position
+    // cleared, the copy half done. Nothing in the settings asks for a backfill.
+    await mongo
+      .db(SETTINGS_DB)
+      .collection<Document & { _id: string }>('bigquery_archiver_settings_checkpoints')
+      .insertOne({
+        _id: 'resnap',
+        scope: `${db}.items -> ${DATASET}.resnap`,
+        resync: false,
+        backfill: {
+          snapshotStart: new Timestamp({ t: snapshotStart.t, i: snapshotStart.i }),
+          lastId: encodeId(19),
+          copied: 20,
+          done: false,
+        },
+      });
+    await mongo
+      .db(SETTINGS_DB)
+      .collection<Document & { _id: string }>('bigquery_archiver_settings')
+      .insertOne({
+        _id: 'resnap',
+        mongo_database: db,
+        mongo_collection: 'items',
+        bigquery_table: 'resnap',
+        on_history_lost: 'resnapshot',
+        columns: [
+          { name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true },
+          { name: 'n', type: 'INTEGER' },
+          { name: 'label', type: 'STRING' },
+        ],
+      });
+    const run = await start();
+    try {
+      const copied = async () => {
+        const [rows] = (await clients.bigquery
+          .query({
+            query: `SELECT _doc_id FROM \`${clients.projectId}.${DATASET}.resnap\` WHERE operationType = 'backfill'`,
+          })
+          .catch(() => [[]])) as unknown as [{ _doc_id: string }[]];
+        return rows.map((r) => r._doc_id).sort();
+      };
+      const expected = Array.from({ length: 20 }, (_, i) => docIdString(20 + i)).sort();
+      const deadline = Date.now() + 60_000;
+      while (JSON.stringify(await copied()) !== JSON.stringify(expected) && Date.now() < deadline) {
+        await sleep(300);
+      }
+      // The rest of the copy, from where it stopped: documents 20 to 39, once each.
+      expect(await copied()).toEqual(expected);
+    } finally {
+      await run.stop();
+    }
   }, 120_000);
 });
 
