@@ -7,7 +7,7 @@ import {
   DEFAULT_SETTINGS_POLL_MS,
 } from '../config/bootstrap.js';
 import { type MappingStatus, type SettingsEntry, type SettingsStore } from '../core/ports.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, FencedOutError } from '../errors.js';
 import { bsonKind, isDocument } from '../transform/bson-kind.js';
 import { codeOf } from './change-source.js';
 import { checkpointsCollectionName } from './checkpoint-store.js';
@@ -198,7 +198,7 @@ export class MongoSettingsStore implements SettingsStore {
 
   /**
    * Sets `status.state`, `status.updatedAt` and the given fields one by one, so what else lives under
-   * `status` (the checkpoint store's `checkpoint` and `lastCheckpointAt`, counters not given now) stays.
+   * `status` (the checkpoint store's `lastCheckpointAt`, counters not given now) stays.
    * A message belongs to the state it came with: without one, the previous message is removed.
    */
   async reportStatus(id: string, status: MappingStatus, fence?: number): Promise<void> {
@@ -211,6 +211,7 @@ export class MongoSettingsStore implements SettingsStore {
     };
     const documentId = await this.#resolve(id);
     if (documentId === undefined) return;
+    await this.#refuseIfFencedOut(documentId, fence);
     try {
       await fencedUpdate(this.collection, documentId, fence, update);
     } catch (error) {
@@ -248,7 +249,26 @@ export class MongoSettingsStore implements SettingsStore {
   async #update(id: string, update: Document, fence?: number): Promise<void> {
     const documentId = await this.#resolve(id);
     if (documentId === undefined) return;
+    await this.#refuseIfFencedOut(documentId, fence);
     await fencedUpdate(this.collection, documentId, fence, update);
+  }
+
+  /**
+   * `status.fence` goes when the settings document is replaced wholesale; the checkpoint document keeps the
+   * newest token. Checked first, so an older owner cannot write a stale state or stale columns into a
+   * replaced document (the fenced update itself covers every other case).
+   */
+  async #refuseIfFencedOut(documentId: unknown, fence: number | undefined): Promise<void> {
+    if (fence === undefined) return;
+    const checkpoint = await this.checkpoints.findOne({ _id: documentId } as Document, {
+      projection: { fence: 1 },
+    });
+    const newer = tokenValue(checkpoint?.fence);
+    if (newer !== undefined && newer > fence) {
+      throw new FencedOutError(
+        `another instance owns this mapping now (fencing token ${newer} is newer than ours, ${fence}); this instance stops it`,
+      );
+    }
   }
 
   /** The stored `_id` behind `id`; undefined when no such document exists (any more): nothing to write. */

@@ -260,7 +260,7 @@ describe('issue 10: checkpoints that settings edits cannot erase', () => {
     });
   });
 
-  it('issue 10 item 3: the lease floor (fenceOf) survives a replacement of the settings document', async () => {
+  it('issue 10 item 3: the lease floor (fenceOf) and the fencing of settings writes survive a replacement of the settings document', async () => {
     const database = `cfg_${randomBytes(4).toString('hex')}`;
     const store = new MongoSettingsStore(client, { database });
     await store.ensure(signal());
@@ -278,5 +278,16 @@ describe('issue 10: checkpoints that settings edits cannot erase', () => {
     await store.collection.replaceOne({ _id: 'orders' } as Document, { ...original });
     expect(await store.fenceOf('orders', signal())).toBe(7);
     expect(await store.collection.findOne({ _id: 'orders' } as Document)).not.toHaveProperty('status');
+    // Nor can an older owner write a state or columns into the replaced document.
+    await expect(store.reportStatus('orders', { state: 'streaming' }, 6)).rejects.toBeInstanceOf(
+      FencedOutError,
+    );
+    await expect(store.saveColumns('orders', [{ name: 'x', type: 'STRING' }], 6)).rejects.toBeInstanceOf(
+      FencedOutError,
+    );
+    await store.reportStatus('orders', { state: 'streaming' }, 7);
+    expect(await store.collection.findOne({ _id: 'orders' } as Document)).toMatchObject({
+      status: { state: 'streaming', fence: 7 },
+    });
   });
 });
