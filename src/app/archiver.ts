@@ -104,6 +104,7 @@ export async function startArchiver(
       config,
       store,
       settingsCollection: store.collection,
+      checkpointsCollection: store.checkpoints,
       sample: (collection, maxSamples, s) => sampleDocuments(collection, { maxSamples, signal: s }),
       logger,
       metrics,

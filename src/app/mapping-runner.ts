@@ -8,6 +8,7 @@ import { type BootstrapConfig } from '../config/bootstrap.js';
 import { type MappingSettings } from '../config/settings.js';
 import { DEFAULT_BATCH_LIMITS, type BatchLimits } from '../core/batcher.js';
 import { backfillRecord, type HistoryRecord } from '../core/history-rows.js';
+import { type Position } from '../core/model.js';
 
 import {
   type BackfillProgress,
@@ -16,10 +17,10 @@ import {
   type SettingsStore,
   type StreamStart,
 } from '../core/ports.js';
-import { rowBytes, runStreamLoop, type RecordSink } from '../core/stream-loop.js';
+import { resumeFrom, rowBytes, runStreamLoop, type RecordSink } from '../core/stream-loop.js';
 import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
-import { decodeId, encodeId, SettingsCheckpointStore } from '../mongodb/checkpoint-store.js';
+import { decodeId, encodeId, MongoCheckpointStore } from '../mongodb/checkpoint-store.js';
 import { DEFAULT_BACKFILL_CHUNK, SnapshotReader } from '../mongodb/snapshot-reader.js';
 import { mappingLogger, type Logger } from '../observability/logger.js';
 import { type Metrics } from '../observability/metrics.js';
@@ -46,8 +47,10 @@ export interface MappingRunnerDeps {
   readonly target: StorageWriteTarget;
   readonly config: BootstrapConfig;
   readonly store: SettingsStore;
-  /** The settings collection, where checkpoints are kept. */
+  /** The settings collection (it still receives `lastChangeId`, and held the previous release's checkpoints). */
   readonly settingsCollection: Collection;
+  /** Where the checkpoints are kept (see MongoCheckpointStore). */
+  readonly checkpointsCollection: Collection;
   readonly sample: Sampler;
   readonly logger: Logger;
   readonly metrics?: Metrics;
@@ -124,17 +127,17 @@ class MappingRun {
       },
     });
     const dataset = settings.bigqueryDataset ?? deps.config.BIGQUERY_DATASET;
-    // A checkpoint belongs to its source, its target and its resync request: change any and it starts over.
-    const scope =
-      `${settings.mongoDatabase}.${settings.mongoCollection} -> ${dataset}.${settings.bigqueryTable}` +
-      (settings.resyncRequestedAt === undefined ? '' : ` @ resync ${settings.resyncRequestedAt}`);
+    // A checkpoint belongs to its source and its target (change either and it starts over), and to the
+    // latest resync request it served (the store keeps that state, and starts over for a newer request).
     // Every checkpoint write carries the lease's fencing token: refused once another instance took over.
-    const checkpoints = new SettingsCheckpointStore(
-      deps.settingsCollection,
-      settings.documentId,
-      scope,
-      hooks.fence,
-    );
+    const checkpoints = new MongoCheckpointStore({
+      checkpoints: deps.checkpointsCollection,
+      settings: deps.settingsCollection,
+      settingsId: settings.documentId,
+      scope: `${settings.mongoDatabase}.${settings.mongoCollection} -> ${dataset}.${settings.bigqueryTable}`,
+      resyncRequestedAt: settings.resyncRequestedAt,
+      ...(hooks.fence !== undefined && { fence: hooks.fence }),
+    });
     this.#checkpoints = settings.dryrun
       ? NO_CHECKPOINTS
       : (metrics?.observeCheckpoints(checkpoints) ?? checkpoints);
@@ -146,13 +149,17 @@ class MappingRun {
     try {
       await this.#prepareDestination();
       let checkpoint = await this.#checkpoints.load(signal);
-      const wantsBackfill =
-        this.settings.backfillFullCollection || this.settings.resyncRequestedAt !== undefined;
-      if (wantsBackfill && !(checkpoint.backfill?.done ?? false)) {
-        checkpoint = { ...checkpoint, backfill: await this.#backfill(checkpoint.backfill, signal) };
+      const wantsBackfill = this.settings.backfillFullCollection || checkpoint.resync === true;
+      // A backfill under way is finished whatever started it (a resync, a new snapshot after a lost
+      // history): the documents it has not copied yet would be missing from the views otherwise.
+      if (checkpoint.backfill ? !checkpoint.backfill.done : wantsBackfill) {
+        checkpoint = {
+          position: checkpoint.position,
+          backfill: await this.#backfill(checkpoint.backfill, checkpoint.position, signal),
+        };
       }
       let start: StreamStart = checkpoint.position
-        ? { kind: 'resumeAfter', position: checkpoint.position }
+        ? resumeFrom(checkpoint.position)
         : {
             kind: 'startAt',
             clusterTime: checkpoint.backfill?.snapshotStart ?? (await this.#source.currentTime(signal)),
@@ -189,7 +196,8 @@ class MappingRun {
             );
           }
           this.log.warn('change stream history lost; taking a new snapshot (on_history_lost: resnapshot)');
-          const progress = await this.#backfill(undefined, signal);
+          // The lost position goes: the new backfill's first checkpoint replaces it.
+          const progress = await this.#backfill(undefined, undefined, signal);
           start = { kind: 'startAt', clusterTime: progress.snapshotStart };
           continue;
         }
@@ -347,8 +355,17 @@ class MappingRun {
     await this.#saveColumns(columns);
   }
 
-  /** Records the start point first, copies in `_id` chunks, and saves progress after each flushed chunk. */
-  async #backfill(resume: BackfillProgress | undefined, signal: AbortSignal): Promise<BackfillProgress> {
+  /**
+   * Records the start point first, copies in `_id` chunks, and saves progress after each flushed chunk.
+   * `position` is where the stream continues afterwards (undefined: from the snapshot's start); every
+   * backfill checkpoint carries it, and so replaces whatever position was saved before.
+   */
+  async #backfill(
+    resume: BackfillProgress | undefined,
+    position: Position | undefined,
+    signal: AbortSignal,
+  ): Promise<BackfillProgress> {
+    const checkpointOf = (backfill: BackfillProgress): Checkpoint => ({ position, backfill });
     const reader = new SnapshotReader(this.#collection, this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK);
     let progress: BackfillProgress = resume ?? {
       snapshotStart: await this.#source.currentTime(signal),
@@ -388,8 +405,4 @@ class MappingRun {
     this.log.info({ copied: progress.copied }, 'backfill done');
     return progress;
   }
-}
-
-function checkpointOf(backfill: BackfillProgress): Checkpoint {
-  return { position: undefined, backfill };
 }

@@ -1,13 +1,15 @@
 import { type MongoClient } from 'mongodb';
 import { type BootstrapConfig } from '../config/bootstrap.js';
 import { ConfigError } from '../errors.js';
+import { recordResyncRequest } from '../mongodb/checkpoint-store.js';
 import { MongoSettingsStore } from '../mongodb/settings-store.js';
 
 /**
- * Asks the running archiver to copy a mapping's collection again: sets `resync_requested_at` in its settings
- * document. That is a configuration change, so the supervisor restarts exactly that mapping, which ignores
- * checkpoints made before the request and backfills from a fresh start point; the views converge (the
- * backfill rows sort before every later change). Returns the time of the request.
+ * Asks the running archiver to copy a mapping's collection again. The request is recorded in the mapping's
+ * checkpoint document, where no edit of the settings document can take it back, and `resync_requested_at` is
+ * set in the settings document: a configuration change, so the supervisor restarts exactly that mapping,
+ * which clears its checkpoint and backfills from a fresh start point; the views converge (the backfill rows
+ * sort before every later change). Returns the time of the request.
  */
 export async function requestResync(
   mongo: MongoClient,
@@ -27,6 +29,7 @@ export async function requestResync(
     );
   }
   const at = new Date();
+  await recordResyncRequest(store.checkpoints, entry.document._id, at);
   await store.collection.updateOne({ _id: entry.document._id } as Record<string, unknown>, {
     $set: { resync_requested_at: at },
   });

@@ -1,17 +1,32 @@
 import { type Document } from 'mongodb';
 import { connectMongo } from '../app/archiver.js';
 import { settingsIdString } from '../config/settings.js';
+import { checkpointsCollectionName } from '../mongodb/checkpoint-store.js';
 import { MongoLeaseStore } from '../mongodb/lease-store.js';
-import { isDocument } from '../transform/bson-kind.js';
+import { bsonKind, isDocument } from '../transform/bson-kind.js';
+import { toClusterTime } from '../mongodb/change-event.js';
 import { EXIT, loadConfig, type GlobalOptions } from './common.js';
 
 function field(doc: Document | undefined, key: string): unknown {
   return doc?.[key];
 }
 
+/** Where a mapping's checkpoint stands: the cluster time it resumes after, or its backfill's progress. */
+function positionOf(checkpoint: Document | undefined): string {
+  const backfill: unknown = checkpoint?.backfill;
+  if (isDocument(backfill) && backfill.done !== true) {
+    return `backfill:${typeof backfill.copied === 'number' ? backfill.copied : 0}`;
+  }
+  const position: unknown = checkpoint?.position;
+  const time: unknown = isDocument(position) ? position.clusterTime : undefined;
+  if (bsonKind(time) !== 'Timestamp') return '-';
+  const at = new Date(toClusterTime(time).t * 1_000).toISOString();
+  return isDocument(position) && position.invalidate === true ? `${at}(after a drop)` : at;
+}
+
 /**
- * One line per mapping: state, lag, last checkpoint, the instance holding its lease, last failure (read from
- * the settings documents and the leases).
+ * One line per mapping: state, lag, last checkpoint and where it resumes, the instance holding its lease,
+ * last failure (read from the settings documents, the checkpoints and the leases).
  */
 export async function statusCommand(options: GlobalOptions): Promise<number> {
   const config = loadConfig(options);
@@ -23,6 +38,15 @@ export async function statusCommand(options: GlobalOptions): Promise<number> {
       .collection(config.SETTINGS_COLLECTION)
       .find({})
       .toArray();
+    const checkpoints = new Map(
+      (
+        await mongo
+          .db(config.SETTINGS_DATABASE)
+          .collection(checkpointsCollectionName(config.SETTINGS_COLLECTION))
+          .find({})
+          .toArray()
+      ).map((doc) => [settingsIdString(doc._id), doc]),
+    );
     const holders = await new MongoLeaseStore(
       mongo.db(config.SETTINGS_DATABASE).collection(`${config.SETTINGS_COLLECTION}_leases`),
     ).holders();
@@ -32,7 +56,9 @@ export async function statusCommand(options: GlobalOptions): Promise<number> {
       const status: unknown = doc.status;
       const s = isDocument(status) ? status : undefined;
       const lag = field(s, 'lagSeconds');
-      const checkpoint = field(s, 'lastCheckpointAt');
+      const saved = checkpoints.get(settingsIdString(doc._id));
+      // The checkpoints collection is authoritative; the settings document's copy may have been edited away.
+      const checkpoint = field(saved, 'updatedAt') ?? field(s, 'lastCheckpointAt');
       const failure = field(doc, 'lastFailure');
       console.log(
         [
@@ -41,6 +67,7 @@ export async function statusCommand(options: GlobalOptions): Promise<number> {
           `state=${typeof field(s, 'state') === 'string' ? String(field(s, 'state')) : 'unknown'}`,
           `lag=${typeof lag === 'number' ? `${lag}s` : '-'}`,
           `checkpoint=${checkpoint instanceof Date ? checkpoint.toISOString() : '-'}`,
+          `position=${positionOf(saved)}`,
           `owner=${holders.get(settingsIdString(doc._id))?.owner ?? '-'}`,
           `lastFailure=${typeof failure === 'string' ? JSON.stringify(failure) : '-'}`,
         ].join('  '),

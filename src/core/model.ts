@@ -15,6 +15,11 @@ export interface ClusterTime {
 export interface Position {
   readonly token: string;
   readonly clusterTime: ClusterTime;
+  /**
+   * The position is an `invalidate` event (after a drop, rename or dropDatabase). MongoDB refuses to resume
+   * after one with `resumeAfter` (InvalidResumeToken, 260): a stream continues from it with `startAfter`.
+   */
+  readonly invalidate?: true;
 }
 
 interface EventBase {

@@ -37,6 +37,11 @@ export interface Checkpoint {
   /** Last change whose rows BigQuery acknowledged (the original service's `lastChangeId` holds its token). */
   readonly position: Position | undefined;
   readonly backfill?: BackfillProgress;
+  /**
+   * This checkpoint began with a resync request (`mongo-bigquery-archiver resync`): its backfill is owed even
+   * when the settings do not ask for one. Set by the store as it loads; never saved by the pipeline.
+   */
+  readonly resync?: boolean;
 }
 
 export interface BackfillProgress {
@@ -48,8 +53,17 @@ export interface BackfillProgress {
 }
 
 export interface CheckpointStore {
+  /**
+   * The checkpoint of the mapping as configured now. One of another scope (the mapping now reads another
+   * collection or writes another table) or older than an unserved resync request is cleared as it is loaded:
+   * the result is then empty, and nothing of the old one can come back later.
+   */
   load(signal: AbortSignal): Promise<Checkpoint>;
-  /** Persists only after the sink acknowledged every row up to the checkpoint. */
+  /**
+   * Persists only after the sink acknowledged every row up to the checkpoint. A checkpoint with backfill
+   * progress replaces the whole checkpoint (an undefined position clears the saved one: a new backfill never
+   * inherits the position of what came before); one without moves the position only.
+   */
   save(checkpoint: Checkpoint, signal: AbortSignal): Promise<void>;
 }
 

@@ -139,7 +139,10 @@ export async function runStreamLoop(
       for (const event of batch.events) {
         const operation = operationTypeOf(event);
         read.set(operation, (read.get(operation) ?? 0) + 1);
-        const position = { token: event.token, clusterTime: event.clusterTime };
+        const position: Position =
+          event.kind === 'collection-gone' && event.operationType === 'invalidate'
+            ? { token: event.token, clusterTime: event.clusterTime, invalidate: true }
+            : { token: event.token, clusterTime: event.clusterTime };
         switch (event.kind) {
           case 'collection-gone':
           case 'upsert':
@@ -166,7 +169,10 @@ export async function runStreamLoop(
         }
       }
       for (const [operation, count] of read) observer?.eventsRead(operation, count);
-      if (!gone && batch.position) readUpTo = batch.position;
+      // An idle stream opened after an invalidate reports the invalidate's own token as its post-batch
+      // position: that is still the invalidate, to be continued from with startAfter.
+      if (!gone && batch.position)
+        readUpTo = batch.position.token === readUpTo?.token ? readUpTo : batch.position;
       if (gone || batch.events.length === 0 || batcher.due(clock.now())) await flush();
       if (gone) return gone;
     }
@@ -203,6 +209,11 @@ function deadlineAfter(stop: AbortSignal, ms: number): { readonly signal: AbortS
       clearTimeout(timer);
     },
   };
+}
+
+/** Where a stream continues from a saved position: after an invalidate only `startAfter` is accepted. */
+export function resumeFrom(position: Position): StreamStart {
+  return position.invalidate ? { kind: 'startAfter', position } : { kind: 'resumeAfter', position };
 }
 
 function isAborted(signal: AbortSignal): boolean {

@@ -19,10 +19,27 @@ import {
 } from './change-event.js';
 import { decodeAll, isInvalidUtf8Error, RAW_READ } from './raw-documents.js';
 
+const INVALID_RESUME_TOKEN = 260;
+
 /** Server error codes meaning the resume point is gone from the oplog (or never was valid). */
 const HISTORY_LOST_CODES = new Set([
-  286 /* ChangeStreamHistoryLost */, 280 /* ChangeStreamFatalError */, 260 /* InvalidResumeToken */,
+  286 /* ChangeStreamHistoryLost */,
+  280 /* ChangeStreamFatalError */,
+  INVALID_RESUME_TOKEN,
 ]);
+
+/**
+ * MongoDB's refusal of `resumeAfter` with the token of an invalidate event (InvalidResumeToken 260, no error
+ * label): "Attempting to resume a change stream using 'resumeAfter' is not allowed from an invalidate
+ * notification". The position is fine; only `startAfter` may continue from it.
+ */
+export function isResumeAfterInvalidate(error: unknown): boolean {
+  return (
+    codeOf(error) === INVALID_RESUME_TOKEN &&
+    error instanceof Error &&
+    /not allowed from an invalidate notification/i.test(error.message)
+  );
+}
 
 export const DEFAULT_MAX_AWAIT_MS = 1_000;
 /** Some servers (mongo-java-server) ignore maxAwaitTimeMS; an idle pull then polls at this pace. */
@@ -237,6 +254,12 @@ class MongoChangeCursor implements ChangeCursor {
       return raw;
     } catch (error) {
       if (isInvalidUtf8Error(error)) return this.#readUndecodable(error, signal);
+      if (isResumeAfterInvalidate(error) && 'resumeAfter' in this.#streamStart && !this.#streamReturned) {
+        // A checkpoint on an invalidate saved without its mark (by the previous release): continue from it
+        // the only way MongoDB allows.
+        this.#reopen({ startAfter: this.#streamStart.resumeAfter });
+        return null;
+      }
       if (codeOf(error) === UNRECOGNIZED_STAGE && this.opener.splitting && !this.#streamReturned) {
         this.opener.splitRefused(error);
         this.#reopen(this.#streamStart);

@@ -1,10 +1,14 @@
 import { deserialize, EJSON, serialize } from 'bson';
 import { Timestamp, type Collection, type Document } from 'mongodb';
-import { type ClusterTime } from '../core/model.js';
+import { type ClusterTime, type Position } from '../core/model.js';
 import { type BackfillProgress, type Checkpoint, type CheckpointStore } from '../core/ports.js';
+import { FencedOutError } from '../errors.js';
 import { BSON_DECODE_OPTIONS, isDocument } from '../transform/bson-kind.js';
+import { codeOf } from './change-source.js';
 import { toClusterTime } from './change-event.js';
-import { fencedSet, fencedUpdate } from './fence.js';
+import { fencedSet, fencedUpdate, tokenValue } from './fence.js';
+
+const DUPLICATE_KEY = 11_000;
 
 function timestamp(time: ClusterTime): Timestamp {
   return new Timestamp({ t: time.t, i: time.i });
@@ -20,6 +24,45 @@ function readBackfill(value: unknown): BackfillProgress | undefined {
   };
 }
 
+function writeBackfill(backfill: BackfillProgress): Document {
+  return {
+    snapshotStart: timestamp(backfill.snapshotStart),
+    lastId: backfill.lastId ?? null,
+    copied: backfill.copied,
+    done: backfill.done,
+  };
+}
+
+function readPosition(value: unknown): Position | undefined {
+  if (!isDocument(value) || typeof value.token !== 'string' || value.clusterTime === undefined) {
+    return undefined;
+  }
+  return {
+    token: value.token,
+    clusterTime: toClusterTime(value.clusterTime),
+    ...(value.invalidate === true && { invalidate: true as const }),
+  };
+}
+
+function writePosition(position: Position): Document {
+  return {
+    token: position.token,
+    clusterTime: timestamp(position.clusterTime),
+    ...(position.invalidate && { invalidate: true }),
+  };
+}
+
+function readDate(value: unknown): Date | undefined {
+  return value instanceof Date && !Number.isNaN(value.getTime()) ? value : undefined;
+}
+
+/** The later of two optional dates. */
+function latest(a: Date | undefined, b: Date | undefined): Date | undefined {
+  if (!a) return b;
+  if (!b) return a;
+  return a.getTime() >= b.getTime() ? a : b;
+}
+
 /** A document `_id` as it is kept in a checkpoint: canonical Extended JSON, exact for every BSON type. */
 export function encodeId(id: unknown): string {
   return EJSON.stringify({ id }, { relaxed: false });
@@ -31,61 +74,244 @@ export function decodeId(text: string): unknown {
   return deserialize(serialize(parsed), BSON_DECODE_OPTIONS).id as unknown;
 }
 
+/** The collection of checkpoints next to a settings collection (like its `_leases`). */
+export function checkpointsCollectionName(settingsCollection: string): string {
+  return `${settingsCollection}_checkpoints`;
+}
+
 /**
- * Keeps a mapping's checkpoint in its settings document, where the original service kept it: the resume
- * token in `lastChangeId`, and the cluster time and backfill progress under `status.checkpoint`. These are
- * the service's own fields, so writing them never restarts the mapping. With leases, every write carries the
- * owner's fencing token.
+ * Asks for a resync of the mapping whose settings document has `_id` `settingsId`, where no edit of the
+ * settings document can take the request back: the mapping honours the latest request it has not served yet.
  */
-export class SettingsCheckpointStore implements CheckpointStore {
+export async function recordResyncRequest(
+  checkpoints: Collection,
+  settingsId: unknown,
+  at: Date,
+): Promise<void> {
+  // Unfenced: it never touches the position, and `$max` keeps the latest request whoever writes last.
+  await checkpoints.updateOne(
+    { _id: settingsId } as Document,
+    { $max: { resyncRequestedAt: at } },
+    { upsert: true },
+  );
+}
+
+/** What one mapping's checkpoint document holds (see MongoCheckpointStore). */
+interface StoredState {
+  readonly scope: string | undefined;
+  readonly position: Position | undefined;
+  readonly backfill: BackfillProgress | undefined;
+  /** The current checkpoint began with a resync request: its backfill is owed whatever the settings say. */
+  readonly resync: boolean;
+  /** The latest resync request known (from `resync`, or copied from the settings document). */
+  readonly resyncRequestedAt: Date | undefined;
+  /** The latest request already served: a request up to this time starts nothing. */
+  readonly resyncServedAt: Date | undefined;
+}
+
+function readState(doc: Document | null): StoredState {
+  return {
+    scope: typeof doc?.scope === 'string' ? doc.scope : undefined,
+    position: readPosition(doc?.position),
+    backfill: readBackfill(doc?.backfill),
+    resync: doc?.resync === true,
+    resyncRequestedAt: readDate(doc?.resyncRequestedAt),
+    resyncServedAt: readDate(doc?.resyncServedAt),
+  };
+}
+
+export interface MongoCheckpointStoreOptions {
+  /** The checkpoints collection (see checkpointsCollectionName). */
+  readonly checkpoints: Collection;
+  /** The settings collection: it still receives `lastChangeId`, and held the previous release's checkpoints. */
+  readonly settings: Collection;
+  /** The settings document's `_id` as stored: the checkpoint document's `_id`. */
+  readonly settingsId: unknown;
   /**
-   * `scope` names what the checkpoint is about (source collection and target table): a checkpoint saved
-   * for another scope (the settings now point elsewhere) is ignored, so the new target starts afresh.
+   * What the checkpoint is about (source collection and target table): a checkpoint of another scope (the
+   * settings now point elsewhere) is cleared, so the new target starts afresh.
    */
-  constructor(
-    private readonly settings: Collection,
-    private readonly settingsId: unknown,
-    private readonly scope = '',
-    /** The fencing token of this instance's lease on the mapping (see LeaseStore); undefined without leases. */
-    private readonly fence?: number,
-  ) {}
+  readonly scope: string;
+  /** `resync_requested_at` of the settings document (ISO 8601), if any. */
+  readonly resyncRequestedAt?: string | undefined;
+  /** The fencing token of this instance's lease on the mapping (see LeaseStore); undefined without leases. */
+  readonly fence?: number;
+}
+
+/**
+ * Keeps a mapping's checkpoint in a collection of its own, one document per mapping (`_id` = the settings
+ * document's `_id`): scope, position, backfill progress, resync state and fencing token. Editing the settings
+ * document, even replacing it wholesale, cannot erase any of them. The settings document still receives
+ * `lastChangeId` (the resume token, as the original service kept it) and `status.lastCheckpointAt`; these
+ * are copies, never read back.
+ *
+ * Every write carries the owner's fencing token and is refused (FencedOutError) once a newer owner wrote:
+ * a paused instance cannot move the checkpoint back. A checkpoint of another scope, or older than a resync
+ * request not yet served, is cleared in one write as it is loaded, so nothing of it leaks into the new one.
+ */
+export class MongoCheckpointStore implements CheckpointStore {
+  readonly #o: MongoCheckpointStoreOptions;
+
+  constructor(options: MongoCheckpointStoreOptions) {
+    this.#o = options;
+  }
 
   async load(signal: AbortSignal): Promise<Checkpoint> {
     signal.throwIfAborted();
-    const doc: Document | null = await this.settings.findOne({ _id: this.settingsId } as Document);
-    const token: unknown = doc?.lastChangeId;
-    const status: unknown = doc?.status;
-    const stored = isDocument(status) && isDocument(status.checkpoint) ? status.checkpoint : undefined;
-    const saved = stored && (stored.scope ?? '') === this.scope ? stored : undefined;
-    if (!saved) return { position: undefined };
-    const data = isDocument(token) ? token._data : undefined;
-    const backfill = readBackfill(saved.backfill);
-    return {
-      position:
-        typeof data === 'string' && saved.clusterTime !== undefined
-          ? { token: data, clusterTime: toClusterTime(saved.clusterTime) }
-          : undefined,
-      ...(backfill && { backfill }),
-    };
-  }
-
-  async save(checkpoint: Checkpoint, signal: AbortSignal): Promise<void> {
-    signal.throwIfAborted();
-    const set: Document = { 'status.lastCheckpointAt': new Date(), 'status.checkpoint.scope': this.scope };
-    if (checkpoint.position) {
-      set.lastChangeId = { _data: checkpoint.position.token };
-      set['status.checkpoint.clusterTime'] = timestamp(checkpoint.position.clusterTime);
-    }
-    if (checkpoint.backfill) {
-      set['status.checkpoint.backfill'] = {
-        snapshotStart: timestamp(checkpoint.backfill.snapshotStart),
-        lastId: checkpoint.backfill.lastId ?? null,
-        copied: checkpoint.backfill.copied,
-        done: checkpoint.backfill.done,
+    const stored = readState(await this.#o.checkpoints.findOne({ _id: this.#o.settingsId } as Document));
+    const state = stored.scope === undefined ? await this.#upgrade(stored, signal) : stored;
+    const settingsRequest =
+      this.#o.resyncRequestedAt === undefined ? undefined : new Date(this.#o.resyncRequestedAt);
+    const requested = latest(state.resyncRequestedAt, settingsRequest);
+    const pending =
+      requested !== undefined &&
+      (state.resyncServedAt === undefined || requested.getTime() > state.resyncServedAt.getTime());
+    if (state.scope === this.#o.scope && !pending) {
+      return {
+        position: state.position,
+        ...(state.backfill && { backfill: state.backfill }),
+        ...(state.resync && { resync: true }),
       };
     }
-    // Refused (FencedOutError) once a newer owner of the mapping wrote: a paused instance cannot move the
-    // checkpoint back.
-    await fencedUpdate(this.settings, this.settingsId, this.fence, { $set: fencedSet(set, this.fence) });
+    // A new scope, or a resync: start afresh, clearing the old position and backfill in the same write.
+    const max: Document = {};
+    if (requested) max.resyncRequestedAt = requested;
+    if (pending) max.resyncServedAt = requested;
+    await this.#write({
+      $set: { scope: this.#o.scope, resync: pending },
+      $unset: { position: '', backfill: '' },
+      ...(Object.keys(max).length > 0 && { $max: max }),
+    });
+    await this.#copyToSettings(undefined);
+    return { position: undefined, ...(pending && { resync: true }) };
+  }
+
+  /**
+   * A checkpoint with backfill progress is the whole checkpoint (position included: undefined clears it),
+   * so a new backfill never inherits the position of what came before; one without moves the position only.
+   */
+  async save(checkpoint: Checkpoint, signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    const { position, backfill } = checkpoint;
+    if (backfill) {
+      await this.#write({
+        $set: { backfill: writeBackfill(backfill), ...(position && { position: writePosition(position) }) },
+        ...(!position && { $unset: { position: '' } }),
+      });
+      await this.#copyToSettings(position);
+    } else if (position) {
+      await this.#write({ $set: { position: writePosition(position) } });
+      await this.#copyToSettings(position);
+    }
+  }
+
+  /**
+   * The previous release kept the checkpoint in the settings document (`lastChangeId`, `status.checkpoint`);
+   * read once, when this collection has none, written here and removed there (`lastChangeId` stays, as
+   * the copy it now is), so an upgrade resumes where it was.
+   */
+  async #upgrade(stored: StoredState, signal: AbortSignal): Promise<StoredState> {
+    signal.throwIfAborted();
+    const doc = await this.#o.settings.findOne({ _id: this.#o.settingsId } as Document, {
+      projection: { lastChangeId: 1, status: 1 },
+    });
+    const status: unknown = doc?.status;
+    const saved = isDocument(status) && isDocument(status.checkpoint) ? status.checkpoint : undefined;
+    // That release's scope string: source and target, and the resync request its backfill belonged to.
+    const legacyScope =
+      this.#o.scope +
+      (this.#o.resyncRequestedAt === undefined ? '' : ` @ resync ${this.#o.resyncRequestedAt}`);
+    if (!saved) return stored;
+    if ((saved.scope ?? '') !== legacyScope) {
+      // Of another target: that release would not have resumed from it either.
+      await this.#dropLegacy();
+      return stored;
+    }
+    const token: unknown = doc?.lastChangeId;
+    const data = isDocument(token) ? token._data : undefined;
+    const position =
+      typeof data === 'string' && saved.clusterTime !== undefined
+        ? { token: data, clusterTime: toClusterTime(saved.clusterTime) }
+        : undefined;
+    const backfill = readBackfill(saved.backfill);
+    const request = this.#o.resyncRequestedAt === undefined ? undefined : new Date(this.#o.resyncRequestedAt);
+    const upgraded: StoredState = {
+      scope: this.#o.scope,
+      position,
+      backfill,
+      resync: request !== undefined,
+      resyncRequestedAt: latest(stored.resyncRequestedAt, request),
+      resyncServedAt: request,
+    };
+    await this.#write({
+      $set: {
+        scope: this.#o.scope,
+        resync: upgraded.resync,
+        ...(position && { position: writePosition(position) }),
+        ...(backfill && { backfill: writeBackfill(backfill) }),
+        ...(request && { resyncServedAt: request }),
+      },
+      ...(request && { $max: { resyncRequestedAt: request } }),
+    });
+    await this.#dropLegacy();
+    return upgraded;
+  }
+
+  /** Read once: a checkpoint document deleted later must start afresh, not from this old copy. */
+  async #dropLegacy(): Promise<void> {
+    const { settings, settingsId, fence } = this.#o;
+    await fencedUpdate(settings, settingsId, fence, {
+      $unset: { 'status.checkpoint': '' },
+      ...(fence !== undefined && { $set: fencedSet({}, fence) }),
+    });
+  }
+
+  /** A fenced upsert of the checkpoint document; FencedOutError once a newer owner wrote. */
+  async #write(update: Document): Promise<void> {
+    const { checkpoints, settingsId, fence } = this.#o;
+    // Every write is about this store's scope: a position is never saved without the scope it belongs to.
+    const set: Document = {
+      ...(update.$set as Document | undefined),
+      scope: this.#o.scope,
+      updatedAt: new Date(),
+    };
+    if (fence !== undefined) set.fence = fence;
+    const full: Document = { ...update, $set: set };
+    const filter: Document =
+      fence === undefined
+        ? { _id: settingsId }
+        : { _id: settingsId, $or: [{ fence: { $exists: false } }, { fence: { $lte: fence } }] };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await checkpoints.updateOne(filter, full, { upsert: true });
+        return;
+      } catch (error) {
+        // The filter did not match an existing document, so the upsert tried to insert it again: either a
+        // newer owner's token is there, or another writer (a resync request) created it just now.
+        if (codeOf(error) !== DUPLICATE_KEY || fence === undefined) throw error;
+        const current = await checkpoints.findOne({ _id: settingsId } as Document, {
+          projection: { fence: 1 },
+        });
+        const newer = tokenValue(current?.fence);
+        if (newer !== undefined && newer > fence) {
+          throw new FencedOutError(
+            `another instance owns this mapping now (fencing token ${newer} is newer than ours, ${fence}); this instance stops it`,
+            { cause: error },
+          );
+        }
+        if (attempt >= 3) throw error;
+      }
+    }
+  }
+
+  /** The compatibility copy in the settings document: `lastChangeId` (removed when there is no position). */
+  async #copyToSettings(position: Position | undefined): Promise<void> {
+    const { settings, settingsId, fence } = this.#o;
+    const set: Document = { 'status.lastCheckpointAt': new Date() };
+    if (position) set.lastChangeId = { _data: position.token };
+    await fencedUpdate(settings, settingsId, fence, {
+      $set: fencedSet(set, fence),
+      ...(!position && { $unset: { lastChangeId: '' } }),
+    });
   }
 }

@@ -7,10 +7,11 @@ import {
   DEFAULT_SETTINGS_POLL_MS,
 } from '../config/bootstrap.js';
 import { type MappingStatus, type SettingsEntry, type SettingsStore } from '../core/ports.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, FencedOutError } from '../errors.js';
 import { bsonKind, isDocument } from '../transform/bson-kind.js';
 import { codeOf } from './change-source.js';
-import { fencedSet, fencedUpdate, storedFence } from './fence.js';
+import { checkpointsCollectionName } from './checkpoint-store.js';
+import { fencedSet, fencedUpdate, storedFence, tokenValue } from './fence.js';
 import { INFERRED_COLUMNS_FIELD, SERVICE_WRITTEN_FIELDS, settingsIdString } from '../config/settings.js';
 import { columnsHash } from '../schema/column-spec.js';
 import { type ColumnsOrigin, type ColumnSpec } from '../schema/types.js';
@@ -92,8 +93,10 @@ interface OpenStream {
  * the right document even where two `_id`s read alike (the string "65a1…" and the ObjectId 65a1…).
  */
 export class MongoSettingsStore implements SettingsStore {
-  /** The settings collection (for the checkpoint store, which writes into the same documents). */
+  /** The settings collection (for the checkpoint store, which still writes `lastChangeId` there). */
   readonly collection: Collection;
+  /** The mappings' checkpoints, next to the settings (see MongoCheckpointStore). */
+  readonly checkpoints: Collection;
   readonly #db: Db;
   readonly #pollMs: number;
   readonly #watchable: boolean;
@@ -105,7 +108,9 @@ export class MongoSettingsStore implements SettingsStore {
   constructor(client: MongoClient, options: MongoSettingsStoreOptions = {}) {
     const database = options.database ?? DEFAULT_SETTINGS_DATABASE;
     this.#db = client.db(database);
-    this.collection = this.#db.collection(options.collection ?? DEFAULT_SETTINGS_COLLECTION);
+    const collection = options.collection ?? DEFAULT_SETTINGS_COLLECTION;
+    this.collection = this.#db.collection(collection);
+    this.checkpoints = this.#db.collection(checkpointsCollectionName(collection));
     this.#pollMs = options.pollMs ?? DEFAULT_SETTINGS_POLL_MS;
     this.#watchable = !UNWATCHABLE_DATABASES.has(database);
   }
@@ -115,13 +120,19 @@ export class MongoSettingsStore implements SettingsStore {
     return this.#watching;
   }
 
+  /** Creates the settings and the checkpoints collections where they do not exist. */
   async ensure(signal: AbortSignal): Promise<void> {
+    await this.#ensureCollection(this.collection, 'settings', signal);
+    await this.#ensureCollection(this.checkpoints, 'checkpoints', signal);
+  }
+
+  async #ensureCollection(collection: Collection, what: string, signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
-    const name = this.collection.collectionName;
+    const name = collection.collectionName;
     try {
       const existing = await this.#db.listCollections({ name }, { nameOnly: true }).toArray();
       // Checked again here: mongo-java-server ignores the filter.
-      if (existing.some((collection) => collection.name === name)) return;
+      if (existing.some((c) => c.name === name)) return;
       await this.#db.createCollection(name);
     } catch (error) {
       const code = codeOf(error);
@@ -129,7 +140,7 @@ export class MongoSettingsStore implements SettingsStore {
       if (code === NAMESPACE_EXISTS) return;
       if (code === UNAUTHORIZED || code === INVALID_NAMESPACE) {
         throw new ConfigError(
-          `cannot create the settings collection ${this.collection.namespace}: ${(error as Error).message}; ` +
+          `cannot create the ${what} collection ${collection.namespace}: ${(error as Error).message}; ` +
             'create it beforehand or choose a settings database this user may write (SETTINGS_DATABASE)',
           { cause: error },
         );
@@ -189,7 +200,7 @@ export class MongoSettingsStore implements SettingsStore {
 
   /**
    * Sets `status.state`, `status.updatedAt` and the given fields one by one, so what else lives under
-   * `status` (the checkpoint store's `checkpoint` and `lastCheckpointAt`, counters not given now) stays.
+   * `status` (the checkpoint store's `lastCheckpointAt`, counters not given now) stays.
    * A message belongs to the state it came with: without one, the previous message is removed.
    */
   async reportStatus(id: string, status: MappingStatus, fence?: number): Promise<void> {
@@ -202,6 +213,7 @@ export class MongoSettingsStore implements SettingsStore {
     };
     const documentId = await this.#resolve(id);
     if (documentId === undefined) return;
+    await this.#refuseIfFencedOut(documentId, fence);
     try {
       await fencedUpdate(this.collection, documentId, fence, update);
     } catch (error) {
@@ -231,20 +243,46 @@ export class MongoSettingsStore implements SettingsStore {
     await this.#update(id, update, fence);
   }
 
+  /**
+   * The newer of the token in the checkpoint document (where replacing the settings document cannot erase
+   * it) and the one in the settings document's `status.fence`.
+   */
   async fenceOf(id: string, signal: AbortSignal): Promise<number | undefined> {
     signal.throwIfAborted();
     const documentId = await this.#resolve(id);
     if (documentId === undefined) return undefined;
-    return storedFence(
-      await this.collection.findOne({ _id: documentId } as Document, { projection: { status: 1 } }),
-    );
+    const [settings, checkpoint] = await Promise.all([
+      this.collection.findOne({ _id: documentId } as Document, { projection: { status: 1 } }),
+      this.checkpoints.findOne({ _id: documentId } as Document, { projection: { fence: 1 } }),
+    ]);
+    const tokens = [storedFence(settings), tokenValue(checkpoint?.fence)].filter((t) => t !== undefined);
+    return tokens.length === 0 ? undefined : Math.max(...tokens);
   }
 
   /** A write of the service's own fields; with `fence`, refused (FencedOutError) once a newer owner wrote. */
   async #update(id: string, update: Document, fence?: number): Promise<void> {
     const documentId = await this.#resolve(id);
     if (documentId === undefined) return;
+    await this.#refuseIfFencedOut(documentId, fence);
     await fencedUpdate(this.collection, documentId, fence, update);
+  }
+
+  /**
+   * `status.fence` goes when the settings document is replaced wholesale; the checkpoint document keeps the
+   * newest token. Checked first, so an older owner cannot write a stale state or stale columns into a
+   * replaced document (the fenced update itself covers every other case).
+   */
+  async #refuseIfFencedOut(documentId: unknown, fence: number | undefined): Promise<void> {
+    if (fence === undefined) return;
+    const checkpoint = await this.checkpoints.findOne({ _id: documentId } as Document, {
+      projection: { fence: 1 },
+    });
+    const newer = tokenValue(checkpoint?.fence);
+    if (newer !== undefined && newer > fence) {
+      throw new FencedOutError(
+        `another instance owns this mapping now (fencing token ${newer} is newer than ours, ${fence}); this instance stops it`,
+      );
+    }
   }
 
   /** The stored `_id` behind `id`; undefined when no such document exists (any more): nothing to write. */

@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Long, MongoClient, type Document } from 'mongodb';
+import { Long, MongoClient, Timestamp, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchiver, type RunningArchiver } from '../../../src/app/archiver.js';
 import { requestResync } from '../../../src/app/resync.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { loadBootstrapConfig, type BootstrapConfig } from '../../../src/config/bootstrap.js';
+import { encodeId } from '../../../src/mongodb/checkpoint-store.js';
+import { MongoChangeSource } from '../../../src/mongodb/change-source.js';
 import { createLogger } from '../../../src/observability/logger.js';
 import { docIdString } from '../../../src/transform/values.js';
 import { bigQueryTestEnv } from '../support/bigquery.js';
@@ -402,7 +404,134 @@ describe('the archiver daemon against the peers', () => {
       await run.stop();
     }
   }, 120_000);
+
+  it('issue 10 item 3: settings documents replaced with their original format while the daemon is down resume from their checkpoints: nothing lost, nothing copied again', async () => {
+    const db = `replaced_${suffix}`;
+    const withBackfill = mongo.db(db).collection<Item>('copied');
+    const withoutBackfill = mongo.db(db).collection<Item>('streamed');
+    await withBackfill.insertMany(Array.from({ length: 40 }, (_, i) => ({ _id: i, n: i, label: 'seed' })));
+    const columns = [
+      { name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true },
+      { name: 'n', type: 'INTEGER' },
+      { name: 'label', type: 'STRING' },
+    ];
+    // As a user writes them (the original README's format): what a GUI edit or a re-save puts back.
+    const originals: (Document & { _id: string })[] = [
+      {
+        _id: 'copied',
+        mongo_database: db,
+        mongo_collection: 'copied',
+        bigquery_table: 'copied',
+        backfill_full_collection: true,
+        columns,
+      },
+      {
+        _id: 'streamed',
+        mongo_database: db,
+        mongo_collection: 'streamed',
+        bigquery_table: 'streamed',
+        columns,
+      },
+    ];
+    const settings = mongo
+      .db(SETTINGS_DB)
+      .collection<Document & { _id: string }>('bigquery_archiver_settings');
+    await settings.insertMany(originals);
+    // A mapping without a backfill archives what happens once it streams.
+    const streaming = async (archiver: RunningArchiver) => {
+      while (archiver.supervisor.states().get('streamed') !== 'streaming') await sleep(50);
+    };
+    let run = await start();
+    await streaming(run.archiver);
+    await withoutBackfill.insertOne({ _id: 1, n: 1, label: 'streamed' });
+    await viewMatches(db, 'copied', 'copied');
+    await viewMatches(db, 'streamed', 'streamed');
+    await run.stop();
+
+    await withBackfill.updateMany({ _id: { $lt: 5 } }, { $set: { label: 'while-down' } });
+    await withoutBackfill.insertOne({ _id: 2, n: 2, label: 'while-down' });
+    await withoutBackfill.updateOne({ _id: 1 }, { $set: { label: 'while-down' } });
+    for (const original of originals) await settings.replaceOne({ _id: original._id }, original);
+
+    run = await start();
+    await streaming(run.archiver);
+    await withoutBackfill.insertOne({ _id: 3, n: 3, label: 'after-restart' });
+    await viewMatches(db, 'copied', 'copied');
+    await viewMatches(db, 'streamed', 'streamed');
+    await run.stop();
+    // The collection was copied once: the checkpoint, not the settings document, says the backfill is done.
+    const [copies] = (await clients.bigquery.query({
+      query: `SELECT COUNT(*) AS n FROM \`${clients.projectId}.${DATASET}.copied\` WHERE operationType = 'backfill'`,
+    })) as unknown as [{ n: number }[]];
+    expect(Number(copies[0]?.n)).toBe(40);
+  }, 120_000);
+
+  it('issue 10 item 9: a backfill interrupted after a new snapshot (on_history_lost: resnapshot) is finished after a restart, not skipped', async () => {
+    const db = `resnap_${suffix}`;
+    const items = mongo.db(db).collection<Item>('items');
+    await items.insertMany(Array.from({ length: 40 }, (_, i) => ({ _id: i, n: i, label: 'seed' })));
+    const snapshotStart = await new MongoChangeSource(mongo, mongo.db(db).collection('items')).currentTime(
+      AbortSignal.timeout(10_000),
+    );
+    // What the checkpoints hold when a new snapshot was interrupted after its first chunk: the lost position
+    // cleared, the copy half done. Nothing in the settings asks for a backfill.
+    await mongo
+      .db(SETTINGS_DB)
+      .collection<Document & { _id: string }>('bigquery_archiver_settings_checkpoints')
+      .insertOne({
+        _id: 'resnap',
+        scope: `${db}.items -> ${DATASET}.resnap`,
+        resync: false,
+        backfill: {
+          snapshotStart: new Timestamp({ t: snapshotStart.t, i: snapshotStart.i }),
+          lastId: encodeId(19),
+          copied: 20,
+          done: false,
+        },
+      });
+    await mongo
+      .db(SETTINGS_DB)
+      .collection<Document & { _id: string }>('bigquery_archiver_settings')
+      .insertOne({
+        _id: 'resnap',
+        mongo_database: db,
+        mongo_collection: 'items',
+        bigquery_table: 'resnap',
+        on_history_lost: 'resnapshot',
+        columns: [
+          { name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true },
+          { name: 'n', type: 'INTEGER' },
+          { name: 'label', type: 'STRING' },
+        ],
+      });
+    const run = await start();
+    try {
+      const copied = async () => {
+        const [rows] = (await clients.bigquery
+          .query({
+            query: `SELECT _doc_id FROM \`${clients.projectId}.${DATASET}.resnap\` WHERE operationType = 'backfill'`,
+          })
+          .catch(() => [[]])) as unknown as [{ _doc_id: string }[]];
+        return rows.map((r) => r._doc_id).sort();
+      };
+      const expected = Array.from({ length: 20 }, (_, i) => docIdString(20 + i)).sort();
+      const deadline = Date.now() + 60_000;
+      while (JSON.stringify(await copied()) !== JSON.stringify(expected) && Date.now() < deadline) {
+        await sleep(300);
+      }
+      // The rest of the copy, from where it stopped: documents 20 to 39, once each.
+      expect(await copied()).toEqual(expected);
+    } finally {
+      await run.stop();
+    }
+  }, 120_000);
 });
+
+interface Item {
+  _id: number;
+  n: number;
+  label: string;
+}
 
 async function waitForView(check: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + 60_000;

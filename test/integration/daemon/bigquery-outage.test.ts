@@ -77,11 +77,9 @@ afterAll(async () => {
 async function checkpoint(): Promise<string> {
   const doc = await mongo
     .db(SETTINGS_DB)
-    .collection(SETTINGS_COLLECTION)
+    .collection(`${SETTINGS_COLLECTION}_checkpoints`)
     .findOne({ _id: 'items' } as Document);
-  const status = doc?.status as Document | undefined;
-  const saved = status?.checkpoint as Document | undefined;
-  return EJSON.stringify({ token: doc?.lastChangeId as unknown, clusterTime: saved?.clusterTime as unknown });
+  return EJSON.stringify({ position: doc?.position as unknown, backfill: doc?.backfill as unknown });
 }
 
 async function historyEventIds(): Promise<Set<string>> {

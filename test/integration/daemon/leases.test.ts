@@ -116,10 +116,13 @@ function watchCheckpoints(stop: AbortSignal): Promise<{ samples: number; movedBa
   let samples = 0;
   return (async () => {
     while (!stop.aborted) {
-      const docs = await mongo.db(SETTINGS_DB).collection(SETTINGS_COLLECTION).find({}).toArray();
+      const docs = await mongo
+        .db(SETTINGS_DB)
+        .collection(`${SETTINGS_COLLECTION}_checkpoints`)
+        .find({})
+        .toArray();
       for (const doc of docs) {
-        const ts = ((doc.status as Document | undefined)?.checkpoint as Document | undefined)?.clusterTime as
-          Timestamp | undefined;
+        const ts = (doc.position as Document | undefined)?.clusterTime as Timestamp | undefined;
         if (ts === undefined) continue;
         const value = ts.toBigInt();
         const id = String(doc._id);
@@ -228,10 +231,17 @@ describe('several instances sharing the mappings through leases', () => {
       expect(after.get(id)?.token).toBeGreaterThan(tokensBefore.get(id)?.token ?? Infinity);
     }
     const settings = await mongo.db(SETTINGS_DB).collection(SETTINGS_COLLECTION).find({}).toArray();
+    const checkpointDocs = await mongo
+      .db(SETTINGS_DB)
+      .collection(`${SETTINGS_COLLECTION}_checkpoints`)
+      .find({})
+      .toArray();
     for (const doc of settings) {
-      // The settings carry the newest owner's token: older ones are refused.
+      // The settings and the checkpoints carry the newest owner's token: older ones are refused.
       expect(Number((doc.status as Document).fence)).toBe(after.get(String(doc._id))?.token);
     }
+    expect(checkpointDocs).toHaveLength(settings.length);
+    for (const doc of checkpointDocs) expect(Number(doc.fence)).toBe(after.get(String(doc._id))?.token);
     // `status` names the owner of each mapping.
     const status = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts', 'status'], {
       env: { ...process.env, ...daemonEnv(DATASET, SETTINGS_DB) },
@@ -242,6 +252,8 @@ describe('several instances sharing the mappings through leases', () => {
     expect(lines).toHaveLength(MAPPINGS.length);
     for (const line of lines) {
       expect(line).toContain('state=streaming');
+      // Where it resumes, from the checkpoints collection.
+      expect(line).toMatch(/ position=\d{4}-\d\d-\d\dT/);
       const owner = /owner=\S+\/(\d+)\//.exec(line)?.[1];
       expect([String(b.child.pid), String(c.child.pid)]).toContain(owner);
     }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { MongoClient, type Collection, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FencedOutError } from '../../../src/errors.js';
-import { SettingsCheckpointStore } from '../../../src/mongodb/checkpoint-store.js';
+import { checkpointsCollectionName, MongoCheckpointStore } from '../../../src/mongodb/checkpoint-store.js';
 import { MongoLeaseStore } from '../../../src/mongodb/lease-store.js';
 import { MongoSettingsStore } from '../../../src/mongodb/settings-store.js';
 
@@ -92,8 +92,16 @@ describe('fenced writes of a mapping', () => {
       mongo_collection: 'orders',
       bigquery_table: 'orders',
     } as Document);
-    const old = new SettingsCheckpointStore(settings, 'orders', 'scope', 1);
-    const current = new SettingsCheckpointStore(settings, 'orders', 'scope', 2);
+    const checkpointsOf = (fence: number) =>
+      new MongoCheckpointStore({
+        checkpoints: client.db(db).collection(checkpointsCollectionName(settings.collectionName)),
+        settings,
+        settingsId: 'orders',
+        scope: 'scope',
+        fence,
+      });
+    const old = checkpointsOf(1);
+    const current = checkpointsOf(2);
     const at = (i: number) => ({ token: `tok${i}`, clusterTime: { t: 1_700_000_000, i } });
 
     await old.save({ position: at(5) }, signal);

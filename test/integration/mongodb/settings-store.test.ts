@@ -4,7 +4,7 @@ import { MongoClient, ObjectId, type CommandStartedEvent, type Document } from '
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { INFERRED_COLUMNS_FIELD, parseMappingSettings } from '../../../src/config/settings.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
-import { SettingsCheckpointStore } from '../../../src/mongodb/checkpoint-store.js';
+import { MongoCheckpointStore } from '../../../src/mongodb/checkpoint-store.js';
 import { MongoSettingsStore, type MongoSettingsStoreOptions } from '../../../src/mongodb/settings-store.js';
 import { BSON_DECODE_OPTIONS } from '../../../src/transform/bson-kind.js';
 
@@ -63,7 +63,7 @@ async function timed(promise: Promise<unknown>): Promise<number> {
 }
 
 describe('MongoDB settings store', () => {
-  it('creates the settings collection when absent, also when two replicas race to create it', async () => {
+  it('creates the settings and checkpoints collections when absent, also when two replicas race to create them', async () => {
     const database = `cfg_${hex()}`;
     const store = storeFor({ database });
     await store.ensure(signal());
@@ -79,7 +79,12 @@ describe('MongoDB settings store', () => {
     // Both creations succeeded and the collections are there. Counted once each: when two creates race,
     // mongo-java-server may create the collection twice and list it twice (docs/testing.md); real MongoDB
     // refuses the second with NamespaceExists, which `ensure` accepts (unit test).
-    expect([...new Set(names)].sort()).toEqual(['bigquery_archiver_settings', 'raced']);
+    expect([...new Set(names)].sort()).toEqual([
+      'bigquery_archiver_settings',
+      'bigquery_archiver_settings_checkpoints',
+      'raced',
+      'raced_checkpoints',
+    ]);
     expect(await store.list(signal())).toEqual([]);
   });
 
@@ -131,7 +136,12 @@ describe('MongoDB settings store', () => {
     await store.ensure(signal());
     const { insertedId } = await store.collection.insertOne({ ...mapping });
     const configurationKey = parseMappingSettings({ _id: insertedId, ...mapping }).configurationKey;
-    const checkpoints = new SettingsCheckpointStore(store.collection, insertedId);
+    const checkpoints = new MongoCheckpointStore({
+      checkpoints: store.checkpoints,
+      settings: store.collection,
+      settingsId: insertedId,
+      scope: 'bidding.ad_cpta -> ds.ad_cpta_history',
+    });
     const checkpoint = {
       position: { token: '8265A1B2C3000000012B', clusterTime: { t: 1_705_095_875, i: 1 } },
       backfill: { snapshotStart: { t: 1_705_095_800, i: 3 }, lastId: undefined, copied: 0, done: true },

@@ -9,7 +9,12 @@ import {
   type CheckpointStore,
   type StreamStart,
 } from '../../../src/core/ports.js';
-import { runStreamLoop, type RecordSink, type StreamObserver } from '../../../src/core/stream-loop.js';
+import {
+  resumeFrom,
+  runStreamLoop,
+  type RecordSink,
+  type StreamObserver,
+} from '../../../src/core/stream-loop.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 
@@ -272,7 +277,7 @@ describe('stream loop', () => {
       { kind: 'resumeAfter', position: resumedAt },
       stop.signal,
     );
-    expect(end).toEqual({ kind: 'collection-gone', position: resumedAt });
+    expect(end).toEqual({ kind: 'collection-gone', position: { ...resumedAt, invalidate: true } });
     expect(sink.writes.flat()).toEqual([]);
     expect(positions(checkpoints)).toEqual([]);
   });
@@ -295,8 +300,51 @@ describe('stream loop', () => {
       { kind: 'startAfter', position: { token: token(8), clusterTime: at(8) } },
       stop.signal,
     );
-    expect(end).toEqual({ kind: 'collection-gone', position: { token: token(9), clusterTime: at(8) } });
+    expect(end).toEqual({
+      kind: 'collection-gone',
+      position: { token: token(9), clusterTime: at(8), invalidate: true },
+    });
     expect(sink.writes.flat().map((r) => [r.row.operationType, r.row._doc_id])).toEqual([['drop', null]]);
+  });
+
+  it('issue 10 item 14: a checkpoint saved on an invalidate remembers it, so a restart continues with startAfter', async () => {
+    const stop = new AbortController();
+    const invalidate: ChangeEvent = {
+      kind: 'collection-gone',
+      operationType: 'invalidate',
+      token: token(9),
+      clusterTime: at(8),
+    };
+    const source = new ScriptedSource([{ events: [invalidate], position: undefined }], stop);
+    const checkpoints = new RecordingCheckpoints();
+    await runStreamLoop(
+      { source, sink: new RecordingSink(), checkpoints, mapper: () => mapper, limits },
+      { kind: 'startAfter', position: { token: token(8), clusterTime: at(8) } },
+      stop.signal,
+    );
+    const saved = checkpoints.saved.at(-1)?.position;
+    expect(saved).toEqual({ token: token(9), clusterTime: at(8), invalidate: true });
+    // The restart (MongoDB refuses resumeAfter an invalidate: InvalidResumeToken 260).
+    expect(saved && resumeFrom(saved)).toEqual({ kind: 'startAfter', position: saved });
+
+    // Idle after continuing from it: the post-batch position is the invalidate's own token, still one.
+    const idle = new AbortController();
+    const after = new RecordingCheckpoints();
+    const restart = saved ? resumeFrom(saved) : start;
+    await runStreamLoop(
+      {
+        source: new ScriptedSource([{ events: [], position: { token: token(9), clusterTime: at(8) } }], idle),
+        sink: new RecordingSink(),
+        checkpoints: after,
+        mapper: () => mapper,
+        limits,
+      },
+      restart,
+      idle.signal,
+    );
+    expect(after.saved).toEqual([]);
+    // A later ordinary position is an ordinary resume.
+    expect(resumeFrom({ token: token(10), clusterTime: at(10) })).toMatchObject({ kind: 'resumeAfter' });
   });
 
   it('does not save a checkpoint when the sink fails', async () => {
