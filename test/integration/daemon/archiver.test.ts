@@ -5,13 +5,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchiver, type RunningArchiver } from '../../../src/app/archiver.js';
 import { requestResync } from '../../../src/app/resync.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
-import { loadBootstrapConfig, type BootstrapConfig } from '../../../src/config/bootstrap.js';
+import { type BootstrapConfig } from '../../../src/config/bootstrap.js';
 import { encodeId } from '../../../src/mongodb/checkpoint-store.js';
 import { MongoChangeSource } from '../../../src/mongodb/change-source.js';
 import { createLogger } from '../../../src/observability/logger.js';
 import { docIdString } from '../../../src/transform/values.js';
-import { bigQueryTestEnv } from '../support/bigquery.js';
 import { emulatorClients } from '../support/bigquery-clients.js';
+import { inProcessConfig } from '../support/daemon.js';
 
 const suffix = randomBytes(3).toString('hex');
 const DATASET = `daemon_${suffix}`;
@@ -24,24 +24,8 @@ beforeAll(async () => {
   mongo = new MongoClient(process.env.MBA_TEST_MONGODB_URI ?? '');
   await mongo.connect();
   clients = await emulatorClients();
-  const bq = bigQueryTestEnv();
-  config = loadBootstrapConfig({
-    path: '/nonexistent/config.json',
-    env: {
-      MONGO_CLIENT: process.env.MBA_TEST_MONGODB_URI,
-      BIGQUERY_PROJECT: bq.projectId,
-      BIGQUERY_DATASET: DATASET,
-      SETTINGS_DATABASE: SETTINGS_DB,
-      SETTINGS_POLL_INTERVAL_MS: '300',
-      BIGQUERY_EMULATOR_ENDPOINT: bq.apiEndpoint,
-      BIGQUERY_EMULATOR_GRPC: `${bq.grpcHost}:${bq.grpcPort}`,
-      BIGQUERY_EMULATOR_KIND: bq.peer,
-      // insertAll, the legacy writer, end to end here; the crash and outage tests use Storage Write.
-      BIGQUERY_WRITER: 'insert-all',
-      METRICS_PORT: '0',
-      LOG_LEVEL: 'silent',
-    },
-  });
+  // insertAll, the legacy writer, end to end here; the crash and outage tests use Storage Write.
+  config = inProcessConfig(DATASET, SETTINGS_DB, 'insert-all');
 });
 
 afterAll(async () => {

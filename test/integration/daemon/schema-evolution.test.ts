@@ -6,12 +6,12 @@ import { MongoClient, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchiver } from '../../../src/app/archiver.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
-import { loadBootstrapConfig, type BootstrapConfig } from '../../../src/config/bootstrap.js';
+import { type BootstrapConfig } from '../../../src/config/bootstrap.js';
 import { createLogger } from '../../../src/observability/logger.js';
 import { docIdString } from '../../../src/transform/values.js';
-import { bigQueryTestEnv } from '../support/bigquery.js';
 import { emulatorClients } from '../support/bigquery-clients.js';
 import {
+  inProcessConfig,
   randomWorkload,
   SETTINGS_COLLECTION,
   viewMatchesCollection,
@@ -36,24 +36,8 @@ beforeAll(async () => {
   mongo = new MongoClient(process.env.MBA_TEST_MONGODB_URI ?? '');
   await mongo.connect();
   clients = await emulatorClients();
-  const bq = bigQueryTestEnv();
-  config = loadBootstrapConfig({
-    path: '/nonexistent/config.json',
-    env: {
-      MONGO_CLIENT: process.env.MBA_TEST_MONGODB_URI,
-      BIGQUERY_PROJECT: bq.projectId,
-      BIGQUERY_DATASET: DATASET,
-      SETTINGS_DATABASE: SETTINGS_DB,
-      SETTINGS_POLL_INTERVAL_MS: '300',
-      BIGQUERY_EMULATOR_ENDPOINT: bq.apiEndpoint,
-      BIGQUERY_EMULATOR_GRPC: `${bq.grpcHost}:${bq.grpcPort}`,
-      BIGQUERY_EMULATOR_KIND: bq.peer,
-      // The default writer: BigQuery's propagation delay is a Storage Write default-stream behaviour.
-      BIGQUERY_WRITER: 'storage-write',
-      METRICS_PORT: '0',
-      LOG_LEVEL: 'silent',
-    },
-  });
+  // The default writer: BigQuery's propagation delay is a Storage Write default-stream behaviour.
+  config = inProcessConfig(DATASET, SETTINGS_DB, 'storage-write');
 });
 
 afterAll(async () => {

@@ -9,13 +9,12 @@ import { startArchiver } from '../../../src/app/archiver.js';
 import { historyTableConflicts } from '../../../src/app/schema-check.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { TableAdmin } from '../../../src/bigquery/table-admin.js';
-import { loadBootstrapConfig, type BootstrapConfig } from '../../../src/config/bootstrap.js';
+import { type BootstrapConfig } from '../../../src/config/bootstrap.js';
 import { parseMappingSettings } from '../../../src/config/settings.js';
 import { createLogger } from '../../../src/observability/logger.js';
 import { type ColumnSpec } from '../../../src/schema/types.js';
-import { bigQueryTestEnv } from '../support/bigquery.js';
 import { emulatorClients } from '../support/bigquery-clients.js';
-import { SETTINGS_COLLECTION, waitForState } from '../support/daemon.js';
+import { inProcessConfig, SETTINGS_COLLECTION, waitForState } from '../support/daemon.js';
 
 const suffix = randomBytes(3).toString('hex');
 const DATASET = `schema_${suffix}`;
@@ -29,23 +28,7 @@ beforeAll(async () => {
   mongo = new MongoClient(process.env.MBA_TEST_MONGODB_URI ?? '');
   await mongo.connect();
   clients = await emulatorClients();
-  const bq = bigQueryTestEnv();
-  config = loadBootstrapConfig({
-    path: '/nonexistent/config.json',
-    env: {
-      MONGO_CLIENT: process.env.MBA_TEST_MONGODB_URI,
-      BIGQUERY_PROJECT: bq.projectId,
-      BIGQUERY_DATASET: DATASET,
-      SETTINGS_DATABASE: SETTINGS_DB,
-      SETTINGS_POLL_INTERVAL_MS: '300',
-      BIGQUERY_EMULATOR_ENDPOINT: bq.apiEndpoint,
-      BIGQUERY_EMULATOR_GRPC: `${bq.grpcHost}:${bq.grpcPort}`,
-      BIGQUERY_EMULATOR_KIND: bq.peer,
-      BIGQUERY_WRITER: 'insert-all',
-      METRICS_PORT: '0',
-      LOG_LEVEL: 'silent',
-    },
-  });
+  config = inProcessConfig(DATASET, SETTINGS_DB, 'insert-all');
 });
 
 afterAll(async () => {

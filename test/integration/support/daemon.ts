@@ -5,6 +5,8 @@ import { expect } from 'vitest';
 import { peerContext } from '../../../scripts/peers/lib.js';
 import { forgetPid, rememberPid, startWatchdog } from '../../../scripts/peers/process.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
+import { type WriterKind } from '../../../src/bigquery/writer.js';
+import { loadBootstrapConfig, type BootstrapConfig } from '../../../src/config/bootstrap.js';
 import { V8_FLAGS } from '../../../src/observability/runtime.js';
 import { docIdString } from '../../../src/transform/values.js';
 import { bigQueryTestEnv, type BigQueryTestEnv } from './bigquery.js';
@@ -42,6 +44,22 @@ export function daemonEnv(
     METRICS_PORT: '0',
     LOG_LEVEL: 'warn',
   };
+}
+
+/**
+ * The configuration of an archiver started in the test process (`startArchiver`), pointed at the peers of
+ * this test run: the daemon's environment, with a faster settings poll and no logs.
+ */
+export function inProcessConfig(dataset: string, settingsDb: string, writer: WriterKind): BootstrapConfig {
+  return loadBootstrapConfig({
+    path: '/nonexistent/config.json',
+    env: {
+      ...daemonEnv(dataset, settingsDb),
+      SETTINGS_POLL_INTERVAL_MS: '300',
+      BIGQUERY_WRITER: writer,
+      LOG_LEVEL: 'silent',
+    },
+  });
 }
 
 /** The daemon as its own process (`node <V8_FLAGS> --import tsx src/main.ts run`), configured by the environment. */
