@@ -25,6 +25,10 @@ export class SnapshotReader {
 
   /** The next chunk after `lastId` (undefined: from the start); empty when the copy is complete. */
   async nextChunk(lastId: unknown, signal: AbortSignal): Promise<Document[]> {
+    return endOnQueryableId(await this.#read(lastId, signal));
+  }
+
+  async #read(lastId: unknown, signal: AbortSignal): Promise<Document[]> {
     signal.throwIfAborted();
     if (lastId === undefined) {
       return decodeAll(
@@ -55,6 +59,10 @@ export class SnapshotReader {
     );
     if (!next) return [];
     const nextId: unknown = next._id;
+    // A string that is not valid UTF-8 cannot be named in a query (it would be sent as the marker's
+    // sub-document and page through the documents' bracket, past the strings): the chunk ends on it, and
+    // the next one continues from its bytes.
+    if (invalidUtf8Bytes(nextId) !== undefined) return [next];
     const afterNext: Document = { _id: { $gt: nextId } };
     const rest = decodeAll(
       await this.collection
@@ -96,6 +104,18 @@ export class SnapshotReader {
       $expr: { $gt: ['$_id', { $literal: from }] },
     });
   }
+}
+
+/**
+ * The chunk up to its last id that a query can name. The next chunk is read after the last id of this one;
+ * after a string that is not valid UTF-8 that means reading the strings again from its longest valid
+ * prefix (which is "" when its first byte is invalid, so all strings) and passing over those up to it. A
+ * chunk that has another id ends there instead, and the ordinary `$gt` read of the next chunk takes up the
+ * invalid ids after it again: only a chunk made entirely of such ids is continued by rescanning.
+ */
+function endOnQueryableId(chunk: Document[]): Document[] {
+  const last = chunk.findLastIndex((document) => invalidUtf8Bytes(document._id) === undefined);
+  return last < 0 ? chunk : chunk.slice(0, last + 1);
 }
 
 /** The stored bytes of a string id (valid or not); undefined for ids of other types. */

@@ -7,7 +7,7 @@ import { SnapshotReader } from '../../../src/mongodb/snapshot-reader.js';
 import { inferColumns } from '../../../src/schema/infer.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { bsonWithBytes } from '../../support/fakes/raw-bson.js';
-import { RawCollection } from '../../support/fakes/raw-collection.js';
+import { RawCollection, type FakeId } from '../../support/fakes/raw-collection.js';
 
 // 'a', 0xFF (never valid in UTF-8), 'b', 0xC3 (a truncated two-byte sequence), '(' .
 const INVALID = new Uint8Array([0x61, 0xff, 0x62, 0xc3, 0x28]);
@@ -92,4 +92,61 @@ describe('backfill paging past an _id that is not valid UTF-8', () => {
       expect(seen).toEqual(ids.map((_, v) => v));
     }
   });
+
+  it('issue 10 item 12: the first string after a run of numbers, when it is not valid UTF-8, does not make the copy skip the strings after it', async () => {
+    // 'a', 0xFF: its valid prefix is 'a', and 'b' sorts after it.
+    const ids = [1, 2, bytesOf('a', [0xff]), bytesOf('b'), bytesOf('c'), { k: 1 }];
+    const collection = new RawCollection(documentsWithIds(ids));
+    for (const chunkSize of [1, 2, 3, 4]) {
+      const { seen } = await copyAll(new SnapshotReader(collection.asCollection(), chunkSize));
+      expect(seen, `chunk size ${String(chunkSize)}`).toEqual(ids.map((_, v) => v));
+    }
+  });
+
+  it('issue 10 item 12 (review finding 6): chunks ending on ids that are not valid UTF-8 do not rescan the strings before them', async () => {
+    // 100 ASCII ids, then per lead byte 0xC3..0xDF an invalid id (the lead byte and 'A'; no valid prefix,
+    // so a rescan would start at the first string) followed by a valid one (the lead byte and 0x80).
+    const ids: (number | Uint8Array)[] = Array.from({ length: 100 }, (_, i) =>
+      bytesOf(`s${String(i).padStart(3, '0')}`),
+    );
+    for (let lead = 0xc3; lead <= 0xdf; lead++) ids.push(bytesOf([lead, 0x41]), bytesOf([lead, 0x80]));
+    const collection = new RawCollection(documentsWithIds(ids));
+    for (const chunkSize of [1, 2, 3, 4, 7]) {
+      const { seen } = await copyAll(new SnapshotReader(collection.asCollection(), chunkSize));
+      expect(seen, `chunk size ${String(chunkSize)}`).toEqual(ids.map((_, v) => v));
+    }
+    // Chunks of 3 end on an invalid id every other time: each of those once read all strings again.
+    collection.documentsRead = 0;
+    await copyAll(new SnapshotReader(collection.asCollection(), 3));
+    expect(collection.documentsRead).toBeLessThanOrEqual(2 * ids.length);
+  });
 });
+
+function bytesOf(...parts: (string | number[])[]): Uint8Array {
+  return Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
+}
+
+/** One document per id, `v` its index; a string id is stored as exactly its bytes. */
+function documentsWithIds(ids: readonly FakeId[]): { id: FakeId; bytes: Uint8Array }[] {
+  const placeholder = (n: number) => '#'.repeat(n);
+  return ids.map((id, v) => ({
+    id,
+    bytes:
+      id instanceof Uint8Array
+        ? bsonWithBytes({ _id: placeholder(id.length), v }, placeholder(id.length), id)
+        : serialize({ _id: id, v }),
+  }));
+}
+
+/** Every chunk until an empty one, the last id kept between chunks as the backfill keeps it. */
+async function copyAll(reader: SnapshotReader): Promise<{ seen: number[] }> {
+  const seen: number[] = [];
+  let last: unknown;
+  for (let guard = 0; guard < 1_000; guard++) {
+    const chunk = await reader.nextChunk(last, new AbortController().signal);
+    if (chunk.length === 0) return { seen };
+    seen.push(...chunk.map((d) => d.v as number));
+    last = decodeId(encodeId(chunk.at(-1)?._id));
+  }
+  throw new Error('the copy did not end');
+}
