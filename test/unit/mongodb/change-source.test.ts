@@ -143,6 +143,64 @@ describe('change events over 16 MB (issue 10 item 13)', () => {
     expect(saved).toEqual([tokenOf(after)]);
   });
 
+  it('issue 10 item 13 (review finding 3): stopped before the next change, nothing is saved and a restart reads the split event again under the same _event_id', async () => {
+    const collection = new FakeChangeCollection(splitFixture().map((e) => serialize(e)));
+    const source = new MongoChangeSource(fakeClient('7.0.4'), collection.asCollection(), { maxAwaitMs: 0 });
+    const mapper = compileRowMapper([{ name: 'largeField', type: 'STRING' }]);
+    const start = { kind: 'startAt', clusterTime: { t: 1, i: 0 } } as const;
+    const run = async () => {
+      const written: unknown[] = [];
+      const saved: unknown[] = [];
+      const stop = new AbortController();
+      await runStreamLoop(
+        {
+          source,
+          sink: {
+            write: (records) => {
+              written.push(...records.map((r) => r.row._event_id));
+              // Stopped (a restart) once the split event is written.
+              stop.abort();
+              return Promise.resolve({ written: records.length, deadLettered: 0 });
+            },
+          },
+          checkpoints: {
+            load: () => Promise.resolve({ position: undefined }),
+            save: (checkpoint) => {
+              saved.push(checkpoint.position);
+              return Promise.resolve();
+            },
+          },
+          mapper: () => mapper,
+          limits: { maxRows: 1, maxBytes: 1_000_000, maxRowBytes: 1_000_000, lingerMs: 60_000 },
+        },
+        start,
+        stop.signal,
+      );
+      return { written, saved };
+    };
+    const first = await run();
+    expect(first.saved).toEqual([]);
+    // Nothing saved: the restart starts where the first run did, and the row it writes again is the same.
+    const second = await run();
+    expect(second.written).toEqual(first.written);
+    expect(first.written).toEqual([tokenOf(splitFixture().at(-1))]);
+  });
+
+  it('issue 10 item 13 (review finding 3): a checkpoint on a fragment (saved by an earlier version) that MongoDB refuses (280) is a lost history, as documented', async () => {
+    const fragments = splitFixture();
+    const lastFragment = tokenOf(fragments.at(-1));
+    const collection = new FakeChangeCollection(
+      fragments.map((e) => serialize(e)),
+      { hasSplitStage: true, failAfter: { token: lastFragment, code: 280 } },
+    );
+    const source = new MongoChangeSource(fakeClient('7.0.4'), collection.asCollection(), { maxAwaitMs: 0 });
+    const position: Position = { token: lastFragment, clusterTime: { t: 1_702_567_514, i: 1 } };
+    const cursor = await source.open({ kind: 'resumeAfter', position }, signal);
+    // No change before it is known to read from again: on_history_lost decides.
+    await expect(cursor.next(10, signal)).rejects.toBeInstanceOf(HistoryLostError);
+    await cursor.close();
+  });
+
   it('issue 10 item 13: a server without the stage is named once in the log, by version or by its refusal', async () => {
     const notices: string[] = [];
     const old = new FakeChangeCollection([serialize(insert(5, { _id: 1 }))], { hasSplitStage: false });
