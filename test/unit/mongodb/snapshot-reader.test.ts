@@ -1,9 +1,10 @@
+import { isUtf8 } from 'node:buffer';
 import { serialize } from 'bson';
 import { describe, expect, it } from 'vitest';
 import { backfillRecord } from '../../../src/core/history-rows.js';
 import { decodeId, encodeId } from '../../../src/mongodb/checkpoint-store.js';
 import { sampleDocuments } from '../../../src/mongodb/sampler.js';
-import { SnapshotReader } from '../../../src/mongodb/snapshot-reader.js';
+import { queryableStringBefore, SnapshotReader } from '../../../src/mongodb/snapshot-reader.js';
 import { inferColumns } from '../../../src/schema/infer.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { bsonWithBytes } from '../../support/fakes/raw-bson.js';
@@ -119,6 +120,50 @@ describe('backfill paging past an _id that is not valid UTF-8', () => {
     collection.documentsRead = 0;
     await copyAll(new SnapshotReader(collection.asCollection(), 3));
     expect(collection.documentsRead).toBeLessThanOrEqual(2 * ids.length);
+    // Chunks of one: every invalid id is a chunk of its own, continued by a rescan. That rescan starts at
+    // the greatest string a query can name below the id, not at the first string.
+    collection.documentsRead = 0;
+    await copyAll(new SnapshotReader(collection.asCollection(), 1));
+    expect(collection.documentsRead).toBeLessThanOrEqual(3 * ids.length);
+  });
+});
+
+describe('where a rescan after an id that is not valid UTF-8 starts', () => {
+  it('issue 10 item 12 (review finding 6): at the greatest valid string below the id, not at its valid prefix alone', () => {
+    const cases: [number[], string][] = [
+      [[0x80], '\u007f'], // a continuation byte cannot begin a character
+      [[0xc0, 0x80], '\u007f'], // overlong: 0xC0 and 0xC1 never occur
+      [[0xc3, 0x41], '\u00bf'], // C2 BF sorts before C3 41; C3 80 after it
+      [[0xed, 0xa0, 0x80], '\ud7ff'], // an encoded surrogate: the last scalar value before surrogates
+      [[0xee, 0x80], '\ud7ff'], // truncated U+E000; surrogates are skipped, not turned into U+FFFD
+      [[0xf4, 0x90, 0x80, 0x80], '\u{10ffff}'], // above U+10FFFF
+      [[0xff], '\u{10ffff}'],
+      [[0x61, 0xc3], 'a\u00bf'], // after a valid prefix
+    ];
+    for (const [bytes, expected] of cases)
+      expect(queryableStringBefore(Uint8Array.from(bytes))).toBe(expected);
+  });
+
+  it('issue 10 item 12 (review finding 6): the start always sorts before the id and the next character would not', () => {
+    let seed = 7;
+    const random = () => (seed = (seed * 48_271) % 2_147_483_647) / 2_147_483_647;
+    for (let n = 0; n < 2_000; n++) {
+      const bytes = Uint8Array.from({ length: 1 + Math.floor(random() * 5) }, () =>
+        random() < 0.3 ? 0x61 : 0x80 + Math.floor(random() * 0x80),
+      );
+      if (isUtf8(bytes)) continue;
+      const start = queryableStringBefore(bytes);
+      const startBytes = Buffer.from(start, 'utf8');
+      expect(Buffer.compare(startBytes, bytes), Buffer.from(bytes).toString('hex')).toBeLessThan(0);
+      // By code point, as the bisection works.
+      const chars = Array.from(start);
+      const last = chars.pop()?.codePointAt(0);
+      if (last === undefined || last === 0x10_ff_ff) continue;
+      const next = last === 0xd7_ff ? 0xe0_00 : last + 1;
+      // The start with its last character replaced by the next scalar value sorts after the id.
+      const greater = Buffer.from(chars.join('') + String.fromCodePoint(next), 'utf8');
+      expect(Buffer.compare(greater, bytes), Buffer.from(bytes).toString('hex')).toBeGreaterThan(0);
+    }
   });
 });
 
