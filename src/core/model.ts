@@ -26,6 +26,13 @@ interface EventBase {
   /** Resume token `_data` of this event: resuming after it continues with the next event. */
   readonly token: string;
   readonly clusterTime: ClusterTime;
+  /**
+   * Put together from the fragments `$changeStreamSplitLargeEvent` cut it into (an event over 16 MB). Its
+   * token is the last fragment's, which MongoDB resumes from only while the event splits the same way (a
+   * looked-up document that changed since does not: ChangeStreamFatalError, 280), so it is never a
+   * checkpoint; the source's position before the event is.
+   */
+  readonly split?: true;
 }
 
 /** A change of the collection, as the pipeline consumes it. */

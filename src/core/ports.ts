@@ -14,7 +14,8 @@ export interface ChangeBatch {
   /**
    * The position after this batch (the post-batch resume token), also when it is empty: checkpointing it
    * keeps the resume token of an idle collection inside the oplog window. Undefined when the source cannot
-   * tell (then the last event's token is the position).
+   * tell (then the last event's token is the position, unless that event was split: see ChangeEvent's
+   * `split`).
    */
   readonly position: Position | undefined;
 }

@@ -162,7 +162,9 @@ export async function runStreamLoop(
           default:
             event satisfies never;
         }
-        readUpTo = position;
+        // A split event's own token is no safe place to resume from: the batch's position (the change
+        // before it, or a later one) stands for it, and where the source has none nothing is saved for it.
+        if (event.split !== true) readUpTo = position;
         if (event.kind === 'collection-gone') {
           gone = { kind: 'collection-gone', position };
           break;

@@ -239,10 +239,9 @@ class MongoChangeCursor implements ChangeCursor {
     const whole = this.#assembler.add(raw);
     if (whole === undefined) return undefined;
     const event = normalizeChangeEvent(whole);
-    if (!split) {
-      this.#safe = { token: event.token, clusterTime: event.clusterTime };
-      this.#refusedFrom = undefined;
-    }
+    if (split) return { ...event, split: true };
+    this.#safe = { token: event.token, clusterTime: event.clusterTime };
+    this.#refusedFrom = undefined;
     return event;
   }
 

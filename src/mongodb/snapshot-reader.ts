@@ -25,6 +25,10 @@ export class SnapshotReader {
 
   /** The next chunk after `lastId` (undefined: from the start); empty when the copy is complete. */
   async nextChunk(lastId: unknown, signal: AbortSignal): Promise<Document[]> {
+    return endOnQueryableId(await this.#read(lastId, signal));
+  }
+
+  async #read(lastId: unknown, signal: AbortSignal): Promise<Document[]> {
     signal.throwIfAborted();
     if (lastId === undefined) {
       return decodeAll(
@@ -55,6 +59,10 @@ export class SnapshotReader {
     );
     if (!next) return [];
     const nextId: unknown = next._id;
+    // A string that is not valid UTF-8 cannot be named in a query (it would be sent as the marker's
+    // sub-document and page through the documents' bracket, past the strings): the chunk ends on it, and
+    // the next one continues from its bytes.
+    if (invalidUtf8Bytes(nextId) !== undefined) return [next];
     const afterNext: Document = { _id: { $gt: nextId } };
     const rest = decodeAll(
       await this.collection
@@ -68,12 +76,12 @@ export class SnapshotReader {
 
   /**
    * The chunk after a string id whose bytes are not valid UTF-8. No query can name those bytes (a
-   * JavaScript string cannot hold them), so the strings are read from the longest valid prefix of the id,
-   * which sorts at or before it, and those up to the id, compared by bytes as MongoDB compares strings, are
+   * JavaScript string cannot hold them), so the strings are read from the greatest string a query can name
+   * that sorts before the id, and those up to the id, compared by bytes as MongoDB compares strings, are
    * passed over. Once the strings after it are exhausted, the copy goes on with the next type.
    */
   async #afterInvalidString(last: Uint8Array, signal: AbortSignal): Promise<Document[]> {
-    const from = validUtf8Prefix(last);
+    const from = queryableStringBefore(last);
     const fromPrefix: Document = { _id: { $gte: from } };
     const cursor = this.collection.find(fromPrefix, RAW_READ).sort({ _id: 1 }).batchSize(this.chunkSize);
     const chunk: Document[] = [];
@@ -98,14 +106,53 @@ export class SnapshotReader {
   }
 }
 
+/**
+ * The chunk up to its last id that a query can name. The next chunk is read after the last id of this one;
+ * after a string that is not valid UTF-8 that means reading the strings again from its longest valid
+ * prefix (which is "" when its first byte is invalid, so all strings) and passing over those up to it. A
+ * chunk that has another id ends there instead, and the ordinary `$gt` read of the next chunk takes up the
+ * invalid ids after it again: only a chunk made entirely of such ids is continued by rescanning.
+ */
+function endOnQueryableId(chunk: Document[]): Document[] {
+  const last = chunk.findLastIndex((document) => invalidUtf8Bytes(document._id) === undefined);
+  return last < 0 ? chunk : chunk.slice(0, last + 1);
+}
+
 /** The stored bytes of a string id (valid or not); undefined for ids of other types. */
 function stringBytes(id: unknown): Uint8Array | undefined {
   return typeof id === 'string' ? Buffer.from(id, 'utf8') : invalidUtf8Bytes(id);
 }
 
-/** The longest prefix of `bytes` that is valid UTF-8, as a string (its bytes sort at or before `bytes`). */
-function validUtf8Prefix(bytes: Uint8Array): string {
+const SURROGATES_START = 0xd8_00;
+const SURROGATES_COUNT = 0x8_00;
+/** Unicode scalar values (code points other than surrogates), numbered without a gap. */
+const SCALAR_VALUES = 0x11_00_00 - SURROGATES_COUNT;
+
+function scalarValue(index: number): number {
+  return index < SURROGATES_START ? index : index + SURROGATES_COUNT;
+}
+
+/**
+ * The greatest string a query can name (valid UTF-8, as every JavaScript string is sent) that sorts before
+ * `bytes` by bytes, for a `bytes` that is not valid UTF-8: its longest valid prefix, then the greatest
+ * character whose encoding sorts before the invalid bytes after it. UTF-8 keeps the order of scalar values
+ * in the order of bytes, so that character is found by bisection. Without it a rescan after an id whose
+ * first byte is invalid would start at the first string of the collection.
+ */
+export function queryableStringBefore(bytes: Uint8Array): string {
   let end = bytes.length;
   while (end > 0 && !isUtf8(bytes.subarray(0, end))) end--;
-  return Buffer.from(bytes.subarray(0, end)).toString('utf8');
+  const prefix = Buffer.from(bytes.subarray(0, end)).toString('utf8');
+  const rest = bytes.subarray(end);
+  const sortsBefore = (index: number): boolean =>
+    Buffer.compare(Buffer.from(String.fromCodePoint(scalarValue(index)), 'utf8'), rest) < 0;
+  // Invariant: the character numbered `below` sorts before `rest` (-1: none does), `above` does not.
+  let below = -1;
+  let above = SCALAR_VALUES;
+  while (above - below > 1) {
+    const middle = Math.floor((below + above) / 2);
+    if (sortsBefore(middle)) below = middle;
+    else above = middle;
+  }
+  return below < 0 ? prefix : prefix + String.fromCodePoint(scalarValue(below));
 }

@@ -38,6 +38,8 @@ function idOf(value: unknown): FakeId {
 export class RawCollection {
   readonly reads: ReadOptions[] = [];
   readonly filters: Document[] = [];
+  /** Documents handed out by every read so far (what the server would have sent). */
+  documentsRead = 0;
   readonly documents: readonly { readonly id: FakeId; readonly bytes: Uint8Array }[];
 
   constructor(documents: readonly { readonly id: FakeId; readonly bytes: Uint8Array }[]) {
@@ -45,6 +47,7 @@ export class RawCollection {
   }
 
   #hand(docs: readonly { bytes: Uint8Array }[], options: ReadOptions): unknown[] {
+    this.documentsRead += docs.length;
     return docs.map((d) => (options.raw ? Buffer.from(d.bytes) : driverDecode(d.bytes, options)));
   }
 
@@ -82,7 +85,8 @@ export class RawCollection {
       toArray: () => Promise.resolve(this.#hand(docs(), options)),
       close: () => Promise.resolve(),
       [Symbol.asyncIterator]: async function* (this: RawCollection) {
-        for (const item of this.#hand(docs(), options)) yield await Promise.resolve(item);
+        // One at a time: a reader that stops early has been handed only what it took.
+        for (const doc of docs()) yield await Promise.resolve(this.#hand([doc], options)[0]);
       }.bind(this),
     };
     return cursor;

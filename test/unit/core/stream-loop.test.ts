@@ -147,6 +147,36 @@ describe('stream loop', () => {
     expect(positions(checkpoints)).toEqual(['tok0009']);
   });
 
+  it('issue 10 item 13 (review finding 3): never saves the token of an event put together from fragments; the batch position, or nothing', async () => {
+    const stop = new AbortController();
+    // An event over 16 MB arrives in fragments; its token is the last fragment's, which MongoDB resumes
+    // from only while the event splits the same way.
+    const split = (i: number): ChangeEvent => ({ ...upsert(i, i, 'update'), split: true });
+    const source = new ScriptedSource(
+      [
+        // First stream after a backfill: the source knows no position before the split event.
+        { events: [split(2)], position: undefined },
+        // The source's position is the whole change before the split one.
+        { events: [upsert(3, 3), split(4)], position: { token: token(3), clusterTime: at(3) } },
+        { events: [upsert(5, 5)], position: undefined },
+      ],
+      stop,
+    );
+    const sink = new RecordingSink();
+    const checkpoints = new RecordingCheckpoints();
+    await runStreamLoop(
+      { source, sink, checkpoints, mapper: () => mapper, limits: { ...limits, maxRows: 1 } },
+      start,
+      stop.signal,
+    );
+    expect(sink.writes.map((w) => w.map((r) => r.row._event_id))).toEqual([
+      ['tok0002'],
+      ['tok0003', 'tok0004'],
+      ['tok0005'],
+    ]);
+    expect(positions(checkpoints)).toEqual(['tok0003', 'tok0005']);
+  });
+
   it('skips an update whose document is gone, counts it, and still moves past it', async () => {
     const stop = new AbortController();
     const missed: ChangeEvent = {

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { changeRecord } from '../../../src/core/history-rows.js';
 import { type ChangeStreamOptions, type Collection, MongoServerError } from 'mongodb';
 import { type ChangeEvent, type Position } from '../../../src/core/model.js';
+import { runStreamLoop } from '../../../src/core/stream-loop.js';
 import { HistoryLostError, MongoChangeSource } from '../../../src/mongodb/change-source.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { bsonWithBytes } from '../../support/fakes/raw-bson.js';
@@ -96,6 +97,108 @@ describe('change events over 16 MB (issue 10 item 13)', () => {
     const { events } = await readAll(source);
     expect(events.map((e) => (e.kind === 'upsert' ? e.document._id : e.kind))).toEqual([9, 0]);
     expect(collection.watches.at(-1)?.options).toMatchObject({ resumeAfter: { _data: '657b1e4c00000001' } });
+  });
+
+  it('issue 10 item 13 (review finding 3): a split event read first after startAt never becomes the checkpoint; the next whole change does', async () => {
+    const fragments = splitFixture();
+    const after = insert(1_702_567_520, { _id: 9, largeField: 'y' });
+    const collection = new FakeChangeCollection([...fragments, after].map((e) => serialize(e)));
+    const source = new MongoChangeSource(fakeClient('7.0.4'), collection.asCollection(), { maxAwaitMs: 0 });
+    const fragmentTokens = fragments.map(tokenOf);
+    const saved: (string | undefined)[] = [];
+    const written: unknown[] = [];
+    const stop = new AbortController();
+    const mapper = compileRowMapper([{ name: 'largeField', type: 'STRING' }]);
+    // The first stream after a backfill starts at a cluster time; one row makes a batch due at once, as a
+    // document over 16 MB does against the byte limit.
+    await runStreamLoop(
+      {
+        source,
+        sink: {
+          write: (records) => {
+            written.push(...records.map((r) => r.row._event_id));
+            return Promise.resolve({ written: records.length, deadLettered: 0 });
+          },
+        },
+        checkpoints: {
+          load: () => Promise.resolve({ position: undefined }),
+          save: (checkpoint) => {
+            saved.push(checkpoint.position?.token);
+            // Read until the change after the split event is checkpointed (or a few saves, on old code).
+            if (checkpoint.position?.token === tokenOf(after) || saved.length >= 3) stop.abort();
+            return Promise.resolve();
+          },
+        },
+        mapper: () => mapper,
+        limits: { maxRows: 1, maxBytes: 1_000_000, maxRowBytes: 1_000_000, lingerMs: 60_000 },
+        // The split event alone in its batch, as when the next change is not there yet.
+        batchSize: 1,
+      },
+      { kind: 'startAt', clusterTime: { t: 1, i: 0 } },
+      stop.signal,
+    );
+    expect(written).toEqual([fragmentTokens.at(-1), tokenOf(after)]);
+    // A fragment's token is refused by MongoDB (280) once the looked-up document changed: never saved.
+    expect(saved.filter((token) => token !== undefined && fragmentTokens.includes(token))).toEqual([]);
+    expect(saved).toEqual([tokenOf(after)]);
+  });
+
+  it('issue 10 item 13 (review finding 3): stopped before the next change, nothing is saved and a restart reads the split event again under the same _event_id', async () => {
+    const collection = new FakeChangeCollection(splitFixture().map((e) => serialize(e)));
+    const source = new MongoChangeSource(fakeClient('7.0.4'), collection.asCollection(), { maxAwaitMs: 0 });
+    const mapper = compileRowMapper([{ name: 'largeField', type: 'STRING' }]);
+    const start = { kind: 'startAt', clusterTime: { t: 1, i: 0 } } as const;
+    const run = async () => {
+      const written: unknown[] = [];
+      const saved: unknown[] = [];
+      const stop = new AbortController();
+      await runStreamLoop(
+        {
+          source,
+          sink: {
+            write: (records) => {
+              written.push(...records.map((r) => r.row._event_id));
+              // Stopped (a restart) once the split event is written.
+              stop.abort();
+              return Promise.resolve({ written: records.length, deadLettered: 0 });
+            },
+          },
+          checkpoints: {
+            load: () => Promise.resolve({ position: undefined }),
+            save: (checkpoint) => {
+              saved.push(checkpoint.position);
+              return Promise.resolve();
+            },
+          },
+          mapper: () => mapper,
+          limits: { maxRows: 1, maxBytes: 1_000_000, maxRowBytes: 1_000_000, lingerMs: 60_000 },
+        },
+        start,
+        stop.signal,
+      );
+      return { written, saved };
+    };
+    const first = await run();
+    expect(first.saved).toEqual([]);
+    // Nothing saved: the restart starts where the first run did, and the row it writes again is the same.
+    const second = await run();
+    expect(second.written).toEqual(first.written);
+    expect(first.written).toEqual([tokenOf(splitFixture().at(-1))]);
+  });
+
+  it('issue 10 item 13 (review finding 3): a checkpoint on a fragment (saved by an earlier version) that MongoDB refuses (280) is a lost history, as documented', async () => {
+    const fragments = splitFixture();
+    const lastFragment = tokenOf(fragments.at(-1));
+    const collection = new FakeChangeCollection(
+      fragments.map((e) => serialize(e)),
+      { hasSplitStage: true, failAfter: { token: lastFragment, code: 280 } },
+    );
+    const source = new MongoChangeSource(fakeClient('7.0.4'), collection.asCollection(), { maxAwaitMs: 0 });
+    const position: Position = { token: lastFragment, clusterTime: { t: 1_702_567_514, i: 1 } };
+    const cursor = await source.open({ kind: 'resumeAfter', position }, signal);
+    // No change before it is known to read from again: on_history_lost decides.
+    await expect(cursor.next(10, signal)).rejects.toBeInstanceOf(HistoryLostError);
+    await cursor.close();
   });
 
   it('issue 10 item 13: a server without the stage is named once in the log, by version or by its refusal', async () => {
