@@ -1,5 +1,5 @@
 import { columnsHash } from '../schema/column-spec.js';
-import { planEvolution } from '../schema/evolve.js';
+import { planEvolution, type ColumnAddition } from '../schema/evolve.js';
 import { type ColumnSpec } from '../schema/types.js';
 
 /** Where planned columns are made real: the history table (see `BigQueryDestination.evolve`). */
@@ -20,18 +20,27 @@ export interface ColumnsChange {
  */
 export class SchemaEvolution {
   #columns: readonly ColumnSpec[];
+  /**
+   * What planning starts from: the columns, plus the fields planned before that the table turned down (it
+   * holds them in a type the archiver cannot write, so their values go to `_unmapped`). Planning them again
+   * would have the table asked again on every batch that has them.
+   */
+  #planned: readonly ColumnSpec[];
 
   constructor(columns: readonly ColumnSpec[]) {
     this.#columns = columns;
+    this.#planned = columns;
   }
 
   get columns(): readonly ColumnSpec[] {
     return this.#columns;
   }
 
-  /** The columns were set from elsewhere (the settings, the table's schema). */
+  /** The columns were set from elsewhere (the settings, the table's schema): planning starts from them. */
   reset(columns: readonly ColumnSpec[]): void {
+    if (columns === this.#columns) return;
     this.#columns = columns;
+    this.#planned = columns;
   }
 
   /**
@@ -42,20 +51,33 @@ export class SchemaEvolution {
     documents: readonly Readonly<Record<string, unknown>>[],
     target: ColumnsEvolver | undefined,
   ): Promise<ColumnsChange | undefined> {
-    let columns = this.#columns;
-    const added: string[] = [];
+    let planned = this.#planned;
+    const additions: ColumnAddition[] = [];
     for (const document of documents) {
-      const evolution = planEvolution(columns, document);
+      const evolution = planEvolution(planned, document);
       if (evolution.additions.length === 0) continue;
-      columns = evolution.columns;
-      added.push(...evolution.additions.map((a) => [...a.parent, a.column.name].join('.')));
+      planned = evolution.columns;
+      additions.push(...evolution.additions);
     }
-    if (added.length === 0) return undefined;
-    // The table may have some of them already, with other types: its own wins (see evolve).
-    if (target) columns = await target.evolve(columns);
+    if (additions.length === 0) return undefined;
+    // The table may have some of them already, with other types: its own wins, and a field it holds in a
+    // type the archiver cannot write stays out of the columns (see evolve).
+    const columns = target ? await target.evolve(planned) : planned;
+    this.#planned = planned;
     // Everything planned was in the table already, in a type the archiver cannot write: nothing changes.
     if (columnsHash(columns) === columnsHash(this.#columns)) return undefined;
     this.#columns = columns;
+    const added = additions
+      .filter((a) => findColumn(columns, [...a.parent, a.column.name]))
+      .map((a) => [...a.parent, a.column.name].join('.'));
     return { columns, added };
   }
+}
+
+/** The column at `path` (column names from the top; BigQuery's names are case-insensitive), if any. */
+function findColumn(columns: readonly ColumnSpec[], path: readonly string[]): ColumnSpec | undefined {
+  const [name, ...rest] = path;
+  if (name === undefined) return undefined;
+  const column = columns.find((c) => c.name.toLowerCase() === name.toLowerCase());
+  return rest.length === 0 || column === undefined ? column : findColumn(column.fields ?? [], rest);
 }
