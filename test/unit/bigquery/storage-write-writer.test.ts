@@ -2,6 +2,7 @@
 // neither emulator sends), status errors, transport failures, abort, schema updates and request limits.
 import { type managedwriter, type protos } from '@google-cloud/bigquery-storage';
 import { describe, expect, it } from 'vitest';
+import { classifyBigQueryError } from '../../../src/bigquery/error-mapping.js';
 import { compileRowEncoder } from '../../../src/bigquery/proto-encoder.js';
 import {
   MAX_APPEND_REQUEST_BYTES,
@@ -129,6 +130,21 @@ describe('StorageWriteWriter on a scripted stream', () => {
       '_doc_id',
       'n',
     ]);
+  });
+
+  it('issue 10 fix finding 1: a row with a value the writer schema has no field for is refused as schema, the others sent', async () => {
+    const { writer, connection } = scripted(() => Promise.resolve(OK));
+    // `note` is a column the table (as this writer knows it) lacks: its value must not vanish.
+    const outcome = await writer.append([
+      { _doc_id: 'a', n: 1 },
+      { _doc_id: 'b', n: 2, note: 'kept' },
+    ]);
+
+    expect(outcome.rejected.map((r) => r.index)).toEqual([1]);
+    expect(outcome.rejected[0]?.reason).toMatch(/^no such field: note\b/);
+    expect(classifyBigQueryError({ message: outcome.rejected[0]?.reason })).toBe('schema');
+    expect(connection.requests).toHaveLength(1);
+    expect(connection.rowsOf(0)).toEqual(hex([{ _doc_id: 'a', n: 1 }]));
   });
 
   it('sends nothing, and opens nothing, for an empty append', async () => {
