@@ -20,14 +20,20 @@ class ScriptedConnection {
   readonly descriptors: string[] = [];
   closed = false;
 
-  constructor(private readonly answer: (n: number) => AppendRowsResponse) {}
+  constructor(private answer: (n: number, descriptor: string) => AppendRowsResponse) {}
+
+  /** Answers from now on by the writer schema of the request (as JSON text). */
+  answerWith(answer: (descriptor: string) => AppendRowsResponse): void {
+    this.answer = (_, descriptor) => answer(descriptor);
+  }
 
   getStreamId = (): string => 'projects/mba-test/datasets/ds/tables/history/streams/_default';
 
   write(request: AppendRowsRequest): { getResult(): Promise<AppendRowsResponse> } {
     this.requests++;
-    this.descriptors.push(JSON.stringify(request.protoRows?.writerSchema?.protoDescriptor ?? null));
-    const result = Promise.resolve(this.answer(this.requests));
+    const descriptor = JSON.stringify(request.protoRows?.writerSchema?.protoDescriptor ?? null);
+    this.descriptors.push(descriptor);
+    const result = Promise.resolve(this.answer(this.requests, descriptor));
     return { getResult: () => result };
   }
 
@@ -258,6 +264,53 @@ describe('BigQueryDestination', () => {
       expect(tableReads(recording)).toBe(reads);
       expect(connection.requests).toBe(1);
       expect(connection.descriptors[0]).toContain('"name":"note"');
+      await destination.close();
+    });
+
+    it('issue 10 fix finding 4: after a restart while a column propagates, rows without it land at once and the others once BigQuery takes it', async () => {
+      const recording = new RecordingBigQuery('mba-test');
+      const withColour = columns([
+        { name: '_id', type: 'STRING' },
+        { name: 'colour', type: 'STRING' },
+      ]);
+      seedTable(recording, historyTableSchema(withColour));
+      // The default stream does not show `colour` for the first three requests that carry it.
+      let refusals = 0;
+      const connection = new ScriptedConnection(() => ({ appendResult: {} }));
+      const answers: string[] = [];
+      connection.answerWith((descriptor) => {
+        if (descriptor.includes('"name":"colour"') && refusals < 3) {
+          refusals++;
+          answers.push('refused');
+          return {
+            error: {
+              code: 3,
+              message: `Input schema has more fields than BigQuery schema, extra fields: 'colour' Entity: projects/mba-test/datasets/ds/tables/history/streams/_default`,
+            },
+          };
+        }
+        answers.push(descriptor.includes('"name":"colour"') ? 'new schema' : 'without colour');
+        return { appendResult: {} };
+      });
+      const destination = await BigQueryDestination.open(
+        {
+          ...options(recording, connection, 'storage-write'),
+          schemaBackoff: { ...NO_WAIT, maxAttempts: 10 },
+        },
+        withColour,
+      );
+      const plain = { _event_id: 'e1', _doc_id: '1', _id: '1' };
+      const carrying = { _event_id: 'e2', _doc_id: '2', _id: '2', colour: 'red' };
+
+      const result = await destination.write([
+        { row: plain, document: () => '{}' },
+        { row: carrying, document: () => '{}' },
+      ]);
+
+      expect(result).toMatchObject({ written: 2, deadLettered: 0 });
+      expect(answers.slice(0, 2)).toEqual(['refused', 'without colour']);
+      expect(answers.at(-1)).toBe('new schema');
+      expect(answers.filter((a) => a === 'without colour')).toHaveLength(1);
       await destination.close();
     });
 
