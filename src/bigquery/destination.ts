@@ -236,8 +236,8 @@ export class BigQueryDestination {
    * taken with the table's type and mode, or left out, and only what the table lacks is added (patch,
    * views). Returns the columns rows must now be mapped with.
    *
-   * The schema last read is asked first: a planned field it settles costs no request (batch after batch a
-   * field the table holds as GEOGRAPHY is planned again, and its values go to `_unmapped`). Only when it
+   * The schema last read is asked first: a planned field it settles costs no request (a field the table
+   * holds as GEOGRAPHY, say, whose values go to `_unmapped`). Only when it
    * lacks something is the table read again, since another owner (a lease handover) or a manual ALTER may
    * have added it; whenever that read shows a schema other than the writer's, the writer gets it, additions
    * or not, or the new column's values would be written with a schema that lacks them.
