@@ -24,12 +24,11 @@ import { decodeId, encodeId, MongoCheckpointStore } from '../mongodb/checkpoint-
 import { DEFAULT_BACKFILL_CHUNK, SnapshotReader } from '../mongodb/snapshot-reader.js';
 import { mappingLogger, type Logger } from '../observability/logger.js';
 import { type Metrics } from '../observability/metrics.js';
-import { columnsHash } from '../schema/column-spec.js';
-import { planEvolution } from '../schema/evolve.js';
 import { inferColumns } from '../schema/infer.js';
 import { type ColumnSpec } from '../schema/types.js';
 import { compileRowMapper, type RowMapper } from '../transform/row-mapper.js';
 import { MappingMetrics } from './mapping-metrics.js';
+import { SchemaEvolution } from './schema-evolution.js';
 
 export const DEFAULT_INFER_SAMPLE = 1_000;
 
@@ -107,6 +106,7 @@ class MappingRun {
   /** Inferred in this run and not written to the settings yet. */
   #columnsUnsaved = false;
   #mapper: RowMapper = compileRowMapper([]);
+  readonly #evolution = new SchemaEvolution([]);
   #destination: BigQueryDestination | undefined;
   #sink: RecordSink;
   readonly #checkpoints: CheckpointStore;
@@ -273,6 +273,7 @@ class MappingRun {
 
   #setColumns(columns: readonly ColumnSpec[]): void {
     this.#columns = columns;
+    this.#evolution.reset(columns);
     this.#mapper = compileRowMapper(columns, { captureUnmapped: this.settings.captureUnmapped });
   }
 
@@ -337,22 +338,11 @@ class MappingRun {
     _signal: AbortSignal,
   ): Promise<void> {
     if (this.settings.schemaEvolution !== 'add_columns' || documents.length === 0) return;
-    let columns = this.#columns;
-    const added: string[] = [];
-    for (const document of documents) {
-      const evolution = planEvolution(columns, document);
-      if (evolution.additions.length === 0) continue;
-      columns = evolution.columns;
-      added.push(...evolution.additions.map((a) => [...a.parent, a.column.name].join('.')));
-    }
-    if (added.length === 0) return;
-    // The table may have some of them already, with other types: its own wins (see evolve).
-    if (this.#destination) columns = await this.#destination.evolve(columns);
-    // Everything planned was in the table already, in a type the archiver cannot write: nothing changes.
-    if (columnsHash(columns) === columnsHash(this.#columns)) return;
-    this.log.info({ added }, 'schema evolved: new columns');
-    this.#setColumns(columns);
-    await this.#saveColumns(columns);
+    const change = await this.#evolution.apply(documents, this.#destination);
+    if (!change) return;
+    this.log.info({ added: change.added }, 'schema evolved: new columns');
+    this.#setColumns(change.columns);
+    await this.#saveColumns(change.columns);
   }
 
   /**

@@ -3,7 +3,8 @@ import { type BatchLimits } from '../core/batcher.js';
 import { type HistoryRecord } from '../core/history-rows.js';
 import { rowBytes } from '../core/stream-loop.js';
 import { alignWithTable, missingFromTable } from '../schema/align.js';
-import { historyTableSchema } from '../schema/table-schema.js';
+import { METADATA_FIELDS } from '../schema/table-schema.js';
+import { type ColumnAddition } from '../schema/evolve.js';
 import { type ColumnSpec, type TableField } from '../schema/types.js';
 import { type BigQueryClients } from './client.js';
 import { InsertAllWriter } from './insert-all-writer.js';
@@ -28,6 +29,8 @@ export interface DestinationOptions {
   readonly target: StorageWriteTarget;
   readonly limits?: BatchLimits;
   readonly backoff?: BackoffPolicy;
+  /** How long rows refused for their schema wait after the repair (the sink's default when unset). */
+  readonly schemaBackoff?: BackoffPolicy;
   readonly onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
   /** Told of every batch BigQuery acknowledged and of dead-lettered rows (metrics). */
   readonly observer?: SinkObserver;
@@ -55,6 +58,24 @@ function asTableFields(fields: readonly ExistingField[]): TableField[] {
     mode: f.mode,
     ...(f.fields && { fields: asTableFields(f.fields) }),
   }));
+}
+
+/**
+ * What the history table lacks of the columns and the metadata columns, at every depth (a RECORD the table
+ * has may lack sub-fields), as additions for `TableAdmin.addColumns`.
+ */
+function historyAdditions(
+  columns: readonly ColumnSpec[],
+  fields: readonly ExistingField[],
+): ColumnAddition[] {
+  return missingFromTable([...columns, ...METADATA_FIELDS], fields);
+}
+
+/** Whether two schemas read from the table have the same fields (names, types, modes, at every depth). */
+function sameFields(a: readonly ExistingField[], b: readonly ExistingField[]): boolean {
+  const plain = (fields: readonly ExistingField[]): unknown =>
+    fields.map((f) => [f.name, f.type, f.mode, plain(f.fields ?? [])]);
+  return JSON.stringify(plain(a)) === JSON.stringify(plain(b));
 }
 
 /** A writer that is whichever writer `current` returns at the time of each call. */
@@ -127,12 +148,10 @@ export class BigQueryDestination {
     await admin.ensureDataset();
     let state = await admin.ensureHistoryTable(options.table, wanted);
     const { columns, conflicts } = alignWithTable(wanted, state.fields);
-    if (state.missing.length > 0) {
-      // A table from before (the original service's, or one edited by hand) lacks columns: add them.
-      const wanted = historyTableSchema(columns);
-      const additions = wanted
-        .filter((f) => state.missing.includes(f.name))
-        .map((column) => ({ parent: [] as string[], column }));
+    // A table from before (the original service's, an earlier run's, or one edited by hand) lacks columns
+    // or RECORD sub-fields: add them.
+    const additions = historyAdditions(columns, state.fields);
+    if (additions.length > 0) {
       const patched = await admin.addColumns(options.table, { columns, additions });
       state = { ...state, fields: patched.fields };
     }
@@ -187,6 +206,7 @@ export class BigQueryDestination {
       sizeOf: (row) => this.measure(row),
       ...(o.limits && { limits: o.limits }),
       ...(o.backoff && { backoff: o.backoff }),
+      ...(o.schemaBackoff && { schemaBackoff: o.schemaBackoff }),
       ...(o.onRetry && { onRetry: o.onRetry }),
       ...(o.observer && { observer: o.observer }),
     });
@@ -211,33 +231,45 @@ export class BigQueryDestination {
 
   /**
    * Evolves the table towards `planned` (the columns plus the additions `planEvolution` found), starting
-   * from the table's actual schema, read again now: a planned column the table already has (removed from
-   * the settings since, or added just before a crash lost the saved columns) is taken with the table's type
-   * and mode, and only what the table lacks is added (patch, views, writer rebuilt). Returns the columns rows
-   * must now be mapped with.
+   * from the table's actual schema: a planned column the table already has (removed from the settings
+   * since, added just before a crash lost the saved columns, or of a type the archiver cannot write) is
+   * taken with the table's type and mode, or left out, and only what the table lacks is added (patch,
+   * views). Returns the columns rows must now be mapped with.
+   *
+   * The schema last read is asked first: a planned field it settles costs no request (a field the table
+   * holds as GEOGRAPHY, say, whose values go to `_unmapped`). Only when it
+   * lacks something is the table read again, since another owner (a lease handover) or a manual ALTER may
+   * have added it; whenever that read shows a schema other than the writer's, the writer gets it, additions
+   * or not, or the new column's values would be written with a schema that lacks them.
    */
   async evolve(planned: readonly ColumnSpec[]): Promise<readonly ColumnSpec[]> {
-    const fields = (await this.admin.historyTableFields(this.options.table)) ?? this.#tableFields;
-    const { columns } = alignWithTable(planned, fields);
-    const additions = missingFromTable(columns, fields);
-    this.#tableFields = fields;
-    if (additions.length > 0) {
-      const result = await this.admin.addColumns(this.options.table, { columns, additions });
-      this.#tableFields = result.fields;
-      await this.#replaceWriter(asTableFields(result.fields));
+    let fields = this.#tableFields;
+    let { columns } = alignWithTable(planned, fields);
+    if (missingFromTable(columns, fields).length > 0) {
+      fields = (await this.admin.historyTableFields(this.options.table)) ?? fields;
+      ({ columns } = alignWithTable(planned, fields));
+      const additions = missingFromTable(columns, fields);
+      if (additions.length > 0) {
+        fields = (await this.admin.addColumns(this.options.table, { columns, additions })).fields;
+      }
+      if (!sameFields(fields, this.#tableFields)) {
+        this.#tableFields = fields;
+        await this.#replaceWriter(asTableFields(fields));
+      }
     }
     this.#columns = columns;
     return columns;
   }
 
-  /** BigQuery said a column is missing: add whatever the columns expect and the table lacks. */
+  /**
+   * BigQuery said a column is missing: add whatever the columns expect and the table lacks (RECORD
+   * sub-fields included), and give the writer the table's schema.
+   */
   async #repairSchema(): Promise<void> {
     const state = await this.admin.ensureHistoryTable(this.options.table, this.#columns);
     let fields = state.fields;
-    if (state.missing.length > 0) {
-      const additions = historyTableSchema(this.#columns)
-        .filter((f) => state.missing.includes(f.name))
-        .map((column) => ({ parent: [] as string[], column }));
+    const additions = historyAdditions(this.#columns, fields);
+    if (additions.length > 0) {
       fields = (await this.admin.addColumns(this.options.table, { columns: this.#columns, additions }))
         .fields;
     }

@@ -572,11 +572,39 @@ function compileMessage(
       : element;
     return { key: field.name, guarded: PROTOTYPE_KEYS.has(field.name), path, encode };
   });
+  const byName = new Set(plans.map((plan) => plan.key));
+  const byLowerName = new Map(plans.map((plan) => [plan.key.toLowerCase(), plan]));
+  /**
+   * The row's values under keys that are not exactly a field name. A key differing only in case is its
+   * field's (BigQuery's names are case-insensitive, and insertAll matches them so); any other key has no
+   * field here, and leaving its value out would lose it without a trace: refused as `schema`, so that the
+   * sink repairs the table and the writer before the row is sent again.
+   */
+  const encodeOthers = (sink: ByteSink, row: Readonly<Record<string, unknown>>): void => {
+    for (const key of Object.keys(row)) {
+      const value = row[key];
+      if (value === null || value === undefined || byName.has(key)) continue;
+      const plan = byLowerName.get(key.toLowerCase());
+      if (plan === undefined) {
+        throw new BigQueryError('schema', `no such field: ${prefix}${key} (the table has no column for it)`);
+      }
+      const exact = Object.hasOwn(row, plan.key) ? row[plan.key] : undefined;
+      if (exact !== null && exact !== undefined) {
+        throw new BigQueryError('poison', `column ${plan.path}: the row has a value under two spellings`);
+      }
+      plan.encode(sink, value);
+    }
+  };
   return (sink, row) => {
+    let found = 0;
     for (const plan of plans) {
       const value = plan.guarded && !Object.hasOwn(row, plan.key) ? undefined : row[plan.key];
-      if (value !== null && value !== undefined) plan.encode(sink, value);
+      if (value === undefined) continue;
+      found++;
+      if (value !== null) plan.encode(sink, value);
     }
+    // Every key of the row is a field's when the fields found as many: the common case, counted cheaply.
+    if (Object.keys(row).length !== found) encodeOthers(sink, row);
   };
 }
 

@@ -2,7 +2,7 @@ import { managedwriter, protos } from '@google-cloud/bigquery-storage';
 import { BigQueryError } from '../errors.js';
 import { type TableField } from '../schema/types.js';
 import { type BigQueryClients } from './client.js';
-import { toBigQueryError } from './error-mapping.js';
+import { classifyBigQueryError, toBigQueryError } from './error-mapping.js';
 import { assertDatasetId, assertTableId } from './identifiers.js';
 import { compileRowEncoder, descriptorProblem, type EncodedRows, type RowEncoder } from './proto-encoder.js';
 import { type AppendOutcome, type HistoryRow, type RowRejection, type TableWriter } from './writer.js';
@@ -22,6 +22,11 @@ const REQUEST_ENVELOPE_BYTES = 4_096;
 /** Opening the default stream (a unary GetWriteStream call) must not hang a writer forever. */
 const DEFAULT_OPEN_TIMEOUT_MS = 30_000;
 const TRACE_ID = 'mongo-bigquery-archiver';
+/**
+ * The fields BigQuery names when it refuses a writer schema it does not take yet, comma-separated, nested
+ * ones by dotted path: "Input schema has more fields than BigQuery schema, extra fields: 'a,rec.b' Entity: ...".
+ */
+const EXTRA_FIELDS = /more fields than BigQuery schema, extra fields: '([^']*)'/i;
 const GRPC_CANCELLED = 1;
 const GRPC_INTERNAL = 13;
 const GRPC_DEADLINE_EXCEEDED = 4;
@@ -159,10 +164,13 @@ interface Batch {
  * Schema changes: BigQuery takes a new column on the default stream only some time after the table patch
  * (minutes, per Google) and until then refuses every request whose writer schema has it ("Input schema has
  * more fields than BigQuery schema"). So the writer keeps the schema BigQuery last accepted next to the
- * newest one: a request whose rows carry nothing beyond the accepted schema goes out with it and lands; one
- * that needs the new column is sent with the new schema and fails as `schema` until BigQuery takes it (the
- * sink waits and retries). The new schema becomes the accepted one when a request with it lands, or when an
- * append response's `updatedSchema` shows its columns.
+ * newest one and splits each append: the rows that carry nothing beyond the accepted schema go out with it
+ * and land; the rows that need the new column are sent with the new schema and, while BigQuery refuses it,
+ * come back as `schema` rejections (the sink waits and retries them alone). The new schema becomes the
+ * accepted one when a request with it lands, or when an append response's `updatedSchema` shows its
+ * columns. A new writer cannot know what the stream takes and starts from the table's schema; when BigQuery
+ * refuses it and names the fields ("extra fields: 'colour'"), the accepted schema becomes the newest one
+ * without them.
  */
 export class StorageWriteWriter implements TableWriter {
   readonly kind = 'storage-write' as const;
@@ -217,12 +225,45 @@ export class StorageWriteWriter implements TableWriter {
     if (this.#closed)
       throw new BigQueryError('fatal', `Storage Write writer for ${this.#destinationTable} is closed`);
     // Rows that need nothing beyond the accepted schema go out with it: they land while a new column is
-    // still on its way to the default stream.
-    const schema =
-      this.#accepted === this.#current || rows.some((row) => this.#accepted.exceeds(row))
-        ? this.#current
-        : this.#accepted;
-    const encoded = schema === this.#current ? this.#encode(rows) : schema.encoder.encodeRows(rows);
+    // still on its way to the default stream. Only the rows that need the new schema are sent with it, and
+    // first: should it land, it becomes the accepted one.
+    let fits: number[] = [];
+    let needs: number[] = [];
+    rows.forEach((row, index) => {
+      (this.#accepted === this.#current || this.#accepted.exceeds(row) ? needs : fits).push(index);
+    });
+    const rejected: RowRejection[] = [];
+    if (needs.length > 0) {
+      try {
+        rejected.push(...(await this.#appendWith(this.#current, rows, needs, signal)));
+      } catch (error) {
+        const narrowed = this.#withoutRefusedFields(error);
+        if (narrowed === undefined) throw error;
+        // BigQuery named the fields it does not show to this stream yet: what is left of the new schema is
+        // what it takes. The rows that carry a value for a named field wait (the sink retries them as
+        // `schema`); the others go out now without it.
+        this.#accepted = narrowed;
+        const waiting = needs.filter((index) => narrowed.exceeds(rows[index] ?? {}));
+        fits = [...fits, ...needs.filter((index) => !narrowed.exceeds(rows[index] ?? {}))];
+        needs = waiting;
+        if (fits.length === 0) throw error;
+        const reason = error instanceof Error ? error.message : String(error);
+        for (const index of waiting) rejected.push({ index, reason });
+      }
+    }
+    if (fits.length > 0) rejected.push(...(await this.#appendWith(this.#accepted, rows, fits, signal)));
+    return { rejected: rejected.sort((a, b) => a.index - b.index) };
+  }
+
+  /** Sends `rows[indexes]` with `schema`; returns the refused ones, by their index among `rows`. */
+  async #appendWith(
+    schema: WriterSchema,
+    rows: readonly HistoryRow[],
+    indexes: readonly number[],
+    signal: AbortSignal | undefined,
+  ): Promise<RowRejection[]> {
+    const group = indexes.length === rows.length ? rows : indexes.map((index) => rows[index] ?? {});
+    const encoded = schema === this.#current ? this.#encode(group) : schema.encoder.encodeRows(group);
     const rejected: RowRejection[] = [...encoded.rejected];
     let batch = this.#withinRequestLimit(encoded, schema.descriptorBytes, rejected);
     while (batch.serialized.length > 0) {
@@ -243,7 +284,27 @@ export class StorageWriteWriter implements TableWriter {
       }
       batch = this.#withoutRefusedRows(batch, rowErrors, rejected);
     }
-    return { rejected: rejected.sort((a, b) => a.index - b.index) };
+    return rejected.map((r) => ({ index: indexes[r.index] ?? r.index, reason: r.reason }));
+  }
+
+  /**
+   * After BigQuery refused a request sent with the current schema as "Input schema has more fields than
+   * BigQuery schema, extra fields: 'a,rec.b'": the current schema without those fields, which the stream
+   * does take (the accepted one when it is the same). Undefined for any other failure, or when the named
+   * fields are not in the current schema (nothing to narrow: the failure stands as it is).
+   */
+  #withoutRefusedFields(error: unknown): WriterSchema | undefined {
+    if (classifyBigQueryError(error) !== 'schema') return undefined;
+    const message = error instanceof Error ? error.message : String(error);
+    const named = EXTRA_FIELDS.exec(message)?.[1];
+    if (named === undefined) return undefined;
+    const paths = named
+      .split(',')
+      .map((path) => path.trim().toLowerCase())
+      .filter((path) => path.length > 0);
+    const narrowed = withoutPaths(this.#current.schema, paths, '');
+    if (sameSchema(narrowed, this.#current.schema)) return undefined;
+    return sameSchema(narrowed, this.#accepted.schema) ? this.#accepted : writerSchema(narrowed);
   }
 
   async updateSchema(schema: readonly TableField[]): Promise<void> {
@@ -483,6 +544,18 @@ export class StorageWriteWriter implements TableWriter {
       clearTimeout(timer);
     }
   }
+}
+
+/** The fields of `fields` whose dotted path (lower case) is not among `paths`; a RECORD left empty goes too. */
+function withoutPaths(fields: readonly TableField[], paths: readonly string[], prefix: string): TableField[] {
+  return fields.flatMap((field) => {
+    const path = `${prefix}${field.name.toLowerCase()}`;
+    if (paths.includes(path)) return [];
+    if (field.type !== 'RECORD' || field.fields === undefined) return [field];
+    const nested = withoutPaths(field.fields, paths, `${path}.`);
+    if (nested.length === 0) return [];
+    return [nested.length === field.fields.length ? field : { ...field, fields: nested }];
+  });
 }
 
 function reportedThroughPendingWrite(): void {

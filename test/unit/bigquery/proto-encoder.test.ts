@@ -461,6 +461,48 @@ describe('compileRowEncoder: values that do not fit', () => {
     expect((caught as BigQueryError).message).toMatch(reason);
   });
 
+  it('issue 10 fix finding 1: a value the schema has no field for is refused as schema, never dropped', () => {
+    // A row key the table lacks (a RECORD sub-field not added yet, a column added after the encoder was
+    // built) must not vanish from the row: the sink repairs the table on a schema refusal, then retries.
+    const encoder = compileRowEncoder(schema);
+    const refusals = [
+      { n: 1, extra: 'x' },
+      { r: { xs: [1], sub: 'y' } },
+      { r: { xs: [1] }, n: 2, more: { a: 1 } },
+    ].map((row) => {
+      try {
+        encoder.encode(row);
+        return undefined;
+      } catch (error) {
+        return error instanceof BigQueryError ? `${error.failureClass}: ${error.message}` : String(error);
+      }
+    });
+    expect(refusals).toEqual([
+      expect.stringMatching(/^schema: no such field: extra\b/),
+      expect.stringMatching(/^schema: no such field: r\.sub\b/),
+      expect.stringMatching(/^schema: no such field: more\b/),
+    ]);
+    const encoded = encoder.encodeRows([{ n: 1 }, { n: 2, extra: 'x' }]);
+    expect(encoded.indexes).toEqual([0]);
+    expect(encoded.rejected.map((r) => r.index)).toEqual([1]);
+    expect(encoded.rejected[0]?.reason).toMatch(/no such field: extra/);
+  });
+
+  it('issue 10 fix finding 1: NULL values of unknown keys lose nothing and are left out as before', () => {
+    const encoder = compileRowEncoder(schema);
+    expect(Buffer.from(encoder.encode({ n: 1, extra: null, gone: undefined })).toString('hex')).toBe(
+      Buffer.from(encoder.encode({ n: 1 })).toString('hex'),
+    );
+  });
+
+  it('issue 10 fix finding 1: a key that differs from its column only in case is written to that column', () => {
+    // BigQuery column names are case-insensitive: a declared column `N` on a table whose column is `n`.
+    const encoder = compileRowEncoder(schema);
+    expect(Buffer.from(encoder.encode({ N: 7, R: { XS: [1.5] } })).toString('hex')).toBe(
+      Buffer.from(encoder.encode({ n: 7, r: { xs: [1.5] } })).toString('hex'),
+    );
+  });
+
   it('encodeRows keeps the rows that fit, in one buffer, and reports the others by index', () => {
     const encoder = compileRowEncoder(schema);
     const rows: HistoryRow[] = [{ n: 1 }, { n: 'x' }, { d: '2026-01-01' }, { t: 'yesterday' }, { n: 3 }];

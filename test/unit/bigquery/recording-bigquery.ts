@@ -78,9 +78,28 @@ export class RecordingBigQuery {
     }
     const insertAll = /^\/?datasets\/[^/]+\/tables\/([^/]+)\/+insertAll$/.exec(uri);
     if (insertAll && method === 'POST') {
-      const body = JSON.parse(String(json)) as { rows: { json: unknown }[] };
-      this.inserted.push({ table: insertAll[1] ?? '', rows: body.rows.map((r) => r.json) });
-      return { kind: 'bigquery#tableDataInsertAllResponse' };
+      const table = insertAll[1] ?? '';
+      const body = JSON.parse(String(json)) as { rows: { json: Record<string, unknown> }[] };
+      // As BigQuery with skipInvalidRows: a row with a field the table lacks is refused (the shape BigQuery
+      // answers: reason invalid, the field's path as location, "no such field."), the others land.
+      const fields = this.tables.get(table)?.schema?.fields;
+      const insertErrors: { index: number; errors: object[] }[] = [];
+      const landed: unknown[] = [];
+      body.rows.forEach((r, index) => {
+        const unknown = fields && unknownField(r.json, fields, '');
+        if (unknown === undefined) landed.push(r.json);
+        else {
+          insertErrors.push({
+            index,
+            errors: [{ reason: 'invalid', location: unknown, debugInfo: '', message: 'no such field.' }],
+          });
+        }
+      });
+      this.inserted.push({ table, rows: landed });
+      return {
+        kind: 'bigquery#tableDataInsertAllResponse',
+        ...(insertErrors.length > 0 && { insertErrors }),
+      };
     }
     const match = /^\/?datasets(?:\/([^/]+))?(?:\/tables(?:\/([^/]+))?)?$/.exec(uri);
     if (!match) throw apiError(400, 'invalid', `the fake does not know ${method} ${uri}`);
@@ -118,4 +137,26 @@ export class RecordingBigQuery {
     }
     throw apiError(400, 'invalid', `the fake does not know ${method} ${uri}`);
   }
+}
+
+type SchemaField = NonNullable<NonNullable<TableMetadata['schema']>['fields']>[number];
+
+/** The path of the first non-NULL value of `row` that no field of `fields` holds (names are case-insensitive). */
+function unknownField(
+  row: Readonly<Record<string, unknown>>,
+  fields: readonly SchemaField[],
+  prefix: string,
+): string | undefined {
+  for (const [key, value] of Object.entries(row)) {
+    if (value === null || value === undefined) continue;
+    const field = fields.find((f) => f.name?.toLowerCase() === key.toLowerCase());
+    if (!field) return `${prefix}${key}`;
+    if (field.type !== 'RECORD' && field.type !== 'STRUCT') continue;
+    for (const item of Array.isArray(value) ? (value as unknown[]) : [value]) {
+      if (typeof item !== 'object' || item === null) continue;
+      const inner = unknownField(item as Record<string, unknown>, field.fields ?? [], `${prefix}${key}.`);
+      if (inner !== undefined) return inner;
+    }
+  }
+  return undefined;
 }

@@ -2,6 +2,7 @@
 // neither emulator sends), status errors, transport failures, abort, schema updates and request limits.
 import { type managedwriter, type protos } from '@google-cloud/bigquery-storage';
 import { describe, expect, it } from 'vitest';
+import { classifyBigQueryError } from '../../../src/bigquery/error-mapping.js';
 import { compileRowEncoder } from '../../../src/bigquery/proto-encoder.js';
 import {
   MAX_APPEND_REQUEST_BYTES,
@@ -129,6 +130,21 @@ describe('StorageWriteWriter on a scripted stream', () => {
       '_doc_id',
       'n',
     ]);
+  });
+
+  it('issue 10 fix finding 1: a row with a value the writer schema has no field for is refused as schema, the others sent', async () => {
+    const { writer, connection } = scripted(() => Promise.resolve(OK));
+    // `note` is a column the table (as this writer knows it) lacks: its value must not vanish.
+    const outcome = await writer.append([
+      { _doc_id: 'a', n: 1 },
+      { _doc_id: 'b', n: 2, note: 'kept' },
+    ]);
+
+    expect(outcome.rejected.map((r) => r.index)).toEqual([1]);
+    expect(outcome.rejected[0]?.reason).toMatch(/^no such field: note\b/);
+    expect(classifyBigQueryError({ message: outcome.rejected[0]?.reason })).toBe('schema');
+    expect(connection.requests).toHaveLength(1);
+    expect(connection.rowsOf(0)).toEqual(hex([{ _doc_id: 'a', n: 1 }]));
   });
 
   it('sends nothing, and opens nothing, for an empty append', async () => {
@@ -329,18 +345,151 @@ describe('StorageWriteWriter on a scripted stream', () => {
     expect(namesOf(1)).toEqual(['_doc_id', 'n']);
     expect(connection.rowsOf(1)).toEqual(hex(rows(2)));
 
-    // A row carrying it needs the new schema: refused as `schema` (the sink waits), never sent without it.
+    // A row carrying it needs the new schema: it alone waits, refused as `schema` (the sink retries it),
+    // never sent without the column; the other row of the request lands on the accepted schema.
     const carrying = [{ _doc_id: 'x', n: 1, added: 'new' }, ...rows(1)];
-    const failure = await failureOf(writer.append(carrying));
-    expect((failure as BigQueryError).failureClass).toBe('schema');
+    const outcome = await writer.append(carrying);
+    expect(outcome.rejected.map((r) => r.index)).toEqual([0]);
+    expect(classifyBigQueryError({ message: outcome.rejected[0]?.reason })).toBe('schema');
     expect(namesOf(2)).toEqual(['_doc_id', 'n', 'added']);
+    expect(namesOf(3)).toEqual(['_doc_id', 'n']);
+    expect(connection.rowsOf(3)).toEqual(hex(rows(1)));
 
     // Once BigQuery takes it, it is the schema for every row.
     visible = true;
     expect(await writer.append(carrying)).toEqual({ rejected: [] });
-    expect(connection.rowsOf(3)).toEqual(hex(carrying, extended));
+    expect(connection.rowsOf(4)).toEqual(hex(carrying.slice(0, 1), extended));
+    expect(connection.rowsOf(5)).toEqual(hex(carrying.slice(1), extended));
     await writer.append(rows(1));
-    expect(namesOf(4)).toEqual(['_doc_id', 'n', 'added']);
+    expect(namesOf(6)).toEqual(['_doc_id', 'n', 'added']);
+  });
+
+  /** BigQuery before it shows `colour` to the default stream: any request whose writer schema has it is refused. */
+  const refusingColour = (request: AppendRowsRequest): Promise<AppendRowsResponse> => {
+    const names = request.protoRows?.writerSchema?.protoDescriptor?.field?.map((f) => f.name) ?? [];
+    return Promise.resolve(
+      names.includes('colour')
+        ? {
+            error: {
+              code: 3,
+              message: `Input schema has more fields than BigQuery schema, extra fields: 'colour' Entity: ${TABLE}/streams/_default`,
+            },
+          }
+        : OK,
+    );
+  };
+  const WITH_COLOUR: TableField[] = [...SCHEMA, { name: 'colour', type: 'STRING', mode: 'NULLABLE' }];
+  const namesIn = (connection: ScriptedConnection, n: number) =>
+    connection.requests[n]?.protoRows?.writerSchema?.protoDescriptor?.field?.map((f) => f.name);
+
+  it('issue 10 fix finding 4: a new writer refused for a column BigQuery does not show yet sends the other rows without it, and keeps doing so', async () => {
+    // A restart while `colour` propagates: the table has it, the default stream does not take it yet.
+    const connection = new ScriptedConnection(refusingColour);
+    const writer = new StorageWriteWriter({
+      clients: {
+        projectId: 'mba-test',
+        writerClient: new ScriptedClient(connection) as unknown as managedwriter.WriterClient,
+      },
+      datasetId: 'ds',
+      tableId: 'history',
+      schema: WITH_COLOUR,
+    });
+    const plain = { _doc_id: 'a', n: 1 };
+    const carrying = { _doc_id: 'b', n: 2, colour: 'red' };
+
+    const outcome = await writer.append([plain, carrying]);
+
+    // The row with the column waits (a `schema` refusal, which the sink retries); the other one landed.
+    expect(outcome.rejected.map((r) => r.index)).toEqual([1]);
+    expect(classifyBigQueryError({ message: outcome.rejected[0]?.reason })).toBe('schema');
+    expect(namesIn(connection, 0)).toEqual(['_doc_id', 'n', 'colour']);
+    expect(namesIn(connection, 1)).toEqual(['_doc_id', 'n']);
+    expect(connection.rowsOf(1)).toEqual(hex([plain]));
+
+    // Rows without the column go out with the schema BigQuery takes, at the first request.
+    expect(await writer.append(rows(2))).toEqual({ rejected: [] });
+    expect(connection.requests).toHaveLength(3);
+    expect(namesIn(connection, 2)).toEqual(['_doc_id', 'n']);
+    await writer.close();
+  });
+
+  it('issue 10 fix finding 4: a refusal naming several fields, nested ones by path, narrows to the schema without all of them', async () => {
+    const schema: TableField[] = [
+      ...SCHEMA,
+      { name: 'colour', type: 'STRING', mode: 'NULLABLE' },
+      {
+        name: 'rec',
+        type: 'RECORD',
+        mode: 'NULLABLE',
+        fields: [
+          { name: 'a', type: 'STRING', mode: 'NULLABLE' },
+          { name: 'b', type: 'STRING', mode: 'NULLABLE' },
+        ],
+      },
+    ];
+    const connection = new ScriptedConnection((request) => {
+      const descriptor = JSON.stringify(request.protoRows?.writerSchema?.protoDescriptor ?? {});
+      return Promise.resolve(
+        descriptor.includes('"name":"colour"') || descriptor.includes('"name":"b"')
+          ? {
+              error: {
+                code: 3,
+                message: `Input schema has more fields than BigQuery schema, extra fields: 'colour,rec.b' Entity: ${TABLE}/streams/_default`,
+              },
+            }
+          : OK,
+      );
+    });
+    const writer = new StorageWriteWriter({
+      clients: {
+        projectId: 'mba-test',
+        writerClient: new ScriptedClient(connection) as unknown as managedwriter.WriterClient,
+      },
+      datasetId: 'ds',
+      tableId: 'history',
+      schema,
+    });
+    const batch: HistoryRow[] = [
+      { _doc_id: 'a', n: 1, rec: { a: 'x' } },
+      { _doc_id: 'b', n: 2, rec: { a: 'y', b: 'z' } },
+      { _doc_id: 'c', n: 3, colour: 'red' },
+    ];
+
+    const outcome = await writer.append(batch);
+
+    expect(outcome.rejected.map((r) => r.index)).toEqual([1, 2]);
+    expect(connection.requests).toHaveLength(2);
+    const narrowed: TableField[] = [
+      ...SCHEMA,
+      {
+        name: 'rec',
+        type: 'RECORD',
+        mode: 'NULLABLE',
+        fields: [{ name: 'a', type: 'STRING', mode: 'NULLABLE' }],
+      },
+    ];
+    expect(connection.rowsOf(1)).toEqual(hex(batch.slice(0, 1), narrowed));
+    await writer.close();
+  });
+
+  it('issue 10 fix finding 4: one row needing the new column does not take the rest of its request to the new schema', async () => {
+    const { writer, connection } = scripted(refusingColour);
+    await writer.append(rows(1));
+    await writer.updateSchema(WITH_COLOUR);
+    const carrying = { _doc_id: 'b', n: 2, colour: 'red' };
+    const batch = [rows(1)[0] ?? {}, carrying, { _doc_id: 'c', n: 3 }];
+
+    const outcome = await writer.append(batch);
+
+    expect(outcome.rejected.map((r) => r.index)).toEqual([1]);
+    expect(outcome.rejected[0]?.reason).toMatch(/Input schema has more fields than BigQuery schema/);
+    // The rows without the column landed on the accepted schema; the one with it was sent with the new one.
+    const sent = connection.requests.slice(1).map((_, i) => namesIn(connection, i + 1));
+    expect(sent).toContainEqual(['_doc_id', 'n', 'colour']);
+    const last = connection.requests.length - 1;
+    expect(namesIn(connection, last)).toEqual(['_doc_id', 'n']);
+    expect(connection.rowsOf(last)).toEqual(hex([batch[0] ?? {}, batch[2] ?? {}]));
+    await writer.close();
   });
 
   it('issue 10 item 1: an updatedSchema in an append response that shows the new column ends the wait for it', async () => {
