@@ -377,9 +377,8 @@ export class Supervisor {
     const statusWriter = new StatusWriter((status) =>
       this.#o.store.reportStatus(id, status, fence).catch((error: unknown) => {
         if (error instanceof FencedOutError) {
-          // Another instance owns the mapping now: stop here (its lease renewal would find out soon anyway).
           this.#o.log.warn('fenced out by a newer owner; stopping this mapping here', { mapping: id });
-          controller.abort();
+          this.#fencedOut(id, entry);
           return;
         }
         this.#o.log.warn('could not write the mapping status', { mapping: id, error: errorMessage(error) });
@@ -419,7 +418,7 @@ export class Supervisor {
                 error: error.message,
               },
             );
-            controller.abort();
+            this.#fencedOut(id, entry);
             return;
           }
           if (isAborted(signal)) return;
@@ -446,6 +445,18 @@ export class Supervisor {
     const done = loop().finally(() => statusWriter.settled());
     Object.assign(entry, { done });
     this.#running.set(id, entry);
+  }
+
+  /**
+   * A write of the mapping was refused for a newer fencing token: stop it, and give its lease up. After a
+   * real takeover the release changes nothing (the lease is another instance's); but the newer token may
+   * also come from a settings document replaced by one carrying another's `status.fence`, and then the
+   * mapping would stay stopped under a lease this instance keeps renewing. Released, it is taken again with
+   * a token above every stored one.
+   */
+  #fencedOut(id: string, entry: Running): void {
+    entry.controller.abort();
+    if (entry.lease !== undefined && this.#held.get(id) === entry.lease) void this.#release(id);
   }
 
   async #stop(id: string): Promise<void> {

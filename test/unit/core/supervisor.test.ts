@@ -548,6 +548,26 @@ describe('supervisor', () => {
       expect(store.fences.get('a')).toBe(oldToken + 1);
       expect(store.statuses.filter((s) => s.id === 'a').at(-1)?.status.state).toBe('streaming');
     });
+
+    it('issue 10 item 3 (review): a mapping fenced out while it still holds its lease gives the lease up and runs again with a newer token', async () => {
+      const { members, running, leases, store } = instances(1);
+      const [one] = members as [(typeof members)[0]];
+      await eventually(() => {
+        expect(running(one)).toEqual(['a', 'b', 'c', 'd']);
+      });
+      const oldToken = leases.leases.get('a')?.token ?? 0;
+      // The settings document was replaced by one carrying a newer `status.fence` (copied from elsewhere):
+      // no other instance holds the lease, yet every write of this owner is refused.
+      store.fences.set('a', oldToken + 5);
+      one.runs.hooks.get('a')?.report({ state: 'streaming', eventsRead: 1 });
+      await eventually(() => {
+        expect(one.runs.starts.filter((c) => c === 'a')).toHaveLength(2);
+        expect(leases.leases.get('a')).toMatchObject({ owner: 'instance-0' });
+        expect(leases.leases.get('a')?.token).toBeGreaterThan(oldToken + 5);
+      });
+      one.controller.abort();
+      await one.done;
+    });
   });
 });
 
