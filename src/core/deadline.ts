@@ -11,6 +11,12 @@
  */
 export const DEFAULT_FINAL_FLUSH_TIMEOUT_MS = 20_000;
 
+/**
+ * Bounds each checkpoint save (a half-open connection to MongoDB must not hold a mapping for ever); a save
+ * that runs out is an error, and the mapping restarts from the last position that was saved.
+ */
+export const DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS = 30_000;
+
 /** A signal that aborts `ms` after `stop` does; dispose it once the work it bounds is over. */
 export interface Deadline {
   readonly signal: AbortSignal;

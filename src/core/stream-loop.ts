@@ -1,5 +1,9 @@
 import { type RowMapper } from '../transform/row-mapper.js';
-import { DEFAULT_FINAL_FLUSH_TIMEOUT_MS, deadlineAfter } from './deadline.js';
+import {
+  DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS,
+  DEFAULT_FINAL_FLUSH_TIMEOUT_MS,
+  deadlineAfter,
+} from './deadline.js';
 import { Batcher, DEFAULT_BATCH_LIMITS, type BatchLimits } from './batcher.js';
 import { changeRecord, type HistoryRecord } from './history-rows.js';
 import { operationTypeOf, type ChangeEvent, type Position } from './model.js';
@@ -20,8 +24,6 @@ export interface RecordSink {
 }
 
 export const DEFAULT_STREAM_BATCH_SIZE = 1_000;
-/** Bounds each checkpoint write while running. */
-const CHECKPOINT_SAVE_TIMEOUT_MS = 30_000;
 
 /**
  * What the loop reports as it reads, for metrics (the app layer adapts it). Rows are reported by the sink
@@ -97,7 +99,7 @@ export async function runStreamLoop(
       if (readUpTo !== undefined && readUpTo.token !== saved?.token) {
         await options.checkpoints.save(
           { position: readUpTo },
-          AbortSignal.any([flushing.signal, AbortSignal.timeout(CHECKPOINT_SAVE_TIMEOUT_MS)]),
+          AbortSignal.any([flushing.signal, AbortSignal.timeout(DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS)]),
         );
         saved = readUpTo;
       }
