@@ -1,4 +1,4 @@
-import { MongoClient } from 'mongodb';
+import { MongoClient, type MongoClientOptions } from 'mongodb';
 import { createBigQueryClients, type BigQueryClients } from '../bigquery/client.js';
 import { type WriterDecorator } from '../bigquery/destination.js';
 import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
@@ -51,9 +51,30 @@ export function bigQueryConnection(config: BootstrapConfig) {
   };
 }
 
+/**
+ * The longest the client waits on a socket for an answer (`socketTimeoutMS`) unless the connection string
+ * says otherwise. Without it a connection that stopped answering (half-open) holds its operation until the
+ * operating system's keepalive gives up on it, often a quarter of an hour later. Change streams wait at most
+ * 1 s per getMore (maxAwaitTimeMS), bookkeeping writes at most 30 s (they carry their own bound); this is the
+ * backstop for reads, far above a slow backfill or sampling batch on a large collection. The driver's
+ * per-operation `timeoutMS` is no longer an option: it has no effect in driver 7.
+ */
+export const DEFAULT_MONGO_SOCKET_TIMEOUT_MS = 10 * 60_000;
+
+/** The client options of the daemon for connection string `uri`. */
+export function mongoClientOptions(uri: string): MongoClientOptions {
+  // A value in the connection string wins (the options object would override it).
+  const ownSocketTimeout = /[?&]sockettimeoutms=/i.test(uri);
+  return {
+    // Regexes stay BSONRegExp (BSON_DECODE_OPTIONS): the default decoding loses MongoDB options.
+    ...BSON_DECODE_OPTIONS,
+    appName: 'mongo-bigquery-archiver',
+    ...(!ownSocketTimeout && { socketTimeoutMS: DEFAULT_MONGO_SOCKET_TIMEOUT_MS }),
+  };
+}
+
 export function connectMongo(config: BootstrapConfig): MongoClient {
-  // Regexes stay BSONRegExp (BSON_DECODE_OPTIONS): the default decoding loses MongoDB options.
-  return new MongoClient(config.MONGO_CLIENT, { ...BSON_DECODE_OPTIONS, appName: 'mongo-bigquery-archiver' });
+  return new MongoClient(config.MONGO_CLIENT, mongoClientOptions(config.MONGO_CLIENT));
 }
 
 /**

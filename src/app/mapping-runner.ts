@@ -7,6 +7,11 @@ import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
 import { type BootstrapConfig } from '../config/bootstrap.js';
 import { type MappingSettings } from '../config/settings.js';
 import { DEFAULT_BATCH_LIMITS, type BatchLimits } from '../core/batcher.js';
+import {
+  DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS,
+  DEFAULT_FINAL_FLUSH_TIMEOUT_MS,
+  deadlineAfter,
+} from '../core/deadline.js';
 import { backfillRecord, type HistoryRecord } from '../core/history-rows.js';
 import { type Position } from '../core/model.js';
 
@@ -371,24 +376,39 @@ class MappingRun {
       { estimated, resumeAfter: progress.lastId },
       resume ? 'resuming the backfill' : 'backfill started',
     );
-    for (;;) {
-      const chunk = await reader.nextChunk(
-        progress.lastId === undefined ? undefined : decodeId(progress.lastId),
-        signal,
-      );
-      const last = chunk.at(-1);
-      if (!last) break;
-      await this.#evolve(chunk, signal);
-      const now = new Date();
-      const records: HistoryRecord[] = chunk.map((doc) =>
-        backfillRecord(this.#mapper, doc, progress.snapshotStart, now),
-      );
-      await this.#sink.write(records, signal);
-      progress = { ...progress, lastId: encodeId(last._id), copied: progress.copied + chunk.length };
-      await this.#checkpoints.save(checkpointOf(progress), AbortSignal.timeout(30_000));
-      this.metrics?.backfillCopied(chunk.length);
-      this.hooks.report({ state: 'backfilling', backfillCopied: progress.copied });
-      signal.throwIfAborted();
+    // A stop ends the reading at once, but the chunk in hand is still written and its progress saved (like
+    // the stream loop's final flush), within a deadline that starts with the stop: otherwise the next owner
+    // copies it again.
+    const flushing = deadlineAfter(signal, DEFAULT_FINAL_FLUSH_TIMEOUT_MS);
+    try {
+      for (;;) {
+        const chunk = await reader.nextChunk(
+          progress.lastId === undefined ? undefined : decodeId(progress.lastId),
+          signal,
+        );
+        const last = chunk.at(-1);
+        if (!last) break;
+        await this.#evolve(chunk, flushing.signal);
+        const now = new Date();
+        const records: HistoryRecord[] = chunk.map((doc) =>
+          backfillRecord(this.#mapper, doc, progress.snapshotStart, now),
+        );
+        await this.#sink.write(records, flushing.signal);
+        progress = { ...progress, lastId: encodeId(last._id), copied: progress.copied + chunk.length };
+        await this.#checkpoints.save(
+          checkpointOf(progress),
+          AbortSignal.any([flushing.signal, AbortSignal.timeout(DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS)]),
+        );
+        this.metrics?.backfillCopied(chunk.length);
+        this.hooks.report({ state: 'backfilling', backfillCopied: progress.copied });
+        signal.throwIfAborted();
+      }
+    } catch (error) {
+      // The deadline says more than the sink's or the store's reaction to it.
+      if (flushing.signal.aborted) throw flushing.signal.reason;
+      throw error;
+    } finally {
+      flushing.dispose();
     }
     progress = { ...progress, done: true };
     await this.#checkpoints.save(checkpointOf(progress), signal);

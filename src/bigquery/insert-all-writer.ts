@@ -1,4 +1,5 @@
 import { type Table } from '@google-cloud/bigquery';
+import { abortable } from '../core/deadline.js';
 import { BigQueryError } from '../errors.js';
 import { type TableField } from '../schema/types.js';
 import { toBigQueryError } from './error-mapping.js';
@@ -56,14 +57,21 @@ export class InsertAllWriter implements TableWriter {
     let response: InsertAllResponse;
     try {
       // `request` rather than `insert`: insert deep-copies every row and retries failed rows by itself.
-      const result: unknown = await this.#table.request({
-        method: 'POST',
-        uri: '/insertAll',
-        body,
-        headers: { 'Content-Type': 'application/json' },
-      });
+      // An aborted caller stops waiting at once (a stop must not hang on an unanswered request); the request
+      // may still land, which is harmless: whoever sends these rows again sends them under the same insertId.
+      const result: unknown = await abortable(
+        this.#table.request({
+          method: 'POST',
+          uri: '/insertAll',
+          body,
+          headers: { 'Content-Type': 'application/json' },
+        }),
+        signal,
+      );
       response = (Array.isArray(result) ? result[0] : result) as InsertAllResponse;
     } catch (error) {
+      // The caller's own reason, not a BigQuery failure to classify.
+      if (signal?.aborted && error === signal.reason) throw error;
       throw toBigQueryError(error, `insertAll into ${this.#table.id ?? '?'}`);
     }
     return { rejected: rejectionsOf(response, rows.length) };

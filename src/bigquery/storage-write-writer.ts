@@ -1,4 +1,5 @@
 import { managedwriter, protos } from '@google-cloud/bigquery-storage';
+import { abortable } from '../core/deadline.js';
 import { BigQueryError } from '../errors.js';
 import { type TableField } from '../schema/types.js';
 import { type BigQueryClients } from './client.js';
@@ -577,22 +578,6 @@ function lengthDelimitedOverhead(length: number): number {
   let size = 2;
   for (let v = length >>> 7; v !== 0; v >>>= 7) size++;
   return size;
-}
-
-/** `promise`, or the abort reason as soon as `signal` aborts (the request itself is not recalled). */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => {
-      reject(signal.reason as Error);
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    const cleanUp = () => {
-      signal.removeEventListener('abort', onAbort);
-    };
-    promise.then(cleanUp, cleanUp);
-    promise.then(resolve, reject);
-  });
 }
 
 /** A Storage Write writer for one table; see `storageWriteSupport` for the tables it cannot take. */

@@ -1,4 +1,9 @@
 import { type RowMapper } from '../transform/row-mapper.js';
+import {
+  DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS,
+  DEFAULT_FINAL_FLUSH_TIMEOUT_MS,
+  deadlineAfter,
+} from './deadline.js';
 import { Batcher, DEFAULT_BATCH_LIMITS, type BatchLimits } from './batcher.js';
 import { changeRecord, type HistoryRecord } from './history-rows.js';
 import { operationTypeOf, type ChangeEvent, type Position } from './model.js';
@@ -19,14 +24,6 @@ export interface RecordSink {
 }
 
 export const DEFAULT_STREAM_BATCH_SIZE = 1_000;
-/**
- * How long a stopping loop goes on flushing (the write under way, the rows read since, then their
- * checkpoint) once it is told to stop: within the daemon's graceful stop, bounded at 30 s (cli/run.ts), with
- * time left to release the leases. Rows it cannot write by then are read again by the next owner.
- */
-export const DEFAULT_FINAL_FLUSH_TIMEOUT_MS = 20_000;
-/** Bounds each checkpoint write while running. */
-const CHECKPOINT_SAVE_TIMEOUT_MS = 30_000;
 
 /**
  * What the loop reports as it reads, for metrics (the app layer adapts it). Rows are reported by the sink
@@ -102,7 +99,7 @@ export async function runStreamLoop(
       if (readUpTo !== undefined && readUpTo.token !== saved?.token) {
         await options.checkpoints.save(
           { position: readUpTo },
-          AbortSignal.any([flushing.signal, AbortSignal.timeout(CHECKPOINT_SAVE_TIMEOUT_MS)]),
+          AbortSignal.any([flushing.signal, AbortSignal.timeout(DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS)]),
         );
         saved = readUpTo;
       }
@@ -184,33 +181,6 @@ export async function runStreamLoop(
     flushing.dispose();
     await cursor.close();
   }
-}
-
-/** A signal that aborts `ms` after `stop` does (a TimeoutError naming the final flush). */
-function deadlineAfter(stop: AbortSignal, ms: number): { readonly signal: AbortSignal; dispose(): void } {
-  const controller = new AbortController();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const arm = (): void => {
-    timer = setTimeout(() => {
-      controller.abort(
-        new DOMException(
-          `the final flush did not finish within ${String(ms)} ms of the stop: the rows read since the last checkpoint will be read again`,
-          'TimeoutError',
-        ),
-      );
-    }, ms);
-    // The flush itself keeps the process alive while it runs; a timer left for nothing must not.
-    timer.unref();
-  };
-  if (stop.aborted) arm();
-  else stop.addEventListener('abort', arm, { once: true });
-  return {
-    signal: controller.signal,
-    dispose: () => {
-      stop.removeEventListener('abort', arm);
-      clearTimeout(timer);
-    },
-  };
 }
 
 /** Where a stream continues from a saved position: after an invalidate only `startAfter` is accepted. */

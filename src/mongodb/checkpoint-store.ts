@@ -4,6 +4,7 @@ import { type ClusterTime, type Position } from '../core/model.js';
 import { type BackfillProgress, type Checkpoint, type CheckpointStore } from '../core/ports.js';
 import { FencedOutError } from '../errors.js';
 import { BSON_DECODE_OPTIONS, isDocument } from '../transform/bson-kind.js';
+import { DEFAULT_MONGO_OPERATION_TIMEOUT_MS, within, withSignal } from './bounded.js';
 import { codeOf } from './change-source.js';
 import { toClusterTime } from './change-event.js';
 import { fencedSet, fencedUpdate, tokenValue } from './fence.js';
@@ -156,9 +157,12 @@ export class MongoCheckpointStore implements CheckpointStore {
     this.#o = options;
   }
 
-  async load(signal: AbortSignal): Promise<Checkpoint> {
-    signal.throwIfAborted();
-    const stored = readState(await this.#o.checkpoints.findOne({ _id: this.#o.settingsId } as Document));
+  async load(stop: AbortSignal): Promise<Checkpoint> {
+    stop.throwIfAborted();
+    const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
+    const stored = readState(
+      await this.#o.checkpoints.findOne({ _id: this.#o.settingsId } as Document, { signal }),
+    );
     const state = stored.scope === undefined ? await this.#upgrade(stored, signal) : stored;
     const settingsRequest =
       this.#o.resyncRequestedAt === undefined ? undefined : new Date(this.#o.resyncRequestedAt);
@@ -177,12 +181,15 @@ export class MongoCheckpointStore implements CheckpointStore {
     const max: Document = {};
     if (requested) max.resyncRequestedAt = requested;
     if (pending) max.resyncServedAt = requested;
-    await this.#write({
-      $set: { scope: this.#o.scope, resync: pending },
-      $unset: { position: '', backfill: '' },
-      ...(Object.keys(max).length > 0 && { $max: max }),
-    });
-    await this.#copyToSettings(undefined);
+    await this.#write(
+      {
+        $set: { scope: this.#o.scope, resync: pending },
+        $unset: { position: '', backfill: '' },
+        ...(Object.keys(max).length > 0 && { $max: max }),
+      },
+      signal,
+    );
+    await this.#copyToSettings(undefined, signal);
     return { position: undefined, ...(pending && { resync: true }) };
   }
 
@@ -190,18 +197,22 @@ export class MongoCheckpointStore implements CheckpointStore {
    * A checkpoint with backfill progress is the whole checkpoint (position included: undefined clears it),
    * so a new backfill never inherits the position of what came before; one without moves the position only.
    */
-  async save(checkpoint: Checkpoint, signal: AbortSignal): Promise<void> {
-    signal.throwIfAborted();
+  async save(checkpoint: Checkpoint, stop: AbortSignal): Promise<void> {
+    stop.throwIfAborted();
+    const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
     const { position, backfill } = checkpoint;
     if (backfill) {
-      await this.#write({
-        $set: { backfill: writeBackfill(backfill), ...(position && { position: writePosition(position) }) },
-        ...(!position && { $unset: { position: '' } }),
-      });
-      await this.#copyToSettings(position);
+      await this.#write(
+        {
+          $set: { backfill: writeBackfill(backfill), ...(position && { position: writePosition(position) }) },
+          ...(!position && { $unset: { position: '' } }),
+        },
+        signal,
+      );
+      await this.#copyToSettings(position, signal);
     } else if (position) {
-      await this.#write({ $set: { position: writePosition(position) } });
-      await this.#copyToSettings(position);
+      await this.#write({ $set: { position: writePosition(position) } }, signal);
+      await this.#copyToSettings(position, signal);
     }
   }
 
@@ -214,6 +225,7 @@ export class MongoCheckpointStore implements CheckpointStore {
     signal.throwIfAborted();
     const doc = await this.#o.settings.findOne({ _id: this.#o.settingsId } as Document, {
       projection: { lastChangeId: 1, status: 1 },
+      signal,
     });
     const status: unknown = doc?.status;
     const saved = isDocument(status) && isDocument(status.checkpoint) ? status.checkpoint : undefined;
@@ -224,7 +236,7 @@ export class MongoCheckpointStore implements CheckpointStore {
     if (!saved) return stored;
     if ((saved.scope ?? '') !== legacyScope) {
       // Of another target: that release would not have resumed from it either.
-      await this.#dropLegacy();
+      await this.#dropLegacy(signal);
       return stored;
     }
     const token: unknown = doc?.lastChangeId;
@@ -243,31 +255,40 @@ export class MongoCheckpointStore implements CheckpointStore {
       resyncRequestedAt: latest(stored.resyncRequestedAt, request),
       resyncServedAt: request,
     };
-    await this.#write({
-      $set: {
-        scope: this.#o.scope,
-        resync: upgraded.resync,
-        ...(position && { position: writePosition(position) }),
-        ...(backfill && { backfill: writeBackfill(backfill) }),
-        ...(request && { resyncServedAt: request }),
+    await this.#write(
+      {
+        $set: {
+          scope: this.#o.scope,
+          resync: upgraded.resync,
+          ...(position && { position: writePosition(position) }),
+          ...(backfill && { backfill: writeBackfill(backfill) }),
+          ...(request && { resyncServedAt: request }),
+        },
+        ...(request && { $max: { resyncRequestedAt: request } }),
       },
-      ...(request && { $max: { resyncRequestedAt: request } }),
-    });
-    await this.#dropLegacy();
+      signal,
+    );
+    await this.#dropLegacy(signal);
     return upgraded;
   }
 
   /** Read once: a checkpoint document deleted later must start afresh, not from this old copy. */
-  async #dropLegacy(): Promise<void> {
+  async #dropLegacy(signal: AbortSignal): Promise<void> {
     const { settings, settingsId, fence } = this.#o;
-    await fencedUpdate(settings, settingsId, fence, {
-      $unset: { 'status.checkpoint': '' },
-      ...(fence !== undefined && { $set: fencedSet({}, fence) }),
-    });
+    await fencedUpdate(
+      settings,
+      settingsId,
+      fence,
+      {
+        $unset: { 'status.checkpoint': '' },
+        ...(fence !== undefined && { $set: fencedSet({}, fence) }),
+      },
+      signal,
+    );
   }
 
   /** A fenced upsert of the checkpoint document; FencedOutError once a newer owner wrote. */
-  async #write(update: Document): Promise<void> {
+  async #write(update: Document, signal: AbortSignal): Promise<void> {
     const { checkpoints, settingsId, fence } = this.#o;
     // Every write is about this store's scope: a position is never saved without the scope it belongs to.
     const set: Document = {
@@ -283,7 +304,7 @@ export class MongoCheckpointStore implements CheckpointStore {
         : { _id: settingsId, $or: [{ fence: { $exists: false } }, { fence: { $lte: fence } }] };
     for (let attempt = 1; ; attempt++) {
       try {
-        await checkpoints.updateOne(filter, full, { upsert: true });
+        await checkpoints.updateOne(filter, full, withSignal({ upsert: true }, signal));
         return;
       } catch (error) {
         // The filter did not match an existing document, so the upsert tried to insert it again: either a
@@ -291,6 +312,7 @@ export class MongoCheckpointStore implements CheckpointStore {
         if (codeOf(error) !== DUPLICATE_KEY || fence === undefined) throw error;
         const current = await checkpoints.findOne({ _id: settingsId } as Document, {
           projection: { fence: 1 },
+          signal,
         });
         const newer = tokenValue(current?.fence);
         if (newer !== undefined && newer > fence) {
@@ -305,13 +327,19 @@ export class MongoCheckpointStore implements CheckpointStore {
   }
 
   /** The compatibility copy in the settings document: `lastChangeId` (removed when there is no position). */
-  async #copyToSettings(position: Position | undefined): Promise<void> {
+  async #copyToSettings(position: Position | undefined, signal: AbortSignal): Promise<void> {
     const { settings, settingsId, fence } = this.#o;
     const set: Document = { 'status.lastCheckpointAt': new Date() };
     if (position) set.lastChangeId = { _data: position.token };
-    await fencedUpdate(settings, settingsId, fence, {
-      $set: fencedSet(set, fence),
-      ...(!position && { $unset: { lastChangeId: '' } }),
-    });
+    await fencedUpdate(
+      settings,
+      settingsId,
+      fence,
+      {
+        $set: fencedSet(set, fence),
+        ...(!position && { $unset: { lastChangeId: '' } }),
+      },
+      signal,
+    );
   }
 }

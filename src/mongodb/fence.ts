@@ -1,6 +1,7 @@
-import { type Collection, type Document } from 'mongodb';
+import { type Collection, type Document, type UpdateOptions } from 'mongodb';
 import { FencedOutError } from '../errors.js';
 import { isDocument } from '../transform/bson-kind.js';
+import { withSignal } from './bounded.js';
 
 /**
  * Where a settings document keeps the newest fencing token its mapping's writes carried. It is under
@@ -42,10 +43,18 @@ export async function fencedUpdate(
   id: unknown,
   fence: number | undefined,
   update: Document,
+  signal?: AbortSignal,
 ): Promise<void> {
-  const result = await collection.updateOne(fencedFilter(id, fence), update);
+  const result = await collection.updateOne(
+    fencedFilter(id, fence),
+    update,
+    withSignal<UpdateOptions>({}, signal),
+  );
   if (result.matchedCount > 0 || fence === undefined) return;
-  const current = await collection.findOne({ _id: id } as Document, { projection: { status: 1 } });
+  const current = await collection.findOne({ _id: id } as Document, {
+    projection: { status: 1 },
+    ...(signal && { signal }),
+  });
   if (current === null) return;
   throw new FencedOutError(
     `another instance owns this mapping now (fencing token ${String(storedFence(current))} is newer than ours, ${fence}); this instance stops it`,

@@ -1,8 +1,17 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { type Collection, type Document, MongoServerError } from 'mongodb';
+import {
+  type Collection,
+  type DeleteOptions,
+  type Document,
+  type FindOneAndUpdateOptions,
+  type InsertOneOptions,
+  MongoServerError,
+  type UpdateOptions,
+} from 'mongodb';
 import { DEFAULT_LEASE_TTL_MS } from '../config/bootstrap.js';
 import { type Lease, type LeaseStore } from '../core/ports.js';
+import { within, withSignal } from './bounded.js';
 import { tokenValue } from './fence.js';
 
 /** Records of instances dead for longer than this are deleted, so restarts do not pile them up. */
@@ -50,27 +59,40 @@ export class MongoLeaseStore implements LeaseStore {
     this.#clock = options.clock ?? Date.now;
   }
 
-  async heartbeat(signal: AbortSignal): Promise<number> {
-    signal.throwIfAborted();
+  /**
+   * Every operation of a lease is bounded by the TTL (see `within`): an answer that comes later is worth
+   * nothing, the lease may have expired meanwhile, and the lease loop must go on to its next round.
+   */
+  #bounded(signal: AbortSignal | undefined): AbortSignal {
+    return within(signal, this.ttlMs);
+  }
+
+  async heartbeat(stop: AbortSignal): Promise<number> {
+    stop.throwIfAborted();
+    const signal = this.#bounded(stop);
     const now = this.#clock();
     await this.collection.updateOne(
       { _id: `instance:${this.owner}` } as Document,
       { $set: { kind: 'instance', owner: this.owner, expiresAt: new Date(now + this.ttlMs) } },
-      { upsert: true },
+      withSignal({ upsert: true }, signal),
     );
-    await this.collection.deleteMany({
-      kind: 'instance',
-      expiresAt: { $lt: new Date(now - DEAD_INSTANCE_RETENTION_MS) },
-    });
-    return this.collection.countDocuments({ kind: 'instance', expiresAt: { $gt: new Date(now) } });
+    await this.collection.deleteMany(
+      { kind: 'instance', expiresAt: { $lt: new Date(now - DEAD_INSTANCE_RETENTION_MS) } },
+      withSignal<DeleteOptions>({}, signal),
+    );
+    return this.collection.countDocuments(
+      { kind: 'instance', expiresAt: { $gt: new Date(now) } },
+      { signal },
+    );
   }
 
   async tryAcquire(
     mappingId: string,
     floor: number | undefined,
-    signal: AbortSignal,
+    stop: AbortSignal,
   ): Promise<Lease | undefined> {
-    signal.throwIfAborted();
+    stop.throwIfAborted();
+    const signal = this.#bounded(stop);
     const now = this.#clock();
     const expiresAt = new Date(now + this.ttlMs);
     const taken = await this.collection.findOneAndUpdate(
@@ -82,20 +104,23 @@ export class MongoLeaseStore implements LeaseStore {
         $set: { kind: 'mapping', owner: this.owner, expiresAt, acquiredAt: new Date(now) },
         $inc: { token: 1 },
       },
-      { returnDocument: 'after' },
+      withSignal<FindOneAndUpdateOptions>({ returnDocument: 'after' }, signal),
     );
     let token = tokenOf(taken);
     if (token === undefined) {
       try {
         token = (floor ?? 0) + 1;
-        await this.collection.insertOne({
-          _id: mappingKey(mappingId),
-          kind: 'mapping',
-          owner: this.owner,
-          token,
-          expiresAt,
-          acquiredAt: new Date(now),
-        } as Document);
+        await this.collection.insertOne(
+          {
+            _id: mappingKey(mappingId),
+            kind: 'mapping',
+            owner: this.owner,
+            token,
+            expiresAt,
+            acquiredAt: new Date(now),
+          } as Document,
+          withSignal<InsertOneOptions>({}, signal),
+        );
       } catch (error) {
         // Someone holds it (the filter above did not match an existing, live lease).
         if (error instanceof MongoServerError && error.code === DUPLICATE_KEY) return undefined;
@@ -107,6 +132,7 @@ export class MongoLeaseStore implements LeaseStore {
       const result = await this.collection.updateOne(
         { _id: mappingKey(mappingId), owner: this.owner, token } as Document,
         { $set: { token: raised } },
+        withSignal<UpdateOptions>({}, signal),
       );
       if (result.matchedCount === 0) return undefined;
       token = raised;
@@ -114,11 +140,12 @@ export class MongoLeaseStore implements LeaseStore {
     return { mappingId, token };
   }
 
-  async renew(lease: Lease, signal: AbortSignal): Promise<boolean> {
-    signal.throwIfAborted();
+  async renew(lease: Lease, stop: AbortSignal): Promise<boolean> {
+    stop.throwIfAborted();
     const result = await this.collection.updateOne(
       { _id: mappingKey(lease.mappingId), owner: this.owner, token: lease.token } as Document,
       { $set: { expiresAt: new Date(this.#clock() + this.ttlMs) } },
+      withSignal<UpdateOptions>({}, this.#bounded(stop)),
     );
     return result.matchedCount === 1;
   }
@@ -128,11 +155,15 @@ export class MongoLeaseStore implements LeaseStore {
     await this.collection.updateOne(
       { _id: mappingKey(lease.mappingId), owner: this.owner, token: lease.token } as Document,
       { $set: { owner: null, expiresAt: new Date(0) } },
+      withSignal<UpdateOptions>({}, this.#bounded(undefined)),
     );
   }
 
   async leave(): Promise<void> {
-    await this.collection.deleteOne({ _id: `instance:${this.owner}` } as Document);
+    await this.collection.deleteOne(
+      { _id: `instance:${this.owner}` } as Document,
+      withSignal<DeleteOptions>({}, this.#bounded(undefined)),
+    );
   }
 
   /** Who holds what, for `status` and the tests: mapping id to owner and token. */

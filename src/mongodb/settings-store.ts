@@ -1,6 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EJSON } from 'bson';
-import { type ChangeStream, type Collection, type Db, type Document, type MongoClient } from 'mongodb';
+import {
+  type ChangeStream,
+  type Collection,
+  type Db,
+  type Document,
+  type MongoClient,
+  type UpdateOptions,
+} from 'mongodb';
 import {
   DEFAULT_SETTINGS_COLLECTION,
   DEFAULT_SETTINGS_DATABASE,
@@ -9,6 +16,7 @@ import {
 import { type MappingStatus, type SettingsEntry, type SettingsStore } from '../core/ports.js';
 import { ConfigError, FencedOutError } from '../errors.js';
 import { bsonKind, isDocument } from '../transform/bson-kind.js';
+import { DEFAULT_MONGO_OPERATION_TIMEOUT_MS, within, withSignal } from './bounded.js';
 import { codeOf } from './change-source.js';
 import { checkpointsCollectionName } from './checkpoint-store.js';
 import { fencedSet, fencedUpdate, storedFence, tokenValue } from './fence.js';
@@ -75,6 +83,8 @@ export interface MongoSettingsStoreOptions {
   readonly collection?: string;
   /** The longest `waitForChange` waits (default 10 s): the settings are re-read at least this often. */
   readonly pollMs?: number;
+  /** Bounds each read of the settings and each write of status, failure or columns (see `within`). */
+  readonly operationTimeoutMs?: number;
 }
 
 interface OpenStream {
@@ -99,6 +109,7 @@ export class MongoSettingsStore implements SettingsStore {
   readonly checkpoints: Collection;
   readonly #db: Db;
   readonly #pollMs: number;
+  readonly #operationTimeoutMs: number;
   readonly #watchable: boolean;
   #ids = new Map<string, unknown>();
   #stream: OpenStream | undefined;
@@ -112,6 +123,7 @@ export class MongoSettingsStore implements SettingsStore {
     this.collection = this.#db.collection(collection);
     this.checkpoints = this.#db.collection(checkpointsCollectionName(collection));
     this.#pollMs = options.pollMs ?? DEFAULT_SETTINGS_POLL_MS;
+    this.#operationTimeoutMs = options.operationTimeoutMs ?? DEFAULT_MONGO_OPERATION_TIMEOUT_MS;
     this.#watchable = !UNWATCHABLE_DATABASES.has(database);
   }
 
@@ -149,9 +161,10 @@ export class MongoSettingsStore implements SettingsStore {
     }
   }
 
-  async list(signal: AbortSignal): Promise<readonly SettingsEntry[]> {
-    signal.throwIfAborted();
-    const entries = withIds(await this.collection.find({}).sort({ _id: 1 }).toArray());
+  async list(stop: AbortSignal): Promise<readonly SettingsEntry[]> {
+    stop.throwIfAborted();
+    const signal = within(stop, this.#operationTimeoutMs);
+    const entries = withIds(await this.collection.find({}, { signal }).sort({ _id: 1 }).toArray());
     this.#ids = new Map(entries.map(({ id, document }) => [id, document._id]));
     return entries.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
@@ -190,6 +203,7 @@ export class MongoSettingsStore implements SettingsStore {
 
   async reportFailure(id: string, message: string | null, fence?: number): Promise<void> {
     await this.#update(
+      within(undefined, this.#operationTimeoutMs),
       id,
       message === null
         ? { $unset: { lastFailure: '' }, ...(fence !== undefined && { $set: fencedSet({}, fence) }) }
@@ -211,19 +225,23 @@ export class MongoSettingsStore implements SettingsStore {
       $set: Object.fromEntries(Object.entries(fields).map(([key, value]) => [`status.${key}`, value])),
       ...(status.message === undefined && { $unset: { 'status.message': '' } }),
     };
-    const documentId = await this.#resolve(id);
+    const signal = within(undefined, this.#operationTimeoutMs);
+    const documentId = await this.#resolve(id, signal);
     if (documentId === undefined) return;
-    await this.#refuseIfFencedOut(documentId, fence);
+    await this.#refuseIfFencedOut(documentId, fence, signal);
     try {
-      await fencedUpdate(this.collection, documentId, fence, update);
+      await fencedUpdate(this.collection, documentId, fence, update, signal);
     } catch (error) {
       if (codeOf(error) !== PATH_NOT_VIABLE) throw error;
       // `status` holds something that is not a document (written by hand): it carries nothing of ours.
       const repaired = await this.collection.updateOne(
         { _id: documentId, status: { $not: { $type: 'object' } } } as Document,
         { $set: { status: fields } },
+        withSignal<UpdateOptions>({}, signal),
       );
-      if (repaired.matchedCount === 0) await fencedUpdate(this.collection, documentId, fence, update);
+      if (repaired.matchedCount === 0) {
+        await fencedUpdate(this.collection, documentId, fence, update, signal);
+      }
     }
   }
 
@@ -240,31 +258,32 @@ export class MongoSettingsStore implements SettingsStore {
             $set: fencedSet({ columns: [...columns], [INFERRED_COLUMNS_FIELD]: columnsHash(columns) }, fence),
           }
         : { $set: fencedSet({ columns: [...columns] }, fence), $unset: { [INFERRED_COLUMNS_FIELD]: '' } };
-    await this.#update(id, update, fence);
+    await this.#update(within(undefined, this.#operationTimeoutMs), id, update, fence);
   }
 
   /**
    * The newer of the token in the checkpoint document (where replacing the settings document cannot erase
    * it) and the one in the settings document's `status.fence`.
    */
-  async fenceOf(id: string, signal: AbortSignal): Promise<number | undefined> {
-    signal.throwIfAborted();
-    const documentId = await this.#resolve(id);
+  async fenceOf(id: string, stop: AbortSignal): Promise<number | undefined> {
+    stop.throwIfAborted();
+    const signal = within(stop, this.#operationTimeoutMs);
+    const documentId = await this.#resolve(id, signal);
     if (documentId === undefined) return undefined;
     const [settings, checkpoint] = await Promise.all([
-      this.collection.findOne({ _id: documentId } as Document, { projection: { status: 1 } }),
-      this.checkpoints.findOne({ _id: documentId } as Document, { projection: { fence: 1 } }),
+      this.collection.findOne({ _id: documentId } as Document, { projection: { status: 1 }, signal }),
+      this.checkpoints.findOne({ _id: documentId } as Document, { projection: { fence: 1 }, signal }),
     ]);
     const tokens = [storedFence(settings), tokenValue(checkpoint?.fence)].filter((t) => t !== undefined);
     return tokens.length === 0 ? undefined : Math.max(...tokens);
   }
 
   /** A write of the service's own fields; with `fence`, refused (FencedOutError) once a newer owner wrote. */
-  async #update(id: string, update: Document, fence?: number): Promise<void> {
-    const documentId = await this.#resolve(id);
+  async #update(signal: AbortSignal, id: string, update: Document, fence?: number): Promise<void> {
+    const documentId = await this.#resolve(id, signal);
     if (documentId === undefined) return;
-    await this.#refuseIfFencedOut(documentId, fence);
-    await fencedUpdate(this.collection, documentId, fence, update);
+    await this.#refuseIfFencedOut(documentId, fence, signal);
+    await fencedUpdate(this.collection, documentId, fence, update, signal);
   }
 
   /**
@@ -272,10 +291,15 @@ export class MongoSettingsStore implements SettingsStore {
    * newest token. Checked first, so an older owner cannot write a stale state or stale columns into a
    * replaced document (the fenced update itself covers every other case).
    */
-  async #refuseIfFencedOut(documentId: unknown, fence: number | undefined): Promise<void> {
+  async #refuseIfFencedOut(
+    documentId: unknown,
+    fence: number | undefined,
+    signal: AbortSignal,
+  ): Promise<void> {
     if (fence === undefined) return;
     const checkpoint = await this.checkpoints.findOne({ _id: documentId } as Document, {
       projection: { fence: 1 },
+      signal,
     });
     const newer = tokenValue(checkpoint?.fence);
     if (newer !== undefined && newer > fence) {
@@ -286,11 +310,11 @@ export class MongoSettingsStore implements SettingsStore {
   }
 
   /** The stored `_id` behind `id`; undefined when no such document exists (any more): nothing to write. */
-  async #resolve(id: string): Promise<unknown> {
+  async #resolve(id: string, signal: AbortSignal): Promise<unknown> {
     if (this.#ids.has(id)) return this.#ids.get(id);
     const entries = withIds(
       await this.collection
-        .find({}, { projection: { _id: 1 } })
+        .find({}, { projection: { _id: 1 }, signal })
         .sort({ _id: 1 })
         .toArray(),
     );

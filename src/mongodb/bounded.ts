@@ -1,0 +1,25 @@
+import { type Abortable } from 'mongodb';
+
+/**
+ * Bounds every bookkeeping operation (checkpoint, status, columns, fencing reads) on its own: a connection
+ * that stopped answering (a half-open TCP connection, a stalled load balancer) would otherwise hold it until
+ * the operating system gives up on the connection, many minutes later. Far above what a healthy write takes,
+ * a majority write on a lagging replica set included.
+ */
+export const DEFAULT_MONGO_OPERATION_TIMEOUT_MS = 30_000;
+
+/**
+ * `signal`, bounded to `ms` from now. The driver (7.x) takes it on every operation (`Abortable`, typed on
+ * reads only); its per-operation `timeoutMS` has no effect any more. On abort it closes the connection the
+ * operation was waiting on, so nothing stays checked out of the pool. A write given up may still have been
+ * applied: every bookkeeping write is idempotent or fenced, and is repeated by the next attempt.
+ */
+export function within(signal: AbortSignal | undefined, ms: number): AbortSignal {
+  const timeout = AbortSignal.timeout(ms);
+  return signal ? AbortSignal.any([signal, timeout]) : timeout;
+}
+
+/** Operation options carrying `signal` (if any), in a form every driver method accepts (see `within`). */
+export function withSignal<T extends object>(options: T, signal: AbortSignal | undefined): T & Abortable {
+  return signal ? { ...options, signal } : options;
+}

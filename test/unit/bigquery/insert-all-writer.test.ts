@@ -1,0 +1,46 @@
+import { BigQuery } from '@google-cloud/bigquery';
+import { OAuth2Client } from 'google-auth-library';
+import { describe, expect, it } from 'vitest';
+import { InsertAllWriter } from '../../../src/bigquery/insert-all-writer.js';
+
+/** A client whose transport takes every request and never answers (a half-open connection). */
+function silentBigQuery(): { client: BigQuery; sent: string[] } {
+  const authClient = new OAuth2Client();
+  authClient.setCredentials({ access_token: 'unit-test', expiry_date: Date.now() + 3_600_000 });
+  const client = new BigQuery({
+    projectId: 'p',
+    apiEndpoint: 'http://127.0.0.1:9',
+    authClient,
+    autoRetry: false,
+  });
+  const sent: string[] = [];
+  client.request = (options) => {
+    sent.push(options.uri);
+  };
+  return { client, sent };
+}
+
+describe('InsertAllWriter', () => {
+  it('issue 10 item 11: an aborted caller stops waiting for an unanswered insertAll', async () => {
+    const { client, sent } = silentBigQuery();
+    const writer = new InsertAllWriter(client.dataset('ds').table('t'));
+    const controller = new AbortController();
+    const append = writer.append([{ _event_id: 'e1', _id: '1' }], controller.signal);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(sent).toEqual([expect.stringMatching(/insertAll$/)]);
+    const reason = new Error('stopping');
+    controller.abort(reason);
+    const outcome = await Promise.race([
+      append.then(
+        () => 'resolved',
+        (error: unknown) => error,
+      ),
+      new Promise((resolve) =>
+        setTimeout(() => {
+          resolve('still waiting after 1 s');
+        }, 1_000),
+      ),
+    ]);
+    expect(outcome).toBe(reason);
+  });
+});
