@@ -8,7 +8,12 @@ import { type AppendOutcome, type HistoryRow, type RowRejection, type TableWrite
 interface InsertAllResponse {
   readonly insertErrors?: readonly {
     readonly index?: number;
-    readonly errors?: readonly { readonly reason?: string; readonly message?: string }[];
+    readonly errors?: readonly {
+      readonly reason?: string;
+      readonly message?: string;
+      /** The refused field's path ("no such field." names no field itself). */
+      readonly location?: string;
+    }[];
   }[];
 }
 
@@ -104,7 +109,9 @@ function rejectionsOf(response: InsertAllResponse, count: number): RowRejection[
   for (const failure of response.insertErrors ?? []) {
     const index = failure.index;
     if (index === undefined || index < 0 || index >= count) continue;
-    const reasons = (failure.errors ?? []).map((e) => [e.reason, e.message].filter(Boolean).join(': '));
+    const reasons = (failure.errors ?? []).map(
+      (e) => [e.reason, e.message].filter(Boolean).join(': ') + (e.location ? ` (field ${e.location})` : ''),
+    );
     rejected.push({ index, reason: reasons.join('; ') || 'refused by BigQuery without a reason' });
   }
   return rejected;

@@ -43,4 +43,24 @@ describe('InsertAllWriter', () => {
     ]);
     expect(outcome).toBe(reason);
   });
+
+  it('names the field BigQuery refused a row for (its answer puts it in location, not in the message)', async () => {
+    const { client } = silentBigQuery();
+    client.request = (_options, callback) => {
+      callback(null, {
+        insertErrors: [
+          {
+            index: 1,
+            errors: [{ reason: 'invalid', location: 'rec.sub', debugInfo: '', message: 'no such field.' }],
+          },
+        ],
+      });
+    };
+    const writer = new InsertAllWriter(client.dataset('ds').table('t'));
+    const outcome = await writer.append([
+      { _event_id: 'e1', _id: '1' },
+      { _event_id: 'e2', _id: '2', rec: { sub: 1 } },
+    ]);
+    expect(outcome.rejected).toEqual([{ index: 1, reason: 'invalid: no such field. (field rec.sub)' }]);
+  });
 });
