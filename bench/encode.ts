@@ -10,7 +10,7 @@ import { adapt, protos } from '@google-cloud/bigquery-storage';
 import { compileRowEncoder } from '../src/bigquery/proto-encoder.js';
 import { inferColumns } from '../src/schema/infer.js';
 import { historyTableSchema } from '../src/schema/table-schema.js';
-import { BSON_DECODE_OPTIONS } from '../src/transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS } from '../src/base/bson-kind.js';
 import { compileRowMapper } from '../src/transform/row-mapper.js';
 import { docIdString } from '../src/transform/values.js';
 import { compare, median, throughput } from './measure.js';

@@ -50,7 +50,7 @@ import { DEFAULT_BACKFILL_CHUNK } from '../src/mongodb/snapshot-reader.js';
 import { inferColumns } from '../src/schema/infer.js';
 import { historyTableSchema } from '../src/schema/table-schema.js';
 import { type ColumnSpec } from '../src/schema/types.js';
-import { BSON_DECODE_OPTIONS } from '../src/transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS } from '../src/base/bson-kind.js';
 import { compileRowMapper } from '../src/transform/row-mapper.js';
 import { configuredSemiSpaceMb, pretenuringDisabled } from '../src/observability/runtime.js';
 import { generatedCollection, OPERATION_MIX, recordedChangeEvents } from './change-events.js';

@@ -2,7 +2,7 @@
 // decoded document) versus decode + our conversion + row serialization, both in this process, one core.
 import { deserialize } from 'bson';
 import { inferColumns } from '../src/schema/infer.js';
-import { BSON_DECODE_OPTIONS } from '../src/transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS } from '../src/base/bson-kind.js';
 import { compileRowMapper } from '../src/transform/row-mapper.js';
 import { compare } from './measure.js';
 import { SHAPES, shapeDocuments } from './shapes.js';

@@ -5,7 +5,7 @@ import { type WriterKind } from '../../src/bigquery/writer.js';
 import { normalizeChangeEvent } from '../../src/mongodb/change-event.js';
 import { historyTableSchema } from '../../src/schema/table-schema.js';
 import { type ColumnSpec, type TableField } from '../../src/schema/types.js';
-import { BSON_DECODE_OPTIONS } from '../../src/transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS } from '../../src/base/bson-kind.js';
 import { compileRowMapper } from '../../src/transform/row-mapper.js';
 import { changeRecord } from '../../src/core/history-rows.js';
 import { changeEventId, type ChangeEvent, type ClusterTime } from '../../src/core/model.js';

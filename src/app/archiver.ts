@@ -11,7 +11,7 @@ import { MongoSettingsStore } from '../mongodb/settings-store.js';
 import { startHealthServer } from '../observability/health-server.js';
 import { scrubText, supervisorLog, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
-import { BSON_DECODE_OPTIONS } from '../transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS } from '../base/bson-kind.js';
 import { createMappingRunner } from './mapping-runner.js';
 
 export interface RunningArchiver {

@@ -3,7 +3,7 @@ import { managedwriter } from '@google-cloud/bigquery-storage';
 import { credentials } from '@grpc/grpc-js';
 import { GoogleAuth, OAuth2Client, type AuthClient } from 'google-auth-library';
 import { ConfigError } from '../errors.js';
-import { assertProjectId } from './identifiers.js';
+import { assertProjectId } from '../schema/identifiers.js';
 
 const BIGQUERY_SCOPE = 'https://www.googleapis.com/auth/bigquery';
 const EMULATOR_HOSTS = new Set(['127.0.0.1', 'localhost', '::1', '[::1]']);

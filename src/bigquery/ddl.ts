@@ -1,6 +1,6 @@
 import { SettingsError } from '../errors.js';
 import { type ColumnType, type TableField } from '../schema/types.js';
-import { quoteColumn, type TableRef } from './identifiers.js';
+import { quoteColumn, type TableRef } from '../schema/identifiers.js';
 
 /** GoogleSQL spellings of the column types (the REST API and the settings use the legacy names). */
 const SQL_TYPES: Readonly<Record<Exclude<ColumnType, 'RECORD'>, string>> = {

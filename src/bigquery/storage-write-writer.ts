@@ -4,7 +4,7 @@ import { BigQueryError } from '../errors.js';
 import { type TableField } from '../schema/types.js';
 import { type BigQueryClients } from './client.js';
 import { classifyBigQueryError, toBigQueryError } from './error-mapping.js';
-import { assertDatasetId, assertTableId } from './identifiers.js';
+import { assertDatasetId, assertTableId } from '../schema/identifiers.js';
 import { compileRowEncoder, descriptorProblem, type EncodedRows, type RowEncoder } from './proto-encoder.js';
 import { type AppendOutcome, type HistoryRow, type RowRejection, type TableWriter } from './writer.js';
 

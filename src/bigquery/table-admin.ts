@@ -11,7 +11,13 @@ import { columnToField, historyTableSchema } from '../schema/table-schema.js';
 import { COLUMN_MODES, type ColumnMode, type ColumnSpec, type TableField } from '../schema/types.js';
 import { addColumnsSql, createOrReplaceViewSql, dropViewSql } from './ddl.js';
 import { toBigQueryError } from './error-mapping.js';
-import { assertDatasetId, assertProjectId, quoteColumn, tableRef, type TableRef } from './identifiers.js';
+import {
+  assertDatasetId,
+  assertProjectId,
+  quoteColumn,
+  tableRef,
+  type TableRef,
+} from '../schema/identifiers.js';
 import { currentStateViewSql, latestViewSql, viewNames } from './views.js';
 
 /** Columns of the dead-letter table `<table>_errors`: rows BigQuery refused, with the reason and the raw document. */

@@ -1,6 +1,6 @@
 import { VIEW_ROW_NUMBER_COLUMN } from '../schema/names.js';
 import { type ColumnSpec } from '../schema/types.js';
-import { quoteColumn, type TableRef } from './identifiers.js';
+import { quoteColumn, type TableRef } from '../schema/identifiers.js';
 
 /** Names of the derived objects of a history table. */
 export function viewNames(table: string): { view: string; latestView: string; errors: string } {

@@ -3,7 +3,7 @@ import { connectMongo } from '../app/archiver.js';
 import { settingsIdString } from '../config/settings.js';
 import { checkpointsCollectionName } from '../mongodb/checkpoint-store.js';
 import { MongoLeaseStore } from '../mongodb/lease-store.js';
-import { bsonKind, isDocument } from '../transform/bson-kind.js';
+import { bsonKind, isDocument } from '../base/bson-kind.js';
 import { toClusterTime } from '../mongodb/change-event.js';
 import { EXIT, loadConfig, type GlobalOptions } from './common.js';
 

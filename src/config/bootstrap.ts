@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
-import { datasetIdProblem, projectIdProblem } from '../bigquery/identifiers.js';
+import { datasetIdProblem, projectIdProblem } from '../schema/identifiers.js';
 import { WRITER_KINDS } from '../bigquery/writer.js';
 import { checkedIdentifier, mongoCollectionName, mongoDatabaseName } from './settings.js';
 

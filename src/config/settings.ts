@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import { EJSON, type ObjectId } from 'bson';
 import { z } from 'zod';
-import { datasetIdProblem, tableIdProblem } from '../bigquery/identifiers.js';
+import { datasetIdProblem, tableIdProblem } from '../schema/identifiers.js';
 import { WRITER_KINDS } from '../bigquery/writer.js';
 import { SettingsError } from '../errors.js';
 import { columnsHash, formatIssuePath, parseColumnSpecs } from '../schema/column-spec.js';
 import { type ColumnsOrigin, type ColumnSpec } from '../schema/types.js';
-import { bsonKind } from '../transform/bson-kind.js';
+import { bsonKind } from '../base/bson-kind.js';
 
 export const SCHEMA_EVOLUTION_MODES = ['add_columns', 'off'] as const;
 export const HISTORY_LOST_POLICIES = ['fail', 'resnapshot'] as const;

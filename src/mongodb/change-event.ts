@@ -1,7 +1,7 @@
 import { type Timestamp } from 'bson';
 import { ArchiverError, ERROR_CODES } from '../errors.js';
 import { type ChangeEvent, type ClusterTime } from '../core/model.js';
-import { bsonKind, isDocument } from '../transform/bson-kind.js';
+import { bsonKind, isDocument } from '../base/bson-kind.js';
 import { defineDataProperty } from '../transform/ejson.js';
 
 const MS_PER_SECOND = 1_000;

@@ -10,7 +10,7 @@ import {
 import { ArchiverError, ERROR_CODES } from '../errors.js';
 import { type ChangeEvent, type ClusterTime, type Position } from '../core/model.js';
 import { type ChangeBatch, type ChangeCursor, type ChangeSource, type StreamStart } from '../core/ports.js';
-import { isDocument } from '../transform/bson-kind.js';
+import { isDocument } from '../base/bson-kind.js';
 import {
   clusterTimeFromToken,
   normalizeChangeEvent,

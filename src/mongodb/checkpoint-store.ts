@@ -3,7 +3,7 @@ import { Timestamp, type Collection, type Document } from 'mongodb';
 import { type ClusterTime, type Position } from '../core/model.js';
 import { type BackfillProgress, type Checkpoint, type CheckpointStore } from '../core/ports.js';
 import { FencedOutError } from '../errors.js';
-import { BSON_DECODE_OPTIONS, isDocument } from '../transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS, isDocument } from '../base/bson-kind.js';
 import { DEFAULT_MONGO_OPERATION_TIMEOUT_MS, within, withSignal } from './bounded.js';
 import { codeOf } from './change-source.js';
 import { toClusterTime } from './change-event.js';

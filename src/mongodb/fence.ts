@@ -1,6 +1,6 @@
 import { type Collection, type Document, type UpdateOptions } from 'mongodb';
 import { FencedOutError } from '../errors.js';
-import { isDocument } from '../transform/bson-kind.js';
+import { isDocument } from '../base/bson-kind.js';
 import { withSignal } from './bounded.js';
 
 /**

@@ -1,8 +1,8 @@
 import { isUtf8 } from 'node:buffer';
 import { BSONError, deserialize, type DBRef, type Document } from 'bson';
-import { BSON_DECODE_OPTIONS } from '../transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS } from '../base/bson-kind.js';
 import { defineDataProperty } from '../transform/ejson.js';
-import { InvalidUtf8String } from '../transform/invalid-utf8.js';
+import { InvalidUtf8String } from '../base/invalid-utf8.js';
 
 /**
  * Reads of documents where one that is not valid UTF-8 must not fail the read: the driver's decoding

@@ -1,6 +1,6 @@
 import { Binary, ObjectId, type Collection, type Document } from 'mongodb';
 import { DEFAULT_INFER_SAMPLES } from '../schema/infer.js';
-import { bsonKind } from '../transform/bson-kind.js';
+import { bsonKind } from '../base/bson-kind.js';
 import { encodeId } from './checkpoint-store.js';
 import { decodeAll, RAW_READ } from './raw-documents.js';
 

@@ -15,7 +15,7 @@ import {
 } from '../config/bootstrap.js';
 import { type MappingStatus, type SettingsEntry, type SettingsStore } from '../core/ports.js';
 import { ConfigError, FencedOutError } from '../errors.js';
-import { bsonKind, isDocument } from '../transform/bson-kind.js';
+import { bsonKind, isDocument } from '../base/bson-kind.js';
 import { DEFAULT_MONGO_OPERATION_TIMEOUT_MS, within, withSignal } from './bounded.js';
 import { codeOf } from './change-source.js';
 import { checkpointsCollectionName } from './checkpoint-store.js';

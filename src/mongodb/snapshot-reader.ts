@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import { type Collection, type Document } from 'mongodb';
-import { invalidUtf8Bytes } from '../transform/invalid-utf8.js';
+import { invalidUtf8Bytes } from '../base/invalid-utf8.js';
 import { decodeAll, RAW_READ } from './raw-documents.js';
 
 export const DEFAULT_BACKFILL_CHUNK = 1_000;

@@ -1,4 +1,4 @@
-import { isDocument } from '../transform/bson-kind.js';
+import { isDocument } from '../base/bson-kind.js';
 import { countColumns } from './column-spec.js';
 import { parseFieldPath } from './field-path.js';
 import { columnsFor, emptyNode, observe, resolveType, type ResolvedType } from './infer.js';

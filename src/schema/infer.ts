@@ -1,4 +1,4 @@
-import { bsonKind, isDocument } from '../transform/bson-kind.js';
+import { bsonKind, isDocument } from '../base/bson-kind.js';
 import { type Binary } from 'bson';
 import { formatFieldPath } from './field-path.js';
 import { assignColumnNames, METADATA_COLUMN_NAMES, RESERVED_TOP_LEVEL_NAMES } from './names.js';

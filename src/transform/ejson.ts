@@ -1,5 +1,5 @@
-import { bsonKind } from './bson-kind.js';
-import { INVALID_UTF8_KEY, type InvalidUtf8String } from './invalid-utf8.js';
+import { bsonKind } from '../base/bson-kind.js';
+import { INVALID_UTF8_KEY, type InvalidUtf8String } from '../base/invalid-utf8.js';
 import {
   type Binary,
   type BSONRegExp,

@@ -1,6 +1,6 @@
 import { parseFieldPath } from '../schema/field-path.js';
 import { type ColumnSpec } from '../schema/types.js';
-import { isDocument } from './bson-kind.js';
+import { isDocument } from '../base/bson-kind.js';
 import { defineDataProperty, relaxedEjsonText } from './ejson.js';
 import { docIdString, NO_FIT, scalarConverter } from './values.js';
 

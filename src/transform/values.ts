@@ -10,7 +10,7 @@ import {
   type Timestamp,
 } from 'bson';
 import { type ColumnType } from '../schema/types.js';
-import { bsonKind } from './bson-kind.js';
+import { bsonKind } from '../base/bson-kind.js';
 import {
   BIGNUMERIC_LIMITS,
   exactDouble,

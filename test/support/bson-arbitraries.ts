@@ -17,7 +17,7 @@ import {
   serialize,
 } from 'bson';
 import fc from 'fast-check';
-import { BSON_DECODE_OPTIONS } from '../../src/transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS } from '../../src/base/bson-kind.js';
 
 /**
  * Keys that Extended JSON reads as type wrappers are left out: an object whose only key is `$date` cannot

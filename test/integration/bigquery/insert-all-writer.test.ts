@@ -21,7 +21,7 @@ import { BigQuerySink } from '../../../src/bigquery/sink.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { historyTableSchema } from '../../../src/schema/table-schema.js';
 import { type TableField } from '../../../src/schema/types.js';
-import { BSON_DECODE_OPTIONS } from '../../../src/transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS } from '../../../src/base/bson-kind.js';
 import { relaxedEjsonText } from '../../../src/transform/ejson.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { docIdString } from '../../../src/transform/values.js';

@@ -15,7 +15,7 @@ import { BigQueryError } from '../../../src/errors.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { historyTableSchema } from '../../../src/schema/table-schema.js';
 import { type ColumnSpec, type TableField } from '../../../src/schema/types.js';
-import { BSON_DECODE_OPTIONS } from '../../../src/transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS } from '../../../src/base/bson-kind.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { bigQueryTestEnv, uniqueDatasetId } from '../support/bigquery.js';
 import { emulatorClients } from '../support/bigquery-clients.js';

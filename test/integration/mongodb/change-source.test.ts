@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ChangeEvent } from '../../../src/core/model.js';
 import { type ChangeCursor } from '../../../src/core/ports.js';
 import { MongoChangeSource } from '../../../src/mongodb/change-source.js';
-import { BSON_DECODE_OPTIONS } from '../../../src/transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS } from '../../../src/base/bson-kind.js';
 
 const uri = process.env.MBA_TEST_MONGODB_URI ?? '';
 let client: MongoClient;

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ChangeEvent } from '../../../src/core/model.js';
 import { MongoChangeSource } from '../../../src/mongodb/change-source.js';
 import { SnapshotReader } from '../../../src/mongodb/snapshot-reader.js';
-import { BSON_DECODE_OPTIONS } from '../../../src/transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS } from '../../../src/base/bson-kind.js';
 import { relaxedEjsonText } from '../../../src/transform/ejson.js';
 import { INVALID_UTF8, INVALID_UTF8_PLACEHOLDER, InvalidUtf8Proxy } from '../support/invalid-utf8-proxy.js';
 

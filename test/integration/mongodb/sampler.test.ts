@@ -3,7 +3,7 @@ import { Binary, MongoClient, ObjectId, type CommandStartedEvent, type Document 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeId } from '../../../src/mongodb/checkpoint-store.js';
 import { sampleDocuments } from '../../../src/mongodb/sampler.js';
-import { BSON_DECODE_OPTIONS } from '../../../src/transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS } from '../../../src/base/bson-kind.js';
 
 const uri = process.env.MBA_TEST_MONGODB_URI ?? '';
 let client: MongoClient;

@@ -6,7 +6,7 @@ import { INFERRED_COLUMNS_FIELD, parseMappingSettings } from '../../../src/confi
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { MongoCheckpointStore } from '../../../src/mongodb/checkpoint-store.js';
 import { MongoSettingsStore, type MongoSettingsStoreOptions } from '../../../src/mongodb/settings-store.js';
-import { BSON_DECODE_OPTIONS } from '../../../src/transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS } from '../../../src/base/bson-kind.js';
 
 const uri = process.env.MBA_TEST_MONGODB_URI ?? '';
 let client: MongoClient;

@@ -17,7 +17,7 @@ import { ERROR_CODES } from '../../../src/errors.js';
 import { MalformedChangeEventError, normalizeChangeEvent } from '../../../src/mongodb/change-event.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { historyTableSchema } from '../../../src/schema/table-schema.js';
-import { BSON_DECODE_OPTIONS } from '../../../src/transform/bson-kind.js';
+import { BSON_DECODE_OPTIONS } from '../../../src/base/bson-kind.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 
 const COLUMNS = parseColumnSpecs([

@@ -1,7 +1,7 @@
 import { type TableMetadata } from '@google-cloud/bigquery';
 import { describe, expect, it } from 'vitest';
 import { addColumnsSql, columnTypeSql } from '../../../src/bigquery/ddl.js';
-import { tableRef } from '../../../src/bigquery/identifiers.js';
+import { tableRef } from '../../../src/schema/identifiers.js';
 import { DEAD_LETTER_FIELDS, TableAdmin } from '../../../src/bigquery/table-admin.js';
 import { BigQueryError, ConfigError, SettingsError } from '../../../src/errors.js';
 import { planEvolution } from '../../../src/schema/evolve.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { tableRef } from '../../../src/bigquery/identifiers.js';
+import { tableRef } from '../../../src/schema/identifiers.js';
 import { TableAdmin } from '../../../src/bigquery/table-admin.js';
 import { currentStateViewSql, latestViewSql, viewNames } from '../../../src/bigquery/views.js';
 import { IdentifierError, SettingsError } from '../../../src/errors.js';

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeId, encodeId } from '../../../src/mongodb/checkpoint-store.js';
 import { decodeDocument } from '../../../src/mongodb/raw-documents.js';
 import { relaxedEjsonText } from '../../../src/transform/ejson.js';
-import { InvalidUtf8String, invalidUtf8Bytes } from '../../../src/transform/invalid-utf8.js';
+import { InvalidUtf8String, invalidUtf8Bytes } from '../../../src/base/invalid-utf8.js';
 import { docIdString } from '../../../src/transform/values.js';
 import { bsonWithBytes } from '../../support/fakes/raw-bson.js';
 

@@ -3,7 +3,7 @@ import { Decimal128, Int32, Long, ObjectId, Timestamp, deserialize, serialize } 
 import { describe, expect, it } from 'vitest';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { historyTableSchema } from '../../../src/schema/table-schema.js';
-import { InvalidUtf8String } from '../../../src/transform/invalid-utf8.js';
+import { InvalidUtf8String } from '../../../src/base/invalid-utf8.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { lostLeaves, rowProblems } from '../../support/row-oracle.js';
 

@@ -1,5 +1,5 @@
 import { IdentifierError } from '../errors.js';
-import { columnNameProblem } from '../schema/names.js';
+import { columnNameProblem } from './names.js';
 
 // https://cloud.google.com/resource-manager/docs/creating-managing-projects (optionally domain-scoped)
 const PROJECT_ID = /^(?:[a-z0-9.-]{1,63}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$/;

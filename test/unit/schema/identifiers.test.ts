@@ -5,7 +5,7 @@ import {
   assertTableId,
   quoteColumn,
   tableRef,
-} from '../../../src/bigquery/identifiers.js';
+} from '../../../src/schema/identifiers.js';
 import { IdentifierError } from '../../../src/errors.js';
 
 const SQL_NAME = 'x` ; DROP TABLE t; --';
