@@ -43,7 +43,7 @@ import { type ClusterTime, type Position } from '../src/core/model.js';
 import { type ChangeSource, type Checkpoint, type CheckpointStore } from '../src/core/ports.js';
 import { DEFAULT_STREAM_BATCH_SIZE, rowBytes, runStreamLoop } from '../src/core/stream-loop.js';
 import { compileRowEncoder, storageWriteDescriptor } from '../src/bigquery/proto-encoder.js';
-import { WRITER_KINDS, type WriterKind } from '../src/bigquery/writer.js';
+import { WRITER_KINDS, type WriterKind } from '../src/core/settings.js';
 import { normalizeChangeEvent } from '../src/mongodb/change-event.js';
 import { encodeId } from '../src/mongodb/checkpoint-store.js';
 import { DEFAULT_BACKFILL_CHUNK } from '../src/mongodb/snapshot-reader.js';

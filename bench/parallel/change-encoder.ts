@@ -1,7 +1,7 @@
 import { deserialize } from 'bson';
 import { INSERT_ALL_BODY_HEAD, INSERT_ALL_BODY_TAIL } from '../../src/bigquery/insert-all-writer.js';
 import { compileRowEncoder } from '../../src/bigquery/proto-encoder.js';
-import { type WriterKind } from '../../src/bigquery/writer.js';
+import { type WriterKind } from '../../src/core/settings.js';
 import { normalizeChangeEvent } from '../../src/mongodb/change-event.js';
 import { historyTableSchema } from '../../src/schema/table-schema.js';
 import { type ColumnSpec, type TableField } from '../../src/schema/types.js';

@@ -3,6 +3,7 @@ import { createBigQueryClients, type BigQueryClients } from '../bigquery/client.
 import { type WriterDecorator } from '../bigquery/destination.js';
 import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
 import { type BootstrapConfig } from '../config/bootstrap.js';
+import { parseMappingSettings } from '../config/settings.js';
 import { ConfigError } from '../errors.js';
 import { Supervisor } from '../core/supervisor.js';
 import { sampleDocuments } from '../mongodb/sampler.js';
@@ -117,6 +118,7 @@ export async function startArchiver(
   logger.info({ instance: leases.owner, leaseTtlMs: leases.ttlMs }, 'sharing mappings through leases');
   const supervisor = new Supervisor({
     store,
+    parseSettings: parseMappingSettings,
     leases,
     runMapping: createMappingRunner({
       mongo,

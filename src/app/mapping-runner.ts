@@ -5,7 +5,7 @@ import { type SinkResult } from '../bigquery/sink.js';
 import { viewNames } from '../bigquery/views.js';
 import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
 import { type BootstrapConfig } from '../config/bootstrap.js';
-import { type MappingSettings } from '../config/settings.js';
+import { type MappingSettings } from '../core/settings.js';
 import { DEFAULT_BATCH_LIMITS, type BatchLimits } from '../core/batcher.js';
 import {
   DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS,

@@ -1,6 +1,6 @@
 import { type BigQueryClients } from '../bigquery/client.js';
 import { TableAdmin } from '../bigquery/table-admin.js';
-import { type MappingSettings } from '../config/settings.js';
+import { type MappingSettings } from '../core/settings.js';
 import { alignWithTable } from '../schema/align.js';
 
 /**

@@ -16,7 +16,8 @@ import {
 } from './storage-write-writer.js';
 import { TableAdmin, type ExistingField } from './table-admin.js';
 import { viewNames } from './views.js';
-import { type HistoryRow, type TableWriter, type WriterKind } from './writer.js';
+import { type WriterKind } from '../core/settings.js';
+import { type HistoryRow, type TableWriter } from './writer.js';
 
 export interface DestinationOptions {
   readonly clients: BigQueryClients;

@@ -1,3 +1,4 @@
+import { type WriterKind } from '../core/settings.js';
 import { type TableField } from '../schema/types.js';
 
 /** A complete history-table row (user columns, metadata, `_unmapped`) in insertAll wire form. */
@@ -13,9 +14,6 @@ export interface RowRejection {
 export interface AppendOutcome {
   readonly rejected: readonly RowRejection[];
 }
-
-export const WRITER_KINDS = ['storage-write', 'insert-all'] as const;
-export type WriterKind = (typeof WRITER_KINDS)[number];
 
 /**
  * Writes rows into one history table. `append` resolves once BigQuery acknowledged the request (rows it

@@ -1,6 +1,6 @@
 import { type Document } from 'mongodb';
 import { connectMongo } from '../app/archiver.js';
-import { settingsIdString } from '../config/settings.js';
+import { settingsIdString } from '../core/settings.js';
 import { checkpointsCollectionName } from '../mongodb/checkpoint-store.js';
 import { MongoLeaseStore } from '../mongodb/lease-store.js';
 import { bsonKind, isDocument } from '../base/bson-kind.js';

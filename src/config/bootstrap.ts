@@ -2,17 +2,18 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { datasetIdProblem, projectIdProblem } from '../schema/identifiers.js';
-import { WRITER_KINDS } from '../bigquery/writer.js';
+import {
+  DEFAULT_LEASE_TTL_MS,
+  DEFAULT_SETTINGS_COLLECTION,
+  DEFAULT_SETTINGS_DATABASE,
+  DEFAULT_SETTINGS_POLL_MS,
+  WRITER_KINDS,
+} from '../core/settings.js';
 import { checkedIdentifier, mongoCollectionName, mongoDatabaseName } from './settings.js';
 
 /** Where the original service read its configuration; `--config PATH` overrides it. */
 export const DEFAULT_CONFIG_PATH = '/config-local/config.json';
-export const DEFAULT_SETTINGS_DATABASE = 'config';
-export const DEFAULT_SETTINGS_COLLECTION = 'bigquery_archiver_settings';
-export const DEFAULT_SETTINGS_POLL_MS = 10_000;
 export const DEFAULT_METRICS_PORT = 9_464;
-/** See LEASE_TTL_MS below and docs/operations.md (failover time). */
-export const DEFAULT_LEASE_TTL_MS = 15_000;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 

@@ -1,31 +1,18 @@
 import { createHash } from 'node:crypto';
-import { EJSON, type ObjectId } from 'bson';
 import { z } from 'zod';
 import { datasetIdProblem, tableIdProblem } from '../schema/identifiers.js';
-import { WRITER_KINDS } from '../bigquery/writer.js';
+import {
+  HISTORY_LOST_POLICIES,
+  INFERRED_COLUMNS_FIELD,
+  SCHEMA_EVOLUTION_MODES,
+  SERVICE_WRITTEN_FIELDS,
+  WRITER_KINDS,
+  settingsIdString,
+  type MappingSettings,
+} from '../core/settings.js';
 import { SettingsError } from '../errors.js';
 import { columnsHash, formatIssuePath, parseColumnSpecs } from '../schema/column-spec.js';
 import { type ColumnsOrigin, type ColumnSpec } from '../schema/types.js';
-import { bsonKind } from '../base/bson-kind.js';
-
-export const SCHEMA_EVOLUTION_MODES = ['add_columns', 'off'] as const;
-export const HISTORY_LOST_POLICIES = ['fail', 'resnapshot'] as const;
-
-/**
- * Written with `columns` when the service inferred (and later evolved) them: the fingerprint of those
- * columns (`columnsHash`). While `columns` still match it, the mapping counts as inferred; a hand edit of
- * `columns` makes them the user's.
- */
-export const INFERRED_COLUMNS_FIELD = 'inferredColumnsHash';
-
-/** Fields the service itself writes into a settings document; they never configure anything. */
-export const SERVICE_WRITTEN_FIELDS: ReadonlySet<string> = new Set([
-  'columns',
-  INFERRED_COLUMNS_FIELD,
-  'lastChangeId',
-  'lastFailure',
-  'status',
-]);
 
 // MongoDB database and collection names: https://www.mongodb.com/docs/manual/reference/limits/#naming-restrictions
 const NUL = String.fromCharCode(0);
@@ -72,41 +59,6 @@ const settingsSchema = z.object({
 });
 
 const KNOWN_FIELDS = new Set(['_id', ...Object.keys(settingsSchema.shape), ...SERVICE_WRITTEN_FIELDS]);
-
-/** One validated mapping: a MongoDB collection archived into a BigQuery table. */
-export interface MappingSettings {
-  /** The settings document's `_id`, as a string. */
-  readonly id: string;
-  /** The settings document's `_id` as stored (where the checkpoint is written). */
-  readonly documentId: unknown;
-  readonly mongoDatabase: string;
-  readonly mongoCollection: string;
-  readonly bigqueryTable: string;
-  /** Per-mapping dataset, else the bootstrap BIGQUERY_DATASET. */
-  readonly bigqueryDataset: string | undefined;
-  /** Undefined: infer them from a sample and write them back. */
-  readonly columns: readonly ColumnSpec[] | undefined;
-  readonly backfillFullCollection: boolean;
-  readonly dryrun: boolean;
-  /**
-   * `inferred` when `columns` are absent (to be inferred) or still the ones the service wrote (their
-   * fingerprint matches INFERRED_COLUMNS_FIELD); `declared` when the user wrote or edited them.
-   */
-  readonly columnsOrigin: ColumnsOrigin;
-  /** Default `add_columns` when the columns are inferred, `off` when the user wrote them. */
-  readonly schemaEvolution: (typeof SCHEMA_EVOLUTION_MODES)[number];
-  readonly captureUnmapped: boolean;
-  readonly onHistoryLost: (typeof HISTORY_LOST_POLICIES)[number];
-  readonly writer: (typeof WRITER_KINDS)[number] | undefined;
-  /** When a resync was last requested (ISO 8601); its backfill belongs to this request. */
-  readonly resyncRequestedAt: string | undefined;
-  /**
-   * Changes when, and only when, a field that configures the mapping changes: the service's own writes
-   * (`columns`, `lastChangeId`, `lastFailure`, `status`) leave it alone, so they never restart anything.
-   */
-  readonly configurationKey: string;
-  readonly warnings: readonly string[];
-}
 
 /**
  * Validates one settings document on its own. A problem is a SettingsError whose issues name the field
@@ -159,14 +111,4 @@ export function parseMappingSettings(document: Readonly<Record<string, unknown>>
     configurationKey: createHash('sha256').update(JSON.stringify(configuration)).digest('hex').slice(0, 16),
     warnings,
   });
-}
-
-/**
- * The string form of a settings document's `_id` (the mapping's id in logs, metrics and commands): an
- * ObjectId as hex, a string as is, anything else as canonical Extended JSON.
- */
-export function settingsIdString(id: unknown): string {
-  if (typeof id === 'string') return id;
-  if (bsonKind(id) === 'ObjectId') return (id as ObjectId).toHexString();
-  return id === undefined ? 'undefined' : EJSON.stringify(id, { relaxed: false });
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseMappingSettings, type MappingSettings } from '../config/settings.js';
+import { type MappingSettings } from './settings.js';
 import { ArchiverError, BigQueryError, ConfigError, IdentifierError, SettingsError } from '../errors.js';
 import { FencedOutError } from '../errors.js';
 import { type ColumnSpec } from '../schema/types.js';
@@ -39,6 +39,11 @@ export interface SupervisorLog {
 
 export interface SupervisorOptions {
   readonly store: SettingsStore;
+  /**
+   * Validates one settings document; throws a SettingsError naming the fields at fault. Injected (the
+   * config parser in the daemon) so the core does not depend on config/.
+   */
+  readonly parseSettings: (document: Readonly<Record<string, unknown>>) => MappingSettings;
   readonly runMapping: MappingRunner;
   readonly log: SupervisorLog;
   /** Delay before restarting a mapping after its `failures`-th consecutive failure; undefined: do not restart. */
@@ -301,7 +306,7 @@ export class Supervisor {
       seen.add(id);
       let settings: MappingSettings;
       try {
-        settings = parseMappingSettings(document);
+        settings = this.#o.parseSettings(document);
       } catch (error) {
         if (!(error instanceof SettingsError)) throw error;
         this.#desired.delete(id);

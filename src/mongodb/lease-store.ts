@@ -9,7 +9,7 @@ import {
   MongoServerError,
   type UpdateOptions,
 } from 'mongodb';
-import { DEFAULT_LEASE_TTL_MS } from '../config/bootstrap.js';
+import { DEFAULT_LEASE_TTL_MS } from '../core/settings.js';
 import { type Lease, type LeaseStore } from '../core/ports.js';
 import { within, withSignal } from './bounded.js';
 import { tokenValue } from './fence.js';

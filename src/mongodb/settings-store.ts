@@ -12,7 +12,10 @@ import {
   DEFAULT_SETTINGS_COLLECTION,
   DEFAULT_SETTINGS_DATABASE,
   DEFAULT_SETTINGS_POLL_MS,
-} from '../config/bootstrap.js';
+  INFERRED_COLUMNS_FIELD,
+  SERVICE_WRITTEN_FIELDS,
+  settingsIdString,
+} from '../core/settings.js';
 import { type MappingStatus, type SettingsEntry, type SettingsStore } from '../core/ports.js';
 import { ConfigError, FencedOutError } from '../errors.js';
 import { bsonKind, isDocument } from '../base/bson-kind.js';
@@ -20,7 +23,6 @@ import { DEFAULT_MONGO_OPERATION_TIMEOUT_MS, within, withSignal } from './bounde
 import { codeOf } from './change-source.js';
 import { checkpointsCollectionName } from './checkpoint-store.js';
 import { fencedSet, fencedUpdate, storedFence, tokenValue } from './fence.js';
-import { INFERRED_COLUMNS_FIELD, SERVICE_WRITTEN_FIELDS, settingsIdString } from '../config/settings.js';
 import { columnsHash } from '../schema/column-spec.js';
 import { type ColumnsOrigin, type ColumnSpec } from '../schema/types.js';
 

@@ -5,7 +5,7 @@ import { expect } from 'vitest';
 import { peerContext } from '../../../scripts/peers/lib.js';
 import { forgetPid, rememberPid, startWatchdog } from '../../../scripts/peers/process.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
-import { type WriterKind } from '../../../src/bigquery/writer.js';
+import { type WriterKind } from '../../../src/core/settings.js';
 import { loadBootstrapConfig, type BootstrapConfig } from '../../../src/config/bootstrap.js';
 import { V8_FLAGS } from '../../../src/observability/runtime.js';
 import { docIdString } from '../../../src/transform/values.js';

@@ -4,7 +4,7 @@ import { deserialize, EJSON, ObjectId, serialize, Timestamp } from 'bson';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InsertAllWriter } from '../../../src/bigquery/insert-all-writer.js';
 import { compileRowEncoder } from '../../../src/bigquery/proto-encoder.js';
-import { WRITER_KINDS, type WriterKind } from '../../../src/bigquery/writer.js';
+import { WRITER_KINDS, type WriterKind } from '../../../src/core/settings.js';
 import {
   encodedRow,
   insertAllRequestBody,

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { countingAppender, countingSink, wireCounter } from '../../../bench/counting-sink.js';
 import { storageWriteDescriptor } from '../../../src/bigquery/proto-encoder.js';
-import { WRITER_KINDS } from '../../../src/bigquery/writer.js';
+import { WRITER_KINDS } from '../../../src/core/settings.js';
 import { backfillRecord } from '../../../src/core/history-rows.js';
 import { inferColumns } from '../../../src/schema/infer.js';
 import { historyTableSchema } from '../../../src/schema/table-schema.js';

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { ObjectId } from 'bson';
 import { describe, expect, it } from 'vitest';
-import { INFERRED_COLUMNS_FIELD, parseMappingSettings } from '../../../src/config/settings.js';
+import { parseMappingSettings } from '../../../src/config/settings.js';
+import { INFERRED_COLUMNS_FIELD } from '../../../src/core/settings.js';
 import { SettingsError } from '../../../src/errors.js';
 import { columnsHash, parseColumnSpecs } from '../../../src/schema/column-spec.js';
 

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { type MappingSettings } from '../../../src/config/settings.js';
+import { parseMappingSettings } from '../../../src/config/settings.js';
+import { type MappingSettings } from '../../../src/core/settings.js';
 import {
   type Lease,
   type LeaseStore,
@@ -175,6 +176,7 @@ function setup(more: Partial<SupervisorOptions> = {}) {
   const runs = new FakeRuns();
   const supervisor = new Supervisor({
     store,
+    parseSettings: parseMappingSettings,
     runMapping: runs.run,
     log: quietLog,
     restartDelayMs: (_n, e) => (e instanceof BigQueryError ? undefined : 1),
@@ -339,6 +341,7 @@ describe('supervisor', () => {
     const breakA = deferred();
     const supervisor = new Supervisor({
       store,
+      parseSettings: parseMappingSettings,
       log: quietLog,
       restartDelayMs: (_n, e) => (e instanceof BigQueryError ? undefined : 60_000),
       runMapping: async (settings, signal, hooks) => {
@@ -475,6 +478,7 @@ describe('supervisor', () => {
         const handle = leases.handle(`instance-${n}`);
         const supervisor = new Supervisor({
           store,
+          parseSettings: parseMappingSettings,
           runMapping: runs.run,
           log: quietLog,
           leases: handle,
@@ -632,7 +636,12 @@ describe('StatusWriter', () => {
       hooks.report({ state: 'backfilling', backfillCopied: 2 });
       return run(settings, signal, hooks);
     };
-    const supervisor = new Supervisor({ store, runMapping: runs.run, log: quietLog });
+    const supervisor = new Supervisor({
+      store,
+      parseSettings: parseMappingSettings,
+      runMapping: runs.run,
+      log: quietLog,
+    });
     store.docs.set('a', mapping('orders', { _id: 'a' }));
     const controller = new AbortController();
     const running = supervisor.run(controller.signal);

@@ -3,7 +3,7 @@ import { EJSON, Long, ObjectId } from 'bson';
 import { describe, expect, it } from 'vitest';
 import { MongoServerError, type MongoClient } from 'mongodb';
 import { isConfigurationChange, MongoSettingsStore } from '../../../src/mongodb/settings-store.js';
-import { settingsIdString } from '../../../src/config/settings.js';
+import { settingsIdString } from '../../../src/core/settings.js';
 
 const real = EJSON.parse(
   readFileSync(new URL('../../fixtures/change-events/real-mongodb-7.json', import.meta.url), 'utf8'),

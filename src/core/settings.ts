@@ -1,0 +1,84 @@
+import { EJSON, type ObjectId } from 'bson';
+import { bsonKind } from '../base/bson-kind.js';
+import { type ColumnsOrigin, type ColumnSpec } from '../schema/types.js';
+
+/*
+ * The settings contract the core and both adapters share: the shape of one validated mapping, the fields the
+ * service writes into a settings document, and where settings and leases live by default. It lives here,
+ * below config/ and the adapters, so the supervisor and the MongoDB stores use it without importing the
+ * config parser (which owns validation and is injected where it is needed).
+ */
+
+/** Where the settings documents live unless the bootstrap configuration says otherwise. */
+export const DEFAULT_SETTINGS_DATABASE = 'config';
+export const DEFAULT_SETTINGS_COLLECTION = 'bigquery_archiver_settings';
+export const DEFAULT_SETTINGS_POLL_MS = 10_000;
+/** See LEASE_TTL_MS in the bootstrap configuration and docs/operations.md (failover time). */
+export const DEFAULT_LEASE_TTL_MS = 15_000;
+
+export const WRITER_KINDS = ['storage-write', 'insert-all'] as const;
+export type WriterKind = (typeof WRITER_KINDS)[number];
+
+export const SCHEMA_EVOLUTION_MODES = ['add_columns', 'off'] as const;
+export const HISTORY_LOST_POLICIES = ['fail', 'resnapshot'] as const;
+
+/**
+ * Written with `columns` when the service inferred (and later evolved) them: the fingerprint of those
+ * columns (`columnsHash`). While `columns` still match it, the mapping counts as inferred; a hand edit of
+ * `columns` makes them the user's.
+ */
+export const INFERRED_COLUMNS_FIELD = 'inferredColumnsHash';
+
+/** Fields the service itself writes into a settings document; they never configure anything. */
+export const SERVICE_WRITTEN_FIELDS: ReadonlySet<string> = new Set([
+  'columns',
+  INFERRED_COLUMNS_FIELD,
+  'lastChangeId',
+  'lastFailure',
+  'status',
+]);
+
+/** One validated mapping: a MongoDB collection archived into a BigQuery table. */
+export interface MappingSettings {
+  /** The settings document's `_id`, as a string. */
+  readonly id: string;
+  /** The settings document's `_id` as stored (where the checkpoint is written). */
+  readonly documentId: unknown;
+  readonly mongoDatabase: string;
+  readonly mongoCollection: string;
+  readonly bigqueryTable: string;
+  /** Per-mapping dataset, else the bootstrap BIGQUERY_DATASET. */
+  readonly bigqueryDataset: string | undefined;
+  /** Undefined: infer them from a sample and write them back. */
+  readonly columns: readonly ColumnSpec[] | undefined;
+  readonly backfillFullCollection: boolean;
+  readonly dryrun: boolean;
+  /**
+   * `inferred` when `columns` are absent (to be inferred) or still the ones the service wrote (their
+   * fingerprint matches INFERRED_COLUMNS_FIELD); `declared` when the user wrote or edited them.
+   */
+  readonly columnsOrigin: ColumnsOrigin;
+  /** Default `add_columns` when the columns are inferred, `off` when the user wrote them. */
+  readonly schemaEvolution: (typeof SCHEMA_EVOLUTION_MODES)[number];
+  readonly captureUnmapped: boolean;
+  readonly onHistoryLost: (typeof HISTORY_LOST_POLICIES)[number];
+  readonly writer: WriterKind | undefined;
+  /** When a resync was last requested (ISO 8601); its backfill belongs to this request. */
+  readonly resyncRequestedAt: string | undefined;
+  /**
+   * Changes when, and only when, a field that configures the mapping changes: the service's own writes
+   * (`columns`, `lastChangeId`, `lastFailure`, `status`) leave it alone, so they never restart anything.
+   */
+  readonly configurationKey: string;
+  readonly warnings: readonly string[];
+}
+
+/**
+ * The string form of a settings document's `_id` (the mapping's id in logs, metrics and commands): an
+ * ObjectId as hex, a string as is, anything else as canonical Extended JSON.
+ */
+export function settingsIdString(id: unknown): string {
+  if (typeof id === 'string') return id;
+  if (bsonKind(id) === 'ObjectId') return (id as ObjectId).toHexString();
+  return id === undefined ? 'undefined' : EJSON.stringify(id, { relaxed: false });
+}
