@@ -3,6 +3,96 @@ import js from '@eslint/js';
 import prettier from 'eslint-config-prettier';
 import tseslint from 'typescript-eslint';
 
+/*
+ * Source layering: dependencies point down, inner to outer. Each folder of src/ may import only the folders
+ * listed for it (and src/errors.ts); docs/architecture.md says what each layer is for. The core knows
+ * neither the drivers nor the config parser: the composition root (app/) injects what it needs.
+ */
+const LAYERS = [
+  { folder: 'base', may: [], role: 'pure BSON value helpers, the bottom layer' },
+  { folder: 'schema', may: ['base'], role: 'pure schema logic; transform builds on it, never the reverse' },
+  { folder: 'transform', may: ['base', 'schema'], role: 'pure document-to-row mapping' },
+  {
+    folder: 'core',
+    may: ['base', 'schema', 'transform'],
+    role: 'the domain and its ports; adapters and config are injected by app/',
+  },
+  {
+    folder: 'bigquery',
+    may: ['base', 'schema', 'transform', 'core'],
+    role: 'an adapter (implements core ports)',
+  },
+  {
+    folder: 'mongodb',
+    may: ['base', 'schema', 'transform', 'core'],
+    role: 'an adapter (implements core ports)',
+  },
+  {
+    folder: 'config',
+    may: ['base', 'schema', 'transform', 'core'],
+    role: 'configuration parsing; it knows no adapter',
+  },
+  { folder: 'observability', may: ['base', 'schema', 'transform', 'core'], role: 'logs, metrics and health' },
+  {
+    folder: 'app',
+    may: ['base', 'schema', 'transform', 'core', 'bigquery', 'mongodb', 'config', 'observability'],
+    role: 'the composition root',
+  },
+];
+const FOLDERS = [
+  'base',
+  'schema',
+  'transform',
+  'core',
+  'bigquery',
+  'mongodb',
+  'config',
+  'observability',
+  'app',
+  'cli',
+];
+/** Driver packages belong to their adapter alone. */
+const BIGQUERY_PACKAGES = ['@google-cloud/*', '@grpc/*', 'google-auth-library'];
+const MONGODB_PACKAGES = ['mongodb'];
+
+/** @param {{ folder: string, may: string[], role: string }} layer */
+function layerRule(layer) {
+  const forbidden = FOLDERS.filter((f) => f !== layer.folder && !layer.may.includes(f));
+  const allowed = layer.may.length > 0 ? layer.may.map((f) => `${f}/`).join(', ') : 'no other folder';
+  const packages = [
+    ...(layer.folder === 'bigquery' ? [] : BIGQUERY_PACKAGES),
+    ...(layer.folder === 'mongodb' ? [] : MONGODB_PACKAGES),
+  ];
+  const driverNote =
+    layer.folder === 'bigquery' || layer.folder === 'mongodb'
+      ? 'the other adapter'
+      : 'adapters (src/bigquery/, src/mongodb/)';
+  return {
+    files: [`src/${layer.folder}/**`],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: forbidden.flatMap((f) => [`../${f}`, `../${f}/*`]),
+              message: `src/${layer.folder}/ is ${layer.role}: it may import only ${allowed} (and errors.ts). Dependencies point down (base, schema, transform, core, adapters and config, observability, app, cli); inject what it needs from app/ instead.`,
+            },
+            ...(layer.folder === 'app' || packages.length === 0
+              ? []
+              : [
+                  {
+                    group: packages,
+                    message: `src/${layer.folder}/ must not use a database driver or client library: they belong to ${driverNote}.`,
+                  },
+                ]),
+          ],
+        },
+      ],
+    },
+  };
+}
+
 export default tseslint.config(
   { ignores: ['dist/', 'node_modules/', 'coverage/', '.peers/', '.scratch/'] },
   js.configs.recommended,
@@ -39,6 +129,23 @@ export default tseslint.config(
   {
     files: ['src/cli/**', 'scripts/**', 'bench/**'],
     rules: { 'no-console': 'off' },
+  },
+  ...LAYERS.map(layerRule),
+  {
+    files: ['src/errors.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['./*'],
+              message: 'src/errors.ts is the bottom of every layer: it imports nothing of the project.',
+            },
+          ],
+        },
+      ],
+    },
   },
   { files: ['eslint.config.js'], ...tseslint.configs.disableTypeChecked },
   // Tool configuration files must export a default.
