@@ -51,41 +51,45 @@ const FOLDERS = [
   'app',
   'cli',
 ];
-/** Driver packages belong to their adapter alone. */
-const BIGQUERY_PACKAGES = ['@google-cloud/*', '@grpc/*', 'google-auth-library'];
-const MONGODB_PACKAGES = ['mongodb'];
+/**
+ * Driver packages belong to their adapter alone. Bare names go in `paths` (exact match): as a gitignore-style
+ * pattern, `mongodb` would also match the folder in `../mongodb/...`.
+ */
+const BIGQUERY_PACKAGES = { names: ['google-auth-library'], patterns: ['@google-cloud/*', '@grpc/*'] };
+const MONGODB_PACKAGES = { names: ['mongodb'], patterns: ['mongodb/*'] };
 
 /** @param {{ folder: string, may: string[], role: string }} layer */
 function layerRule(layer) {
   const forbidden = FOLDERS.filter((f) => f !== layer.folder && !layer.may.includes(f));
   const allowed = layer.may.length > 0 ? layer.may.map((f) => `${f}/`).join(', ') : 'no other folder';
-  const packages = [
-    ...(layer.folder === 'bigquery' ? [] : BIGQUERY_PACKAGES),
-    ...(layer.folder === 'mongodb' ? [] : MONGODB_PACKAGES),
-  ];
-  const driverNote =
+  // app/ is the composition root: it builds the drivers' clients and hands them to the adapters.
+  const drivers =
+    layer.folder === 'app'
+      ? []
+      : [
+          ...(layer.folder === 'bigquery' ? [] : [BIGQUERY_PACKAGES]),
+          ...(layer.folder === 'mongodb' ? [] : [MONGODB_PACKAGES]),
+        ];
+  const driverMessage = `src/${layer.folder}/ must not use a database driver or client library: they belong to ${
     layer.folder === 'bigquery' || layer.folder === 'mongodb'
       ? 'the other adapter'
-      : 'adapters (src/bigquery/, src/mongodb/)';
+      : 'the adapters (src/bigquery/, src/mongodb/)'
+  }.`;
   return {
     files: [`src/${layer.folder}/**`],
     rules: {
       'no-restricted-imports': [
         'error',
         {
+          paths: drivers.flatMap((d) => d.names.map((name) => ({ name, message: driverMessage }))),
           patterns: [
             {
               group: forbidden.flatMap((f) => [`../${f}`, `../${f}/*`]),
               message: `src/${layer.folder}/ is ${layer.role}: it may import only ${allowed} (and errors.ts). Dependencies point down (base, schema, transform, core, adapters and config, observability, app, cli); inject what it needs from app/ instead.`,
             },
-            ...(layer.folder === 'app' || packages.length === 0
+            ...(drivers.length === 0
               ? []
-              : [
-                  {
-                    group: packages,
-                    message: `src/${layer.folder}/ must not use a database driver or client library: they belong to ${driverNote}.`,
-                  },
-                ]),
+              : [{ group: drivers.flatMap((d) => d.patterns), message: driverMessage }]),
           ],
         },
       ],
