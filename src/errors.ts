@@ -4,6 +4,7 @@ export const ERROR_CODES = {
   settings: 'SETTINGS_INVALID',
   identifier: 'IDENTIFIER_INVALID',
   bigquery: 'BIGQUERY_FAILED',
+  mongodb: 'MONGODB_FAILED',
   source: 'SOURCE_EVENT_INVALID',
   historyLost: 'HISTORY_LOST',
   fencedOut: 'FENCED_OUT',
@@ -11,21 +12,44 @@ export const ERROR_CODES = {
 
 export type ErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES];
 
+/**
+ * What the service does about a failure, set once where the error is made (adapters classify foreign
+ * errors at their boundary); restart policy, metrics and exit codes read only this:
+ * - `retryable`: transient (network, elections, rate limits, 5xx...): the mapping restarts with backoff;
+ * - `fatal`: permissions, missing table, an invalid settings document...: the mapping stops until its
+ *   settings change; the CLI exits with 1;
+ * - `config-invalid`: the configuration or a name in it is wrong: as `fatal`, but the CLI exits with 2;
+ * - `history-lost`: the change stream's position left the oplog: `on_history_lost` decides, else as `fatal`;
+ * - `fenced-out`: another instance took the mapping's lease: stop it here and give the lease up.
+ */
+export const DISPOSITIONS = ['retryable', 'fatal', 'config-invalid', 'history-lost', 'fenced-out'] as const;
+export type Disposition = (typeof DISPOSITIONS)[number];
+
 /** Base of every error this project raises; foreign errors are wrapped with `cause` at adapter boundaries. */
 export class ArchiverError extends Error {
   readonly code: ErrorCode;
+  readonly disposition: Disposition;
 
-  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
+  constructor(code: ErrorCode, disposition: Disposition, message: string, options?: ErrorOptions) {
     super(message, options);
     this.code = code;
+    this.disposition = disposition;
     this.name = new.target.name;
   }
+}
+
+/**
+ * The single reader of dispositions. An error that no adapter classified (a bug, or a foreign error that
+ * slipped through) is retried: a bounded backoff costs little, stopping on a transient failure loses time.
+ */
+export function dispositionOf(error: unknown): Disposition {
+  return error instanceof ArchiverError ? error.disposition : 'retryable';
 }
 
 /** A configuration value is missing or wrong: fatal for what it configures, never retried. */
 export class ConfigError extends ArchiverError {
   constructor(message: string, options?: ErrorOptions) {
-    super(ERROR_CODES.config, message, options);
+    super(ERROR_CODES.config, 'config-invalid', message, options);
   }
 }
 
@@ -35,7 +59,7 @@ export class SettingsError extends ArchiverError {
   readonly issues: readonly string[];
 
   constructor(issues: readonly string[], options?: ErrorOptions) {
-    super(ERROR_CODES.settings, issues.join('; '), options);
+    super(ERROR_CODES.settings, 'fatal', issues.join('; '), options);
     this.issues = issues;
   }
 }
@@ -43,7 +67,7 @@ export class SettingsError extends ArchiverError {
 /** A name that would reach SQL or the BigQuery API is not legal there. */
 export class IdentifierError extends ArchiverError {
   constructor(message: string, options?: ErrorOptions) {
-    super(ERROR_CODES.identifier, message, options);
+    super(ERROR_CODES.identifier, 'config-invalid', message, options);
   }
 }
 
@@ -63,7 +87,9 @@ export class BigQueryError extends ArchiverError {
   readonly failureClass: FailureClass;
 
   constructor(failureClass: FailureClass, message: string, options?: ErrorOptions) {
-    super(ERROR_CODES.bigquery, message, options);
+    // Schema and poison failures are the sink's own business (patch, dead-letter); one that escapes it is
+    // retried, as before.
+    super(ERROR_CODES.bigquery, failureClass === 'fatal' ? 'fatal' : 'retryable', message, options);
     this.failureClass = failureClass;
   }
 }
@@ -74,6 +100,6 @@ export class BigQueryError extends ArchiverError {
  */
 export class FencedOutError extends ArchiverError {
   constructor(message: string, options?: ErrorOptions) {
-    super(ERROR_CODES.fencedOut, message, options);
+    super(ERROR_CODES.fencedOut, 'fenced-out', message, options);
   }
 }

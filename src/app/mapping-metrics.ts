@@ -1,7 +1,9 @@
 import { type SinkObserver } from '../bigquery/sink.js';
 import { type CheckpointStore } from '../core/ports.js';
 import { type StreamObserver } from '../core/stream-loop.js';
-import { errorClassOf, type Metrics } from '../observability/metrics.js';
+import { classifyBigQueryError } from '../bigquery/error-mapping.js';
+import { dispositionOf } from '../errors.js';
+import { type Metrics } from '../observability/metrics.js';
 
 /**
  * One mapping's metrics in the shapes the stream loop and the sink report through, so that neither
@@ -31,12 +33,13 @@ export class MappingMetrics implements StreamObserver, SinkObserver {
 
   /** A request is retried after this error (the sink's `onRetry`). */
   retried(error: unknown): void {
-    this.metrics.retried(this.mapping, errorClassOf(error));
+    // Only the sink retries requests, so its own classes label them.
+    this.metrics.retried(this.mapping, classifyBigQueryError(error));
   }
 
   /** The mapping stopped on this error; the supervisor restarts it or waits for new settings. */
   failed(error: unknown): void {
-    this.metrics.failed(this.mapping, errorClassOf(error));
+    this.metrics.failed(this.mapping, dispositionOf(error));
   }
 
   backfillStarted(estimatedDocuments: number): void {

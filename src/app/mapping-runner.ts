@@ -24,6 +24,7 @@ import {
 } from '../core/ports.js';
 import { resumeFrom, rowBytes, runStreamLoop, type RecordSink } from '../core/stream-loop.js';
 import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
+import { dispositionOf } from '../errors.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
 import { decodeId, encodeId, MongoCheckpointStore } from '../mongodb/checkpoint-store.js';
 import { DEFAULT_BACKFILL_CHUNK, SnapshotReader } from '../mongodb/snapshot-reader.js';
@@ -192,7 +193,7 @@ class MappingRun {
             signal,
           );
         } catch (error) {
-          if (!(error instanceof HistoryLostError)) throw error;
+          if (dispositionOf(error) !== 'history-lost' || !(error instanceof Error)) throw error;
           if (this.settings.onHistoryLost !== 'resnapshot') {
             throw new HistoryLostError(
               `${error.message}. Set on_history_lost: resnapshot in the settings document (or run ` +

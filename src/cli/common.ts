@@ -1,5 +1,5 @@
 import { loadBootstrapConfig, type BootstrapConfig } from '../config/bootstrap.js';
-import { ArchiverError, ConfigError } from '../errors.js';
+import { dispositionOf } from '../errors.js';
 import { scrubText } from '../observability/logger.js';
 
 /** Exit codes: 0 done, 1 failure, 2 configuration error (as the original service's users expect of a CLI). */
@@ -25,15 +25,10 @@ export function loadConfig(options: GlobalOptions): BootstrapConfig {
  */
 export function reportFatal(error: unknown): number {
   const message = scrubText(error instanceof Error ? error.message : String(error));
-  if (error instanceof ConfigError) {
+  if (dispositionOf(error) === 'config-invalid') {
     console.error(`configuration error: ${message}`);
     return EXIT.config;
   }
   console.error(`error: ${message}`);
-  if (error instanceof ArchiverError) {
-    return error.code === 'CONFIG_INVALID' || error.code === 'IDENTIFIER_INVALID'
-      ? EXIT.config
-      : EXIT.failure;
-  }
   return EXIT.failure;
 }

@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type MappingSettings } from './settings.js';
-import { ArchiverError, BigQueryError, ConfigError, IdentifierError, SettingsError } from '../errors.js';
-import { FencedOutError } from '../errors.js';
+import { dispositionOf, SettingsError } from '../errors.js';
 import { type ColumnSpec } from '../schema/types.js';
 import {
   type Lease,
@@ -86,16 +85,23 @@ const RETRY_BASE_MS = 1_000;
 const RETRY_MAX_MS = 60_000;
 
 /**
- * Restart policy by error class: configuration problems (invalid names, permissions, a lost history with
- * `on_history_lost: fail`) wait for the settings to change; everything else is retried with exponential
- * backoff from 1 s up to a minute.
+ * Restart policy by disposition: a retryable failure restarts with exponential backoff from 1 s up to a
+ * minute; every other one (invalid configuration or names, permissions, a lost history with
+ * `on_history_lost: fail`) waits for the settings to change. (A fenced-out mapping never gets here.)
  */
 export function defaultRestartDelayMs(failures: number, error: unknown): number | undefined {
-  if (error instanceof ConfigError || error instanceof IdentifierError || error instanceof SettingsError)
-    return undefined;
-  if (error instanceof BigQueryError && error.failureClass === 'fatal') return undefined;
-  if (error instanceof ArchiverError && error.code === 'HISTORY_LOST') return undefined;
-  return Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** Math.min(failures - 1, 16));
+  const disposition = dispositionOf(error);
+  switch (disposition) {
+    case 'retryable':
+      return Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** Math.min(failures - 1, 16));
+    case 'fatal':
+    case 'config-invalid':
+    case 'history-lost':
+    case 'fenced-out':
+      return undefined;
+    default:
+      return disposition satisfies never;
+  }
 }
 
 function errorMessage(error: unknown): string {
@@ -381,7 +387,7 @@ export class Supervisor {
     };
     const statusWriter = new StatusWriter((status) =>
       this.#o.store.reportStatus(id, status, fence).catch((error: unknown) => {
-        if (error instanceof FencedOutError) {
+        if (dispositionOf(error) === 'fenced-out') {
           this.#o.log.warn('fenced out by a newer owner; stopping this mapping here', { mapping: id });
           this.#fencedOut(id, entry);
           return;
@@ -414,13 +420,13 @@ export class Supervisor {
           if (!isAborted(signal)) report({ state: 'stopped' });
           return;
         } catch (error) {
-          if (error instanceof FencedOutError) {
+          if (dispositionOf(error) === 'fenced-out') {
             // Also on the way out after the lease was lost: the refused write is worth a line.
             this.#o.log.warn(
               'write refused: a newer owner fenced this instance out; stopping this mapping here',
               {
                 mapping: id,
-                error: error.message,
+                error: errorMessage(error),
               },
             );
             this.#fencedOut(id, entry);

@@ -9,7 +9,8 @@ const MS_PER_SECOND = 1_000;
 /** A change event the archiver cannot read (no resume token or cluster time): never guessed around. */
 export class MalformedChangeEventError extends ArchiverError {
   constructor(message: string) {
-    super(ERROR_CODES.source, message);
+    // Retried with backoff, as it always was; `lastFailure` names the event's problem meanwhile.
+    super(ERROR_CODES.source, 'retryable', message);
   }
 }
 

@@ -18,15 +18,9 @@ import {
   toClusterTime,
 } from './change-event.js';
 import { decodeAll, isInvalidUtf8Error, RAW_READ } from './raw-documents.js';
+import { codeOf, MONGO_CODES, mongoBoundary, toMongoError } from './error-mapping.js';
 
-const INVALID_RESUME_TOKEN = 260;
-
-/** Server error codes meaning the resume point is gone from the oplog (or never was valid). */
-const HISTORY_LOST_CODES = new Set([
-  286 /* ChangeStreamHistoryLost */,
-  280 /* ChangeStreamFatalError */,
-  INVALID_RESUME_TOKEN,
-]);
+export { HistoryLostError } from './error-mapping.js';
 
 /**
  * MongoDB's refusal of `resumeAfter` with the token of an invalidate event (InvalidResumeToken 260, no error
@@ -35,7 +29,7 @@ const HISTORY_LOST_CODES = new Set([
  */
 export function isResumeAfterInvalidate(error: unknown): boolean {
   return (
-    codeOf(error) === INVALID_RESUME_TOKEN &&
+    codeOf(error) === MONGO_CODES.InvalidResumeToken &&
     error instanceof Error &&
     /not allowed from an invalidate notification/i.test(error.message)
   );
@@ -45,35 +39,10 @@ export const DEFAULT_MAX_AWAIT_MS = 1_000;
 /** Some servers (mongo-java-server) ignore maxAwaitTimeMS; an idle pull then polls at this pace. */
 const IDLE_POLL_MS = 100;
 
-/** The resume point is no longer in the oplog: per-mapping policy decides (fail or resnapshot). */
-export class HistoryLostError extends ArchiverError {
-  constructor(message: string, options?: ErrorOptions) {
-    super(ERROR_CODES.historyLost, message, options);
-  }
-}
-
-/** The server's numeric error code carried by a driver error, if any. */
-export function codeOf(error: unknown): number | undefined {
-  const code = isDocument(error) || error instanceof Error ? (error as { code?: unknown }).code : undefined;
-  return typeof code === 'number' ? code : undefined;
-}
-
-/** Wraps driver errors at the boundary: a lost history gets its own type, the rest keep their cause. */
-export function wrapStreamError(error: unknown): unknown {
-  const code = codeOf(error);
-  if (code !== undefined && HISTORY_LOST_CODES.has(code)) {
-    return new HistoryLostError(
-      `the change stream cannot resume: its position is no longer in the oplog (code ${code}: ${(error as Error).message})`,
-      { cause: error },
-    );
-  }
-  return error;
-}
-
 /** The server has no such aggregation stage (real MongoDB before 6.0.9, and mongo-java-server). */
-const UNRECOGNIZED_STAGE = 40_324;
+const UNRECOGNIZED_STAGE = MONGO_CODES.UnrecognizedPipelineStage;
 /** ChangeStreamFatalError: among others, a resume from a fragment of an event that no longer splits that way. */
-const CHANGE_STREAM_FATAL = 280;
+const CHANGE_STREAM_FATAL = MONGO_CODES.ChangeStreamFatalError;
 /** How long the read of one undecodable event may wait for it (it is known to be there). */
 const MAX_RAW_READ_MS = 30_000;
 
@@ -224,7 +193,7 @@ class MongoChangeCursor implements ChangeCursor {
       if (lastEvent) this.#last = lastEvent.clusterTime;
       return { events, position: this.position() };
     } catch (error) {
-      throw wrapStreamError(error);
+      throw toMongoError(error);
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
@@ -353,7 +322,12 @@ export class MongoChangeSource implements ChangeSource {
     private readonly options: MongoChangeSourceOptions = {},
   ) {}
 
-  async open(start: StreamStart, signal: AbortSignal): Promise<ChangeCursor> {
+  /** Wrapped at the adapter boundary: the core sees only our errors (see `toMongoError`). */
+  open(start: StreamStart, signal: AbortSignal): Promise<ChangeCursor> {
+    return mongoBoundary(() => this.#open(start, signal));
+  }
+
+  async #open(start: StreamStart, signal: AbortSignal): Promise<ChangeCursor> {
     signal.throwIfAborted();
     const maxAwaitMs = this.options.maxAwaitMs ?? DEFAULT_MAX_AWAIT_MS;
     this.#streams ??= new CollectionStreams(
@@ -397,7 +371,12 @@ export class MongoChangeSource implements ChangeSource {
    * The cluster time of the latest write: from `hello` (replica sets report lastWrite), else the reply's
    * operationTime, else the newest oplog entry (servers that report neither, such as mongo-java-server).
    */
-  async currentTime(signal: AbortSignal): Promise<ClusterTime> {
+  /** Wrapped at the adapter boundary: the core sees only our errors (see `toMongoError`). */
+  currentTime(signal: AbortSignal): Promise<ClusterTime> {
+    return mongoBoundary(() => this.#currentTime(signal));
+  }
+
+  async #currentTime(signal: AbortSignal): Promise<ClusterTime> {
     signal.throwIfAborted();
     const admin = this.client.db('admin');
     const hello: Document = await admin.command({ hello: 1 }).catch(() => admin.command({ isMaster: 1 }));
@@ -419,6 +398,7 @@ export class MongoChangeSource implements ChangeSource {
     if (latest?.ts !== undefined) return toClusterTime(latest.ts);
     throw new ArchiverError(
       ERROR_CODES.config,
+      'config-invalid',
       'cannot tell the cluster time of the MongoDB deployment (change streams need a replica set or sharded cluster)',
     );
   }

@@ -5,11 +5,11 @@ import { type BackfillProgress, type Checkpoint, type CheckpointStore } from '..
 import { FencedOutError } from '../errors.js';
 import { BSON_DECODE_OPTIONS, isDocument } from '../base/bson-kind.js';
 import { DEFAULT_MONGO_OPERATION_TIMEOUT_MS, within, withSignal } from './bounded.js';
-import { codeOf } from './change-source.js';
+import { codeOf, MONGO_CODES, mongoBoundary } from './error-mapping.js';
 import { toClusterTime } from './change-event.js';
 import { fencedSet, fencedUpdate, tokenValue } from './fence.js';
 
-const DUPLICATE_KEY = 11_000;
+const DUPLICATE_KEY = MONGO_CODES.DuplicateKey;
 
 function timestamp(time: ClusterTime): Timestamp {
   return new Timestamp({ t: time.t, i: time.i });
@@ -157,7 +157,12 @@ export class MongoCheckpointStore implements CheckpointStore {
     this.#o = options;
   }
 
-  async load(stop: AbortSignal): Promise<Checkpoint> {
+  /** Wrapped at the adapter boundary: the core sees only our errors (see `toMongoError`). */
+  load(stop: AbortSignal): Promise<Checkpoint> {
+    return mongoBoundary(() => this.#load(stop));
+  }
+
+  async #load(stop: AbortSignal): Promise<Checkpoint> {
     stop.throwIfAborted();
     const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
     const stored = readState(
@@ -197,7 +202,12 @@ export class MongoCheckpointStore implements CheckpointStore {
    * A checkpoint with backfill progress is the whole checkpoint (position included: undefined clears it),
    * so a new backfill never inherits the position of what came before; one without moves the position only.
    */
-  async save(checkpoint: Checkpoint, stop: AbortSignal): Promise<void> {
+  /** Wrapped at the adapter boundary: the core sees only our errors (see `toMongoError`). */
+  save(checkpoint: Checkpoint, stop: AbortSignal): Promise<void> {
+    return mongoBoundary(() => this.#save(checkpoint, stop));
+  }
+
+  async #save(checkpoint: Checkpoint, stop: AbortSignal): Promise<void> {
     stop.throwIfAborted();
     const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
     const { position, backfill } = checkpoint;

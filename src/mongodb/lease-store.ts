@@ -6,17 +6,17 @@ import {
   type Document,
   type FindOneAndUpdateOptions,
   type InsertOneOptions,
-  MongoServerError,
   type UpdateOptions,
 } from 'mongodb';
 import { DEFAULT_LEASE_TTL_MS } from '../core/settings.js';
 import { type Lease, type LeaseStore } from '../core/ports.js';
 import { within, withSignal } from './bounded.js';
 import { tokenValue } from './fence.js';
+import { codeOf, MONGO_CODES } from './error-mapping.js';
 
 /** Records of instances dead for longer than this are deleted, so restarts do not pile them up. */
 const DEAD_INSTANCE_RETENTION_MS = 60 * 60_000;
-const DUPLICATE_KEY = 11_000;
+const DUPLICATE_KEY = MONGO_CODES.DuplicateKey;
 
 type Clock = () => number;
 
@@ -123,7 +123,7 @@ export class MongoLeaseStore implements LeaseStore {
         );
       } catch (error) {
         // Someone holds it (the filter above did not match an existing, live lease).
-        if (error instanceof MongoServerError && error.code === DUPLICATE_KEY) return undefined;
+        if (codeOf(error) === DUPLICATE_KEY) return undefined;
         throw error;
       }
     } else if (floor !== undefined && token <= floor) {

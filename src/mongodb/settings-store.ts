@@ -20,7 +20,7 @@ import { type MappingStatus, type SettingsEntry, type SettingsStore } from '../c
 import { ConfigError, FencedOutError } from '../errors.js';
 import { bsonKind, isDocument } from '../base/bson-kind.js';
 import { DEFAULT_MONGO_OPERATION_TIMEOUT_MS, within, withSignal } from './bounded.js';
-import { codeOf } from './change-source.js';
+import { classifyMongoError, codeOf, MONGO_CODES } from './error-mapping.js';
 import { checkpointsCollectionName } from './checkpoint-store.js';
 import { fencedSet, fencedUpdate, storedFence, tokenValue } from './fence.js';
 import { columnsHash } from '../schema/column-spec.js';
@@ -39,11 +39,8 @@ const STATUS_FIELDS = [
   'message',
 ] as const satisfies readonly (keyof MappingStatus)[];
 
-const NAMESPACE_EXISTS = 48;
 /** `$set` of `status.x` when `status` is not a document ("Cannot create field 'x' in element ..."). */
-const PATH_NOT_VIABLE = 28;
-const UNAUTHORIZED = 13;
-const INVALID_NAMESPACE = 73;
+const PATH_NOT_VIABLE = MONGO_CODES.PathNotViable;
 
 /** Pause between pulls of an idle settings stream (some servers ignore maxAwaitTimeMS and answer at once). */
 const WATCH_IDLE_MS = 250;
@@ -149,10 +146,10 @@ export class MongoSettingsStore implements SettingsStore {
       if (existing.some((c) => c.name === name)) return;
       await this.#db.createCollection(name);
     } catch (error) {
-      const code = codeOf(error);
       // Another replica (or an operator) created it between our check and our create.
-      if (code === NAMESPACE_EXISTS) return;
-      if (code === UNAUTHORIZED || code === INVALID_NAMESPACE) {
+      if (codeOf(error) === MONGO_CODES.NamespaceExists) return;
+      // Not allowed here, or no such name: SETTINGS_DATABASE is the configuration to change.
+      if (classifyMongoError(error) === 'fatal') {
         throw new ConfigError(
           `cannot create the ${what} collection ${collection.namespace}: ${(error as Error).message}; ` +
             'create it beforehand or choose a settings database this user may write (SETTINGS_DATABASE)',

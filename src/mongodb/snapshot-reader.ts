@@ -2,6 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import { type Collection, type Document } from 'mongodb';
 import { invalidUtf8Bytes } from '../base/invalid-utf8.js';
 import { decodeAll, RAW_READ } from './raw-documents.js';
+import { mongoBoundary } from './error-mapping.js';
 
 export const DEFAULT_BACKFILL_CHUNK = 1_000;
 
@@ -19,12 +20,22 @@ export class SnapshotReader {
     private readonly chunkSize = DEFAULT_BACKFILL_CHUNK,
   ) {}
 
-  async estimatedCount(): Promise<number> {
+  /** Wrapped at the adapter boundary: the core sees only our errors (see `toMongoError`). */
+  estimatedCount(): Promise<number> {
+    return mongoBoundary(() => this.#estimatedCount());
+  }
+
+  async #estimatedCount(): Promise<number> {
     return this.collection.estimatedDocumentCount();
   }
 
   /** The next chunk after `lastId` (undefined: from the start); empty when the copy is complete. */
-  async nextChunk(lastId: unknown, signal: AbortSignal): Promise<Document[]> {
+  /** Wrapped at the adapter boundary: the core sees only our errors (see `toMongoError`). */
+  nextChunk(lastId: unknown, signal: AbortSignal): Promise<Document[]> {
+    return mongoBoundary(() => this.#nextChunk(lastId, signal));
+  }
+
+  async #nextChunk(lastId: unknown, signal: AbortSignal): Promise<Document[]> {
     return endOnQueryableId(await this.#read(lastId, signal));
   }
 

@@ -1,6 +1,6 @@
 import { MAPPING_STATES, type MappingState } from '../core/ports.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { ArchiverError, BigQueryError } from '../errors.js';
+import { type Disposition, type FailureClass } from '../errors.js';
 
 /** Every metric this service defines; process and Node.js metrics keep their standard names. */
 export const METRIC_NAMES = {
@@ -28,17 +28,6 @@ export const DEFAULT_BATCH_DURATION_BUCKETS: readonly number[] = [
 // The states `mba_mapping_state` reports (exactly one of them 1 per mapping) are the supervisor's own:
 // MAPPING_STATES in src/core/ports.ts.
 export { MAPPING_STATES, type MappingState };
-
-/**
- * The `class` label of a retry or an error: a BigQuery failure class (`retryable`, `schema`, `poison`,
- * `fatal`), the lower-cased code of another of our errors (`history_lost`...), or `unknown`. Bounded, so
- * it is safe as a label.
- */
-export function errorClassOf(error: unknown): string {
-  if (error instanceof BigQueryError) return error.failureClass;
-  if (error instanceof ArchiverError) return error.code.toLowerCase();
-  return 'unknown';
-}
 
 export interface MetricsOptions {
   /** Milliseconds since the epoch; replication lag and checkpoint age are computed from it at each scrape. */
@@ -207,13 +196,14 @@ export class Metrics {
     this.#batchDuration.observe({ mapping }, seconds);
   }
 
-  /** Fits `onRetry` of the sink: `(error) => metrics.retried(name, errorClassOf(error))`. */
-  retried(mapping: string, errorClass: string): void {
-    this.#retries.inc({ mapping, class: errorClass });
+  /** A BigQuery request is retried; labelled with the sink's failure class (`schema` retries show apart). */
+  retried(mapping: string, failureClass: FailureClass): void {
+    this.#retries.inc({ mapping, class: failureClass });
   }
 
-  failed(mapping: string, errorClass: string): void {
-    this.#errors.inc({ mapping, class: errorClass });
+  /** The mapping stopped or restarts; labelled with the error's disposition. */
+  failed(mapping: string, disposition: Disposition): void {
+    this.#errors.inc({ mapping, class: disposition });
   }
 
   deadLettered(mapping: string, rows: number): void {

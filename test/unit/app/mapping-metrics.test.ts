@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { MappingMetrics } from '../../../src/app/mapping-metrics.js';
 import { type Checkpoint, type CheckpointStore } from '../../../src/core/ports.js';
-import { BigQueryError } from '../../../src/errors.js';
-import { HistoryLostError } from '../../../src/mongodb/change-source.js';
+import { MongoServerError } from 'mongodb';
+import { BigQueryError, ConfigError, FencedOutError } from '../../../src/errors.js';
+import { MalformedChangeEventError } from '../../../src/mongodb/change-event.js';
+import { HistoryLostError, toMongoError } from '../../../src/mongodb/error-mapping.js';
 import { METRIC_NAMES, Metrics } from '../../../src/observability/metrics.js';
 import { parsePrometheusText, sampleValue } from '../../support/prometheus-text.js';
 
@@ -55,17 +57,34 @@ describe('MappingMetrics', () => {
     expect(await value(METRIC_NAMES.backfillDocumentsCopied)).toBe(250);
   });
 
-  it('labels retries and failures by the class of their error', async () => {
+  it("issue 11: labels failures by their disposition only, and retries by the sink's failure class", async () => {
     const { orders, value } = setup();
     orders.retried(new BigQueryError('retryable', 'rate limited'));
     orders.retried(new BigQueryError('retryable', 'unavailable'));
+    orders.retried(new BigQueryError('schema', 'no such field: total'));
     orders.failed(new BigQueryError('fatal', 'Access Denied'));
     orders.failed(new HistoryLostError('the resume token is gone'));
     orders.failed(new Error('socket closed'));
+    orders.failed(new MalformedChangeEventError('no resume token'));
+    orders.failed(new ConfigError('no such dataset setting'));
+    orders.failed(new FencedOutError('a newer owner wrote'));
+    orders.failed(
+      toMongoError(
+        new MongoServerError({
+          ok: 0,
+          code: 18,
+          codeName: 'AuthenticationFailed',
+          errmsg: 'Authentication failed.',
+        }),
+      ),
+    );
     expect(await value(METRIC_NAMES.retries, { class: 'retryable' })).toBe(2);
-    expect(await value(METRIC_NAMES.errors, { class: 'fatal' })).toBe(1);
-    expect(await value(METRIC_NAMES.errors, { class: 'history_lost' })).toBe(1);
-    expect(await value(METRIC_NAMES.errors, { class: 'unknown' })).toBe(1);
+    expect(await value(METRIC_NAMES.retries, { class: 'schema' })).toBe(1);
+    expect(await value(METRIC_NAMES.errors, { class: 'fatal' })).toBe(2);
+    expect(await value(METRIC_NAMES.errors, { class: 'history-lost' })).toBe(1);
+    expect(await value(METRIC_NAMES.errors, { class: 'retryable' })).toBe(2);
+    expect(await value(METRIC_NAMES.errors, { class: 'config-invalid' })).toBe(1);
+    expect(await value(METRIC_NAMES.errors, { class: 'fenced-out' })).toBe(1);
   });
 
   it('a saved change-stream checkpoint sets the lag; backfill progress only resets the age; a failed save neither', async () => {

@@ -10,12 +10,22 @@ import {
   type SettingsStore,
 } from '../../../src/core/ports.js';
 import {
+  defaultRestartDelayMs,
   StatusWriter,
   Supervisor,
   type MappingHooks,
   type SupervisorOptions,
 } from '../../../src/core/supervisor.js';
-import { BigQueryError, FencedOutError } from '../../../src/errors.js';
+import {
+  ArchiverError,
+  BigQueryError,
+  ConfigError,
+  DISPOSITIONS,
+  ERROR_CODES,
+  FencedOutError,
+  IdentifierError,
+  SettingsError,
+} from '../../../src/errors.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 
 /** An in-memory settings collection: `waitForChange` wakes on every write of the test, or every 5 ms. */
@@ -572,6 +582,40 @@ describe('supervisor', () => {
       one.controller.abort();
       await one.done;
     });
+  });
+});
+
+describe('issue 11: the restart policy reads the disposition only', () => {
+  it.each([
+    ['retryable', 1_000],
+    ['fatal', undefined],
+    ['config-invalid', undefined],
+    ['history-lost', undefined],
+    ['fenced-out', undefined],
+  ] as const)('an error whose disposition is %s: first restart in %s ms', (disposition, delay) => {
+    // Any code with any disposition: the code does not decide.
+    expect(defaultRestartDelayMs(1, new ArchiverError(ERROR_CODES.mongodb, disposition, 'x'))).toBe(delay);
+  });
+
+  it('covers every disposition, backs off exponentially up to a minute, and retries an unclassified error', () => {
+    for (const d of DISPOSITIONS) {
+      expect(() => defaultRestartDelayMs(1, new ArchiverError(ERROR_CODES.source, d, 'x'))).not.toThrow();
+    }
+    const boom = new Error('socket closed');
+    expect([1, 2, 3, 7, 8, 30].map((n) => defaultRestartDelayMs(n, boom))).toEqual([
+      1_000, 2_000, 4_000, 60_000, 60_000, 60_000,
+    ]);
+  });
+
+  it('keeps what each of our errors did before: configuration, names, settings and BigQuery fatal wait; other BigQuery classes retry', () => {
+    expect(defaultRestartDelayMs(1, new ConfigError('bad'))).toBeUndefined();
+    expect(defaultRestartDelayMs(1, new IdentifierError('bad'))).toBeUndefined();
+    expect(defaultRestartDelayMs(1, new SettingsError(['columns: bad']))).toBeUndefined();
+    expect(defaultRestartDelayMs(1, new BigQueryError('fatal', 'Access Denied'))).toBeUndefined();
+    expect(defaultRestartDelayMs(1, new FencedOutError('newer owner'))).toBeUndefined();
+    for (const c of ['retryable', 'schema', 'poison'] as const) {
+      expect(defaultRestartDelayMs(1, new BigQueryError(c, 'x'))).toBe(1_000);
+    }
   });
 });
 
