@@ -322,7 +322,6 @@ export class MongoChangeSource implements ChangeSource {
     private readonly options: MongoChangeSourceOptions = {},
   ) {}
 
-  /** Wrapped at the adapter boundary: the core sees only our errors (see `toMongoError`). */
   open(start: StreamStart, signal: AbortSignal): Promise<ChangeCursor> {
     return mongoBoundary(() => this.#open(start, signal));
   }
@@ -371,7 +370,6 @@ export class MongoChangeSource implements ChangeSource {
    * The cluster time of the latest write: from `hello` (replica sets report lastWrite), else the reply's
    * operationTime, else the newest oplog entry (servers that report neither, such as mongo-java-server).
    */
-  /** Wrapped at the adapter boundary: the core sees only our errors (see `toMongoError`). */
   currentTime(signal: AbortSignal): Promise<ClusterTime> {
     return mongoBoundary(() => this.#currentTime(signal));
   }

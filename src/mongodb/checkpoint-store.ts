@@ -157,7 +157,6 @@ export class MongoCheckpointStore implements CheckpointStore {
     this.#o = options;
   }
 
-  /** Wrapped at the adapter boundary: the core sees only our errors (see `toMongoError`). */
   load(stop: AbortSignal): Promise<Checkpoint> {
     return mongoBoundary(() => this.#load(stop));
   }
@@ -202,7 +201,6 @@ export class MongoCheckpointStore implements CheckpointStore {
    * A checkpoint with backfill progress is the whole checkpoint (position included: undefined clears it),
    * so a new backfill never inherits the position of what came before; one without moves the position only.
    */
-  /** Wrapped at the adapter boundary: the core sees only our errors (see `toMongoError`). */
   save(checkpoint: Checkpoint, stop: AbortSignal): Promise<void> {
     return mongoBoundary(() => this.#save(checkpoint, stop));
   }

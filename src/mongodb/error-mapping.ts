@@ -140,7 +140,10 @@ export function toMongoError(error: unknown): Error {
   return new MongoDbError(disposition, message, { cause: error });
 }
 
-/** Runs one adapter operation and wraps what it throws (see `toMongoError`). */
+/**
+ * Runs one adapter operation and wraps what it throws (see `toMongoError`). Every public method of the
+ * MongoDB adapters (the core's ports) goes through it, so the core sees only our errors.
+ */
 export async function mongoBoundary<T>(operation: () => Promise<T>): Promise<T> {
   try {
     return await operation();

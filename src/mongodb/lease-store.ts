@@ -12,7 +12,7 @@ import { DEFAULT_LEASE_TTL_MS } from '../core/settings.js';
 import { type Lease, type LeaseStore } from '../core/ports.js';
 import { within, withSignal } from './bounded.js';
 import { tokenValue } from './fence.js';
-import { codeOf, MONGO_CODES } from './error-mapping.js';
+import { codeOf, MONGO_CODES, mongoBoundary } from './error-mapping.js';
 
 /** Records of instances dead for longer than this are deleted, so restarts do not pile them up. */
 const DEAD_INSTANCE_RETENTION_MS = 60 * 60_000;
@@ -67,7 +67,11 @@ export class MongoLeaseStore implements LeaseStore {
     return within(signal, this.ttlMs);
   }
 
-  async heartbeat(stop: AbortSignal): Promise<number> {
+  heartbeat(stop: AbortSignal): Promise<number> {
+    return mongoBoundary(() => this.#heartbeat(stop));
+  }
+
+  async #heartbeat(stop: AbortSignal): Promise<number> {
     stop.throwIfAborted();
     const signal = this.#bounded(stop);
     const now = this.#clock();
@@ -86,7 +90,11 @@ export class MongoLeaseStore implements LeaseStore {
     );
   }
 
-  async tryAcquire(
+  tryAcquire(mappingId: string, floor: number | undefined, stop: AbortSignal): Promise<Lease | undefined> {
+    return mongoBoundary(() => this.#tryAcquire(mappingId, floor, stop));
+  }
+
+  async #tryAcquire(
     mappingId: string,
     floor: number | undefined,
     stop: AbortSignal,
@@ -140,7 +148,11 @@ export class MongoLeaseStore implements LeaseStore {
     return { mappingId, token };
   }
 
-  async renew(lease: Lease, stop: AbortSignal): Promise<boolean> {
+  renew(lease: Lease, stop: AbortSignal): Promise<boolean> {
+    return mongoBoundary(() => this.#renew(lease, stop));
+  }
+
+  async #renew(lease: Lease, stop: AbortSignal): Promise<boolean> {
     stop.throwIfAborted();
     const result = await this.collection.updateOne(
       { _id: mappingKey(lease.mappingId), owner: this.owner, token: lease.token } as Document,
@@ -150,7 +162,11 @@ export class MongoLeaseStore implements LeaseStore {
     return result.matchedCount === 1;
   }
 
-  async release(lease: Lease): Promise<void> {
+  release(lease: Lease): Promise<void> {
+    return mongoBoundary(() => this.#release(lease));
+  }
+
+  async #release(lease: Lease): Promise<void> {
     // The token stays: the next owner's is greater.
     await this.collection.updateOne(
       { _id: mappingKey(lease.mappingId), owner: this.owner, token: lease.token } as Document,
@@ -159,7 +175,11 @@ export class MongoLeaseStore implements LeaseStore {
     );
   }
 
-  async leave(): Promise<void> {
+  leave(): Promise<void> {
+    return mongoBoundary(() => this.#leave());
+  }
+
+  async #leave(): Promise<void> {
     await this.collection.deleteOne(
       { _id: `instance:${this.owner}` } as Document,
       withSignal<DeleteOptions>({}, this.#bounded(undefined)),
@@ -167,7 +187,11 @@ export class MongoLeaseStore implements LeaseStore {
   }
 
   /** Who holds what, for `status` and the tests: mapping id to owner and token. */
-  async holders(): Promise<Map<string, { owner: string | null; token: number; expiresAt: Date }>> {
+  holders(): Promise<Map<string, { owner: string | null; token: number; expiresAt: Date }>> {
+    return mongoBoundary(() => this.#holders());
+  }
+
+  async #holders(): Promise<Map<string, { owner: string | null; token: number; expiresAt: Date }>> {
     const docs = await this.collection.find({ kind: 'mapping' }).toArray();
     const holders = new Map<string, { owner: string | null; token: number; expiresAt: Date }>();
     for (const doc of docs) {

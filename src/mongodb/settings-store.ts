@@ -20,7 +20,7 @@ import { type MappingStatus, type SettingsEntry, type SettingsStore } from '../c
 import { ConfigError, FencedOutError } from '../errors.js';
 import { bsonKind, isDocument } from '../base/bson-kind.js';
 import { DEFAULT_MONGO_OPERATION_TIMEOUT_MS, within, withSignal } from './bounded.js';
-import { classifyMongoError, codeOf, MONGO_CODES } from './error-mapping.js';
+import { classifyMongoError, codeOf, MONGO_CODES, mongoBoundary } from './error-mapping.js';
 import { checkpointsCollectionName } from './checkpoint-store.js';
 import { fencedSet, fencedUpdate, storedFence, tokenValue } from './fence.js';
 import { columnsHash } from '../schema/column-spec.js';
@@ -132,7 +132,11 @@ export class MongoSettingsStore implements SettingsStore {
   }
 
   /** Creates the settings and the checkpoints collections where they do not exist. */
-  async ensure(signal: AbortSignal): Promise<void> {
+  ensure(signal: AbortSignal): Promise<void> {
+    return mongoBoundary(() => this.#ensure(signal));
+  }
+
+  async #ensure(signal: AbortSignal): Promise<void> {
     await this.#ensureCollection(this.collection, 'settings', signal);
     await this.#ensureCollection(this.checkpoints, 'checkpoints', signal);
   }
@@ -160,7 +164,11 @@ export class MongoSettingsStore implements SettingsStore {
     }
   }
 
-  async list(stop: AbortSignal): Promise<readonly SettingsEntry[]> {
+  list(stop: AbortSignal): Promise<readonly SettingsEntry[]> {
+    return mongoBoundary(() => this.#list(stop));
+  }
+
+  async #list(stop: AbortSignal): Promise<readonly SettingsEntry[]> {
     stop.throwIfAborted();
     const signal = within(stop, this.#operationTimeoutMs);
     const entries = withIds(await this.collection.find({}, { signal }).sort({ _id: 1 }).toArray());
@@ -173,7 +181,11 @@ export class MongoSettingsStore implements SettingsStore {
    * configuration field. The stream stays open between calls (so nothing between two waits is missed) until
    * the signal of the call that opened it aborts. Rejects with the abort reason when `signal` aborts.
    */
-  async waitForChange(signal: AbortSignal): Promise<void> {
+  waitForChange(signal: AbortSignal): Promise<void> {
+    return mongoBoundary(() => this.#waitForChange(signal));
+  }
+
+  async #waitForChange(signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
     const deadline = Date.now() + this.#pollMs;
     if (!this.#stream && this.#watchable && !this.#watchFailed) this.#openStream(signal);
@@ -200,7 +212,11 @@ export class MongoSettingsStore implements SettingsStore {
     await stream.changes.close().catch(ignoreCloseError);
   }
 
-  async reportFailure(id: string, message: string | null, fence?: number): Promise<void> {
+  reportFailure(id: string, message: string | null, fence?: number): Promise<void> {
+    return mongoBoundary(() => this.#reportFailure(id, message, fence));
+  }
+
+  async #reportFailure(id: string, message: string | null, fence?: number): Promise<void> {
     await this.#update(
       within(undefined, this.#operationTimeoutMs),
       id,
@@ -216,7 +232,11 @@ export class MongoSettingsStore implements SettingsStore {
    * `status` (the checkpoint store's `lastCheckpointAt`, counters not given now) stays.
    * A message belongs to the state it came with: without one, the previous message is removed.
    */
-  async reportStatus(id: string, status: MappingStatus, fence?: number): Promise<void> {
+  reportStatus(id: string, status: MappingStatus, fence?: number): Promise<void> {
+    return mongoBoundary(() => this.#reportStatus(id, status, fence));
+  }
+
+  async #reportStatus(id: string, status: MappingStatus, fence?: number): Promise<void> {
     const fields: Document = { state: status.state, updatedAt: new Date() };
     for (const key of STATUS_FIELDS) if (status[key] !== undefined) fields[key] = status[key];
     if (fence !== undefined) fields.fence = fence;
@@ -244,7 +264,16 @@ export class MongoSettingsStore implements SettingsStore {
     }
   }
 
-  async saveColumns(
+  saveColumns(
+    id: string,
+    columns: readonly ColumnSpec[],
+    fence?: number,
+    origin: ColumnsOrigin = 'declared',
+  ): Promise<void> {
+    return mongoBoundary(() => this.#saveColumns(id, columns, fence, origin));
+  }
+
+  async #saveColumns(
     id: string,
     columns: readonly ColumnSpec[],
     fence?: number,
@@ -264,7 +293,11 @@ export class MongoSettingsStore implements SettingsStore {
    * The newer of the token in the checkpoint document (where replacing the settings document cannot erase
    * it) and the one in the settings document's `status.fence`.
    */
-  async fenceOf(id: string, stop: AbortSignal): Promise<number | undefined> {
+  fenceOf(id: string, stop: AbortSignal): Promise<number | undefined> {
+    return mongoBoundary(() => this.#fenceOf(id, stop));
+  }
+
+  async #fenceOf(id: string, stop: AbortSignal): Promise<number | undefined> {
     stop.throwIfAborted();
     const signal = within(stop, this.#operationTimeoutMs);
     const documentId = await this.#resolve(id, signal);

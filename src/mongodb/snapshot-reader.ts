@@ -20,7 +20,6 @@ export class SnapshotReader {
     private readonly chunkSize = DEFAULT_BACKFILL_CHUNK,
   ) {}
 
-  /** Wrapped at the adapter boundary: the core sees only our errors (see `toMongoError`). */
   estimatedCount(): Promise<number> {
     return mongoBoundary(() => this.#estimatedCount());
   }
@@ -30,7 +29,6 @@ export class SnapshotReader {
   }
 
   /** The next chunk after `lastId` (undefined: from the start); empty when the copy is complete. */
-  /** Wrapped at the adapter boundary: the core sees only our errors (see `toMongoError`). */
   nextChunk(lastId: unknown, signal: AbortSignal): Promise<Document[]> {
     return mongoBoundary(() => this.#nextChunk(lastId, signal));
   }

@@ -8,6 +8,8 @@ import {
   mongoBoundary,
   toMongoError,
 } from '../../../src/mongodb/error-mapping.js';
+import { MongoCheckpointStore } from '../../../src/mongodb/checkpoint-store.js';
+import { MongoLeaseStore } from '../../../src/mongodb/lease-store.js';
 import { SnapshotReader } from '../../../src/mongodb/snapshot-reader.js';
 import { defaultRestartDelayMs } from '../../../src/core/supervisor.js';
 
@@ -121,5 +123,36 @@ describe('issue 11: the MongoDB code table classifies recorded server error shap
     expect((error as Error).cause).toBe(denied);
     expect(defaultRestartDelayMs(1, error)).toBeUndefined();
     await expect(mongoBoundary(() => reader.estimatedCount())).rejects.toBeInstanceOf(MongoDbError);
+  });
+
+  it('issue 11: the checkpoint and lease stores wrap driver errors too: elections retry, a failed authentication is fatal', async () => {
+    const steppedDown = serverError(189, 'PrimarySteppedDown', 'primary stepped down', [
+      'RetryableWriteError',
+    ]);
+    const authFailed = serverError(18, 'AuthenticationFailed', 'Authentication failed.');
+    const refusing = (error: Error) =>
+      ({
+        findOne: () => Promise.reject(error),
+        updateOne: () => Promise.reject(error),
+        find: () => ({ toArray: () => Promise.reject(error) }),
+      }) as unknown as Collection;
+    const signal = new AbortController().signal;
+    const checkpoints = new MongoCheckpointStore({
+      checkpoints: refusing(steppedDown),
+      settings: refusing(steppedDown),
+      settingsId: 'orders',
+      scope: 'shop.orders',
+    });
+    const loaded: unknown = await checkpoints.load(signal).catch((e: unknown) => e);
+    expect(loaded).toBeInstanceOf(MongoDbError);
+    expect(dispositionOf(loaded)).toBe('retryable');
+    expect((loaded as Error).cause).toBe(steppedDown);
+    const leases = new MongoLeaseStore(refusing(authFailed), { owner: 'test' });
+    const renewed: unknown = await leases
+      .renew({ mappingId: 'orders', token: 1 }, signal)
+      .catch((e: unknown) => e);
+    expect(dispositionOf(renewed)).toBe('fatal');
+    const held: unknown = await leases.holders().catch((e: unknown) => e);
+    expect((held as Error).cause).toBe(authFailed);
   });
 });
