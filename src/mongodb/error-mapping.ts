@@ -85,6 +85,9 @@ const RETRYABLE_LABELS: ReadonlySet<string> = new Set([
   'TransientTransactionError',
 ]);
 
+/** Names of the reasons an aborted signal carries (the driver rejects with the signal's reason). */
+const SIGNAL_REASONS: ReadonlySet<string> = new Set(['AbortError', 'TimeoutError']);
+
 /** The server's numeric error code carried by a driver error, if any. */
 export function codeOf(error: unknown): number | undefined {
   const code = isDocument(error) || error instanceof Error ? (error as { code?: unknown }).code : undefined;
@@ -121,13 +124,14 @@ export class MongoDbError extends ArchiverError {
 
 /**
  * Wraps a foreign error at the adapter boundary, keeping it as `cause` and its message as is (logs and
- * `lastFailure` read the same as before). Our own errors (fenced out, malformed event...) and aborts pass
- * unchanged.
+ * `lastFailure` read the same as before). Our own errors (fenced out, malformed event...) and the reasons
+ * of our aborted signals pass unchanged.
  */
 export function toMongoError(error: unknown): Error {
   if (error instanceof ArchiverError) return error;
-  // Stopping is not a failure: callers recognise the abort by its name.
-  if (error instanceof Error && error.name === 'AbortError') return error;
+  // The reason of one of our own signals (a stop, or a bound from `within` running out) is not the driver's:
+  // callers recognise it by its name, and an unclassified error is retried anyway.
+  if (error instanceof Error && SIGNAL_REASONS.has(error.name)) return error;
   const message = error instanceof Error ? error.message : String(error);
   const disposition = classifyMongoError(error);
   const code = codeOf(error);

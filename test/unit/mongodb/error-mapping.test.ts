@@ -85,7 +85,7 @@ describe('issue 11: the MongoDB code table classifies recorded server error shap
     expect(wrapped.cause).toBe(error);
   });
 
-  it('a retryable label wins over a code the table does not know; our own errors pass unchanged', () => {
+  it('a retryable label wins over a code the table does not know; our own errors and signal reasons pass unchanged', () => {
     expect(
       classifyMongoError(serverError(112, 'WriteConflict', 'conflict', ['TransientTransactionError'])),
     ).toBe('retryable');
@@ -93,6 +93,9 @@ describe('issue 11: the MongoDB code table classifies recorded server error shap
     expect(toMongoError(fenced)).toBe(fenced);
     const abort = new DOMException('aborted', 'AbortError');
     expect(toMongoError(abort)).toBe(abort);
+    // A bookkeeping write given up on its bound (`within`) keeps the signal's reason.
+    const timeout = new DOMException('The operation was aborted due to timeout', 'TimeoutError');
+    expect(toMongoError(timeout)).toBe(timeout);
   });
 
   it('a lost history becomes HistoryLostError naming the code; other errors keep their message', () => {
