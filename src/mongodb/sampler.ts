@@ -3,6 +3,7 @@ import { DEFAULT_INFER_SAMPLES } from '../schema/infer.js';
 import { bsonKind } from '../base/bson-kind.js';
 import { encodeId } from './checkpoint-store.js';
 import { decodeAll, RAW_READ } from './raw-documents.js';
+import { mongoBoundary } from './error-mapping.js';
 
 /** Ranges read across a collection that holds more documents than the sample. */
 const SAMPLE_RANGES = 16;
@@ -37,7 +38,11 @@ export interface SampleOptions {
  * plus, for the `skip` path only, up to about 1.9 million `_id` index entries walked. Deterministic for a
  * fixed collection. Documents come back oldest range first, without duplicates.
  */
-export async function sampleDocuments(collection: Collection, options: SampleOptions): Promise<Document[]> {
+export function sampleDocuments(collection: Collection, options: SampleOptions): Promise<Document[]> {
+  return mongoBoundary(() => sample(collection, options));
+}
+
+async function sample(collection: Collection, options: SampleOptions): Promise<Document[]> {
   const { signal } = options;
   const max = Math.floor(options.maxSamples ?? DEFAULT_INFER_SAMPLES);
   signal.throwIfAborted();

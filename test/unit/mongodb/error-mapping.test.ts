@@ -10,6 +10,7 @@ import {
 } from '../../../src/mongodb/error-mapping.js';
 import { MongoCheckpointStore } from '../../../src/mongodb/checkpoint-store.js';
 import { MongoLeaseStore } from '../../../src/mongodb/lease-store.js';
+import { sampleDocuments } from '../../../src/mongodb/sampler.js';
 import { SnapshotReader } from '../../../src/mongodb/snapshot-reader.js';
 import { defaultRestartDelayMs } from '../../../src/core/supervisor.js';
 
@@ -128,7 +129,7 @@ describe('issue 11: the MongoDB code table classifies recorded server error shap
     await expect(mongoBoundary(() => reader.estimatedCount())).rejects.toBeInstanceOf(MongoDbError);
   });
 
-  it('issue 11: the checkpoint and lease stores wrap driver errors too: elections retry, a failed authentication is fatal', async () => {
+  it('issue 11: the checkpoint and lease stores and the sampler wrap driver errors too: elections retry, a failed authentication is fatal', async () => {
     const steppedDown = serverError(189, 'PrimarySteppedDown', 'primary stepped down', [
       'RetryableWriteError',
     ]);
@@ -157,5 +158,10 @@ describe('issue 11: the MongoDB code table classifies recorded server error shap
     expect(dispositionOf(renewed)).toBe('fatal');
     const held: unknown = await leases.holders().catch((e: unknown) => e);
     expect((held as Error).cause).toBe(authFailed);
+    const sampled: unknown = await sampleDocuments(
+      { estimatedDocumentCount: () => Promise.reject(authFailed) } as unknown as Collection,
+      { signal },
+    ).catch((e: unknown) => e);
+    expect(dispositionOf(sampled)).toBe('fatal');
   });
 });
