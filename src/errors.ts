@@ -25,6 +25,11 @@ export type ErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES];
 export const DISPOSITIONS = ['retryable', 'fatal', 'config-invalid', 'history-lost', 'fenced-out'] as const;
 export type Disposition = (typeof DISPOSITIONS)[number];
 
+/** The message of a thrown value, whatever was thrown (logs, `lastFailure`, CLI lines). */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 /** Base of every error this project raises; foreign errors are wrapped with `cause` at adapter boundaries. */
 export class ArchiverError extends Error {
   readonly code: ErrorCode;

@@ -9,6 +9,7 @@ import { type MappingSettings } from '../core/settings.js';
 import { DEFAULT_BATCH_LIMITS, type BatchLimits } from '../core/batcher.js';
 import {
   DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS,
+  within,
   DEFAULT_FINAL_FLUSH_TIMEOUT_MS,
   deadlineAfter,
 } from '../core/deadline.js';
@@ -24,7 +25,7 @@ import {
 } from '../core/ports.js';
 import { resumeFrom, rowBytes, runStreamLoop, type RecordSink } from '../core/stream-loop.js';
 import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
-import { dispositionOf } from '../errors.js';
+import { dispositionOf, errorMessage } from '../errors.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
 import { decodeId, encodeId, MongoCheckpointStore } from '../mongodb/checkpoint-store.js';
 import { DEFAULT_BACKFILL_CHUNK, SnapshotReader } from '../mongodb/snapshot-reader.js';
@@ -299,10 +300,7 @@ class MappingRun {
         ...(this.deps.decorateWriter && { decorateWriter: this.deps.decorateWriter }),
         onRetry: (error, attempt, delayMs) => {
           this.metrics?.retried(error);
-          this.log.warn(
-            { error: error instanceof Error ? error.message : String(error), attempt, delayMs },
-            'BigQuery write failed; retrying',
-          );
+          this.log.warn({ error: errorMessage(error), attempt, delayMs }, 'BigQuery write failed; retrying');
         },
         ...(this.metrics && { observer: this.metrics }),
         onWriterChosen: (kind, reason) => {
@@ -398,7 +396,7 @@ class MappingRun {
         progress = { ...progress, lastId: encodeId(last._id), copied: progress.copied + chunk.length };
         await this.#checkpoints.save(
           checkpointOf(progress),
-          AbortSignal.any([flushing.signal, AbortSignal.timeout(DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS)]),
+          within(flushing.signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS),
         );
         this.metrics?.backfillCopied(chunk.length);
         this.hooks.report({ state: 'backfilling', backfillCopied: progress.copied });

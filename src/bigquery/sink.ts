@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { BigQueryError } from '../errors.js';
+import { BigQueryError, errorMessage } from '../errors.js';
 import {
   abortableSleep,
   backoffDelay,
@@ -76,10 +76,6 @@ interface SendState {
  */
 export const MAX_DEAD_LETTER_ROW_BYTES = 1_000_000;
 const MAX_REASONS = 5;
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 /**
  * Writes history rows: splits them into requests under BigQuery's limits, retries transient failures with
@@ -180,7 +176,7 @@ export class BigQuerySink {
           return;
         }
         const [only] = pending;
-        if (only) state.dead.push({ record: only.item, reason: messageOf(error) });
+        if (only) state.dead.push({ record: only.item, reason: errorMessage(error) });
         return;
       }
       const refused = new Map(outcome.rejected.map((r) => [r.index, r.reason]));
@@ -223,7 +219,7 @@ export class BigQuerySink {
     signal?: AbortSignal,
   ): Promise<void> {
     if (failures === 0 && !repaired && this.#o.onSchemaMismatch) {
-      await this.#o.onSchemaMismatch(messageOf(error));
+      await this.#o.onSchemaMismatch(errorMessage(error));
       return;
     }
     const policy = this.#o.schemaBackoff ?? DEFAULT_SCHEMA_BACKOFF;
@@ -231,7 +227,7 @@ export class BigQuerySink {
       throw new BigQueryError(
         'retryable',
         `BigQuery still refuses the rows for their schema after the table's schema was repaired and ` +
-          `${failures} retries: ${messageOf(error)} (a new column reaches BigQuery's streaming writes only ` +
+          `${failures} retries: ${errorMessage(error)} (a new column reaches BigQuery's streaming writes only ` +
           `after a delay; nothing was dead-lettered, the write is retried from the checkpoint)`,
         { cause: error },
       );

@@ -1,6 +1,6 @@
 import { managedwriter, protos } from '@google-cloud/bigquery-storage';
 import { abortable } from '../core/deadline.js';
-import { BigQueryError } from '../errors.js';
+import { BigQueryError, errorMessage } from '../errors.js';
 import { type TableField } from '../schema/types.js';
 import { type BigQueryClients } from './client.js';
 import { classifyBigQueryError, toBigQueryError } from './error-mapping.js';
@@ -248,7 +248,7 @@ export class StorageWriteWriter implements TableWriter {
         fits = [...fits, ...needs.filter((index) => !narrowed.exceeds(rows[index] ?? {}))];
         needs = waiting;
         if (fits.length === 0) throw error;
-        const reason = error instanceof Error ? error.message : String(error);
+        const reason = errorMessage(error);
         for (const index of waiting) rejected.push({ index, reason });
       }
     }
@@ -296,7 +296,7 @@ export class StorageWriteWriter implements TableWriter {
    */
   #withoutRefusedFields(error: unknown): WriterSchema | undefined {
     if (classifyBigQueryError(error) !== 'schema') return undefined;
-    const message = error instanceof Error ? error.message : String(error);
+    const message = errorMessage(error);
     const named = EXTRA_FIELDS.exec(message)?.[1];
     if (named === undefined) return undefined;
     const paths = named

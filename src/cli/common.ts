@@ -1,5 +1,5 @@
 import { loadBootstrapConfig, type BootstrapConfig } from '../config/bootstrap.js';
-import { dispositionOf } from '../errors.js';
+import { dispositionOf, errorMessage } from '../errors.js';
 import { scrubText } from '../observability/logger.js';
 
 /** Exit codes: 0 done, 1 failure, 2 configuration error (as the original service's users expect of a CLI). */
@@ -24,7 +24,7 @@ export function loadConfig(options: GlobalOptions): BootstrapConfig {
  * through the logs' scrubber: a driver's message may name the connection string.
  */
 export function reportFatal(error: unknown): number {
-  const message = scrubText(error instanceof Error ? error.message : String(error));
+  const message = scrubText(errorMessage(error));
   if (dispositionOf(error) === 'config-invalid') {
     console.error(`configuration error: ${message}`);
     return EXIT.config;

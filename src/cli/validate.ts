@@ -4,7 +4,7 @@ import { createBigQueryClients } from '../bigquery/client.js';
 import { type BootstrapConfig } from '../config/bootstrap.js';
 import { parseMappingSettings } from '../config/settings.js';
 import { settingsIdString, type MappingSettings } from '../core/settings.js';
-import { SettingsError } from '../errors.js';
+import { SettingsError, errorMessage } from '../errors.js';
 import { scrubText } from '../observability/logger.js';
 import { EXIT, loadConfig, type GlobalOptions } from './common.js';
 
@@ -85,7 +85,7 @@ export async function validateCommand(
     }
   } catch (error) {
     failures++;
-    say(`mongodb: failed: ${messageOf(error)}`);
+    say(`mongodb: failed: ${errorMessage(error)}`);
   }
   try {
     const { exists, conflicts } = await probes.bigquery(config, mappings);
@@ -101,11 +101,7 @@ export async function validateCommand(
     }
   } catch (error) {
     failures++;
-    say(`bigquery: failed: ${messageOf(error)}`);
+    say(`bigquery: failed: ${errorMessage(error)}`);
   }
   return failures === 0 ? EXIT.ok : EXIT.failure;
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

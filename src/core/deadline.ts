@@ -17,6 +17,12 @@ export const DEFAULT_FINAL_FLUSH_TIMEOUT_MS = 20_000;
  */
 export const DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS = 30_000;
 
+/** `signal` (if any), bounded to `ms` from now. */
+export function within(signal: AbortSignal | undefined, ms: number): AbortSignal {
+  const timeout = AbortSignal.timeout(ms);
+  return signal ? AbortSignal.any([signal, timeout]) : timeout;
+}
+
 /** A signal that aborts `ms` after `stop` does; dispose it once the work it bounds is over. */
 export interface Deadline {
   readonly signal: AbortSignal;
@@ -71,17 +77,11 @@ export function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefine
       reject(signal.reason as Error);
     };
     signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
+    // The request's own outcome, passed on as it came.
+    promise
+      .finally(() => {
         signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        // The request's own failure, passed on as it came.
-        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
-        reject(error);
-      },
-    );
+      })
+      .then(resolve, reject);
   });
 }

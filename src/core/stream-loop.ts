@@ -1,6 +1,7 @@
 import { type RowMapper } from '../transform/row-mapper.js';
 import {
   DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS,
+  within,
   DEFAULT_FINAL_FLUSH_TIMEOUT_MS,
   deadlineAfter,
 } from './deadline.js';
@@ -99,7 +100,7 @@ export async function runStreamLoop(
       if (readUpTo !== undefined && readUpTo.token !== saved?.token) {
         await options.checkpoints.save(
           { position: readUpTo },
-          AbortSignal.any([flushing.signal, AbortSignal.timeout(DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS)]),
+          within(flushing.signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS),
         );
         saved = readUpTo;
       }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type MappingSettings } from './settings.js';
-import { dispositionOf, SettingsError } from '../errors.js';
+import { dispositionOf, SettingsError, errorMessage } from '../errors.js';
 import { type ColumnSpec } from '../schema/types.js';
 import {
   type Lease,
@@ -102,10 +102,6 @@ export function defaultRestartDelayMs(failures: number, error: unknown): number 
     default:
       return disposition satisfies never;
   }
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 function hashOf(value: unknown): string {

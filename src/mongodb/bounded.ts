@@ -9,15 +9,12 @@ import { type Abortable } from 'mongodb';
 export const DEFAULT_MONGO_OPERATION_TIMEOUT_MS = 30_000;
 
 /**
- * `signal`, bounded to `ms` from now. The driver (7.x) takes it on every operation (`Abortable`, typed on
- * reads only); its per-operation `timeoutMS` has no effect any more. On abort it closes the connection the
- * operation was waiting on, so nothing stays checked out of the pool. A write given up may still have been
- * applied: every bookkeeping write is idempotent or fenced, and is repeated by the next attempt.
+ * Every operation gets its signal bounded by `within` (core/deadline.ts). The driver (7.x) takes a signal on
+ * every operation (`Abortable`, typed on reads only); its per-operation `timeoutMS` has no effect any more. On
+ * abort it closes the connection the operation was waiting on, so nothing stays checked out of the pool. A
+ * write given up may still have been applied: every bookkeeping write is idempotent or fenced, and is
+ * repeated by the next attempt.
  */
-export function within(signal: AbortSignal | undefined, ms: number): AbortSignal {
-  const timeout = AbortSignal.timeout(ms);
-  return signal ? AbortSignal.any([signal, timeout]) : timeout;
-}
 
 /** Operation options carrying `signal` (if any), in a form every driver method accepts (see `within`). */
 export function withSignal<T extends object>(options: T, signal: AbortSignal | undefined): T & Abortable {

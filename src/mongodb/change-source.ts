@@ -7,7 +7,7 @@ import {
   type Document,
   type MongoClient,
 } from 'mongodb';
-import { ArchiverError, ERROR_CODES } from '../errors.js';
+import { ArchiverError, ERROR_CODES, errorMessage } from '../errors.js';
 import { type ChangeEvent, type ClusterTime, type Position } from '../core/model.js';
 import { type ChangeBatch, type ChangeCursor, type ChangeSource, type StreamStart } from '../core/ports.js';
 import { isDocument } from '../base/bson-kind.js';
@@ -136,9 +136,7 @@ class CollectionStreams {
   /** The server refused `$changeStreamSplitLargeEvent` (its version did not tell): stop asking for it. */
   splitRefused(error: unknown): void {
     this.splitting = false;
-    this.notice(
-      `the server refused $changeStreamSplitLargeEvent (${error instanceof Error ? error.message : String(error)})`,
-    );
+    this.notice(`the server refused $changeStreamSplitLargeEvent (${errorMessage(error)})`);
   }
 }
 

@@ -1,4 +1,4 @@
-import { ArchiverError, ERROR_CODES, type Disposition } from '../errors.js';
+import { ArchiverError, ERROR_CODES, type Disposition, errorMessage } from '../errors.js';
 import { isDocument } from '../base/bson-kind.js';
 
 /**
@@ -132,7 +132,7 @@ export function toMongoError(error: unknown): Error {
   // The reason of one of our own signals (a stop, or a bound from `within` running out) is not the driver's:
   // callers recognise it by its name, and an unclassified error is retried anyway.
   if (error instanceof Error && SIGNAL_REASONS.has(error.name)) return error;
-  const message = error instanceof Error ? error.message : String(error);
+  const message = errorMessage(error);
   const disposition = classifyMongoError(error);
   const code = codeOf(error);
   if (disposition === 'history-lost') {

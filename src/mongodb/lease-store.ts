@@ -10,7 +10,8 @@ import {
 } from 'mongodb';
 import { DEFAULT_LEASE_TTL_MS } from '../core/settings.js';
 import { type Lease, type LeaseStore } from '../core/ports.js';
-import { within, withSignal } from './bounded.js';
+import { within } from '../core/deadline.js';
+import { withSignal } from './bounded.js';
 import { tokenValue } from './fence.js';
 import { codeOf, MONGO_CODES, mongoBoundary } from './error-mapping.js';
 

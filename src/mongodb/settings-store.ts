@@ -19,7 +19,8 @@ import {
 import { type MappingStatus, type SettingsEntry, type SettingsStore } from '../core/ports.js';
 import { ConfigError, FencedOutError } from '../errors.js';
 import { bsonKind, isDocument } from '../base/bson-kind.js';
-import { DEFAULT_MONGO_OPERATION_TIMEOUT_MS, within, withSignal } from './bounded.js';
+import { within } from '../core/deadline.js';
+import { DEFAULT_MONGO_OPERATION_TIMEOUT_MS, withSignal } from './bounded.js';
 import { classifyMongoError, codeOf, MONGO_CODES, mongoBoundary } from './error-mapping.js';
 import { checkpointsCollectionName } from './checkpoint-store.js';
 import { fencedSet, fencedUpdate, storedFence, tokenValue } from './fence.js';
