@@ -47,10 +47,61 @@ export interface Checkpoint {
 
 export interface BackfillProgress {
   readonly snapshotStart: ClusterTime;
-  /** The `_id` of the last document whose rows were acknowledged, as canonical Extended JSON. */
+  /**
+   * The `_id` of the last document whose rows were acknowledged, as canonical Extended JSON: the progress of
+   * a backfill copied as one range (the previous release's form). Undefined when `ranges` is set.
+   */
   readonly lastId: string | undefined;
   readonly copied: number;
   readonly done: boolean;
+  /**
+   * The `_id` ranges the collection was split into, copied concurrently and each resumable on its own;
+   * absent in a backfill copied as one range (see `lastId`).
+   */
+  readonly ranges?: readonly BackfillRangeProgress[];
+  /** The collection's estimated document count when the backfill started (for percent and ETA). */
+  readonly estimated?: number;
+}
+
+/**
+ * A part of the `_id` space in BSON order, bounds as canonical Extended JSON: ids after `after` (exclusive;
+ * undefined: from the first) up to `upTo` (inclusive; undefined: to the last).
+ */
+export interface IdRange {
+  readonly after: string | undefined;
+  readonly upTo: string | undefined;
+}
+
+export interface BackfillRangeProgress extends IdRange {
+  /** The last `_id` of the range whose row was acknowledged (and every one before it in the range). */
+  readonly lastId: string | undefined;
+  readonly copied: number;
+  readonly done: boolean;
+}
+
+/** A document as read by the backfill. */
+export type SourceDocument = Readonly<Record<string, unknown>>;
+
+/**
+ * The collection as the backfill reads it: in `_id` order (BSON order, across types), in bounded chunks,
+ * within ranges that can be read concurrently.
+ */
+export interface SnapshotSource {
+  estimatedCount(signal: AbortSignal): Promise<number>;
+  /**
+   * At most `parts` ranges that together cover every `_id` exactly once, in order, split at points from a
+   * bounded sample (never a full scan). One range covering everything when the collection is small or empty.
+   */
+  split(parts: number, signal: AbortSignal): Promise<readonly IdRange[]>;
+  /**
+   * The next chunk of `range` after `lastId` (canonical Extended JSON; undefined: from the range's start), in
+   * `_id` order; empty when the range is done.
+   */
+  nextChunk(
+    range: IdRange,
+    lastId: string | undefined,
+    signal: AbortSignal,
+  ): Promise<readonly SourceDocument[]>;
 }
 
 export interface CheckpointStore {
