@@ -243,13 +243,19 @@ export class MongoSnapshotSource implements SnapshotSource {
     return decodeAll(sampled).map((document) => document._id as unknown);
   }
 
-  /** Every `_id` in order, from the `_id` index alone, at most 20 samples' worth. */
+  /**
+   * Every `_id` in order, from the `_id` index alone, at most 20 samples' worth. A collection that holds
+   * more than that although its estimate said otherwise (a stale count) is sampled instead: split points
+   * from its first ids only would leave nearly all of it to the last range.
+   */
   async #walk(): Promise<unknown[]> {
+    const limit = SAMPLE_SHARE_DIVISOR * this.#sampleSize;
     const walked = await this.collection
       .find({}, { ...RAW_READ, projection: { _id: 1 } })
       .sort({ _id: 1 })
-      .limit(SAMPLE_SHARE_DIVISOR * this.#sampleSize)
+      .limit(limit + 1)
       .toArray();
+    if (walked.length > limit) return this.#sample();
     return decodeAll(walked).map((document) => document._id as unknown);
   }
 }

@@ -57,6 +57,8 @@ export class RawCollection {
   /** Documents handed out by every read so far (what the server would have sent). */
   documentsRead = 0;
   readonly documents: readonly { readonly id: FakeId; readonly bytes: Uint8Array }[];
+  /** What `estimatedDocumentCount` answers when set (a stale count); the true count otherwise. */
+  estimate: number | undefined;
 
   constructor(documents: readonly { readonly id: FakeId; readonly bytes: Uint8Array }[]) {
     this.documents = [...documents].sort((a, b) => compareIds(a.id, b.id));
@@ -111,7 +113,17 @@ export class RawCollection {
     return cursor;
   }
 
+  /**
+   * The snapshot reader's aggregations: a `$match` on `_id` sorted and limited, or a `$sample` (here the
+   * documents at even steps through the collection, in `_id` order, so that tests are deterministic).
+   */
   aggregate(pipeline: Document[], options: ReadOptions = {}) {
+    const sample = (pipeline[0]?.$sample as { size?: number } | undefined)?.size;
+    if (sample !== undefined) {
+      const step = this.documents.length / Math.min(sample, this.documents.length);
+      const drawn = this.documents.filter((_, i) => Math.floor(i % step) === 0).slice(0, sample);
+      return { toArray: () => Promise.resolve(this.#hand(drawn, options)) };
+    }
     const match = (pipeline[0]?.$match ?? {}) as Document;
     const notStrings = (match._id as { $not?: { $type?: string } } | undefined)?.$not?.$type === 'string';
     const limit = (pipeline.find((stage) => '$limit' in stage)?.$limit as number | undefined) ?? Infinity;
@@ -122,7 +134,7 @@ export class RawCollection {
   }
 
   estimatedDocumentCount(): Promise<number> {
-    return Promise.resolve(this.documents.length);
+    return Promise.resolve(this.estimate ?? this.documents.length);
   }
 
   /** This fake as the driver's type, for the code under test. */

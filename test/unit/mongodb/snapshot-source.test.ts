@@ -108,3 +108,24 @@ async function readRange(source: MongoSnapshotSource, range: IdRange): Promise<n
   }
   throw new Error('the range did not end');
 }
+
+describe('split points when the estimated count is stale (issue 11)', () => {
+  it('issue 11: a collection far larger than its estimate is sampled, not split over its first ids only', async () => {
+    const ids = Array.from({ length: 400 }, (_, i) => i);
+    const collection = new RawCollection(documentsWithIds(ids));
+    // The estimate says 10: small enough to read the split points from the `_id` index (at most 20 samples'
+    // worth, 160 ids here). The walk finds more than that and samples instead.
+    collection.estimate = 10;
+    const source = new MongoSnapshotSource(collection.asCollection(), {
+      chunkSize: 50,
+      sampleSize: 8,
+      minRangeDocuments: 1,
+    });
+    const ranges = await source.split(4, new AbortController().signal);
+    const sizes: number[] = [];
+    for (const range of ranges) sizes.push((await readRange(source, range)).length);
+    expect(sizes.reduce((a, b) => a + b)).toBe(400);
+    // The walk alone would split 400 ids among its first 160: ranges of 40, 40, 40 and 280.
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(200);
+  });
+});
