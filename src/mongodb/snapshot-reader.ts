@@ -22,7 +22,7 @@ export const DEFAULT_SPLIT_SAMPLE = 2_000;
  */
 const SAMPLE_SHARE_DIVISOR = 20;
 
-/** An inclusive upper bound on `_id`s; undefined where a read runs to the end of the collection. */
+/** An inclusive upper bound on `_id`s (a read without one runs to the end of the collection). */
 interface UpperBound {
   readonly id: unknown;
 }
