@@ -28,6 +28,11 @@ export interface DestinationOptions {
   readonly writer: WriterKind;
   /** `bigquery`, or the emulator in use (whose gaps decide the fallback). */
   readonly target: StorageWriteTarget;
+  /**
+   * Connections to the default stream of a Storage Write writer (default DEFAULT_STORAGE_WRITE_CONNECTIONS);
+   * see docs/bigquery.md for when to raise it.
+   */
+  readonly storageWriteConnections?: number;
   readonly limits?: BatchLimits;
   readonly backoff?: BackoffPolicy;
   /** How long rows refused for their schema wait after the repair (the sink's default when unset). */
@@ -175,6 +180,9 @@ export class BigQueryDestination {
             datasetId: options.datasetId,
             tableId: options.table,
             schema,
+            ...(options.storageWriteConnections !== undefined && {
+              connections: options.storageWriteConnections,
+            }),
           })
         : new InsertAllWriter(options.clients.bigquery.dataset(options.datasetId).table(options.table));
     return (
