@@ -30,6 +30,8 @@ class HeldConnection {
   answered = 0;
   maxOutstanding = 0;
   reconnects = 0;
+  /** Requests still unanswered when the stream was reopened (lost, on the real library). */
+  outstandingAtReconnect = 0;
   closed = false;
 
   getStreamId = (): string => `${TABLE}/streams/_default`;
@@ -71,6 +73,8 @@ class HeldConnection {
 
   reconnect(): void {
     this.reconnects++;
+    // The library drops the old stream's listeners: what was outstanding on it is never answered.
+    this.outstandingAtReconnect += this.outstanding;
   }
 
   close(): void {
@@ -256,6 +260,42 @@ describe('Storage Write connection: several appends in flight (issue 11)', () =>
       { rejected: [] },
       { rejected: [] },
       { rejected: [] },
+    ]);
+    await writer.close();
+  });
+
+  it('issue 11 item 3: while a new column propagates, appends alternating between two writer schemas never reopen the stream under a request in flight', async () => {
+    const { writer, client } = writerWith();
+    const extended: TableField[] = [...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' }];
+    const opening = writer.append(rowsOf('p'));
+    await settle();
+    const connection = client.connection(0);
+    connection.answerNext();
+    await opening;
+    // BigQuery has not taken `added` yet: rows without it go with the old writer schema, rows with it with
+    // the new one, on the same connection.
+    await writer.updateSchema(extended);
+    const appends = [
+      writer.append(rowsOf('x')),
+      writer.append([{ _doc_id: 'y0', n: 1, added: 'new' }]),
+      writer.append(rowsOf('z')),
+    ];
+    // BigQuery answers whatever is out, oldest first, until the three requests are answered.
+    for (let round = 0; round < 20 && connection.answered < 4; round++) {
+      await settle(10);
+      if (connection.outstanding > 0) connection.answerNext();
+    }
+
+    expect(await Promise.all(appends)).toEqual([{ rejected: [] }, { rejected: [] }, { rejected: [] }]);
+    expect(connection.outstandingAtReconnect).toBe(0);
+    // Each request carried the writer schema its rows were encoded with.
+    const sent = connection.sent
+      .slice(1)
+      .map((_, i) => [connection.docIdsOf(i + 1)[0], connection.fieldsOf(i + 1)]);
+    expect(sent).toEqual([
+      ['x0', ['_doc_id', 'n']],
+      ['y0', ['_doc_id', 'n', 'added']],
+      ['z0', ['_doc_id', 'n']],
     ]);
     await writer.close();
   });
