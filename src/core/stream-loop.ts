@@ -1,3 +1,5 @@
+import { setMaxListeners } from 'node:events';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { type RowMapper } from '../transform/row-mapper.js';
 import {
   abortable,
@@ -28,6 +30,14 @@ export interface RecordSink {
 }
 
 export const DEFAULT_STREAM_BATCH_SIZE = 1_000;
+
+/**
+ * Abort listeners one write may add to the signal it is given (the sink's backoff, the writer's request,
+ * their deadlines), and the loop's own: Node warns of a leak past the limit, which a window of writes, each
+ * listening, would otherwise pass.
+ */
+const LISTENERS_PER_WRITE = 4;
+const LISTENERS_OF_THE_LOOP = 10;
 
 /**
  * What the loop reports as it reads, for metrics (the app layer adapts it). Rows are reported by the sink
@@ -111,6 +121,8 @@ export async function runStreamLoop(
   // the next owner need not read it again. Writes and saves get their own signal, which aborts only once the
   // stop (or the failure that halted the reading) is older than the final flush's deadline.
   const flushing = deadlineAfter(pulling, options.finalFlushTimeoutMs ?? DEFAULT_FINAL_FLUSH_TIMEOUT_MS);
+  // Every write out listens to it (the sink's retries, the writer's request): as many as the window lets out.
+  setMaxListeners(LISTENERS_PER_WRITE * window.limits.maxRequests + LISTENERS_OF_THE_LOOP, flushing.signal);
   // A batch waits for room in the window until the deadline, or no longer than a failure.
   const admitting = AbortSignal.any([halt.signal, flushing.signal]);
   const inFlight = new Set<Promise<void>>();
@@ -195,6 +207,10 @@ export async function runStreamLoop(
     );
     inFlight.add(settled);
     void settled.finally(() => inFlight.delete(settled));
+    // Answers already in (and other mappings) are handled before reading on: read-ahead is for the time
+    // requests spend on the network, not for racing ahead of writes that have work to do. Rows held
+    // longer survive more garbage collections, which costs more than the turn.
+    await yieldToEventLoop();
     return true;
   };
 
