@@ -368,6 +368,38 @@ describe('stream loop, pipelined (issue 11)', () => {
     expect(source.pulls).toBe(pulls);
   });
 
+  it('lets a full window of writes listen to the signal it gives them without a leak warning', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.name);
+    process.on('warning', onWarning);
+    try {
+      const stop = new AbortController();
+      const source = new ScriptedChangeSource(onePerPull(16));
+      // Each write listens as BigQuerySink and its writer do: a backoff, a request, a deadline.
+      const sink = new ManualSink((write) => {
+        for (let i = 0; i < 3; i++) write.signal?.addEventListener('abort', () => undefined);
+      });
+      const run = runStreamLoop(
+        options(source, sink, new Checkpoints(), { window: { maxRequests: 16, maxBytes: 1_000_000_000 } }),
+        start,
+        stop.signal,
+      );
+      await Promise.race([sink.written(16), settle(40)]);
+      await settle();
+      expect(sink.inFlight).toBe(16);
+      sink.auto = (write) => {
+        write.ack();
+      };
+      sink.ackAll();
+      stop.abort();
+      await run;
+      await settle();
+      expect(warnings).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
   it('saves, in order, only ends of acknowledged prefixes, whatever the order of answers and failures (property)', async () => {
     await fc.assert(
       fc.asyncProperty(
