@@ -112,10 +112,10 @@ export class RssSampler {
  * Resident bytes per byte of rows on the wire, for what is held while rows are read ahead or in flight: the
  * decoded change event (its document is kept for a dead letter until the batch is acknowledged), the row
  * object and its encoding. Measured with the recorded events of bench/change-events.ts (10,000 records
- * held, after a full garbage collection): 5.4 with Storage Write (protobuf sizes), 4.1 with insertAll (JSON
+ * held, after a full garbage collection): 7.0 with Storage Write (protobuf sizes), 3.9 with insertAll (JSON
  * sizes); the bound takes a bit over twice the larger.
  */
-export const RSS_PER_WIRE_BYTE = 12;
+export const RSS_PER_WIRE_BYTE = 15;
 
 export interface RssBoundInputs {
   /** Resident set when the measurement starts (after warm-up: code, heap and buffers grown). */
