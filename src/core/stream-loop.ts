@@ -136,9 +136,11 @@ export async function runStreamLoop(
     halt.abort(failure.error);
   };
 
+  /** The watermark moved past the last save, and saving may still go on (not failed, not out of time). */
   const unsaved = (): boolean => {
     const position = watermark.position;
-    return !saveFailed && position !== undefined && position.token !== saved?.token;
+    if (saveFailed || flushing.signal.aborted || position === undefined) return false;
+    return position.token !== saved?.token;
   };
 
   /** Saves the watermark unless a save is already out; that one saves the newest watermark when it ends. */
@@ -225,8 +227,15 @@ export async function runStreamLoop(
       fail(flushing.signal.reason);
     }
     requestSave();
-    // A save that ends with the watermark moved starts the next one as it ends.
-    while (saving) await saving;
+    // A save that ends with the watermark moved starts the next one as it ends. A store that does not
+    // honour the deadline is not waited for past it.
+    while (saving !== undefined && !flushing.signal.aborted) {
+      try {
+        await abortable(saving, flushing.signal);
+      } catch {
+        fail(flushing.signal.reason);
+      }
+    }
     if (failure) throw failure.error;
   };
 

@@ -309,6 +309,27 @@ describe('stream loop, pipelined (issue 11)', () => {
     expect(checkpoints.saved).toEqual([token(1)]);
   });
 
+  it('does not wait past the final flush deadline for a checkpoint save that ignores its signal', async () => {
+    const stop = new AbortController();
+    const source = new ScriptedChangeSource(onePerPull(1));
+    const sink = new ManualSink();
+    const checkpoints = new Checkpoints(true);
+    const run = runStreamLoop(
+      options(source, sink, checkpoints, { finalFlushTimeoutMs: 50 }),
+      start,
+      stop.signal,
+    );
+    await Promise.race([sink.written(1), settle(20)]);
+    sink.call(1).ack();
+    await settle();
+    // The save of tok0001 is out and never ends.
+    expect(checkpoints.held).toBe(1);
+    const started = Date.now();
+    stop.abort();
+    await expect(run).rejects.toThrow(/did not finish within 50 ms/);
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
   it('a dropped collection: sends what is in hand, waits for every write out, saves, then ends with the position', async () => {
     const stop = new AbortController();
     const drop: ChangeEvent = {
