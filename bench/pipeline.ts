@@ -10,7 +10,11 @@
 // Paths measured, for each writer (storage-write, the default, and insert-all):
 // - stream-loop: what the daemon runs, on one thread: runStreamLoop pulling decoded, normalised events from
 //   a source standing in for the change stream, changeRecord, rowBytes, Batcher, then BigQuerySink
-//   (splitIntoBatches) and the real writer, whose request is serialised as gRPC or the HTTP client would;
+//   (splitIntoBatches) and the real writer, whose request is serialised as gRPC or the HTTP client would.
+//   The loop is pipelined as in the daemon: up to the in-flight window's requests out at once (default
+//   DEFAULT_WINDOW_LIMITS), reading ahead while they are. The daemon's loop runs on, so a round is one loop
+//   run of a round trip (the window filling up) plus BENCH_ROUND_MS, and its rate is the events acknowledged
+//   within those last BENCH_ROUND_MS (steady state); the stop and drain that follow are not timed;
 // - encoder: ParallelChangeEncoder (bench/parallel/change-encoder.ts; a prototype the daemon does not use) decoding,
 //   normalising, mapping (changeRecord) and encoding each row once, on this thread (workers 0) or on
 //   worker threads; this thread batches (Batcher, splitIntoBatches) and assembles each request.
@@ -25,8 +29,17 @@
 // - MBA_BENCH_DOCS: documents of the memory backfill, which is also the collection the backfill's rate reads
 //   (default 1000000; 0 skips both);
 // - BENCH_ROUNDS (default 5) and BENCH_ROUND_MS (default 1000): rounds of each measurement;
-// - MBA_BENCH_PATHS (comma-separated: stream-loop, encoder, stages; default all) measures only those, for
-//   profiling one of them (node --cpu-prof); MBA_BENCH_WRITERS (storage-write, insert-all; default both).
+// - backpressure (issue 11 must-show 2): the stream-loop path, Storage Write, BigQuery answering after
+//   200 ms and the source as fast as it is read, for 3 × BENCH_ROUND_MS; its JSON line has the peak RSS
+//   (`max_rss_mb`, sampled every 5 ms), the most events read and not yet acknowledged, and both bounds:
+//   `unacked_bound_events` (the window's requests full, one batch in hand, one pull) and `rss_bound_mb`
+//   (bench/measure.ts rssBound: RSS at the start + the young generation (two semi-spaces) + RSS_PER_WIRE_BYTE
+//   × the wire bytes the window and the read-ahead may hold);
+// - BIGQUERY_MAX_IN_FLIGHT_REQUESTS and BIGQUERY_MAX_IN_FLIGHT_MB: the in-flight window of the stream-loop
+//   and backpressure paths, as the daemon's keys of the same names (default DEFAULT_WINDOW_LIMITS);
+// - MBA_BENCH_PATHS (comma-separated: stream-loop, encoder, stages, backpressure; default all) measures only
+//   those, for profiling one of them (node --cpu-prof); MBA_BENCH_WRITERS (storage-write, insert-all;
+//   default both).
 import { loadavg, availableParallelism } from 'node:os';
 import { deserialize } from 'bson';
 import {
@@ -41,7 +54,13 @@ import { Batcher, DEFAULT_BATCH_LIMITS, splitIntoBatches } from '../src/core/bat
 import { backfillRecord, changeRecord } from '../src/core/history-rows.js';
 import { type ClusterTime, type Position } from '../src/core/model.js';
 import { type ChangeSource, type Checkpoint, type CheckpointStore } from '../src/core/ports.js';
-import { DEFAULT_STREAM_BATCH_SIZE, rowBytes, runStreamLoop } from '../src/core/stream-loop.js';
+import {
+  DEFAULT_STREAM_BATCH_SIZE,
+  rowBytes,
+  runStreamLoop,
+  type RecordSink,
+} from '../src/core/stream-loop.js';
+import { DEFAULT_WINDOW_LIMITS, type WindowLimits } from '../src/core/window.js';
 import { compileRowEncoder, storageWriteDescriptor } from '../src/bigquery/proto-encoder.js';
 import { WRITER_KINDS, type WriterKind } from '../src/core/settings.js';
 import { normalizeChangeEvent } from '../src/mongodb/change-event.js';
@@ -62,7 +81,15 @@ import {
   type SimulatedNetwork,
   type WireCounter,
 } from './counting-sink.js';
-import { median, throughput, throughputAsync } from './measure.js';
+import {
+  median,
+  RSS_PER_WIRE_BYTE,
+  rssBound,
+  RssSampler,
+  throughput,
+  throughputAsync,
+  type RoundResult,
+} from './measure.js';
 import { shapeDocuments } from './shapes.js';
 
 /** Round trips to BigQuery simulated by default: none (the CPU-bound pipeline), a nearby region, a far one. */
@@ -92,8 +119,25 @@ const ROUND_MS = Number(process.env.BENCH_ROUND_MS ?? 1_000);
 const WRITERS = WRITER_KINDS.filter((kind) =>
   (process.env.MBA_BENCH_WRITERS ?? WRITER_KINDS.join(',')).split(',').includes(kind),
 );
-const PATHS = new Set((process.env.MBA_BENCH_PATHS ?? 'stream-loop,encoder,stages').split(','));
+const PATHS = new Set((process.env.MBA_BENCH_PATHS ?? 'stream-loop,encoder,stages,backpressure').split(','));
 const RTTS = millisecondsList('MBA_BENCH_RTT_MS', DEFAULT_RTT_MS);
+
+function wholeNumber(name: string, fallback: number): number {
+  const text = process.env[name];
+  if (text === undefined || text.trim() === '') return fallback;
+  const value = Number(text.trim());
+  if (!Number.isInteger(value) || value < 1)
+    throw new Error(`${name}: "${text}" is not a whole number (1 or more)`);
+  return value;
+}
+
+/** The daemon's window unless overridden by the daemon's own keys (to measure another one). */
+const WINDOW: WindowLimits = {
+  maxRequests: wholeNumber('BIGQUERY_MAX_IN_FLIGHT_REQUESTS', DEFAULT_WINDOW_LIMITS.maxRequests),
+  maxBytes: wholeNumber('BIGQUERY_MAX_IN_FLIGHT_MB', DEFAULT_WINDOW_LIMITS.maxBytes / 1_000_000) * 1_000_000,
+};
+/** Round trip of the backpressure measurement: a far BigQuery, so that the source is much faster. */
+const BACKPRESSURE_RTT_MS = 200;
 const MONGO_RTT_MS = milliseconds(
   'MBA_BENCH_MONGO_RTT_MS',
   process.env.MBA_BENCH_MONGO_RTT_MS ?? String(DEFAULT_MONGO_RTT_MS),
@@ -338,44 +382,90 @@ function pulls(): Uint8Array[][] {
   return out;
 }
 
-/** One pass of the daemon's path over all events: runStreamLoop over a source replaying the recording. */
-function streamLoopPass(
+/** What one round of the daemon's path saw, beyond its rate. */
+interface StreamLoopRound extends RoundResult {
+  /** The most events read (pulled) and not yet acknowledged at any time: the read-ahead. */
+  readonly maxUnacked: number;
+}
+
+/**
+ * Rounds of the daemon's path: runStreamLoop over a source replaying the recording, decoded and normalised
+ * as MongoChangeCursor does, in pulls of the change stream's batch size, over and over. The daemon's loop
+ * runs on and never starts afresh, so a round is one loop run of a round trip (the window filling up: no
+ * answer comes back sooner) plus `ms`, and the events BigQuery acknowledged within those last `ms` are its
+ * rate (steady state); then the loop is stopped and drained, outside the round's time.
+ */
+function streamLoopRounds(
   writer: WriterKind,
   counter: WireCounter,
   network: SimulatedNetwork,
-): () => Promise<unknown> {
+  window: WindowLimits,
+  onPull?: (unacked: number) => void,
+): (ms: number) => Promise<StreamLoopRound> {
   const { sink, measure } = countingSink(writer, schema, counter, network);
   const checkpoints = memoryCheckpoints();
-  return async () => {
-    const batches = pulls();
+  const recorded = pulls();
+  return async (ms) => {
     const stop = new AbortController();
-    let drained = false;
+    const started = performance.now();
+    let next = 0;
+    let read = 0;
+    let acked = 0;
+    let maxUnacked = 0;
+    let counted = 0;
+    let from: number | undefined;
+    let until: number | undefined;
+    let cpuFrom: NodeJS.CpuUsage | undefined;
+    let cpu: NodeJS.CpuUsage | undefined;
+    const counting: RecordSink = {
+      write: async (records, signal) => {
+        const result = await sink.write(records, signal);
+        acked += records.length;
+        if (from !== undefined && until === undefined) counted += records.length;
+        return result;
+      },
+    };
     const source: ChangeSource = {
       open: () =>
         Promise.resolve({
-          // Decoded and normalised as MongoChangeCursor does with what the driver hands over.
           next: () => {
-            const raw = batches.shift();
-            if (raw) {
-              const decoded = raw.map((bytes) =>
-                normalizeChangeEvent(deserialize(bytes, BSON_DECODE_OPTIONS)),
-              );
-              return Promise.resolve({ events: decoded, position: undefined });
+            const now = performance.now();
+            if (from === undefined && now - started >= network.rttMs) {
+              from = now;
+              cpuFrom = process.cpuUsage();
             }
-            // Idle once (the loop flushes), then stop.
-            if (drained) stop.abort();
-            drained = true;
-            return Promise.resolve({ events: [], position: undefined });
+            if (from !== undefined && now - from >= ms) {
+              until ??= now;
+              cpu ??= process.cpuUsage(cpuFrom);
+              stop.abort();
+              return Promise.resolve({ events: [], position: undefined });
+            }
+            const raw = recorded[next++ % recorded.length] ?? [];
+            read += raw.length;
+            maxUnacked = Math.max(maxUnacked, read - acked);
+            onPull?.(read - acked);
+            const decoded = raw.map((bytes) => normalizeChangeEvent(deserialize(bytes, BSON_DECODE_OPTIONS)));
+            return Promise.resolve({ events: decoded, position: undefined });
           },
           close: () => Promise.resolve(),
         }),
       currentTime: () => Promise.resolve(SNAPSHOT_START),
     };
     await runStreamLoop(
-      { source, sink, checkpoints, mapper: () => mapper, sizeOf: measure },
+      { source, sink: counting, checkpoints, mapper: () => mapper, sizeOf: measure, window },
       { kind: 'startAt', clusterTime: SNAPSHOT_START },
       stop.signal,
     );
+    const elapsed = (until ?? performance.now()) - (from ?? started);
+    const used = cpu ?? process.cpuUsage(cpuFrom);
+    return {
+      perSecond: (counted / elapsed) * 1000,
+      cores: (used.user + used.system) / 1000 / elapsed,
+      items: counted,
+      // The counter counted the whole run's requests, the filling up and the drain included.
+      wireItems: acked,
+      maxUnacked,
+    };
   };
 }
 
@@ -439,24 +529,24 @@ async function measure(
   threads: number,
   writer: WriterKind,
   network: SimulatedNetwork,
-  pass: () => Promise<unknown>,
+  round: (ms: number) => Promise<RoundResult>,
   counter: WireCounter,
 ) {
   // Warm-up: JIT, worker start-up, the writer's first connection.
-  await throughputAsync(events.length, pass, ROUND_MS);
+  await round(ROUND_MS);
   const floors: number[] = [];
   const values: number[] = [];
   const cores: number[] = [];
   let wireBytes = 0;
   let handled = 0;
-  for (let round = 0; round < ROUNDS; round++) {
+  for (let r = 0; r < ROUNDS; r++) {
     floors.push(throughput(events, floor, ROUND_MS));
     const bytesBefore = counter.bytes;
-    const result = await throughputAsync(events.length, pass, ROUND_MS);
+    const result = await round(ROUND_MS);
     values.push(result.perSecond);
     cores.push(result.cores);
     wireBytes += counter.bytes - bytesBefore;
-    handled += result.items;
+    handled += result.wireItems ?? result.items;
   }
   const f = median(floors);
   const v = median(values);
@@ -547,6 +637,78 @@ async function stages(): Promise<void> {
   lines.push(JSON.stringify({ bench: 'pipeline-stages', rtt_ms: 0, ...rounded, load_avg_1m: load() }));
 }
 
+/**
+ * Must-show 2 of issue 11: peak RSS with BigQuery answering after BACKPRESSURE_RTT_MS and a source much
+ * faster than it (the recording replayed as fast as it is read), against a bound that follows from the
+ * window (rssBound): the loop stops pulling while the window is full, so what it holds stays bounded.
+ * `max_rss_mb` is the peak sampled every 5 ms during the run.
+ */
+async function backpressure(): Promise<void> {
+  const writer: WriterKind = 'storage-write';
+  const network = { rttMs: BACKPRESSURE_RTT_MS };
+  const counter = wireCounter();
+  const rounds = streamLoopRounds(writer, counter, network, WINDOW);
+  const { measure: wireSize } = countingSink(writer, schema, wireCounter());
+  const now = new Date();
+  const sizes = events
+    .map((bytes) => normalizeChangeEvent(deserialize(bytes, BSON_DECODE_OPTIONS)))
+    .filter((e) => e.kind === 'upsert' || e.kind === 'delete')
+    .map((event) => wireSize(changeRecord(mapper, event, now).row));
+  const largestRow = Math.max(...sizes);
+  const meanRow = sizes.reduce((n, b) => n + b, 0) / Math.max(1, sizes.length);
+  // The largest request of this recording: a full batch of its largest rows, within the request limit.
+  const batchBytes = Math.min(DEFAULT_BATCH_LIMITS.maxBytes, DEFAULT_BATCH_LIMITS.maxRows * largestRow);
+  await rounds(ROUND_MS);
+  const baseline = rss();
+  const sampler = new RssSampler(5);
+  const result = await rounds(3 * ROUND_MS);
+  const peak = sampler.stop();
+  // V8's default semi-space is 16 MB; the young generation is two of them.
+  const youngGeneration = 2 * (SEMI_SPACE ?? 16) * MB;
+  const bound = rssBound({
+    baselineBytes: baseline,
+    youngGenerationBytes: youngGeneration,
+    window: WINDOW,
+    batchBytes,
+    readAheadBytes: batchBytes + DEFAULT_STREAM_BATCH_SIZE * largestRow,
+    perWireByte: RSS_PER_WIRE_BYTE,
+  });
+  // Events read and not yet acknowledged, at most: the window's requests full, one batch in hand, one pull.
+  const unackedBound =
+    WINDOW.maxRequests * DEFAULT_BATCH_LIMITS.maxRows +
+    DEFAULT_BATCH_LIMITS.maxRows +
+    DEFAULT_STREAM_BATCH_SIZE;
+  const line = {
+    bench: 'pipeline-backpressure',
+    path: 'stream-loop',
+    writer,
+    rtt_ms: network.rttMs,
+    window_requests: WINDOW.maxRequests,
+    window_mb: WINDOW.maxBytes / 1_000_000,
+    value_per_s: Math.round(result.perSecond),
+    max_unacked_events: result.maxUnacked,
+    unacked_bound_events: unackedBound,
+    rss_start_mb: mb(baseline),
+    max_rss_mb: mb(peak),
+    rss_bound_mb: mb(bound),
+    // How the bound is made (rssBound): start + young generation + factor × (window + read-ahead) wire bytes.
+    young_generation_mb: mb(youngGeneration),
+    window_wire_mb: Number((Math.min(WINDOW.maxBytes, WINDOW.maxRequests * batchBytes) / MB).toFixed(1)),
+    read_ahead_wire_mb: Number(((batchBytes + DEFAULT_STREAM_BATCH_SIZE * largestRow) / MB).toFixed(1)),
+    rss_per_wire_byte: RSS_PER_WIRE_BYTE,
+    mean_row_wire_bytes: Math.round(meanRow),
+    semi_space_mb: SEMI_SPACE,
+    load_avg_1m: load(),
+  };
+  console.log(
+    `backpressure ${writer.padEnd(13)} rtt ${network.rttMs} ms, window ${WINDOW.maxRequests} requests: ` +
+      `${line.value_per_s.toLocaleString('en')} events/s, at most ${result.maxUnacked} events read ahead ` +
+      `(bound ${unackedBound}), RSS ${line.rss_start_mb} MB at start, peak ${line.max_rss_mb} MB ` +
+      `(bound ${line.rss_bound_mb} MB)`,
+  );
+  lines.push(JSON.stringify(line));
+}
+
 if (EVENTS > 0) {
   console.log(
     `${EVENTS.toLocaleString('en')} recorded change events (avg ${avgBytes} B BSON; ${Object.entries(
@@ -561,7 +723,14 @@ if (EVENTS > 0) {
       for (const rttMs of RTTS) {
         const counter = wireCounter();
         const network = { rttMs };
-        await measure('stream-loop', 0, writer, network, streamLoopPass(writer, counter, network), counter);
+        await measure(
+          'stream-loop',
+          0,
+          writer,
+          network,
+          streamLoopRounds(writer, counter, network, WINDOW),
+          counter,
+        );
       }
     }
     for (const threads of PATHS.has('encoder') ? [0, THREADS] : []) {
@@ -575,7 +744,7 @@ if (EVENTS > 0) {
             threads,
             writer,
             network,
-            encoderPass(writer, encoder, counter, network),
+            (ms) => throughputAsync(events.length, encoderPass(writer, encoder, counter, network), ms),
             counter,
           );
         }
@@ -585,5 +754,6 @@ if (EVENTS > 0) {
     }
   }
   if (PATHS.has('stages')) await stages();
+  if (PATHS.has('backpressure')) await backpressure();
 }
 for (const line of lines) console.log(line);

@@ -9,6 +9,7 @@ import {
   DEFAULT_SETTINGS_POLL_MS,
   WRITER_KINDS,
 } from '../core/settings.js';
+import { DEFAULT_WINDOW_LIMITS, type WindowLimits } from '../core/window.js';
 import { checkedIdentifier, mongoCollectionName, mongoDatabaseName } from './settings.js';
 
 /** Where the original service read its configuration; `--config PATH` overrides it. */
@@ -20,6 +21,19 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 /** Text from JSON or the environment: numbers and booleans may arrive as strings. */
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
+
+/** A whole number from `min` to `max`; every way to miss it gets the one message that says the range. */
+function wholeNumber(min: number, max: number, unit: string) {
+  const error = `must be a whole number of ${unit} from ${String(min)} to ${String(max)}`;
+  return z.coerce.number({ error }).int({ error }).min(min, { error }).max(max, { error });
+}
+
+/** The in-flight window is given in MB (10^6 bytes, as BigQuery counts request sizes). */
+const MEGABYTE = 1_000_000;
+/** More than this many requests out at once per mapping gains nothing BigQuery would let through. */
+export const MAX_IN_FLIGHT_REQUESTS = 1_000;
+/** Bytes in flight are held in memory until acknowledged: a bound well above any useful window. */
+export const MAX_IN_FLIGHT_MB = 4_096;
 
 const bootstrapSchema = z.object({
   MONGO_CLIENT: z
@@ -56,6 +70,17 @@ const bootstrapSchema = z.object({
    * mappings of a crashed instance wait before another instance takes them over. See docs/operations.md.
    */
   LEASE_TTL_MS: z.coerce.number().int().min(1_000).max(600_000).default(DEFAULT_LEASE_TTL_MS),
+  /**
+   * Requests each mapping may have on their way to BigQuery at once (its in-flight window); the reading
+   * waits while they are all out. See docs/operations.md.
+   */
+  BIGQUERY_MAX_IN_FLIGHT_REQUESTS: wholeNumber(1, MAX_IN_FLIGHT_REQUESTS, 'requests').default(
+    DEFAULT_WINDOW_LIMITS.maxRequests,
+  ),
+  /** Megabytes of rows each mapping may have on their way to BigQuery at once (the window's other bound). */
+  BIGQUERY_MAX_IN_FLIGHT_MB: wholeNumber(1, MAX_IN_FLIGHT_MB, 'megabytes').default(
+    DEFAULT_WINDOW_LIMITS.maxBytes / MEGABYTE,
+  ),
 });
 
 export type BootstrapConfig = Readonly<z.infer<typeof bootstrapSchema>>;
@@ -148,4 +173,14 @@ export function loadBootstrapConfig(options: LoadOptions = {}): BootstrapConfig 
     );
   }
   return Object.freeze(result.data);
+}
+
+/** The in-flight window of each mapping's writes, as configured. */
+export function windowLimits(
+  config: Pick<BootstrapConfig, 'BIGQUERY_MAX_IN_FLIGHT_REQUESTS' | 'BIGQUERY_MAX_IN_FLIGHT_MB'>,
+): WindowLimits {
+  return Object.freeze({
+    maxRequests: config.BIGQUERY_MAX_IN_FLIGHT_REQUESTS,
+    maxBytes: config.BIGQUERY_MAX_IN_FLIGHT_MB * MEGABYTE,
+  });
 }

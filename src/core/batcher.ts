@@ -84,6 +84,18 @@ export class Batcher<T> {
     this.#bytes += bytes;
   }
 
+  /**
+   * Whether one more item of `bytes` keeps the batch within maxRows and maxBytes (an empty batch takes any
+   * item): a producer that sends the batch before adding an item that does not fit sends request-sized
+   * batches, each one request of the sink.
+   */
+  fits(bytes: number): boolean {
+    return (
+      this.#items.length === 0 ||
+      (this.#items.length < this.#limits.maxRows && this.#bytes + bytes <= this.#limits.maxBytes)
+    );
+  }
+
   /** True when the batch should be sent now: full by rows or bytes, or older than the linger time. */
   due(now: number): boolean {
     if (this.#items.length === 0) return false;

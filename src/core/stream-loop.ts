@@ -1,5 +1,8 @@
+import { setMaxListeners } from 'node:events';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { type RowMapper } from '../transform/row-mapper.js';
 import {
+  abortable,
   DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS,
   within,
   DEFAULT_FINAL_FLUSH_TIMEOUT_MS,
@@ -8,6 +11,8 @@ import {
 import { Batcher, DEFAULT_BATCH_LIMITS, type BatchLimits } from './batcher.js';
 import { changeRecord, type HistoryRecord } from './history-rows.js';
 import { operationTypeOf, type ChangeEvent, type Position } from './model.js';
+import { Watermark } from './watermark.js';
+import { DEFAULT_WINDOW_LIMITS, InFlightWindow, type WindowLimits } from './window.js';
 import {
   SYSTEM_CLOCK,
   type ChangeSource,
@@ -25,6 +30,14 @@ export interface RecordSink {
 }
 
 export const DEFAULT_STREAM_BATCH_SIZE = 1_000;
+
+/**
+ * Abort listeners one write may add to the signal it is given (the sink's backoff, the writer's request,
+ * their deadlines), and the loop's own: Node warns of a leak past the limit, which a window of writes, each
+ * listening, would otherwise pass.
+ */
+const LISTENERS_PER_WRITE = 4;
+const LISTENERS_OF_THE_LOOP = 10;
 
 /**
  * What the loop reports as it reads, for metrics (the app layer adapts it). Rows are reported by the sink
@@ -52,8 +65,13 @@ export interface StreamLoopOptions {
   readonly observer?: StreamObserver;
   /** A row's size in the sink's requests, for the batch limits; default its JSON length (rowBytes). */
   readonly sizeOf?: (row: Readonly<Record<string, unknown>>) => number;
-  /** How long flushing may go on after `signal` aborts; default DEFAULT_FINAL_FLUSH_TIMEOUT_MS. */
+  /**
+   * How long flushing may go on after `signal` aborts (or after a write failed: the wait for the others);
+   * default DEFAULT_FINAL_FLUSH_TIMEOUT_MS.
+   */
   readonly finalFlushTimeoutMs?: number;
+  /** Writes (and their bytes) in flight at once; default DEFAULT_WINDOW_LIMITS. */
+  readonly window?: WindowLimits;
 }
 
 /** How the loop ended when it was not aborted. */
@@ -68,6 +86,14 @@ export interface CollectionGone {
  * in batches (rows, bytes, linger), and saves the position only after the sink acknowledged everything up
  * to it. An idle stream still advances its checkpoint. Ends when `signal` aborts (after flushing what was
  * read) or when the collection is dropped, renamed or invalidated.
+ *
+ * Writes are pipelined: a batch that is due goes to the sink without waiting for the ones before it, up to
+ * the in-flight window (requests and bytes); while the window is full the loop stops pulling (backpressure),
+ * otherwise it reads and maps ahead. Each batch takes a watermark ticket with the position it covers up to,
+ * and the checkpoint saved is always the watermark: the end of the longest acknowledged prefix, never past a
+ * batch still out or failed. Saves are one at a time, each of the newest watermark (coalesced). The first
+ * failure stops the reading; what is in flight is awaited (within the final flush's deadline), the
+ * acknowledged prefix saved, and that first failure thrown.
  */
 export async function runStreamLoop(
   options: StreamLoopOptions,
@@ -76,59 +102,161 @@ export async function runStreamLoop(
 ): Promise<CollectionGone | undefined> {
   const clock = options.clock ?? SYSTEM_CLOCK;
   const batcher = new Batcher<HistoryRecord>(options.limits ?? DEFAULT_BATCH_LIMITS);
+  const window = new InFlightWindow(options.window ?? DEFAULT_WINDOW_LIMITS);
   const observer = options.observer;
   const sizeOf = options.sizeOf ?? rowBytes;
   let readUpTo: Position | undefined = start.kind === 'startAt' ? undefined : start.position;
+  const watermark = new Watermark<Position>(readUpTo);
+  /** The last position handed to the watermark (with a batch or marked), so an idle stream marks it once. */
+  let issued = readUpTo;
   let saved: Position | undefined = readUpTo;
   // Some servers (mongo-java-server) answer a resume after a drop with an invalidate carrying the very token
   // we resumed from. It is not a change: a marker for it would hide the documents of a re-created collection.
   const resumedFrom = start.kind === 'startAt' ? undefined : start.position.token;
   const cursor = await options.source.open(start, signal);
+  // The first failure (a write, a save, the source) halts the reading at once, as a stop does.
+  const halt = new AbortController();
+  const pulling = AbortSignal.any([signal, halt.signal]);
   // Stopping ends the reading at once, but not the writing: what was read is written and checkpointed, so
-  // the next owner need not read it again. Flushes get their own signal, which aborts only once the stop is
-  // older than the final flush's deadline.
-  const flushing = deadlineAfter(signal, options.finalFlushTimeoutMs ?? DEFAULT_FINAL_FLUSH_TIMEOUT_MS);
+  // the next owner need not read it again. Writes and saves get their own signal, which aborts only once the
+  // stop (or the failure that halted the reading) is older than the final flush's deadline.
+  const flushing = deadlineAfter(pulling, options.finalFlushTimeoutMs ?? DEFAULT_FINAL_FLUSH_TIMEOUT_MS);
+  // Every write out listens to it (the sink's retries, the writer's request): as many as the window lets out.
+  setMaxListeners(LISTENERS_PER_WRITE * window.limits.maxRequests + LISTENERS_OF_THE_LOOP, flushing.signal);
+  // A batch waits for room in the window until the deadline, or no longer than a failure.
+  const admitting = AbortSignal.any([halt.signal, flushing.signal]);
+  const inFlight = new Set<Promise<void>>();
+  let failure: { readonly error: unknown } | undefined;
+  let saveFailed = false;
+  let saving: Promise<void> | undefined;
 
-  const flush = async (): Promise<void> => {
+  const fail = (error: unknown): void => {
+    // The sink's or the store's reaction to the deadline says less than the deadline itself.
+    failure ??= { error: flushing.signal.aborted ? flushing.signal.reason : error };
+    halt.abort(failure.error);
+  };
+
+  /** The watermark moved past the last save, and saving may still go on (not failed, not out of time). */
+  const unsaved = (): boolean => {
+    const position = watermark.position;
+    if (saveFailed || flushing.signal.aborted || position === undefined) return false;
+    return position.token !== saved?.token;
+  };
+
+  /** Saves the watermark unless a save is already out; that one saves the newest watermark when it ends. */
+  const requestSave = (): void => {
+    if (saving !== undefined || !unsaved()) return;
+    saving = (async () => {
+      while (unsaved()) {
+        const position = watermark.position;
+        if (position === undefined) return;
+        try {
+          await options.checkpoints.save(
+            { position },
+            within(flushing.signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS),
+          );
+        } catch (error) {
+          saveFailed = true;
+          fail(error);
+          return;
+        }
+        saved = position;
+      }
+    })().finally(() => {
+      saving = undefined;
+      // Moved between the last save's end and now: this callback runs a microtask after the loop ended.
+      requestSave();
+    });
+  };
+
+  /** A position reached with nothing to send: saved once every batch before it is acknowledged. */
+  const mark = (): void => {
+    if (readUpTo === undefined || readUpTo.token === issued?.token) return;
+    issued = readUpTo;
+    watermark.mark(readUpTo);
+    requestSave();
+  };
+
+  /**
+   * Hands the batch in hand to the sink once the window has room for it, with a ticket for the position
+   * read up to; false when it could not go (a failure, or the final flush's deadline).
+   */
+  const send = async (): Promise<boolean> => {
+    if (batcher.size === 0) return true;
+    const bytes = batcher.bytes;
     try {
-      if (batcher.size > 0) {
-        await options.sink.write(
-          batcher.take().map((e) => e.item),
-          flushing.signal,
-        );
-      }
-      if (readUpTo !== undefined && readUpTo.token !== saved?.token) {
-        await options.checkpoints.save(
-          { position: readUpTo },
-          within(flushing.signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS),
-        );
-        saved = readUpTo;
-      }
+      await window.acquire(bytes, admitting);
     } catch (error) {
-      // The sink's or the store's reaction to the deadline says less than the deadline itself.
-      if (flushing.signal.aborted) throw flushing.signal.reason;
-      throw error;
+      // Halted by a failure (already recorded), or out of time: the rows in hand are read again later.
+      fail(error);
+      return false;
     }
+    const records = batcher.take().map((entry) => entry.item);
+    const ticket = watermark.issue(readUpTo);
+    issued = readUpTo;
+    // Called at once; a sink that throws instead of rejecting fails its batch the same way.
+    const written = (async () => options.sink.write(records, flushing.signal))();
+    const settled = written.then(
+      () => {
+        window.release(bytes);
+        if (watermark.done(ticket)) requestSave();
+      },
+      (error: unknown) => {
+        window.release(bytes);
+        watermark.fail(ticket);
+        fail(error);
+      },
+    );
+    inFlight.add(settled);
+    void settled.finally(() => inFlight.delete(settled));
+    // Answers already in (and other mappings) are handled before reading on: read-ahead is for the time
+    // requests spend on the network, not for racing ahead of writes that have work to do. Rows held
+    // longer survive more garbage collections, which costs more than the turn.
+    await yieldToEventLoop();
+    return true;
+  };
+
+  /**
+   * Waits for every write out and the saves their acknowledgements call for (bounded by the final flush's
+   * deadline); throws the first failure, if any.
+   */
+  const drain = async (): Promise<void> => {
+    try {
+      while (inFlight.size > 0) await abortable(Promise.all(inFlight), flushing.signal);
+    } catch {
+      fail(flushing.signal.reason);
+    }
+    requestSave();
+    // A save that ends with the watermark moved starts the next one as it ends. A store that does not
+    // honour the deadline is not waited for past it.
+    while (saving !== undefined && !flushing.signal.aborted) {
+      try {
+        await abortable(saving, flushing.signal);
+      } catch {
+        fail(flushing.signal.reason);
+      }
+    }
+    if (failure) throw failure.error;
   };
 
   try {
-    while (!signal.aborted) {
+    reading: while (!pulling.aborted) {
       let batch;
       try {
-        batch = await cursor.next(options.batchSize ?? DEFAULT_STREAM_BATCH_SIZE, signal);
+        batch = await cursor.next(options.batchSize ?? DEFAULT_STREAM_BATCH_SIZE, pulling);
       } catch (error) {
         // Aborting interrupts the pull; anything else is the source's failure.
-        if (isAborted(signal)) break;
-        throw error;
+        if (!isAborted(pulling)) fail(error);
+        break;
       }
       if (batch.events.length > 0) {
         try {
-          await options.beforeMap?.(batch.events, signal);
+          await options.beforeMap?.(batch.events, pulling);
         } catch (error) {
           // Stopped while the schema evolves: this batch is left unread (its position is not saved), and
           // what was read before it is still flushed.
-          if (isAborted(signal)) break;
-          throw error;
+          if (!isAborted(pulling)) fail(error);
+          break;
         }
       }
       const now = new Date(clock.now());
@@ -148,6 +276,9 @@ export async function runStreamLoop(
             if (event.kind === 'collection-gone' && event.token === resumedFrom) break;
             const record = changeRecord(options.mapper(), event, now);
             const bytes = sizeOf(record.row);
+            // Full batches leave as they fill, each one request of the sink, so that a pull of many
+            // changes becomes several requests in flight together.
+            if (!batcher.fits(bytes) && !(await send())) break reading;
             batcher.add({ row: record.row, document: record.document, bytes }, bytes, clock.now());
             break;
           }
@@ -173,10 +304,16 @@ export async function runStreamLoop(
       // position: that is still the invalidate, to be continued from with startAfter.
       if (!gone && batch.position)
         readUpTo = batch.position.token === readUpTo?.token ? readUpTo : batch.position;
-      if (gone || batch.events.length === 0 || batcher.due(clock.now())) await flush();
-      if (gone) return gone;
+      if ((gone || batch.events.length === 0 || batcher.due(clock.now())) && !(await send())) break;
+      // Read past the last batch (ignored events, lookup misses, an idle stream's post-batch token).
+      if (batcher.size === 0) mark();
+      if (gone) {
+        await drain();
+        return gone;
+      }
     }
-    await flush();
+    if (!failure && (await send())) mark();
+    await drain();
     return undefined;
   } finally {
     flushing.dispose();
@@ -189,6 +326,7 @@ export function resumeFrom(position: Position): StreamStart {
   return position.invalidate ? { kind: 'startAfter', position } : { kind: 'resumeAfter', position };
 }
 
+/** Read anew after an await (a property check would be narrowed by the loop's condition). */
 function isAborted(signal: AbortSignal): boolean {
   return signal.aborted;
 }

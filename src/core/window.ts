@@ -11,11 +11,14 @@ export interface WindowLimits {
 }
 
 /**
- * Sized for a remote BigQuery: at 50 ms a request and ~1 ms of CPU to prepare one, about 8 requests keep
- * the CPU busy; 64 MB keeps memory bounded whatever the row size (a request is at most 5 MB).
+ * Sized for a remote BigQuery: the requests needed are about the round trip over the time one batch takes
+ * to prepare (500 rows at ~30 µs each on one core: ~15 ms), so 4 at 50 ms and 14 at 200 ms; 16 covers a far
+ * region (measured with `npm run bench:pipeline`: at 200 ms, 8 requests cap a mapping at 8 × 500 / 0.2 s =
+ * 20k events/s, 16 reach the CPU's limit, 32 gain nothing and hold twice the rows). 64 MB keeps memory
+ * bounded whatever the row size (a request is at most 5 MB).
  */
 export const DEFAULT_WINDOW_LIMITS: WindowLimits = Object.freeze({
-  maxRequests: 8,
+  maxRequests: 16,
   maxBytes: 64_000_000,
 });
 

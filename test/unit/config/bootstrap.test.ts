@@ -2,7 +2,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadBootstrapConfig } from '../../../src/config/bootstrap.js';
+import { loadBootstrapConfig, windowLimits } from '../../../src/config/bootstrap.js';
+import { DEFAULT_WINDOW_LIMITS } from '../../../src/core/window.js';
 import { ConfigError } from '../../../src/errors.js';
 import { scrubText } from '../../../src/observability/logger.js';
 
@@ -44,7 +45,33 @@ describe('bootstrap configuration', () => {
       METRICS_PORT: 9_464,
       LOG_LEVEL: 'info',
       LEASE_TTL_MS: 15_000,
+      BIGQUERY_MAX_IN_FLIGHT_REQUESTS: DEFAULT_WINDOW_LIMITS.maxRequests,
+      BIGQUERY_MAX_IN_FLIGHT_MB: DEFAULT_WINDOW_LIMITS.maxBytes / 1_000_000,
     });
+    expect(windowLimits(config)).toEqual(DEFAULT_WINDOW_LIMITS);
+  });
+
+  it('issue 11: configures the in-flight window of every mapping, and says the range of a value it refuses', () => {
+    const config = loadBootstrapConfig({
+      path: configFile({ ...original, BIGQUERY_MAX_IN_FLIGHT_REQUESTS: 32 }),
+      env: { BIGQUERY_MAX_IN_FLIGHT_MB: '128' },
+    });
+    expect(windowLimits(config)).toEqual({ maxRequests: 32, maxBytes: 128_000_000 });
+    for (const value of ['0', '2.5', 'eight', '1001']) {
+      expect(
+        errorOf(() =>
+          loadBootstrapConfig({
+            path: configFile(original),
+            env: { BIGQUERY_MAX_IN_FLIGHT_REQUESTS: value },
+          }),
+        ),
+      ).toBe('BIGQUERY_MAX_IN_FLIGHT_REQUESTS is invalid: must be a whole number of requests from 1 to 1000');
+    }
+    expect(
+      errorOf(() =>
+        loadBootstrapConfig({ path: configFile({ ...original, BIGQUERY_MAX_IN_FLIGHT_MB: -1 }), env: {} }),
+      ),
+    ).toBe('BIGQUERY_MAX_IN_FLIGHT_MB is invalid: must be a whole number of megabytes from 1 to 4096');
   });
 
   it('lets the environment win over the file, and numbers come as text', () => {

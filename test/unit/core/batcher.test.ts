@@ -54,4 +54,14 @@ describe('Batcher', () => {
     b.add('big', 100, 2_000);
     expect(b.due(2_000)).toBe(true);
   });
+
+  it('says whether one more item keeps the batch within its rows and bytes (an empty batch takes any)', () => {
+    const b = new Batcher<string>({ ...limits, maxRows: 2, maxBytes: 50 });
+    expect(b.fits(1_000)).toBe(true);
+    b.add('a', 30, 0);
+    expect(b.fits(20)).toBe(true);
+    expect(b.fits(21)).toBe(false);
+    b.add('b', 10, 0);
+    expect(b.fits(1)).toBe(false);
+  });
 });
