@@ -1,5 +1,5 @@
 import { type SinkObserver } from '../bigquery/sink.js';
-import { type CheckpointStore } from '../core/ports.js';
+import { type BackfillCheckpointStore } from '../core/ports.js';
 import { type StreamObserver } from '../core/stream-loop.js';
 import { classifyBigQueryError } from '../bigquery/error-mapping.js';
 import { dispositionOf } from '../errors.js';
@@ -54,12 +54,17 @@ export class MappingMetrics implements StreamObserver, SinkObserver {
    * `store`, reporting every saved checkpoint: a change-stream position sets the replication lag's cluster
    * time, and any save (backfill progress too) resets the checkpoint age.
    */
-  observeCheckpoints(store: CheckpointStore): CheckpointStore {
+  observeCheckpoints(store: BackfillCheckpointStore): BackfillCheckpointStore {
     return {
       load: (signal) => store.load(signal),
       save: async (checkpoint, signal) => {
         await store.save(checkpoint, signal);
         this.metrics.checkpointed(this.mapping, checkpoint.position?.clusterTime.t);
+      },
+      saveBackfill: async (progress, signal) => {
+        await store.saveBackfill(progress, signal);
+        // The position is not this save's: the lag keeps the stream's cluster time.
+        this.metrics.checkpointed(this.mapping, undefined);
       },
     };
   }
