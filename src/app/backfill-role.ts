@@ -118,8 +118,9 @@ class BackfillCopy {
   }
 
   async run(signal: AbortSignal): Promise<BackfillProgress> {
-    const flushing = deadlineAfter(signal, this.#o.finalFlushTimeoutMs ?? DEFAULT_FINAL_FLUSH_TIMEOUT_MS);
     const reading = AbortSignal.any([signal, this.#stopReading.signal]);
+    // Armed by a stop or by the first failure: what is in flight then gets this long to settle.
+    const flushing = deadlineAfter(reading, this.#o.finalFlushTimeoutMs ?? DEFAULT_FINAL_FLUSH_TIMEOUT_MS);
     this.#flushing = flushing.signal;
     try {
       await this.#prepare(signal);
@@ -133,11 +134,11 @@ class BackfillCopy {
       // acknowledged prefixes are safe to resume from).
       await this.#settleSaves();
       if (this.#failure) throw this.#failure.error;
-      // The deadline says more than the sink's or the store's reaction to it.
       if (flushing.signal.aborted) throw flushing.signal.reason;
       signal.throwIfAborted();
     } catch (error) {
-      if (flushing.signal.aborted) throw flushing.signal.reason;
+      // The deadline says more than the sink's or the store's reaction to it, but less than a first failure.
+      if (flushing.signal.aborted && !this.#failure) throw flushing.signal.reason;
       throw error;
     } finally {
       flushing.dispose();

@@ -26,6 +26,7 @@ import { type Metrics } from '../observability/metrics.js';
 import { inferColumns } from '../schema/infer.js';
 import { type ColumnSpec } from '../schema/types.js';
 import { runBackfill } from './backfill-role.js';
+import { runRoles, type Role } from './roles.js';
 import { MappingMetrics } from './mapping-metrics.js';
 import { SchemaCoordinator } from './schema-coordinator.js';
 import { WholeCollectionSnapshot } from './snapshot-source.js';
@@ -227,46 +228,17 @@ class MappingRun {
    * aborted and both roles ended.
    */
   async #runRoles(schema: SchemaCoordinator, plan: RunPlan, signal: AbortSignal): Promise<void> {
-    const roles = new AbortController();
-    const stopRoles = (): void => {
-      roles.abort(signal.reason);
-    };
-    signal.addEventListener('abort', stopRoles, { once: true });
-    if (signal.aborted) stopRoles();
-    let failure: { readonly error: unknown } | undefined;
-    const watch = async (role: Promise<unknown>): Promise<void> => {
-      try {
-        await role;
-      } catch (error) {
-        // A role that fails after the roles were told to stop is reporting the stop, not an error of its own.
-        if (roles.signal.aborted) return;
-        failure = { error };
-        roles.abort(error);
-      }
-    };
     const dryrun = this.settings.dryrun;
-    this.hooks.report(
-      plan.backfill
-        ? { state: 'backfilling', backfillCopied: plan.backfill.copied }
-        : { state: dryrun ? 'dryrun' : 'streaming' },
-    );
-    try {
-      await Promise.all([
-        watch(this.#stream(schema, plan.start, roles.signal)),
-        ...(plan.backfill
-          ? [
-              watch(
-                this.#backfill(schema, plan.backfill, roles.signal).then(() => {
-                  this.hooks.report({ state: dryrun ? 'dryrun' : 'streaming' });
-                }),
-              ),
-            ]
-          : []),
-      ]);
-    } finally {
-      signal.removeEventListener('abort', stopRoles);
-    }
-    if (failure) throw failure.error;
+    const streaming = { state: dryrun ? ('dryrun' as const) : ('streaming' as const) };
+    const { backfill } = plan;
+    this.hooks.report(backfill ? { state: 'backfilling', backfillCopied: backfill.copied } : streaming);
+    const stream: Role = (s) => this.#stream(schema, plan.start, s);
+    const copy: Role = async (s) => {
+      if (!backfill) return;
+      await this.#backfill(schema, backfill, s);
+      this.hooks.report(streaming);
+    };
+    await runRoles([stream, copy], signal);
   }
 
   #stream(schema: SchemaCoordinator, start: StreamStart, signal: AbortSignal): Promise<void> {

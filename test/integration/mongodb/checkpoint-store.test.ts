@@ -329,7 +329,9 @@ describe('issue 11: the stream and the backfill save one checkpoint concurrently
     expect(loaded.backfill).toEqual(progress(40));
     // The compatibility copy follows the position, and a progress save leaves it there.
     await store.saveBackfill(progress(41), signal());
-    expect(await settings.findOne({ _id: insertedId })).toMatchObject({ lastChangeId: { _data: at(40).token } });
+    expect(await settings.findOne({ _id: insertedId })).toMatchObject({
+      lastChangeId: { _data: at(40).token },
+    });
     expect((await store.load(signal())).position).toEqual(at(40));
   });
 
