@@ -319,11 +319,14 @@ describe('issue 11: the stream and the backfill save one checkpoint concurrently
     const store = storeFor(settings, insertedId, 'a.b -> ds.t', 1);
     // A new backfill: the whole checkpoint, no position yet.
     await store.save({ position: undefined, backfill: progress(0) }, signal());
-    const saves: Promise<void>[] = [];
-    for (let n = 1; n <= 40; n++) {
-      saves.push(store.save({ position: at(n) }, signal()), store.saveBackfill(progress(n), signal()));
-    }
-    await Promise.all(saves);
+    // Each role saves one at a time, in order; the two roles save at the same time.
+    const stream = async () => {
+      for (let n = 1; n <= 40; n++) await store.save({ position: at(n) }, signal());
+    };
+    const backfill = async () => {
+      for (let n = 1; n <= 40; n++) await store.saveBackfill(progress(n), signal());
+    };
+    await Promise.all([stream(), backfill()]);
     const loaded = await store.load(signal());
     expect(loaded.position).toEqual(at(40));
     expect(loaded.backfill).toEqual(progress(40));
