@@ -30,7 +30,7 @@ import { type RowMapper } from '../transform/row-mapper.js';
 export const DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT = 2;
 
 /** How often the backfill logs its progress (copied, estimated, percent, rate, ETA). */
-export const DEFAULT_BACKFILL_LOG_INTERVAL_MS = 10_000;
+export const DEFAULT_BACKFILL_LOG_INTERVAL_MS = 5_000;
 
 /** What the backfill needs of the schema coordinator: evolution for the chunks it read, the current mapper. */
 export interface BackfillSchema {

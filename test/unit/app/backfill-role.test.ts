@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { runBackfill, type BackfillRoleOptions } from '../../../src/app/backfill-role.js';
+import { backfillRate, runBackfill, type BackfillRoleOptions } from '../../../src/app/backfill-role.js';
 import { type BackfillProgress, type SourceDocument } from '../../../src/core/ports.js';
 import { decodeId, encodeId } from '../../../src/mongodb/checkpoint-store.js';
 import { createLogger } from '../../../src/observability/logger.js';
@@ -231,5 +231,23 @@ describe('backfill role (issue 11 Build 3 and 5)', () => {
     expect(Object.keys(progress.at(-1) ?? {})).toEqual(
       expect.arrayContaining(['copied', 'percent', 'docsPerSecond', 'etaSeconds']),
     );
+  });
+
+  it('computes percent, rate and ETA from this run, capped when the collection grew past the estimate', () => {
+    expect(backfillRate(250, 1_000, 200, 2_000)).toEqual({
+      copied: 250,
+      estimated: 1_000,
+      percent: 25,
+      docsPerSecond: 100,
+      etaSeconds: 8,
+    });
+    expect(backfillRate(1_200, 1_000, 1_200, 1_000)).toMatchObject({ percent: 100, etaSeconds: 0 });
+    expect(backfillRate(0, undefined, 0, 0)).toEqual({
+      copied: 0,
+      estimated: undefined,
+      percent: undefined,
+      docsPerSecond: 0,
+      etaSeconds: undefined,
+    });
   });
 });
