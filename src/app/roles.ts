@@ -4,9 +4,9 @@ export type Role = (signal: AbortSignal) => Promise<void>;
 /**
  * Runs `roles` concurrently until all of them ended. The first real error wins: the other roles are then
  * stopped (their signal aborts with that error) and awaited, and that error is thrown. A role that rejects
- * after the roles were told to stop (by `signal`, or by another role's failure) reports that stop, not an
- * error of its own. Resolves when every role ended without a real error (after `signal` aborted, or because
- * each was done).
+ * with the reason of its own stop (an abort) reports no error; one that fails otherwise while stopping (a
+ * checkpoint write refused as it flushed, say) does, if no error came before. Resolves when every role
+ * ended without a real error (after `signal` aborted, or because each was done).
  */
 export async function runRoles(roles: readonly Role[], signal: AbortSignal): Promise<void> {
   const stop = new AbortController();
@@ -22,7 +22,7 @@ export async function runRoles(roles: readonly Role[], signal: AbortSignal): Pro
         try {
           await role(stop.signal);
         } catch (error) {
-          if (stop.signal.aborted) return;
+          if (failure || isAbort(error, stop.signal)) return;
           failure = { error };
           stop.abort(error);
         }
@@ -32,4 +32,10 @@ export async function runRoles(roles: readonly Role[], signal: AbortSignal): Pro
     signal.removeEventListener('abort', onStop);
   }
   if (failure) throw failure.error;
+}
+
+/** Whether `error` is `signal`'s abort as a role reports it: the reason itself, or an AbortError. */
+function isAbort(error: unknown, signal: AbortSignal): boolean {
+  if (!signal.aborted) return false;
+  return error === signal.reason || (error instanceof Error && error.name === 'AbortError');
 }

@@ -129,4 +129,66 @@ describe('a backfill longer than the oplog window', () => {
       await archiver.done;
     }
   }, 300_000);
+
+  it('issue 11: on_history_lost: resnapshot restarts the copy and the stream from a new snapshot, and the views converge', async () => {
+    const items = mongo.db(DB).collection<Item>('again');
+    await items.insertMany(Array.from({ length: 500 }, (_, i) => ({ _id: i, n: i, label: 'seed' })));
+    const settings = mongo.db(SETTINGS_DB).collection<{ _id: string } & Document>(SETTINGS_COLLECTION);
+    await settings.insertOne({
+      _id: 'again',
+      mongo_database: DB,
+      mongo_collection: 'again',
+      bigquery_table: 'again',
+      backfill_full_collection: true,
+      on_history_lost: 'resnapshot',
+    });
+    const log: ShortOplogLog = { opens: [] };
+    const decorateChangeSource = shortOplog(WINDOW_S, log);
+    const config = inProcessConfig(DATASET, SETTINGS_DB, 'insert-all');
+    const start = (signal: AbortSignal) =>
+      startArchiver(config, createLogger({ level: 'silent' }), signal, { decorateChangeSource });
+    const first = new AbortController();
+    const running = await start(first.signal);
+    try {
+      await waitForState(mongo, SETTINGS_DB, 'again', ['streaming'], 60_000);
+      await items.updateOne({ _id: 1 }, { $set: { label: 'streamed' } });
+      await sleep(2_000);
+    } finally {
+      first.abort();
+      await running.done;
+    }
+    // Down longer than the window, with changes meanwhile: the saved position has left the oplog.
+    await items.updateOne({ _id: 2 }, { $set: { label: 'while-down' } });
+    await items.deleteOne({ _id: 3 });
+    await sleep((WINDOW_S + 1) * 1_000);
+    const second = new AbortController();
+    const restarted = await start(second.signal);
+    try {
+      const { rows, distinct } = await viewMatchesCollection(
+        {
+          mongo,
+          clients,
+          db: DB,
+          collection: 'again',
+          dataset: DATASET,
+          table: 'again',
+          fields: ['n', 'label'],
+        },
+        120_000,
+      );
+      expect(rows).toBe(distinct);
+      // The resume was refused once, and both roles started again from a new snapshot.
+      expect(log.opens.filter((o) => o.refused).map((o) => o.kind)).toEqual(['resumeAfter']);
+      expect(log.opens.at(-1)).toMatchObject({ kind: 'startAt', refused: false });
+      const [snapshots] = await clients.bigquery.query({
+        query: `SELECT COUNT(DISTINCT _cluster_time) AS n FROM \`${clients.projectId}.${DATASET}.again\` WHERE operationType = 'backfill'`,
+      });
+      expect(Number((snapshots as Document[])[0]?.n)).toBe(2);
+      const doc = await settings.findOne({ _id: 'again' });
+      expect(doc?.lastFailure).toBeUndefined();
+    } finally {
+      second.abort();
+      await restarted.done;
+    }
+  }, 300_000);
 });

@@ -25,11 +25,12 @@ export function shortOplog(
   windowSeconds: number,
   log: ShortOplogLog,
 ): (source: ChangeSource) => ChangeSource {
+  // Shared by every source this decorator wraps: an archiver started again sees the same oplog.
+  const seenAt = new Map<string, number>();
+  const see = (time: ClusterTime | undefined): void => {
+    if (time && !seenAt.has(key(time))) seenAt.set(key(time), Date.now());
+  };
   return (source) => {
-    const seenAt = new Map<string, number>();
-    const see = (time: ClusterTime | undefined): void => {
-      if (time && !seenAt.has(key(time))) seenAt.set(key(time), Date.now());
-    };
     return {
       currentTime: async (signal) => {
         const time = await source.currentTime(signal);

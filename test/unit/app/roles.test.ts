@@ -59,4 +59,20 @@ describe('runRoles (issue 11 roles)', () => {
     await expect(running).resolves.toBeUndefined();
     expect(log).toEqual(['stream stopped']);
   });
+
+  it('an error other than the abort while stopping (a checkpoint write refused as the stream flushes) is reported', async () => {
+    const fenced = new Error('another instance owns this mapping now');
+    const stop = new AbortController();
+    const flushing: Role = (signal) =>
+      new Promise((_, reject) => {
+        signal.addEventListener('abort', () => {
+          reject(fenced);
+        });
+      });
+    const log: string[] = [];
+    const running = runRoles([flushing, untilStopped(log, 'backfill')], stop.signal);
+    stop.abort(new Error('lease lost'));
+    await expect(running).rejects.toBe(fenced);
+    expect(log).toEqual(['backfill stopped']);
+  });
 });
