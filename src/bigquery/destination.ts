@@ -1,7 +1,6 @@
 import { type BackoffPolicy } from '../core/backoff.js';
 import { type BatchLimits } from '../core/batcher.js';
 import { type HistoryRecord } from '../core/history-rows.js';
-import { rowBytes } from '../core/stream-loop.js';
 import { alignWithTable, missingFromTable } from '../schema/align.js';
 import { METADATA_FIELDS } from '../schema/table-schema.js';
 import { type ColumnAddition } from '../schema/evolve.js';
@@ -17,6 +16,7 @@ import {
 import { TableAdmin, type ExistingField } from './table-admin.js';
 import { viewNames } from './views.js';
 import { type WriterKind } from '../core/settings.js';
+import { SerialQueue, WriterGate } from './writer-gate.js';
 import { type HistoryRow, type TableWriter } from './writer.js';
 
 export interface DestinationOptions {
@@ -28,6 +28,11 @@ export interface DestinationOptions {
   readonly writer: WriterKind;
   /** `bigquery`, or the emulator in use (whose gaps decide the fallback). */
   readonly target: StorageWriteTarget;
+  /**
+   * Connections to the default stream of a Storage Write writer (default DEFAULT_STORAGE_WRITE_CONNECTIONS);
+   * see docs/bigquery.md for when to raise it.
+   */
+  readonly storageWriteConnections?: number;
   readonly limits?: BatchLimits;
   readonly backoff?: BackoffPolicy;
   /** How long rows refused for their schema wait after the repair (the sink's default when unset). */
@@ -79,26 +84,15 @@ function sameFields(a: readonly ExistingField[], b: readonly ExistingField[]): b
   return JSON.stringify(plain(a)) === JSON.stringify(plain(b));
 }
 
-/** A writer that is whichever writer `current` returns at the time of each call. */
-function currentWriter(current: () => TableWriter): TableWriter {
-  return {
-    get kind() {
-      return current().kind;
-    },
-    append: (rows, signal) => current().append(rows, signal),
-    measure: (row) => {
-      const writer = current();
-      return writer.measure?.(row) ?? rowBytes(row);
-    },
-    updateSchema: (schema) => current().updateSchema(schema),
-    close: () => current().close(),
-  };
-}
-
 /**
  * Everything one mapping needs in BigQuery: the dataset, the history table, its views and dead-letter table,
  * a writer of the configured kind, and the sink that batches, retries and dead-letters. Schema changes go
  * through `evolve`, which patches the table, regenerates the views and rebuilds the writer.
+ *
+ * Writes may run concurrently (several batches in flight, a backfill beside the stream). Schema changes
+ * (`evolve`, and the repair the sink asks for) run one at a time, each starting from what the previous one
+ * left, so that none computes its schema from a table read before another's patch; a writer rebuild pauses
+ * sending, waits for the requests in flight, and resumes with the rebuilt writer.
  */
 export class BigQueryDestination {
   readonly admin: TableAdmin;
@@ -107,7 +101,9 @@ export class BigQueryDestination {
    * one line each. `columns` follow the table there.
    */
   readonly schemaConflicts: readonly string[];
-  #writer: TableWriter;
+  readonly #gate: WriterGate;
+  /** Evolutions and repairs, one at a time. */
+  readonly #schemaChanges = new SerialQueue();
   readonly #sink: BigQuerySink;
   #columns: readonly ColumnSpec[];
   #tableFields: readonly ExistingField[];
@@ -119,7 +115,7 @@ export class BigQueryDestination {
     table: { columns: readonly ColumnSpec[]; fields: readonly ExistingField[]; conflicts: readonly string[] },
   ) {
     this.admin = admin;
-    this.#writer = writer;
+    this.#gate = new WriterGate(writer);
     this.#columns = table.columns;
     this.#tableFields = table.fields;
     this.schemaConflicts = table.conflicts;
@@ -184,6 +180,9 @@ export class BigQueryDestination {
             datasetId: options.datasetId,
             tableId: options.table,
             schema,
+            ...(options.storageWriteConnections !== undefined && {
+              connections: options.storageWriteConnections,
+            }),
           })
         : new InsertAllWriter(options.clients.bigquery.dataset(options.datasetId).table(options.table));
     return (
@@ -198,12 +197,12 @@ export class BigQueryDestination {
       mappingId: o.mappingId,
       // The writer can change under a write in progress: a schema repair (called by the sink in the middle of
       // a batch) may switch its kind. The batch is then retried through the new writer, never the closed one.
-      writer: currentWriter(() => this.#writer),
+      writer: this.#gate.writer,
       deadLetterWriter: new InsertAllWriter(
         o.clients.bigquery.dataset(o.datasetId).table(viewNames(o.table).errors),
         'event_id',
       ),
-      onSchemaMismatch: () => this.#repairSchema(),
+      onSchemaMismatch: () => this.#schemaChanges.run(() => this.#repairSchema()),
       sizeOf: (row) => this.measure(row),
       ...(o.limits && { limits: o.limits }),
       ...(o.backoff && { backoff: o.backoff }),
@@ -214,7 +213,7 @@ export class BigQueryDestination {
   }
 
   get writerKind(): WriterKind {
-    return this.#writer.kind;
+    return this.#gate.current.kind;
   }
 
   get columns(): readonly ColumnSpec[] {
@@ -223,7 +222,7 @@ export class BigQueryDestination {
 
   /** A row's size in the current writer's requests (Storage Write keeps the encoding for the append). */
   measure(row: HistoryRow): number {
-    return this.#writer.measure?.(row) ?? rowBytes(row);
+    return this.#gate.measure(row);
   }
 
   write(records: readonly HistoryRecord[], signal?: AbortSignal): Promise<SinkResult> {
@@ -242,8 +241,15 @@ export class BigQueryDestination {
    * lacks something is the table read again, since another owner (a lease handover) or a manual ALTER may
    * have added it; whenever that read shows a schema other than the writer's, the writer gets it, additions
    * or not, or the new column's values would be written with a schema that lacks them.
+   *
+   * Concurrent calls (and repairs) run one after the other: each starts from the schema the previous one
+   * left, so none undoes another's additions in the writer.
    */
-  async evolve(planned: readonly ColumnSpec[]): Promise<readonly ColumnSpec[]> {
+  evolve(planned: readonly ColumnSpec[]): Promise<readonly ColumnSpec[]> {
+    return this.#schemaChanges.run(() => this.#evolve(planned));
+  }
+
+  async #evolve(planned: readonly ColumnSpec[]): Promise<readonly ColumnSpec[]> {
     let fields = this.#tableFields;
     let { columns } = alignWithTable(planned, fields);
     if (missingFromTable(columns, fields).length > 0) {
@@ -278,17 +284,24 @@ export class BigQueryDestination {
     await this.#replaceWriter(asTableFields(fields));
   }
 
+  /**
+   * Gives the writer the table's schema: sending pauses, the requests in flight are answered, then the writer
+   * is rebuilt (or replaced by one of the other kind, the old one closed) and sending resumes with it.
+   */
   async #replaceWriter(schema: readonly TableField[]): Promise<void> {
-    if (BigQueryDestination.#writerKindFor(this.options, schema).kind === this.#writer.kind) {
-      await this.#writer.updateSchema(schema);
-      return;
-    }
-    const previous = this.#writer;
-    this.#writer = BigQueryDestination.#chooseWriter(this.options, schema);
-    await previous.close();
+    await this.#gate.rebuild(async (current) => {
+      if (BigQueryDestination.#writerKindFor(this.options, schema).kind === current.kind) {
+        await current.updateSchema(schema);
+        return current;
+      }
+      const next = BigQueryDestination.#chooseWriter(this.options, schema);
+      await current.close();
+      return next;
+    });
   }
 
+  /** Closes the writer once the schema change under way (if any) is over, so that it closes the last one. */
   async close(): Promise<void> {
-    await this.#writer.close();
+    await this.#schemaChanges.run(() => this.#gate.current.close());
   }
 }

@@ -9,6 +9,7 @@ import {
   type BackoffPolicy,
 } from '../core/backoff.js';
 import { DEFAULT_BATCH_LIMITS, splitIntoBatches, type BatchLimits, type Sized } from '../core/batcher.js';
+import { abortable } from '../core/deadline.js';
 import { rowBytes } from '../core/stream-loop.js';
 import { classifyBigQueryError } from './error-mapping.js';
 import { type HistoryRow, type TableWriter } from './writer.js';
@@ -46,9 +47,11 @@ export interface BigQuerySinkOptions {
   /** Writer on `<table>_errors`. */
   readonly deadLetterWriter: TableWriter;
   /**
-   * Called once per batch when BigQuery says the rows carry a column the table lacks: patch the table,
-   * call the writer's updateSchema. The batch is then retried at once, and with `schemaBackoff` for as long
-   * as BigQuery keeps refusing it for its schema (a new column reaches writes only after a delay).
+   * Called when BigQuery says the rows carry a column the table lacks: patch the table, call the writer's
+   * updateSchema. The batch is then retried at once, and with `schemaBackoff` for as long as BigQuery keeps
+   * refusing it for its schema (a new column reaches writes only after a delay). At most one call runs at a
+   * time: batches written concurrently that fail for their schema meanwhile share it, and a batch sent before
+   * a repair that has completed since retries without calling it again.
    */
   readonly onSchemaMismatch?: (reason: string) => Promise<void>;
   readonly limits?: BatchLimits;
@@ -84,10 +87,18 @@ const MAX_REASONS = 5;
  * with their reason. Resolves only when every row is either in the
  * history table or in the dead-letter table; anything else rejects, so the caller never checkpoints past a
  * row that went nowhere.
+ *
+ * Several `write` calls may run at once (the stream loop keeps a window of batches in flight, and a backfill
+ * may write through the same sink): each call keeps its own retries, halving and dead letters; only the
+ * schema repair is shared (see `onSchemaMismatch`).
  */
 export class BigQuerySink {
   readonly #o: BigQuerySinkOptions;
   readonly #limits: BatchLimits;
+  /** Repairs completed so far: a batch sent at an older count was refused by a schema repaired since. */
+  #schemaGeneration = 0;
+  /** The repair under way, which every batch refused for its schema meanwhile waits for instead of repeating. */
+  #repair: Promise<void> | undefined;
 
   constructor(options: BigQuerySinkOptions) {
     this.#o = options;
@@ -154,6 +165,7 @@ export class BigQuerySink {
     let schemaRepaired = repaired;
     for (;;) {
       let outcome;
+      const sentAt = this.#schemaGeneration;
       try {
         outcome = await this.#append(
           pending.map((e) => e.item.row),
@@ -163,7 +175,7 @@ export class BigQuerySink {
       } catch (error) {
         const failure = classifyBigQueryError(error);
         if (failure === 'schema') {
-          await this.#awaitSchema(error, schemaFailures++, schemaRepaired, signal);
+          await this.#awaitSchema(error, schemaFailures++, schemaRepaired, sentAt, signal);
           schemaRepaired = true;
           continue;
         }
@@ -199,6 +211,7 @@ export class BigQuerySink {
         new BigQueryError('schema', waitReason ?? 'schema mismatch'),
         schemaFailures++,
         schemaRepaired,
+        sentAt,
         signal,
       );
       schemaRepaired = true;
@@ -207,19 +220,21 @@ export class BigQuerySink {
   }
 
   /**
-   * After the `failures`-th schema failure of a batch (0-based): the first one repairs the schema (add what
-   * the table lacks, rebuild the writer) and retries at once; later ones mean BigQuery has not propagated
-   * the table's new columns to writes yet (minutes, per Google), so wait with backoff; when the wait is used
-   * up, fail as retryable so that the mapping restarts from its checkpoint rather than lose the rows.
+   * After the `failures`-th schema failure of a batch (0-based), sent at schema generation `sentAt`: the
+   * first one repairs the schema (add what the table lacks, rebuild the writer) and retries at once; later
+   * ones mean BigQuery has not propagated the table's new columns to writes yet (minutes, per Google), so
+   * wait with backoff; when the wait is used up, fail as retryable so that the mapping restarts from its
+   * checkpoint rather than lose the rows.
    */
   async #awaitSchema(
     error: unknown,
     failures: number,
     repaired: boolean,
+    sentAt: number,
     signal?: AbortSignal,
   ): Promise<void> {
     if (failures === 0 && !repaired && this.#o.onSchemaMismatch) {
-      await this.#o.onSchemaMismatch(errorMessage(error));
+      await this.#repairSchema(this.#o.onSchemaMismatch, errorMessage(error), sentAt, signal);
       return;
     }
     const policy = this.#o.schemaBackoff ?? DEFAULT_SCHEMA_BACKOFF;
@@ -235,6 +250,32 @@ export class BigQuerySink {
     const delay = backoffDelay(Math.max(0, failures - 1), policy);
     this.#o.onRetry?.(error, failures, delay);
     await abortableSleep(delay, signal);
+  }
+
+  /**
+   * One repair for every batch refused for its schema at about the same time: the one under way is joined;
+   * a batch sent before a repair that completed since needs none (the writer has the repaired schema), so
+   * it retries at once. A failed repair fails every batch that waited for it.
+   */
+  async #repairSchema(
+    repair: (reason: string) => Promise<void>,
+    reason: string,
+    sentAt: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    if (this.#repair === undefined) {
+      if (sentAt < this.#schemaGeneration) return;
+      const running = repair(reason)
+        .then(() => {
+          this.#schemaGeneration++;
+        })
+        .finally(() => {
+          this.#repair = undefined;
+        });
+      this.#repair = running;
+    }
+    // A caller that stops waiting leaves the repair running for the others.
+    await abortable(this.#repair, signal);
   }
 
   async #deadLetter(

@@ -1,17 +1,21 @@
-import { managedwriter, protos } from '@google-cloud/bigquery-storage';
-import { abortable } from '../core/deadline.js';
+import { protos } from '@google-cloud/bigquery-storage';
 import { BigQueryError, errorMessage } from '../errors.js';
 import { type TableField } from '../schema/types.js';
 import { type BigQueryClients } from './client.js';
 import { classifyBigQueryError, toBigQueryError } from './error-mapping.js';
 import { assertDatasetId, assertTableId } from '../schema/identifiers.js';
 import { compileRowEncoder, descriptorProblem, type EncodedRows, type RowEncoder } from './proto-encoder.js';
+import {
+  AppendStatusError,
+  GRPC_INTERNAL,
+  StorageWriteConnection,
+  type AppendRowsResponse,
+  type DescriptorProto,
+} from './storage-write-connection.js';
 import { type AppendOutcome, type HistoryRow, type RowRejection, type TableWriter } from './writer.js';
 
-type AppendRowsResponse = protos.google.cloud.bigquery.storage.v1.IAppendRowsResponse;
 type RowError = protos.google.cloud.bigquery.storage.v1.IRowError;
 type StorageTableField = protos.google.cloud.bigquery.storage.v1.ITableFieldSchema;
-type DescriptorProto = protos.google.protobuf.IDescriptorProto;
 
 /**
  * BigQuery's limit on one AppendRows request (10 MB; the decimal reading, the stricter one). The caller's
@@ -22,17 +26,19 @@ export const MAX_APPEND_REQUEST_BYTES = 10_000_000;
 const REQUEST_ENVELOPE_BYTES = 4_096;
 /** Opening the default stream (a unary GetWriteStream call) must not hang a writer forever. */
 const DEFAULT_OPEN_TIMEOUT_MS = 30_000;
-const TRACE_ID = 'mongo-bigquery-archiver';
 /**
  * The fields BigQuery names when it refuses a writer schema it does not take yet, comma-separated, nested
  * ones by dotted path: "Input schema has more fields than BigQuery schema, extra fields: 'a,rec.b' Entity: ...".
  */
 const EXTRA_FIELDS = /more fields than BigQuery schema, extra fields: '([^']*)'/i;
-const GRPC_CANCELLED = 1;
-const GRPC_INTERNAL = 13;
-const GRPC_DEADLINE_EXCEEDED = 4;
 /** An append unanswered this long is given up (and retried by the sink on a new connection). */
 export const DEFAULT_APPEND_TIMEOUT_MS = 60_000;
+/**
+ * Connections to the default stream per writer. One connection carries several appends at once (they are
+ * not awaited one by one), which is enough until the connection's own throughput is the limit: Google's
+ * best practices say a connection takes at least 1 MB/s, often more than 10 MB/s.
+ */
+export const DEFAULT_STORAGE_WRITE_CONNECTIONS = 1;
 /**
  * How long `close` waits for appends still in flight. A flush has already waited for its own appends; what
  * is left belongs to a caller that stopped waiting (an abort), whose rows were not checkpointed and will be
@@ -84,17 +90,11 @@ export interface StorageWriteWriterOptions {
   readonly appendTimeoutMs?: number;
   /** How long `close` waits for appends in flight before giving them up (default DEFAULT_CLOSE_TIMEOUT_MS). */
   readonly closeTimeoutMs?: number;
-}
-
-/** A non-OK `google.rpc.Status` of an append response, with its gRPC code for classification. */
-class AppendStatusError extends Error {
-  readonly code: number;
-
-  constructor(code: number, message: string) {
-    super(message);
-    this.name = 'AppendStatusError';
-    this.code = code;
-  }
+  /**
+   * Connections to the default stream over which appends are spread (default
+   * DEFAULT_STORAGE_WRITE_CONNECTIONS). Rows of one append always travel together on one connection.
+   */
+  readonly connections?: number;
 }
 
 function rowErrorReason(error: RowError): string {
@@ -172,37 +172,43 @@ interface Batch {
  * columns. A new writer cannot know what the stream takes and starts from the table's schema; when BigQuery
  * refuses it and names the fields ("extra fields: 'colour'"), the accepted schema becomes the newest one
  * without them.
+ *
+ * Concurrency: several appends may be in flight at once. Each request goes out on one of `connections`
+ * connections (see StorageWriteConnection): the least busy one already carrying the request's writer
+ * schema, else the least busy one, which switches schema once its requests in flight are answered.
  */
 export class StorageWriteWriter implements TableWriter {
   readonly kind = 'storage-write' as const;
   readonly #clients: StorageWriteWriterOptions['clients'];
   readonly #destinationTable: string;
-  readonly #openTimeoutMs: number;
-  readonly #appendTimeoutMs: number;
   readonly #closeTimeoutMs: number;
+  readonly #connections: readonly StorageWriteConnection[];
   /** The newest schema (`updateSchema`); rows are measured and encoded with it. */
   #current: WriterSchema;
   /** The newest schema BigQuery is known to take on this stream (a request with it landed). */
   #accepted: WriterSchema;
-  #writer: managedwriter.Writer | undefined;
-  /** The descriptor the open connection's requests carry. */
-  #inUse: DescriptorProto | undefined;
   /** Encodings made by `measure` under the current encoder; `append` sends them instead of encoding again. */
   #measured = new WeakMap<HistoryRow, Uint8Array>();
-  #opening: Promise<managedwriter.Writer> | undefined;
-  /**
-   * Requests sent and not yet answered or given up, each with the way to give it up; a reconnect must wait
-   * for them (their answers come on this stream).
-   */
-  readonly #inFlight = new Map<Promise<AppendRowsResponse>, (error: Error) => void>();
   #closed = false;
 
   constructor(options: StorageWriteWriterOptions) {
     this.#clients = options.clients;
     this.#destinationTable = `projects/${options.clients.projectId}/datasets/${assertDatasetId(options.datasetId)}/tables/${assertTableId(options.tableId)}`;
-    this.#openTimeoutMs = options.openTimeoutMs ?? DEFAULT_OPEN_TIMEOUT_MS;
-    this.#appendTimeoutMs = options.appendTimeoutMs ?? DEFAULT_APPEND_TIMEOUT_MS;
     this.#closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
+    const count = options.connections ?? DEFAULT_STORAGE_WRITE_CONNECTIONS;
+    if (!Number.isInteger(count) || count < 1) {
+      throw new Error(`Storage Write connections must be a whole number of at least 1 (got ${count})`);
+    }
+    this.#connections = Array.from(
+      { length: count },
+      () =>
+        new StorageWriteConnection({
+          writerClient: this.#clients.writerClient,
+          destinationTable: this.#destinationTable,
+          openTimeoutMs: options.openTimeoutMs ?? DEFAULT_OPEN_TIMEOUT_MS,
+          appendTimeoutMs: options.appendTimeoutMs ?? DEFAULT_APPEND_TIMEOUT_MS,
+        }),
+    );
     // The table's schema as read when the writer was made: taken as accepted until BigQuery says otherwise.
     this.#current = writerSchema(options.schema);
     this.#accepted = this.#current;
@@ -313,7 +319,9 @@ export class StorageWriteWriter implements TableWriter {
     if (sameSchema(schema, this.#accepted.schema)) this.#current = this.#accepted;
     else if (!sameSchema(schema, this.#current.schema)) this.#current = writerSchema(schema);
     this.#measured = new WeakMap();
-    await this.#useDescriptor(this.#current.encoder.descriptor);
+    // Each open connection switches once its requests in flight are answered.
+    const descriptor = this.#current.encoder.descriptor;
+    await Promise.all(this.#connections.map((connection) => connection.use(descriptor)));
   }
 
   /** `updatedSchema` in a response: the table's schema as the stream now sees it. */
@@ -324,32 +332,10 @@ export class StorageWriteWriter implements TableWriter {
     }
   }
 
-  /** Requests on the open connection carry `descriptor` from now on (after the ones in flight are answered). */
-  async #useDescriptor(descriptor: DescriptorProto): Promise<void> {
-    const writer = this.#writer;
-    if (writer === undefined || this.#inUse === descriptor) return;
-    await this.#settle();
-    if (this.#writer !== writer) return;
-    // A new descriptor reopens the connection: the server binds a connection to the writer schema it had.
-    writer.setProtoDescriptor(descriptor);
-    this.#inUse = descriptor;
-  }
-
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    if (!(await this.#settle(this.#closeTimeoutMs))) {
-      for (const giveUp of [...this.#inFlight.values()]) {
-        giveUp(
-          new AppendStatusError(
-            GRPC_CANCELLED,
-            `writer closed with no answer to an append after ${this.#closeTimeoutMs} ms`,
-          ),
-        );
-      }
-    }
-    this.#writer?.close();
-    this.#writer = undefined;
+    await Promise.all(this.#connections.map((connection) => connection.close(this.#closeTimeoutMs)));
   }
 
   /** The rows' encodings: the ones `measure` kept, the others encoded now (misfits as rejections). */
@@ -439,15 +425,8 @@ export class StorageWriteWriter implements TableWriter {
     descriptor: DescriptorProto,
     signal: AbortSignal | undefined,
   ): Promise<AppendRowsResponse> {
-    let writer = await this.#connect(descriptor);
-    if (this.#inUse !== descriptor) {
-      await this.#useDescriptor(descriptor);
-      writer = await this.#connect(descriptor);
-    }
-    signal?.throwIfAborted();
-    const answer = this.#tracked(writer, writer.appendRows({ serializedRows: [...serialized] }).getResult());
     try {
-      return await abortable(answer, signal);
+      return await this.#connectionFor(descriptor).append(serialized, descriptor, signal);
     } catch (error) {
       if (signal?.aborted && error === signal.reason) throw error;
       throw toBigQueryError(error, `Storage Write append to ${this.#destinationTable}`);
@@ -455,95 +434,21 @@ export class StorageWriteWriter implements TableWriter {
   }
 
   /**
-   * The request's answer, or a DEADLINE_EXCEEDED failure once `appendTimeoutMs` passed without one, kept in
-   * `#inFlight` until then. The deadline belongs to the request, not to its caller's wait: a caller that
-   * stops waiting (an abort) leaves it running, so close and schema changes never wait for ever.
+   * The least busy connection already carrying `descriptor` (or not used yet), else the least busy one: the
+   * requests of one writer schema gather on the connections that carry it, and a switch is rare.
    */
-  #tracked(writer: managedwriter.Writer, result: Promise<AppendRowsResponse>): Promise<AppendRowsResponse> {
-    let timer: NodeJS.Timeout | undefined;
-    let giveUp: (error: Error) => void = () => undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      giveUp = (error) => {
-        clearTimeout(timer);
-        reject(error);
-      };
-      timer = setTimeout(() => {
-        // No answer: the connection is presumed broken. Drop it (a retry opens a new one) and forget the
-        // request. If it did land, the retry writes the same rows again, which the views absorb (same
-        // `_event_id`).
-        if (this.#writer === writer) {
-          this.#writer = undefined;
-          writer.close();
-        }
-        reject(
-          new AppendStatusError(
-            GRPC_DEADLINE_EXCEEDED,
-            `no answer to an append within ${this.#appendTimeoutMs} ms`,
-          ),
-        );
-      }, this.#appendTimeoutMs);
-    });
-    const answer = Promise.race([result, deadline]);
-    this.#inFlight.set(answer, giveUp);
-    const settled = () => {
-      clearTimeout(timer);
-      this.#inFlight.delete(answer);
-    };
-    answer.then(settled, settled);
-    return answer;
-  }
-
-  #connect(descriptor: DescriptorProto): Promise<managedwriter.Writer> {
-    if (this.#writer) return Promise.resolve(this.#writer);
-    this.#opening ??= this.#open(descriptor).finally(() => {
-      this.#opening = undefined;
-    });
-    return this.#opening;
-  }
-
-  async #open(descriptor: DescriptorProto): Promise<managedwriter.Writer> {
-    const { writerClient } = this.#clients;
-    try {
-      // Google's Go client asks for the default stream before appending; goccy's emulator only creates it
-      // in that call. BigQuery answers it like any stream lookup.
-      await writerClient.getWriteStream(
-        { streamId: `${this.#destinationTable}/streams/_default` },
-        { timeout: this.#openTimeoutMs },
+  #connectionFor(descriptor: DescriptorProto): StorageWriteConnection {
+    const least = (candidates: readonly StorageWriteConnection[]) =>
+      candidates.reduce<StorageWriteConnection | undefined>(
+        (best, connection) => (best === undefined || connection.load < best.load ? connection : best),
+        undefined,
       );
-      const connection = await writerClient.createStreamConnection({
-        streamId: managedwriter.DefaultStream,
-        destinationTable: this.#destinationTable,
-      });
-      // A failed request rejects its pending write; without a listener the connection's 'error' event would
-      // be thrown from the event emitter. A broken connection is reopened by the next append.
-      connection.onConnectionError(reportedThroughPendingWrite);
-      this.#writer = new managedwriter.Writer({
-        connection,
-        protoDescriptor: descriptor,
-        traceId: TRACE_ID,
-      });
-      this.#inUse = descriptor;
-      return this.#writer;
-    } catch (error) {
-      throw toBigQueryError(error, `Storage Write: opening the default stream of ${this.#destinationTable}`);
-    }
-  }
-
-  /** Waits for the requests in flight (each bounded by its deadline), at most `timeoutMs`; false if cut short. */
-  async #settle(timeoutMs = Number.POSITIVE_INFINITY): Promise<boolean> {
-    const all = Promise.allSettled([...this.#inFlight.keys()]).then(() => true);
-    if (!Number.isFinite(timeoutMs)) return all;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => {
-        resolve(false);
-      }, timeoutMs);
-    });
-    try {
-      return await Promise.race([all, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    const carrying = this.#connections.filter(
+      (connection) => connection.descriptor === undefined || connection.descriptor === descriptor,
+    );
+    const chosen = least(carrying) ?? least(this.#connections);
+    if (chosen === undefined) throw new Error('a Storage Write writer has at least one connection');
+    return chosen;
   }
 }
 
@@ -557,10 +462,6 @@ function withoutPaths(fields: readonly TableField[], paths: readonly string[], p
     if (nested.length === 0) return [];
     return [nested.length === field.fields.length ? field : { ...field, fields: nested }];
   });
-}
-
-function reportedThroughPendingWrite(): void {
-  // Deliberately empty: the error reaches the caller as the rejection of the append it belongs to.
 }
 
 function sameSchema(a: readonly TableField[], b: readonly TableField[]): boolean {

@@ -164,7 +164,14 @@ export interface MappingStatus {
   readonly eventsRead?: number;
   readonly rowsWritten?: number;
   readonly deadLettered?: number;
+  /** Documents the backfill copied so far, earlier runs of it included. */
   readonly backfillCopied?: number;
+  /** The collection's estimated document count when the backfill started. */
+  readonly backfillEstimated?: number;
+  /** Documents per second this run of the backfill copies (see estimateBackfill in core/progress.ts). */
+  readonly backfillRate?: number;
+  /** Seconds until the backfill reaches its estimated total at that rate. */
+  readonly backfillEtaSeconds?: number;
   readonly message?: string;
 }
 

@@ -37,6 +37,9 @@ const STATUS_FIELDS = [
   'rowsWritten',
   'deadLettered',
   'backfillCopied',
+  'backfillEstimated',
+  'backfillRate',
+  'backfillEtaSeconds',
   'message',
 ] as const satisfies readonly (keyof MappingStatus)[];
 

@@ -1,66 +1,83 @@
 import { isUtf8 } from 'node:buffer';
 import { type Collection, type Document } from 'mongodb';
+import { bsonKind, type BsonKind } from '../base/bson-kind.js';
 import { invalidUtf8Bytes } from '../base/invalid-utf8.js';
+import { type IdRange, type SnapshotSource, type SourceDocument } from '../core/ports.js';
+import { decodeId, encodeId } from './checkpoint-store.js';
 import { decodeAll, RAW_READ } from './raw-documents.js';
 import { mongoBoundary } from './error-mapping.js';
 
 export const DEFAULT_BACKFILL_CHUNK = 1_000;
 
 /**
- * Reads a collection in `_id` order, one bounded chunk at a time, resuming after the last `_id` copied.
- * Paging uses `{_id: {$gt: last}}` on the `_id` index. MongoDB brackets such comparisons by BSON type, so a
- * collection whose ids mix types (numbers and ObjectIds, say) is copied one type at a time: once a type is
- * exhausted the next chunk starts at the first id of the next type in BSON sort order. Documents are read
- * as BSON bytes and decoded here, so a string that is not valid UTF-8 is kept as its bytes rather than
- * failing the chunk on every retry.
+ * `_id`s sampled to choose split points: a few thousand keep the ranges within a few percent of each
+ * other in size whatever the number of parts asked for.
  */
-export class SnapshotReader {
+export const DEFAULT_SPLIT_SAMPLE = 2_000;
+
+/**
+ * MongoDB's `$sample` reads at random through the collection only when the sample is under 5% of it;
+ * otherwise it scans the whole collection and sorts it at random. Below that size (20 samples' worth) the
+ * split points are read from the `_id` index instead, which costs less than such a scan and is exact.
+ */
+const SAMPLE_SHARE_DIVISOR = 20;
+
+/** An inclusive upper bound on `_id`s (a read without one runs to the end of the collection). */
+interface UpperBound {
+  readonly id: unknown;
+}
+
+/**
+ * Reads a collection in `_id` order, one bounded chunk at a time, resuming after the last `_id` copied,
+ * optionally stopping at an inclusive upper bound. Paging uses `{_id: {$gt: last}}` on the `_id` index.
+ * MongoDB brackets such comparisons by BSON type, so a collection whose ids mix types (numbers and
+ * ObjectIds, say) is copied one type at a time: once a type is exhausted the next chunk starts at the first
+ * id of the next type in BSON sort order. Documents are read as BSON bytes and decoded here, so a string
+ * that is not valid UTF-8 is kept as its bytes rather than failing the chunk on every retry.
+ *
+ * An upper bound goes into the `_id` index bounds (`$lte`) while the chunk is in the bound's own type, and
+ * into a `$expr` comparison, which MongoDB evaluates across types in BSON order, always: the index bound
+ * keeps the read from walking past the range, the `$expr` keeps a read in a lower type from running into
+ * the types after the bound on a server that compares across types.
+ */
+class IdOrderReader {
   constructor(
     private readonly collection: Collection,
-    private readonly chunkSize = DEFAULT_BACKFILL_CHUNK,
+    private readonly chunkSize: number,
   ) {}
 
-  estimatedCount(): Promise<number> {
-    return mongoBoundary(() => this.#estimatedCount());
+  async nextChunk(lastId: unknown, upper: UpperBound | undefined, signal: AbortSignal): Promise<Document[]> {
+    return endOnQueryableId(await this.#read(lastId, upper, signal));
   }
 
-  async #estimatedCount(): Promise<number> {
-    return this.collection.estimatedDocumentCount();
-  }
-
-  /** The next chunk after `lastId` (undefined: from the start); empty when the copy is complete. */
-  nextChunk(lastId: unknown, signal: AbortSignal): Promise<Document[]> {
-    return mongoBoundary(() => this.#nextChunk(lastId, signal));
-  }
-
-  async #nextChunk(lastId: unknown, signal: AbortSignal): Promise<Document[]> {
-    return endOnQueryableId(await this.#read(lastId, signal));
-  }
-
-  async #read(lastId: unknown, signal: AbortSignal): Promise<Document[]> {
+  async #read(lastId: unknown, upper: UpperBound | undefined, signal: AbortSignal): Promise<Document[]> {
     signal.throwIfAborted();
     if (lastId === undefined) {
+      if (upper) return this.#nextType(crossing(undefined, upper), upper);
       return decodeAll(
         await this.collection.find({}, RAW_READ).sort({ _id: 1 }).limit(this.chunkSize).toArray(),
       );
     }
     const invalid = invalidUtf8Bytes(lastId);
-    if (invalid !== undefined) return this.#afterInvalidString(invalid, signal);
-    const after: Document = { _id: { $gt: lastId } };
+    if (invalid !== undefined) return this.#afterInvalidString(invalid, upper, signal);
     const sameType = decodeAll(
-      await this.collection.find(after, RAW_READ).sort({ _id: 1 }).limit(this.chunkSize).toArray(),
+      await this.collection
+        .find(idsAfter(lastId, upper), RAW_READ)
+        .sort({ _id: 1 })
+        .limit(this.chunkSize)
+        .toArray(),
     );
     if (sameType.length > 0) return sameType;
-    return this.#nextType({ $expr: { $gt: ['$_id', { $literal: lastId }] } });
+    return this.#nextType(crossing(lastId, upper), upper);
   }
 
   /**
-   * The first ids after `match` in BSON order, across types. The type bracket of the last id is exhausted:
-   * continue with ids that sort after it. Inside `$expr` the id is an expression: `$literal` keeps a string
-   * like "$x" from being read as a field path and a sub-document id from being evaluated as an expression
-   * object.
+   * The first ids matching `match` in BSON order, across types. The type bracket of the last id is
+   * exhausted: continue with ids that sort after it. Inside `$expr` the id is an expression: `$literal`
+   * keeps a string like "$x" from being read as a field path and a sub-document id from being evaluated as
+   * an expression object.
    */
-  async #nextType(match: Document): Promise<Document[]> {
+  async #nextType(match: Document, upper: UpperBound | undefined): Promise<Document[]> {
     const [next] = decodeAll(
       await this.collection
         .aggregate([{ $match: match }, { $sort: { _id: 1 } }, { $limit: 1 }], RAW_READ)
@@ -72,10 +89,9 @@ export class SnapshotReader {
     // sub-document and page through the documents' bracket, past the strings): the chunk ends on it, and
     // the next one continues from its bytes.
     if (invalidUtf8Bytes(nextId) !== undefined) return [next];
-    const afterNext: Document = { _id: { $gt: nextId } };
     const rest = decodeAll(
       await this.collection
-        .find(afterNext, RAW_READ)
+        .find(idsAfter(nextId, upper), RAW_READ)
         .sort({ _id: 1 })
         .limit(this.chunkSize - 1)
         .toArray(),
@@ -89,9 +105,17 @@ export class SnapshotReader {
    * that sorts before the id, and those up to the id, compared by bytes as MongoDB compares strings, are
    * passed over. Once the strings after it are exhausted, the copy goes on with the next type.
    */
-  async #afterInvalidString(last: Uint8Array, signal: AbortSignal): Promise<Document[]> {
+  async #afterInvalidString(
+    last: Uint8Array,
+    upper: UpperBound | undefined,
+    signal: AbortSignal,
+  ): Promise<Document[]> {
     const from = queryableStringBefore(last);
     const fromPrefix: Document = { _id: { $gte: from } };
+    if (upper) {
+      if (bracketOf(upper.id) === 'string') fromPrefix._id = { $gte: from, $lte: upper.id };
+      Object.assign(fromPrefix, atMost(upper));
+    }
     const cursor = this.collection.find(fromPrefix, RAW_READ).sort({ _id: 1 }).batchSize(this.chunkSize);
     const chunk: Document[] = [];
     try {
@@ -108,11 +132,214 @@ export class SnapshotReader {
       await cursor.close();
     }
     if (chunk.length > 0) return chunk;
-    return this.#nextType({
-      _id: { $not: { $type: 'string' } },
-      $expr: { $gt: ['$_id', { $literal: from }] },
+    return this.#nextType({ _id: { $not: { $type: 'string' } }, ...crossing(from, upper) }, upper);
+  }
+}
+
+/**
+ * Reads a whole collection in `_id` order, one bounded chunk at a time, resuming after the last `_id`
+ * copied (the backfill copied as one range). See MongoSnapshotSource for ranges read concurrently.
+ */
+export class SnapshotReader {
+  readonly #reader: IdOrderReader;
+
+  constructor(
+    private readonly collection: Collection,
+    chunkSize = DEFAULT_BACKFILL_CHUNK,
+  ) {
+    this.#reader = new IdOrderReader(collection, chunkSize);
+  }
+
+  estimatedCount(): Promise<number> {
+    return mongoBoundary(() => this.collection.estimatedDocumentCount());
+  }
+
+  /** The next chunk after `lastId` (undefined: from the start); empty when the copy is complete. */
+  nextChunk(lastId: unknown, signal: AbortSignal): Promise<Document[]> {
+    return mongoBoundary(() => this.#reader.nextChunk(lastId, undefined, signal));
+  }
+}
+
+export interface SnapshotSourceOptions {
+  /** Documents per chunk read; default DEFAULT_BACKFILL_CHUNK. */
+  readonly chunkSize?: number;
+  /** `_id`s sampled to choose split points (at most this many); default DEFAULT_SPLIT_SAMPLE. */
+  readonly sampleSize?: number;
+  /**
+   * A range is given at least about this many documents: a collection of fewer than `parts` times this
+   * many is split into fewer ranges (one when it is smaller still). Default: the chunk size, as a range
+   * under one chunk gains nothing from being read on its own.
+   */
+  readonly minRangeDocuments?: number;
+}
+
+/**
+ * The collection as the backfill reads it (the SnapshotSource port): split into `_id` ranges at points
+ * from a bounded sample, each range read in `_id` order in bounded chunks, concurrently with the others.
+ *
+ * Split points: a collection estimated at more than 20 times `sampleSize` documents is sampled with
+ * `$sample` (MongoDB then reads at random, never the whole collection) and the sample sorted by the server
+ * in BSON order; a smaller one has its `_id`s read from the `_id` index in order (at most 20 times
+ * `sampleSize` index keys, cheaper than the scan `$sample` itself would make at that size) and split at
+ * exact quantiles. Ids that are strings not valid UTF-8 are never chosen (no query can name them), and
+ * duplicates in a sample collapse: the ranges then are fewer, never empty by construction or overlapping.
+ */
+export class MongoSnapshotSource implements SnapshotSource {
+  readonly #reader: IdOrderReader;
+  readonly #sampleSize: number;
+  readonly #minRangeDocuments: number;
+
+  constructor(
+    private readonly collection: Collection,
+    options: SnapshotSourceOptions = {},
+  ) {
+    const chunkSize = options.chunkSize ?? DEFAULT_BACKFILL_CHUNK;
+    this.#reader = new IdOrderReader(collection, chunkSize);
+    this.#sampleSize = Math.max(1, Math.floor(options.sampleSize ?? DEFAULT_SPLIT_SAMPLE));
+    this.#minRangeDocuments = Math.max(1, options.minRangeDocuments ?? chunkSize);
+  }
+
+  estimatedCount(signal: AbortSignal): Promise<number> {
+    return mongoBoundary(() => {
+      signal.throwIfAborted();
+      return this.collection.estimatedDocumentCount();
     });
   }
+
+  split(parts: number, signal: AbortSignal): Promise<readonly IdRange[]> {
+    return mongoBoundary(() => this.#split(parts, signal));
+  }
+
+  nextChunk(
+    range: IdRange,
+    lastId: string | undefined,
+    signal: AbortSignal,
+  ): Promise<readonly SourceDocument[]> {
+    return mongoBoundary(() => {
+      const from = lastId ?? range.after;
+      const upper = range.upTo === undefined ? undefined : { id: decodeId(range.upTo) };
+      return this.#reader.nextChunk(from === undefined ? undefined : decodeId(from), upper, signal);
+    });
+  }
+
+  async #split(parts: number, signal: AbortSignal): Promise<readonly IdRange[]> {
+    signal.throwIfAborted();
+    const count = await this.collection.estimatedDocumentCount();
+    const wanted = Math.min(Math.floor(parts), Math.floor(count / this.#minRangeDocuments));
+    if (wanted <= 1) return [WHOLE];
+    const ids = count > SAMPLE_SHARE_DIVISOR * this.#sampleSize ? await this.#sample() : await this.#walk();
+    signal.throwIfAborted();
+    return rangesBetween(splitPoints(ids, wanted));
+  }
+
+  /** `_id`s at random, sorted by the server in BSON order (duplicates possible). */
+  async #sample(): Promise<unknown[]> {
+    const sampled = await this.collection
+      .aggregate(
+        [{ $sample: { size: this.#sampleSize } }, { $project: { _id: 1 } }, { $sort: { _id: 1 } }],
+        RAW_READ,
+      )
+      .toArray();
+    return decodeAll(sampled).map((document) => document._id as unknown);
+  }
+
+  /**
+   * Every `_id` in order, from the `_id` index alone, at most 20 samples' worth. A collection that holds
+   * more than that although its estimate said otherwise (a stale count) is sampled instead: split points
+   * from its first ids only would leave nearly all of it to the last range.
+   */
+  async #walk(): Promise<unknown[]> {
+    const limit = SAMPLE_SHARE_DIVISOR * this.#sampleSize;
+    const walked = await this.collection
+      .find({}, { ...RAW_READ, projection: { _id: 1 } })
+      .sort({ _id: 1 })
+      .limit(limit + 1)
+      .toArray();
+    if (walked.length > limit) return this.#sample();
+    return decodeAll(walked).map((document) => document._id as unknown);
+  }
+}
+
+const WHOLE: IdRange = { after: undefined, upTo: undefined };
+
+/**
+ * At most `parts - 1` distinct split points at even quantiles of `ids` (sorted in BSON order), leaving out
+ * strings that are not valid UTF-8, as canonical Extended JSON.
+ */
+export function splitPoints(ids: readonly unknown[], parts: number): string[] {
+  const distinct: string[] = [];
+  for (const id of ids) {
+    if (invalidUtf8Bytes(id) !== undefined) continue;
+    const encoded = encodeId(id);
+    // Sorted, so a duplicate (a sample may hold one document twice) follows its first occurrence.
+    if (distinct.at(-1) !== encoded) distinct.push(encoded);
+  }
+  const points: string[] = [];
+  for (let i = 1; i < parts; i++) {
+    // The last id of the i-th share: bounds are inclusive above.
+    const point = distinct[Math.floor((i * distinct.length) / parts) - 1];
+    if (point !== undefined && point !== points.at(-1)) points.push(point);
+  }
+  return points;
+}
+
+/** Ranges that cover every `_id` once: up to the first point, between consecutive points, after the last. */
+export function rangesBetween(points: readonly string[]): IdRange[] {
+  const bounds = [undefined, ...points, undefined];
+  return bounds.slice(1).map((upTo, i) => ({ after: bounds[i], upTo }));
+}
+
+/** The canonical BSON types MongoDB brackets comparisons by (all numbers in one, strings with symbols). */
+const BRACKETS: Partial<Record<BsonKind, string>> = {
+  null: 'null',
+  number: 'number',
+  bigint: 'number',
+  Int32: 'number',
+  Double: 'number',
+  Long: 'number',
+  Decimal128: 'number',
+  string: 'string',
+  BSONSymbol: 'string',
+  invalidUtf8: 'string',
+  document: 'object',
+  DBRef: 'object',
+  array: 'array',
+  Binary: 'binData',
+  bytes: 'binData',
+  ObjectId: 'objectId',
+  boolean: 'boolean',
+  date: 'date',
+  Timestamp: 'timestamp',
+  regexp: 'regex',
+  BSONRegExp: 'regex',
+  MinKey: 'minKey',
+  MaxKey: 'maxKey',
+};
+
+/** The id's comparison bracket; undefined for a value this reader cannot place (never the same as another). */
+function bracketOf(id: unknown): string | undefined {
+  return invalidUtf8Bytes(id) === undefined ? BRACKETS[bsonKind(id)] : 'string';
+}
+
+/** Ids after `after` in its own type, up to `upper`. */
+function idsAfter(after: unknown, upper: UpperBound | undefined): Document {
+  if (!upper) return { _id: { $gt: after } };
+  const bracket = bracketOf(after);
+  const sameType = bracket !== undefined && bracket === bracketOf(upper.id);
+  return { _id: sameType ? { $gt: after, $lte: upper.id } : { $gt: after }, ...atMost(upper) };
+}
+
+/** Ids up to `upper` whatever their type (an aggregation comparison orders across types). */
+function atMost(upper: UpperBound): Document {
+  return { $expr: { $lte: ['$_id', { $literal: upper.id }] } };
+}
+
+/** Ids after `after` (undefined: from the first) up to `upper`, compared across types. */
+function crossing(after: unknown, upper: UpperBound | undefined): Document {
+  const conditions: Document[] = [];
+  if (after !== undefined) conditions.push({ $gt: ['$_id', { $literal: after }] });
+  if (upper) conditions.push({ $lte: ['$_id', { $literal: upper.id }] });
+  return { $expr: conditions.length === 1 ? conditions[0] : { $and: conditions } };
 }
 
 /**

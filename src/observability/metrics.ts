@@ -16,6 +16,7 @@ export const METRIC_NAMES = {
   checkpointAge: 'mba_checkpoint_age_seconds',
   backfillDocumentsCopied: 'mba_backfill_documents_copied_total',
   backfillDocumentsEstimated: 'mba_backfill_documents_estimated',
+  backfillDocumentsRemaining: 'mba_backfill_documents_remaining',
   lookupMisses: 'mba_lookup_misses_total',
   mappingState: 'mba_mapping_state',
 } as const;
@@ -44,6 +45,12 @@ interface CheckpointMark {
   readonly atMs: number;
 }
 
+/** A running backfill's estimated total and what it copied so far (earlier runs included). */
+interface BackfillMark {
+  readonly estimated: number;
+  readonly copied: number;
+}
+
 type MappingLabel = 'mapping';
 
 type Labels = Partial<Record<string, string | number>>;
@@ -63,6 +70,7 @@ export class Metrics {
   readonly #now: () => number;
   readonly #checkpoints = new Map<string, CheckpointMark>();
   readonly #states = new Map<string, MappingState>();
+  readonly #backfills = new Map<string, BackfillMark>();
 
   readonly #changeEvents: Counter<'mapping' | 'operation'>;
   readonly #rowsWritten: Counter<MappingLabel>;
@@ -76,6 +84,7 @@ export class Metrics {
   readonly #checkpointAge: Gauge<MappingLabel>;
   readonly #backfillCopied: Counter<MappingLabel>;
   readonly #backfillEstimated: Gauge<MappingLabel>;
+  readonly #backfillRemaining: Gauge<MappingLabel>;
   readonly #lookupMisses: Counter<MappingLabel>;
   readonly #mappingState: Gauge<'mapping' | 'state'>;
 
@@ -158,6 +167,12 @@ export class Metrics {
       labelNames: perMapping,
       registers,
     });
+    this.#backfillRemaining = new Gauge({
+      name: METRIC_NAMES.backfillDocumentsRemaining,
+      help: 'Estimated documents the running backfill has yet to copy (0 once it is done).',
+      labelNames: perMapping,
+      registers,
+    });
     this.#lookupMisses = new Counter({
       name: METRIC_NAMES.lookupMisses,
       help: 'Updates whose full document was gone when looked up (deleted since).',
@@ -222,12 +237,30 @@ export class Metrics {
     });
   }
 
-  backfillStarted(mapping: string, estimatedDocuments: number): void {
+  /**
+   * A backfill starts or resumes: `estimatedDocuments` is the collection's estimated count, `copiedBefore`
+   * what earlier runs of the same backfill copied (its checkpoint), so that the remaining count is right
+   * after a restart although the copied counter starts again from 0 with the process.
+   */
+  backfillStarted(mapping: string, estimatedDocuments: number, copiedBefore = 0): void {
+    this.#backfills.set(mapping, { estimated: estimatedDocuments, copied: copiedBefore });
     this.#backfillEstimated.set({ mapping }, estimatedDocuments);
+    this.#backfillRemaining.set({ mapping }, Math.max(0, estimatedDocuments - copiedBefore));
   }
 
   backfillCopied(mapping: string, documents: number): void {
     this.#backfillCopied.inc({ mapping }, documents);
+    const mark = this.#backfills.get(mapping);
+    if (!mark) return;
+    const copied = mark.copied + documents;
+    this.#backfills.set(mapping, { ...mark, copied });
+    this.#backfillRemaining.set({ mapping }, Math.max(0, mark.estimated - copied));
+  }
+
+  /** Every range is copied: nothing remains, whatever the estimate said. */
+  backfillDone(mapping: string): void {
+    this.#backfills.delete(mapping);
+    this.#backfillRemaining.set({ mapping }, 0);
   }
 
   lookupMissed(mapping: string, n = 1): void {
@@ -260,6 +293,7 @@ export class Metrics {
   async forgetMapping(mapping: string): Promise<void> {
     this.#checkpoints.delete(mapping);
     this.#states.delete(mapping);
+    this.#backfills.delete(mapping);
     const metrics: readonly RemovableMetric[] = [
       this.#changeEvents,
       this.#rowsWritten,
@@ -273,6 +307,7 @@ export class Metrics {
       this.#checkpointAge,
       this.#backfillCopied,
       this.#backfillEstimated,
+      this.#backfillRemaining,
       this.#lookupMisses,
       this.#mappingState,
     ];

@@ -222,6 +222,22 @@ describe('MongoDB settings store', () => {
     expect(await store.collection.countDocuments()).toBe(1);
   });
 
+  it('issue 11: a backfilling status keeps its progress (copied, estimated, rate, ETA) for `status` to show', async () => {
+    const store = storeFor({ database: `cfg_${hex()}` });
+    await store.ensure(signal());
+    const { insertedId } = await store.collection.insertOne({ ...mapping });
+    const progress = {
+      backfillCopied: 25_000,
+      backfillEstimated: 100_000,
+      backfillRate: 512.5,
+      backfillEtaSeconds: 147,
+    };
+    await store.reportStatus(insertedId.toHexString(), { state: 'backfilling', ...progress });
+    expect(await store.collection.findOne({ _id: insertedId })).toMatchObject({
+      status: { state: 'backfilling', ...progress },
+    });
+  });
+
   it('wakes up on a configuration change, also one made between two waits', async () => {
     const store = storeFor({ database: `cfg_${hex()}`, pollMs: 30_000 });
     await store.ensure(signal());

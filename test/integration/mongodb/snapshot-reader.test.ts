@@ -1,7 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { MongoClient, ObjectId } from 'mongodb';
+import fc from 'fast-check';
+import { Binary, type Collection, MongoClient, ObjectId } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SnapshotReader } from '../../../src/mongodb/snapshot-reader.js';
+import { type IdRange } from '../../../src/core/ports.js';
+import { encodeId } from '../../../src/mongodb/checkpoint-store.js';
+import { MongoSnapshotSource, SnapshotReader } from '../../../src/mongodb/snapshot-reader.js';
 
 let client: MongoClient;
 
@@ -60,5 +63,149 @@ describe('snapshot reader', () => {
       last = chunk.at(-1)?._id;
     }
     expect(seen).toEqual(ids);
+  });
+});
+
+/** Every chunk of `range` until an empty one, the last id kept between chunks as a checkpoint keeps it. */
+async function readRange(source: MongoSnapshotSource, range: IdRange): Promise<string[]> {
+  const seen: string[] = [];
+  let lastId: string | undefined;
+  for (let guard = 0; guard < 10_000; guard++) {
+    const chunk = await source.nextChunk(range, lastId, new AbortController().signal);
+    if (chunk.length === 0) return seen;
+    seen.push(...chunk.map((document) => encodeId(document._id)));
+    lastId = seen.at(-1);
+  }
+  throw new Error('the range did not end');
+}
+
+/** The collection's ids in the server's own `_id` order. */
+async function idsInServerOrder(collection: Collection): Promise<string[]> {
+  const documents = await collection
+    .find({}, { projection: { _id: 1 } })
+    .sort({ _id: 1 })
+    .toArray();
+  return documents.map((document) => encodeId(document._id));
+}
+
+/** Ids of several BSON types, as a collection whose ids mix types may hold them. */
+const arbId: fc.Arbitrary<unknown> = fc.oneof(
+  fc.integer({ min: -50, max: 50 }),
+  fc.double({ min: -50, max: 50, noNaN: true, noDefaultInfinity: true }),
+  fc.string({ maxLength: 4 }).map((s) => s.replace(/\0/g, '')),
+  fc.constantFrom('$a', '$x', 'a.b'),
+  fc.integer({ min: 0, max: 40 }).map((n) => new ObjectId(n.toString(16).padStart(24, '0'))),
+  fc.record({ k: fc.integer({ min: 0, max: 5 }), s: fc.constantFrom('x', '$v') }),
+  fc.integer({ min: 0, max: 30 }).map((n) => new Date(n * 1_000)),
+  fc.boolean(),
+  fc.uint8Array({ maxLength: 3 }).map((bytes) => new Binary(bytes)),
+);
+
+describe('snapshot source: a collection split into _id ranges (issue 11)', () => {
+  it('issue 11: reading every range to its end yields every document once, in order within each range, whatever the id types and the number of parts', async () => {
+    const db = client.db(`ranges_${randomBytes(4).toString('hex')}`);
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uniqueArray(arbId, { maxLength: 90, selector: (id) => encodeId(id) }),
+        fc.integer({ min: 1, max: 8 }),
+        fc.integer({ min: 1, max: 7 }),
+        fc.integer({ min: 1, max: 3 }),
+        // Small samples take the `$sample` path (the collection holds more than 20 samples' worth), large
+        // ones the `_id` index walk. mongo-java-server fails `$sample` of more than ~31 at random.
+        fc.constantFrom(1, 2, 3, 1_000),
+        async (ids, parts, chunkSize, minRangeDocuments, sampleSize) => {
+          const collection = db.collection<{ _id: unknown; v: number }>(`items_${String(run++)}`);
+          // Numbers equal in value are one id to MongoDB (1 and 1.0): keep the first.
+          const unique = [
+            ...new Map(ids.map((id) => [typeof id === 'number' ? `n${id}` : encodeId(id), id])).values(),
+          ];
+          if (unique.length > 0) await collection.insertMany(unique.map((_id, v) => ({ _id, v })));
+          const raw = db.collection(collection.collectionName);
+          const source = new MongoSnapshotSource(raw, { chunkSize, minRangeDocuments, sampleSize });
+          const ranges = await source.split(parts, new AbortController().signal);
+          expect(ranges.length).toBeGreaterThanOrEqual(1);
+          expect(ranges.length).toBeLessThanOrEqual(parts);
+          expect(ranges[0]?.after).toBeUndefined();
+          expect(ranges.at(-1)?.upTo).toBeUndefined();
+          for (let i = 1; i < ranges.length; i++) expect(ranges[i]?.after).toBe(ranges[i - 1]?.upTo);
+          const read: string[] = [];
+          for (const range of ranges) read.push(...(await readRange(source, range)));
+          expect(read).toEqual(await idsInServerOrder(raw));
+        },
+      ),
+      { numRuns: 40 },
+    );
+    await db.dropDatabase();
+  });
+
+  it('issue 11: an empty or tiny collection is one range covering everything', async () => {
+    const db = client.db(`ranges_${randomBytes(4).toString('hex')}`);
+    const collection = db.collection<{ _id: unknown }>('items');
+    const source = new MongoSnapshotSource(db.collection('items'), { chunkSize: 10 });
+    const whole = [{ after: undefined, upTo: undefined }];
+    expect(await source.split(8, new AbortController().signal)).toEqual(whole);
+    await collection.insertMany(Array.from({ length: 15 }, (_, i) => ({ _id: i })));
+    // 15 documents: fewer than two ranges of at least one chunk each.
+    expect(await source.split(8, new AbortController().signal)).toEqual(whole);
+    expect(await readRange(source, whole[0] ?? { after: undefined, upTo: undefined })).toHaveLength(15);
+  });
+
+  it('issue 11: split points fall at even quantiles of the ids, so ranges hold about as many documents each', async () => {
+    const db = client.db(`ranges_${randomBytes(4).toString('hex')}`);
+    const collection = db.collection<{ _id: unknown }>('items');
+    // Unevenly spread ids: a dense run of numbers, then sparse strings.
+    const ids = [
+      ...Array.from({ length: 3_000 }, (_, i) => i),
+      ...Array.from({ length: 1_000 }, (_, i) => `s${String(i * 97).padStart(6, '0')}`),
+    ];
+    await collection.insertMany(ids.map((_id) => ({ _id })));
+    const source = new MongoSnapshotSource(db.collection('items'), { chunkSize: 100 });
+    const ranges = await source.split(4, new AbortController().signal);
+    expect(ranges).toHaveLength(4);
+    const sizes = await Promise.all(ranges.map(async (range) => (await readRange(source, range)).length));
+    expect(sizes.reduce((a, b) => a + b)).toBe(4_000);
+    for (const size of sizes) expect(size).toBe(1_000);
+  });
+
+  it('issue 11: documents inserted into the ranges during the copy are read at most once, and every document there before is read once', async () => {
+    const db = client.db(`ranges_${randomBytes(4).toString('hex')}`);
+    const collection = db.collection<{ _id: number }>('items');
+    const before = Array.from({ length: 2_000 }, (_, i) => 2 * i);
+    await collection.insertMany(before.map((_id) => ({ _id })));
+    const source = new MongoSnapshotSource(db.collection('items'), { chunkSize: 50 });
+    const ranges = await source.split(4, new AbortController().signal);
+    expect(ranges).toHaveLength(4);
+    let inserted = 0;
+    const perRange = await Promise.all(
+      ranges.map(async (range) => {
+        const seen: unknown[] = [];
+        let lastId: string | undefined;
+        for (;;) {
+          const chunk = await source.nextChunk(range, lastId, new AbortController().signal);
+          if (chunk.length === 0) return seen;
+          seen.push(...chunk.map((document) => document._id));
+          lastId = encodeId(chunk.at(-1)?._id);
+          // Odd ids land everywhere: behind the readers, ahead of them, in other ranges, past the last.
+          const fresh = Array.from({ length: 5 }, () => 2 * Math.floor(Math.random() * 2_100) + 1);
+          const result = await collection.bulkWrite(
+            fresh.map((_id) => ({
+              updateOne: { filter: { _id }, update: { $setOnInsert: { v: 1 } }, upsert: true },
+            })),
+          );
+          inserted += result.upsertedCount;
+        }
+      }),
+    );
+    expect(inserted).toBeGreaterThan(0);
+    for (const seen of perRange) {
+      const numbers = seen as number[];
+      expect(new Set(numbers).size).toBe(numbers.length);
+      expect(numbers).toEqual([...numbers].sort((a, b) => a - b));
+    }
+    const all = perRange.flat() as number[];
+    expect(new Set(all).size).toBe(all.length);
+    const evens = all.filter((id) => id % 2 === 0);
+    expect(evens.sort((a, b) => a - b)).toEqual(before);
   });
 });

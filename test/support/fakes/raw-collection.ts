@@ -29,11 +29,27 @@ function idOf(value: unknown): FakeId {
 }
 
 /**
+ * The snapshot reader's `$expr` on `_id` (`$gt` or `$lte` against a `$literal`, or an `$and` of them),
+ * compared across types in BSON order as MongoDB evaluates aggregation comparisons.
+ */
+function matchesExpr(id: FakeId, expr: unknown): boolean {
+  const e = expr as {
+    $gt?: [string, { $literal: unknown }];
+    $lte?: [string, { $literal: unknown }];
+    $and?: unknown[];
+  };
+  if (e.$and) return e.$and.every((part) => matchesExpr(id, part));
+  if (e.$gt) return compareIds(id, idOf(e.$gt[1].$literal)) > 0;
+  if (e.$lte) return compareIds(id, idOf(e.$lte[1].$literal)) <= 0;
+  throw new Error(`the fake does not evaluate ${JSON.stringify(expr)}`);
+}
+
+/**
  * A collection held as BSON bytes, read the way the driver reads: each document is decoded when the cursor
  * hands it out (so one that is not valid UTF-8 throws the driver's BSONError), or handed out as its bytes
- * with `raw: true`. Filters: `{}` and `{_id: {$gt | $gte: v}}` (within v's BSON type, as MongoDB brackets
- * them); aggregate: the snapshot reader's `$expr` `$gt` with `$literal`, optionally `$not: {$type:
- * 'string'}`, sorted, limited. Sort by `_id`.
+ * with `raw: true`. Filters: `{}` and `{_id: {$gt | $gte | $lte: v}}` (within v's BSON type, as MongoDB
+ * brackets them), with or without the snapshot reader's `$expr`; aggregate: that `$expr`, optionally
+ * `$not: {$type: 'string'}`, sorted, limited. Sort by `_id`.
  */
 export class RawCollection {
   readonly reads: ReadOptions[] = [];
@@ -41,6 +57,8 @@ export class RawCollection {
   /** Documents handed out by every read so far (what the server would have sent). */
   documentsRead = 0;
   readonly documents: readonly { readonly id: FakeId; readonly bytes: Uint8Array }[];
+  /** What `estimatedDocumentCount` answers when set (a stale count); the true count otherwise. */
+  estimate: number | undefined;
 
   constructor(documents: readonly { readonly id: FakeId; readonly bytes: Uint8Array }[]) {
     this.documents = [...documents].sort((a, b) => compareIds(a.id, b.id));
@@ -54,20 +72,23 @@ export class RawCollection {
   find(filter: Document = {}, options: ReadOptions = {}) {
     this.reads.push(options);
     this.filters.push(filter);
-    const range = (filter as { _id?: { $gt?: unknown; $gte?: unknown } })._id;
+    const range = (filter as { _id?: { $gt?: unknown; $gte?: unknown; $lte?: unknown } })._id;
     let selected = [...this.documents];
     const sameType = (a: FakeId, b: FakeId) =>
-      compareIds(a, b) !== 0 && typeof a === typeof b && a instanceof Uint8Array === b instanceof Uint8Array;
+      typeof a === typeof b && a instanceof Uint8Array === b instanceof Uint8Array;
     if (range?.$gt !== undefined) {
       const v = idOf(range.$gt);
       selected = selected.filter((d) => compareIds(d.id, v) > 0 && sameType(d.id, v));
     }
     if (range?.$gte !== undefined) {
       const v = idOf(range.$gte);
-      selected = selected.filter(
-        (d) => compareIds(d.id, v) === 0 || (compareIds(d.id, v) > 0 && sameType(d.id, v)),
-      );
+      selected = selected.filter((d) => compareIds(d.id, v) >= 0 && sameType(d.id, v));
     }
+    if (range?.$lte !== undefined) {
+      const v = idOf(range.$lte);
+      selected = selected.filter((d) => compareIds(d.id, v) <= 0 && sameType(d.id, v));
+    }
+    if (filter.$expr !== undefined) selected = selected.filter((d) => matchesExpr(d.id, filter.$expr));
     let limit = options.limit ?? Number.POSITIVE_INFINITY;
     let order = (options.sort?._id as number | undefined) ?? 1;
     const skip = options.skip ?? 0;
@@ -92,22 +113,28 @@ export class RawCollection {
     return cursor;
   }
 
+  /**
+   * The snapshot reader's aggregations: a `$match` on `_id` sorted and limited, or a `$sample` (here the
+   * documents at even steps through the collection, in `_id` order, so that tests are deterministic).
+   */
   aggregate(pipeline: Document[], options: ReadOptions = {}) {
+    const sample = (pipeline[0]?.$sample as { size?: number } | undefined)?.size;
+    if (sample !== undefined) {
+      const step = this.documents.length / Math.min(sample, this.documents.length);
+      const drawn = this.documents.filter((_, i) => Math.floor(i % step) === 0).slice(0, sample);
+      return { toArray: () => Promise.resolve(this.#hand(drawn, options)) };
+    }
     const match = (pipeline[0]?.$match ?? {}) as Document;
-    const expr = (match.$expr as { $gt?: [string, { $literal: unknown }] } | undefined)?.$gt;
     const notStrings = (match._id as { $not?: { $type?: string } } | undefined)?.$not?.$type === 'string';
     const limit = (pipeline.find((stage) => '$limit' in stage)?.$limit as number | undefined) ?? Infinity;
     let selected = [...this.documents];
-    if (expr) {
-      const v = idOf(expr[1].$literal);
-      selected = selected.filter((d) => compareIds(d.id, v) > 0);
-    }
+    if (match.$expr !== undefined) selected = selected.filter((d) => matchesExpr(d.id, match.$expr));
     if (notStrings) selected = selected.filter((d) => !(d.id instanceof Uint8Array));
     return { toArray: () => Promise.resolve(this.#hand(selected.slice(0, limit), options)) };
   }
 
   estimatedDocumentCount(): Promise<number> {
-    return Promise.resolve(this.documents.length);
+    return Promise.resolve(this.estimate ?? this.documents.length);
   }
 
   /** This fake as the driver's type, for the code under test. */

@@ -63,4 +63,39 @@ describe('InsertAllWriter', () => {
     ]);
     expect(outcome.rejected).toEqual([{ index: 1, reason: 'invalid: no such field. (field rec.sub)' }]);
   });
+
+  it('issue 11 item 4: two appends in flight on one writer, answered in reverse order, each get their own answer', async () => {
+    const { client } = silentBigQuery();
+    type Callback = Parameters<BigQuery['request']>[1];
+    const held: { body: string; callback: Callback }[] = [];
+    client.request = (options, callback) => {
+      held.push({ body: typeof options.body === 'string' ? options.body : '', callback });
+    };
+    const writer = new InsertAllWriter(client.dataset('ds').table('t'));
+    const first = [{ _event_id: 'e1', _id: '1' }];
+    const second = [
+      { _event_id: 'e2', _id: '2' },
+      { _event_id: 'e3', _id: '3' },
+    ];
+    for (const row of [...first, ...second]) writer.measure(row);
+
+    const appends = [writer.append(first), writer.append(second)];
+    await new Promise((resolve) => setImmediate(resolve));
+
+    // Both requests are out at once, each with its own rows and insertIds.
+    expect(held).toHaveLength(2);
+    const ids = held.map((h) =>
+      (JSON.parse(h.body) as { rows: { insertId: string }[] }).rows.map((r) => r.insertId),
+    );
+    expect(ids).toEqual([['e1'], ['e2', 'e3']]);
+    held[1]?.callback(null, {
+      insertErrors: [{ index: 1, errors: [{ reason: 'invalid', message: 'bad value' }] }],
+    });
+    held[0]?.callback(null, {});
+
+    expect(await Promise.all(appends)).toEqual([
+      { rejected: [] },
+      { rejected: [{ index: 1, reason: 'invalid: bad value' }] },
+    ]);
+  });
 });

@@ -33,6 +33,8 @@ export class RecordingBigQuery {
   readonly datasets = new Set<string>();
   readonly client: BigQuery;
   private readonly failures: { method: string; uri: RegExp; error: Error }[] = [];
+  /** How long to hold the answer to a request (ms); none by default. */
+  delay: (request: RecordedRequest) => number = () => 0;
 
   constructor(projectId: string, apiEndpoint = 'http://127.0.0.1:9') {
     const authClient = new OAuth2Client();
@@ -50,10 +52,13 @@ export class RecordingBigQuery {
         answer = { error: error instanceof Error ? error : new Error(String(error)) };
       }
       // Answer asynchronously, as a transport would.
-      setImmediate(() => {
+      const reply = () => {
         if ('error' in answer) callback(answer.error);
         else callback(null, answer.body);
-      });
+      };
+      const ms = this.delay({ method, uri, json });
+      if (ms > 0) setTimeout(reply, ms);
+      else setImmediate(reply);
     };
   }
 
@@ -127,6 +132,11 @@ export class RecordingBigQuery {
     if (!stored) throw apiError(404, 'notFound', `Not found: Table ${table}`);
     if (method === 'GET') return stored;
     if (method === 'PATCH') {
+      // As BigQuery: a patch carrying an etag is refused when the table changed since that etag was read.
+      const etag = (json as { etag?: string }).etag;
+      if (etag !== undefined && etag !== stored.etag) {
+        throw apiError(412, 'conditionNotMet', 'Precondition check failed.');
+      }
       const patched: TableMetadata = {
         ...stored,
         ...(json as TableMetadata),

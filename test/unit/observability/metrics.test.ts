@@ -64,6 +64,25 @@ describe('Metrics', () => {
     expect(await valueOf(metrics, 'mba_backfill_documents_copied_total', orders)).toBe(500);
   });
 
+  it('issue 11: the remaining backfill documents count down from the estimate, resumed progress included, and end at 0', async () => {
+    const metrics = testMetrics();
+    const orders = { mapping: 'orders' };
+    const remaining = () => valueOf(metrics, METRIC_NAMES.backfillDocumentsRemaining, orders);
+    // A restart: 600 of 1,000 were copied by the previous process, whose copied counter is gone.
+    metrics.backfillStarted('orders', 1_000, 600);
+    expect(await remaining()).toBe(400);
+    metrics.backfillCopied('orders', 150);
+    expect(await remaining()).toBe(250);
+    expect(await valueOf(metrics, METRIC_NAMES.backfillDocumentsCopied, orders)).toBe(150);
+    // Documents inserted since the start carry the copy past its estimate: never negative.
+    metrics.backfillCopied('orders', 400);
+    expect(await remaining()).toBe(0);
+    metrics.backfillStarted('users', 1_000);
+    metrics.backfillCopied('users', 10);
+    metrics.backfillDone('users');
+    expect(await valueOf(metrics, METRIC_NAMES.backfillDocumentsRemaining, { mapping: 'users' })).toBe(0);
+  });
+
   it('replication lag is now minus the cluster time of the last checkpointed change, and grows while stalled', async () => {
     let now = 1_700_000_100_000;
     const metrics = testMetrics(() => now);
@@ -110,6 +129,8 @@ describe('Metrics', () => {
       metrics.batchWritten(mapping, 1, 100, 0.1);
       metrics.retried(mapping, 'retryable');
       metrics.checkpointed(mapping, 1_699_999_999);
+      metrics.backfillStarted(mapping, 100);
+      metrics.backfillCopied(mapping, 10);
     }
     await metrics.forgetMapping('orders');
     const samples = parsePrometheusText(await metrics.registry.metrics());

@@ -1,0 +1,98 @@
+import { abortable } from '../core/deadline.js';
+import { rowBytes } from '../core/stream-loop.js';
+import { type AppendOutcome, type HistoryRow, type TableWriter } from './writer.js';
+
+/**
+ * The history table's writer as the sink sees it, while schema changes rebuild or replace it under writes in
+ * flight. `rebuild` pauses sending (appends handed over meanwhile wait), waits until the appends already
+ * sent are answered, runs the rebuild (which may return another writer, the old one then closed by the
+ * caller), and resumes: the waiting appends go out through the writer the rebuild left, never through one
+ * that was closed, and none of those in flight is cut off by the change.
+ */
+export class WriterGate {
+  #writer: TableWriter;
+  #inFlight = 0;
+  #drained: (() => void)[] = [];
+  /** Settles when the rebuild under way is over; undefined while sending is open. */
+  #paused: Promise<void> | undefined;
+  /** What the sink writes through: always the current writer, waiting while a rebuild is under way. */
+  readonly writer: TableWriter;
+
+  constructor(writer: TableWriter) {
+    this.#writer = writer;
+    const current = (): TableWriter => this.#writer;
+    this.writer = {
+      get kind() {
+        return current().kind;
+      },
+      append: (rows, signal) => this.#append(rows, signal),
+      measure: (row) => this.measure(row),
+      updateSchema: (schema) =>
+        this.rebuild(async (current) => {
+          await current.updateSchema(schema);
+          return current;
+        }),
+      close: () => this.#writer.close(),
+    };
+  }
+
+  get current(): TableWriter {
+    return this.#writer;
+  }
+
+  /** Appends handed to the current writer and not answered yet. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** A row's size in the current writer's requests. */
+  measure(row: HistoryRow): number {
+    return this.#writer.measure?.(row) ?? rowBytes(row);
+  }
+
+  /**
+   * Pauses sending, waits for the appends in flight, then runs `change` on the current writer; the writer it
+   * returns is used from then on. Callers serialise their rebuilds (one at a time).
+   */
+  async rebuild(change: (current: TableWriter) => Promise<TableWriter>): Promise<void> {
+    let resume: () => void = () => undefined;
+    this.#paused = new Promise<void>((resolve) => {
+      resume = resolve;
+    });
+    try {
+      await this.#drain();
+      this.#writer = await change(this.#writer);
+    } finally {
+      this.#paused = undefined;
+      resume();
+    }
+  }
+
+  async #append(rows: readonly HistoryRow[], signal: AbortSignal | undefined): Promise<AppendOutcome> {
+    while (this.#paused !== undefined) await abortable(this.#paused, signal);
+    this.#inFlight++;
+    try {
+      return await this.#writer.append(rows, signal);
+    } finally {
+      this.#inFlight--;
+      if (this.#inFlight === 0) for (const wake of this.#drained.splice(0)) wake();
+    }
+  }
+
+  /** Resolves when no append is in flight (each is bounded by its writer's own deadline or its caller's). */
+  #drain(): Promise<void> {
+    if (this.#inFlight === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => this.#drained.push(resolve));
+  }
+}
+
+/** Runs tasks one at a time, in the order they were queued; a failed task does not stop the ones after it. */
+export class SerialQueue {
+  #tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(task: () => Promise<T>): Promise<T> {
+    const result = this.#tail.then(task);
+    this.#tail = result.catch(() => undefined);
+    return result;
+  }
+}

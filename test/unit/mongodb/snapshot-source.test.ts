@@ -1,0 +1,131 @@
+import { serialize } from 'bson';
+import { describe, expect, it } from 'vitest';
+import { InvalidUtf8String } from '../../../src/base/invalid-utf8.js';
+import { type IdRange } from '../../../src/core/ports.js';
+import { decodeId, encodeId } from '../../../src/mongodb/checkpoint-store.js';
+import { MongoSnapshotSource, rangesBetween, splitPoints } from '../../../src/mongodb/snapshot-reader.js';
+import { bsonWithBytes } from '../../support/fakes/raw-bson.js';
+import { RawCollection, type FakeId } from '../../support/fakes/raw-collection.js';
+
+describe('split points of a sorted _id sample (issue 11)', () => {
+  it('issue 11: points fall at even quantiles, each the last id of its share (bounds are inclusive above)', () => {
+    const ids = Array.from({ length: 12 }, (_, i) => i);
+    expect(splitPoints(ids, 4).map(decodeId)).toEqual([2, 5, 8]);
+  });
+
+  it('issue 11: duplicates in a sample (one document drawn twice) neither repeat a point nor leave an empty range', () => {
+    const ids = [1, 1, 1, 1, 1, 1, 2, 3, 3, 3];
+    const points = splitPoints(ids, 3);
+    expect(points.map(decodeId)).toEqual([1, 2]);
+    expect(new Set(points).size).toBe(points.length);
+  });
+
+  it('issue 11: fewer distinct ids than parts give fewer points, never an undefined or repeated one', () => {
+    expect(splitPoints(['a', 'a', 'b'], 8).map(decodeId)).toEqual(['a']);
+    expect(splitPoints([], 8)).toEqual([]);
+    expect(splitPoints([7], 8)).toEqual([]);
+  });
+
+  it('issue 11: a string id that is not valid UTF-8 is never a split point (no query could name it)', () => {
+    const invalid = new InvalidUtf8String(Uint8Array.from([0x61, 0xff]));
+    const points = splitPoints(['a', invalid, invalid, 'b', 'c', 'd'], 2);
+    expect(points.map(decodeId)).toEqual(['b']);
+  });
+});
+
+describe('ranges between split points (issue 11)', () => {
+  it('issue 11: cover everything from the first id to the last, each lower bound the previous upper bound', () => {
+    const points = [encodeId(5), encodeId('m')];
+    expect(rangesBetween(points)).toEqual([
+      { after: undefined, upTo: points[0] },
+      { after: points[0], upTo: points[1] },
+      { after: points[1], upTo: undefined },
+    ]);
+    expect(rangesBetween([])).toEqual([{ after: undefined, upTo: undefined }]);
+  });
+});
+
+describe('reading a range whose strings are not all valid UTF-8 (issue 11)', () => {
+  it('issue 11: ranges split at valid ids cover ids after an invalid UTF-8 string once each, up to each bound', async () => {
+    // BSON order: numbers, then strings by their bytes, then documents.
+    const ids: FakeId[] = [
+      1,
+      bytesOf('a'),
+      bytesOf('a', [0xff]),
+      bytesOf('a', [0xff], 'b'),
+      bytesOf('a', [0xff, 0xff]),
+      bytesOf('b'),
+      bytesOf('c', [0xc3]),
+      bytesOf('d'),
+      { k: 1 },
+      { k: 2 },
+    ];
+    const collection = new RawCollection(documentsWithIds(ids));
+    const candidates = [encodeId(1), encodeId('a'), encodeId('b'), encodeId('d'), encodeId({ k: 1 })];
+    const pointSets = [
+      [],
+      ...candidates.map((point) => [point]),
+      ...candidates.flatMap((low, i) => candidates.slice(i + 1).map((high) => [low, high])),
+    ];
+    for (const points of pointSets) {
+      for (const chunkSize of [1, 2, 3]) {
+        const source = new MongoSnapshotSource(collection.asCollection(), { chunkSize });
+        const seen: number[] = [];
+        for (const range of rangesBetween(points)) seen.push(...(await readRange(source, range)));
+        expect(seen, `points ${points.join(' ')}, chunk size ${String(chunkSize)}`).toEqual(
+          ids.map((_, v) => v),
+        );
+      }
+    }
+  });
+});
+
+function bytesOf(...parts: (string | number[])[]): Uint8Array {
+  return Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
+}
+
+/** One document per id, `v` its index; a string id is stored as exactly its bytes. */
+function documentsWithIds(ids: readonly FakeId[]): { id: FakeId; bytes: Uint8Array }[] {
+  const placeholder = (n: number) => '#'.repeat(n);
+  return ids.map((id, v) => ({
+    id,
+    bytes:
+      id instanceof Uint8Array
+        ? bsonWithBytes({ _id: placeholder(id.length), v }, placeholder(id.length), id)
+        : serialize({ _id: id, v }),
+  }));
+}
+
+/** The `v` of every document of the range, chunk by chunk, the last id kept as a checkpoint keeps it. */
+async function readRange(source: MongoSnapshotSource, range: IdRange): Promise<number[]> {
+  const seen: number[] = [];
+  let lastId: string | undefined;
+  for (let guard = 0; guard < 1_000; guard++) {
+    const chunk = await source.nextChunk(range, lastId, new AbortController().signal);
+    if (chunk.length === 0) return seen;
+    seen.push(...chunk.map((document) => document.v as number));
+    lastId = encodeId(chunk.at(-1)?._id);
+  }
+  throw new Error('the range did not end');
+}
+
+describe('split points when the estimated count is stale (issue 11)', () => {
+  it('issue 11: a collection far larger than its estimate is sampled, not split over its first ids only', async () => {
+    const ids = Array.from({ length: 400 }, (_, i) => i);
+    const collection = new RawCollection(documentsWithIds(ids));
+    // The estimate says 10: small enough to read the split points from the `_id` index (at most 20 samples'
+    // worth, 160 ids here). The walk finds more than that and samples instead.
+    collection.estimate = 10;
+    const source = new MongoSnapshotSource(collection.asCollection(), {
+      chunkSize: 50,
+      sampleSize: 8,
+      minRangeDocuments: 1,
+    });
+    const ranges = await source.split(4, new AbortController().signal);
+    const sizes: number[] = [];
+    for (const range of ranges) sizes.push((await readRange(source, range)).length);
+    expect(sizes.reduce((a, b) => a + b)).toBe(400);
+    // The walk alone would split 400 ids among its first 160: ranges of 40, 40, 40 and 280.
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(200);
+  });
+});
