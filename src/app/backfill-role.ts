@@ -6,6 +6,7 @@ import {
   within,
 } from '../core/deadline.js';
 import { backfillRecord } from '../core/history-rows.js';
+import { estimateBackfill, type BackfillEstimate } from '../core/progress.js';
 import {
   SYSTEM_CLOCK,
   type BackfillProgress,
@@ -52,10 +53,16 @@ export interface BackfillRoleOptions {
   /** How long writing what was read may go on after `signal` aborts; default DEFAULT_FINAL_FLUSH_TIMEOUT_MS. */
   readonly finalFlushTimeoutMs?: number;
   readonly logIntervalMs?: number;
-  /** The copy starts (or resumes) with this estimate of the documents in the collection. */
+  /** The copy starts (or resumes) from `progress`, with its estimate of the documents in the collection. */
   readonly onStarted?: (progress: BackfillProgress) => void;
-  /** `documents` more were acknowledged by the sink; `copied` in all (this backfill, earlier runs included). */
-  readonly onCopied?: (documents: number, copied: number) => void;
+  /** `documents` more were acknowledged by the sink; `shown`: where the copy stands now. */
+  readonly onCopied?: (documents: number, shown: BackfillShown) => void;
+}
+
+/** Where a copy stands, for status and logs: `copied` counts every acknowledged document, earlier runs too. */
+export interface BackfillShown extends BackfillEstimate {
+  readonly copied: number;
+  readonly estimated: number | undefined;
 }
 
 /** Where one range stands: what a checkpoint may say of it (the end of an acknowledged prefix of chunks). */
@@ -257,9 +264,10 @@ class BackfillCopy {
 
   #acknowledged(documents: number): void {
     this.#copied += documents;
-    this.#o.onCopied?.(documents, this.#copied);
+    const shown = this.#shown();
+    this.#o.onCopied?.(documents, shown);
     this.#requestSave();
-    this.#logProgress();
+    this.#logProgress(shown);
   }
 
   /** The progress as it may be saved: every range at the end of its acknowledged prefix. */
@@ -309,50 +317,34 @@ class BackfillCopy {
     );
   }
 
-  #logProgress(): void {
+  /** Where the copy stands for people: copied, the estimate, percent, this run's rate and the time left. */
+  #shown(): BackfillShown {
+    const estimated = this.#progress.estimated;
+    return {
+      copied: this.#copied,
+      estimated,
+      ...estimateBackfill({
+        copied: this.#copied,
+        estimated,
+        elapsedSeconds: (this.#clock.now() - this.#startedAt) / 1_000,
+        copiedAtStart: this.#copiedAtStart,
+      }),
+    };
+  }
+
+  #logProgress(shown: BackfillShown): void {
     const now = this.#clock.now();
     if (now - this.#loggedAt < (this.#o.logIntervalMs ?? DEFAULT_BACKFILL_LOG_INTERVAL_MS)) return;
     this.#loggedAt = now;
     this.#o.log.info(
-      backfillRate(
-        this.#copied,
-        this.#progress.estimated,
-        this.#copied - this.#copiedAtStart,
-        now - this.#startedAt,
-      ),
+      {
+        copied: shown.copied,
+        estimated: shown.estimated,
+        percent: shown.percent === undefined ? undefined : Math.round(shown.percent * 10) / 10,
+        docsPerSecond: shown.rate === undefined ? undefined : Math.round(shown.rate),
+        etaSeconds: shown.etaSeconds,
+      },
       'backfill progress',
     );
   }
-}
-
-/** What a progress line says: copied, estimated, percent, documents per second, seconds left. */
-export interface BackfillRate {
-  readonly copied: number;
-  readonly estimated: number | undefined;
-  readonly percent: number | undefined;
-  readonly docsPerSecond: number;
-  readonly etaSeconds: number | undefined;
-}
-
-/**
- * The rate of this run (`copiedNow` documents in `elapsedMs`) and the time left at that rate. The estimate
- * is MongoDB's count when the copy began: the percent is capped at 100 and the ETA at 0 when the collection
- * grew since.
- */
-export function backfillRate(
-  copied: number,
-  estimated: number | undefined,
-  copiedNow: number,
-  elapsedMs: number,
-): BackfillRate {
-  const docsPerSecond = elapsedMs > 0 ? Math.round((copiedNow * 1000) / elapsedMs) : 0;
-  const percent =
-    estimated === undefined || estimated <= 0
-      ? undefined
-      : Math.min(100, Math.round((copied * 1000) / estimated) / 10);
-  const etaSeconds =
-    estimated === undefined || docsPerSecond <= 0
-      ? undefined
-      : Math.max(0, Math.round((estimated - copied) / docsPerSecond));
-  return { copied, estimated, percent, docsPerSecond, etaSeconds };
 }

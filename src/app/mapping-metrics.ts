@@ -42,8 +42,13 @@ export class MappingMetrics implements StreamObserver, SinkObserver {
     this.metrics.failed(this.mapping, dispositionOf(error));
   }
 
-  backfillStarted(estimatedDocuments: number): void {
-    this.metrics.backfillStarted(this.mapping, estimatedDocuments);
+  /** `copiedBefore`: what earlier runs of the same backfill copied (a resumed one), for the remaining count. */
+  backfillStarted(estimatedDocuments: number, copiedBefore = 0): void {
+    this.metrics.backfillStarted(this.mapping, estimatedDocuments, copiedBefore);
+  }
+
+  backfillDone(): void {
+    this.metrics.backfillDone(this.mapping);
   }
 
   backfillCopied(documents: number): void {

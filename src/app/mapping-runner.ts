@@ -12,7 +12,6 @@ import {
   type BackfillProgress,
   type ChangeSource,
   type SettingsStore,
-  type SnapshotSource,
   type StreamStart,
 } from '../core/ports.js';
 import { resumeFrom, rowBytes, type RecordSink } from '../core/stream-loop.js';
@@ -20,7 +19,7 @@ import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
 import { dispositionOf, errorMessage } from '../errors.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
 import { MongoCheckpointStore } from '../mongodb/checkpoint-store.js';
-import { DEFAULT_BACKFILL_CHUNK, SnapshotReader } from '../mongodb/snapshot-reader.js';
+import { DEFAULT_BACKFILL_CHUNK, MongoSnapshotSource } from '../mongodb/snapshot-reader.js';
 import { mappingLogger, type Logger } from '../observability/logger.js';
 import { type Metrics } from '../observability/metrics.js';
 import { inferColumns } from '../schema/infer.js';
@@ -29,7 +28,6 @@ import { runBackfill } from './backfill-role.js';
 import { runRoles, type Role } from './roles.js';
 import { MappingMetrics } from './mapping-metrics.js';
 import { SchemaCoordinator } from './schema-coordinator.js';
-import { WholeCollectionSnapshot } from './snapshot-source.js';
 import { runStream } from './stream-role.js';
 
 export const DEFAULT_INFER_SAMPLE = 1_000;
@@ -57,8 +55,6 @@ export interface MappingRunnerDeps {
   readonly metrics?: Metrics;
   readonly limits?: BatchLimits;
   readonly backfillChunk?: number;
-  /** The collection as the backfill reads it; default the whole collection as one range (SnapshotReader). */
-  readonly snapshotSource?: (collection: Collection, chunkSize: number) => SnapshotSource;
   /** Wraps the change source (tests inject a shorter oplog window here); none in production. */
   readonly decorateChangeSource?: (source: ChangeSource) => ChangeSource;
   /** Wraps the history-table writers (tests inject faults here); none in production. */
@@ -265,9 +261,7 @@ class MappingRun {
 
   async #backfill(schema: SchemaCoordinator, resume: BackfillProgress, signal: AbortSignal): Promise<void> {
     const chunk = this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK;
-    const source =
-      this.deps.snapshotSource?.(this.#collection, chunk) ??
-      new WholeCollectionSnapshot(new SnapshotReader(this.#collection, chunk));
+    const source = new MongoSnapshotSource(this.#collection, { chunkSize: chunk });
     await runBackfill(
       {
         source,
@@ -277,17 +271,28 @@ class MappingRun {
         log: this.log,
         parallelism: this.settings.backfillParallelism ?? DEFAULT_BACKFILL_PARALLELISM,
         onStarted: (progress) => {
-          this.metrics?.backfillStarted(progress.estimated ?? 0);
-          this.hooks.report({ state: 'backfilling', backfillCopied: progress.copied });
+          this.metrics?.backfillStarted(progress.estimated ?? 0, progress.copied);
+          this.hooks.report({
+            state: 'backfilling',
+            backfillCopied: progress.copied,
+            ...(progress.estimated !== undefined && { backfillEstimated: progress.estimated }),
+          });
         },
-        onCopied: (documents, copied) => {
+        onCopied: (documents, shown) => {
           this.metrics?.backfillCopied(documents);
-          this.hooks.report({ state: 'backfilling', backfillCopied: copied });
+          this.hooks.report({
+            state: 'backfilling',
+            backfillCopied: shown.copied,
+            ...(shown.estimated !== undefined && { backfillEstimated: shown.estimated }),
+            ...(shown.rate !== undefined && { backfillRate: shown.rate }),
+            ...(shown.etaSeconds !== undefined && { backfillEtaSeconds: shown.etaSeconds }),
+          });
         },
       },
       resume,
       signal,
     );
+    this.metrics?.backfillDone();
   }
 
   /** The columns from the settings, or inferred from a sample (saved once the table is in line with them). */

@@ -66,6 +66,15 @@ describe('MappingMetrics', () => {
     expect(await value(METRIC_NAMES.backfillDocumentsCopied)).toBe(250);
   });
 
+  it('issue 11: a resumed backfill counts what earlier runs copied in the remaining documents; done leaves none', async () => {
+    const { orders, value } = setup();
+    orders.backfillStarted(1_000, 400);
+    orders.backfillCopied(100);
+    expect(await value(METRIC_NAMES.backfillDocumentsRemaining)).toBe(500);
+    orders.backfillDone();
+    expect(await value(METRIC_NAMES.backfillDocumentsRemaining)).toBe(0);
+  });
+
   it("issue 11: labels failures by their disposition only, and retries by the sink's failure class", async () => {
     const { orders, value } = setup();
     orders.retried(new BigQueryError('retryable', 'rate limited'));
