@@ -7,6 +7,7 @@ import { MongoClient, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchiver } from '../../../src/app/archiver.js';
 import { DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT } from '../../../src/app/backfill-role.js';
+import { DEFAULT_BACKFILL_PARALLELISM } from '../../../src/core/settings.js';
 import { type WriterDecorator } from '../../../src/bigquery/destination.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { type TableWriter } from '../../../src/bigquery/writer.js';
@@ -19,8 +20,11 @@ const suffix = randomBytes(3).toString('hex');
 const DATASET = `stop_${suffix}`;
 const SETTINGS_DB = `stop_settings_${suffix}`;
 const DB = `stop_src_${suffix}`;
-/** More than one backfill chunk (DEFAULT_BACKFILL_CHUNK), so the stop falls inside the backfill. */
-const SEEDED = 2_500;
+/**
+ * More than the chunks the backfill holds at once (DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT per range, in
+ * DEFAULT_BACKFILL_PARALLELISM ranges), so the stop falls inside the backfill.
+ */
+const SEEDED = 10_000;
 /** How long the first append of the history table takes to be answered. */
 const SLOW_APPEND_MS = 2_000;
 
@@ -104,8 +108,9 @@ describe('graceful stop during a backfill', () => {
       // DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT per range): all of them are written and counted, nothing more.
       const copied = backfill?.copied ?? 0;
       expect(copied).toBeGreaterThanOrEqual(DEFAULT_BACKFILL_CHUNK);
-      expect(copied).toBeLessThanOrEqual(DEFAULT_BACKFILL_CHUNK * DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT);
-      expect(copied % DEFAULT_BACKFILL_CHUNK).toBe(0);
+      expect(copied).toBeLessThanOrEqual(
+        DEFAULT_BACKFILL_CHUNK * DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT * DEFAULT_BACKFILL_PARALLELISM,
+      );
       expect(copied).toBeLessThan(SEEDED);
       expect(backfill?.done).toBe(false);
       const [rows] = (await clients.bigquery.query({

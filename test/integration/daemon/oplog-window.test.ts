@@ -146,7 +146,12 @@ describe('a backfill longer than the oplog window', () => {
     const decorateChangeSource = shortOplog(WINDOW_S, log);
     const config = inProcessConfig(DATASET, SETTINGS_DB, 'insert-all');
     const start = (signal: AbortSignal) =>
-      startArchiver(config, createLogger({ level: 'silent' }), signal, { decorateChangeSource });
+      startArchiver(
+        config,
+        createLogger({ level: (process.env.MBA_TEST_LOG as 'info' | undefined) ?? 'silent' }),
+        signal,
+        { decorateChangeSource },
+      );
     const first = new AbortController();
     const running = await start(first.signal);
     try {
