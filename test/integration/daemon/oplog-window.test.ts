@@ -24,6 +24,8 @@ const suffix = randomBytes(3).toString('hex');
 const DATASET = `window_${suffix}`;
 const SETTINGS_DB = `window_settings_${suffix}`;
 const DB = `window_src_${suffix}`;
+/** The resnapshot test's own settings: an archiver started on the first test's would run its mapping too. */
+const RESNAP_SETTINGS_DB = `window_resnap_${suffix}`;
 const WINDOW_S = 4;
 const SEEDED = 3_000;
 /** Per backfill append: the copy of SEEDED documents takes well over WINDOW_S even with requests overlapping. */
@@ -133,7 +135,7 @@ describe('a backfill longer than the oplog window', () => {
   it('issue 11: on_history_lost: resnapshot restarts the copy and the stream from a new snapshot, and the views converge', async () => {
     const items = mongo.db(DB).collection<Item>('again');
     await items.insertMany(Array.from({ length: 500 }, (_, i) => ({ _id: i, n: i, label: 'seed' })));
-    const settings = mongo.db(SETTINGS_DB).collection<{ _id: string } & Document>(SETTINGS_COLLECTION);
+    const settings = mongo.db(RESNAP_SETTINGS_DB).collection<{ _id: string } & Document>(SETTINGS_COLLECTION);
     await settings.insertOne({
       _id: 'again',
       mongo_database: DB,
@@ -144,7 +146,7 @@ describe('a backfill longer than the oplog window', () => {
     });
     const log: ShortOplogLog = { opens: [] };
     const decorateChangeSource = shortOplog(WINDOW_S, log);
-    const config = inProcessConfig(DATASET, SETTINGS_DB, 'insert-all');
+    const config = inProcessConfig(DATASET, RESNAP_SETTINGS_DB, 'insert-all');
     const start = (signal: AbortSignal) =>
       startArchiver(
         config,
@@ -155,7 +157,7 @@ describe('a backfill longer than the oplog window', () => {
     const first = new AbortController();
     const running = await start(first.signal);
     try {
-      await waitForState(mongo, SETTINGS_DB, 'again', ['streaming'], 60_000);
+      await waitForState(mongo, RESNAP_SETTINGS_DB, 'again', ['streaming'], 60_000);
       await items.updateOne({ _id: 1 }, { $set: { label: 'streamed' } });
       await sleep(2_000);
     } finally {
