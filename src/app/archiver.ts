@@ -5,6 +5,7 @@ import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
 import { type BootstrapConfig } from '../config/bootstrap.js';
 import { parseMappingSettings } from '../config/settings.js';
 import { ConfigError } from '../errors.js';
+import { type ChangeSource } from '../core/ports.js';
 import { Supervisor } from '../core/supervisor.js';
 import { sampleDocuments } from '../mongodb/sampler.js';
 import { MongoLeaseStore } from '../mongodb/lease-store.js';
@@ -26,6 +27,8 @@ export interface RunningArchiver {
 export interface ArchiverSeams {
   /** Wraps every history-table writer, for fault injection in front of the emulator. */
   readonly decorateWriter?: WriterDecorator;
+  /** Wraps every mapping's change source, for fault injection in front of MongoDB (a short oplog window). */
+  readonly decorateChangeSource?: (source: ChangeSource) => ChangeSource;
 }
 
 /** Where BigQuery is, from the bootstrap configuration. */
@@ -132,6 +135,7 @@ export async function startArchiver(
       logger,
       metrics,
       ...(seams.decorateWriter && { decorateWriter: seams.decorateWriter }),
+      ...(seams.decorateChangeSource && { decorateChangeSource: seams.decorateChangeSource }),
     }),
     log: supervisorLog(logger),
     onStatus: (id, status) => {

@@ -1,5 +1,5 @@
 import { type SinkObserver } from '../bigquery/sink.js';
-import { type CheckpointStore } from '../core/ports.js';
+import { type BackfillCheckpointStore } from '../core/ports.js';
 import { type StreamObserver } from '../core/stream-loop.js';
 import { classifyBigQueryError } from '../bigquery/error-mapping.js';
 import { dispositionOf } from '../errors.js';
@@ -42,8 +42,13 @@ export class MappingMetrics implements StreamObserver, SinkObserver {
     this.metrics.failed(this.mapping, dispositionOf(error));
   }
 
-  backfillStarted(estimatedDocuments: number): void {
-    this.metrics.backfillStarted(this.mapping, estimatedDocuments);
+  /** `copiedBefore`: what earlier runs of the same backfill copied (a resumed one), for the remaining count. */
+  backfillStarted(estimatedDocuments: number, copiedBefore = 0): void {
+    this.metrics.backfillStarted(this.mapping, estimatedDocuments, copiedBefore);
+  }
+
+  backfillDone(): void {
+    this.metrics.backfillDone(this.mapping);
   }
 
   backfillCopied(documents: number): void {
@@ -54,12 +59,17 @@ export class MappingMetrics implements StreamObserver, SinkObserver {
    * `store`, reporting every saved checkpoint: a change-stream position sets the replication lag's cluster
    * time, and any save (backfill progress too) resets the checkpoint age.
    */
-  observeCheckpoints(store: CheckpointStore): CheckpointStore {
+  observeCheckpoints(store: BackfillCheckpointStore): BackfillCheckpointStore {
     return {
       load: (signal) => store.load(signal),
       save: async (checkpoint, signal) => {
         await store.save(checkpoint, signal);
         this.metrics.checkpointed(this.mapping, checkpoint.position?.clusterTime.t);
+      },
+      saveBackfill: async (progress, signal) => {
+        await store.saveBackfill(progress, signal);
+        // The position is not this save's: the lag keeps the stream's cluster time.
+        this.metrics.checkpointed(this.mapping, undefined);
       },
     };
   }

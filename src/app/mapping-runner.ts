@@ -5,37 +5,30 @@ import { type SinkResult } from '../bigquery/sink.js';
 import { viewNames } from '../bigquery/views.js';
 import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
 import { type BootstrapConfig } from '../config/bootstrap.js';
-import { type MappingSettings } from '../core/settings.js';
+import { DEFAULT_BACKFILL_PARALLELISM, type MappingSettings } from '../core/settings.js';
 import { DEFAULT_BATCH_LIMITS, type BatchLimits } from '../core/batcher.js';
 import {
-  DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS,
-  within,
-  DEFAULT_FINAL_FLUSH_TIMEOUT_MS,
-  deadlineAfter,
-} from '../core/deadline.js';
-import { backfillRecord, type HistoryRecord } from '../core/history-rows.js';
-import { type Position } from '../core/model.js';
-
-import {
+  type BackfillCheckpointStore,
   type BackfillProgress,
-  type Checkpoint,
-  type CheckpointStore,
+  type ChangeSource,
   type SettingsStore,
   type StreamStart,
 } from '../core/ports.js';
-import { resumeFrom, rowBytes, runStreamLoop, type RecordSink } from '../core/stream-loop.js';
+import { resumeFrom, rowBytes, type RecordSink } from '../core/stream-loop.js';
 import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
 import { dispositionOf, errorMessage } from '../errors.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
-import { decodeId, encodeId, MongoCheckpointStore } from '../mongodb/checkpoint-store.js';
-import { DEFAULT_BACKFILL_CHUNK, SnapshotReader } from '../mongodb/snapshot-reader.js';
+import { MongoCheckpointStore } from '../mongodb/checkpoint-store.js';
+import { DEFAULT_BACKFILL_CHUNK, MongoSnapshotSource } from '../mongodb/snapshot-reader.js';
 import { mappingLogger, type Logger } from '../observability/logger.js';
 import { type Metrics } from '../observability/metrics.js';
 import { inferColumns } from '../schema/infer.js';
 import { type ColumnSpec } from '../schema/types.js';
-import { compileRowMapper, type RowMapper } from '../transform/row-mapper.js';
+import { runBackfill } from './backfill-role.js';
+import { runRoles, type Role } from './roles.js';
 import { MappingMetrics } from './mapping-metrics.js';
-import { SchemaEvolution } from './schema-evolution.js';
+import { SchemaCoordinator } from './schema-coordinator.js';
+import { runStream } from './stream-role.js';
 
 export const DEFAULT_INFER_SAMPLE = 1_000;
 
@@ -62,14 +55,17 @@ export interface MappingRunnerDeps {
   readonly metrics?: Metrics;
   readonly limits?: BatchLimits;
   readonly backfillChunk?: number;
+  /** Wraps the change source (tests inject a shorter oplog window here); none in production. */
+  readonly decorateChangeSource?: (source: ChangeSource) => ChangeSource;
   /** Wraps the history-table writers (tests inject faults here); none in production. */
   readonly decorateWriter?: WriterDecorator;
 }
 
 /** A dry run writes nothing and saves no checkpoint: switching it off must start from the real position. */
-const NO_CHECKPOINTS: CheckpointStore = {
+const NO_CHECKPOINTS: BackfillCheckpointStore = {
   load: () => Promise.resolve({ position: undefined }),
   save: () => Promise.resolve(),
+  saveBackfill: () => Promise.resolve(),
 };
 
 function dryRunSink(log: Logger): RecordSink {
@@ -88,7 +84,10 @@ function dryRunSink(log: Logger): RecordSink {
   };
 }
 
-/** Runs mappings: schema, BigQuery objects, backfill, then the change stream (DESIGN sections 5 to 7). */
+/**
+ * Runs mappings: schema, BigQuery objects, then the backfill and the change stream side by side (DESIGN
+ * sections 5 to 7).
+ */
 export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner {
   return async (settings, signal, hooks) => {
     const log = mappingLogger(deps.logger, {
@@ -108,17 +107,25 @@ export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner {
   };
 }
 
+/** The roles of one run, and whether the backfill is among them. */
+interface RunPlan {
+  readonly start: StreamStart;
+  /** The backfill under way (saved, at least its snapshot start), if one is owed. */
+  readonly backfill: BackfillProgress | undefined;
+}
+
+/**
+ * One run of a mapping: prepares the schema and the table, then runs its roles until it stops or fails. The
+ * roles are the schema coordinator (every change of the columns, one at a time), the backfill (when one is
+ * owed) and the stream, which runs from the moment the backfill's snapshot starts, alongside the copy: a
+ * copy longer than the oplog window loses nothing, because the stream's position moves on as it goes.
+ */
 class MappingRun {
-  #columns: readonly ColumnSpec[] = [];
-  /** Inferred in this run and not written to the settings yet. */
-  #columnsUnsaved = false;
-  #mapper: RowMapper = compileRowMapper([]);
-  readonly #evolution = new SchemaEvolution([]);
   #destination: BigQueryDestination | undefined;
   #sink: RecordSink;
-  readonly #checkpoints: CheckpointStore;
+  readonly #checkpoints: BackfillCheckpointStore;
   readonly #collection: Collection;
-  readonly #source: MongoChangeSource;
+  readonly #source: ChangeSource;
 
   constructor(
     private readonly deps: MappingRunnerDeps,
@@ -128,11 +135,12 @@ class MappingRun {
     private readonly metrics: MappingMetrics | undefined,
   ) {
     this.#collection = deps.mongo.db(settings.mongoDatabase).collection(settings.mongoCollection);
-    this.#source = new MongoChangeSource(deps.mongo, this.#collection, {
+    const source = new MongoChangeSource(deps.mongo, this.#collection, {
       onNotice: (message) => {
         log.warn(message);
       },
     });
+    this.#source = deps.decorateChangeSource?.(source) ?? source;
     const dataset = settings.bigqueryDataset ?? deps.config.BIGQUERY_DATASET;
     // A checkpoint belongs to its source and its target (change either and it starts over), and to the
     // latest resync request it served (the store keeps that state, and starts over for a newer request).
@@ -152,47 +160,29 @@ class MappingRun {
   }
 
   async run(signal: AbortSignal): Promise<void> {
-    await this.#prepareSchema(signal);
+    const schema = await this.#prepareSchema(signal);
     try {
-      await this.#prepareDestination();
-      let checkpoint = await this.#checkpoints.load(signal);
+      await this.#prepareDestination(schema);
+      const checkpoint = await this.#checkpoints.load(signal);
       const wantsBackfill = this.settings.backfillFullCollection || checkpoint.resync === true;
       // A backfill under way is finished whatever started it (a resync, a new snapshot after a lost
       // history): the documents it has not copied yet would be missing from the views otherwise.
-      if (checkpoint.backfill ? !checkpoint.backfill.done : wantsBackfill) {
-        checkpoint = {
-          position: checkpoint.position,
-          backfill: await this.#backfill(checkpoint.backfill, checkpoint.position, signal),
-        };
-      }
-      let start: StreamStart = checkpoint.position
-        ? resumeFrom(checkpoint.position)
-        : {
-            kind: 'startAt',
-            clusterTime: checkpoint.backfill?.snapshotStart ?? (await this.#source.currentTime(signal)),
-          };
-      this.hooks.report({ state: this.settings.dryrun ? 'dryrun' : 'streaming' });
+      const owed = checkpoint.backfill ? !checkpoint.backfill.done : wantsBackfill;
+      const resumed = owed ? checkpoint.backfill : undefined;
+      const backfill = owed ? (resumed ?? (await this.#beginBackfill(signal))) : undefined;
+      // A new backfill cleared the position: its stream starts at its snapshot.
+      const position = owed && !resumed ? undefined : checkpoint.position;
+      const snapshotStart = (backfill ?? checkpoint.backfill)?.snapshotStart;
+      let plan: RunPlan = {
+        backfill,
+        start: position
+          ? resumeFrom(position)
+          : { kind: 'startAt', clusterTime: snapshotStart ?? (await this.#source.currentTime(signal)) },
+      };
       for (;;) {
-        let end;
         try {
-          end = await runStreamLoop(
-            {
-              source: this.#source,
-              sink: this.#sink,
-              sizeOf: (row) => this.#destination?.measure(row) ?? rowBytes(row),
-              checkpoints: this.#checkpoints,
-              mapper: () => this.#mapper,
-              limits: this.deps.limits ?? DEFAULT_BATCH_LIMITS,
-              beforeMap: (events, s) =>
-                this.#evolve(
-                  events.flatMap((e) => (e.kind === 'upsert' ? [e.document] : [])),
-                  s,
-                ),
-              ...(this.metrics && { observer: this.metrics }),
-            },
-            start,
-            signal,
-          );
+          await this.#runRoles(schema, plan, signal);
+          return;
         } catch (error) {
           if (dispositionOf(error) !== 'history-lost' || !(error instanceof Error)) throw error;
           if (this.settings.onHistoryLost !== 'resnapshot') {
@@ -203,30 +193,114 @@ class MappingRun {
             );
           }
           this.log.warn('change stream history lost; taking a new snapshot (on_history_lost: resnapshot)');
-          // The lost position goes: the new backfill's first checkpoint replaces it.
-          const progress = await this.#backfill(undefined, undefined, signal);
-          start = { kind: 'startAt', clusterTime: progress.snapshotStart };
-          continue;
+          // Both roles start over from a new snapshot; its first checkpoint clears the lost position.
+          const progress = await this.#beginBackfill(signal);
+          plan = { backfill: progress, start: { kind: 'startAt', clusterTime: progress.snapshotStart } };
         }
-        if (!end) return;
-        this.log.warn(
-          { position: end.position.clusterTime },
-          'collection dropped, renamed or invalidated; archiving continues when it is re-created',
-        );
-        start = { kind: 'startAfter', position: end.position };
       }
     } finally {
       await this.#destination?.close();
     }
   }
 
+  /**
+   * A new backfill: its snapshot starts now, and the checkpoint becomes that start and no position (the
+   * stream of this snapshot starts at it; an older position must not be resumed from any more).
+   */
+  async #beginBackfill(signal: AbortSignal): Promise<BackfillProgress> {
+    const progress: BackfillProgress = {
+      snapshotStart: await this.#source.currentTime(signal),
+      lastId: undefined,
+      copied: 0,
+      done: false,
+    };
+    await this.#checkpoints.save({ position: undefined, backfill: progress }, signal);
+    return progress;
+  }
+
+  /**
+   * The stream and, when one is owed, the backfill, concurrently. The first real error wins: the other role
+   * is then stopped and awaited (its abort is no error), and that error is thrown. Resolves when `signal`
+   * aborted and both roles ended.
+   */
+  async #runRoles(schema: SchemaCoordinator, plan: RunPlan, signal: AbortSignal): Promise<void> {
+    const dryrun = this.settings.dryrun;
+    const streaming = { state: dryrun ? ('dryrun' as const) : ('streaming' as const) };
+    const { backfill } = plan;
+    this.hooks.report(backfill ? { state: 'backfilling', backfillCopied: backfill.copied } : streaming);
+    const stream: Role = (s) => this.#stream(schema, plan.start, s);
+    const copy: Role = async (s) => {
+      if (!backfill) return;
+      await this.#backfill(schema, backfill, s);
+      this.hooks.report(streaming);
+    };
+    await runRoles([stream, copy], signal);
+  }
+
+  #stream(schema: SchemaCoordinator, start: StreamStart, signal: AbortSignal): Promise<void> {
+    return runStream(
+      {
+        source: this.#source,
+        sink: this.#sink,
+        sizeOf: (row) => this.#destination?.measure(row) ?? rowBytes(row),
+        checkpoints: this.#checkpoints,
+        mapper: () => schema.mapper,
+        limits: this.deps.limits ?? DEFAULT_BATCH_LIMITS,
+        beforeMap: (events, s) =>
+          schema.evolve(
+            events.flatMap((e) => (e.kind === 'upsert' ? [e.document] : [])),
+            s,
+          ),
+        ...(this.metrics && { observer: this.metrics }),
+      },
+      start,
+      signal,
+      this.log,
+    );
+  }
+
+  async #backfill(schema: SchemaCoordinator, resume: BackfillProgress, signal: AbortSignal): Promise<void> {
+    const chunk = this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK;
+    const source = new MongoSnapshotSource(this.#collection, { chunkSize: chunk });
+    await runBackfill(
+      {
+        source,
+        sink: this.#sink,
+        checkpoints: this.#checkpoints,
+        schema,
+        log: this.log,
+        parallelism: this.settings.backfillParallelism ?? DEFAULT_BACKFILL_PARALLELISM,
+        onStarted: (progress) => {
+          this.metrics?.backfillStarted(progress.estimated ?? 0, progress.copied);
+          this.hooks.report({
+            state: 'backfilling',
+            backfillCopied: progress.copied,
+            ...(progress.estimated !== undefined && { backfillEstimated: progress.estimated }),
+          });
+        },
+        onCopied: (documents, shown) => {
+          this.metrics?.backfillCopied(documents);
+          this.hooks.report({
+            state: 'backfilling',
+            backfillCopied: shown.copied,
+            ...(shown.estimated !== undefined && { backfillEstimated: shown.estimated }),
+            ...(shown.rate !== undefined && { backfillRate: shown.rate }),
+            ...(shown.etaSeconds !== undefined && { backfillEtaSeconds: shown.etaSeconds }),
+          });
+        },
+      },
+      resume,
+      signal,
+    );
+    this.metrics?.backfillDone();
+  }
+
   /** The columns from the settings, or inferred from a sample (saved once the table is in line with them). */
-  async #prepareSchema(signal: AbortSignal): Promise<void> {
+  async #prepareSchema(signal: AbortSignal): Promise<SchemaCoordinator> {
     let columns = this.settings.columns;
     if (columns === undefined) {
       const sample = await this.deps.sample(this.#collection, DEFAULT_INFER_SAMPLE, signal);
       columns = await inferColumns(sample);
-      this.#columnsUnsaved = true;
       this.log.info(
         { columns: columns.length, sampled: sample.length },
         'inferred the columns from a sample',
@@ -235,7 +309,23 @@ class MappingRun {
         this.log.info({ columns }, 'dry run: would create the table with these columns');
       }
     }
-    this.#setColumns(columns);
+    return new SchemaCoordinator({
+      columns,
+      columnsUnsaved: this.settings.columns === undefined,
+      origin: this.settings.columnsOrigin,
+      evolution: this.settings.schemaEvolution,
+      captureUnmapped: this.settings.captureUnmapped,
+      saveColumns: (saved) => this.#saveColumns(saved),
+      reportConflicts: (conflicts) =>
+        this.deps.store.reportFailure(
+          this.settings.id,
+          `columns differ from table ${this.settings.bigqueryTable}: ${conflicts.join('; ')}. BigQuery cannot ` +
+            `change a column's type in place, so rows are written with the table's types (values that do not ` +
+            `fit go to _unmapped). To archive with the new types, set a new bigquery_table.`,
+          this.hooks.fence,
+        ),
+      log: this.log,
+    });
   }
 
   async #saveColumns(columns: readonly ColumnSpec[]): Promise<void> {
@@ -247,44 +337,9 @@ class MappingRun {
       this.hooks.fence,
       this.settings.columnsOrigin,
     );
-    this.#columnsUnsaved = false;
   }
 
-  /**
-   * The table's actual schema wins over the columns (BigQuery cannot retype a column): rows are mapped with
-   * the table's types. Inferred columns are saved as the table has them. Declared columns stay as the user
-   * wrote them, and `lastFailure` says where they differ from the table and what to do.
-   */
-  async #adoptTableSchema(destination: BigQueryDestination): Promise<void> {
-    const conflicts = destination.schemaConflicts;
-    const columns = destination.columns;
-    if (conflicts.length > 0) {
-      this.log.warn(
-        { conflicts },
-        'the columns differ from the existing table; writing with the table types',
-      );
-    }
-    if (this.settings.columnsOrigin === 'inferred') {
-      if (this.#columnsUnsaved || columns !== this.#columns) await this.#saveColumns(columns);
-    } else if (conflicts.length > 0) {
-      await this.deps.store.reportFailure(
-        this.settings.id,
-        `columns differ from table ${this.settings.bigqueryTable}: ${conflicts.join('; ')}. BigQuery cannot ` +
-          `change a column's type in place, so rows are written with the table's types (values that do not ` +
-          `fit go to _unmapped). To archive with the new types, set a new bigquery_table.`,
-        this.hooks.fence,
-      );
-    }
-    this.#setColumns(columns);
-  }
-
-  #setColumns(columns: readonly ColumnSpec[]): void {
-    this.#columns = columns;
-    this.#evolution.reset(columns);
-    this.#mapper = compileRowMapper(columns, { captureUnmapped: this.settings.captureUnmapped });
-  }
-
-  async #prepareDestination(): Promise<void> {
+  async #prepareDestination(schema: SchemaCoordinator): Promise<void> {
     if (this.settings.dryrun) return;
     const clients = this.deps.bigquery;
     if (!clients) throw new Error('BigQuery clients are missing although the mapping is not a dry run');
@@ -307,10 +362,11 @@ class MappingRun {
           this.log.info({ writer: kind, ...(reason && { reason }) }, 'writer chosen');
         },
       },
-      this.#columns,
+      schema.columns,
     );
     const destination = this.#destination;
-    await this.#adoptTableSchema(destination);
+    await schema.adoptTable(destination);
+    // The one sink of both roles, so that dead letters are reported in one place.
     this.#sink = {
       write: async (records, signal) => {
         const result = await destination.write(records, signal);
@@ -334,84 +390,5 @@ class MappingRun {
       'rows went to the dead-letter table',
     );
     await this.deps.store.reportFailure(this.settings.id, message, this.hooks.fence);
-  }
-
-  /** Schema evolution (`add_columns`): new fields become new columns before their rows are written. */
-  async #evolve(
-    documents: readonly Readonly<Record<string, unknown>>[],
-    _signal: AbortSignal,
-  ): Promise<void> {
-    if (this.settings.schemaEvolution !== 'add_columns' || documents.length === 0) return;
-    const change = await this.#evolution.apply(documents, this.#destination);
-    if (!change) return;
-    this.log.info({ added: change.added }, 'schema evolved: new columns');
-    this.#setColumns(change.columns);
-    await this.#saveColumns(change.columns);
-  }
-
-  /**
-   * Records the start point first, copies in `_id` chunks, and saves progress after each flushed chunk.
-   * `position` is where the stream continues afterwards (undefined: from the snapshot's start); every
-   * backfill checkpoint carries it, and so replaces whatever position was saved before.
-   */
-  async #backfill(
-    resume: BackfillProgress | undefined,
-    position: Position | undefined,
-    signal: AbortSignal,
-  ): Promise<BackfillProgress> {
-    const checkpointOf = (backfill: BackfillProgress): Checkpoint => ({ position, backfill });
-    const reader = new SnapshotReader(this.#collection, this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK);
-    let progress: BackfillProgress = resume ?? {
-      snapshotStart: await this.#source.currentTime(signal),
-      lastId: undefined,
-      copied: 0,
-      done: false,
-    };
-    if (!resume) await this.#checkpoints.save(checkpointOf(progress), signal);
-    const estimated = await reader.estimatedCount();
-    this.metrics?.backfillStarted(estimated);
-    this.hooks.report({ state: 'backfilling', backfillCopied: progress.copied });
-    this.log.info(
-      { estimated, resumeAfter: progress.lastId },
-      resume ? 'resuming the backfill' : 'backfill started',
-    );
-    // A stop ends the reading at once, but the chunk in hand is still written and its progress saved (like
-    // the stream loop's final flush), within a deadline that starts with the stop: otherwise the next owner
-    // copies it again.
-    const flushing = deadlineAfter(signal, DEFAULT_FINAL_FLUSH_TIMEOUT_MS);
-    try {
-      for (;;) {
-        const chunk = await reader.nextChunk(
-          progress.lastId === undefined ? undefined : decodeId(progress.lastId),
-          signal,
-        );
-        const last = chunk.at(-1);
-        if (!last) break;
-        await this.#evolve(chunk, flushing.signal);
-        const now = new Date();
-        const records: HistoryRecord[] = chunk.map((doc) =>
-          backfillRecord(this.#mapper, doc, progress.snapshotStart, now),
-        );
-        await this.#sink.write(records, flushing.signal);
-        progress = { ...progress, lastId: encodeId(last._id), copied: progress.copied + chunk.length };
-        await this.#checkpoints.save(
-          checkpointOf(progress),
-          within(flushing.signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS),
-        );
-        this.metrics?.backfillCopied(chunk.length);
-        this.hooks.report({ state: 'backfilling', backfillCopied: progress.copied });
-        signal.throwIfAborted();
-      }
-    } catch (error) {
-      // The deadline says more than the sink's or the store's reaction to it.
-      if (flushing.signal.aborted) throw flushing.signal.reason;
-      throw error;
-    } finally {
-      flushing.dispose();
-    }
-    progress = { ...progress, done: true };
-    await this.#checkpoints.save(checkpointOf(progress), signal);
-    this.log.info({ copied: progress.copied }, 'backfill done');
-    return progress;
   }
 }

@@ -4,6 +4,7 @@ import { datasetIdProblem, tableIdProblem } from '../schema/identifiers.js';
 import {
   HISTORY_LOST_POLICIES,
   INFERRED_COLUMNS_FIELD,
+  MAX_BACKFILL_PARALLELISM,
   SCHEMA_EVOLUTION_MODES,
   SERVICE_WRITTEN_FIELDS,
   WRITER_KINDS,
@@ -36,11 +37,20 @@ export function checkedIdentifier(problem: (value: string) => string | undefined
   });
 }
 
+const PARALLELISM_EXPECTED = `expected a whole number from 1 to ${MAX_BACKFILL_PARALLELISM}`;
+
 const settingsSchema = z.object({
   mongo_database: mongoDatabaseName,
   mongo_collection: mongoCollectionName,
   bigquery_table: checkedIdentifier(tableIdProblem),
   backfill_full_collection: z.boolean({ error: 'expected true or false' }).default(false),
+  // No default here: a mapping that does not set it keeps its configuration key (and is not restarted).
+  backfill_parallelism: z
+    .number({ error: PARALLELISM_EXPECTED })
+    .int(PARALLELISM_EXPECTED)
+    .min(1, PARALLELISM_EXPECTED)
+    .max(MAX_BACKFILL_PARALLELISM, PARALLELISM_EXPECTED)
+    .optional(),
   dryrun: z.boolean({ error: 'expected true or false' }).default(false),
   bigquery_dataset: checkedIdentifier(datasetIdProblem).optional(),
   schema_evolution: z
@@ -101,6 +111,7 @@ export function parseMappingSettings(document: Readonly<Record<string, unknown>>
     bigqueryDataset: data.bigquery_dataset,
     columns,
     backfillFullCollection: data.backfill_full_collection,
+    backfillParallelism: data.backfill_parallelism,
     dryrun: data.dryrun,
     columnsOrigin,
     schemaEvolution: data.schema_evolution ?? (columnsOrigin === 'inferred' ? 'add_columns' : 'off'),

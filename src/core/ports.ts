@@ -119,6 +119,19 @@ export interface CheckpointStore {
   save(checkpoint: Checkpoint, signal: AbortSignal): Promise<void>;
 }
 
+/**
+ * The checkpoint store as a mapping run uses it, the backfill included (the stream loop needs only
+ * `load` and `save`, so its fakes stay as they are).
+ */
+export interface BackfillCheckpointStore extends CheckpointStore {
+  /**
+   * Persists the progress of the backfill under way and nothing else: the position is left as it is, so the
+   * stream running alongside the copy and the copy itself save concurrently without undoing each other. The
+   * backfill began with `save` (which replaced the whole checkpoint and cleared the position).
+   */
+  saveBackfill(progress: BackfillProgress, signal: AbortSignal): Promise<void>;
+}
+
 export interface Clock {
   now(): number;
 }

@@ -38,6 +38,11 @@ export const SERVICE_WRITTEN_FIELDS: ReadonlySet<string> = new Set([
   'status',
 ]);
 
+/** `_id` ranges a backfill is copied in at once, unless the settings document says `backfill_parallelism`. */
+export const DEFAULT_BACKFILL_PARALLELISM = 4;
+/** More ranges than this would mostly queue behind the window of requests in flight to BigQuery. */
+export const MAX_BACKFILL_PARALLELISM = 64;
+
 /** One validated mapping: a MongoDB collection archived into a BigQuery table. */
 export interface MappingSettings {
   /** The settings document's `_id`, as a string. */
@@ -52,6 +57,11 @@ export interface MappingSettings {
   /** Undefined: infer them from a sample and write them back. */
   readonly columns: readonly ColumnSpec[] | undefined;
   readonly backfillFullCollection: boolean;
+  /**
+   * How many `_id` ranges a backfill is split into and copied concurrently; undefined: the default
+   * (DEFAULT_BACKFILL_PARALLELISM).
+   */
+  readonly backfillParallelism: number | undefined;
   readonly dryrun: boolean;
   /**
    * `inferred` when `columns` are absent (to be inferred) or still the ones the service wrote (their

@@ -1,7 +1,12 @@
 import { deserialize, EJSON, serialize } from 'bson';
 import { Timestamp, type Collection, type Document } from 'mongodb';
 import { type ClusterTime, type Position } from '../core/model.js';
-import { type BackfillProgress, type Checkpoint, type CheckpointStore } from '../core/ports.js';
+import {
+  type BackfillProgress,
+  type BackfillCheckpointStore,
+  type BackfillRangeProgress,
+  type Checkpoint,
+} from '../core/ports.js';
 import { FencedOutError } from '../errors.js';
 import { BSON_DECODE_OPTIONS, isDocument } from '../base/bson-kind.js';
 import { within } from '../core/deadline.js';
@@ -18,12 +23,32 @@ function timestamp(time: ClusterTime): Timestamp {
 
 function readBackfill(value: unknown): BackfillProgress | undefined {
   if (!isDocument(value) || value.snapshotStart === undefined) return undefined;
+  const ranges = Array.isArray(value.ranges) ? value.ranges.flatMap(readRange) : undefined;
   return {
     snapshotStart: toClusterTime(value.snapshotStart),
     lastId: typeof value.lastId === 'string' ? value.lastId : undefined,
     copied: typeof value.copied === 'number' ? value.copied : 0,
     done: value.done === true,
+    ...(ranges && { ranges }),
+    ...(typeof value.estimated === 'number' && { estimated: value.estimated }),
   };
+}
+
+function optionalString(value: unknown): string | undefined {
+  return typeof value === 'string' ? value : undefined;
+}
+
+function readRange(value: unknown): BackfillRangeProgress[] {
+  if (!isDocument(value)) return [];
+  return [
+    {
+      after: optionalString(value.after),
+      upTo: optionalString(value.upTo),
+      lastId: optionalString(value.lastId),
+      copied: typeof value.copied === 'number' ? value.copied : 0,
+      done: value.done === true,
+    },
+  ];
 }
 
 function writeBackfill(backfill: BackfillProgress): Document {
@@ -32,6 +57,16 @@ function writeBackfill(backfill: BackfillProgress): Document {
     lastId: backfill.lastId ?? null,
     copied: backfill.copied,
     done: backfill.done,
+    ...(backfill.ranges && {
+      ranges: backfill.ranges.map((range) => ({
+        after: range.after ?? null,
+        upTo: range.upTo ?? null,
+        lastId: range.lastId ?? null,
+        copied: range.copied,
+        done: range.done,
+      })),
+    }),
+    ...(backfill.estimated !== undefined && { estimated: backfill.estimated }),
   };
 }
 
@@ -151,7 +186,7 @@ export interface MongoCheckpointStoreOptions {
  * a paused instance cannot move the checkpoint back. A checkpoint of another scope, or older than a resync
  * request not yet served, is cleared in one write as it is loaded, so nothing of it leaks into the new one.
  */
-export class MongoCheckpointStore implements CheckpointStore {
+export class MongoCheckpointStore implements BackfillCheckpointStore {
   readonly #o: MongoCheckpointStoreOptions;
 
   constructor(options: MongoCheckpointStoreOptions) {
@@ -223,6 +258,18 @@ export class MongoCheckpointStore implements CheckpointStore {
       await this.#write({ $set: { position: writePosition(position) } }, signal);
       await this.#copyToSettings(position, signal);
     }
+  }
+
+  /** Only the backfill's progress: the position the stream saves concurrently is left alone. */
+  saveBackfill(progress: BackfillProgress, stop: AbortSignal): Promise<void> {
+    return mongoBoundary(() => this.#saveBackfill(progress, stop));
+  }
+
+  async #saveBackfill(progress: BackfillProgress, stop: AbortSignal): Promise<void> {
+    stop.throwIfAborted();
+    const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
+    await this.#write({ $set: { backfill: writeBackfill(progress) } }, signal);
+    await this.#copyToSettings('unchanged', signal);
   }
 
   /**
@@ -335,18 +382,21 @@ export class MongoCheckpointStore implements CheckpointStore {
     }
   }
 
-  /** The compatibility copy in the settings document: `lastChangeId` (removed when there is no position). */
-  async #copyToSettings(position: Position | undefined, signal: AbortSignal): Promise<void> {
+  /**
+   * The compatibility copy in the settings document: `lastChangeId` (removed when there is no position; left
+   * as it is for `unchanged`, a save of backfill progress only).
+   */
+  async #copyToSettings(position: Position | undefined | 'unchanged', signal: AbortSignal): Promise<void> {
     const { settings, settingsId, fence } = this.#o;
     const set: Document = { 'status.lastCheckpointAt': new Date() };
-    if (position) set.lastChangeId = { _data: position.token };
+    if (typeof position === 'object') set.lastChangeId = { _data: position.token };
     await fencedUpdate(
       settings,
       settingsId,
       fence,
       {
         $set: fencedSet(set, fence),
-        ...(!position && { $unset: { lastChangeId: '' } }),
+        ...(position === undefined && { $unset: { lastChangeId: '' } }),
       },
       signal,
     );

@@ -6,6 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoClient, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchiver } from '../../../src/app/archiver.js';
+import { DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT } from '../../../src/app/backfill-role.js';
+import { DEFAULT_BACKFILL_PARALLELISM } from '../../../src/core/settings.js';
 import { type WriterDecorator } from '../../../src/bigquery/destination.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { type TableWriter } from '../../../src/bigquery/writer.js';
@@ -18,8 +20,11 @@ const suffix = randomBytes(3).toString('hex');
 const DATASET = `stop_${suffix}`;
 const SETTINGS_DB = `stop_settings_${suffix}`;
 const DB = `stop_src_${suffix}`;
-/** More than one backfill chunk (DEFAULT_BACKFILL_CHUNK), so the stop falls inside the backfill. */
-const SEEDED = 2_500;
+/**
+ * More than the chunks the backfill holds at once (DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT per range, in
+ * DEFAULT_BACKFILL_PARALLELISM ranges), so the stop falls inside the backfill.
+ */
+const SEEDED = 10_000;
 /** How long the first append of the history table takes to be answered. */
 const SLOW_APPEND_MS = 2_000;
 
@@ -99,12 +104,19 @@ describe('graceful stop during a backfill', () => {
         .collection<{ _id: string } & Document>(`${SETTINGS_COLLECTION}_checkpoints`)
         .findOne({ _id: 'items' });
       const backfill = checkpoint?.backfill as { copied?: number; done?: boolean } | undefined;
-      expect(backfill?.copied).toBe(DEFAULT_BACKFILL_CHUNK);
+      // Issue 11: the chunks in hand are the one held and the ones read ahead of it (at most
+      // DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT per range): all of them are written and counted, nothing more.
+      const copied = backfill?.copied ?? 0;
+      expect(copied).toBeGreaterThanOrEqual(DEFAULT_BACKFILL_CHUNK);
+      expect(copied).toBeLessThanOrEqual(
+        DEFAULT_BACKFILL_CHUNK * DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT * DEFAULT_BACKFILL_PARALLELISM,
+      );
+      expect(copied).toBeLessThan(SEEDED);
       expect(backfill?.done).toBe(false);
       const [rows] = (await clients.bigquery.query({
         query: `SELECT COUNT(*) AS copies FROM \`${clients.projectId}.${DATASET}.items\` WHERE operationType = 'backfill'`,
       })) as unknown as [{ copies: number }[]];
-      expect(Number(rows[0]?.copies)).toBe(DEFAULT_BACKFILL_CHUNK);
+      expect(Number(rows[0]?.copies)).toBe(copied);
     } finally {
       if (!stopped) {
         controller.abort();

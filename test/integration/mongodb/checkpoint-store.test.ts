@@ -291,3 +291,62 @@ describe('issue 10: checkpoints that settings edits cannot erase', () => {
     });
   });
 });
+
+describe('issue 11: the stream and the backfill save one checkpoint concurrently', () => {
+  const at = (i: number) => ({
+    token: `8265A1B2C3${String(i).padStart(10, '0')}`,
+    clusterTime: { t: 1_705_095_875, i },
+  });
+  const signal = () => new AbortController().signal;
+  const snapshotStart = { t: 1_705_095_800, i: 3 };
+  const progress = (n: number) => ({
+    snapshotStart,
+    lastId: undefined,
+    copied: 2 * n,
+    done: false,
+    estimated: 500,
+    ranges: [
+      { after: undefined, upTo: encodeId(100), lastId: encodeId(n), copied: n, done: false },
+      { after: encodeId(100), upTo: undefined, lastId: encodeId(100 + n), copied: n, done: n >= 40 },
+    ],
+  });
+
+  it('concurrent position saves and backfill progress saves both survive, ranges and estimate included', async () => {
+    const settings = client
+      .db(`cfg_${randomBytes(4).toString('hex')}`)
+      .collection('bigquery_archiver_settings');
+    const { insertedId } = await settings.insertOne({ mongo_database: 'a', mongo_collection: 'b' });
+    const store = storeFor(settings, insertedId, 'a.b -> ds.t', 1);
+    // A new backfill: the whole checkpoint, no position yet.
+    await store.save({ position: undefined, backfill: progress(0) }, signal());
+    // Each role saves one at a time, in order; the two roles save at the same time.
+    const stream = async () => {
+      for (let n = 1; n <= 40; n++) await store.save({ position: at(n) }, signal());
+    };
+    const backfill = async () => {
+      for (let n = 1; n <= 40; n++) await store.saveBackfill(progress(n), signal());
+    };
+    await Promise.all([stream(), backfill()]);
+    const loaded = await store.load(signal());
+    expect(loaded.position).toEqual(at(40));
+    expect(loaded.backfill).toEqual(progress(40));
+    // The compatibility copy follows the position, and a progress save leaves it there.
+    await store.saveBackfill(progress(41), signal());
+    expect(await settings.findOne({ _id: insertedId })).toMatchObject({
+      lastChangeId: { _data: at(40).token },
+    });
+    expect((await store.load(signal())).position).toEqual(at(40));
+  });
+
+  it('a new backfill (save with progress) still clears the position; the one-range form without ranges still loads', async () => {
+    const settings = client
+      .db(`cfg_${randomBytes(4).toString('hex')}`)
+      .collection('bigquery_archiver_settings');
+    const { insertedId } = await settings.insertOne({ mongo_database: 'a', mongo_collection: 'b' });
+    const store = storeFor(settings, insertedId, 'a.b -> ds.t', 1);
+    await store.save({ position: at(9) }, signal());
+    const oneRange = { snapshotStart, lastId: encodeId(7), copied: 7, done: false };
+    await store.save({ position: undefined, backfill: oneRange }, signal());
+    expect(await store.load(signal())).toEqual({ position: undefined, backfill: oneRange });
+  });
+});

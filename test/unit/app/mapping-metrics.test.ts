@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { MappingMetrics } from '../../../src/app/mapping-metrics.js';
-import { type Checkpoint, type CheckpointStore } from '../../../src/core/ports.js';
+import {
+  type BackfillCheckpointStore,
+  type BackfillProgress,
+  type Checkpoint,
+} from '../../../src/core/ports.js';
 import { MongoServerError } from 'mongodb';
 import { BigQueryError, ConfigError, FencedOutError } from '../../../src/errors.js';
 import { MalformedChangeEventError } from '../../../src/mongodb/change-event.js';
@@ -8,8 +12,9 @@ import { HistoryLostError, toMongoError } from '../../../src/mongodb/error-mappi
 import { METRIC_NAMES, Metrics } from '../../../src/observability/metrics.js';
 import { parsePrometheusText, sampleValue } from '../../support/prometheus-text.js';
 
-class RecordingCheckpoints implements CheckpointStore {
+class RecordingCheckpoints implements BackfillCheckpointStore {
   readonly saved: Checkpoint[] = [];
+  readonly progress: BackfillProgress[] = [];
   failNext: Error | undefined;
   load(): Promise<Checkpoint> {
     return Promise.resolve({ position: undefined });
@@ -19,6 +24,10 @@ class RecordingCheckpoints implements CheckpointStore {
     this.failNext = undefined;
     if (failure) return Promise.reject(failure);
     this.saved.push(checkpoint);
+    return Promise.resolve();
+  }
+  saveBackfill(progress: BackfillProgress): Promise<void> {
+    this.progress.push(progress);
     return Promise.resolve();
   }
 }
@@ -55,6 +64,15 @@ describe('MappingMetrics', () => {
     expect(await value(METRIC_NAMES.deadLetteredRows)).toBe(1);
     expect(await value(METRIC_NAMES.backfillDocumentsEstimated)).toBe(1_000);
     expect(await value(METRIC_NAMES.backfillDocumentsCopied)).toBe(250);
+  });
+
+  it('issue 11: a resumed backfill counts what earlier runs copied in the remaining documents; done leaves none', async () => {
+    const { orders, value } = setup();
+    orders.backfillStarted(1_000, 400);
+    orders.backfillCopied(100);
+    expect(await value(METRIC_NAMES.backfillDocumentsRemaining)).toBe(500);
+    orders.backfillDone();
+    expect(await value(METRIC_NAMES.backfillDocumentsRemaining)).toBe(0);
   });
 
   it("issue 11: labels failures by their disposition only, and retries by the sink's failure class", async () => {
@@ -117,5 +135,15 @@ describe('MappingMetrics', () => {
     expect(await value(METRIC_NAMES.replicationLag)).toBe(6);
     expect(await value(METRIC_NAMES.checkpointAge)).toBe(3);
     expect(store.saved.map((c) => c.position?.token)).toEqual([undefined, '82aa']);
+
+    // Issue 11: the backfill saves its progress while the stream runs; that save leaves the lag alone.
+    await observed.saveBackfill(
+      { snapshotStart: { t: 1, i: 0 }, lastId: undefined, copied: 10, done: false },
+      signal,
+    );
+    clock.nowMs += 1_000;
+    expect(await value(METRIC_NAMES.replicationLag)).toBe(7);
+    expect(await value(METRIC_NAMES.checkpointAge)).toBe(1);
+    expect(store.progress.map((p) => p.copied)).toEqual([10]);
   });
 });

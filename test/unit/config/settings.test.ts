@@ -101,6 +101,19 @@ describe('settings documents', () => {
     ]);
   });
 
+  it('issue 11: backfill_parallelism is a whole number from 1 to 64, unset by default (the configuration key stays)', () => {
+    const plain = parseMappingSettings({ _id: 'm', ...example });
+    expect(plain.backfillParallelism).toBeUndefined();
+    const set = parseMappingSettings({ _id: 'm', ...example, backfill_parallelism: 8 });
+    expect(set.backfillParallelism).toBe(8);
+    expect(set.configurationKey).not.toBe(plain.configurationKey);
+    for (const value of [0, 2.5, 65, '4']) {
+      expect(issuesOf({ _id: 'm', ...example, backfill_parallelism: value })).toEqual([
+        'backfill_parallelism: expected a whole number from 1 to 64',
+      ]);
+    }
+  });
+
   it('rejects table and dataset names BigQuery would not accept, before any SQL exists', () => {
     expect(issuesOf({ _id: 'm', ...example, bigquery_table: 'x` ; DROP TABLE t; --' })[0]).toMatch(
       /^bigquery_table: not a valid BigQuery table name/,

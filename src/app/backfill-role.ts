@@ -1,0 +1,350 @@
+import { DEFAULT_BACKFILL_PARALLELISM } from '../core/settings.js';
+import {
+  DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS,
+  DEFAULT_FINAL_FLUSH_TIMEOUT_MS,
+  deadlineAfter,
+  within,
+} from '../core/deadline.js';
+import { backfillRecord } from '../core/history-rows.js';
+import { estimateBackfill, type BackfillEstimate } from '../core/progress.js';
+import {
+  SYSTEM_CLOCK,
+  type BackfillProgress,
+  type BackfillRangeProgress,
+  type BackfillCheckpointStore,
+  type Clock,
+  type IdRange,
+  type SnapshotSource,
+  type SourceDocument,
+} from '../core/ports.js';
+import { type RecordSink } from '../core/stream-loop.js';
+import { Watermark } from '../core/watermark.js';
+import { InFlightWindow } from '../core/window.js';
+import { encodeId } from '../mongodb/checkpoint-store.js';
+import { type Logger } from '../observability/logger.js';
+import { type RowMapper } from '../transform/row-mapper.js';
+
+/**
+ * Chunks of one range out at once: one being written while the next is read (read-ahead). With the default
+ * parallelism that is 8 requests in flight, the stream loop's default window.
+ */
+export const DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT = 2;
+
+/** How often the backfill logs its progress (copied, estimated, percent, rate, ETA). */
+export const DEFAULT_BACKFILL_LOG_INTERVAL_MS = 5_000;
+
+/** What the backfill needs of the schema coordinator: evolution for the chunks it read, the current mapper. */
+export interface BackfillSchema {
+  readonly mapper: RowMapper;
+  evolve(documents: readonly SourceDocument[], signal: AbortSignal): Promise<void>;
+}
+
+export interface BackfillRoleOptions {
+  readonly source: SnapshotSource;
+  readonly sink: RecordSink;
+  readonly checkpoints: BackfillCheckpointStore;
+  readonly schema: BackfillSchema;
+  readonly log: Logger;
+  /** `_id` ranges copied at once; default DEFAULT_BACKFILL_PARALLELISM. */
+  readonly parallelism?: number;
+  /** Chunks of one range in flight at once; default DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT. */
+  readonly chunksInFlight?: number;
+  readonly clock?: Clock;
+  /** How long writing what was read may go on after `signal` aborts; default DEFAULT_FINAL_FLUSH_TIMEOUT_MS. */
+  readonly finalFlushTimeoutMs?: number;
+  readonly logIntervalMs?: number;
+  /** The copy starts (or resumes) from `progress`, with its estimate of the documents in the collection. */
+  readonly onStarted?: (progress: BackfillProgress) => void;
+  /** `documents` more were acknowledged by the sink; `shown`: where the copy stands now. */
+  readonly onCopied?: (documents: number, shown: BackfillShown) => void;
+}
+
+/** Where a copy stands, for status and logs: `copied` counts every acknowledged document, earlier runs too. */
+export interface BackfillShown extends BackfillEstimate {
+  readonly copied: number;
+  readonly estimated: number | undefined;
+}
+
+/** Where one range stands: what a checkpoint may say of it (the end of an acknowledged prefix of chunks). */
+interface RangeMark {
+  readonly lastId: string | undefined;
+  readonly copied: number;
+  readonly done: boolean;
+}
+
+interface RangeCopy {
+  readonly range: IdRange;
+  readonly start: RangeMark;
+  readonly watermark: Watermark<RangeMark>;
+}
+
+/**
+ * The backfill role of a mapping run: copies the collection as of `progress.snapshotStart` into the sink,
+ * resuming from `progress` (saved by whoever began the backfill: at least its snapshot start). The collection
+ * is split into `_id` ranges (once; the split is saved, so a restart resumes every range where it stood),
+ * the ranges are copied concurrently, and within a range the next chunk is read while earlier ones are
+ * written. Each range's progress is the end of its acknowledged prefix of chunks (a Watermark), so a chunk
+ * acknowledged before an earlier one that fails is never counted as copied. Progress saves go through
+ * `saveBackfill` (the stream's position is not touched), one at a time, coalesced.
+ *
+ * Resolves with the finished progress (saved, `done`). On the first error the reading stops everywhere, what
+ * is in flight settles, the progress reached is saved, and that error is thrown. When `signal` aborts, the
+ * reading stops at once, the chunks read are still written and their progress saved within the final-flush
+ * deadline, and the abort reason is thrown.
+ */
+export async function runBackfill(
+  options: BackfillRoleOptions,
+  resume: BackfillProgress,
+  signal: AbortSignal,
+): Promise<BackfillProgress> {
+  return new BackfillCopy(options, resume).run(signal);
+}
+
+class BackfillCopy {
+  readonly #o: BackfillRoleOptions;
+  readonly #clock: Clock;
+  #progress: BackfillProgress;
+  #copies: RangeCopy[] = [];
+  #failure: { readonly error: unknown } | undefined;
+  readonly #stopReading = new AbortController();
+  /** Acknowledged documents, out of order included (for the progress shown; the checkpoint uses prefixes). */
+  #copied = 0;
+  #startedAt = 0;
+  #copiedAtStart = 0;
+  #loggedAt = 0;
+  /** The save under way, if any; `#requested` counts the requests, so that one made meanwhile is served. */
+  #saving: Promise<void> | undefined;
+  #requested = 0;
+  /** Bounds the writes and saves of what was read once a stop came (see DEFAULT_FINAL_FLUSH_TIMEOUT_MS). */
+  #flushing: AbortSignal | undefined;
+
+  constructor(options: BackfillRoleOptions, resume: BackfillProgress) {
+    this.#o = options;
+    this.#clock = options.clock ?? SYSTEM_CLOCK;
+    this.#progress = resume;
+  }
+
+  async run(signal: AbortSignal): Promise<BackfillProgress> {
+    const reading = AbortSignal.any([signal, this.#stopReading.signal]);
+    // Armed by a stop or by the first failure: what is in flight then gets this long to settle.
+    const flushing = deadlineAfter(reading, this.#o.finalFlushTimeoutMs ?? DEFAULT_FINAL_FLUSH_TIMEOUT_MS);
+    this.#flushing = flushing.signal;
+    try {
+      await this.#prepare(signal);
+      this.#o.onStarted?.(this.#progress);
+      await Promise.all(
+        this.#copies
+          .filter((copy) => !copy.start.done)
+          .map((copy) => this.#copyRange(copy, reading, flushing.signal)),
+      );
+      // Every range settled and asked for a save of where it stands (also after a failure or a stop: the
+      // acknowledged prefixes are safe to resume from).
+      await this.#settleSaves();
+      if (this.#failure) throw this.#failure.error;
+      if (flushing.signal.aborted) throw flushing.signal.reason;
+      signal.throwIfAborted();
+    } catch (error) {
+      // The deadline says more than the sink's or the store's reaction to it, but less than a first failure.
+      if (flushing.signal.aborted && !this.#failure) throw flushing.signal.reason;
+      throw error;
+    } finally {
+      flushing.dispose();
+    }
+    const done: BackfillProgress = { ...this.#current(), done: true };
+    await this.#o.checkpoints.saveBackfill(done, within(signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS));
+    this.#progress = done;
+    this.#o.log.info({ copied: done.copied }, 'backfill done');
+    return done;
+  }
+
+  /** The ranges: as saved, the previous release's single range, or a new split (saved before any copy). */
+  async #prepare(signal: AbortSignal): Promise<void> {
+    const saved = this.#progress;
+    const estimated = saved.estimated ?? (await this.#o.source.estimatedCount(signal));
+    let ranges: readonly BackfillRangeProgress[];
+    let fresh = false;
+    if (saved.ranges) {
+      ranges = saved.ranges;
+    } else if (saved.lastId !== undefined || saved.copied > 0) {
+      // Begun as one range by the previous release: it goes on as that one range.
+      ranges = [
+        { after: undefined, upTo: undefined, lastId: saved.lastId, copied: saved.copied, done: false },
+      ];
+    } else {
+      const parts = this.#o.parallelism ?? DEFAULT_BACKFILL_PARALLELISM;
+      const split = await this.#o.source.split(parts, signal);
+      ranges = split.map((range) => ({ ...range, lastId: undefined, copied: 0, done: false }));
+      fresh = true;
+    }
+    this.#copies = ranges.map((range) => {
+      const start: RangeMark = { lastId: range.lastId, copied: range.copied, done: range.done };
+      return { range: { after: range.after, upTo: range.upTo }, start, watermark: new Watermark(start) };
+    });
+    this.#progress = { ...saved, estimated, lastId: undefined, ranges };
+    this.#progress = this.#current();
+    this.#copiedAtStart = this.#progress.copied;
+    this.#copied = this.#progress.copied;
+    this.#startedAt = this.#clock.now();
+    this.#loggedAt = this.#startedAt;
+    // The split must be saved before any range is copied: progress only means something for its ranges.
+    if (fresh) {
+      await this.#o.checkpoints.saveBackfill(
+        this.#progress,
+        within(signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS),
+      );
+    }
+    this.#o.log.info(
+      { estimated, ranges: ranges.length, copied: this.#progress.copied },
+      fresh ? 'backfill started' : 'resuming the backfill',
+    );
+  }
+
+  /** Copies one range; never rejects (its first error goes to `#fail`). */
+  async #copyRange(copy: RangeCopy, reading: AbortSignal, flushing: AbortSignal): Promise<void> {
+    const window = new InFlightWindow({
+      maxRequests: this.#o.chunksInFlight ?? DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT,
+      maxBytes: Number.MAX_SAFE_INTEGER,
+    });
+    const writes: Promise<void>[] = [];
+    let mark = copy.start;
+    try {
+      for (;;) {
+        // A slot first: at most `chunksInFlight` chunks of this range are held at once, read or written.
+        await window.acquire(0, reading);
+        let sent = false;
+        try {
+          const chunk = await this.#o.source.nextChunk(copy.range, mark.lastId, reading);
+          const last = chunk.at(-1);
+          if (!last) break;
+          // Evolution and writing belong to the chunk in hand: a stop lets them finish (bounded).
+          await this.#o.schema.evolve(chunk, flushing);
+          const now = new Date(this.#clock.now());
+          const mapper = this.#o.schema.mapper;
+          const records = chunk.map((doc) => backfillRecord(mapper, doc, this.#progress.snapshotStart, now));
+          mark = { lastId: encodeId(last._id), copied: mark.copied + chunk.length, done: false };
+          const ticket = copy.watermark.issue(mark);
+          const documents = chunk.length;
+          writes.push(
+            this.#o.sink
+              .write(records, flushing)
+              .then(
+                () => {
+                  copy.watermark.done(ticket);
+                  this.#acknowledged(documents);
+                },
+                (error: unknown) => {
+                  copy.watermark.fail(ticket);
+                  this.#fail(error);
+                },
+              )
+              .finally(() => {
+                window.release(0);
+              }),
+          );
+          sent = true;
+        } finally {
+          if (!sent) window.release(0);
+        }
+        if (reading.aborted) break;
+      }
+      // Done once every chunk before is acknowledged (never, if one failed).
+      if (!reading.aborted) copy.watermark.mark({ ...mark, done: true });
+    } catch (error) {
+      // A stop, or another range's failure, ends the reading: not an error of this range.
+      if (!reading.aborted) this.#fail(error);
+    }
+    await Promise.all(writes);
+    this.#requestSave();
+  }
+
+  #fail(error: unknown): void {
+    this.#failure ??= { error };
+    this.#stopReading.abort(error);
+  }
+
+  #acknowledged(documents: number): void {
+    this.#copied += documents;
+    const shown = this.#shown();
+    this.#o.onCopied?.(documents, shown);
+    this.#requestSave();
+    this.#logProgress(shown);
+  }
+
+  /** The progress as it may be saved: every range at the end of its acknowledged prefix. */
+  #current(): BackfillProgress {
+    const ranges = this.#copies.map((copy): BackfillRangeProgress => ({
+      ...copy.range,
+      ...(copy.watermark.position ?? copy.start),
+    }));
+    return {
+      ...this.#progress,
+      lastId: undefined,
+      ranges,
+      copied: ranges.reduce((sum, range) => sum + range.copied, 0),
+      done: false,
+    };
+  }
+
+  /** Serialised and coalesced: one save at a time, and the newest progress when it ends. */
+  #requestSave(): void {
+    this.#requested++;
+    if (this.#saving) return;
+    this.#saving = (async () => {
+      for (;;) {
+        const requested = this.#requested;
+        try {
+          await this.#save();
+        } catch (error) {
+          this.#fail(error);
+          return;
+        }
+        if (this.#requested === requested) return;
+      }
+    })().finally(() => {
+      this.#saving = undefined;
+    });
+  }
+
+  async #settleSaves(): Promise<void> {
+    while (this.#saving) await this.#saving;
+  }
+
+  async #save(): Promise<void> {
+    const progress = this.#current();
+    await this.#o.checkpoints.saveBackfill(
+      progress,
+      within(this.#flushing, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS),
+    );
+  }
+
+  /** Where the copy stands for people: copied, the estimate, percent, this run's rate and the time left. */
+  #shown(): BackfillShown {
+    const estimated = this.#progress.estimated;
+    return {
+      copied: this.#copied,
+      estimated,
+      ...estimateBackfill({
+        copied: this.#copied,
+        estimated,
+        elapsedSeconds: (this.#clock.now() - this.#startedAt) / 1_000,
+        copiedAtStart: this.#copiedAtStart,
+      }),
+    };
+  }
+
+  #logProgress(shown: BackfillShown): void {
+    const now = this.#clock.now();
+    if (now - this.#loggedAt < (this.#o.logIntervalMs ?? DEFAULT_BACKFILL_LOG_INTERVAL_MS)) return;
+    this.#loggedAt = now;
+    this.#o.log.info(
+      {
+        copied: shown.copied,
+        estimated: shown.estimated,
+        percent: shown.percent === undefined ? undefined : Math.round(shown.percent * 10) / 10,
+        docsPerSecond: shown.rate === undefined ? undefined : Math.round(shown.rate),
+        etaSeconds: shown.etaSeconds,
+      },
+      'backfill progress',
+    );
+  }
+}
