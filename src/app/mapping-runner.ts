@@ -4,7 +4,7 @@ import { BigQueryDestination, type WriterDecorator } from '../bigquery/destinati
 import { type SinkResult } from '../bigquery/sink.js';
 import { viewNames } from '../bigquery/views.js';
 import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
-import { type BootstrapConfig } from '../config/bootstrap.js';
+import { windowLimits, type BootstrapConfig } from '../config/bootstrap.js';
 import { DEFAULT_BACKFILL_PARALLELISM, type MappingSettings } from '../core/settings.js';
 import { DEFAULT_BATCH_LIMITS, type BatchLimits } from '../core/batcher.js';
 import {
@@ -246,6 +246,7 @@ class MappingRun {
         checkpoints: this.#checkpoints,
         mapper: () => schema.mapper,
         limits: this.deps.limits ?? DEFAULT_BATCH_LIMITS,
+        window: windowLimits(this.deps.config),
         beforeMap: (events, s) =>
           schema.evolve(
             events.flatMap((e) => (e.kind === 'upsert' ? [e.document] : [])),
@@ -351,6 +352,7 @@ class MappingRun {
         mappingId: this.settings.id,
         writer: this.settings.writer ?? this.deps.config.BIGQUERY_WRITER,
         target: this.deps.target,
+        storageWriteConnections: this.deps.config.BIGQUERY_STORAGE_WRITE_CONNECTIONS,
         ...(this.deps.limits && { limits: this.deps.limits }),
         ...(this.deps.decorateWriter && { decorateWriter: this.deps.decorateWriter }),
         onRetry: (error, attempt, delayMs) => {

@@ -34,6 +34,8 @@ const MEGABYTE = 1_000_000;
 export const MAX_IN_FLIGHT_REQUESTS = 1_000;
 /** Bytes in flight are held in memory until acknowledged: a bound well above any useful window. */
 export const MAX_IN_FLIGHT_MB = 4_096;
+/** More connections than this per table would only spread the same window thinner. */
+export const MAX_STORAGE_WRITE_CONNECTIONS = 16;
 
 const bootstrapSchema = z.object({
   MONGO_CLIENT: z
@@ -77,6 +79,11 @@ const bootstrapSchema = z.object({
   BIGQUERY_MAX_IN_FLIGHT_REQUESTS: wholeNumber(1, MAX_IN_FLIGHT_REQUESTS, 'requests').default(
     DEFAULT_WINDOW_LIMITS.maxRequests,
   ),
+  /**
+   * Connections each Storage Write writer opens to its table's default stream; appends are spread over them.
+   * One carries the default window; raise it only when one connection is the limit (docs/bigquery.md).
+   */
+  BIGQUERY_STORAGE_WRITE_CONNECTIONS: wholeNumber(1, MAX_STORAGE_WRITE_CONNECTIONS, 'connections').default(1),
   /** Megabytes of rows each mapping may have on their way to BigQuery at once (the window's other bound). */
   BIGQUERY_MAX_IN_FLIGHT_MB: wholeNumber(1, MAX_IN_FLIGHT_MB, 'megabytes').default(
     DEFAULT_WINDOW_LIMITS.maxBytes / MEGABYTE,

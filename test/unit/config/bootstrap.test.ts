@@ -47,6 +47,7 @@ describe('bootstrap configuration', () => {
       LEASE_TTL_MS: 15_000,
       BIGQUERY_MAX_IN_FLIGHT_REQUESTS: DEFAULT_WINDOW_LIMITS.maxRequests,
       BIGQUERY_MAX_IN_FLIGHT_MB: DEFAULT_WINDOW_LIMITS.maxBytes / 1_000_000,
+      BIGQUERY_STORAGE_WRITE_CONNECTIONS: 1,
     });
     expect(windowLimits(config)).toEqual(DEFAULT_WINDOW_LIMITS);
   });
@@ -72,6 +73,23 @@ describe('bootstrap configuration', () => {
         loadBootstrapConfig({ path: configFile({ ...original, BIGQUERY_MAX_IN_FLIGHT_MB: -1 }), env: {} }),
       ),
     ).toBe('BIGQUERY_MAX_IN_FLIGHT_MB is invalid: must be a whole number of megabytes from 1 to 4096');
+  });
+
+  it('issue 11: sets the Storage Write connections per table, and refuses a count out of range', () => {
+    expect(
+      loadBootstrapConfig({ path: configFile(original), env: { BIGQUERY_STORAGE_WRITE_CONNECTIONS: '4' } })
+        .BIGQUERY_STORAGE_WRITE_CONNECTIONS,
+    ).toBe(4);
+    expect(
+      errorOf(() =>
+        loadBootstrapConfig({
+          path: configFile(original),
+          env: { BIGQUERY_STORAGE_WRITE_CONNECTIONS: '17' },
+        }),
+      ),
+    ).toBe(
+      'BIGQUERY_STORAGE_WRITE_CONNECTIONS is invalid: must be a whole number of connections from 1 to 16',
+    );
   });
 
   it('lets the environment win over the file, and numbers come as text', () => {
