@@ -226,10 +226,33 @@ export class MongoSnapshotSource implements SnapshotSource {
     signal.throwIfAborted();
     const count = await this.collection.estimatedDocumentCount();
     const wanted = Math.min(Math.floor(parts), Math.floor(count / this.#minRangeDocuments));
-    if (wanted <= 1) return [WHOLE];
-    const ids = count > SAMPLE_SHARE_DIVISOR * this.#sampleSize ? await this.#sample() : await this.#walk();
+    const ranges =
+      wanted <= 1
+        ? [WHOLE]
+        : rangesBetween(
+            splitPoints(
+              count > SAMPLE_SHARE_DIVISOR * this.#sampleSize ? await this.#sample() : await this.#walk(),
+              wanted,
+            ),
+          );
     signal.throwIfAborted();
-    return rangesBetween(splitPoints(ids, wanted));
+    return endAtLastId(ranges, await this.#lastId());
+  }
+
+  /**
+   * The greatest `_id` now (BSON order), as canonical Extended JSON; undefined when the collection is empty or
+   * the id cannot be named in a query (a string that is not valid UTF-8).
+   */
+  async #lastId(): Promise<string | undefined> {
+    const [last] = decodeAll(
+      await this.collection
+        .find({}, { ...RAW_READ, projection: { _id: 1 } })
+        .sort({ _id: -1 })
+        .limit(1)
+        .toArray(),
+    );
+    if (last === undefined || invalidUtf8Bytes(last._id) !== undefined) return undefined;
+    return encodeId(last._id);
   }
 
   /** `_id`s at random, sorted by the server in BSON order (duplicates possible). */
@@ -281,6 +304,18 @@ export function splitPoints(ids: readonly unknown[], parts: number): string[] {
     if (point !== undefined && point !== points.at(-1)) points.push(point);
   }
   return points;
+}
+
+/**
+ * The last range ends at the greatest `_id` the collection held once the snapshot had started: a document
+ * inserted later is the change stream's (it starts at the snapshot), and a copy whose last range took in new
+ * ids would never end on a collection that grows at the top (ObjectIds) faster than it is copied. When the
+ * last split point is that id or past it (a sample of documents deleted since), the last range is empty.
+ */
+export function endAtLastId(ranges: readonly IdRange[], lastId: string | undefined): IdRange[] {
+  const last = ranges.at(-1);
+  if (lastId === undefined || last === undefined || last.upTo !== undefined) return [...ranges];
+  return [...ranges.slice(0, -1), { after: last.after, upTo: lastId }];
 }
 
 /** Ranges that cover every `_id` once: up to the first point, between consecutive points, after the last. */

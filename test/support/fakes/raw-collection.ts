@@ -56,12 +56,17 @@ export class RawCollection {
   readonly filters: Document[] = [];
   /** Documents handed out by every read so far (what the server would have sent). */
   documentsRead = 0;
-  readonly documents: readonly { readonly id: FakeId; readonly bytes: Uint8Array }[];
+  documents: readonly { readonly id: FakeId; readonly bytes: Uint8Array }[];
   /** What `estimatedDocumentCount` answers when set (a stale count); the true count otherwise. */
   estimate: number | undefined;
 
   constructor(documents: readonly { readonly id: FakeId; readonly bytes: Uint8Array }[]) {
     this.documents = [...documents].sort((a, b) => compareIds(a.id, b.id));
+  }
+
+  /** Documents inserted later (a collection that grows while it is copied). */
+  insert(documents: readonly { readonly id: FakeId; readonly bytes: Uint8Array }[]): void {
+    this.documents = [...this.documents, ...documents].sort((a, b) => compareIds(a.id, b.id));
   }
 
   #hand(docs: readonly { bytes: Uint8Array }[], options: ReadOptions): unknown[] {

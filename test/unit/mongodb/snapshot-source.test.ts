@@ -129,3 +129,31 @@ describe('split points when the estimated count is stale (issue 11)', () => {
     expect(Math.max(...sizes)).toBeLessThanOrEqual(200);
   });
 });
+
+describe('a collection that grows at the top while it is copied (issue 11)', () => {
+  it.each([1, 4])(
+    "issue 11: split into %i range(s), the copy ends at the greatest _id the split saw; later ids are the stream's",
+    async (parts) => {
+      const collection = new RawCollection(documentsWithIds(Array.from({ length: 100 }, (_, i) => i)));
+      const source = new MongoSnapshotSource(collection.asCollection(), {
+        chunkSize: 10,
+        sampleSize: 8,
+        minRangeDocuments: 1,
+      });
+      const ranges = await source.split(parts, new AbortController().signal);
+      // Inserted after the snapshot started (ObjectIds grow the same way): the change stream carries them.
+      collection.insert(documentsWithIds(Array.from({ length: 300 }, (_, i) => 100 + i)));
+      const copied: number[] = [];
+      for (const range of ranges) copied.push(...(await readRange(source, range)));
+      expect(ranges.at(-1)?.upTo).toBe(encodeId(99));
+      expect(copied).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    },
+  );
+
+  it('issue 11: an empty collection is one range without bounds', async () => {
+    const source = new MongoSnapshotSource(new RawCollection([]).asCollection());
+    expect(await source.split(4, new AbortController().signal)).toEqual([
+      { after: undefined, upTo: undefined },
+    ]);
+  });
+});
