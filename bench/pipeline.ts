@@ -41,6 +41,7 @@
 //   those, for profiling one of them (node --cpu-prof); MBA_BENCH_WRITERS (storage-write, insert-all;
 //   default both).
 import { loadavg, availableParallelism } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { deserialize } from 'bson';
 import {
   compileChangeEncoder,
@@ -72,6 +73,9 @@ import { type ColumnSpec } from '../src/schema/types.js';
 import { BSON_DECODE_OPTIONS } from '../src/base/bson-kind.js';
 import { compileRowMapper } from '../src/transform/row-mapper.js';
 import { configuredSemiSpaceMb, pretenuringDisabled } from '../src/observability/runtime.js';
+import { runBackfill } from '../src/app/backfill-role.js';
+import { createLogger } from '../src/observability/logger.js';
+import { generatedSource, memoryBackfillCheckpoints } from './backfill-source.js';
 import { generatedCollection, OPERATION_MIX, recordedChangeEvents } from './change-events.js';
 import {
   answerAfter,
@@ -276,10 +280,12 @@ async function backfillMemory(): Promise<void> {
 const backfillFloorInputs = shapeDocuments('nested-1KB', SAMPLE);
 
 /**
- * Documents/s of the backfill with every BigQuery request answered after `rttMs` and every chunk read after
- * MONGO_RTT_MS, against the floor per document. Floor rounds alternate with slices of one ongoing backfill
- * (started over when the collection is copied), each slice whole chunks (written and checkpointed) for at
- * least BENCH_ROUND_MS, so that no request is in flight while the floor runs and no waiting hides in it.
+ * Documents/s of the daemon's backfill (runBackfill: `_id` ranges copied concurrently, chunks read ahead
+ * while earlier ones are written, progress saved over acknowledged prefixes) with every BigQuery request
+ * answered after `rttMs` and every chunk read after MONGO_RTT_MS, against the floor per document. Each round
+ * measures the floor, then starts a fresh copy of the collection, lets it reach its steady state (a round
+ * trip each way and a little more) and counts the documents BigQuery acknowledged for BENCH_ROUND_MS, then
+ * stops it (its final flush writes what it read).
  */
 async function backfillRate(rttMs: number): Promise<void> {
   const writer: WriterKind = 'storage-write';
@@ -287,29 +293,41 @@ async function backfillRate(rttMs: number): Promise<void> {
   const mapper = compileRowMapper(columns);
   const counter = wireCounter();
   const { sink } = countingSink(writer, historyTableSchema(columns), counter, { rttMs });
-  const checkpoints = memoryCheckpoints();
-  const read = () =>
-    generatedCollection(BACKFILL_DOCS, DEFAULT_BACKFILL_CHUNK, BSON_DECODE_OPTIONS, MONGO_RTT_MS);
-  let reads = read();
-  let copied = 0;
+  const log = createLogger({ level: 'silent' });
   let peak = 0;
   const slice = async (ms: number) => {
+    const source = generatedSource(BACKFILL_DOCS, DEFAULT_BACKFILL_CHUNK, BSON_DECODE_OPTIONS, MONGO_RTT_MS);
+    const stop = new AbortController();
+    let acknowledged = 0;
+    const copy = runBackfill(
+      {
+        source,
+        sink,
+        checkpoints: memoryBackfillCheckpoints(),
+        schema: { mapper, evolve: () => Promise.resolve() },
+        log,
+        onCopied: (documents) => {
+          acknowledged += documents;
+        },
+      },
+      { snapshotStart: SNAPSHOT_START, lastId: undefined, copied: 0, done: false },
+      stop.signal,
+    ).catch((error: unknown) => {
+      if (!stop.signal.aborted) throw error;
+    });
+    await sleep(rttMs + MONGO_RTT_MS + 250);
+    const before = acknowledged;
     const cpu = process.cpuUsage();
     const start = performance.now();
-    let docs = 0;
-    let elapsed = 0;
-    while (elapsed < ms) {
-      const next = await reads.next();
-      if (next.done) reads = read();
-      else {
-        const n = await copyChunk(sink, checkpoints, mapper, next.value, copied);
-        copied += n;
-        docs += n;
-        peak = Math.max(peak, rss());
-      }
-      elapsed = performance.now() - start;
+    while (performance.now() - start < ms) {
+      await sleep(25);
+      peak = Math.max(peak, rss());
     }
+    const elapsed = performance.now() - start;
     const used = process.cpuUsage(cpu);
+    const docs = acknowledged - before;
+    stop.abort();
+    await copy;
     return { perSecond: (docs / elapsed) * 1000, cores: (used.user + used.system) / 1000 / elapsed, docs };
   };
   // Warm-up: JIT, the writer's first connection.

@@ -1,0 +1,98 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { deserialize, ObjectId } from 'bson';
+import {
+  type BackfillCheckpointStore,
+  type BackfillProgress,
+  type Checkpoint,
+  type IdRange,
+  type SnapshotSource,
+  type SourceDocument,
+} from '../src/core/ports.js';
+import { decodeId, encodeId } from '../src/mongodb/checkpoint-store.js';
+import { shapeDocuments } from './shapes.js';
+
+/** Template documents reused round-robin (with a fresh `_id`), so generating a million stays cheap. */
+const TEMPLATES = 2_000;
+/** Where a document's ObjectId `_id` starts when it is the first element: size (4), type (1), "_id" and NUL (4). */
+const ID_OFFSET = 9;
+
+/**
+ * A collection of `total` generated documents (nested-1KB shapes, ObjectId `_id`s from a counter) as the
+ * daemon's backfill reads it through its SnapshotSource port: split into ranges at even points, each read in
+ * chunks of `chunk` documents after a simulated round trip of `roundTripMs` (a timer: waiting for MongoDB
+ * costs the reader no CPU), decoded from BSON as the driver decodes them. Nothing is kept between chunks.
+ */
+export function generatedSource(
+  total: number,
+  chunk: number,
+  decodeOptions: Parameters<typeof deserialize>[1],
+  roundTripMs: number,
+): SnapshotSource & { readonly documentsRead: () => number } {
+  const bodies = shapeDocuments('nested-1KB', TEMPLATES);
+  const base = new ObjectId().id.subarray(0, 8);
+  const idOf = (n: number): ObjectId => {
+    const bytes = new Uint8Array(12);
+    bytes.set(base, 0);
+    new DataView(bytes.buffer).setUint32(8, n);
+    return new ObjectId(bytes);
+  };
+  const indexOf = (encoded: string): number => {
+    const id = decodeId(encoded) as ObjectId;
+    return new DataView(id.id.buffer, id.id.byteOffset).getUint32(8);
+  };
+  let read = 0;
+  return {
+    documentsRead: () => read,
+    estimatedCount: () => Promise.resolve(total),
+    split: (parts) => {
+      const ranges: IdRange[] = [];
+      let after: string | undefined;
+      for (let i = 1; i <= parts; i++) {
+        const upTo = encodeId(idOf(Math.floor((i * total) / parts) - 1));
+        ranges.push({ after, upTo });
+        after = upTo;
+      }
+      return Promise.resolve(ranges);
+    },
+    nextChunk: async (range, lastId, signal) => {
+      if (roundTripMs > 0) await sleep(roundTripMs, undefined, { signal });
+      else await new Promise((resolve) => setImmediate(resolve));
+      const from = lastId ?? range.after;
+      const start = from === undefined ? 0 : indexOf(from) + 1;
+      const end = Math.min(start + chunk, range.upTo === undefined ? total : indexOf(range.upTo) + 1);
+      const docs: SourceDocument[] = [];
+      for (let n = start; n < end; n++) {
+        const body = bodies[n % bodies.length] ?? new Uint8Array();
+        body.set(base, ID_OFFSET);
+        new DataView(body.buffer, body.byteOffset).setUint32(ID_OFFSET + 8, n);
+        docs.push(deserialize(body, decodeOptions));
+      }
+      read += docs.length;
+      return docs;
+    },
+  };
+}
+
+/** Backfill checkpoints kept in memory, saved as the daemon's store is asked to save them. */
+export function memoryBackfillCheckpoints(): BackfillCheckpointStore & {
+  readonly saves: () => number;
+  readonly last: () => BackfillProgress | undefined;
+} {
+  let checkpoint: Checkpoint = { position: undefined };
+  let saves = 0;
+  return {
+    saves: () => saves,
+    last: () => checkpoint.backfill,
+    load: () => Promise.resolve(checkpoint),
+    save: (next) => {
+      saves++;
+      checkpoint = next.backfill ? next : { ...checkpoint, position: next.position };
+      return Promise.resolve();
+    },
+    saveBackfill: (backfill) => {
+      saves++;
+      checkpoint = { ...checkpoint, backfill };
+      return Promise.resolve();
+    },
+  };
+}
