@@ -274,8 +274,17 @@ export async function runStreamLoop(
           case 'upsert':
           case 'delete': {
             if (event.kind === 'collection-gone' && event.token === resumedFrom) break;
-            const record = changeRecord(options.mapper(), event, now);
-            const bytes = sizeOf(record.row);
+            let record;
+            let bytes;
+            try {
+              record = changeRecord(options.mapper(), event, now);
+              bytes = sizeOf(record.row);
+            } catch (error) {
+              // Like any other failure: the writes out are drained and what they acknowledged is saved
+              // before the error goes up, so that no save outlives the loop.
+              fail(error);
+              break reading;
+            }
             // Full batches leave as they fill, each one request of the sink, so that a pull of many
             // changes becomes several requests in flight together.
             if (!batcher.fits(bytes) && !(await send())) break reading;

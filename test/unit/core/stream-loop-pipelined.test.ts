@@ -481,3 +481,44 @@ describe('stream loop, pipelined (issue 11)', () => {
     );
   });
 });
+
+describe('stream loop, a change that cannot be mapped (issue 11 review)', () => {
+  it('issue 11: with writes in flight, the loop drains them before it throws, and saves nothing afterwards', async () => {
+    const source = new ScriptedChangeSource(onePerPull(5));
+    const sink = new ManualSink();
+    const checkpoints = new Checkpoints();
+    const broken = new Error('the mapper cannot map change 4');
+    const run = runStreamLoop(
+      options(source, sink, checkpoints, {
+        mapper: () => ({
+          ...mapper,
+          map: (document: Readonly<Record<string, unknown>>) => {
+            if (document.v === 4) throw broken;
+            return mapper.map(document);
+          },
+        }),
+      }),
+      start,
+      new AbortController().signal,
+    );
+    let ended = false;
+    const outcome = run.then(
+      () => 'resolved',
+      (error: unknown) => {
+        ended = true;
+        return error;
+      },
+    );
+    await Promise.race([sink.written(3), settle(20)]);
+    await settle();
+    // Three writes are out; the fourth change failed to map. The loop must not end under them.
+    expect(sink.inFlight).toBe(3);
+    expect(ended).toBe(false);
+    sink.ackAll();
+    expect(await outcome).toBe(broken);
+    const saves = [...checkpoints.saved];
+    expect(saves.at(-1)).toBe(token(3));
+    await settle(10);
+    expect(checkpoints.saved).toEqual(saves);
+  });
+});
