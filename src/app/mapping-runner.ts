@@ -14,6 +14,7 @@ import {
   type SettingsStore,
   type StreamStart,
 } from '../core/ports.js';
+import { type Position } from '../core/model.js';
 import { resumeFrom, rowBytes, type RecordSink } from '../core/stream-loop.js';
 import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
 import { dispositionOf, errorMessage } from '../errors.js';
@@ -85,8 +86,8 @@ function dryRunSink(log: Logger): RecordSink {
 }
 
 /**
- * Runs mappings: schema, BigQuery objects, then the backfill and the change stream side by side (DESIGN
- * sections 5 to 7).
+ * Runs mappings: schema, BigQuery objects, then the backfill and the change stream side by side
+ * (docs/architecture.md, "The mapping run").
  */
 export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner {
   return async (settings, signal, hooks) => {
@@ -169,9 +170,12 @@ class MappingRun {
       // history): the documents it has not copied yet would be missing from the views otherwise.
       const owed = checkpoint.backfill ? !checkpoint.backfill.done : wantsBackfill;
       const resumed = owed ? checkpoint.backfill : undefined;
-      const backfill = owed ? (resumed ?? (await this.#beginBackfill(signal))) : undefined;
-      // A new backfill cleared the position: its stream starts at its snapshot.
-      const position = owed && !resumed ? undefined : checkpoint.position;
+      // A backfill the settings ask for (backfill_full_collection turned on for a mapping that streams)
+      // keeps the stream's position: the changes since it, deletes included, are still archived, and the
+      // copy's rows sort after them. A resync starts over (the store cleared the position as it loaded).
+      const kept = checkpoint.resync === true ? undefined : checkpoint.position;
+      const backfill = owed ? (resumed ?? (await this.#beginBackfill(signal, kept))) : undefined;
+      const position = owed && !resumed ? kept : checkpoint.position;
       const snapshotStart = (backfill ?? checkpoint.backfill)?.snapshotStart;
       let plan: RunPlan = {
         backfill,
@@ -204,17 +208,18 @@ class MappingRun {
   }
 
   /**
-   * A new backfill: its snapshot starts now, and the checkpoint becomes that start and no position (the
-   * stream of this snapshot starts at it; an older position must not be resumed from any more).
+   * A new backfill: its snapshot starts now, and the checkpoint becomes that start and `position` (none after
+   * a lost history or for a resync: the stream of this snapshot starts at it, and an older position must not
+   * be resumed from any more).
    */
-  async #beginBackfill(signal: AbortSignal): Promise<BackfillProgress> {
+  async #beginBackfill(signal: AbortSignal, position?: Position): Promise<BackfillProgress> {
     const progress: BackfillProgress = {
       snapshotStart: await this.#source.currentTime(signal),
       lastId: undefined,
       copied: 0,
       done: false,
     };
-    await this.#checkpoints.save({ position: undefined, backfill: progress }, signal);
+    await this.#checkpoints.save({ position, backfill: progress }, signal);
     return progress;
   }
 

@@ -450,6 +450,44 @@ describe('the archiver daemon against the peers', () => {
     expect(Number(copies[0]?.n)).toBe(40);
   }, 120_000);
 
+  it('issue 11 review: backfill_full_collection turned on for a mapping that streams keeps its position: a delete made while the daemon was down still reaches the views', async () => {
+    const db = `turnedon_${suffix}`;
+    const items = mongo.db(db).collection<Item>('items');
+    await items.insertMany(Array.from({ length: 10 }, (_, i) => ({ _id: i, n: i, label: 'seed' })));
+    const settings = mongo
+      .db(SETTINGS_DB)
+      .collection<Document & { _id: string }>('bigquery_archiver_settings');
+    const mapping: Document & { _id: string } = {
+      _id: 'turnedon',
+      mongo_database: db,
+      mongo_collection: 'items',
+      bigquery_table: 'turnedon',
+      columns: [
+        { name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true },
+        { name: 'n', type: 'INTEGER' },
+        { name: 'label', type: 'STRING' },
+      ],
+    };
+    await settings.insertOne(mapping);
+    let run = await start();
+    while (run.archiver.supervisor.states().get('turnedon') !== 'streaming') await sleep(50);
+    // Archived by the stream: the view has it.
+    await items.updateOne({ _id: 3 }, { $set: { label: 'streamed' } });
+    const streamedRow = async () => (await viewRows('turnedon')).some((r) => r._doc_id === docIdString(3));
+    const deadline = Date.now() + 60_000;
+    while (!(await streamedRow().catch(() => false)) && Date.now() < deadline) await sleep(300);
+    await run.stop();
+    // While the daemon is down: document 3 goes, and the user asks for the whole collection.
+    await items.deleteOne({ _id: 3 });
+    await settings.updateOne({ _id: 'turnedon' }, { $set: { backfill_full_collection: true } });
+    run = await start();
+    try {
+      await viewMatches(db, 'items', 'turnedon');
+    } finally {
+      await run.stop();
+    }
+  }, 120_000);
+
   it('issue 10 item 9: a backfill interrupted after a new snapshot (on_history_lost: resnapshot) is finished after a restart, not skipped', async () => {
     const db = `resnap_${suffix}`;
     const items = mongo.db(db).collection<Item>('items');
