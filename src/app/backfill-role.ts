@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { DEFAULT_BACKFILL_PARALLELISM } from '../core/settings.js';
 import {
   DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS,
@@ -29,6 +30,11 @@ import { type RowMapper } from '../transform/row-mapper.js';
  * parallelism that is 8 requests in flight, the stream loop's default window.
  */
 export const DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT = 2;
+
+/** Abort listeners one chunk in flight may add (its read, the sink's retry wait, the writer's request...). */
+const LISTENERS_PER_CHUNK = 4;
+/** The copy's own listeners besides its chunks (saves, the deadline). */
+const LISTENERS_OF_THE_COPY = 10;
 
 /** How often the backfill logs its progress (copied, estimated, percent, rate, ETA). */
 export const DEFAULT_BACKFILL_LOG_INTERVAL_MS = 5_000;
@@ -131,6 +137,10 @@ class BackfillCopy {
     this.#flushing = flushing.signal;
     try {
       await this.#prepare(signal);
+      // Every chunk out listens to both (the read, the sink's retries, the writer's request): as many as the
+      // ranges and their chunks in flight let out.
+      const out = this.#copies.length * (this.#o.chunksInFlight ?? DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT);
+      setMaxListeners(LISTENERS_PER_CHUNK * out + LISTENERS_OF_THE_COPY, flushing.signal, reading);
       this.#o.onStarted?.(this.#progress);
       await Promise.all(
         this.#copies
@@ -205,7 +215,8 @@ class BackfillCopy {
       maxRequests: this.#o.chunksInFlight ?? DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT,
       maxBytes: Number.MAX_SAFE_INTEGER,
     });
-    const writes: Promise<void>[] = [];
+    // The writes out (each removes itself once settled: a range of a billion documents holds a few, not all).
+    const writes = new Set<Promise<void>>();
     let mark = copy.start;
     try {
       for (;;) {
@@ -224,23 +235,23 @@ class BackfillCopy {
           mark = { lastId: encodeId(last._id), copied: mark.copied + chunk.length, done: false };
           const ticket = copy.watermark.issue(mark);
           const documents = chunk.length;
-          writes.push(
-            this.#o.sink
-              .write(records, flushing)
-              .then(
-                () => {
-                  copy.watermark.done(ticket);
-                  this.#acknowledged(documents);
-                },
-                (error: unknown) => {
-                  copy.watermark.fail(ticket);
-                  this.#fail(error);
-                },
-              )
-              .finally(() => {
-                window.release(0);
-              }),
-          );
+          const write = this.#o.sink
+            .write(records, flushing)
+            .then(
+              () => {
+                copy.watermark.done(ticket);
+                this.#acknowledged(documents);
+              },
+              (error: unknown) => {
+                copy.watermark.fail(ticket);
+                this.#fail(error);
+              },
+            )
+            .finally(() => {
+              window.release(0);
+              writes.delete(write);
+            });
+          writes.add(write);
           sent = true;
         } finally {
           if (!sent) window.release(0);
@@ -253,7 +264,7 @@ class BackfillCopy {
       // A stop, or another range's failure, ends the reading: not an error of this range.
       if (!reading.aborted) this.#fail(error);
     }
-    await Promise.all(writes);
+    await Promise.all([...writes]);
     this.#requestSave();
   }
 
@@ -289,19 +300,25 @@ class BackfillCopy {
   #requestSave(): void {
     this.#requested++;
     if (this.#saving) return;
+    let served = this.#requested;
+    let failed = false;
     this.#saving = (async () => {
       for (;;) {
-        const requested = this.#requested;
+        served = this.#requested;
         try {
           await this.#save();
         } catch (error) {
+          failed = true;
           this.#fail(error);
           return;
         }
-        if (this.#requested === requested) return;
+        if (this.#requested === served) return;
       }
     })().finally(() => {
       this.#saving = undefined;
+      // A request made after the loop's last look and before this line found a save under way and left it
+      // to that save: serve it now.
+      if (!failed && this.#requested !== served) this.#requestSave();
     });
   }
 

@@ -57,7 +57,7 @@ export class MappingMetrics implements StreamObserver, SinkObserver {
 
   /**
    * `store`, reporting every saved checkpoint: a change-stream position sets the replication lag's cluster
-   * time, and any save (backfill progress too) resets the checkpoint age.
+   * time and resets the checkpoint age; saving backfill progress alone does neither.
    */
   observeCheckpoints(store: BackfillCheckpointStore): BackfillCheckpointStore {
     return {
@@ -66,11 +66,10 @@ export class MappingMetrics implements StreamObserver, SinkObserver {
         await store.save(checkpoint, signal);
         this.metrics.checkpointed(this.mapping, checkpoint.position?.clusterTime.t);
       },
-      saveBackfill: async (progress, signal) => {
-        await store.saveBackfill(progress, signal);
-        // The position is not this save's: the lag keeps the stream's cluster time.
-        this.metrics.checkpointed(this.mapping, undefined);
-      },
+      // The backfill's progress says nothing of the change stream, which runs next to it: the checkpoint
+      // age and the lag stay the stream's, so that a stream stuck during a long copy still shows (its
+      // position is what the oplog window threatens).
+      saveBackfill: (progress, signal) => store.saveBackfill(progress, signal),
     };
   }
 }

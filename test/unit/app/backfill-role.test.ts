@@ -245,3 +245,34 @@ describe('backfill role (issue 11 Build 3 and 5)', () => {
     expect(shown[0]?.etaSeconds).toBeGreaterThan(0);
   });
 });
+
+describe('backfill role, many ranges (issue 11 review)', () => {
+  it('issue 11: eight ranges of chunks in flight listen to the signals they are given without a leak warning', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.name);
+    process.on('warning', onWarning);
+    try {
+      const documents = Array.from({ length: 400 }, (_, i) => ({ _id: i, v: i }));
+      const { options } = setup(documents, 10);
+      let written = 0;
+      // Each write listens as BigQuerySink and its writer do (a backoff, a request, a deadline), until it ends.
+      const sink: BackfillRoleOptions['sink'] = {
+        write: async (records, signal) => {
+          const listeners = [0, 1, 2].map(() => () => undefined);
+          for (const listener of listeners) signal?.addEventListener('abort', listener);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          for (const listener of listeners) signal?.removeEventListener('abort', listener);
+          written += records.length;
+          return { written: records.length, deadLettered: 0 };
+        },
+      };
+      const done = await runBackfill({ ...options, sink, parallelism: 8 }, fresh(), never);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(done.done).toBe(true);
+      expect(written).toBe(400);
+      expect(warnings).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+});
