@@ -234,15 +234,21 @@ export class StorageWriteWriter implements TableWriter {
     this.#accepted = this.#current;
   }
 
-  /** The row's protobuf bytes under the current schema (sent as they are while that schema is the one used). */
+  /**
+   * The row's protobuf bytes under the schema it is to be sent with, sent as they are while that schema is
+   * the accepted one: the current schema, or, while BigQuery does not take that one yet, the accepted one
+   * for a row that needs nothing beyond it.
+   */
   encode(row: HistoryRow): ProtoRow {
+    const schema =
+      this.#accepted !== this.#current && !this.#accepted.exceeds(row) ? this.#accepted : this.#current;
     try {
-      const bytes = this.#current.encoder.encode(row);
-      return new ProtoRow(bytes.length, bytes, this.#current);
+      const bytes = schema.encoder.encode(row);
+      return new ProtoRow(bytes.length, bytes, schema);
     } catch (error) {
       // A value that does not fit its column: `append` reports the row as rejected; size it by its JSON.
       if (error instanceof BigQueryError)
-        return new ProtoRow(Buffer.byteLength(JSON.stringify(row), 'utf8'), undefined, this.#current);
+        return new ProtoRow(Buffer.byteLength(JSON.stringify(row), 'utf8'), undefined, schema);
       throw error;
     }
   }

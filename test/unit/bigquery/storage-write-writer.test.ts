@@ -584,6 +584,24 @@ describe('StorageWriteWriter on a scripted stream', () => {
     expect(connection.rowsOf(0)).toEqual(hex(batch));
   });
 
+  it('issue 11: while BigQuery does not take a new column yet, rows without it are encoded with the accepted schema and sent as they are', async () => {
+    const { writer, connection } = scripted(() => Promise.resolve(OK));
+    await writer.append(outgoing(rows(1)));
+    await writer.updateSchema([...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' }]);
+    const batch = rows(2);
+    const sent = batch.map((row) => ({
+      encoded: writer.encode(row),
+      row: (): HistoryRow => {
+        throw new Error('the row was built again');
+      },
+    }));
+    expect(await writer.append(sent)).toEqual({ rejected: [] });
+    expect(
+      connection.requests[1]?.protoRows?.writerSchema?.protoDescriptor?.field?.map((f) => f.name),
+    ).toEqual(['_doc_id', 'n']);
+    expect(connection.rowsOf(1)).toEqual(hex(batch));
+  });
+
   it('issue 11: a row encoded by another writer (or as its size only) is built again and encoded', async () => {
     const { writer, connection } = scripted(() => Promise.resolve(OK));
     const other = scripted(() => Promise.resolve(OK)).writer;
