@@ -113,7 +113,15 @@ export class BigQuerySink {
     // The request limit is checked here only, on the sizes the rows were encoded at.
     const sized = records.map((record): Sized<Encoded> => {
       const item: Encoded =
-        record.encoded === undefined ? { ...record, encoded: encode(record.row()) } : (record as Encoded);
+        record.encoded === undefined
+          ? {
+              eventId: record.eventId,
+              docId: record.docId,
+              row: () => record.row(),
+              document: () => record.document(),
+              encoded: encode(record.row()),
+            }
+          : (record as Encoded);
       return { item, bytes: item.encoded.size };
     });
     const { batches, oversized } = splitIntoBatches(sized, this.#limits);

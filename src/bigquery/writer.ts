@@ -21,7 +21,7 @@ export interface AppendOutcome {
  */
 export interface OutgoingRow {
   readonly encoded: EncodedRow;
-  readonly row: () => HistoryRow;
+  row(): HistoryRow;
 }
 
 /**

@@ -277,14 +277,13 @@ export async function runStreamLoop(
           case 'upsert':
           case 'delete': {
             if (event.kind === 'collection-gone' && event.token === resumedFrom) break;
-            const { eventId, docId, row, document } = changeRecord(options.mapper(), event, now);
             // Encoded once, here; the row object is garbage at once, and the batch holds the encoding.
-            const encoded = encode(row());
-            const bytes = encoded.size;
+            const record = changeRecord(options.mapper(), event, now, encode);
+            const bytes = record.encoded?.size ?? 0;
             // Full batches leave as they fill, each one request of the sink, so that a pull of many
             // changes becomes several requests in flight together.
             if (!batcher.fits(bytes) && !(await send())) break reading;
-            batcher.add({ eventId, docId, row, document, encoded }, bytes, clock.now());
+            batcher.add(record, bytes, clock.now());
             break;
           }
           case 'lookup-missed':
