@@ -8,10 +8,9 @@ import { InsertAllWriter } from '../src/bigquery/insert-all-writer.js';
 import { BigQuerySink } from '../src/bigquery/sink.js';
 import { type DescriptorProto } from '../src/bigquery/proto-encoder.js';
 import { StorageWriteWriter } from '../src/bigquery/storage-write-writer.js';
-import { type HistoryRow, type TableWriter } from '../src/bigquery/writer.js';
+import { type EncodedRow, type HistoryRow, type TableWriter } from '../src/bigquery/writer.js';
 import { type WriterKind } from '../src/core/settings.js';
 import { type BatchLimits } from '../src/core/batcher.js';
-import { rowBytes } from '../src/core/stream-loop.js';
 import { type TableField } from '../src/schema/types.js';
 
 type AppendRowsRequest = protos.google.cloud.bigquery.storage.v1.IAppendRowsRequest;
@@ -92,7 +91,7 @@ function countingWriterClient(counter: WireCounter, network: SimulatedNetwork): 
 
 /**
  * The production sink (batching, retries, dead letters) over the production writer of `kind`, and the
- * row sizing the daemon uses with it (BigQueryDestination.measure: the writer's own, else the JSON length).
+ * row encoding the daemon batches with it (BigQueryDestination.encode: the writer's own).
  * Every request of the writer and of the dead-letter writer is answered after `network.rttMs`.
  */
 export function countingSink(
@@ -101,7 +100,7 @@ export function countingSink(
   counter: WireCounter,
   network: SimulatedNetwork = NO_NETWORK,
   limits?: BatchLimits,
-): { sink: BigQuerySink; measure: (row: HistoryRow) => number } {
+): { sink: BigQuerySink; encode: (row: HistoryRow) => EncodedRow } {
   const writer: TableWriter =
     kind === 'insert-all'
       ? new InsertAllWriter(countingTable(counter, network))
@@ -111,15 +110,15 @@ export function countingSink(
           tableId: 'history',
           schema,
         });
-  const measure = (row: HistoryRow) => writer.measure?.(row) ?? rowBytes(row);
+  const encode = (row: HistoryRow) => writer.encode(row);
   const sink = new BigQuerySink({
     mappingId: 'bench',
     writer,
     deadLetterWriter: new InsertAllWriter(countingTable(wireCounter(), network), 'event_id'),
-    sizeOf: measure,
+    encode,
     ...(limits && { limits }),
   });
-  return { sink, measure };
+  return { sink, encode };
 }
 
 /**

@@ -420,7 +420,7 @@ function streamLoopRounds(
   window: WindowLimits,
   onPull?: (unacked: number) => void,
 ): (ms: number) => Promise<StreamLoopRound> {
-  const { sink, measure } = countingSink(writer, schema, counter, network);
+  const { sink, encode } = countingSink(writer, schema, counter, network);
   const checkpoints = memoryCheckpoints();
   const recorded = pulls();
   return async (ms) => {
@@ -470,7 +470,7 @@ function streamLoopRounds(
       currentTime: () => Promise.resolve(SNAPSHOT_START),
     };
     await runStreamLoop(
-      { source, sink: counting, checkpoints, mapper: () => mapper, sizeOf: measure, window },
+      { source, sink: counting, checkpoints, mapper: () => mapper, encode, window },
       { kind: 'startAt', clusterTime: SNAPSHOT_START },
       stop.signal,
     );
@@ -607,7 +607,7 @@ async function stages(): Promise<void> {
   const changes = raws.map((raw) => normalizeChangeEvent(raw));
   const writable = changes.filter((e) => e.kind === 'upsert' || e.kind === 'delete');
   const now = new Date();
-  const rows = writable.map((event) => changeRecord(mapper, event, now).row);
+  const rows = writable.map((event) => changeRecord(mapper, event, now).row());
   const batches: (typeof rows)[] = [];
   for (let i = 0; i < rows.length; i += rows500) batches.push(rows.slice(i, i + rows500));
   const rowEncoder = compileRowEncoder(schema);
@@ -618,7 +618,9 @@ async function stages(): Promise<void> {
     map_us: us(writable, 1, (event: (typeof writable)[number]) =>
       mapper.map(event.kind === 'upsert' ? event.document : { _id: event.documentId }),
     ),
-    change_record_us: us(writable, 1, (event: (typeof writable)[number]) => changeRecord(mapper, event, now)),
+    change_record_us: us(writable, 1, (event: (typeof writable)[number]) =>
+      changeRecord(mapper, event, now).row(),
+    ),
     row_bytes_us: us(rows, 1, (row: (typeof rows)[number]) => rowBytes(row)),
     protobuf_us: us(batches, rows500, (batch: typeof rows) => rowEncoder.encodeRows(batch)),
     insert_all_json_us: us(batches, rows500, (batch: typeof rows) =>
@@ -666,12 +668,12 @@ async function backpressure(): Promise<void> {
   const network = { rttMs: BACKPRESSURE_RTT_MS };
   const counter = wireCounter();
   const rounds = streamLoopRounds(writer, counter, network, WINDOW);
-  const { measure: wireSize } = countingSink(writer, schema, wireCounter());
+  const { encode } = countingSink(writer, schema, wireCounter());
   const now = new Date();
   const sizes = events
     .map((bytes) => normalizeChangeEvent(deserialize(bytes, BSON_DECODE_OPTIONS)))
     .filter((e) => e.kind === 'upsert' || e.kind === 'delete')
-    .map((event) => wireSize(changeRecord(mapper, event, now).row));
+    .map((event) => encode(changeRecord(mapper, event, now).row()).size);
   const largestRow = Math.max(...sizes);
   const meanRow = sizes.reduce((n, b) => n + b, 0) / Math.max(1, sizes.length);
   // The largest request of this recording: a full batch of its largest rows, within the request limit.

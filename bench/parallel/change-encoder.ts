@@ -121,7 +121,7 @@ export function compileChangeEncoder(config: ChangeEncoderConfig): Encode {
         const event = decode(raw);
         events.push(summarize(event));
         if (!writable(event)) return;
-        rows.push(changeRecord(mapper, event, now).row);
+        rows.push(changeRecord(mapper, event, now).row());
         rowEvents.push(index);
       });
       const encoded = encoder.encodeRows(rows);
@@ -161,7 +161,7 @@ export function compileChangeEncoder(config: ChangeEncoderConfig): Encode {
       const event = decode(raw);
       events.push(summarize(event));
       if (!writable(event)) return;
-      const { row } = changeRecord(mapper, event, now);
+      const row = changeRecord(mapper, event, now).row();
       // Written piecewise so the row's own JSON length (the batch size measure) comes for free; the bytes
       // are those of JSON.stringify({ insertId, json: row }).
       sink.write(`{"insertId":${JSON.stringify(changeEventId(event))},"json":`);

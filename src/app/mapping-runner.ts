@@ -76,7 +76,7 @@ function dryRunSink(log: Logger): RecordSink {
       const first = records[0];
       if (first && logged < 5) {
         logged++;
-        log.info({ rows: records.length, example: first.row }, 'dry run: would write rows');
+        log.info({ rows: records.length, example: first.row() }, 'dry run: would write rows');
       } else {
         log.debug({ rows: records.length }, 'dry run: would write rows');
       }
@@ -247,7 +247,7 @@ class MappingRun {
       {
         source: this.#source,
         sink: this.#sink,
-        sizeOf: (row) => this.#destination?.measure(row) ?? rowBytes(row),
+        encode: (row) => this.#destination?.encode(row) ?? { size: rowBytes(row) },
         checkpoints: this.#checkpoints,
         mapper: () => schema.mapper,
         limits: this.deps.limits ?? DEFAULT_BATCH_LIMITS,

@@ -17,7 +17,7 @@ import { TableAdmin, type ExistingField } from './table-admin.js';
 import { viewNames } from './views.js';
 import { type WriterKind } from '../core/settings.js';
 import { SerialQueue, WriterGate } from './writer-gate.js';
-import { type HistoryRow, type TableWriter } from './writer.js';
+import { type EncodedRow, type HistoryRow, type TableWriter } from './writer.js';
 
 export interface DestinationOptions {
   readonly clients: BigQueryClients;
@@ -203,7 +203,7 @@ export class BigQueryDestination {
         'event_id',
       ),
       onSchemaMismatch: () => this.#schemaChanges.run(() => this.#repairSchema()),
-      sizeOf: (row) => this.measure(row),
+      encode: (row) => this.encode(row),
       ...(o.limits && { limits: o.limits }),
       ...(o.backoff && { backoff: o.backoff }),
       ...(o.schemaBackoff && { schemaBackoff: o.schemaBackoff }),
@@ -220,9 +220,12 @@ export class BigQueryDestination {
     return this.#columns;
   }
 
-  /** A row's size in the current writer's requests (Storage Write keeps the encoding for the append). */
-  measure(row: HistoryRow): number {
-    return this.#gate.measure(row);
+  /**
+   * A row as the current writer sends it (and its size in its requests): what a batch holds until its
+   * append. A writer that replaces this one meanwhile builds the row again to send it.
+   */
+  encode(row: HistoryRow): EncodedRow {
+    return this.#gate.encode(row);
   }
 
   write(records: readonly HistoryRecord[], signal?: AbortSignal): Promise<SinkResult> {

@@ -3,7 +3,14 @@ import { abortable } from '../core/deadline.js';
 import { BigQueryError } from '../errors.js';
 import { type TableField } from '../schema/types.js';
 import { toBigQueryError } from './error-mapping.js';
-import { type AppendOutcome, type HistoryRow, type RowRejection, type TableWriter } from './writer.js';
+import {
+  type AppendOutcome,
+  type EncodedRow,
+  type HistoryRow,
+  type OutgoingRow,
+  type RowRejection,
+  type TableWriter,
+} from './writer.js';
 
 interface InsertAllResponse {
   readonly insertErrors?: readonly {
@@ -23,20 +30,37 @@ export const INSERT_ALL_BODY_HEAD =
 export const INSERT_ALL_BODY_TAIL = ']}';
 
 /**
+ * A row as an insertAll request carries it: its entry of the body (`{"insertId":...,"json":...}`) in UTF-8,
+ * in a buffer outside the JavaScript heap. `size` is the row's JSON alone, as BigQuery counts it.
+ */
+class JsonRow implements EncodedRow {
+  constructor(
+    readonly size: number,
+    /** Undefined when the row has no insertId: its append refuses it (see `insertIdOf`). */
+    readonly entry: Buffer | undefined,
+    /** The column the insertId was taken from. */
+    readonly idColumn: string,
+  ) {}
+}
+
+const COMMA = Buffer.from(',');
+const BODY_HEAD = Buffer.from(INSERT_ALL_BODY_HEAD);
+const BODY_TAIL = Buffer.from(INSERT_ALL_BODY_TAIL);
+
+/**
  * The legacy streaming path (`tabledata.insertAll`), the original service's: every row carries
  * `insertId = _event_id`, so BigQuery's best-effort dedup drops a retried row it already has, and
  * `skipInvalidRows` lets the valid rows of a request land when some are refused.
  *
  * The body goes to the client library as JSON text, not as an object: given an object, the library replaces
  * `{{projectId}}` in every string of it with the project id (rewriting archived data, in the caller's row
- * objects too) and walks every row to do so. Each row is serialised once: `measure` keeps the text for the
- * row's append.
+ * objects too) and walks every row to do so. Each row is serialised once, by `encode`, into its entry of
+ * the body; `append` joins the entries.
  */
 export class InsertAllWriter implements TableWriter {
   readonly kind = 'insert-all' as const;
   readonly #table: Table;
   readonly #idColumn: string;
-  readonly #measured = new WeakMap<HistoryRow, string>();
 
   /** `idColumn` names the column whose value is the insertId (the dead-letter table uses `event_id`). */
   constructor(table: Table, idColumn = '_event_id') {
@@ -44,21 +68,28 @@ export class InsertAllWriter implements TableWriter {
     this.#idColumn = idColumn;
   }
 
-  /** The row's size in the request body (its JSON in UTF-8); the text is kept for the row's append. */
-  measure(row: HistoryRow): number {
+  /** The row's entry of the request body; its size is the row's JSON in UTF-8. */
+  encode(row: HistoryRow): JsonRow {
     const json = JSON.stringify(row);
-    this.#measured.set(row, json);
-    return Buffer.byteLength(json, 'utf8');
+    const size = Buffer.byteLength(json, 'utf8');
+    const id = row[this.#idColumn];
+    const entry =
+      typeof id === 'string' && id.length > 0
+        ? Buffer.from(`{"insertId":${JSON.stringify(id)},"json":${json}}`, 'utf8')
+        : undefined;
+    return new JsonRow(size, entry, this.#idColumn);
   }
 
-  async append(rows: readonly HistoryRow[], signal?: AbortSignal): Promise<AppendOutcome> {
+  async append(rows: readonly OutgoingRow[], signal?: AbortSignal): Promise<AppendOutcome> {
     if (rows.length === 0) return { rejected: [] };
     signal?.throwIfAborted();
-    const entries = rows.map(
-      (row) =>
-        `{"insertId":${JSON.stringify(insertIdOf(row, this.#idColumn))},"json":${this.#measured.get(row) ?? JSON.stringify(row)}}`,
-    );
-    const body = `${INSERT_ALL_BODY_HEAD}${entries.join(',')}${INSERT_ALL_BODY_TAIL}`;
+    const parts: Buffer[] = [BODY_HEAD];
+    for (const [index, row] of rows.entries()) {
+      if (index > 0) parts.push(COMMA);
+      parts.push(this.#entryOf(row));
+    }
+    parts.push(BODY_TAIL);
+    const body = Buffer.concat(parts).toString('utf8');
     let response: InsertAllResponse;
     try {
       // `request` rather than `insert`: insert deep-copies every row and retries failed rows by itself.
@@ -80,6 +111,17 @@ export class InsertAllWriter implements TableWriter {
       throw toBigQueryError(error, `insertAll into ${this.#table.id ?? '?'}`);
     }
     return { rejected: rejectionsOf(response, rows.length) };
+  }
+
+  /** The row's entry as encoded at batching when it was encoded for this id column, else made now. */
+  #entryOf(row: OutgoingRow): Buffer {
+    const encoded = row.encoded;
+    if (encoded instanceof JsonRow && encoded.idColumn === this.#idColumn && encoded.entry !== undefined) {
+      return encoded.entry;
+    }
+    const values = row.row();
+    const entry = `{"insertId":${JSON.stringify(insertIdOf(values, this.#idColumn))},"json":${JSON.stringify(values)}}`;
+    return Buffer.from(entry, 'utf8');
   }
 
   /** insertAll sends JSON by column name: nothing here depends on the schema. */

@@ -10,18 +10,18 @@ import {
 } from '../core/backoff.js';
 import { DEFAULT_BATCH_LIMITS, splitIntoBatches, type BatchLimits, type Sized } from '../core/batcher.js';
 import { abortable } from '../core/deadline.js';
-import { rowBytes } from '../core/stream-loop.js';
+import { type HistoryRecord } from '../core/history-rows.js';
 import { classifyBigQueryError } from './error-mapping.js';
-import { type HistoryRow, type TableWriter } from './writer.js';
+import { type EncodedRow, type HistoryRow, type OutgoingRow, type TableWriter } from './writer.js';
 
-/** One row for the history table, with the source document for the dead-letter table should BigQuery refuse it. */
-export interface SinkRecord {
-  readonly row: HistoryRow;
-  /** The raw document as relaxed Extended JSON text (only called when the row is dead-lettered). */
-  readonly document: () => string;
-  /** The row's wire size when already measured; otherwise the sink measures it. */
-  readonly bytes?: number;
-}
+/**
+ * One row for the history table, with the source document for the dead-letter table should BigQuery refuse
+ * it: a HistoryRecord, encoded (by `encoded`'s writer) when it was batched or else by the sink.
+ */
+export type SinkRecord = HistoryRecord;
+
+/** A record on its way: encoded for the writer. */
+type Encoded = HistoryRecord & { readonly encoded: EncodedRow };
 
 export interface SinkResult {
   readonly written: number;
@@ -58,8 +58,11 @@ export interface BigQuerySinkOptions {
   readonly backoff?: BackoffPolicy;
   /** How long rows refused for their schema wait after the repair (default DEFAULT_SCHEMA_BACKOFF). */
   readonly schemaBackoff?: BackoffPolicy;
-  /** Size of a row on the wire; defaults to its JSON length in UTF-8. */
-  readonly sizeOf?: (row: HistoryRow) => number;
+  /**
+   * Encodes a row not encoded at batching (default: the writer's `encode`); the destination encodes with
+   * the writer current at the time.
+   */
+  readonly encode?: (row: HistoryRow) => EncodedRow;
   readonly onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
   readonly observer?: SinkObserver;
   readonly now?: () => Date;
@@ -69,7 +72,7 @@ interface SendState {
   /** Rows in the history table, and their bytes. */
   written: number;
   bytes: number;
-  readonly dead: { record: SinkRecord; reason: string }[];
+  readonly dead: { record: HistoryRecord; reason: string }[];
 }
 
 /**
@@ -106,8 +109,21 @@ export class BigQuerySink {
   }
 
   async write(records: readonly SinkRecord[], signal?: AbortSignal): Promise<SinkResult> {
-    const sizeOf = this.#o.sizeOf ?? rowBytes;
-    const sized = records.map((item) => ({ item, bytes: item.bytes ?? sizeOf(item.row) }));
+    const encode = this.#o.encode ?? ((row: HistoryRow) => this.#o.writer.encode(row));
+    // The request limit is checked here only, on the sizes the rows were encoded at.
+    const sized = records.map((record): Sized<Encoded> => {
+      const item: Encoded =
+        record.encoded === undefined
+          ? {
+              eventId: record.eventId,
+              docId: record.docId,
+              row: () => record.row(),
+              document: () => record.document(),
+              encoded: encode(record.row()),
+            }
+          : (record as Encoded);
+      return { item, bytes: item.encoded.size };
+    });
     const { batches, oversized } = splitIntoBatches(sized, this.#limits);
     const state: SendState = { written: 0, bytes: 0, dead: [] };
     for (const entry of oversized) {
@@ -137,7 +153,7 @@ export class BigQuerySink {
     };
   }
 
-  async #append(rows: readonly HistoryRow[], writer: TableWriter, signal?: AbortSignal) {
+  async #append(rows: readonly OutgoingRow[], writer: TableWriter, signal?: AbortSignal) {
     return retry(
       () => writer.append(rows, signal),
       (error) => classifyBigQueryError(error) === 'retryable',
@@ -155,7 +171,7 @@ export class BigQuerySink {
    * dead-letters: the schema is repaired once, then the same rows wait with backoff for BigQuery to catch up.
    */
   async #send(
-    batch: readonly Sized<SinkRecord>[],
+    batch: readonly Sized<Encoded>[],
     state: SendState,
     signal?: AbortSignal,
     repaired = false,
@@ -168,7 +184,7 @@ export class BigQuerySink {
       const sentAt = this.#schemaGeneration;
       try {
         outcome = await this.#append(
-          pending.map((e) => e.item.row),
+          pending.map((e) => e.item),
           this.#o.writer,
           signal,
         );
@@ -192,7 +208,7 @@ export class BigQuerySink {
         return;
       }
       const refused = new Map(outcome.rejected.map((r) => [r.index, r.reason]));
-      const waiting: Sized<SinkRecord>[] = [];
+      const waiting: Sized<Encoded>[] = [];
       let waitReason: string | undefined;
       for (const [index, entry] of pending.entries()) {
         const reason = refused.get(index);
@@ -279,20 +295,20 @@ export class BigQuerySink {
   }
 
   async #deadLetter(
-    dead: readonly { record: SinkRecord; reason: string }[],
+    dead: readonly { record: HistoryRecord; reason: string }[],
     signal?: AbortSignal,
   ): Promise<void> {
     const failedAt = (this.#o.now ?? (() => new Date()))().toISOString();
     const writer = this.#o.deadLetterWriter;
-    const sizeOf = (row: DeadLetterRow) => writer.measure?.(row) ?? rowBytes(row);
+    const sizeOf = (row: DeadLetterRow) => writer.encode(row).size;
     // A row within this fits a request of its own under the same limits as the history writes.
     const budget = Math.min(MAX_DEAD_LETTER_ROW_BYTES, this.#limits.maxBytes, this.#limits.maxRowBytes);
     const rows = dead.map(({ record, reason }) =>
       fitDeadLetterRow(
         {
           mapping_id: this.#o.mappingId,
-          event_id: String(record.row._event_id),
-          _doc_id: typeof record.row._doc_id === 'string' ? record.row._doc_id : null,
+          event_id: record.eventId,
+          _doc_id: record.docId,
           reason,
           document: record.document(),
           failed_at: failedAt,
@@ -313,7 +329,7 @@ export class BigQuerySink {
     for (const batch of batches) {
       // The dead-letter writer dedups on `event_id`, the same key as the history table.
       const outcome = await this.#append(
-        batch.map((entry) => entry.item),
+        batch.map(({ item }) => ({ encoded: writer.encode(item), row: () => item })),
         writer,
         signal,
       );

@@ -4,7 +4,7 @@ import { type TableField } from '../schema/types.js';
 import { type BigQueryClients } from './client.js';
 import { classifyBigQueryError, toBigQueryError } from './error-mapping.js';
 import { assertDatasetId, assertTableId } from '../schema/identifiers.js';
-import { compileRowEncoder, descriptorProblem, type EncodedRows, type RowEncoder } from './proto-encoder.js';
+import { compileRowEncoder, descriptorProblem, type RowEncoder } from './proto-encoder.js';
 import {
   AppendStatusError,
   GRPC_INTERNAL,
@@ -12,7 +12,14 @@ import {
   type AppendRowsResponse,
   type DescriptorProto,
 } from './storage-write-connection.js';
-import { type AppendOutcome, type HistoryRow, type RowRejection, type TableWriter } from './writer.js';
+import {
+  type AppendOutcome,
+  type EncodedRow,
+  type HistoryRow,
+  type OutgoingRow,
+  type RowRejection,
+  type TableWriter,
+} from './writer.js';
 
 type RowError = protos.google.cloud.bigquery.storage.v1.IRowError;
 type StorageTableField = protos.google.cloud.bigquery.storage.v1.ITableFieldSchema;
@@ -147,6 +154,21 @@ function covers(reported: readonly StorageTableField[], fields: readonly TableFi
   });
 }
 
+/**
+ * A row encoded by `encode`: its protobuf bytes (a view into the encoder's slab, outside the JavaScript heap)
+ * and the writer schema they were encoded with. The bytes are sent only with that schema's descriptor: the
+ * client library numbers a message's fields by their position in it, so the same row is other bytes under a
+ * schema that lacks a field before one of its own (a narrowed one, see `#withoutRefusedFields`).
+ */
+class ProtoRow implements EncodedRow {
+  constructor(
+    readonly size: number,
+    /** Undefined when a value does not fit its column: the append encodes the row again and refuses it. */
+    readonly bytes: Uint8Array | undefined,
+    readonly schema: WriterSchema,
+  ) {}
+}
+
 /** The rows of one request: their bytes and their indexes among the rows given to `append`. */
 interface Batch {
   readonly serialized: readonly Uint8Array[];
@@ -183,12 +205,10 @@ export class StorageWriteWriter implements TableWriter {
   readonly #destinationTable: string;
   readonly #closeTimeoutMs: number;
   readonly #connections: readonly StorageWriteConnection[];
-  /** The newest schema (`updateSchema`); rows are measured and encoded with it. */
+  /** The newest schema (`updateSchema`); rows are encoded with it. */
   #current: WriterSchema;
   /** The newest schema BigQuery is known to take on this stream (a request with it landed). */
   #accepted: WriterSchema;
-  /** Encodings made by `measure` under the current encoder; `append` sends them instead of encoding again. */
-  #measured = new WeakMap<HistoryRow, Uint8Array>();
   #closed = false;
 
   constructor(options: StorageWriteWriterOptions) {
@@ -214,35 +234,46 @@ export class StorageWriteWriter implements TableWriter {
     this.#accepted = this.#current;
   }
 
-  /** The row's protobuf size; its encoding is kept for its append (until a schema change). */
-  measure(row: HistoryRow): number {
+  /**
+   * The row's protobuf bytes under the schema it is to be sent with, sent as they are while that schema is
+   * the accepted one: the current schema, or, while BigQuery does not take that one yet, the accepted one
+   * for a row that needs nothing beyond it.
+   */
+  encode(row: HistoryRow): ProtoRow {
+    const schema =
+      this.#accepted !== this.#current && !this.#accepted.exceeds(row) ? this.#accepted : this.#current;
     try {
-      const bytes = this.#current.encoder.encode(row);
-      this.#measured.set(row, bytes);
-      return bytes.length;
+      const bytes = schema.encoder.encode(row);
+      return new ProtoRow(bytes.length, bytes, schema);
     } catch (error) {
       // A value that does not fit its column: `append` reports the row as rejected; size it by its JSON.
-      if (error instanceof BigQueryError) return Buffer.byteLength(JSON.stringify(row), 'utf8');
+      if (error instanceof BigQueryError)
+        return new ProtoRow(Buffer.byteLength(JSON.stringify(row), 'utf8'), undefined, schema);
       throw error;
     }
   }
 
-  async append(rows: readonly HistoryRow[], signal?: AbortSignal): Promise<AppendOutcome> {
+  async append(rows: readonly OutgoingRow[], signal?: AbortSignal): Promise<AppendOutcome> {
     signal?.throwIfAborted();
     if (this.#closed)
       throw new BigQueryError('fatal', `Storage Write writer for ${this.#destinationTable} is closed`);
+    const values = new RowValues(rows);
     // Rows that need nothing beyond the accepted schema go out with it: they land while a new column is
     // still on its way to the default stream. Only the rows that need the new schema are sent with it, and
-    // first: should it land, it becomes the accepted one.
+    // first: should it land, it becomes the accepted one. A row encoded with the accepted schema fits it
+    // (encoding refuses a value without a field); any other is built again to be looked at.
     let fits: number[] = [];
     let needs: number[] = [];
     rows.forEach((row, index) => {
-      (this.#accepted === this.#current || this.#accepted.exceeds(row) ? needs : fits).push(index);
+      const needsCurrent =
+        this.#accepted === this.#current ||
+        (!this.#encodedWith(row, this.#accepted) && this.#accepted.exceeds(values.at(index)));
+      (needsCurrent ? needs : fits).push(index);
     });
     const rejected: RowRejection[] = [];
     if (needs.length > 0) {
       try {
-        rejected.push(...(await this.#appendWith(this.#current, rows, needs, signal)));
+        rejected.push(...(await this.#appendWith(this.#current, values, needs, signal)));
       } catch (error) {
         const narrowed = this.#withoutRefusedFields(error);
         if (narrowed === undefined) throw error;
@@ -250,27 +281,32 @@ export class StorageWriteWriter implements TableWriter {
         // what it takes. The rows that carry a value for a named field wait (the sink retries them as
         // `schema`); the others go out now without it.
         this.#accepted = narrowed;
-        const waiting = needs.filter((index) => narrowed.exceeds(rows[index] ?? {}));
-        fits = [...fits, ...needs.filter((index) => !narrowed.exceeds(rows[index] ?? {}))];
+        const waiting = needs.filter((index) => narrowed.exceeds(values.at(index)));
+        fits = [...fits, ...needs.filter((index) => !narrowed.exceeds(values.at(index)))];
         needs = waiting;
         if (fits.length === 0) throw error;
         const reason = errorMessage(error);
         for (const index of waiting) rejected.push({ index, reason });
       }
     }
-    if (fits.length > 0) rejected.push(...(await this.#appendWith(this.#accepted, rows, fits, signal)));
+    if (fits.length > 0) rejected.push(...(await this.#appendWith(this.#accepted, values, fits, signal)));
     return { rejected: rejected.sort((a, b) => a.index - b.index) };
+  }
+
+  /** Whether the row was encoded by this writer with `schema` (and could be). */
+  #encodedWith(row: OutgoingRow, schema: WriterSchema): boolean {
+    const encoded = row.encoded;
+    return encoded instanceof ProtoRow && encoded.schema === schema && encoded.bytes !== undefined;
   }
 
   /** Sends `rows[indexes]` with `schema`; returns the refused ones, by their index among `rows`. */
   async #appendWith(
     schema: WriterSchema,
-    rows: readonly HistoryRow[],
+    values: RowValues,
     indexes: readonly number[],
     signal: AbortSignal | undefined,
   ): Promise<RowRejection[]> {
-    const group = indexes.length === rows.length ? rows : indexes.map((index) => rows[index] ?? {});
-    const encoded = schema === this.#current ? this.#encode(group) : schema.encoder.encodeRows(group);
+    const encoded = this.#encode(schema, values, indexes);
     const rejected: RowRejection[] = [...encoded.rejected];
     let batch = this.#withinRequestLimit(encoded, schema.descriptorBytes, rejected);
     while (batch.serialized.length > 0) {
@@ -291,7 +327,7 @@ export class StorageWriteWriter implements TableWriter {
       }
       batch = this.#withoutRefusedRows(batch, rowErrors, rejected);
     }
-    return rejected.map((r) => ({ index: indexes[r.index] ?? r.index, reason: r.reason }));
+    return rejected;
   }
 
   /**
@@ -318,7 +354,6 @@ export class StorageWriteWriter implements TableWriter {
     // A repair hands the same schema again: keep what is compiled (and whether BigQuery took it).
     if (sameSchema(schema, this.#accepted.schema)) this.#current = this.#accepted;
     else if (!sameSchema(schema, this.#current.schema)) this.#current = writerSchema(schema);
-    this.#measured = new WeakMap();
     // Each open connection switches once its requests in flight are answered.
     const descriptor = this.#current.encoder.descriptor;
     await Promise.all(this.#connections.map((connection) => connection.use(descriptor)));
@@ -338,30 +373,34 @@ export class StorageWriteWriter implements TableWriter {
     await Promise.all(this.#connections.map((connection) => connection.close(this.#closeTimeoutMs)));
   }
 
-  /** The rows' encodings: the ones `measure` kept, the others encoded now (misfits as rejections). */
-  #encode(rows: readonly HistoryRow[]): EncodedRows {
-    const first = rows[0];
-    if (first === undefined || !this.#measured.has(first)) return this.#current.encoder.encodeRows(rows);
+  /**
+   * `rows[indexes]` as protobuf rows of `schema`: the bytes made at batching when they were made with it,
+   * the others encoded now from the row built again (misfits as rejections). Indexes are among `rows`.
+   */
+  #encode(
+    schema: WriterSchema,
+    values: RowValues,
+    indexes: readonly number[],
+  ): { serialized: Uint8Array[]; indexes: number[]; rejected: RowRejection[] } {
     const serialized: Uint8Array[] = [];
-    const indexes: number[] = [];
+    const kept: number[] = [];
     const rejected: RowRejection[] = [];
-    let bytes = 0;
-    rows.forEach((row, index) => {
-      let encoded = this.#measured.get(row);
-      if (encoded === undefined) {
+    for (const index of indexes) {
+      const encoded = values.rows[index]?.encoded;
+      let bytes = encoded instanceof ProtoRow && encoded.schema === schema ? encoded.bytes : undefined;
+      if (bytes === undefined) {
         try {
-          encoded = this.#current.encoder.encode(row);
+          bytes = schema.encoder.encode(values.at(index));
         } catch (error) {
           if (!(error instanceof BigQueryError)) throw error;
           rejected.push({ index, reason: error.message });
-          return;
+          continue;
         }
       }
-      serialized.push(encoded);
-      indexes.push(index);
-      bytes += encoded.length;
-    });
-    return { serialized, indexes, rejected, bytes };
+      serialized.push(bytes);
+      kept.push(index);
+    }
+    return { serialized, indexes: kept, rejected };
   }
 
   /** Rows too large for any request are refused on their own; a batch too large as a whole is a caller bug. */
@@ -479,6 +518,25 @@ function lengthDelimitedOverhead(length: number): number {
   let size = 2;
   for (let v = length >>> 7; v !== 0; v >>>= 7) size++;
   return size;
+}
+
+/**
+ * The rows of one append as objects, each built (again) only when the append needs it, and once: in the
+ * common case, every row's bytes are sent as encoded and no row is built at all.
+ */
+class RowValues {
+  readonly #built = new Map<number, HistoryRow>();
+
+  constructor(readonly rows: readonly OutgoingRow[]) {}
+
+  at(index: number): HistoryRow {
+    let row = this.#built.get(index);
+    if (row === undefined) {
+      row = this.rows[index]?.row() ?? {};
+      this.#built.set(index, row);
+    }
+    return row;
+  }
 }
 
 /** A Storage Write writer for one table; see `storageWriteSupport` for the tables it cannot take. */

@@ -1,6 +1,11 @@
 import { abortable } from '../core/deadline.js';
-import { rowBytes } from '../core/stream-loop.js';
-import { type AppendOutcome, type HistoryRow, type TableWriter } from './writer.js';
+import {
+  type AppendOutcome,
+  type EncodedRow,
+  type HistoryRow,
+  type OutgoingRow,
+  type TableWriter,
+} from './writer.js';
 
 /**
  * The history table's writer as the sink sees it, while schema changes rebuild or replace it under writes in
@@ -26,7 +31,7 @@ export class WriterGate {
         return current().kind;
       },
       append: (rows, signal) => this.#append(rows, signal),
-      measure: (row) => this.measure(row),
+      encode: (row) => this.encode(row),
       updateSchema: (schema) =>
         this.rebuild(async (current) => {
           await current.updateSchema(schema);
@@ -45,9 +50,9 @@ export class WriterGate {
     return this.#inFlight;
   }
 
-  /** A row's size in the current writer's requests. */
-  measure(row: HistoryRow): number {
-    return this.#writer.measure?.(row) ?? rowBytes(row);
+  /** A row encoded by the current writer. */
+  encode(row: HistoryRow): EncodedRow {
+    return this.#writer.encode(row);
   }
 
   /**
@@ -68,7 +73,7 @@ export class WriterGate {
     }
   }
 
-  async #append(rows: readonly HistoryRow[], signal: AbortSignal | undefined): Promise<AppendOutcome> {
+  async #append(rows: readonly OutgoingRow[], signal: AbortSignal | undefined): Promise<AppendOutcome> {
     while (this.#paused !== undefined) await abortable(this.#paused, signal);
     this.#inFlight++;
     try {

@@ -1,8 +1,8 @@
+import { type EncodedRow, type HistoryRow } from '../core/history-rows.js';
 import { type WriterKind } from '../core/settings.js';
 import { type TableField } from '../schema/types.js';
 
-/** A complete history-table row (user columns, metadata, `_unmapped`) in insertAll wire form. */
-export type HistoryRow = Readonly<Record<string, unknown>>;
+export { type EncodedRow, type HistoryRow } from '../core/history-rows.js';
 
 /** A row BigQuery refused on its own (the rest of its request landed). */
 export interface RowRejection {
@@ -16,18 +16,28 @@ export interface AppendOutcome {
 }
 
 /**
+ * A row handed to `append`: as a writer encoded it when it was batched, and the row itself, built again on
+ * demand, for a writer that cannot send that encoding (another writer made it, or for another schema).
+ */
+export interface OutgoingRow {
+  readonly encoded: EncodedRow;
+  row(): HistoryRow;
+}
+
+/**
  * Writes rows into one history table. `append` resolves once BigQuery acknowledged the request (rows it
  * refused individually are returned, not thrown); any other failure rejects with a classified error. It
  * never retries by itself: retrying is the caller's decision, with the same `_event_id`s.
  */
 export interface TableWriter {
   readonly kind: WriterKind;
-  append(rows: readonly HistoryRow[], signal?: AbortSignal): Promise<AppendOutcome>;
+  append(rows: readonly OutgoingRow[], signal?: AbortSignal): Promise<AppendOutcome>;
   /**
-   * The row's size in this writer's requests, for batching. A writer that must encode the row to know may
-   * keep that encoding for the row's append. Without it, the row's JSON length is used.
+   * The row as this writer sends it, and its size in this writer's requests, for batching: encoded once,
+   * so that the row object need not be kept until its append. Never throws for the row's values: a row
+   * that cannot be encoded is sized by its JSON and refused by `append`.
    */
-  measure?(row: HistoryRow): number;
+  encode(row: HistoryRow): EncodedRow;
   /** After an additive schema change: rebuild what depends on the schema (encoder, stream connection). */
   updateSchema(schema: readonly TableField[]): Promise<void>;
   close(): Promise<void>;

@@ -9,7 +9,7 @@ import {
   deadlineAfter,
 } from './deadline.js';
 import { Batcher, DEFAULT_BATCH_LIMITS, type BatchLimits } from './batcher.js';
-import { changeRecord, type HistoryRecord } from './history-rows.js';
+import { changeRecord, type EncodedRow, type HistoryRecord, type HistoryRow } from './history-rows.js';
 import { operationTypeOf, type ChangeEvent, type Position } from './model.js';
 import { Watermark } from './watermark.js';
 import { DEFAULT_WINDOW_LIMITS, InFlightWindow, type WindowLimits } from './window.js';
@@ -63,8 +63,11 @@ export interface StreamLoopOptions {
   /** Before events are mapped: a chance to evolve the schema for the documents they carry. */
   readonly beforeMap?: (events: readonly ChangeEvent[], signal: AbortSignal) => Promise<void>;
   readonly observer?: StreamObserver;
-  /** A row's size in the sink's requests, for the batch limits; default its JSON length (rowBytes). */
-  readonly sizeOf?: (row: Readonly<Record<string, unknown>>) => number;
+  /**
+   * The row as the sink's writer sends it, with its size in the writer's requests, for the batch limits:
+   * batches hold this rather than the row object. Default: only the size, its JSON length (rowBytes).
+   */
+  readonly encode?: (row: HistoryRow) => EncodedRow;
   /**
    * How long flushing may go on after `signal` aborts (or after a write failed: the wait for the others);
    * default DEFAULT_FINAL_FLUSH_TIMEOUT_MS.
@@ -104,7 +107,7 @@ export async function runStreamLoop(
   const batcher = new Batcher<HistoryRecord>(options.limits ?? DEFAULT_BATCH_LIMITS);
   const window = new InFlightWindow(options.window ?? DEFAULT_WINDOW_LIMITS);
   const observer = options.observer;
-  const sizeOf = options.sizeOf ?? rowBytes;
+  const encode = options.encode ?? sizeOnly;
   let readUpTo: Position | undefined = start.kind === 'startAt' ? undefined : start.position;
   const watermark = new Watermark<Position>(readUpTo);
   /** The last position handed to the watermark (with a batch or marked), so an idle stream marks it once. */
@@ -277,8 +280,9 @@ export async function runStreamLoop(
             let record;
             let bytes;
             try {
-              record = changeRecord(options.mapper(), event, now);
-              bytes = sizeOf(record.row);
+              // Encoded once, here; the row object is garbage at once, and the batch holds the encoding.
+              record = changeRecord(options.mapper(), event, now, encode);
+              bytes = record.encoded?.size ?? 0;
             } catch (error) {
               // Like any other failure: the writes out are drained and what they acknowledged is saved
               // before the error goes up, so that no save outlives the loop.
@@ -288,7 +292,7 @@ export async function runStreamLoop(
             // Full batches leave as they fill, each one request of the sink, so that a pull of many
             // changes becomes several requests in flight together.
             if (!batcher.fits(bytes) && !(await send())) break reading;
-            batcher.add({ row: record.row, document: record.document, bytes }, bytes, clock.now());
+            batcher.add(record, bytes, clock.now());
             break;
           }
           case 'lookup-missed':
@@ -338,6 +342,11 @@ export function resumeFrom(position: Position): StreamStart {
 /** Read anew after an await (a property check would be narrowed by the loop's condition). */
 function isAborted(signal: AbortSignal): boolean {
   return signal.aborted;
+}
+
+/** The default encoding: the row's JSON size only. */
+function sizeOnly(row: HistoryRow): EncodedRow {
+  return { size: rowBytes(row) };
 }
 
 /** Wire size of a row (its JSON in UTF-8), for the byte limit of a batch. */

@@ -1,6 +1,7 @@
 // Issue 11: several batches in flight at once through one real BigQueryDestination on the emulator, with
 // each writer: every row lands exactly once. What the emulator cannot show (BigQuery's per-connection
 // ordering, throttling, slow answers) is covered by the unit tests on a held stream (docs/testing.md).
+import { historyRecord } from '../../support/outgoing-rows.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { BigQueryDestination } from '../../../src/bigquery/destination.js';
@@ -36,7 +37,7 @@ const columns = parseColumnSpecs([
 function batch(b: number, extra: Record<string, unknown> = {}): SinkRecord[] {
   return Array.from({ length: ROWS_PER_BATCH }, (_, i) => {
     const n = b * ROWS_PER_BATCH + i;
-    return {
+    return historyRecord({
       row: {
         ...extra,
         _id: `"${n}"`,
@@ -50,7 +51,7 @@ function batch(b: number, extra: Record<string, unknown> = {}): SinkRecord[] {
         _unmapped: null,
       },
       document: () => `{"_id":"${n}","qty":${n}}`,
-    };
+    });
   });
 }
 

@@ -1,3 +1,4 @@
+import { encodedBy, historyRecord, outgoing } from '../../support/outgoing-rows.js';
 import {
   Binary,
   BSONRegExp,
@@ -154,7 +155,7 @@ describe('insertAll writer against the emulator', () => {
     const { row } = compileRowMapper(columns).map(doc);
     await createTable('types', historyTableSchema(columns));
     const writer = new InsertAllWriter(dataset.table('types'));
-    expect(await writer.append([{ ...row, ...metadata(doc, 1) }])).toEqual({ rejected: [] });
+    expect(await writer.append(outgoing([{ ...row, ...metadata(doc, 1) }]))).toEqual({ rejected: [] });
 
     const [back] = await selectAll('types', {
       _id: '_id',
@@ -246,8 +247,9 @@ describe('insertAll writer against the emulator', () => {
     const writer = new InsertAllWriter(dataset.table('placeholders'));
     const row = { s: 'a {{projectId}} b', tags: ['{{projectId}}'], _event_id: 'p{{projectId}}' };
     const given = structuredClone(row);
-    expect(writer.measure(row)).toBe(Buffer.byteLength(JSON.stringify(row), 'utf8'));
-    expect(await writer.append([row])).toEqual({ rejected: [] });
+    const encoded = encodedBy(writer, [row]);
+    expect(encoded[0]?.encoded.size).toBe(Buffer.byteLength(JSON.stringify(row), 'utf8'));
+    expect(await writer.append(encoded)).toEqual({ rejected: [] });
     expect(row).toEqual(given);
     expect(await selectAll('placeholders', { s: 's', tags: 'tags', id: '_event_id' })).toEqual([
       { s: 'a {{projectId}} b', tags: ['{{projectId}}'], id: 'p{{projectId}}' },
@@ -271,8 +273,9 @@ describe('insertAll writer against the emulator', () => {
     const { row } = compileRowMapper(columns).map(doc);
     await createTable('negative_zero', historyTableSchema(columns));
     const writer = new InsertAllWriter(dataset.table('negative_zero'));
-    writer.measure(row);
-    expect(await writer.append([{ ...row, ...metadata(doc, 1) }])).toEqual({ rejected: [] });
+    expect(await writer.append(encodedBy(writer, [{ ...row, ...metadata(doc, 1) }]))).toEqual({
+      rejected: [],
+    });
 
     // The sign of a zero shows only through division: 1 / -0 is -Infinity.
     const [back] = await selectAll('negative_zero', {
@@ -309,7 +312,7 @@ describe('insertAll writer against the emulator', () => {
     }
     await createTable('bignumeric', fields);
     const writer = new InsertAllWriter(dataset.table('bignumeric'));
-    await writer.append([{ big: '0.' + '1'.repeat(38), _event_id: 'b1' }]);
+    await writer.append(outgoing([{ big: '0.' + '1'.repeat(38), _event_id: 'b1' }]));
     const [rows] = await clients.bigquery.query({
       query: `SELECT CAST(big AS STRING) AS big FROM \`${clients.projectId}.${dataset.id ?? ''}.bignumeric\``,
     });
@@ -327,11 +330,13 @@ describe('insertAll writer against the emulator', () => {
       backoff: { initialMs: 10, maxMs: 50, multiplier: 2, maxAttempts: 3 },
     });
     const docs = [1, 2, 3, 4].map((i) => ({ _id: i, n: i }));
-    const records = docs.map((doc, i) => ({
-      // Row 3 claims a value BigQuery cannot store in an INTEGER column (the mapper never produces it).
-      row: { n: i === 2 ? 'not a number' : doc.n, _unmapped: null, ...metadata(doc, i) },
-      document: () => relaxedEjsonText(doc),
-    }));
+    const records = docs.map((doc, i) =>
+      historyRecord({
+        // Row 3 claims a value BigQuery cannot store in an INTEGER column (the mapper never produces it).
+        row: { n: i === 2 ? 'not a number' : doc.n, _unmapped: null, ...metadata(doc, i) },
+        document: () => relaxedEjsonText(doc),
+      }),
+    );
     const result = await sink.write(records);
     expect(result.written).toBe(3);
     expect(result.deadLettered).toBe(1);

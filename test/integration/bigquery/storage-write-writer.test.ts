@@ -1,6 +1,7 @@
 // The Storage Write writer against the emulator the run started: rows encoded by our protobuf encoder,
 // appended to the default stream, read back with queries. Where an emulator differs from BigQuery, the test
 // names the gap and asserts what the emulator does (branches key on MBA_TEST_BIGQUERY_PEER).
+import { outgoing } from '../../support/outgoing-rows.js';
 import { type Dataset, type Table, type TableField as ApiTableField } from '@google-cloud/bigquery';
 import { deserialize, serialize } from 'bson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -123,40 +124,42 @@ describe(`Storage Write writer (${env.peer})`, () => {
     expect(storageWriteSupport(schema, env.peer)).toEqual({ supported: true });
     const writer = writerFor('scalars', schema);
 
-    const outcome = await writer.append([
-      historyRow('a', {
-        _id: 'a',
-        s: 'grüße \u0000 ✓ 😀 中文',
-        b: Buffer.from([0, 1, 2, 255]).toString('base64'),
-        i: '9223372036854775807',
-        f: 3.25,
-        ok: true,
-        happened: '2026-11-25T10:00:00.123456Z',
-        day: '2026-11-25',
-        clock: '23:59:59.5',
-        local: '2026-11-25T10:00:00.25',
-        price: '-12345678901234567890.123456789',
-        doc: '{"a":[1,{"b":null}],"s":"é"}',
-        tags: ['x', 'y'],
-        nums: [1, -1, '-9223372036854775808'],
-      }),
-      historyRow('b', {
-        _id: 'b',
-        i: -5,
-        f: 'NaN',
-        ok: false,
-        happened: '1969-12-31T23:59:59.999999Z',
-        day: '1969-01-01',
-        tags: [],
-        nums: [],
-      }),
-      historyRow('c', {
-        _id: 'c',
-        i: '9007199254740993',
-        f: '-Infinity',
-        happened: '2026-11-25 11:30:00+01:30',
-      }),
-    ]);
+    const outcome = await writer.append(
+      outgoing([
+        historyRow('a', {
+          _id: 'a',
+          s: 'grüße \u0000 ✓ 😀 中文',
+          b: Buffer.from([0, 1, 2, 255]).toString('base64'),
+          i: '9223372036854775807',
+          f: 3.25,
+          ok: true,
+          happened: '2026-11-25T10:00:00.123456Z',
+          day: '2026-11-25',
+          clock: '23:59:59.5',
+          local: '2026-11-25T10:00:00.25',
+          price: '-12345678901234567890.123456789',
+          doc: '{"a":[1,{"b":null}],"s":"é"}',
+          tags: ['x', 'y'],
+          nums: [1, -1, '-9223372036854775808'],
+        }),
+        historyRow('b', {
+          _id: 'b',
+          i: -5,
+          f: 'NaN',
+          ok: false,
+          happened: '1969-12-31T23:59:59.999999Z',
+          day: '1969-01-01',
+          tags: [],
+          nums: [],
+        }),
+        historyRow('c', {
+          _id: 'c',
+          i: '9007199254740993',
+          f: '-Infinity',
+          happened: '2026-11-25 11:30:00+01:30',
+        }),
+      ]),
+    );
     expect(outcome).toEqual({ rejected: [] });
 
     const rows = await select('scalars', {
@@ -268,7 +271,7 @@ describe(`Storage Write writer (${env.peer})`, () => {
     const schema = await createHistoryTable('bignumeric', columns);
     const writer = writerFor('bignumeric', schema);
     const big = `0.${'1'.repeat(38)}`;
-    expect(await writer.append([historyRow('a', { big })])).toEqual({ rejected: [] });
+    expect(await writer.append(outgoing([historyRow('a', { big })]))).toEqual({ rejected: [] });
     expect(await select('bignumeric', { _doc_id: '_doc_id', big: 'CAST(big AS STRING)' })).toEqual([
       { _doc_id: 'a', big },
     ]);
@@ -313,14 +316,14 @@ describe(`Storage Write writer (${env.peer})`, () => {
         supported: false,
         reason: 'bqemulator cannot take RECORD columns (address) through the Storage Write API',
       });
-      const failure = await failureOf(writer.append([row]));
+      const failure = await failureOf(writer.append(outgoing([row])));
       expect(failure).toBeInstanceOf(BigQueryError);
       expect(String(failure)).toMatch(/STRUCT with no fields/);
       expect(await select('nested', { _doc_id: '_doc_id' })).toEqual([]);
       return;
     }
     expect(storageWriteSupport(schema, env.peer)).toEqual({ supported: true });
-    expect(await writer.append([row])).toEqual({ rejected: [] });
+    expect(await writer.append(outgoing([row]))).toEqual({ rejected: [] });
     expect(
       await select('nested', {
         _doc_id: '_doc_id',
@@ -351,7 +354,9 @@ describe(`Storage Write writer (${env.peer})`, () => {
     const doc = deserialize(serialize({ _id: 'z', neg: -0, pos: 0, negs: [-0, 2.5] }), BSON_DECODE_OPTIONS);
     const { row } = compileRowMapper(columns).map(doc);
 
-    expect(await writer.append([historyRow('z', { ...row, _unmapped: null })])).toEqual({ rejected: [] });
+    expect(await writer.append(outgoing([historyRow('z', { ...row, _unmapped: null })]))).toEqual({
+      rejected: [],
+    });
     // The sign of a zero shows only through division: 1 / -0 is -Infinity.
     expect(
       await select('negative_zero', {
@@ -371,11 +376,13 @@ describe(`Storage Write writer (${env.peer})`, () => {
     ]);
     const writer = writerFor('misfit', schema);
 
-    const outcome = await writer.append([
-      historyRow('a', { _id: 'a', n: 1 }),
-      historyRow('b', { _id: 'b', n: 'not a number' }),
-      historyRow('c', { _id: 'c', n: 3 }),
-    ]);
+    const outcome = await writer.append(
+      outgoing([
+        historyRow('a', { _id: 'a', n: 1 }),
+        historyRow('b', { _id: 'b', n: 'not a number' }),
+        historyRow('c', { _id: 'c', n: 3 }),
+      ]),
+    );
 
     expect(outcome.rejected).toEqual([
       { index: 1, reason: 'column n: expected an int64 (number or decimal string), got "not a number"' },
@@ -402,7 +409,7 @@ describe(`Storage Write writer (${env.peer})`, () => {
       historyRow('b', { _id: 'b', price: tooBig }),
     ];
 
-    const failure = await failureOf(writer.append(rows));
+    const failure = await failureOf(writer.append(outgoing(rows)));
 
     if (GOCCY) {
       // Gap (goccy): no precision check; the value is stored as given.
@@ -420,7 +427,7 @@ describe(`Storage Write writer (${env.peer})`, () => {
     expect(String(failure)).toMatch(/Rescaling Decimal value would cause data loss/);
     expect(await select('refused', { _doc_id: '_doc_id' })).toEqual([]);
     // The stream is usable afterwards.
-    expect(await writer.append([rows[0] ?? {}])).toEqual({ rejected: [] });
+    expect(await writer.append(outgoing([rows[0] ?? {}]))).toEqual({ rejected: [] });
     expect(await select('refused', { _doc_id: '_doc_id', price: 'CAST(price AS STRING)' })).toEqual([
       { _doc_id: 'a', price: '1.123456789' },
     ]);
@@ -435,7 +442,9 @@ describe(`Storage Write writer (${env.peer})`, () => {
 
     // The encoder does not parse JSON text (the row mapper only produces valid JSON; parsing is BigQuery's).
     const failure = await failureOf(
-      writer.append([historyRow('a', { _id: 'a', doc: '{}' }), historyRow('b', { _id: 'b', doc: '{"cut' })]),
+      writer.append(
+        outgoing([historyRow('a', { _id: 'a', doc: '{}' }), historyRow('b', { _id: 'b', doc: '{"cut' })]),
+      ),
     );
 
     // Gap (both emulators): the request fails as a whole with a status that reads as transient (bqemulator
@@ -454,14 +463,16 @@ describe(`Storage Write writer (${env.peer})`, () => {
     ];
     const schema = await createHistoryTable('evolving', columns);
     const writer = writerFor('evolving', schema);
-    expect(await writer.append([historyRow('a', { _id: 'a', n: 1 })])).toEqual({ rejected: [] });
+    expect(await writer.append(outgoing([historyRow('a', { _id: 'a', n: 1 })]))).toEqual({ rejected: [] });
 
     const extended = [...schema, { name: 'added', type: 'STRING', mode: 'NULLABLE' } as const];
     await clients.bigquery.query({ query: `ALTER TABLE ${tableRef('evolving')} ADD COLUMN added STRING` });
     const table: Table = dataset.table('evolving');
     await table.setMetadata({ schema: { fields: JSON.parse(JSON.stringify(extended)) as ApiTableField[] } });
     await writer.updateSchema(extended);
-    const appended = await failureOf(writer.append([historyRow('b', { _id: 'b', n: 2, added: 'new' })]));
+    const appended = await failureOf(
+      writer.append(outgoing([historyRow('b', { _id: 'b', n: 2, added: 'new' })])),
+    );
 
     if (GOCCY) {
       // Gap (goccy): ALTER TABLE changes nothing and tables.patch only the metadata; the default stream keeps
@@ -486,7 +497,7 @@ describe(`Storage Write writer (${env.peer})`, () => {
     const controller = new AbortController();
     controller.abort(new Error('stopping'));
 
-    await expect(writer.append([historyRow('a', { _id: 'a' })], controller.signal)).rejects.toThrow(
+    await expect(writer.append(outgoing([historyRow('a', { _id: 'a' })]), controller.signal)).rejects.toThrow(
       'stopping',
     );
     expect(await select('aborted', { _doc_id: '_doc_id' })).toEqual([]);
@@ -501,15 +512,17 @@ describe(`Storage Write writer (${env.peer})`, () => {
     const megabyte = 'x'.repeat(1_000_000);
     const many = Array.from({ length: 11 }, (_, i) => historyRow(`m${i}`, { _id: `m${i}`, s: megabyte }));
 
-    const failure = await failureOf(writer.append(many));
+    const failure = await failureOf(writer.append(outgoing(many)));
     expect(failure).toBeInstanceOf(BigQueryError);
     expect((failure as BigQueryError).failureClass).toBe('fatal');
     expect((failure as BigQueryError).message).toMatch(/over the 10000000-byte request limit/);
 
-    const outcome = await writer.append([
-      historyRow('big', { _id: 'big', s: 'y'.repeat(MAX_APPEND_REQUEST_BYTES) }),
-      historyRow('small', { _id: 'small', s: 'z' }),
-    ]);
+    const outcome = await writer.append(
+      outgoing([
+        historyRow('big', { _id: 'big', s: 'y'.repeat(MAX_APPEND_REQUEST_BYTES) }),
+        historyRow('small', { _id: 'small', s: 'z' }),
+      ]),
+    );
     expect(outcome.rejected).toHaveLength(1);
     expect(outcome.rejected[0]?.index).toBe(0);
     expect(await select('oversized', { _doc_id: '_doc_id', s: 's' })).toEqual([{ _doc_id: 'small', s: 'z' }]);

@@ -52,7 +52,7 @@ function slowFirstAppend(): { decorate: WriterDecorator; started: Promise<number
   const decorate: WriterDecorator = (writer) => {
     const slow: TableWriter = {
       kind: writer.kind,
-      ...(writer.measure && { measure: writer.measure.bind(writer) }),
+      encode: (row) => writer.encode(row),
       async append(rows, signal) {
         if (!held) {
           held = true;

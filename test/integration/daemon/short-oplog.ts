@@ -72,9 +72,9 @@ export function shortOplog(
 export function slowBackfill(delayMs: number): WriterDecorator {
   return (writer) => ({
     kind: writer.kind,
-    ...(writer.measure && { measure: writer.measure.bind(writer) }),
+    encode: (row) => writer.encode(row),
     append: async (rows, signal) => {
-      if (rows[0]?.operationType === 'backfill') await sleep(delayMs, undefined, { signal });
+      if (rows[0]?.row().operationType === 'backfill') await sleep(delayMs, undefined, { signal });
       return writer.append(rows, signal);
     },
     updateSchema: (schema) => writer.updateSchema(schema),

@@ -4,6 +4,7 @@
 // connection used from its gRPC threads and its event loop at once), which hung a CI run until its time ran
 // out; and it served only six open streams, the seventh writer waiting forever. Each call below has its own
 // deadline, so a hang fails the test quickly.
+import { outgoing } from '../../support/outgoing-rows.js';
 import { type Dataset, type TableField as ApiTableField } from '@google-cloud/bigquery';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
@@ -87,7 +88,7 @@ describe(`the BigQuery peer under concurrent appends and queries (${env.peer})`,
       const table = TABLES[w] ?? '';
       for (let round = 0; round < ROUNDS; round += 1) {
         const rows = Array.from({ length: ROWS_PER_APPEND }, (_, i) => row(table, round, i));
-        const outcome = await within(`append ${table} #${round}`, writer.append(rows));
+        const outcome = await within(`append ${table} #${round}`, writer.append(outgoing(rows)));
         expect(outcome.rejected).toEqual([]);
       }
     });

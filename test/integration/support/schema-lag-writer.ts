@@ -1,6 +1,12 @@
 import { type WriterDecorator } from '../../../src/bigquery/destination.js';
 import { toBigQueryError } from '../../../src/bigquery/error-mapping.js';
-import { type AppendOutcome, type HistoryRow, type TableWriter } from '../../../src/bigquery/writer.js';
+import {
+  type AppendOutcome,
+  type EncodedRow,
+  type HistoryRow,
+  type OutgoingRow,
+  type TableWriter,
+} from '../../../src/bigquery/writer.js';
 import { type TableField } from '../../../src/schema/types.js';
 
 /** What a `SchemaLagWriter` saw, for the test's assertions. */
@@ -72,11 +78,11 @@ class SchemaLagWriter implements TableWriter {
     return this.#inner.kind;
   }
 
-  measure(row: HistoryRow): number {
-    return this.#inner.measure?.(row) ?? Buffer.byteLength(JSON.stringify(row), 'utf8');
+  encode(row: HistoryRow): EncodedRow {
+    return this.#inner.encode(row);
   }
 
-  append(rows: readonly HistoryRow[], signal?: AbortSignal): Promise<AppendOutcome> {
+  append(rows: readonly OutgoingRow[], signal?: AbortSignal): Promise<AppendOutcome> {
     const now = Date.now();
     const invisible = [...this.#pending].filter(([, visibleAt]) => visibleAt > now).map(([c]) => c);
     if (invisible.length > 0 && rows.length > 0) {

@@ -37,10 +37,10 @@ export class HeldSink implements RecordSink {
       };
       const held: HeldWrite = {
         records,
-        ids: records.map((r) => r.row._doc_id),
+        ids: records.map((r) => r.docId),
         ack: () => {
           if (!settle()) return;
-          this.acknowledged.push(...records.map((r) => String(r.row._doc_id)));
+          this.acknowledged.push(...records.map((r) => String(r.docId)));
           resolve({ written: records.length, deadLettered: 0 });
         },
         fail: (error) => {

@@ -1,3 +1,4 @@
+import { outgoing } from '../../support/outgoing-rows.js';
 import { readFileSync } from 'node:fs';
 import { type Table } from '@google-cloud/bigquery';
 import { deserialize, EJSON, ObjectId, serialize, Timestamp } from 'bson';
@@ -87,7 +88,7 @@ function daemonRows(events: readonly Uint8Array[]) {
   return events.flatMap((bytes) => {
     const event = normalizeChangeEvent(deserialize(bytes, BSON_DECODE_OPTIONS));
     return event.kind === 'upsert' || event.kind === 'delete' || event.kind === 'collection-gone'
-      ? [changeRecord(mapper, event, NOW).row]
+      ? [changeRecord(mapper, event, NOW).row()]
       : [];
   });
 }
@@ -118,7 +119,7 @@ describe('ParallelChangeEncoder', () => {
         return Promise.resolve([{}]);
       },
     };
-    await new InsertAllWriter(table as unknown as Table).append(rows);
+    await new InsertAllWriter(table as unknown as Table).append(outgoing(rows));
     const entries = rows.map((_, k) => encodedRow(encoded, k));
     expect(insertAllRequestBody(entries).toString('utf8')).toBe(sent);
     expect([...encoded.rowSizes]).toEqual(rows.map((row) => rowBytes(row)));

@@ -6,7 +6,15 @@ import { type managedwriter } from '@google-cloud/bigquery-storage';
 import { describe, expect, it } from 'vitest';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { BigQueryDestination, type DestinationOptions } from '../../../src/bigquery/destination.js';
-import { type AppendOutcome, type HistoryRow, type TableWriter } from '../../../src/bigquery/writer.js';
+import {
+  type AppendOutcome,
+  type EncodedRow,
+  type HistoryRow,
+  type OutgoingRow,
+  type TableWriter,
+} from '../../../src/bigquery/writer.js';
+import { rowBytes } from '../../../src/core/stream-loop.js';
+import { historyRecord } from '../../support/outgoing-rows.js';
 import { type WriterKind } from '../../../src/core/settings.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { type ColumnSpec, type TableField } from '../../../src/schema/types.js';
@@ -38,7 +46,12 @@ class FakeWriter implements TableWriter {
     this.schemas.push(schema);
   }
 
-  append(rows: readonly HistoryRow[]): Promise<AppendOutcome> {
+  encode(row: HistoryRow): EncodedRow {
+    return { size: rowBytes(row) };
+  }
+
+  append(outgoing: readonly OutgoingRow[]): Promise<AppendOutcome> {
+    const rows = outgoing.map((r) => r.row());
     if (this.closed) {
       this.appendsAfterClose++;
       return Promise.reject(new Error('append on a closed writer'));
@@ -112,10 +125,11 @@ async function openWith(
 }
 
 const names = (schema: readonly TableField[] | undefined) => (schema ?? []).map((f) => f.name);
-const record = (id: string, extra: Record<string, unknown> = {}) => ({
-  row: { _event_id: `e${id}`, _doc_id: id, _id: id, ...extra },
-  document: () => `{"_id":"${id}"}`,
-});
+const record = (id: string, extra: Record<string, unknown> = {}) =>
+  historyRecord({
+    row: { _event_id: `e${id}`, _doc_id: id, _id: id, ...extra },
+    document: () => `{"_id":"${id}"}`,
+  });
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
 describe('BigQueryDestination with concurrent writes and schema changes (issue 11)', () => {

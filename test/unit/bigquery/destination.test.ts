@@ -4,6 +4,7 @@ import { type TableMetadata } from '@google-cloud/bigquery';
 import { type managedwriter, type protos } from '@google-cloud/bigquery-storage';
 import { describe, expect, it } from 'vitest';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
+import { historyRecord } from '../../support/outgoing-rows.js';
 import { BigQueryDestination, type DestinationOptions } from '../../../src/bigquery/destination.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { historyTableSchema } from '../../../src/schema/table-schema.js';
@@ -109,7 +110,10 @@ describe('BigQueryDestination', () => {
     });
 
     const result = await destination.write([
-      { row: { _event_id: 'e1', _doc_id: '1', _id: '1', qty: 2 }, document: () => '{"_id":"1","qty":2}' },
+      historyRecord({
+        row: { _event_id: 'e1', _doc_id: '1', _id: '1', qty: 2 },
+        document: () => '{"_id":"1","qty":2}',
+      }),
     ]);
 
     expect(result).toMatchObject({ written: 1, deadLettered: 0 });
@@ -191,7 +195,7 @@ describe('BigQueryDestination', () => {
       );
 
       expect(subFieldsOfRec(recording)).toEqual(['a', 'sub']);
-      const result = await destination.write([{ row: ROW, document: () => '{}' }]);
+      const result = await destination.write([historyRecord({ row: ROW, document: () => '{}' })]);
       expect(result).toMatchObject({ written: 1, deadLettered: 0 });
       expect(recording.inserted).toEqual([{ table: 'history', rows: [ROW] }]);
       await destination.close();
@@ -207,7 +211,7 @@ describe('BigQueryDestination', () => {
       );
 
       expect(subFieldsOfRec(recording)).toEqual(['a', 'sub']);
-      const result = await destination.write([{ row: ROW, document: () => '{}' }]);
+      const result = await destination.write([historyRecord({ row: ROW, document: () => '{}' })]);
       expect(result).toMatchObject({ written: 1, deadLettered: 0 });
       expect(connection.requests).toBe(1);
       expect(connection.descriptors[0]).toContain('"name":"sub"');
@@ -225,7 +229,7 @@ describe('BigQueryDestination', () => {
       // The table was re-created since (by hand, from an older definition): BigQuery refuses rec.sub.
       seedTable(recording, historyTableSchema(RECORD_BEFORE));
 
-      const result = await destination.write([{ row: ROW, document: () => '{}' }]);
+      const result = await destination.write([historyRecord({ row: ROW, document: () => '{}' })]);
 
       expect(result).toMatchObject({ written: 1, deadLettered: 0 });
       expect(subFieldsOfRec(recording)).toEqual(['a', 'sub']);
@@ -257,7 +261,7 @@ describe('BigQueryDestination', () => {
       expect(await destination.evolve(planned)).toEqual(planned);
       const reads = tableReads(recording);
       const row = { _event_id: 'e1', _doc_id: '1', _id: '1', qty: 1, note: 'kept' };
-      const result = await destination.write([{ row, document: () => '{}' }]);
+      const result = await destination.write([historyRecord({ row, document: () => '{}' })]);
 
       expect(result).toMatchObject({ written: 1, deadLettered: 0 });
       // Written at the first attempt, with `note` in the writer schema: no refusal, no repair reading the table.
@@ -303,8 +307,8 @@ describe('BigQueryDestination', () => {
       const carrying = { _event_id: 'e2', _doc_id: '2', _id: '2', colour: 'red' };
 
       const result = await destination.write([
-        { row: plain, document: () => '{}' },
-        { row: carrying, document: () => '{}' },
+        historyRecord({ row: plain, document: () => '{}' }),
+        historyRecord({ row: carrying, document: () => '{}' }),
       ]);
 
       expect(result).toMatchObject({ written: 2, deadLettered: 0 });

@@ -1,3 +1,4 @@
+import { encodedBy, outgoing } from '../../support/outgoing-rows.js';
 import { BigQuery } from '@google-cloud/bigquery';
 import { OAuth2Client } from 'google-auth-library';
 import { describe, expect, it } from 'vitest';
@@ -25,7 +26,7 @@ describe('InsertAllWriter', () => {
     const { client, sent } = silentBigQuery();
     const writer = new InsertAllWriter(client.dataset('ds').table('t'));
     const controller = new AbortController();
-    const append = writer.append([{ _event_id: 'e1', _id: '1' }], controller.signal);
+    const append = writer.append(outgoing([{ _event_id: 'e1', _id: '1' }]), controller.signal);
     await new Promise((resolve) => setImmediate(resolve));
     expect(sent).toEqual([expect.stringMatching(/insertAll$/)]);
     const reason = new Error('stopping');
@@ -57,10 +58,12 @@ describe('InsertAllWriter', () => {
       });
     };
     const writer = new InsertAllWriter(client.dataset('ds').table('t'));
-    const outcome = await writer.append([
-      { _event_id: 'e1', _id: '1' },
-      { _event_id: 'e2', _id: '2', rec: { sub: 1 } },
-    ]);
+    const outcome = await writer.append(
+      outgoing([
+        { _event_id: 'e1', _id: '1' },
+        { _event_id: 'e2', _id: '2', rec: { sub: 1 } },
+      ]),
+    );
     expect(outcome.rejected).toEqual([{ index: 1, reason: 'invalid: no such field. (field rec.sub)' }]);
   });
 
@@ -77,9 +80,7 @@ describe('InsertAllWriter', () => {
       { _event_id: 'e2', _id: '2' },
       { _event_id: 'e3', _id: '3' },
     ];
-    for (const row of [...first, ...second]) writer.measure(row);
-
-    const appends = [writer.append(first), writer.append(second)];
+    const appends = [writer.append(encodedBy(writer, first)), writer.append(encodedBy(writer, second))];
     await new Promise((resolve) => setImmediate(resolve));
 
     // Both requests are out at once, each with its own rows and insertIds.
@@ -97,5 +98,42 @@ describe('InsertAllWriter', () => {
       { rejected: [] },
       { rejected: [{ index: 1, reason: 'invalid: bad value' }] },
     ]);
+  });
+
+  it('issue 11: sends the entries encoded at batching without building the rows again; others are built again', async () => {
+    const { client } = silentBigQuery();
+    const bodies: string[] = [];
+    client.request = (options, callback) => {
+      bodies.push(typeof options.body === 'string' ? options.body : '');
+      callback(null, {}, undefined as never);
+    };
+    const writer = new InsertAllWriter(client.dataset('ds').table('t'));
+    const kept = { _event_id: 'e1', _id: '1', s: 'a "quoted" é' };
+    const encoded = writer.encode(kept);
+    expect(encoded.size).toBe(Buffer.byteLength(JSON.stringify(kept), 'utf8'));
+    const rebuilt = { _event_id: 'e2', _id: '2' };
+    const outcome = await writer.append([
+      {
+        encoded,
+        row: () => {
+          throw new Error('the row was built again');
+        },
+      },
+      // Encoded by a writer of another id column (the dead-letter table's): built again for this one.
+      {
+        encoded: new InsertAllWriter(client.dataset('ds').table('e'), 'event_id').encode(rebuilt),
+        row: () => rebuilt,
+      },
+    ]);
+    expect(outcome).toEqual({ rejected: [] });
+    expect(JSON.parse(bodies[0] ?? '')).toEqual({
+      kind: 'bigquery#tableDataInsertAllRequest',
+      skipInvalidRows: true,
+      ignoreUnknownValues: false,
+      rows: [
+        { insertId: 'e1', json: kept },
+        { insertId: 'e2', json: rebuilt },
+      ],
+    });
   });
 });

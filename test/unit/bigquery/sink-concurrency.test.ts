@@ -3,7 +3,15 @@
 // dead letters; schema repair is shared.
 import { describe, expect, it } from 'vitest';
 import { BigQuerySink, type SinkRecord } from '../../../src/bigquery/sink.js';
-import { type AppendOutcome, type HistoryRow, type TableWriter } from '../../../src/bigquery/writer.js';
+import {
+  type AppendOutcome,
+  type EncodedRow,
+  type HistoryRow,
+  type OutgoingRow,
+  type TableWriter,
+} from '../../../src/bigquery/writer.js';
+import { rowBytes } from '../../../src/core/stream-loop.js';
+import { historyRecord } from '../../support/outgoing-rows.js';
 
 interface Call {
   readonly rows: readonly HistoryRow[];
@@ -16,7 +24,12 @@ class HeldWriter implements TableWriter {
   readonly calls: Call[] = [];
   readonly #waiters: (() => void)[] = [];
 
-  append(rows: readonly HistoryRow[]): Promise<AppendOutcome> {
+  encode(row: HistoryRow): EncodedRow {
+    return { size: rowBytes(row) };
+  }
+
+  append(outgoing: readonly OutgoingRow[]): Promise<AppendOutcome> {
+    const rows = outgoing.map((r) => r.row());
     return new Promise<AppendOutcome>((resolve, reject) => {
       this.calls.push({
         rows: [...rows],
@@ -55,7 +68,12 @@ class HeldWriter implements TableWriter {
 class RecordingWriter implements TableWriter {
   readonly kind = 'insert-all' as const;
   readonly calls: HistoryRow[][] = [];
-  append(rows: readonly HistoryRow[]): Promise<AppendOutcome> {
+  encode(row: HistoryRow): EncodedRow {
+    return { size: rowBytes(row) };
+  }
+
+  append(outgoing: readonly OutgoingRow[]): Promise<AppendOutcome> {
+    const rows = outgoing.map((r) => r.row());
     this.calls.push([...rows]);
     return Promise.resolve({ rejected: [] });
   }
@@ -72,10 +90,12 @@ const missingColumn = () => Object.assign(new Error('no such field: fresh.'), { 
 const NO_WAIT = { initialMs: 0, maxMs: 0, multiplier: 1, maxAttempts: 5 };
 
 function records(prefix: string, n: number): SinkRecord[] {
-  return Array.from({ length: n }, (_, i) => ({
-    row: { _event_id: `${prefix}${i}`, _doc_id: `${prefix}${i}`, v: i },
-    document: () => `{"_id":"${prefix}${i}"}`,
-  }));
+  return Array.from({ length: n }, (_, i) =>
+    historyRecord({
+      row: { _event_id: `${prefix}${i}`, _doc_id: `${prefix}${i}`, v: i },
+      document: () => `{"_id":"${prefix}${i}"}`,
+    }),
+  );
 }
 
 /** A repair the test completes by hand, counting its calls. */

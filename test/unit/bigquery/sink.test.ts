@@ -6,7 +6,15 @@ import { BigQueryError } from '../../../src/errors.js';
 import { toBigQueryError } from '../../../src/bigquery/error-mapping.js';
 import { InsertAllWriter } from '../../../src/bigquery/insert-all-writer.js';
 import { BigQuerySink, type SinkObserver, type SinkRecord } from '../../../src/bigquery/sink.js';
-import { type AppendOutcome, type HistoryRow, type TableWriter } from '../../../src/bigquery/writer.js';
+import {
+  type AppendOutcome,
+  type EncodedRow,
+  type HistoryRow,
+  type OutgoingRow,
+  type TableWriter,
+} from '../../../src/bigquery/writer.js';
+import { rowBytes } from '../../../src/core/stream-loop.js';
+import { historyRecord } from '../../support/outgoing-rows.js';
 
 /** A fake writer: `respond` decides per call; every call's rows are recorded. */
 class FakeWriter implements TableWriter {
@@ -16,7 +24,11 @@ class FakeWriter implements TableWriter {
   constructor(
     private readonly respond: (rows: readonly HistoryRow[], call: number) => AppendOutcome | Error,
   ) {}
-  append(rows: readonly HistoryRow[]): Promise<AppendOutcome> {
+  encode(row: HistoryRow): EncodedRow {
+    return { size: rowBytes(row) };
+  }
+  append(outgoing: readonly OutgoingRow[]): Promise<AppendOutcome> {
+    const rows = outgoing.map((r) => r.row());
     this.calls.push([...rows]);
     const r = this.respond(rows, this.calls.length);
     if (r instanceof Error) return Promise.reject(r);
@@ -49,10 +61,12 @@ const schemaNotYetVisible = () =>
 const fastBackoff = { initialMs: 0, maxMs: 0, multiplier: 1, maxAttempts: 5 };
 
 function records(n: number, extra: (i: number) => Record<string, unknown> = () => ({})): SinkRecord[] {
-  return Array.from({ length: n }, (_, i) => ({
-    row: { _event_id: `e${i}`, _doc_id: `d${i}`, v: i, ...extra(i) },
-    document: () => `{"_id":${i}}`,
-  }));
+  return Array.from({ length: n }, (_, i) =>
+    historyRecord({
+      row: { _event_id: `e${i}`, _doc_id: `d${i}`, v: i, ...extra(i) },
+      document: () => `{"_id":${i}}`,
+    }),
+  );
 }
 
 function sinkWith(
@@ -266,7 +280,7 @@ describe('BigQuerySink', () => {
       batchWritten: (rows, bytes, seconds) => batches.push({ rows, bytes, seconds }),
       deadLettered: (rows) => deadLettered.push(rows),
     };
-    const sized = records(6).map((record, i) => ({ ...record, bytes: 100 + i }));
+    const sized = records(6).map((record, i) => ({ ...record, encoded: { size: 100 + i } }));
     const result = await sinkWith(writer, new FakeWriter(ok), {
       limits: { maxRows: 4, maxBytes: 1_000_000, maxRowBytes: 1_000, lingerMs: 0 },
       observer,
@@ -319,7 +333,7 @@ describe('BigQuerySink', () => {
     }).write(records(10));
     expect(result.deadLettered).toBe(10);
     expect(dead.calls.map((c) => c.length)).toEqual([4, 4, 2]);
-    expect(dead.stored.map((r) => r.event_id)).toEqual(records(10).map((r) => r.row._event_id));
+    expect(dead.stored.map((r) => r.event_id)).toEqual(records(10).map((r) => r.row()._event_id));
   });
 
   it('issue 10 item 8: large dead-letter documents (escaped twice) never make a request BigQuery refuses, and each row fits one', async () => {
@@ -350,10 +364,12 @@ describe('BigQuerySink', () => {
       JSON.stringify({ _id: i, s: '"'.repeat(1_000_000) }),
     );
     documents.push(JSON.stringify({ _id: 12, s: '\u0001'.repeat(600_000) }).replaceAll('\\u0001', '\u0001'));
-    const input = documents.map((text, i) => ({
-      row: { _event_id: `e${i}`, _doc_id: String(i) },
-      document: () => text,
-    }));
+    const input = documents.map((text, i) =>
+      historyRecord({
+        row: { _event_id: `e${i}`, _doc_id: String(i) },
+        document: () => text,
+      }),
+    );
     const sink = new BigQuerySink({
       mappingId: 'm1',
       writer,
@@ -369,7 +385,7 @@ describe('BigQuerySink', () => {
       expect(Buffer.byteLength(body, 'utf8')).toBeLessThanOrEqual(DEFAULT_BATCH_LIMITS.maxBytes + 10_000);
     }
     const rows = sent.flatMap((body) => body.rows.map((r) => r.json));
-    expect(rows.map((r) => r.event_id)).toEqual(input.map((r) => r.row._event_id));
+    expect(rows.map((r) => r.event_id)).toEqual(input.map((r) => r.row()._event_id));
     for (const [i, row] of rows.entries()) {
       const bytes = Buffer.byteLength(JSON.stringify(row), 'utf8');
       expect(bytes).toBeLessThanOrEqual(1_000_000);
@@ -388,7 +404,10 @@ describe('BigQuerySink', () => {
     const writer = new FakeWriter((rows) => ({ rejected: rows.map((_, index) => ({ index, reason })) }));
     const dead = new FakeWriter(ok);
     const input: SinkRecord[] = [
-      { row: { _event_id: 'e0', _doc_id: 'd'.repeat(1_500) }, document: () => 'x'.repeat(4_000) },
+      historyRecord({
+        row: { _event_id: 'e0', _doc_id: 'd'.repeat(1_500) },
+        document: () => 'x'.repeat(4_000),
+      }),
     ];
     const result = await sinkWith(writer, dead, {
       limits: { maxRows: 10, maxBytes: 2_000, maxRowBytes: 1_000_000, lingerMs: 0 },

@@ -2,6 +2,7 @@
 // per-append deadline, drain before a writer-schema switch, close, and appends spread over N connections.
 // The library's StreamConnection is replaced by one that holds every request until the test answers it, in
 // the order sent (as BigQuery answers one stream).
+import { outgoing } from '../../support/outgoing-rows.js';
 import { type managedwriter, type protos } from '@google-cloud/bigquery-storage';
 import { describe, expect, it } from 'vitest';
 import { StorageWriteWriter } from '../../../src/bigquery/storage-write-writer.js';
@@ -136,7 +137,7 @@ async function failureOf(call: Promise<unknown>): Promise<unknown> {
 describe('Storage Write connection: several appends in flight (issue 11)', () => {
   it('issue 11 item 3: appends go out without waiting for earlier answers, and each answer resolves its own caller', async () => {
     const { writer, client } = writerWith();
-    const appends = ['a', 'b', 'c', 'd'].map((prefix) => writer.append(rowsOf(prefix, 2)));
+    const appends = ['a', 'b', 'c', 'd'].map((prefix) => writer.append(outgoing(rowsOf(prefix, 2))));
     await settle();
 
     const connection = client.connection(0);
@@ -173,9 +174,9 @@ describe('Storage Write connection: several appends in flight (issue 11)', () =>
 
   it('issue 11 item 3: a deadline on one append fails it (and the ones behind it on that connection) as retryable and drops the connection', async () => {
     const { writer, client } = writerWith({ appendTimeoutMs: 100 });
-    const late = writer.append(rowsOf('late'));
+    const late = writer.append(outgoing(rowsOf('late')));
     await settle();
-    const behind = writer.append(rowsOf('behind'));
+    const behind = writer.append(outgoing(rowsOf('behind')));
     await settle();
     const connection = client.connection(0);
     expect(connection.outstanding).toBe(2);
@@ -188,7 +189,7 @@ describe('Storage Write connection: several appends in flight (issue 11)', () =>
     expect(String(behindFailure)).toMatch(/connection dropped: an earlier append on it had no answer/);
     expect(connection.closed).toBe(true);
     // The next append opens a new connection and lands.
-    const retry = writer.append(rowsOf('late'));
+    const retry = writer.append(outgoing(rowsOf('late')));
     await settle();
     expect(client.connections).toHaveLength(2);
     client.connection(1).answerNext();
@@ -198,8 +199,8 @@ describe('Storage Write connection: several appends in flight (issue 11)', () =>
 
   it('issue 11 item 3: a deadline on one connection leaves the appends on the others alone', async () => {
     const { writer, client } = writerWith({ connections: 2, appendTimeoutMs: 150 });
-    const first = writer.append(rowsOf('a'));
-    const second = writer.append(rowsOf('b'));
+    const first = writer.append(outgoing(rowsOf('a')));
+    const second = writer.append(outgoing(rowsOf('b')));
     await settle();
     expect(client.connections.map((c) => c.outstanding)).toEqual([1, 1]);
     client.connection(1).answerNext();
@@ -213,8 +214,8 @@ describe('Storage Write connection: several appends in flight (issue 11)', () =>
 
   it('issue 11 item 3: close waits for the appends in flight, then gives them up after its timeout', async () => {
     const { writer, client } = writerWith({ closeTimeoutMs: 100 });
-    const first = writer.append(rowsOf('a'));
-    const second = writer.append(rowsOf('b'));
+    const first = writer.append(outgoing(rowsOf('a')));
+    const second = writer.append(outgoing(rowsOf('b')));
     await settle();
     const connection = client.connection(0);
     connection.answerNext();
@@ -227,7 +228,7 @@ describe('Storage Write connection: several appends in flight (issue 11)', () =>
     const failure = await failureOf(second);
     expect(String(failure)).toMatch(/writer closed with no answer to an append after 100 ms/);
     expect(connection.closed).toBe(true);
-    expect((await failureOf(writer.append(rowsOf('c')))) as BigQueryError).toMatchObject({
+    expect((await failureOf(writer.append(outgoing(rowsOf('c'))))) as BigQueryError).toMatchObject({
       failureClass: 'fatal',
     });
   });
@@ -235,12 +236,12 @@ describe('Storage Write connection: several appends in flight (issue 11)', () =>
   it('issue 11 item 3: a new writer schema waits until the appends in flight are answered, and appends made after it wait behind it', async () => {
     const { writer, client } = writerWith();
     const extended: TableField[] = [...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' }];
-    const before = [writer.append(rowsOf('a')), writer.append(rowsOf('b'))];
+    const before = [writer.append(outgoing(rowsOf('a'))), writer.append(outgoing(rowsOf('b')))];
     await settle();
     const connection = client.connection(0);
 
     const updating = writer.updateSchema(extended);
-    const after = writer.append([{ _doc_id: 'c0', n: 1, added: 'x' }]);
+    const after = writer.append(outgoing([{ _doc_id: 'c0', n: 1, added: 'x' }]));
     await settle();
     // Nothing new leaves, and the connection keeps its schema, while requests are out on it.
     expect(connection.sent).toHaveLength(2);
@@ -267,7 +268,7 @@ describe('Storage Write connection: several appends in flight (issue 11)', () =>
   it('issue 11 item 3: while a new column propagates, appends alternating between two writer schemas never reopen the stream under a request in flight', async () => {
     const { writer, client } = writerWith();
     const extended: TableField[] = [...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' }];
-    const opening = writer.append(rowsOf('p'));
+    const opening = writer.append(outgoing(rowsOf('p')));
     await settle();
     const connection = client.connection(0);
     connection.answerNext();
@@ -276,9 +277,9 @@ describe('Storage Write connection: several appends in flight (issue 11)', () =>
     // the new one, on the same connection.
     await writer.updateSchema(extended);
     const appends = [
-      writer.append(rowsOf('x')),
-      writer.append([{ _doc_id: 'y0', n: 1, added: 'new' }]),
-      writer.append(rowsOf('z')),
+      writer.append(outgoing(rowsOf('x'))),
+      writer.append(outgoing([{ _doc_id: 'y0', n: 1, added: 'new' }])),
+      writer.append(outgoing(rowsOf('z'))),
     ];
     // BigQuery answers whatever is out, oldest first, until the three requests are answered.
     for (let round = 0; round < 20 && connection.answered < 4; round++) {
@@ -302,7 +303,7 @@ describe('Storage Write connection: several appends in flight (issue 11)', () =>
 
   it('issue 11 item 3: with N connections, concurrent appends are spread over them, each answered to its caller', async () => {
     const { writer, client } = writerWith({ connections: 3 });
-    const appends = ['a', 'b', 'c', 'd', 'e', 'f'].map((prefix) => writer.append(rowsOf(prefix)));
+    const appends = ['a', 'b', 'c', 'd', 'e', 'f'].map((prefix) => writer.append(outgoing(rowsOf(prefix))));
     await settle();
 
     expect(client.connections).toHaveLength(3);

@@ -1,5 +1,6 @@
 // The Storage Write writer's handling of what BigQuery answers, on a scripted stream: rowErrors (which
 // neither emulator sends), status errors, transport failures, abort, schema updates and request limits.
+import { encodedBy, outgoing } from '../../support/outgoing-rows.js';
 import { type managedwriter, type protos } from '@google-cloud/bigquery-storage';
 import { describe, expect, it } from 'vitest';
 import { classifyBigQueryError } from '../../../src/bigquery/error-mapping.js';
@@ -117,8 +118,8 @@ describe('StorageWriteWriter on a scripted stream', () => {
   it('looks the default stream up once, then appends the encoded rows with the descriptor', async () => {
     const { writer, connection, client } = scripted(() => Promise.resolve(OK));
 
-    expect(await writer.append(rows(2))).toEqual({ rejected: [] });
-    expect(await writer.append(rows(1))).toEqual({ rejected: [] });
+    expect(await writer.append(outgoing(rows(2)))).toEqual({ rejected: [] });
+    expect(await writer.append(outgoing(rows(1)))).toEqual({ rejected: [] });
 
     expect(client.streamLookups).toEqual([`${TABLE}/streams/_default`]);
     expect(connection.requests).toHaveLength(2);
@@ -135,10 +136,12 @@ describe('StorageWriteWriter on a scripted stream', () => {
   it('issue 10 fix finding 1: a row with a value the writer schema has no field for is refused as schema, the others sent', async () => {
     const { writer, connection } = scripted(() => Promise.resolve(OK));
     // `note` is a column the table (as this writer knows it) lacks: its value must not vanish.
-    const outcome = await writer.append([
-      { _doc_id: 'a', n: 1 },
-      { _doc_id: 'b', n: 2, note: 'kept' },
-    ]);
+    const outcome = await writer.append(
+      outgoing([
+        { _doc_id: 'a', n: 1 },
+        { _doc_id: 'b', n: 2, note: 'kept' },
+      ]),
+    );
 
     expect(outcome.rejected.map((r) => r.index)).toEqual([1]);
     expect(outcome.rejected[0]?.reason).toMatch(/^no such field: note\b/);
@@ -173,7 +176,7 @@ describe('StorageWriteWriter on a scripted stream', () => {
       { _doc_id: 'e', n: 4 },
     ];
 
-    const outcome = await writer.append(input);
+    const outcome = await writer.append(outgoing(input));
 
     // Position 2 of the request is row 3 of the input: row 1 never left (it could not be encoded).
     expect(outcome.rejected).toEqual([
@@ -191,11 +194,11 @@ describe('StorageWriteWriter on a scripted stream', () => {
       Promise.resolve({ rowErrors: [{ index: 0, message: 'bad' }], error: { code: 3, message: 'rows' } }),
     );
 
-    const outcome = await writer.append([{ n: 'x' }, { n: 1 }]);
+    const outcome = await writer.append(outgoing([{ n: 'x' }, { n: 1 }]));
 
     expect(outcome.rejected.map((r) => r.index)).toEqual([0, 1]);
     expect(connection.requests).toHaveLength(1);
-    expect(await writer.append([{ n: 'y' }])).toEqual({
+    expect(await writer.append(outgoing([{ n: 'y' }]))).toEqual({
       rejected: [{ index: 0, reason: 'column n: expected an int64 (number or decimal string), got "y"' }],
     });
     expect(connection.requests).toHaveLength(1);
@@ -203,7 +206,7 @@ describe('StorageWriteWriter on a scripted stream', () => {
 
   it('fails when rowErrors name a row the request did not have', async () => {
     const { writer } = scripted(() => Promise.resolve({ rowErrors: [{ index: 7, message: 'bad' }] }));
-    const failure = await failureOf(writer.append(rows(2)));
+    const failure = await failureOf(writer.append(outgoing(rows(2))));
     expect(failure).toBeInstanceOf(BigQueryError);
     expect(String(failure)).toMatch(/row error for row 7 of 2/);
   });
@@ -215,7 +218,7 @@ describe('StorageWriteWriter on a scripted stream', () => {
     [8, 'Exceeds quota', 'retryable'],
   ] as const)('a response with status %i "%s" fails as %s', async (code, message, failureClass) => {
     const { writer } = scripted(() => Promise.resolve({ error: { code, message } }));
-    const failure = await failureOf(writer.append(rows(1)));
+    const failure = await failureOf(writer.append(outgoing(rows(1))));
     expect(failure).toBeInstanceOf(BigQueryError);
     expect((failure as BigQueryError).failureClass).toBe(failureClass);
     expect((failure as BigQueryError).message).toContain(message);
@@ -224,7 +227,7 @@ describe('StorageWriteWriter on a scripted stream', () => {
   it('wraps a failed request (the library rejects its pending write) keeping the cause', async () => {
     const cause = grpcError(14, 'UNAVAILABLE: Connection failure, please retry the request');
     const { writer } = scripted(() => Promise.reject(cause));
-    const failure = await failureOf(writer.append(rows(1)));
+    const failure = await failureOf(writer.append(outgoing(rows(1))));
     expect(failure).toBeInstanceOf(BigQueryError);
     expect((failure as BigQueryError).failureClass).toBe('retryable');
     expect((failure as BigQueryError).cause).toBe(cause);
@@ -233,7 +236,7 @@ describe('StorageWriteWriter on a scripted stream', () => {
   it('wraps a failed stream lookup', async () => {
     const { writer, client, connection } = scripted(() => Promise.resolve(OK));
     client.lookupFailure = grpcError(5, 'NOT_FOUND: Table not found');
-    const failure = await failureOf(writer.append(rows(1)));
+    const failure = await failureOf(writer.append(outgoing(rows(1))));
     expect((failure as BigQueryError).failureClass).toBe('fatal');
     expect(String(failure)).toMatch(
       /opening the default stream of projects\/mba-test\/datasets\/ds\/tables\/history/,
@@ -250,7 +253,7 @@ describe('StorageWriteWriter on a scripted stream', () => {
     const controller = new AbortController();
     const reason = new Error('shutting down');
 
-    const append = writer.append(rows(1), controller.signal);
+    const append = writer.append(outgoing(rows(1)), controller.signal);
     await new Promise((resolve) => setImmediate(resolve));
     controller.abort(reason);
     expect(await failureOf(append)).toBe(reason);
@@ -271,13 +274,13 @@ describe('StorageWriteWriter on a scripted stream', () => {
       (_, n) => (n === 1 ? new Promise<AppendRowsResponse>(() => undefined) : Promise.resolve(OK)),
       { appendTimeoutMs: 50 },
     );
-    const failure = await failureOf(writer.append(rows(2)));
+    const failure = await failureOf(writer.append(outgoing(rows(2))));
     expect(failure).toBeInstanceOf(BigQueryError);
     expect((failure as BigQueryError).failureClass).toBe('retryable');
     expect((failure as Error).message).toMatch(/no answer to an append within 50 ms/);
     expect(connection.closed).toBe(true);
     // The retry opens the stream again and lands; close does not wait for the request that never answered.
-    expect(await writer.append(rows(2))).toEqual({ rejected: [] });
+    expect(await writer.append(outgoing(rows(2)))).toEqual({ rejected: [] });
     expect(client.streamLookups).toHaveLength(2);
     expect(connection.rowsOf(1)).toEqual(connection.rowsOf(0));
     await writer.close();
@@ -287,7 +290,7 @@ describe('StorageWriteWriter on a scripted stream', () => {
     const { writer, connection } = scripted(() => Promise.resolve(OK));
     const controller = new AbortController();
     controller.abort(new Error('stopped'));
-    await expect(writer.append(rows(1), controller.signal)).rejects.toThrow('stopped');
+    await expect(writer.append(outgoing(rows(1)), controller.signal)).rejects.toThrow('stopped');
     expect(connection.requests).toHaveLength(0);
   });
 
@@ -299,7 +302,7 @@ describe('StorageWriteWriter on a scripted stream', () => {
     const { writer, connection } = scripted((_, n) => (n === 1 ? first : Promise.resolve(OK)));
     const extended: TableField[] = [...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' }];
 
-    const inFlight = writer.append(rows(1));
+    const inFlight = writer.append(outgoing(rows(1)));
     await new Promise((resolve) => setImmediate(resolve));
     const updating = writer.updateSchema(extended);
     await new Promise((resolve) => setImmediate(resolve));
@@ -310,7 +313,7 @@ describe('StorageWriteWriter on a scripted stream', () => {
     expect(connection.reconnects).toBe(1);
 
     const row = { _doc_id: 'x', n: 1, added: 'new' };
-    await writer.append([row]);
+    await writer.append(outgoing([row]));
     expect(connection.rowsOf(1)).toEqual(hex([row], extended));
     expect(
       connection.requests[1]?.protoRows?.writerSchema?.protoDescriptor?.field?.map((f) => f.name),
@@ -334,12 +337,11 @@ describe('StorageWriteWriter on a scripted stream', () => {
       );
     });
     const extended: TableField[] = [...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' }];
-    await writer.append(rows(1));
+    await writer.append(outgoing(rows(1)));
     await writer.updateSchema(extended);
 
     // No row carries the new column: the request goes out with the accepted schema and lands.
-    for (const row of rows(2)) writer.measure(row);
-    expect(await writer.append(rows(2))).toEqual({ rejected: [] });
+    expect(await writer.append(encodedBy(writer, rows(2)))).toEqual({ rejected: [] });
     const namesOf = (n: number) =>
       connection.requests[n]?.protoRows?.writerSchema?.protoDescriptor?.field?.map((f) => f.name);
     expect(namesOf(1)).toEqual(['_doc_id', 'n']);
@@ -348,7 +350,7 @@ describe('StorageWriteWriter on a scripted stream', () => {
     // A row carrying it needs the new schema: it alone waits, refused as `schema` (the sink retries it),
     // never sent without the column; the other row of the request lands on the accepted schema.
     const carrying = [{ _doc_id: 'x', n: 1, added: 'new' }, ...rows(1)];
-    const outcome = await writer.append(carrying);
+    const outcome = await writer.append(outgoing(carrying));
     expect(outcome.rejected.map((r) => r.index)).toEqual([0]);
     expect(classifyBigQueryError({ message: outcome.rejected[0]?.reason })).toBe('schema');
     expect(namesOf(2)).toEqual(['_doc_id', 'n', 'added']);
@@ -357,10 +359,10 @@ describe('StorageWriteWriter on a scripted stream', () => {
 
     // Once BigQuery takes it, it is the schema for every row.
     visible = true;
-    expect(await writer.append(carrying)).toEqual({ rejected: [] });
+    expect(await writer.append(outgoing(carrying))).toEqual({ rejected: [] });
     expect(connection.rowsOf(4)).toEqual(hex(carrying.slice(0, 1), extended));
     expect(connection.rowsOf(5)).toEqual(hex(carrying.slice(1), extended));
-    await writer.append(rows(1));
+    await writer.append(outgoing(rows(1)));
     expect(namesOf(6)).toEqual(['_doc_id', 'n', 'added']);
   });
 
@@ -397,7 +399,7 @@ describe('StorageWriteWriter on a scripted stream', () => {
     const plain = { _doc_id: 'a', n: 1 };
     const carrying = { _doc_id: 'b', n: 2, colour: 'red' };
 
-    const outcome = await writer.append([plain, carrying]);
+    const outcome = await writer.append(outgoing([plain, carrying]));
 
     // The row with the column waits (a `schema` refusal, which the sink retries); the other one landed.
     expect(outcome.rejected.map((r) => r.index)).toEqual([1]);
@@ -407,9 +409,38 @@ describe('StorageWriteWriter on a scripted stream', () => {
     expect(connection.rowsOf(1)).toEqual(hex([plain]));
 
     // Rows without the column go out with the schema BigQuery takes, at the first request.
-    expect(await writer.append(rows(2))).toEqual({ rejected: [] });
+    expect(await writer.append(outgoing(rows(2)))).toEqual({ rejected: [] });
     expect(connection.requests).toHaveLength(3);
     expect(namesIn(connection, 2)).toEqual(['_doc_id', 'n']);
+    await writer.close();
+  });
+
+  it('issue 11: rows encoded at batching with a schema BigQuery then refuses are built again and sent with the narrowed one', async () => {
+    const connection = new ScriptedConnection(refusingColour);
+    const writer = new StorageWriteWriter({
+      clients: {
+        projectId: 'mba-test',
+        writerClient: new ScriptedClient(connection) as unknown as managedwriter.WriterClient,
+      },
+      datasetId: 'ds',
+      tableId: 'history',
+      schema: WITH_COLOUR,
+    });
+    const plain = { _doc_id: 'a', n: 1 };
+    const carrying = { _doc_id: 'b', n: 2, colour: 'red' };
+    // Both encoded before the refusal, with the table's schema (the one the writer started with).
+    const early = encodedBy(writer, rows(2));
+
+    const outcome = await writer.append(encodedBy(writer, [plain, carrying]));
+
+    expect(outcome.rejected.map((r) => r.index)).toEqual([1]);
+    expect(classifyBigQueryError({ message: outcome.rejected[0]?.reason })).toBe('schema');
+    expect(connection.rowsOf(1)).toEqual(hex([plain]));
+    // Encoded with the refused schema: sent with the narrowed one, never with the one refused.
+    expect(await writer.append(early)).toEqual({ rejected: [] });
+    expect(connection.requests).toHaveLength(3);
+    expect(namesIn(connection, 2)).toEqual(['_doc_id', 'n']);
+    expect(connection.rowsOf(2)).toEqual(hex(rows(2)));
     await writer.close();
   });
 
@@ -455,7 +486,7 @@ describe('StorageWriteWriter on a scripted stream', () => {
       { _doc_id: 'c', n: 3, colour: 'red' },
     ];
 
-    const outcome = await writer.append(batch);
+    const outcome = await writer.append(outgoing(batch));
 
     expect(outcome.rejected.map((r) => r.index)).toEqual([1, 2]);
     expect(connection.requests).toHaveLength(2);
@@ -474,12 +505,12 @@ describe('StorageWriteWriter on a scripted stream', () => {
 
   it('issue 10 fix finding 4: one row needing the new column does not take the rest of its request to the new schema', async () => {
     const { writer, connection } = scripted(refusingColour);
-    await writer.append(rows(1));
+    await writer.append(outgoing(rows(1)));
     await writer.updateSchema(WITH_COLOUR);
     const carrying = { _doc_id: 'b', n: 2, colour: 'red' };
     const batch = [rows(1)[0] ?? {}, carrying, { _doc_id: 'c', n: 3 }];
 
-    const outcome = await writer.append(batch);
+    const outcome = await writer.append(outgoing(batch));
 
     expect(outcome.rejected.map((r) => r.index)).toEqual([1]);
     expect(outcome.rejected[0]?.reason).toMatch(/Input schema has more fields than BigQuery schema/);
@@ -506,10 +537,10 @@ describe('StorageWriteWriter on a scripted stream', () => {
           : OK,
       ),
     );
-    await writer.append(rows(1));
+    await writer.append(outgoing(rows(1)));
     await writer.updateSchema(extended);
-    await writer.append(rows(1));
-    await writer.append(rows(1));
+    await writer.append(outgoing(rows(1)));
+    await writer.append(outgoing(rows(1)));
     const namesOf = (n: number) =>
       connection.requests[n]?.protoRows?.writerSchema?.protoDescriptor?.field?.map((f) => f.name);
     expect([namesOf(1), namesOf(2)]).toEqual([
@@ -523,34 +554,80 @@ describe('StorageWriteWriter on a scripted stream', () => {
     const first: HistoryRow = { _doc_id: 'd0', n: 0 };
     const second: Record<string, unknown> = { _doc_id: 'd1', n: 1 };
     const batch: HistoryRow[] = [first, second, { _doc_id: 'bad', n: 'not a number' }];
-    expect(writer.measure(first)).toBe(compileRowEncoder(SCHEMA).encode(first).length);
-    for (const row of batch) writer.measure(row);
+    expect(writer.encode(first).size).toBe(compileRowEncoder(SCHEMA).encode(first).length);
+    const encoded = encodedBy(writer, batch);
     // The kept encodings are sent: mutating a row after measuring it does not change what goes out.
     second.n = 99;
-    const outcome = await writer.append(batch);
+    const outcome = await writer.append(encoded);
     expect(connection.rowsOf(0)).toEqual(hex(rows(2)));
     expect(outcome.rejected.map((r) => r.index)).toEqual([2]);
 
     // After a schema change the rows are encoded again, with the new schema.
     const extended: TableField[] = [...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' }];
     const row = { _doc_id: 'x', n: 1, added: 'new' };
-    writer.measure(row);
+    const before = encodedBy(writer, [row]);
     await writer.updateSchema(extended);
-    await writer.append([row]);
+    await writer.append(before);
     expect(connection.rowsOf(1)).toEqual(hex([row], extended));
+  });
+
+  it('issue 11: sends the bytes encoded at batching as they are, never building the row again, while their schema is the one sent', async () => {
+    const { writer, connection } = scripted(() => Promise.resolve(OK));
+    const batch = rows(3);
+    const sent = batch.map((row) => ({
+      encoded: writer.encode(row),
+      row: (): HistoryRow => {
+        throw new Error('the row was built again');
+      },
+    }));
+    expect(await writer.append(sent)).toEqual({ rejected: [] });
+    expect(connection.rowsOf(0)).toEqual(hex(batch));
+  });
+
+  it('issue 11: while BigQuery does not take a new column yet, rows without it are encoded with the accepted schema and sent as they are', async () => {
+    const { writer, connection } = scripted(() => Promise.resolve(OK));
+    await writer.append(outgoing(rows(1)));
+    await writer.updateSchema([...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' }]);
+    const batch = rows(2);
+    const sent = batch.map((row) => ({
+      encoded: writer.encode(row),
+      row: (): HistoryRow => {
+        throw new Error('the row was built again');
+      },
+    }));
+    expect(await writer.append(sent)).toEqual({ rejected: [] });
+    expect(
+      connection.requests[1]?.protoRows?.writerSchema?.protoDescriptor?.field?.map((f) => f.name),
+    ).toEqual(['_doc_id', 'n']);
+    expect(connection.rowsOf(1)).toEqual(hex(batch));
+  });
+
+  it('issue 11: a row encoded by another writer (or as its size only) is built again and encoded', async () => {
+    const { writer, connection } = scripted(() => Promise.resolve(OK));
+    const other = scripted(() => Promise.resolve(OK)).writer;
+    const batch = rows(2);
+    const [first, second] = batch;
+    const sent = [
+      { encoded: other.encode(first ?? {}), row: () => first ?? {} },
+      { encoded: { size: 1 }, row: () => second ?? {} },
+    ];
+    expect(await writer.append(sent)).toEqual({ rejected: [] });
+    expect(connection.rowsOf(0)).toEqual(hex(batch));
   });
 
   it('refuses an append after close', async () => {
     const { writer } = scripted(() => Promise.resolve(OK));
     await writer.close();
-    const failure = await failureOf(writer.append(rows(1)));
+    const failure = await failureOf(writer.append(outgoing(rows(1))));
     expect((failure as BigQueryError).failureClass).toBe('fatal');
   });
 
   it('throws a fatal error, sending nothing, for a batch over the request limit', async () => {
     const { writer, connection } = scripted(() => Promise.resolve(OK));
     const big = 'x'.repeat(MAX_APPEND_REQUEST_BYTES / 4);
-    const failure = await failureOf(writer.append(Array.from({ length: 4 }, () => ({ _doc_id: big }))));
+    const failure = await failureOf(
+      writer.append(outgoing(Array.from({ length: 4 }, () => ({ _doc_id: big })))),
+    );
     expect((failure as BigQueryError).failureClass).toBe('fatal');
     expect(String(failure)).toMatch(
       /over the 10000000-byte request limit: the batcher must send smaller batches/,
@@ -560,10 +637,9 @@ describe('StorageWriteWriter on a scripted stream', () => {
 
   it('refuses on its own a row too large for any request, and sends the others', async () => {
     const { writer, connection } = scripted(() => Promise.resolve(OK));
-    const outcome = await writer.append([
-      { _doc_id: 'small' },
-      { _doc_id: 'x'.repeat(MAX_APPEND_REQUEST_BYTES) },
-    ]);
+    const outcome = await writer.append(
+      outgoing([{ _doc_id: 'small' }, { _doc_id: 'x'.repeat(MAX_APPEND_REQUEST_BYTES) }]),
+    );
     expect(outcome.rejected).toHaveLength(1);
     expect(outcome.rejected[0]?.index).toBe(1);
     expect(outcome.rejected[0]?.reason).toMatch(/does not fit in one Storage Write request/);
@@ -636,7 +712,7 @@ describe('StorageWriteWriter: bounded waits (issue 10 item 11)', () => {
 
   async function abortedAppend(writer: StorageWriteWriter): Promise<void> {
     const controller = new AbortController();
-    const append = writer.append(rows(1), controller.signal);
+    const append = writer.append(outgoing(rows(1)), controller.signal);
     await new Promise((resolve) => setImmediate(resolve));
     controller.abort(new Error('settings changed'));
     expect(await failureOf(append)).toEqual(new Error('settings changed'));

@@ -353,7 +353,7 @@ describe('stream loop, pipelined (issue 11)', () => {
     void run.then(() => (ended = true));
     await Promise.race([sink.written(2), settle(20)]);
     await settle();
-    expect(sink.writes.map((w) => w.records.map((r) => r.row.operationType))).toEqual([
+    expect(sink.writes.map((w) => w.records.map((r) => r.row().operationType))).toEqual([
       ['insert', 'insert'],
       ['drop'],
     ]);

@@ -106,6 +106,45 @@ class RecordingObserver implements StreamObserver {
 }
 
 describe('stream loop', () => {
+  it('issue 11: hands the sink each row encoded once, as the batch holds it, with its ids, not the row object', async () => {
+    const stop = new AbortController();
+    const source = new ScriptedSource(
+      [
+        { events: [upsert(1, 1), upsert(2, 2)], position: undefined },
+        { events: [], position: undefined },
+      ],
+      stop,
+    );
+    const sink = new RecordingSink();
+    const encoded: { size: number; eventId: unknown }[] = [];
+    const encode = (row: Readonly<Record<string, unknown>>) => {
+      const entry = { size: 10, eventId: row._event_id };
+      encoded.push(entry);
+      return entry;
+    };
+    await runStreamLoop(
+      { source, sink, checkpoints: new RecordingCheckpoints(), mapper: () => mapper, limits, encode },
+      start,
+      stop.signal,
+    );
+    const records = sink.writes.flat();
+    expect(encoded.map((e) => e.eventId)).toEqual(['tok0001', 'tok0002']);
+    expect(records.map((r) => r.encoded)).toEqual(encoded);
+    expect(records.map((r) => r.encoded === encoded[records.indexOf(r)])).toEqual([true, true]);
+    expect(records.map((r) => [r.eventId, r.docId])).toEqual([
+      ['tok0001', '{"$numberInt":"1"}'],
+      ['tok0002', '{"$numberInt":"2"}'],
+    ]);
+    // The record keeps no row: none of its own values is a row object.
+    for (const record of records) {
+      expect(Object.values(record).some((v) => typeof v === 'object' && v !== null && '_event_id' in v)).toBe(
+        false,
+      );
+    }
+    // Built again on demand, the row is the one that was encoded.
+    expect(records[1]?.row()._event_id).toBe('tok0002');
+  });
+
   it('writes rows, then saves the position of the last written change; never the reverse', async () => {
     const stop = new AbortController();
     const order: string[] = [];
@@ -128,7 +167,7 @@ describe('stream loop', () => {
     };
     await runStreamLoop({ source, sink, checkpoints, mapper: () => mapper, limits }, start, stop.signal);
     expect(order).toEqual(['sink', 'checkpoint']);
-    expect(sink.writes.flat().map((r) => [r.row.operationType, r.row._id, r.row._seq])).toEqual([
+    expect(sink.writes.flat().map((r) => [r.row().operationType, r.row()._id, r.row()._seq])).toEqual([
       ['insert', '{"$numberInt":"1"}', '6553f1000000000' + '1tok0001'],
       ['insert', '{"$numberInt":"2"}', '6553f1000000000' + '2tok0002'],
     ]);
@@ -170,7 +209,7 @@ describe('stream loop', () => {
       stop.signal,
     );
     // Batches leave as they fill (one row each here); the one with the split event covers up to tok0003.
-    expect(sink.writes.map((w) => w.map((r) => r.row._event_id))).toEqual([
+    expect(sink.writes.map((w) => w.map((r) => r.row()._event_id))).toEqual([
       ['tok0002'],
       ['tok0003'],
       ['tok0004'],
@@ -204,8 +243,8 @@ describe('stream loop', () => {
       start,
       stop.signal,
     );
-    expect(sink.writes.flat().map((r) => r.row.operationType)).toEqual(['insert', 'delete']);
-    expect(sink.writes.flat()[1]?.row).toMatchObject({
+    expect(sink.writes.flat().map((r) => r.row().operationType)).toEqual(['insert', 'delete']);
+    expect(sink.writes.flat()[1]?.row()).toMatchObject({
       _id: '{"$numberInt":"7"}',
       _doc_id: '{"$numberInt":"7"}',
       v: null,
@@ -285,7 +324,7 @@ describe('stream loop', () => {
       stop.signal,
     );
     expect(end).toEqual({ kind: 'collection-gone', position: { token: 'tok0002', clusterTime: at(2) } });
-    expect(sink.writes.flat().map((r) => [r.row.operationType, r.row._doc_id])).toEqual([
+    expect(sink.writes.flat().map((r) => [r.row().operationType, r.row()._doc_id])).toEqual([
       ['insert', '{"$numberInt":"1"}'],
       ['drop', null],
     ]);
@@ -336,7 +375,7 @@ describe('stream loop', () => {
       kind: 'collection-gone',
       position: { token: token(9), clusterTime: at(8), invalidate: true },
     });
-    expect(sink.writes.flat().map((r) => [r.row.operationType, r.row._doc_id])).toEqual([['drop', null]]);
+    expect(sink.writes.flat().map((r) => [r.row().operationType, r.row()._doc_id])).toEqual([['drop', null]]);
   });
 
   it('issue 10 item 14: a checkpoint saved on an invalidate remembers it, so a restart continues with startAfter', async () => {
@@ -475,7 +514,7 @@ describe('stream loop', () => {
       const sink = new SignalSink(5);
       const checkpoints = new SignalCheckpoints();
       await runStreamLoop({ source, sink, checkpoints, mapper: () => mapper, limits }, start, stop.signal);
-      expect(sink.writes.map((w) => w.map((r) => r.row._event_id))).toEqual([['tok0001', 'tok0002']]);
+      expect(sink.writes.map((w) => w.map((r) => r.row()._event_id))).toEqual([['tok0001', 'tok0002']]);
       expect(positions(checkpoints)).toEqual(['tok0002']);
     });
 
@@ -526,7 +565,7 @@ describe('stream loop', () => {
         stop.signal,
       );
       // The second batch was not mapped: its position is not saved, so the next owner reads it.
-      expect(sink.writes.map((w) => w.map((r) => r.row._event_id))).toEqual([['tok0001']]);
+      expect(sink.writes.map((w) => w.map((r) => r.row()._event_id))).toEqual([['tok0001']]);
       expect(positions(checkpoints)).toEqual(['tok0001']);
     });
 

@@ -116,7 +116,7 @@ describe('change events over 16 MB (issue 10 item 13)', () => {
         source,
         sink: {
           write: (records) => {
-            written.push(...records.map((r) => r.row._event_id));
+            written.push(...records.map((r) => r.row()._event_id));
             return Promise.resolve({ written: records.length, deadLettered: 0 });
           },
         },
@@ -157,7 +157,7 @@ describe('change events over 16 MB (issue 10 item 13)', () => {
           source,
           sink: {
             write: (records) => {
-              written.push(...records.map((r) => r.row._event_id));
+              written.push(...records.map((r) => r.row()._event_id));
               // Stopped (a restart) once the split event is written.
               stop.abort();
               return Promise.resolve({ written: records.length, deadLettered: 0 });
@@ -243,7 +243,7 @@ describe('change events MongoDB stores with invalid UTF-8 (issue 10 item 12)', (
       { name: 'name', type: 'STRING' },
       { name: 'n', type: 'INTEGER' },
     ]);
-    const rows = events.map((e) => (e.kind === 'upsert' ? changeRecord(mapper, e, new Date(0)).row : {}));
+    const rows = events.map((e) => (e.kind === 'upsert' ? changeRecord(mapper, e, new Date(0)).row() : {}));
     expect(rows.map((r) => r.n)).toEqual([1, 2, 3]);
     expect(rows[1]?.name).toBeNull();
     expect(JSON.parse(String(rows[1]?._unmapped))).toEqual({

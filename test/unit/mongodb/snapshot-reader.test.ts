@@ -27,7 +27,7 @@ describe('snapshot reader on documents MongoDB stores but the driver refuses to 
       { name: 'name', type: 'STRING' },
       { name: 'note', type: 'STRING' },
     ]);
-    const rows = chunk.map((d) => backfillRecord(mapper, d, { t: 1, i: 0 }, new Date(0)).row);
+    const rows = chunk.map((d) => backfillRecord(mapper, d, { t: 1, i: 0 }, new Date(0)).row());
     expect(rows.map((r) => r.note)).toEqual(['ok', 'fine', 'ok']);
     // Not U+FFFD in the column: NULL there, the exact bytes in `_unmapped` under the documented marker.
     expect(rows[1]?.name).toBeNull();
