@@ -132,15 +132,23 @@ export class BigQuerySink {
         reason: `row of ${entry.bytes} bytes exceeds the ${this.#limits.maxRowBytes}-byte limit of a BigQuery request`,
       });
     }
-    for (const batch of batches) {
-      const started = performance.now();
-      const before = { rows: state.written, bytes: state.bytes };
-      await this.#send(batch, state, signal);
-      this.#o.observer?.batchWritten(
-        state.written - before.rows,
-        state.bytes - before.bytes,
-        (performance.now() - started) / 1_000,
-      );
+    // The requests of one write go out together (a backfill chunk is several): BigQuery answers each on its
+    // own, and the write is done when all are. Each keeps its own tally; the first failure is the write's,
+    // once every request has settled (none is left running behind a rejected write).
+    const outcomes = await Promise.allSettled(
+      batches.map(async (batch) => {
+        const started = performance.now();
+        const own: SendState = { written: 0, bytes: 0, dead: [] };
+        await this.#send(batch, own, signal);
+        this.#o.observer?.batchWritten(own.written, own.bytes, (performance.now() - started) / 1_000);
+        return own;
+      }),
+    );
+    for (const outcome of outcomes) {
+      if (outcome.status === 'rejected') throw outcome.reason;
+      state.written += outcome.value.written;
+      state.bytes += outcome.value.bytes;
+      state.dead.push(...outcome.value.dead);
     }
     if (state.dead.length > 0) {
       await this.#deadLetter(state.dead, signal);

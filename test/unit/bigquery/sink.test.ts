@@ -286,13 +286,39 @@ describe('BigQuerySink', () => {
       observer,
     }).write(sized);
     expect(result).toMatchObject({ written: 5, deadLettered: 1 });
+    // The two requests go out together: each is reported when it lands, the retried one last.
     expect(batches.map(({ rows, bytes }) => ({ rows, bytes }))).toEqual([
-      { rows: 3, bytes: 100 + 101 + 103 },
       { rows: 2, bytes: 104 + 105 },
+      { rows: 3, bytes: 100 + 101 + 103 },
     ]);
-    expect(batches[0]?.seconds).toBeGreaterThanOrEqual(0.035);
-    expect(batches[1]?.seconds).toBeGreaterThanOrEqual(0.015);
+    expect(batches[1]?.seconds).toBeGreaterThanOrEqual(0.035);
+    expect(batches[0]?.seconds).toBeGreaterThanOrEqual(0.015);
     expect(deadLettered).toEqual([1]);
+  });
+
+  it('issue 11: sends the requests of one write together, and fails the write only once all have settled', async () => {
+    let out = 0;
+    let most = 0;
+    const settled: number[] = [];
+    const writer = new FakeWriter(ok);
+    const append = writer.append.bind(writer);
+    writer.append = async (rows) => {
+      out++;
+      most = Math.max(most, out);
+      await sleep(20);
+      out--;
+      settled.push(rows.length);
+      if (rows.length === 1) throw new BigQueryError('fatal', 'Access Denied');
+      return append(rows);
+    };
+    const limits = { maxRows: 2, maxBytes: 1_000_000, maxRowBytes: 1_000, lingerMs: 0 };
+    const sink = sinkWith(writer, new FakeWriter(ok), { limits });
+    expect(await sink.write(records(6))).toMatchObject({ written: 6, deadLettered: 0 });
+    expect(most).toBe(3);
+    settled.length = 0;
+    // Three requests (2, 2, 1 rows): the last fails, and the write waits for the other two before failing.
+    await expect(sink.write(records(5))).rejects.toThrow('Access Denied');
+    expect(settled.sort()).toEqual([1, 2, 2]);
   });
 
   it('reports nothing for a batch that failed', async () => {
