@@ -27,12 +27,16 @@ import { type RowMapper } from '../transform/row-mapper.js';
 
 /**
  * Chunks of one range out at once: one being written while the next is read (read-ahead). With the default
- * parallelism that is 8 requests in flight, the stream loop's default window.
+ * parallelism that is 8 chunks, and 16 requests in flight (a chunk of 1,000 documents is two requests, sent
+ * together): the stream loop's default window.
  */
 export const DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT = 2;
 
-/** Abort listeners one chunk in flight may add (its read, the sink's retry wait, the writer's request...). */
-const LISTENERS_PER_CHUNK = 4;
+/**
+ * Abort listeners one chunk in flight may add: its read, and for each of the sink's requests out at once
+ * for it (REQUESTS_PER_WRITE, two) a retry wait, the writer's request and the sink's own signal.
+ */
+const LISTENERS_PER_CHUNK = 8;
 /** The copy's own listeners besides its chunks (saves, the deadline). */
 const LISTENERS_OF_THE_COPY = 10;
 

@@ -82,6 +82,12 @@ interface SendState {
  */
 export const MAX_DEAD_LETTER_ROW_BYTES = 1_000_000;
 const MAX_REASONS = 5;
+/**
+ * Requests of one write out at once. A backfill chunk of 1,000 small documents is two requests, sent
+ * together; a chunk of large documents (ten requests of 5 MB) is sent two at a time, so that what one write
+ * holds on the wire and in memory stays bounded.
+ */
+export const REQUESTS_PER_WRITE = 2;
 
 /**
  * Writes history rows: splits them into requests under BigQuery's limits, retries transient failures with
@@ -132,24 +138,32 @@ export class BigQuerySink {
         reason: `row of ${entry.bytes} bytes exceeds the ${this.#limits.maxRowBytes}-byte limit of a BigQuery request`,
       });
     }
-    // The requests of one write go out together (a backfill chunk is several): BigQuery answers each on its
-    // own, and the write is done when all are. Each keeps its own tally; the first failure is the write's,
-    // once every request has settled (none is left running behind a rejected write).
-    const outcomes = await Promise.allSettled(
-      batches.map(async (batch) => {
+    // The requests of one write (a backfill chunk is several) go out up to REQUESTS_PER_WRITE at a time:
+    // BigQuery answers each on its own. The first failure stops the others (their retries and waits end at
+    // once: the rows are sent again from the checkpoint anyway) and is the write's, once they have settled.
+    const halt = new AbortController();
+    const own = signal ? AbortSignal.any([signal, halt.signal]) : halt.signal;
+    let failure: { readonly error: unknown } | undefined;
+    let next = 0;
+    const sender = async (): Promise<void> => {
+      for (let batch = batches[next++]; batch !== undefined && !failure; batch = batches[next++]) {
         const started = performance.now();
-        const own: SendState = { written: 0, bytes: 0, dead: [] };
-        await this.#send(batch, own, signal);
-        this.#o.observer?.batchWritten(own.written, own.bytes, (performance.now() - started) / 1_000);
-        return own;
-      }),
-    );
-    for (const outcome of outcomes) {
-      if (outcome.status === 'rejected') throw outcome.reason;
-      state.written += outcome.value.written;
-      state.bytes += outcome.value.bytes;
-      state.dead.push(...outcome.value.dead);
-    }
+        const tally: SendState = { written: 0, bytes: 0, dead: [] };
+        try {
+          await this.#send(batch, tally, own);
+        } catch (error) {
+          failure ??= { error };
+          halt.abort(error);
+          return;
+        }
+        this.#o.observer?.batchWritten(tally.written, tally.bytes, (performance.now() - started) / 1_000);
+        state.written += tally.written;
+        state.bytes += tally.bytes;
+        state.dead.push(...tally.dead);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(REQUESTS_PER_WRITE, batches.length) }, sender));
+    if (failure) throw failure.error;
     if (state.dead.length > 0) {
       await this.#deadLetter(state.dead, signal);
       this.#o.observer?.deadLettered(state.dead.length);

@@ -5,7 +5,12 @@ import { DEFAULT_BATCH_LIMITS } from '../../../src/core/batcher.js';
 import { BigQueryError } from '../../../src/errors.js';
 import { toBigQueryError } from '../../../src/bigquery/error-mapping.js';
 import { InsertAllWriter } from '../../../src/bigquery/insert-all-writer.js';
-import { BigQuerySink, type SinkObserver, type SinkRecord } from '../../../src/bigquery/sink.js';
+import {
+  BigQuerySink,
+  REQUESTS_PER_WRITE,
+  type SinkObserver,
+  type SinkRecord,
+} from '../../../src/bigquery/sink.js';
 import {
   type AppendOutcome,
   type EncodedRow,
@@ -296,7 +301,7 @@ describe('BigQuerySink', () => {
     expect(deadLettered).toEqual([1]);
   });
 
-  it('issue 11: sends the requests of one write together, and fails the write only once all have settled', async () => {
+  it('issue 11: sends the requests of one write two at a time, and fails the write only once they have settled', async () => {
     let out = 0;
     let most = 0;
     const settled: number[] = [];
@@ -314,11 +319,28 @@ describe('BigQuerySink', () => {
     const limits = { maxRows: 2, maxBytes: 1_000_000, maxRowBytes: 1_000, lingerMs: 0 };
     const sink = sinkWith(writer, new FakeWriter(ok), { limits });
     expect(await sink.write(records(6))).toMatchObject({ written: 6, deadLettered: 0 });
-    expect(most).toBe(3);
+    // Three requests, at most REQUESTS_PER_WRITE of them out at once.
+    expect(most).toBe(REQUESTS_PER_WRITE);
     settled.length = 0;
     // Three requests (2, 2, 1 rows): the last fails, and the write waits for the other two before failing.
     await expect(sink.write(records(5))).rejects.toThrow('Access Denied');
     expect(settled.sort()).toEqual([1, 2, 2]);
+  });
+
+  it("issue 11: a request that fails for good stops the other requests of its write at once, and its error is the write's", async () => {
+    const writer = new FakeWriter((rows) =>
+      rows.length === 1
+        ? new BigQueryError('fatal', 'Access Denied')
+        : Object.assign(new Error('503 backend error'), { code: 503 }),
+    );
+    const limits = { maxRows: 2, maxBytes: 1_000_000, maxRowBytes: 1_000, lingerMs: 0 };
+    const started = performance.now();
+    // Two requests: one retried with backoff (minutes of it), one refused for good.
+    const slow = { initialMs: 10_000, maxMs: 10_000, multiplier: 1, maxAttempts: 10 };
+    await expect(
+      sinkWith(writer, new FakeWriter(ok), { limits, backoff: slow }).write(records(3)),
+    ).rejects.toThrow('Access Denied');
+    expect(performance.now() - started).toBeLessThan(2_000);
   });
 
   it('reports nothing for a batch that failed', async () => {
