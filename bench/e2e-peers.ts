@@ -13,7 +13,8 @@
 //
 // Each measurement is one JSON line: the rate, this process's CPU (daemon, writer and poller: `cpu_cores`,
 // CPU seconds per second), the CPU of each peer's process group (`mongo_cores`, `bigquery_cores`) and the
-// load average. At the end the view must equal the collection (one row per document, its `rev` equal), or
+// load average, and the daemon's write requests of the phase (`batches`) with their mean time from sending to
+// acknowledgement (`batch_ms`, from its mba_batch_duration_seconds). At the end the view must equal the collection (one row per document, its `rev` equal), or
 // the run fails. The storage-write run uses the nested ~1 KB documents of bench/shapes.ts flattened into
 // top-level fields, because bqemulator takes no RECORD column through the Storage Write API (the daemon would
 // write such a table with insertAll); `writer_used` says which writer the table's schema gets. The insert-all
@@ -38,7 +39,7 @@ import { WRITER_KINDS, type WriterKind } from '../src/core/settings.js';
 import { createLogger } from '../src/observability/logger.js';
 import { docIdString } from '../src/transform/values.js';
 import { bigQueryTestEnv } from '../test/integration/support/bigquery.js';
-import { flattenDocument, parseProcStat, round3, writePlan } from './e2e/helpers.js';
+import { flattenDocument, histogramTotals, parseProcStat, round3, writePlan } from './e2e/helpers.js';
 import { shapeDocuments } from './shapes.js';
 
 const DOCS = Number(process.env.MBA_E2E_DOCS ?? 20_000);
@@ -161,6 +162,21 @@ async function verifyView(
   return actual.length;
 }
 
+/** The daemon's write requests so far: how many, and the seconds they took in all (mba_batch_duration_seconds). */
+async function batchTotals(metricsPort: number): Promise<{ sum: number; count: number }> {
+  const response = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+  return histogramTotals(await response.text(), 'mba_batch_duration_seconds');
+}
+
+/** Requests written between two readings, and their mean duration in ms (from send to acknowledgement). */
+function batchFields(
+  from: { sum: number; count: number },
+  to: { sum: number; count: number },
+): Record<string, number> {
+  const count = to.count - from.count;
+  return { batches: count, batch_ms: round3(count > 0 ? ((to.sum - from.sum) / count) * 1000 : 0) };
+}
+
 function line(fields: Record<string, unknown>): void {
   console.log(JSON.stringify({ bench: 'e2e-peers', ...fields, load_avg_1m: round3(loadavg()[0] ?? 0) }));
 }
@@ -243,6 +259,7 @@ async function measure(writer: WriterKind, peers: RunningPeers): Promise<void> {
     archiver = await startArchiver(config, logger, controller.signal);
     const backfill = await waitForRows(counts, (c) => c.backfill >= DOCS, started, 'backfill');
     let seconds = (performance.now() - started) / 1000;
+    let batches = await batchTotals(archiver.metricsPort);
     const [metadata] = (await clients.bigquery.dataset(dataset).table(table).getMetadata()) as [
       { schema: { fields: Parameters<typeof storageWriteSupport>[0] } },
       unknown,
@@ -259,6 +276,7 @@ async function measure(writer: WriterKind, peers: RunningPeers): Promise<void> {
       per_s: round3(DOCS / seconds),
       seconds: round3(seconds),
       time_to_first_row_s: round3((backfill.firstRowMs ?? 0) / 1000),
+      ...batchFields({ sum: 0, count: 0 }, batches),
       ...cpu.read(),
     });
 
@@ -279,6 +297,7 @@ async function measure(writer: WriterKind, peers: RunningPeers): Promise<void> {
       if (id === undefined) throw new Error(`the plan names document ${i} of ${ids.length}`);
       return id;
     };
+    batches = await batchTotals(archiver.metricsPort);
     cpu = new CpuMeter(peerGroups);
     started = performance.now();
     let written = 0;
@@ -306,6 +325,7 @@ async function measure(writer: WriterKind, peers: RunningPeers): Promise<void> {
       per_s: round3(written / seconds),
       source_write_per_s: round3(written / writeSeconds),
       seconds: round3(seconds),
+      ...batchFields(batches, await batchTotals(archiver.metricsPort)),
       ...cpu.read(),
     });
 

@@ -1,6 +1,12 @@
 import { Decimal128, Int32, ObjectId } from 'bson';
 import { describe, expect, it } from 'vitest';
-import { flattenDocument, parseProcStat, round3, writePlan } from '../../../bench/e2e/helpers.js';
+import {
+  flattenDocument,
+  histogramTotals,
+  parseProcStat,
+  round3,
+  writePlan,
+} from '../../../bench/e2e/helpers.js';
 
 describe('flattenDocument', () => {
   it('spreads nested objects and arrays into top-level fields and keeps BSON values whole', () => {
@@ -84,5 +90,21 @@ describe('parseProcStat', () => {
 describe('round3', () => {
   it('keeps three significant digits below 100 and integers above', () => {
     expect([round3(0.123456), round3(12.345), round3(1234.5)]).toEqual([0.123, 12.3, 1235]);
+  });
+});
+
+describe('histogramTotals', () => {
+  it('adds up the sum and count of every label set of the named histogram only', () => {
+    const text = [
+      '# HELP mba_batch_duration_seconds x',
+      'mba_batch_duration_seconds_bucket{le="0.5",mapping="a"} 3',
+      'mba_batch_duration_seconds_sum{mapping="a"} 1.5',
+      'mba_batch_duration_seconds_count{mapping="a"} 4',
+      'mba_batch_duration_seconds_sum{mapping="b"} 0.5',
+      'mba_batch_duration_seconds_count{mapping="b"} 1',
+      'other_seconds_sum 9',
+      'other_seconds_count 9',
+    ].join('\n');
+    expect(histogramTotals(text, 'mba_batch_duration_seconds')).toEqual({ sum: 2, count: 5 });
   });
 });
