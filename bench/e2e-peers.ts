@@ -9,7 +9,8 @@
 // 2. stream: with the mapping streaming, a writer makes MBA_E2E_EVENTS changes (default 20,000) at full speed
 //    (insertMany of 500 new documents, bulkWrite of 300 updates, bulkWrite of 200 deletes per round); events/s
 //    from the first write until the history table holds them all, and the writer's own rate
-//    (`source_write_per_s`: what the peer accepts bounds what the archiver can see).
+//    (`source_write_per_s`: what the peer accepts bounds what the archiver can see), and the rate at which the daemon
+//    read them from its change stream (`read_per_s`, from its mba_change_events_total).
 //
 // Each measurement is one JSON line: the rate, this process's CPU (daemon, writer and poller: `cpu_cores`,
 // CPU seconds per second), the CPU of each peer's process group (`mongo_cores`, `bigquery_cores`) and the
@@ -39,7 +40,14 @@ import { WRITER_KINDS, type WriterKind } from '../src/core/settings.js';
 import { createLogger } from '../src/observability/logger.js';
 import { docIdString } from '../src/transform/values.js';
 import { bigQueryTestEnv } from '../test/integration/support/bigquery.js';
-import { flattenDocument, histogramTotals, parseProcStat, round3, writePlan } from './e2e/helpers.js';
+import {
+  flattenDocument,
+  histogramTotals,
+  parseProcStat,
+  round3,
+  seriesTotal,
+  writePlan,
+} from './e2e/helpers.js';
 import { shapeDocuments } from './shapes.js';
 
 const DOCS = Number(process.env.MBA_E2E_DOCS ?? 20_000);
@@ -177,6 +185,21 @@ function batchFields(
   return { batches: count, batch_ms: round3(count > 0 ? ((to.sum - from.sum) / count) * 1000 : 0) };
 }
 
+/** Change events the daemon has read from its change stream so far (mba_change_events_total). */
+async function eventsRead(metricsPort: number): Promise<number> {
+  const response = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+  return seriesTotal(await response.text(), 'mba_change_events_total');
+}
+
+/** Resolves with the ms from `started` until the daemon has read `target` change events (polled every 50 ms). */
+async function whenRead(metricsPort: number, target: number, started: number): Promise<number> {
+  while ((await eventsRead(metricsPort)) < target) {
+    if (performance.now() - started > TIMEOUT_MS) throw new Error(`the daemon never read ${target} events`);
+    await sleep(50);
+  }
+  return performance.now() - started;
+}
+
 function line(fields: Record<string, unknown>): void {
   console.log(JSON.stringify({ bench: 'e2e-peers', ...fields, load_avg_1m: round3(loadavg()[0] ?? 0) }));
 }
@@ -298,8 +321,11 @@ async function measure(writer: WriterKind, peers: RunningPeers): Promise<void> {
       return id;
     };
     batches = await batchTotals(archiver.metricsPort);
+    const metricsPort = archiver.metricsPort;
+    const readBefore = await eventsRead(metricsPort);
     cpu = new CpuMeter(peerGroups);
     started = performance.now();
+    const allRead = whenRead(metricsPort, readBefore + EVENTS, started);
     let written = 0;
     for (const round of writePlan(EVENTS, DOCS)) {
       const inserts = fresh.slice(round.inserts[0], round.inserts[1]);
@@ -324,6 +350,7 @@ async function measure(writer: WriterKind, peers: RunningPeers): Promise<void> {
       events: written,
       per_s: round3(written / seconds),
       source_write_per_s: round3(written / writeSeconds),
+      read_per_s: round3(written / ((await allRead) / 1000)),
       seconds: round3(seconds),
       ...batchFields(batches, await batchTotals(archiver.metricsPort)),
       ...cpu.read(),

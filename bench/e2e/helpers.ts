@@ -100,18 +100,20 @@ export function round3(value: number): number {
   return Math.abs(value) >= 100 ? Math.round(value) : Number(value.toPrecision(3));
 }
 
+/** The total of a series in Prometheus text (`mba_change_events_total`, `..._sum`), over all its label sets. */
+export function seriesTotal(text: string, series: string): number {
+  let total = 0;
+  for (const row of text.split('\n')) {
+    const match = /^(\S+?)(?:\{[^}]*\})?\s+(\S+)$/.exec(row);
+    if (match?.[1] === series) total += Number(match[2]);
+  }
+  return total;
+}
+
 /** The `_sum` and `_count` of a histogram in Prometheus text, over all its label sets. */
 export function histogramTotals(
   text: string,
   name: string,
 ): { readonly sum: number; readonly count: number } {
-  let sum = 0;
-  let count = 0;
-  for (const row of text.split('\n')) {
-    const match = /^(\S+?)(?:\{[^}]*\})?\s+(\S+)$/.exec(row);
-    if (match === null) continue;
-    if (match[1] === `${name}_sum`) sum += Number(match[2]);
-    else if (match[1] === `${name}_count`) count += Number(match[2]);
-  }
-  return { sum, count };
+  return { sum: seriesTotal(text, `${name}_sum`), count: seriesTotal(text, `${name}_count`) };
 }

@@ -4,6 +4,7 @@ import {
   flattenDocument,
   histogramTotals,
   parseProcStat,
+  seriesTotal,
   round3,
   writePlan,
 } from '../../../bench/e2e/helpers.js';
@@ -106,5 +107,14 @@ describe('histogramTotals', () => {
       'other_seconds_count 9',
     ].join('\n');
     expect(histogramTotals(text, 'mba_batch_duration_seconds')).toEqual({ sum: 2, count: 5 });
+  });
+});
+
+describe('seriesTotal', () => {
+  it('adds up a counter over its label sets, and is 0 for a series that is absent', () => {
+    const text =
+      'mba_change_events_total{mapping="a",operation="insert"} 5\nmba_change_events_total{mapping="a",operation="delete"} 2\n';
+    expect(seriesTotal(text, 'mba_change_events_total')).toBe(7);
+    expect(seriesTotal(text, 'mba_rows_written_total')).toBe(0);
   });
 });
