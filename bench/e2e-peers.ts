@@ -22,6 +22,7 @@
 // run uses the nested documents as they are.
 //
 // Environment: MBA_E2E_DOCS, MBA_E2E_EVENTS, MBA_E2E_WRITERS (comma-separated, default storage-write,insert-all),
+// BIGQUERY_MAX_IN_FLIGHT_REQUESTS (the daemon's in-flight window, default as the daemon's),
 // and the peers' own (MBA_PEERS_RUN_DIR, MBA_MONGODB_PEER, MBA_BIGQUERY_PEER).
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -268,6 +269,10 @@ async function measure(writer: WriterKind, peers: RunningPeers): Promise<void> {
         BIGQUERY_WRITER: writer,
         METRICS_PORT: '0',
         LOG_LEVEL: 'warn',
+        // The in-flight window may be set as for the daemon, to see whether it holds the change stream back.
+        ...(process.env.BIGQUERY_MAX_IN_FLIGHT_REQUESTS !== undefined && {
+          BIGQUERY_MAX_IN_FLIGHT_REQUESTS: process.env.BIGQUERY_MAX_IN_FLIGHT_REQUESTS,
+        }),
       },
     });
     const logger = createLogger({
