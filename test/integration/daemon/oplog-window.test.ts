@@ -28,8 +28,11 @@ const DB = `window_src_${suffix}`;
 const RESNAP_SETTINGS_DB = `window_resnap_${suffix}`;
 const WINDOW_S = 4;
 const SEEDED = 3_000;
-/** Per backfill append: the copy of SEEDED documents takes well over WINDOW_S even with requests overlapping. */
-const APPEND_DELAY_MS = 2_500;
+/**
+ * Per backfill append: the copy of SEEDED documents takes well over WINDOW_S even with every request
+ * overlapping (the ranges, the chunks of a range and the requests of a chunk all go out together).
+ */
+const APPEND_DELAY_MS = 6_000;
 
 let mongo: MongoClient;
 let clients: BigQueryClients;
