@@ -12,15 +12,21 @@ function field(doc: Document | undefined, key: string): unknown {
   return doc?.[key];
 }
 
-/** Where a mapping's checkpoint stands: the cluster time it resumes after, or its backfill's progress. */
-function positionOf(checkpoint: Document | undefined): string {
-  const backfill: unknown = checkpoint?.backfill;
-  if (isDocument(backfill) && backfill.done !== true) {
-    return `backfill:${typeof backfill.copied === 'number' ? backfill.copied : 0}`;
-  }
+/**
+ * Where a mapping's checkpoint stands: the cluster time its change stream resumes after (the stream runs
+ * during a backfill too, whose progress `backfillFields` shows), or, before the stream saved one, the
+ * backfill's progress.
+ */
+export function positionOf(checkpoint: Document | undefined): string {
   const position: unknown = checkpoint?.position;
   const time: unknown = isDocument(position) ? position.clusterTime : undefined;
-  if (bsonKind(time) !== 'Timestamp') return '-';
+  if (bsonKind(time) !== 'Timestamp') {
+    const backfill: unknown = checkpoint?.backfill;
+    if (isDocument(backfill) && backfill.done !== true) {
+      return `backfill:${typeof backfill.copied === 'number' ? backfill.copied : 0}`;
+    }
+    return '-';
+  }
   const at = new Date(toClusterTime(time).t * 1_000).toISOString();
   return isDocument(position) && position.invalidate === true ? `${at}(after a drop)` : at;
 }

@@ -1,5 +1,6 @@
+import { Timestamp } from 'bson';
 import { describe, expect, it } from 'vitest';
-import { backfillFields } from '../../../src/cli/status.js';
+import { backfillFields, positionOf } from '../../../src/cli/status.js';
 
 const snapshotStart = { t: 1_705_095_800, i: 3 };
 
@@ -51,5 +52,15 @@ describe('status: backfill progress (issue 11)', () => {
     expect(backfillFields({ state: 'streaming' }, done)).toEqual([]);
     expect(backfillFields({ state: 'streaming' }, {})).toEqual([]);
     expect(backfillFields(undefined, undefined)).toEqual([]);
+  });
+});
+
+describe('status: position (issue 11)', () => {
+  it("issue 11: during a backfill the position is the change stream's once it saved one, the copy's progress before", () => {
+    const backfill = { snapshotStart: new Timestamp({ t: 1, i: 0 }), copied: 500, done: false };
+    const position = { token: '82aa', clusterTime: new Timestamp({ t: 1_705_095_800, i: 3 }) };
+    expect(positionOf({ backfill, position })).toBe('2024-01-12T21:43:20.000Z');
+    expect(positionOf({ backfill })).toBe('backfill:500');
+    expect(positionOf({ backfill: { ...backfill, done: true } })).toBe('-');
   });
 });
