@@ -1,5 +1,5 @@
 import { isUtf8 } from 'node:buffer';
-import { type Collection, type Document } from 'mongodb';
+import { type Collection, type Document, type FindCursor } from 'mongodb';
 import { bsonKind, type BsonKind } from '../base/bson-kind.js';
 import { invalidUtf8Bytes } from '../base/invalid-utf8.js';
 import { type IdRange, type SnapshotSource, type SourceDocument } from '../core/ports.js';
@@ -8,6 +8,11 @@ import { decodeAll, RAW_READ } from './raw-documents.js';
 import { mongoBoundary } from './error-mapping.js';
 
 export const DEFAULT_BACKFILL_CHUNK = 1_000;
+/**
+ * A chunk ends early once its documents hold this much BSON: 1,000 documents of 1 KB are one chunk, but
+ * documents of 1 MB come 8 at a time, so the chunks in flight of every range stay a few tens of megabytes.
+ */
+export const DEFAULT_BACKFILL_CHUNK_BYTES = 8_000_000;
 
 /**
  * `_id`s sampled to choose split points: a few thousand keep the ranges within a few percent of each
@@ -44,6 +49,7 @@ class IdOrderReader {
   constructor(
     private readonly collection: Collection,
     private readonly chunkSize: number,
+    private readonly chunkBytes = DEFAULT_BACKFILL_CHUNK_BYTES,
   ) {}
 
   async nextChunk(lastId: unknown, upper: UpperBound | undefined, signal: AbortSignal): Promise<Document[]> {
@@ -54,18 +60,13 @@ class IdOrderReader {
     signal.throwIfAborted();
     if (lastId === undefined) {
       if (upper) return this.#nextType(crossing(undefined, upper), upper);
-      return decodeAll(
-        await this.collection.find({}, RAW_READ).sort({ _id: 1 }).limit(this.chunkSize).toArray(),
-      );
+      return this.#take(this.collection.find({}, RAW_READ).sort({ _id: 1 }), this.chunkSize);
     }
     const invalid = invalidUtf8Bytes(lastId);
     if (invalid !== undefined) return this.#afterInvalidString(invalid, upper, signal);
-    const sameType = decodeAll(
-      await this.collection
-        .find(idsAfter(lastId, upper), RAW_READ)
-        .sort({ _id: 1 })
-        .limit(this.chunkSize)
-        .toArray(),
+    const sameType = await this.#take(
+      this.collection.find(idsAfter(lastId, upper), RAW_READ).sort({ _id: 1 }),
+      this.chunkSize,
     );
     if (sameType.length > 0) return sameType;
     return this.#nextType(crossing(lastId, upper), upper);
@@ -89,14 +90,35 @@ class IdOrderReader {
     // sub-document and page through the documents' bracket, past the strings): the chunk ends on it, and
     // the next one continues from its bytes.
     if (invalidUtf8Bytes(nextId) !== undefined) return [next];
-    const rest = decodeAll(
-      await this.collection
-        .find(idsAfter(nextId, upper), RAW_READ)
-        .sort({ _id: 1 })
-        .limit(this.chunkSize - 1)
-        .toArray(),
+    const rest = await this.#take(
+      this.collection.find(idsAfter(nextId, upper), RAW_READ).sort({ _id: 1 }),
+      this.chunkSize - 1,
     );
     return [next, ...rest];
+  }
+
+  /**
+   * At most `count` documents of `cursor`, fewer once they hold `chunkBytes` of BSON (the first always
+   * comes): a chunk of large documents stays small in memory, and with several chunks of several ranges in
+   * flight that is what bounds the backfill's memory. The rest of the cursor is left unread (closed).
+   */
+  async #take(cursor: FindCursor<unknown>, count: number): Promise<Document[]> {
+    const raw: unknown[] = [];
+    let bytes = 0;
+    if (count <= 0) {
+      await cursor.close();
+      return [];
+    }
+    try {
+      for await (const item of cursor.limit(count)) {
+        raw.push(item);
+        bytes += item instanceof Uint8Array ? item.length : 0;
+        if (bytes >= this.chunkBytes) break;
+      }
+    } finally {
+      await cursor.close();
+    }
+    return decodeAll(raw);
   }
 
   /**
@@ -163,6 +185,8 @@ export class SnapshotReader {
 export interface SnapshotSourceOptions {
   /** Documents per chunk read; default DEFAULT_BACKFILL_CHUNK. */
   readonly chunkSize?: number;
+  /** A chunk ends early once it holds this many bytes of BSON; default DEFAULT_BACKFILL_CHUNK_BYTES. */
+  readonly chunkBytes?: number;
   /** `_id`s sampled to choose split points (at most this many); default DEFAULT_SPLIT_SAMPLE. */
   readonly sampleSize?: number;
   /**
@@ -194,7 +218,7 @@ export class MongoSnapshotSource implements SnapshotSource {
     options: SnapshotSourceOptions = {},
   ) {
     const chunkSize = options.chunkSize ?? DEFAULT_BACKFILL_CHUNK;
-    this.#reader = new IdOrderReader(collection, chunkSize);
+    this.#reader = new IdOrderReader(collection, chunkSize, options.chunkBytes);
     this.#sampleSize = Math.max(1, Math.floor(options.sampleSize ?? DEFAULT_SPLIT_SAMPLE));
     this.#minRangeDocuments = Math.max(1, options.minRangeDocuments ?? chunkSize);
   }

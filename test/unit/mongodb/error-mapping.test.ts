@@ -115,7 +115,16 @@ describe('issue 11: the MongoDB code table classifies recorded server error shap
       'not authorized on shop to execute command { find: "orders" }',
     );
     const collection = {
-      find: () => ({ sort: () => ({ limit: () => ({ toArray: () => Promise.reject(denied) }) }) }),
+      find: () => {
+        // A cursor whose first read is refused, read by iteration (chunks end early on their size).
+        const cursor = {
+          sort: () => cursor,
+          limit: () => cursor,
+          close: () => Promise.resolve(),
+          [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(denied) }),
+        };
+        return cursor;
+      },
       estimatedDocumentCount: () => Promise.reject(denied),
     } as unknown as Collection;
     const reader = new SnapshotReader(collection);

@@ -157,3 +157,34 @@ describe('a collection that grows at the top while it is copied (issue 11)', () 
     ]);
   });
 });
+
+describe('chunks of large documents (issue 11)', () => {
+  it('issue 11: a chunk ends once it holds chunkBytes of BSON, so chunks of large documents stay small; every document is read once', async () => {
+    const big = (v: number) => ({ id: v, bytes: serialize({ _id: v, v, pad: 'x'.repeat(10_000) }) });
+    const collection = new RawCollection(Array.from({ length: 50 }, (_, v) => big(v)));
+    const source = new MongoSnapshotSource(collection.asCollection(), {
+      chunkSize: 1_000,
+      chunkBytes: 35_000,
+    });
+    const [range] = await source.split(1, new AbortController().signal);
+    const sizes: number[] = [];
+    const seen: number[] = [];
+    let lastId: string | undefined;
+    for (;;) {
+      const chunk = await source.nextChunk(
+        range ?? { after: undefined, upTo: undefined },
+        lastId,
+        new AbortController().signal,
+      );
+      if (chunk.length === 0) break;
+      sizes.push(chunk.length);
+      seen.push(...chunk.map((document) => document.v as number));
+      lastId = encodeId(chunk.at(-1)?._id);
+    }
+    // About 10 KB each: the fourth document read takes a chunk past 35,000 bytes (a chunk that starts a
+    // range has one more, read on its own to find the range's first id).
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(5);
+    expect(sizes.length).toBeGreaterThanOrEqual(10);
+    expect(seen).toEqual(Array.from({ length: 50 }, (_, v) => v));
+  });
+});
