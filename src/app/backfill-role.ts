@@ -19,6 +19,7 @@ import {
   type SourceDocument,
 } from '../core/ports.js';
 import { type RecordSink } from '../core/stream-loop.js';
+import { CoalescedTask } from '../core/coalesced.js';
 import { Watermark } from '../core/watermark.js';
 import { InFlightWindow } from '../core/window.js';
 import { encodeId } from '../mongodb/checkpoint-store.js';
@@ -122,9 +123,13 @@ class BackfillCopy {
   #startedAt = 0;
   #copiedAtStart = 0;
   #loggedAt = 0;
-  /** The save under way, if any; `#requested` counts the requests, so that one made meanwhile is served. */
-  #saving: Promise<void> | undefined;
-  #requested = 0;
+  /** Saves the progress one save at a time, the newest progress when the one under way ends. */
+  readonly #saver = new CoalescedTask(
+    () => this.#save(),
+    (error) => {
+      this.#fail(error);
+    },
+  );
   /** Bounds the writes and saves of what was read once a stop came (see DEFAULT_FINAL_FLUSH_TIMEOUT_MS). */
   #flushing: AbortSignal | undefined;
 
@@ -153,7 +158,7 @@ class BackfillCopy {
       );
       // Every range settled and asked for a save of where it stands (also after a failure or a stop: the
       // acknowledged prefixes are safe to resume from).
-      await this.#settleSaves();
+      await this.#saver.settled();
       if (this.#failure) throw this.#failure.error;
       if (flushing.signal.aborted) throw flushing.signal.reason;
       signal.throwIfAborted();
@@ -300,34 +305,8 @@ class BackfillCopy {
     };
   }
 
-  /** Serialised and coalesced: one save at a time, and the newest progress when it ends. */
   #requestSave(): void {
-    this.#requested++;
-    if (this.#saving) return;
-    let served = this.#requested;
-    let failed = false;
-    this.#saving = (async () => {
-      for (;;) {
-        served = this.#requested;
-        try {
-          await this.#save();
-        } catch (error) {
-          failed = true;
-          this.#fail(error);
-          return;
-        }
-        if (this.#requested === served) return;
-      }
-    })().finally(() => {
-      this.#saving = undefined;
-      // A request made after the loop's last look and before this line found a save under way and left it
-      // to that save: serve it now.
-      if (!failed && this.#requested !== served) this.#requestSave();
-    });
-  }
-
-  async #settleSaves(): Promise<void> {
-    while (this.#saving) await this.#saving;
+    this.#saver.request();
   }
 
   async #save(): Promise<void> {

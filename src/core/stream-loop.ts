@@ -11,6 +11,7 @@ import {
 import { Batcher, DEFAULT_BATCH_LIMITS, type BatchLimits } from './batcher.js';
 import { changeRecord, type EncodedRow, type HistoryRecord, type HistoryRow } from './history-rows.js';
 import { operationTypeOf, type ChangeEvent, type Position } from './model.js';
+import { CoalescedTask } from './coalesced.js';
 import { Watermark } from './watermark.js';
 import { DEFAULT_WINDOW_LIMITS, InFlightWindow, type WindowLimits } from './window.js';
 import {
@@ -130,8 +131,6 @@ export async function runStreamLoop(
   const admitting = AbortSignal.any([halt.signal, flushing.signal]);
   const inFlight = new Set<Promise<void>>();
   let failure: { readonly error: unknown } | undefined;
-  let saveFailed = false;
-  let saving: Promise<void> | undefined;
 
   const fail = (error: unknown): void => {
     // The sink's or the store's reaction to the deadline says less than the deadline itself.
@@ -139,37 +138,15 @@ export async function runStreamLoop(
     halt.abort(failure.error);
   };
 
-  /** The watermark moved past the last save, and saving may still go on (not failed, not out of time). */
-  const unsaved = (): boolean => {
+  // Saves the watermark, one save at a time: one that ends with the watermark moved again saves once more.
+  const saver = new CoalescedTask(async () => {
     const position = watermark.position;
-    if (saveFailed || flushing.signal.aborted || position === undefined) return false;
-    return position.token !== saved?.token;
-  };
-
-  /** Saves the watermark unless a save is already out; that one saves the newest watermark when it ends. */
+    if (flushing.signal.aborted || position === undefined || position.token === saved?.token) return;
+    await options.checkpoints.save({ position }, within(flushing.signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS));
+    saved = position;
+  }, fail);
   const requestSave = (): void => {
-    if (saving !== undefined || !unsaved()) return;
-    saving = (async () => {
-      while (unsaved()) {
-        const position = watermark.position;
-        if (position === undefined) return;
-        try {
-          await options.checkpoints.save(
-            { position },
-            within(flushing.signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS),
-          );
-        } catch (error) {
-          saveFailed = true;
-          fail(error);
-          return;
-        }
-        saved = position;
-      }
-    })().finally(() => {
-      saving = undefined;
-      // Moved between the last save's end and now: this callback runs a microtask after the loop ended.
-      requestSave();
-    });
+    saver.request();
   };
 
   /** A position reached with nothing to send: saved once every batch before it is acknowledged. */
@@ -232,9 +209,9 @@ export async function runStreamLoop(
     requestSave();
     // A save that ends with the watermark moved starts the next one as it ends. A store that does not
     // honour the deadline is not waited for past it.
-    while (saving !== undefined && !flushing.signal.aborted) {
+    for (let running = saver.running; running && !flushing.signal.aborted; running = saver.running) {
       try {
-        await abortable(saving, flushing.signal);
+        await abortable(running, flushing.signal);
       } catch {
         fail(flushing.signal.reason);
       }
