@@ -38,7 +38,7 @@ export function generatedSource(
   };
   const indexOf = (encoded: string): number => {
     const id = decodeId(encoded) as ObjectId;
-    return new DataView(id.id.buffer, id.id.byteOffset).getUint32(8);
+    return Number.parseInt(id.toHexString().slice(16), 16);
   };
   let read = 0;
   return {
