@@ -20,15 +20,32 @@ export interface ChangeBatch {
   readonly position: Position | undefined;
 }
 
-/** A pull-based change stream cursor: `next` asks for what is there; nothing is ever pushed. */
-export interface ChangeCursor {
+/**
+ * One change event as the server sent it, undecoded: its BSON document, or, for an event over 16 MB that
+ * `$changeStreamSplitLargeEvent` split, its fragments in order (each a whole BSON document with
+ * `splitEvent`). Decoded where there is a core to spare (worker threads), not on the thread that reads.
+ */
+export type RawChange = readonly Uint8Array[];
+
+/** What a raw change stream cursor returns: events as BSON bytes, and the position after them. */
+export interface RawChangeBatch {
+  readonly changes: readonly RawChange[];
+  /** As ChangeBatch's `position`: the post-batch resume token (never a fragment's token), or undefined. */
+  readonly position: Position | undefined;
+}
+
+/**
+ * A pull-based change stream cursor: `next` asks for what is there; nothing is ever pushed. `B` is what a
+ * pull returns: decoded events (ChangeBatch) or raw ones (RawChangeBatch).
+ */
+export interface ChangeCursor<B = ChangeBatch> {
   /** At most `maxEvents`, waiting a bounded time for the first; an empty batch means the stream is idle. */
-  next(maxEvents: number, signal: AbortSignal): Promise<ChangeBatch>;
+  next(maxEvents: number, signal: AbortSignal): Promise<B>;
   close(): Promise<void>;
 }
 
-export interface ChangeSource {
-  open(start: StreamStart, signal: AbortSignal): Promise<ChangeCursor>;
+export interface ChangeSource<B = ChangeBatch> {
+  open(start: StreamStart, signal: AbortSignal): Promise<ChangeCursor<B>>;
   /** The source's current cluster time (the start point recorded before a backfill). */
   currentTime(signal: AbortSignal): Promise<ClusterTime>;
 }
