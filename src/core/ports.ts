@@ -119,6 +119,19 @@ export interface SnapshotSource {
     lastId: string | undefined,
     signal: AbortSignal,
   ): Promise<readonly SourceDocument[]>;
+  /**
+   * The same chunk as `nextChunk`, undecoded: each document's BSON bytes, and the `_id` of the last one as
+   * canonical Extended JSON (what `lastId` of the next call and of the range's progress is). Decoding is then
+   * left to whoever maps the documents (worker threads). Sources that cannot read raw leave it out.
+   */
+  nextRawChunk?(range: IdRange, lastId: string | undefined, signal: AbortSignal): Promise<RawChunk>;
+}
+
+/** A backfill chunk as BSON bytes (see SnapshotSource.nextRawChunk); empty when the range is done. */
+export interface RawChunk {
+  readonly documents: readonly Uint8Array[];
+  /** The `_id` of the last document as canonical Extended JSON; undefined when `documents` is empty. */
+  readonly lastId: string | undefined;
 }
 
 export interface CheckpointStore {
