@@ -11,11 +11,13 @@ import {
 import { Batcher, DEFAULT_BATCH_LIMITS, type BatchLimits } from './batcher.js';
 import { changeRecord, type EncodedRow, type HistoryRecord, type HistoryRow } from './history-rows.js';
 import { operationTypeOf, type ChangeEvent, type Position } from './model.js';
+import { type PreparedBatch, type PreparedChange, type Prepare } from './prepared.js';
 import { CoalescedTask } from './coalesced.js';
 import { Watermark } from './watermark.js';
 import { DEFAULT_WINDOW_LIMITS, InFlightWindow, type WindowLimits } from './window.js';
 import {
   SYSTEM_CLOCK,
+  type ChangeBatch,
   type ChangeSource,
   type CheckpointStore,
   type Clock,
@@ -51,24 +53,15 @@ export interface StreamObserver {
   lookupMissed(): void;
 }
 
-export interface StreamLoopOptions {
-  readonly source: ChangeSource;
+/** What every stream loop takes, whatever its cursor returns and however it is prepared. */
+interface LoopOptions {
   readonly sink: RecordSink;
   readonly checkpoints: CheckpointStore;
-  /** Current mapper; read for every event, so a schema evolution can swap it. */
-  readonly mapper: () => RowMapper;
   readonly limits?: BatchLimits;
   /** Events asked for per pull (the change stream's batchSize). */
   readonly batchSize?: number;
   readonly clock?: Clock;
-  /** Before events are mapped: a chance to evolve the schema for the documents they carry. */
-  readonly beforeMap?: (events: readonly ChangeEvent[], signal: AbortSignal) => Promise<void>;
   readonly observer?: StreamObserver;
-  /**
-   * The row as the sink's writer sends it, with its size in the writer's requests, for the batch limits:
-   * batches hold this rather than the row object. Default: only the size, its JSON length (rowBytes).
-   */
-  readonly encode?: (row: HistoryRow) => EncodedRow;
   /**
    * How long flushing may go on after `signal` aborts (or after a write failed: the wait for the others);
    * default DEFAULT_FINAL_FLUSH_TIMEOUT_MS.
@@ -76,6 +69,36 @@ export interface StreamLoopOptions {
   readonly finalFlushTimeoutMs?: number;
   /** Writes (and their bytes) in flight at once; default DEFAULT_WINDOW_LIMITS. */
   readonly window?: WindowLimits;
+}
+
+/** The loop over decoded events, mapped on this thread (runStreamLoop). */
+export interface StreamLoopOptions extends LoopOptions {
+  readonly source: ChangeSource;
+  /** Current mapper; read for every event, so a schema evolution can swap it. */
+  readonly mapper: () => RowMapper;
+  /** Before events are mapped: a chance to evolve the schema for the documents they carry. */
+  readonly beforeMap?: (events: readonly ChangeEvent[], signal: AbortSignal) => Promise<void>;
+  /**
+   * The row as the sink's writer sends it, with its size in the writer's requests, for the batch limits:
+   * batches hold this rather than the row object. Default: only the size, its JSON length (rowBytes).
+   */
+  readonly encode?: (row: HistoryRow) => EncodedRow;
+}
+
+/**
+ * The loop over whatever its cursor returns, prepared by `prepare` (runPreparedStreamLoop): raw events
+ * decoded, mapped and encoded on worker threads, say.
+ */
+export interface PreparedStreamLoopOptions<B> extends LoopOptions {
+  readonly source: ChangeSource<B>;
+  readonly prepare: Prepare<B>;
+  /**
+   * Pulls read and prepared ahead of the one being batched and sent (default 0: the next pull starts once
+   * this one is handled). With preparation on other threads, a read-ahead of their number keeps them busy
+   * while this thread batches and sends; a full window still stops the reading (each pull is at most
+   * `batchSize` events, so this bounds what waits beyond the window).
+   */
+  readonly readAhead?: number;
 }
 
 /** How the loop ended when it was not aborted. */
@@ -99,8 +122,55 @@ export interface CollectionGone {
  * failure stops the reading; what is in flight is awaited (within the final flush's deadline), the
  * acknowledged prefix saved, and that first failure thrown.
  */
-export async function runStreamLoop(
+export function runStreamLoop(
   options: StreamLoopOptions,
+  start: StreamStart,
+  signal: AbortSignal,
+): Promise<CollectionGone | undefined> {
+  return runPreparedStreamLoop({ ...options, prepare: prepareInThread(options) }, start, signal);
+}
+
+/**
+ * Prepares decoded events on this thread: the schema evolves for their documents first (`beforeMap`), then
+ * each writable event becomes its history record, its row encoded at once by `encode` (the row object is
+ * garbage at once; the batch holds the encoding).
+ */
+export function prepareInThread(
+  options: Pick<StreamLoopOptions, 'mapper' | 'beforeMap' | 'encode'>,
+): Prepare<ChangeBatch> {
+  const encode = options.encode ?? sizeOnly;
+  return async (batch, now, signal) => {
+    if (batch.events.length > 0) await options.beforeMap?.(batch.events, signal);
+    const changes = batch.events.map((event): PreparedChange => {
+      const change = {
+        kind: event.kind,
+        operationType: operationTypeOf(event),
+        token: event.token,
+        clusterTime: event.clusterTime,
+        ...(event.split === true && { split: true }),
+      };
+      switch (event.kind) {
+        case 'collection-gone':
+        case 'upsert':
+        case 'delete':
+          return { ...change, record: changeRecord(options.mapper(), event, now, encode) };
+        case 'lookup-missed':
+        case 'ignored':
+          return change;
+        default:
+          return event satisfies never;
+      }
+    });
+    return { changes, position: batch.position };
+  };
+}
+
+/**
+ * runStreamLoop over any cursor and preparation: see runStreamLoop for what it does. With `readAhead`, the
+ * next pulls are read and prepared while this one is batched and sent.
+ */
+export async function runPreparedStreamLoop<B>(
+  options: PreparedStreamLoopOptions<B>,
   start: StreamStart,
   signal: AbortSignal,
 ): Promise<CollectionGone | undefined> {
@@ -108,7 +178,6 @@ export async function runStreamLoop(
   const batcher = new Batcher<HistoryRecord>(options.limits ?? DEFAULT_BATCH_LIMITS);
   const window = new InFlightWindow(options.window ?? DEFAULT_WINDOW_LIMITS);
   const observer = options.observer;
-  const encode = options.encode ?? sizeOnly;
   let readUpTo: Position | undefined = start.kind === 'startAt' ? undefined : start.position;
   const watermark = new Watermark<Position>(readUpTo);
   /** The last position handed to the watermark (with a batch or marked), so an idle stream marks it once. */
@@ -219,53 +288,58 @@ export async function runStreamLoop(
     if (failure) throw failure.error;
   };
 
+  // Pulls run one after another (a cursor is sequential); each one's preparation starts as it arrives, so
+  // with read-ahead the next pulls are prepared (on other threads) while this one is batched and sent. The
+  // read-ahead stops with the loop: what it read and the loop did not take is read again after a restart.
+  const readingAhead = new AbortController();
+  const pullSignal = AbortSignal.any([pulling, readingAhead.signal]);
+  const ahead: Promise<PreparedBatch>[] = [];
+  let lastPull: Promise<unknown> = Promise.resolve();
+  const pull = (): void => {
+    // A failed pull fails every later one without calling the cursor again.
+    const pulled = lastPull.then(() =>
+      cursor.next(options.batchSize ?? DEFAULT_STREAM_BATCH_SIZE, pullSignal),
+    );
+    lastPull = pulled;
+    const prepared = pulled.then((batch) => options.prepare(batch, new Date(clock.now()), pullSignal));
+    // Rejections are handled where each is taken; those never taken (the loop ended) are not unhandled.
+    prepared.catch(() => undefined);
+    ahead.push(prepared);
+  };
+  const depth = 1 + Math.max(0, options.readAhead ?? 0);
+
   try {
     reading: while (!pulling.aborted) {
-      let batch;
+      while (ahead.length < depth) pull();
+      let batch: PreparedBatch;
       try {
-        batch = await cursor.next(options.batchSize ?? DEFAULT_STREAM_BATCH_SIZE, pulling);
+        // Aborting interrupts the pull and the preparation (a schema evolution under way leaves this batch
+        // unread: its position is not saved, and what was read before it is still flushed).
+        batch = await (ahead.shift() ?? Promise.reject(new Error('unreachable: a pull is always ahead')));
       } catch (error) {
-        // Aborting interrupts the pull; anything else is the source's failure.
+        // Aborting interrupts the pull; anything else is the source's (or the preparation's) failure.
         if (!isAborted(pulling)) fail(error);
         break;
       }
-      if (batch.events.length > 0) {
-        try {
-          await options.beforeMap?.(batch.events, pulling);
-        } catch (error) {
-          // Stopped while the schema evolves: this batch is left unread (its position is not saved), and
-          // what was read before it is still flushed.
-          if (!isAborted(pulling)) fail(error);
-          break;
-        }
-      }
-      const now = new Date(clock.now());
       let gone: CollectionGone | undefined;
       const read = new Map<string, number>();
-      for (const event of batch.events) {
-        const operation = operationTypeOf(event);
-        read.set(operation, (read.get(operation) ?? 0) + 1);
+      for (const change of batch.changes) {
+        read.set(change.operationType, (read.get(change.operationType) ?? 0) + 1);
         const position: Position =
-          event.kind === 'collection-gone' && event.operationType === 'invalidate'
-            ? { token: event.token, clusterTime: event.clusterTime, invalidate: true }
-            : { token: event.token, clusterTime: event.clusterTime };
-        switch (event.kind) {
+          change.kind === 'collection-gone' && change.operationType === 'invalidate'
+            ? { token: change.token, clusterTime: change.clusterTime, invalidate: true }
+            : { token: change.token, clusterTime: change.clusterTime };
+        switch (change.kind) {
           case 'collection-gone':
           case 'upsert':
           case 'delete': {
-            if (event.kind === 'collection-gone' && event.token === resumedFrom) break;
-            let record;
-            let bytes;
-            try {
-              // Encoded once, here; the row object is garbage at once, and the batch holds the encoding.
-              record = changeRecord(options.mapper(), event, now, encode);
-              bytes = record.encoded?.size ?? 0;
-            } catch (error) {
-              // Like any other failure: the writes out are drained and what they acknowledged is saved
-              // before the error goes up, so that no save outlives the loop.
-              fail(error);
+            if (change.kind === 'collection-gone' && change.token === resumedFrom) break;
+            const record = change.record;
+            if (record === undefined) {
+              fail(new Error(`unreachable: a prepared ${change.kind} change without its record`));
               break reading;
             }
+            const bytes = record.encoded?.size ?? 0;
             // Full batches leave as they fill, each one request of the sink, so that a pull of many
             // changes becomes several requests in flight together.
             if (!batcher.fits(bytes) && !(await send())) break reading;
@@ -279,12 +353,12 @@ export async function runStreamLoop(
           case 'ignored':
             break;
           default:
-            event satisfies never;
+            change.kind satisfies never;
         }
         // A split event's own token is no safe place to resume from: the batch's position (the change
         // before it, or a later one) stands for it, and where the source has none nothing is saved for it.
-        if (event.split !== true) readUpTo = position;
-        if (event.kind === 'collection-gone') {
+        if (change.split !== true) readUpTo = position;
+        if (change.kind === 'collection-gone') {
           gone = { kind: 'collection-gone', position };
           break;
         }
@@ -294,7 +368,7 @@ export async function runStreamLoop(
       // position: that is still the invalidate, to be continued from with startAfter.
       if (!gone && batch.position)
         readUpTo = batch.position.token === readUpTo?.token ? readUpTo : batch.position;
-      if ((gone || batch.events.length === 0 || batcher.due(clock.now())) && !(await send())) break;
+      if ((gone || batch.changes.length === 0 || batcher.due(clock.now())) && !(await send())) break;
       // Read past the last batch (ignored events, lookup misses, an idle stream's post-batch token).
       if (batcher.size === 0) mark();
       if (gone) {
@@ -307,6 +381,9 @@ export async function runStreamLoop(
     return undefined;
   } finally {
     flushing.dispose();
+    readingAhead.abort();
+    // The pulls and preparations still out end (aborted) before their cursor closes.
+    await Promise.allSettled(ahead);
     await cursor.close();
   }
 }
