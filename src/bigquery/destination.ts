@@ -1,6 +1,7 @@
 import { type BackoffPolicy } from '../core/backoff.js';
 import { type BatchLimits } from '../core/batcher.js';
 import { type HistoryRecord } from '../core/history-rows.js';
+import { type RowEncoding } from '../core/prepared.js';
 import { alignWithTable, missingFromTable } from '../schema/align.js';
 import { METADATA_FIELDS } from '../schema/table-schema.js';
 import { type ColumnAddition } from '../schema/evolve.js';
@@ -226,6 +227,14 @@ export class BigQueryDestination {
    */
   encode(row: HistoryRow): EncodedRow {
     return this.#gate.encode(row);
+  }
+
+  /**
+   * How the current writer encodes rows, for worker threads (see RowEncoding); it changes with the writer
+   * and its schema, and bytes a worker encoded with an older one are encoded again when they are sent.
+   */
+  rowEncoding(): RowEncoding {
+    return this.#gate.rowEncoding();
   }
 
   write(records: readonly HistoryRecord[], signal?: AbortSignal): Promise<SinkResult> {

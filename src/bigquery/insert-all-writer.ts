@@ -1,5 +1,6 @@
 import { type Table } from '@google-cloud/bigquery';
 import { abortable } from '../core/deadline.js';
+import { type RowEncoding } from '../core/prepared.js';
 import { BigQueryError } from '../errors.js';
 import { type TableField } from '../schema/types.js';
 import { toBigQueryError } from './error-mapping.js';
@@ -61,11 +62,26 @@ export class InsertAllWriter implements TableWriter {
   readonly kind = 'insert-all' as const;
   readonly #table: Table;
   readonly #idColumn: string;
+  #encoding: RowEncoding | undefined;
 
   /** `idColumn` names the column whose value is the insertId (the dead-letter table uses `event_id`). */
   constructor(table: Table, idColumn = '_event_id') {
     this.#table = table;
     this.#idColumn = idColumn;
+  }
+
+  /** Its encoding for worker threads: their bytes are the entry `encode` makes (see RowEncoding). */
+  rowEncoding(): RowEncoding {
+    this.#encoding ??= {
+      spec: { format: 'insert-all', idColumn: this.#idColumn },
+      wrap: (bytes, size) =>
+        new JsonRow(
+          size,
+          bytes === undefined ? undefined : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+          this.#idColumn,
+        ),
+    };
+    return this.#encoding;
   }
 
   /** The row's entry of the request body; its size is the row's JSON in UTF-8. */

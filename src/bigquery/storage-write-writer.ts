@@ -4,6 +4,7 @@ import { type TableField } from '../schema/types.js';
 import { type BigQueryClients } from './client.js';
 import { classifyBigQueryError, toBigQueryError } from './error-mapping.js';
 import { assertDatasetId, assertTableId } from '../schema/identifiers.js';
+import { type RowEncoding } from '../core/prepared.js';
 import { compileRowEncoder, descriptorProblem, type RowEncoder } from './proto-encoder.js';
 import {
   AppendStatusError,
@@ -116,11 +117,23 @@ interface WriterSchema {
   readonly descriptorBytes: number;
   /** Whether a row carries a non-NULL value this schema has no field for (at any depth). */
   readonly exceeds: (row: HistoryRow) => boolean;
+  /** This schema's encoding for worker threads: their bytes become ProtoRows of this schema. */
+  readonly encoding: RowEncoding;
 }
 
 function writerSchema(schema: readonly TableField[]): WriterSchema {
   const encoder = compileRowEncoder(schema);
-  return { schema, encoder, descriptorBytes: descriptorSize(encoder), exceeds: compileExceeds(schema) };
+  const compiled: WriterSchema = {
+    schema,
+    encoder,
+    descriptorBytes: descriptorSize(encoder),
+    exceeds: compileExceeds(schema),
+    encoding: {
+      spec: { format: 'storage-write', schema },
+      wrap: (bytes, size) => new ProtoRow(size, bytes, compiled),
+    },
+  };
+  return compiled;
 }
 
 function compileExceeds(
@@ -251,6 +264,15 @@ export class StorageWriteWriter implements TableWriter {
         return new ProtoRow(Buffer.byteLength(JSON.stringify(row), 'utf8'), undefined, schema);
       throw error;
     }
+  }
+
+  /**
+   * The newest schema's encoding. Unlike `encode`, it never picks the accepted schema while BigQuery does
+   * not take the newest yet: rows encoded with it that need nothing beyond the accepted one are encoded
+   * again when they are sent, until then (a short while after a column was added).
+   */
+  rowEncoding(): RowEncoding {
+    return this.#current.encoding;
   }
 
   async append(rows: readonly OutgoingRow[], signal?: AbortSignal): Promise<AppendOutcome> {

@@ -1,4 +1,5 @@
 import { abortable } from '../core/deadline.js';
+import { type RowEncoding } from '../core/prepared.js';
 import {
   type AppendOutcome,
   type EncodedRow,
@@ -6,6 +7,9 @@ import {
   type OutgoingRow,
   type TableWriter,
 } from './writer.js';
+
+/** The size-only encodings of writers that have none of their own, one per writer (the same object). */
+const SIZE_ONLY = new WeakMap<TableWriter, RowEncoding>();
 
 /**
  * The history table's writer as the sink sees it, while schema changes rebuild or replace it under writes in
@@ -32,6 +36,7 @@ export class WriterGate {
       },
       append: (rows, signal) => this.#append(rows, signal),
       encode: (row) => this.encode(row),
+      rowEncoding: () => this.rowEncoding(),
       updateSchema: (schema) =>
         this.rebuild(async (current) => {
           await current.updateSchema(schema);
@@ -53,6 +58,24 @@ export class WriterGate {
   /** A row encoded by the current writer. */
   encode(row: HistoryRow): EncodedRow {
     return this.#writer.encode(row);
+  }
+
+  /**
+   * The current writer's encoding for worker threads; for a writer without one, an encoding whose rows
+   * carry their size only (the writer encodes them again when they are sent).
+   */
+  rowEncoding(): RowEncoding {
+    const writer = this.#writer;
+    if (writer.rowEncoding) return writer.rowEncoding();
+    let fallback = SIZE_ONLY.get(writer);
+    if (fallback === undefined) {
+      fallback = {
+        spec: { format: 'insert-all', idColumn: '_event_id' },
+        wrap: (_bytes, size) => ({ size }),
+      };
+      SIZE_ONLY.set(writer, fallback);
+    }
+    return fallback;
   }
 
   /**

@@ -1,4 +1,5 @@
 import { type EncodedRow, type HistoryRow } from '../core/history-rows.js';
+import { type RowEncoding } from '../core/prepared.js';
 import { type WriterKind } from '../core/settings.js';
 import { type TableField } from '../schema/types.js';
 
@@ -38,6 +39,12 @@ export interface TableWriter {
    * that cannot be encoded is sized by its JSON and refused by `append`.
    */
   encode(row: HistoryRow): EncodedRow;
+  /**
+   * How `encode` encodes now, as plain data for worker threads, and how to take back what they encoded
+   * (see RowEncoding); the same object until the schema changes. Writers without it (test doubles) have
+   * their rows encoded again when they are sent.
+   */
+  rowEncoding?(): RowEncoding;
   /** After an additive schema change: rebuild what depends on the schema (encoder, stream connection). */
   updateSchema(schema: readonly TableField[]): Promise<void>;
   close(): Promise<void>;

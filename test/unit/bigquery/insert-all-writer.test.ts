@@ -100,6 +100,37 @@ describe('InsertAllWriter', () => {
     ]);
   });
 
+  it('issue 11 build 6: an entry a worker made for rowEncoding().spec is sent as it is; one for another id column is built again', async () => {
+    const { client } = silentBigQuery();
+    const bodies: string[] = [];
+    client.request = (options, callback) => {
+      bodies.push(typeof options.body === 'string' ? options.body : '');
+      callback(null, {}, undefined as never);
+    };
+    const writer = new InsertAllWriter(client.dataset('ds').table('t'));
+    const encoding = writer.rowEncoding();
+    expect(encoding.spec).toEqual({ format: 'insert-all', idColumn: '_event_id' });
+    const kept = { _event_id: 'e1', _id: '1' };
+    const entry = new TextEncoder().encode(`{"insertId":"e1","json":${JSON.stringify(kept)}}`);
+    const other = new InsertAllWriter(client.dataset('ds').table('e'), 'event_id').rowEncoding();
+    const rebuilt = { _event_id: 'e2', _id: '2' };
+    const outcome = await writer.append([
+      {
+        encoded: encoding.wrap(entry, 13),
+        row: () => {
+          throw new Error('the row was built again');
+        },
+      },
+      { encoded: other.wrap(new TextEncoder().encode('{"insertId":"x","json":{}}'), 2), row: () => rebuilt },
+    ]);
+    expect(outcome).toEqual({ rejected: [] });
+    const body = JSON.parse(bodies[0] ?? '') as { rows: unknown };
+    expect(body.rows).toEqual([
+      { insertId: 'e1', json: kept },
+      { insertId: 'e2', json: rebuilt },
+    ]);
+  });
+
   it('issue 11: sends the entries encoded at batching without building the rows again; others are built again', async () => {
     const { client } = silentBigQuery();
     const bodies: string[] = [];

@@ -602,6 +602,48 @@ describe('StorageWriteWriter on a scripted stream', () => {
     expect(connection.rowsOf(1)).toEqual(hex(batch));
   });
 
+  it('issue 11 build 6: bytes a worker encoded with rowEncoding().spec go out as they are; a new column changes the encoding', async () => {
+    const { writer, connection } = scripted(() => Promise.resolve(OK));
+    const encoding = writer.rowEncoding();
+    expect(writer.rowEncoding()).toBe(encoding);
+    if (encoding.spec.format !== 'storage-write') throw new Error('expected a Storage Write spec');
+    // What a worker thread does with the spec: its own encoder, compiled from plain data.
+    const workerEncoder = compileRowEncoder(encoding.spec.schema);
+    const batch = rows(2);
+    const sent = batch.map((row) => {
+      const bytes = workerEncoder.encode(row);
+      return {
+        encoded: encoding.wrap(bytes, bytes.length),
+        row: (): HistoryRow => {
+          throw new Error('the row was built again');
+        },
+      };
+    });
+    expect(await writer.append(sent)).toEqual({ rejected: [] });
+    expect(connection.rowsOf(0)).toEqual(hex(batch));
+
+    // A new column: the encoding changes, and bytes of the old one still go out as they are while the
+    // old schema is the one BigQuery takes (it has not taken the new column yet).
+    await writer.updateSchema([...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' }]);
+    const next = writer.rowEncoding();
+    expect(next).not.toBe(encoding);
+    expect(next.spec.format === 'storage-write' && next.spec.schema.map((f) => f.name)).toContain('added');
+    let rebuilt = 0;
+    const stale = batch.map((row) => {
+      const bytes = workerEncoder.encode(row);
+      return {
+        encoded: encoding.wrap(bytes, bytes.length),
+        row: () => {
+          rebuilt++;
+          return row;
+        },
+      };
+    });
+    expect(await writer.append(stale)).toEqual({ rejected: [] });
+    expect(rebuilt).toBe(0);
+    expect(connection.rowsOf(1)).toEqual(hex(batch));
+  });
+
   it('issue 11: a row encoded by another writer (or as its size only) is built again and encoded', async () => {
     const { writer, connection } = scripted(() => Promise.resolve(OK));
     const other = scripted(() => Promise.resolve(OK)).writer;
