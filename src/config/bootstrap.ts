@@ -36,6 +36,24 @@ export const MAX_IN_FLIGHT_REQUESTS = 1_000;
 export const MAX_IN_FLIGHT_MB = 4_096;
 /** More connections than this per table would only spread the same window thinner. */
 export const MAX_STORAGE_WRITE_CONNECTIONS = 16;
+/** Worker threads beyond this would wait for the one thread that reads and sends. */
+export const MAX_WORKER_THREADS = 16;
+/** `auto` takes one worker thread per core, up to this many (see `workerThreads`). */
+const AUTO_WORKER_THREADS_CAP = 4;
+
+/** `auto`, or a number of worker threads; every way to miss it gets the one message that says both. */
+const workerThreadsError = `must be auto or a whole number of threads from 0 to ${String(MAX_WORKER_THREADS)}`;
+const workerThreadsSetting = z.union(
+  [
+    z.literal('auto', { error: workerThreadsError }),
+    z.coerce
+      .number({ error: workerThreadsError })
+      .int({ error: workerThreadsError })
+      .min(0, { error: workerThreadsError })
+      .max(MAX_WORKER_THREADS, { error: workerThreadsError }),
+  ],
+  { error: workerThreadsError },
+);
 
 const bootstrapSchema = z.object({
   MONGO_CLIENT: z
@@ -84,6 +102,12 @@ const bootstrapSchema = z.object({
    * One carries the default window; raise it only when one connection is the limit (docs/bigquery.md).
    */
   BIGQUERY_STORAGE_WRITE_CONNECTIONS: wholeNumber(1, MAX_STORAGE_WRITE_CONNECTIONS, 'connections').default(1),
+  /**
+   * Worker threads that decode, map and encode changes and backfill documents for every mapping, so that
+   * the thread reading MongoDB and writing BigQuery does not: `auto` (the default) takes one per core, up
+   * to 4, and none on a single core; 0 does it all on the one thread. See docs/operations.md.
+   */
+  WORKER_THREADS: workerThreadsSetting.default('auto'),
   /** Megabytes of rows each mapping may have on their way to BigQuery at once (the window's other bound). */
   BIGQUERY_MAX_IN_FLIGHT_MB: wholeNumber(1, MAX_IN_FLIGHT_MB, 'megabytes').default(
     DEFAULT_WINDOW_LIMITS.maxBytes / MEGABYTE,
@@ -190,4 +214,14 @@ export function windowLimits(
     maxRequests: config.BIGQUERY_MAX_IN_FLIGHT_REQUESTS,
     maxBytes: config.BIGQUERY_MAX_IN_FLIGHT_MB * MEGABYTE,
   });
+}
+
+/**
+ * The worker threads to start: as configured, or for `auto` one per core up to 4 (the reading thread needs
+ * little besides), none where there is a single core (they would only take turns with it).
+ */
+export function workerThreads(config: Pick<BootstrapConfig, 'WORKER_THREADS'>, cores: number): number {
+  const configured = config.WORKER_THREADS;
+  if (configured !== 'auto') return configured;
+  return cores > 1 ? Math.min(cores, AUTO_WORKER_THREADS_CAP) : 0;
 }

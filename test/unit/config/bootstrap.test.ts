@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadBootstrapConfig, windowLimits } from '../../../src/config/bootstrap.js';
+import { loadBootstrapConfig, windowLimits, workerThreads } from '../../../src/config/bootstrap.js';
 import { DEFAULT_WINDOW_LIMITS } from '../../../src/core/window.js';
 import { ConfigError } from '../../../src/errors.js';
 import { scrubText } from '../../../src/observability/logger.js';
@@ -48,6 +48,7 @@ describe('bootstrap configuration', () => {
       BIGQUERY_MAX_IN_FLIGHT_REQUESTS: DEFAULT_WINDOW_LIMITS.maxRequests,
       BIGQUERY_MAX_IN_FLIGHT_MB: DEFAULT_WINDOW_LIMITS.maxBytes / 1_000_000,
       BIGQUERY_STORAGE_WRITE_CONNECTIONS: 1,
+      WORKER_THREADS: 'auto',
     });
     expect(windowLimits(config)).toEqual(DEFAULT_WINDOW_LIMITS);
   });
@@ -90,6 +91,20 @@ describe('bootstrap configuration', () => {
     ).toBe(
       'BIGQUERY_STORAGE_WRITE_CONNECTIONS is invalid: must be a whole number of connections from 1 to 16',
     );
+  });
+
+  it('issue 11 build 6: worker threads are one per core up to 4 by default, none on one core, or as configured', () => {
+    const auto = loadBootstrapConfig({ path: configFile(original), env: {} });
+    expect([1, 2, 3, 8].map((cores) => workerThreads(auto, cores))).toEqual([0, 2, 3, 4]);
+    const none = loadBootstrapConfig({ path: configFile(original), env: { WORKER_THREADS: '0' } });
+    expect(workerThreads(none, 8)).toBe(0);
+    const six = loadBootstrapConfig({ path: configFile({ ...original, WORKER_THREADS: 6 }), env: {} });
+    expect(workerThreads(six, 2)).toBe(6);
+    for (const value of ['-1', 'all', '17', '1.5']) {
+      expect(
+        errorOf(() => loadBootstrapConfig({ path: configFile(original), env: { WORKER_THREADS: value } })),
+      ).toBe('WORKER_THREADS is invalid: must be auto or a whole number of threads from 0 to 16');
+    }
   });
 
   it('lets the environment win over the file, and numbers come as text', () => {
