@@ -1,7 +1,7 @@
 // A worker module for the worker-pool tests: doubles numbers after a delay, and fails on request.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { threadId } from 'node:worker_threads';
-import { serveTasks } from '../../bench/parallel/worker-pool.js';
+import { serveTasks } from '../../src/workers/pool.js';
 
 export interface PoolTestTask {
   readonly value: number;

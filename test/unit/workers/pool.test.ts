@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { mapOrdered, WorkerPool, WorkerTaskError } from '../../../bench/parallel/worker-pool.js';
+import { mapOrdered, WorkerPool, WorkerTaskError } from '../../../src/workers/pool.js';
 // `import type`: importing the worker module for real would start serving tasks on this thread.
 import type { PoolTestResult, PoolTestTask } from '../../support/pool-worker.js';
 
