@@ -16,17 +16,34 @@ type Reply =
   | {
       readonly id: number;
       readonly ok: false;
-      readonly error: { name: string; message: string; stack?: string; code?: string };
+      readonly error: RemoteError;
     };
 
-/** A task failed inside a worker thread; the worker's error name, message, stack and `code` are kept. */
+/** An error as it crosses from a worker: what describes it, its `code` and `disposition` (see errors.ts). */
+interface RemoteError {
+  name: string;
+  message: string;
+  stack?: string;
+  code?: string;
+  disposition?: string;
+}
+
+/**
+ * A task failed inside a worker thread; the worker's error name, message, stack, `code` and `disposition`
+ * (an ArchiverError's, see errors.ts) are kept.
+ */
 export class WorkerTaskError extends Error {
   readonly code: string | undefined;
+  readonly disposition: string | undefined;
+  /** The error's own message, without its name. */
+  readonly remoteMessage: string;
 
-  constructor(remote: { name: string; message: string; stack?: string; code?: string }) {
+  constructor(remote: RemoteError) {
     super(`${remote.name}: ${remote.message}`);
     this.name = 'WorkerTaskError';
     this.code = remote.code;
+    this.disposition = remote.disposition;
+    this.remoteMessage = remote.message;
     if (remote.stack !== undefined)
       this.stack = `${this.name}: ${this.message}\n(in a worker) ${remote.stack}`;
   }
@@ -229,14 +246,15 @@ export function serveTasks(handle: (input: never) => Transfer<unknown> | Promise
   });
 }
 
-function describeError(error: unknown): { name: string; message: string; stack?: string; code?: string } {
+function describeError(error: unknown): RemoteError {
   if (!(error instanceof Error)) return { name: 'Error', message: String(error) };
-  const code = (error as { code?: unknown }).code;
+  const { code, disposition } = error as { code?: unknown; disposition?: unknown };
   return {
     name: error.name,
     message: error.message,
     ...(error.stack !== undefined && { stack: error.stack }),
     ...(typeof code === 'string' && { code }),
+    ...(typeof disposition === 'string' && { disposition }),
   };
 }
 

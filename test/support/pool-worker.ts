@@ -20,7 +20,10 @@ serveTasks(async (task: PoolTestTask) => {
   await sleep(task.delayMs);
   if (task.fail === 'exit') process.exit(3);
   if (task.fail === 'throw') {
-    throw Object.assign(new RangeError(`cannot take ${task.value}`), { code: 'TEST_CODE' });
+    throw Object.assign(new RangeError(`cannot take ${task.value}`), {
+      code: 'TEST_CODE',
+      disposition: 'fatal',
+    });
   }
   const bytes = Uint8Array.of(task.value);
   const result: PoolTestResult = { doubled: task.value * 2, thread: threadId, bytes };

@@ -50,11 +50,16 @@ describe('WorkerPool', WORKER_TEST, () => {
     expect(outputs.map((o) => o.bytes[0])).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
   });
 
-  it('rejects a failed task with the worker error (name, message, code) and goes on with the others', async () => {
+  it('rejects a failed task with the worker error (name, message, code, disposition) and goes on with the others', async () => {
     const workers = pool(1);
     const failed = workers.run({ value: { value: 7, delayMs: 0, fail: 'throw' } });
     await expect(failed).rejects.toThrow(WorkerTaskError);
-    await expect(failed).rejects.toMatchObject({ message: 'RangeError: cannot take 7', code: 'TEST_CODE' });
+    await expect(failed).rejects.toMatchObject({
+      message: 'RangeError: cannot take 7',
+      remoteMessage: 'cannot take 7',
+      code: 'TEST_CODE',
+      disposition: 'fatal',
+    });
     await expect(workers.run({ value: { value: 4, delayMs: 0 } })).resolves.toMatchObject({ doubled: 8 });
   });
 
