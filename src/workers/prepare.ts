@@ -264,6 +264,11 @@ export function prepareChanges(
   return async (batch, now, signal) => {
     const turn = turns.take();
     try {
+      if (batch.changes.length === 0) {
+        // An idle pull: nothing to hand a worker, but its position still comes after the batches before it.
+        await turn.ready;
+        return { changes: [], position: batch.position };
+      }
       const nowMs = now.getTime();
       const fragments = fragmentCounts(batch.changes);
       const run = (state: PrepareState, checkEvolution: boolean) =>
@@ -373,6 +378,7 @@ export function prepareDocuments(
 ): (documents: readonly Uint8Array[], now: Date, signal: AbortSignal) => Promise<readonly HistoryRecord[]> {
   const runner: TaskRunner = pool ?? new InThreadRunner();
   return async (documents, now, signal) => {
+    if (documents.length === 0) return [];
     const nowMs = now.getTime();
     const run = (state: PrepareState, checkEvolution: boolean) =>
       runner.documents({

@@ -318,6 +318,22 @@ describe.each(WHERE)('prepareChanges %s (issue 11, build 6)', WORKER_TEST, (_whe
     },
   );
 
+  it('an idle pull resolves with its position and no changes, after the batch before it', async () => {
+    const state = stateFor([{ name: '_id', type: 'STRING', mongo_field: '_id' }], 'insert-all');
+    const prepare = prepareChanges(poolOf(), fixed(state));
+    const signal = new AbortController().signal;
+    const order: string[] = [];
+    const position = { token: token().data, clusterTime: { t: second, i: 1 } };
+    const busy = prepare(batchOf([insertEvent({ _id: 1 })]), NOW, signal).then(() => order.push('busy'));
+    const idle = prepare({ changes: [], position }, NOW, signal).then((batch) => {
+      order.push('idle');
+      return batch;
+    });
+    await busy;
+    expect(await idle).toEqual({ changes: [], position });
+    expect(order).toEqual(['busy', 'idle']);
+  });
+
   it('a change the worker cannot read rejects its own call only, as the error it is (code, disposition)', async () => {
     const state = stateFor([{ name: '_id', type: 'STRING', mongo_field: '_id' }], 'insert-all');
     const prepare = prepareChanges(poolOf(), fixed(state));
