@@ -1,4 +1,3 @@
-import { availableParallelism } from 'node:os';
 import {
   backfillRecord,
   changeRecord,
@@ -51,14 +50,6 @@ export interface PrepareContext {
   current(): PrepareState;
   /** add_columns: evolve for these documents (the schema coordinator); current() then changes. */
   evolve?(documents: readonly SourceDocument[], signal: AbortSignal): Promise<void>;
-}
-
-/**
- * Worker threads for a daemon on `cores` cores: one core is left to the thread that reads, batches and
- * sends; none on a single core (the work is then done on that thread: pass no pool).
- */
-export function defaultEncoderThreads(cores = availableParallelism()): number {
-  return cores > 1 ? cores - 1 : 0;
 }
 
 /** Runs tasks and names configs: on worker threads (EncoderPool) or on this thread. */
