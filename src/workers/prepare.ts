@@ -5,6 +5,7 @@ import {
   type HistoryRecord,
   type HistoryRow,
 } from '../core/history-rows.js';
+import { abortable } from '../core/deadline.js';
 import { type ClusterTime } from '../core/model.js';
 import { type RawChange, type RawChangeBatch, type SourceDocument } from '../core/ports.js';
 import {
@@ -252,7 +253,11 @@ export function prepareChanges(
 ): Prepare<RawChangeBatch> {
   const runner: TaskRunner = pool ?? new InThreadRunner();
   const turns = new Turns();
-  return async (batch, now, signal) => {
+  const prepareOne = async (
+    batch: RawChangeBatch,
+    now: Date,
+    signal: AbortSignal,
+  ): Promise<PreparedBatch> => {
     const turn = turns.take();
     try {
       if (batch.changes.length === 0) {
@@ -282,6 +287,9 @@ export function prepareChanges(
       turn.end();
     }
   };
+  // A stop rejects at once (the stream loop then leaves the batch unread); the work under way finishes
+  // unseen, and only then is it the next call's turn.
+  return (batch, now, signal) => abortable(prepareOne(batch, now, signal), signal);
 }
 
 function preparedBatch(
@@ -368,7 +376,11 @@ export function prepareDocuments(
   snapshotStart: ClusterTime,
 ): (documents: readonly Uint8Array[], now: Date, signal: AbortSignal) => Promise<readonly HistoryRecord[]> {
   const runner: TaskRunner = pool ?? new InThreadRunner();
-  return async (documents, now, signal) => {
+  const prepareChunk = async (
+    documents: readonly Uint8Array[],
+    now: Date,
+    signal: AbortSignal,
+  ): Promise<readonly HistoryRecord[]> => {
     if (documents.length === 0) return [];
     const nowMs = now.getTime();
     const run = (state: PrepareState, checkEvolution: boolean) =>
@@ -401,6 +413,8 @@ export function prepareDocuments(
       );
     });
   };
+  // As prepareChanges: a stop rejects at once.
+  return (documents, now, signal) => abortable(prepareChunk(documents, now, signal), signal);
 }
 
 /** A backfilled document's history record held as its BSON; as RawChangeRecord. */

@@ -457,6 +457,28 @@ describe.each(WHERE)(
   },
 );
 
+describe.each(WHERE)('prepareChanges when stopped %s (issue 11, build 6)', WORKER_TEST, (_where, poolOf) => {
+  it('a stop rejects the calls still waiting at once, with its reason, while a schema evolution is under way', async () => {
+    const context = new EvolvingContext(BASE_COLUMNS, 'insert-all');
+    let open: () => void = () => undefined;
+    context.gate = new Promise((resolve) => {
+      open = resolve;
+    });
+    const prepare = prepareChanges(poolOf(), context);
+    const stop = new AbortController();
+    const evolving = prepare(batchOf([insertEvent({ _id: 1, n: 1, colour: 'red' })]), NOW, stop.signal);
+    const waiting = prepare(batchOf([insertEvent({ _id: 2, n: 2 })]), NOW, stop.signal);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const reason = new Error('stopping');
+    stop.abort(reason);
+    await expect(evolving).rejects.toBe(reason);
+    await expect(waiting).rejects.toBe(reason);
+    // The evolution under way is not left hanging: it ends, and sees the stop.
+    open();
+    expect(context.evolved).toHaveLength(1);
+  });
+});
+
 describe.each(WHERE)('prepareDocuments %s (issue 11, build 6)', WORKER_TEST, (_where, poolOf) => {
   it.each(FORMATS)('%s: rows equal backfillRecord, ids, text and encoding included', async (format) => {
     const documents = fc
