@@ -224,6 +224,8 @@ async function settle<R extends { readonly evolve: boolean }>(
   await ready;
   for (;;) {
     const result = await attempt;
+    // Stopped: the caller has its rejection already (see prepareChanges); nothing more to run for it.
+    signal.throwIfAborted();
     const current = context.current();
     if (!sameState(current, state)) {
       // Another batch evolved the schema (or the writer changed) while this one ran: mapped again, so that
