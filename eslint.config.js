@@ -34,8 +34,13 @@ const LAYERS = [
   },
   { folder: 'observability', may: ['base', 'schema', 'transform', 'core'], role: 'logs, metrics and health' },
   {
+    folder: 'workers',
+    may: ['base', 'schema', 'transform', 'core', 'bigquery', 'mongodb'],
+    role: 'decode, map and encode on worker threads',
+  },
+  {
     folder: 'app',
-    may: ['base', 'schema', 'transform', 'core', 'bigquery', 'mongodb', 'config', 'observability'],
+    may: ['base', 'schema', 'transform', 'core', 'bigquery', 'mongodb', 'config', 'observability', 'workers'],
     role: 'the composition root',
   },
 ];
@@ -48,6 +53,7 @@ const FOLDERS = [
   'mongodb',
   'config',
   'observability',
+  'workers',
   'app',
   'cli',
 ];
@@ -85,7 +91,7 @@ function layerRule(layer) {
           patterns: [
             {
               group: forbidden.flatMap((f) => [`../${f}`, `../${f}/*`]),
-              message: `src/${layer.folder}/ is ${layer.role}: it may import only ${allowed} (and errors.ts). Dependencies point down (base, schema, transform, core, adapters and config, observability, app, cli); inject what it needs from app/ instead.`,
+              message: `src/${layer.folder}/ is ${layer.role}: it may import only ${allowed} (and errors.ts). Dependencies point down (base, schema, transform, core, adapters and config, observability, workers, app, cli); inject what it needs from app/ instead.`,
             },
             ...(drivers.length === 0
               ? []

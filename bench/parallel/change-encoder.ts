@@ -9,7 +9,7 @@ import { BSON_DECODE_OPTIONS } from '../../src/base/bson-kind.js';
 import { compileRowMapper } from '../../src/transform/row-mapper.js';
 import { changeRecord } from '../../src/core/history-rows.js';
 import { changeEventId, type ChangeEvent, type ClusterTime } from '../../src/core/model.js';
-import { mapOrdered, siblingModule, WorkerPool, type Transfer } from './worker-pool.js';
+import { mapOrdered, siblingModule, WorkerPool, type Transfer } from '../../src/workers/pool.js';
 
 /** What a change encoder is compiled from; plain data, so it can be handed to worker threads. */
 export interface ChangeEncoderConfig {

@@ -44,6 +44,25 @@ class JsonRow implements EncodedRow {
   ) {}
 }
 
+/**
+ * A row's entry of an insertAll body (`{"insertId":…,"json":…}` in UTF-8, the insertId from `idColumn`) and
+ * its size, the row's JSON alone in UTF-8 (as BigQuery counts it). `entry` is undefined when the row has no
+ * insertId: its append refuses it. Pure, so worker threads encode rows exactly as the writer does.
+ */
+export function insertAllEntry(
+  row: HistoryRow,
+  idColumn: string,
+): { readonly size: number; readonly entry: Buffer | undefined } {
+  const json = JSON.stringify(row);
+  const size = Buffer.byteLength(json, 'utf8');
+  const id = row[idColumn];
+  const entry =
+    typeof id === 'string' && id.length > 0
+      ? Buffer.from(`{"insertId":${JSON.stringify(id)},"json":${json}}`, 'utf8')
+      : undefined;
+  return { size, entry };
+}
+
 const COMMA = Buffer.from(',');
 const BODY_HEAD = Buffer.from(INSERT_ALL_BODY_HEAD);
 const BODY_TAIL = Buffer.from(INSERT_ALL_BODY_TAIL);
@@ -86,13 +105,7 @@ export class InsertAllWriter implements TableWriter {
 
   /** The row's entry of the request body; its size is the row's JSON in UTF-8. */
   encode(row: HistoryRow): JsonRow {
-    const json = JSON.stringify(row);
-    const size = Buffer.byteLength(json, 'utf8');
-    const id = row[this.#idColumn];
-    const entry =
-      typeof id === 'string' && id.length > 0
-        ? Buffer.from(`{"insertId":${JSON.stringify(id)},"json":${json}}`, 'utf8')
-        : undefined;
+    const { size, entry } = insertAllEntry(row, this.#idColumn);
     return new JsonRow(size, entry, this.#idColumn);
   }
 

@@ -1,7 +1,7 @@
 // A worker module for the worker-pool tests: doubles numbers after a delay, and fails on request.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { threadId } from 'node:worker_threads';
-import { serveTasks } from '../../bench/parallel/worker-pool.js';
+import { serveTasks } from '../../src/workers/pool.js';
 
 export interface PoolTestTask {
   readonly value: number;
@@ -20,7 +20,10 @@ serveTasks(async (task: PoolTestTask) => {
   await sleep(task.delayMs);
   if (task.fail === 'exit') process.exit(3);
   if (task.fail === 'throw') {
-    throw Object.assign(new RangeError(`cannot take ${task.value}`), { code: 'TEST_CODE' });
+    throw Object.assign(new RangeError(`cannot take ${task.value}`), {
+      code: 'TEST_CODE',
+      disposition: 'fatal',
+    });
   }
   const bytes = Uint8Array.of(task.value);
   const result: PoolTestResult = { doubled: task.value * 2, thread: threadId, bytes };

@@ -16,17 +16,34 @@ type Reply =
   | {
       readonly id: number;
       readonly ok: false;
-      readonly error: { name: string; message: string; stack?: string; code?: string };
+      readonly error: RemoteError;
     };
 
-/** A task failed inside a worker thread; the worker's error name, message, stack and `code` are kept. */
+/** An error as it crosses from a worker: what describes it, its `code` and `disposition` (see errors.ts). */
+interface RemoteError {
+  name: string;
+  message: string;
+  stack?: string;
+  code?: string;
+  disposition?: string;
+}
+
+/**
+ * A task failed inside a worker thread; the worker's error name, message, stack, `code` and `disposition`
+ * (an ArchiverError's, see errors.ts) are kept.
+ */
 export class WorkerTaskError extends Error {
   readonly code: string | undefined;
+  readonly disposition: string | undefined;
+  /** The error's own message, without its name. */
+  readonly remoteMessage: string;
 
-  constructor(remote: { name: string; message: string; stack?: string; code?: string }) {
+  constructor(remote: RemoteError) {
     super(`${remote.name}: ${remote.message}`);
     this.name = 'WorkerTaskError';
     this.code = remote.code;
+    this.disposition = remote.disposition;
+    this.remoteMessage = remote.message;
     if (remote.stack !== undefined)
       this.stack = `${this.name}: ${this.message}\n(in a worker) ${remote.stack}`;
   }
@@ -57,8 +74,10 @@ interface Pending {
 }
 
 interface Slot {
-  readonly worker: Worker;
+  worker: Worker;
   readonly pending: Map<number, Pending>;
+  /** Whether the worker running now answered a task: only a worker that did is started again. */
+  answered: boolean;
 }
 
 export interface WorkerPoolOptions {
@@ -68,41 +87,85 @@ export interface WorkerPoolOptions {
   readonly threads: number;
   /** Given to every worker as `workerData` (structured-cloned). */
   readonly workerData?: unknown;
+  /**
+   * A worker thread that dies after it answered a task is started again: only its own tasks reject, and the
+   * pool goes on (default false: the death fails the pool). A worker that dies before it answered any task
+   * (since it was started) still fails the pool, so that a module that cannot start is not started forever.
+   */
+  readonly restart?: boolean;
 }
 
 /**
  * A fixed set of worker threads running one task function (see `serveTasks`). A task goes to the worker
  * with the fewest outstanding tasks; each `run` resolves with its own task's output. A worker that dies
- * fails the pool: its tasks and every later one reject. Idle workers do not keep the process alive.
+ * fails the pool: its tasks and every later one reject (with `restart`, only its own tasks, see
+ * WorkerPoolOptions). Idle workers do not keep the process alive.
  */
 export class WorkerPool<In, Out> {
+  readonly #options: WorkerPoolOptions;
   readonly #slots: Slot[];
   #nextId = 0;
   #failure: Error | undefined;
   #closed = false;
+  #restarts = 0;
 
   constructor(options: WorkerPoolOptions) {
     if (!Number.isInteger(options.threads) || options.threads < 1) {
       throw new RangeError(`a worker pool needs at least one thread (got ${options.threads})`);
     }
+    this.#options = options;
     this.#slots = Array.from({ length: options.threads }, () => {
-      const slot: Slot = { worker: startWorker(options.module, options.workerData), pending: new Map() };
-      slot.worker.unref();
-      slot.worker.on('message', (reply: Reply) => {
-        this.#settle(slot, reply);
-      });
-      slot.worker.on('error', (error) => {
-        this.#fail(error);
-      });
-      slot.worker.on('exit', (code) => {
-        if (!this.#closed) this.#fail(new Error(`a worker thread exited (code ${code})`));
-      });
+      const slot: Slot = { worker: this.#start(), pending: new Map(), answered: false };
+      this.#watch(slot);
       return slot;
     });
   }
 
   get threads(): number {
     return this.#slots.length;
+  }
+
+  /** Workers started again after they died (see WorkerPoolOptions' `restart`). */
+  get restarts(): number {
+    return this.#restarts;
+  }
+
+  /** Why the pool fails every task, once it does (a worker died, see WorkerPoolOptions' `restart`). */
+  get failure(): Error | undefined {
+    return this.#failure;
+  }
+
+  #start(): Worker {
+    const worker = startWorker(this.#options.module, this.#options.workerData);
+    worker.unref();
+    return worker;
+  }
+
+  #watch(slot: Slot): void {
+    const worker = slot.worker;
+    let cause: Error | undefined;
+    worker.on('message', (reply: Reply) => {
+      slot.answered = true;
+      this.#settle(slot, reply);
+    });
+    // An uncaught error ends the thread: 'exit' follows, and the error is what its tasks reject with.
+    worker.on('error', (error) => {
+      cause ??= error;
+    });
+    worker.on('exit', (code) => {
+      if (this.#closed || slot.worker !== worker) return;
+      const error = cause ?? new Error(`a worker thread exited (code ${code})`);
+      if (this.#options.restart !== true || !slot.answered || this.#failure !== undefined) {
+        this.#fail(error);
+        return;
+      }
+      for (const pending of slot.pending.values()) pending.reject(error);
+      slot.pending.clear();
+      slot.worker = this.#start();
+      slot.answered = false;
+      this.#restarts++;
+      this.#watch(slot);
+    });
   }
 
   /** Runs one task; buffers in `input.transfer` move to the worker (they are unusable here afterwards). */
@@ -183,14 +246,15 @@ export function serveTasks(handle: (input: never) => Transfer<unknown> | Promise
   });
 }
 
-function describeError(error: unknown): { name: string; message: string; stack?: string; code?: string } {
+function describeError(error: unknown): RemoteError {
   if (!(error instanceof Error)) return { name: 'Error', message: String(error) };
-  const code = (error as { code?: unknown }).code;
+  const { code, disposition } = error as { code?: unknown; disposition?: unknown };
   return {
     name: error.name,
     message: error.message,
     ...(error.stack !== undefined && { stack: error.stack }),
     ...(typeof code === 'string' && { code }),
+    ...(typeof disposition === 'string' && { disposition }),
   };
 }
 

@@ -1,14 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { mapOrdered, WorkerPool, WorkerTaskError } from '../../../bench/parallel/worker-pool.js';
+import { mapOrdered, WorkerPool, WorkerTaskError } from '../../../src/workers/pool.js';
 // `import type`: importing the worker module for real would start serving tasks on this thread.
 import type { PoolTestResult, PoolTestTask } from '../../support/pool-worker.js';
 
 const MODULE = new URL('../../support/pool-worker.ts', import.meta.url);
 const pools: WorkerPool<PoolTestTask, PoolTestResult>[] = [];
 
-function pool(threads: number): WorkerPool<PoolTestTask, PoolTestResult> {
-  const created = new WorkerPool<PoolTestTask, PoolTestResult>({ module: MODULE, threads });
+function pool(threads: number, restart = false): WorkerPool<PoolTestTask, PoolTestResult> {
+  const created = new WorkerPool<PoolTestTask, PoolTestResult>({ module: MODULE, threads, restart });
   pools.push(created);
   return created;
 }
@@ -50,11 +50,16 @@ describe('WorkerPool', WORKER_TEST, () => {
     expect(outputs.map((o) => o.bytes[0])).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
   });
 
-  it('rejects a failed task with the worker error (name, message, code) and goes on with the others', async () => {
+  it('rejects a failed task with the worker error (name, message, code, disposition) and goes on with the others', async () => {
     const workers = pool(1);
     const failed = workers.run({ value: { value: 7, delayMs: 0, fail: 'throw' } });
     await expect(failed).rejects.toThrow(WorkerTaskError);
-    await expect(failed).rejects.toMatchObject({ message: 'RangeError: cannot take 7', code: 'TEST_CODE' });
+    await expect(failed).rejects.toMatchObject({
+      message: 'RangeError: cannot take 7',
+      remoteMessage: 'cannot take 7',
+      code: 'TEST_CODE',
+      disposition: 'fatal',
+    });
     await expect(workers.run({ value: { value: 4, delayMs: 0 } })).resolves.toMatchObject({ doubled: 8 });
   });
 
@@ -65,6 +70,28 @@ describe('WorkerPool', WORKER_TEST, () => {
     await expect(dying).rejects.toThrow(/worker thread exited/);
     await expect(slow).rejects.toThrow(/worker thread exited/);
     await expect(workers.run({ value: { value: 3, delayMs: 0 } })).rejects.toThrow(/worker thread exited/);
+  });
+
+  it('with restart: a worker that dies after it worked fails only its own tasks, and a new one takes the next', async () => {
+    const workers = pool(1, true);
+    const first = await workers.run({ value: { value: 1, delayMs: 0 } });
+    const slow = workers.run({ value: { value: 2, delayMs: 200 } });
+    const dying = workers.run({ value: { value: 3, delayMs: 0, fail: 'exit' } });
+    await expect(dying).rejects.toThrow(/worker thread exited \(code 3\)/);
+    // Queued behind the dying task on the same thread: it dies with it.
+    await expect(slow).rejects.toThrow(/worker thread exited/);
+    const after = await workers.run({ value: { value: 4, delayMs: 0 } });
+    expect(after.doubled).toBe(8);
+    expect(after.thread).not.toBe(first.thread);
+    expect(workers.restarts).toBe(1);
+    expect(workers.failure).toBeUndefined();
+  });
+
+  it('with restart: a worker that dies before it answered any task still fails the pool (no endless restarts)', async () => {
+    const workers = pool(1, true);
+    await expect(workers.run({ value: { value: 1, delayMs: 0, fail: 'exit' } })).rejects.toThrow(/exited/);
+    await expect(workers.run({ value: { value: 2, delayMs: 0 } })).rejects.toThrow(/exited/);
+    expect(workers.restarts).toBe(0);
   });
 
   it('rejects tasks after close', async () => {
