@@ -11,6 +11,7 @@ import { StorageWriteWriter } from '../src/bigquery/storage-write-writer.js';
 import { type EncodedRow, type HistoryRow, type TableWriter } from '../src/bigquery/writer.js';
 import { type WriterKind } from '../src/core/settings.js';
 import { type BatchLimits } from '../src/core/batcher.js';
+import { type RowEncoding } from '../src/core/prepared.js';
 import { type TableField } from '../src/schema/types.js';
 
 type AppendRowsRequest = protos.google.cloud.bigquery.storage.v1.IAppendRowsRequest;
@@ -91,7 +92,8 @@ function countingWriterClient(counter: WireCounter, network: SimulatedNetwork): 
 
 /**
  * The production sink (batching, retries, dead letters) over the production writer of `kind`, and the
- * row encoding the daemon batches with it (BigQueryDestination.encode: the writer's own).
+ * row encoding the daemon batches with it (BigQueryDestination.encode: the writer's own), also as the
+ * plain-data spec worker threads encode with (BigQueryDestination.rowEncoding).
  * Every request of the writer and of the dead-letter writer is answered after `network.rttMs`.
  */
 export function countingSink(
@@ -100,7 +102,7 @@ export function countingSink(
   counter: WireCounter,
   network: SimulatedNetwork = NO_NETWORK,
   limits?: BatchLimits,
-): { sink: BigQuerySink; encode: (row: HistoryRow) => EncodedRow } {
+): { sink: BigQuerySink; encode: (row: HistoryRow) => EncodedRow; rowEncoding: () => RowEncoding } {
   const writer: TableWriter =
     kind === 'insert-all'
       ? new InsertAllWriter(countingTable(counter, network))
@@ -118,7 +120,11 @@ export function countingSink(
     encode,
     ...(limits && { limits }),
   });
-  return { sink, encode };
+  const rowEncoding = (): RowEncoding => {
+    if (!writer.rowEncoding) throw new Error('the production writers have a row encoding');
+    return writer.rowEncoding();
+  };
+  return { sink, encode, rowEncoding };
 }
 
 /**

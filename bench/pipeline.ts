@@ -54,10 +54,18 @@ import {
 import { Batcher, DEFAULT_BATCH_LIMITS, splitIntoBatches } from '../src/core/batcher.js';
 import { backfillRecord, changeRecord } from '../src/core/history-rows.js';
 import { type ClusterTime, type Position } from '../src/core/model.js';
-import { type ChangeSource, type Checkpoint, type CheckpointStore } from '../src/core/ports.js';
+import {
+  type ChangeSource,
+  type Checkpoint,
+  type CheckpointStore,
+  type RawChangeBatch,
+} from '../src/core/ports.js';
+import { type MappingSpec } from '../src/core/prepared.js';
+import { EncoderPool, prepareChanges } from '../src/workers/prepare.js';
 import {
   DEFAULT_STREAM_BATCH_SIZE,
   rowBytes,
+  runPreparedStreamLoop,
   runStreamLoop,
   type RecordSink,
 } from '../src/core/stream-loop.js';
@@ -117,6 +125,8 @@ function millisecondsList(name: string, fallback: readonly number[]): number[] {
 
 const EVENTS = Number(process.env.MBA_BENCH_EVENTS ?? 10_000);
 const THREADS = Number(process.env.MBA_BENCH_THREADS ?? 2);
+/** The stream-loop path on one thread, then with THREADS worker threads (the daemon's WORKER_THREADS). */
+const STREAM_LOOP_THREADS = [0, THREADS].filter((n, i, all) => all.indexOf(n) === i);
 const BACKFILL_DOCS = Number(process.env.MBA_BENCH_DOCS ?? 1_000_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const ROUND_MS = Number(process.env.BENCH_ROUND_MS ?? 1_000);
@@ -419,8 +429,11 @@ function streamLoopRounds(
   network: SimulatedNetwork,
   window: WindowLimits,
   onPull?: (unacked: number) => void,
+  pool?: EncoderPool,
 ): (ms: number) => Promise<StreamLoopRound> {
-  const { sink, encode } = countingSink(writer, schema, counter, network);
+  const { sink, encode, rowEncoding } = countingSink(writer, schema, counter, network);
+  // As MappingRun's: the mapping's spec the same object while the columns stay the same.
+  const mapping: MappingSpec = { columns, captureUnmapped: true };
   const checkpoints = memoryCheckpoints();
   const recorded = pulls();
   return async (ms) => {
@@ -443,37 +456,69 @@ function streamLoopRounds(
         return result;
       },
     };
-    const source: ChangeSource = {
-      open: () =>
-        Promise.resolve({
-          next: () => {
-            const now = performance.now();
-            if (from === undefined && now - started >= network.rttMs) {
-              from = now;
-              cpuFrom = process.cpuUsage();
-            }
-            if (from !== undefined && now - from >= ms) {
-              until ??= now;
-              cpu ??= process.cpuUsage(cpuFrom);
-              stop.abort();
-              return Promise.resolve({ events: [], position: undefined });
-            }
-            const raw = recorded[next++ % recorded.length] ?? [];
-            read += raw.length;
-            maxUnacked = Math.max(maxUnacked, read - acked);
-            onPull?.(read - acked);
-            const decoded = raw.map((bytes) => normalizeChangeEvent(deserialize(bytes, BSON_DECODE_OPTIONS)));
-            return Promise.resolve({ events: decoded, position: undefined });
-          },
-          close: () => Promise.resolve(),
-        }),
-      currentTime: () => Promise.resolve(SNAPSHOT_START),
+    /** The next pull's raw events, or undefined once the round is over (the loop is stopped then). */
+    const nextPull = (): readonly Uint8Array[] | undefined => {
+      const now = performance.now();
+      if (from === undefined && now - started >= network.rttMs) {
+        from = now;
+        cpuFrom = process.cpuUsage();
+      }
+      if (from !== undefined && now - from >= ms) {
+        until ??= now;
+        cpu ??= process.cpuUsage(cpuFrom);
+        stop.abort();
+        return undefined;
+      }
+      const raw = recorded[next++ % recorded.length] ?? [];
+      read += raw.length;
+      maxUnacked = Math.max(maxUnacked, read - acked);
+      onPull?.(read - acked);
+      return raw;
     };
-    await runStreamLoop(
-      { source, sink: counting, checkpoints, mapper: () => mapper, encode, window },
-      { kind: 'startAt', clusterTime: SNAPSHOT_START },
-      stop.signal,
-    );
+    const startAt = { kind: 'startAt', clusterTime: SNAPSHOT_START } as const;
+    if (pool) {
+      // The daemon with worker threads: the raw change cursor hands events over as their BSON bytes, and
+      // the workers decode, map and encode them (prepareChanges), read ahead by their number.
+      const source: ChangeSource<RawChangeBatch> = {
+        open: () =>
+          Promise.resolve({
+            next: () => {
+              const raw = nextPull() ?? [];
+              return Promise.resolve({ changes: raw.map((bytes) => [bytes]), position: undefined });
+            },
+            close: () => Promise.resolve(),
+          }),
+        currentTime: () => Promise.resolve(SNAPSHOT_START),
+      };
+      const prepare = prepareChanges(pool, {
+        current: () => ({ mapping, mapper, encoding: rowEncoding() }),
+      });
+      await runPreparedStreamLoop(
+        { source, sink: counting, checkpoints, prepare, readAhead: pool.threads, window },
+        startAt,
+        stop.signal,
+      );
+    } else {
+      const source: ChangeSource = {
+        open: () =>
+          Promise.resolve({
+            next: () => {
+              const raw = nextPull() ?? [];
+              const decoded = raw.map((bytes) =>
+                normalizeChangeEvent(deserialize(bytes, BSON_DECODE_OPTIONS)),
+              );
+              return Promise.resolve({ events: decoded, position: undefined });
+            },
+            close: () => Promise.resolve(),
+          }),
+        currentTime: () => Promise.resolve(SNAPSHOT_START),
+      };
+      await runStreamLoop(
+        { source, sink: counting, checkpoints, mapper: () => mapper, encode, window },
+        startAt,
+        stop.signal,
+      );
+    }
     const elapsed = (until ?? performance.now()) - (from ?? started);
     const used = cpu ?? process.cpuUsage(cpuFrom);
     return {
@@ -739,18 +784,23 @@ if (EVENTS > 0) {
       `BigQuery answering after ${RTTS.join(', ')} ms`,
   );
   for (const writer of WRITERS) {
-    if (PATHS.has('stream-loop')) {
-      for (const rttMs of RTTS) {
-        const counter = wireCounter();
-        const network = { rttMs };
-        await measure(
-          'stream-loop',
-          0,
-          writer,
-          network,
-          streamLoopRounds(writer, counter, network, WINDOW),
-          counter,
-        );
+    for (const threads of PATHS.has('stream-loop') ? STREAM_LOOP_THREADS : []) {
+      const pool = threads > 0 ? new EncoderPool({ threads }) : undefined;
+      try {
+        for (const rttMs of RTTS) {
+          const counter = wireCounter();
+          const network = { rttMs };
+          await measure(
+            'stream-loop',
+            threads,
+            writer,
+            network,
+            streamLoopRounds(writer, counter, network, WINDOW, undefined, pool),
+            counter,
+          );
+        }
+      } finally {
+        await pool?.close();
       }
     }
     for (const threads of PATHS.has('encoder') ? [0, THREADS] : []) {
