@@ -78,12 +78,34 @@ const UNLABELLED_RESUMABLE_CODES: ReadonlySet<number> = new Set([
 ]);
 
 /**
+ * Node's codes for a connection that failed. The driver (7.9) wraps most socket failures in
+ * MongoNetworkError, but passes some on as they are: a command written to a socket the server side has
+ * already ended fails with Node's EPIPE error (seen when the connection is cut between two getMores).
+ */
+const SOCKET_ERROR_CODES: ReadonlySet<string> = new Set([
+  'EPIPE',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'ECONNREFUSED',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+]);
+
+function isSocketError(error: unknown): boolean {
+  const code = error instanceof Error ? (error as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && SOCKET_ERROR_CODES.has(code);
+}
+
+/**
  * Whether a change stream resumes after `error`, as the driver decides for `watch()` (isResumableError in
- * its `error.ts`): network errors and server selection failures always; from MongoDB 4.4 (wire version 9)
- * what the server labels `ResumableChangeStreamError`, and CursorNotFound; before it, a fixed list of codes.
+ * its `error.ts`): network errors (Node's unwrapped socket errors too) and server selection failures always;
+ * from MongoDB 4.4 (wire version 9) what the server labels `ResumableChangeStreamError`, and CursorNotFound;
+ * before it, a fixed list of codes.
  */
 export function isResumableChangeStreamError(error: unknown, wireVersion: number): boolean {
   if (error instanceof MongoNetworkError || error instanceof MongoServerSelectionError) return true;
+  if (isSocketError(error)) return true;
   const code = codeOf(error);
   if (wireVersion >= LABELLED_RESUME_WIRE_VERSION) {
     if (code === MONGO_CODES.CursorNotFound) return true;

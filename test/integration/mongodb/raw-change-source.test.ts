@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { MongoClient, type Collection, type CommandSucceededEvent } from 'mongodb';
+import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
+import { MongoClient, type Collection, type CommandSucceededEvent, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ChangeEvent } from '../../../src/core/model.js';
 import { type ChangeCursor, type RawChange, type RawChangeBatch } from '../../../src/core/ports.js';
@@ -10,6 +11,7 @@ import { MongoRawChangeSource } from '../../../src/mongodb/raw-change-source.js'
 import { decodeDocument } from '../../../src/mongodb/raw-documents.js';
 import { relaxedEjsonText } from '../../../src/transform/ejson.js';
 import { INVALID_UTF8, INVALID_UTF8_PLACEHOLDER, InvalidUtf8Proxy } from '../support/invalid-utf8-proxy.js';
+import { SilentProxy } from '../support/silent-proxy.js';
 
 const uri = process.env.MBA_TEST_MONGODB_URI ?? '';
 let client: MongoClient;
@@ -61,6 +63,10 @@ async function pullEvents(cursor: ChangeCursor, count: number): Promise<ChangeEv
 function documentIdOf(change: RawChange): unknown {
   const event = decoded(change);
   return 'documentId' in event ? event.documentId : undefined;
+}
+
+function tokenOfChange(change: RawChange): string {
+  return decoded(change).token;
 }
 
 /** A raw change decoded the way the worker threads will: each event whole (no split events here). */
@@ -184,6 +190,148 @@ describe('MongoDB raw change source (issue 11, build 6)', () => {
     await expect(
       collection.db.command({ getMore: id ?? 0n, collection: collection.collectionName }),
     ).rejects.toMatchObject({ code: 43 });
+  });
+});
+
+/**
+ * A loopback proxy in front of the peer that can fail the next getMore as a network failure does: the
+ * connection it is written to is closed instead of forwarding it.
+ */
+class FailingProxy {
+  readonly #state = { failGetMore: false };
+
+  private constructor(
+    private readonly server: Server,
+    private readonly sockets: Set<Socket>,
+    state: { failGetMore: boolean },
+  ) {
+    this.#state = state;
+  }
+
+  static async start(target: { host: string; port: number }): Promise<FailingProxy> {
+    const sockets = new Set<Socket>();
+    const state = { failGetMore: false };
+    const server = createServer((client) => {
+      const upstream = connect(target.port, target.host);
+      sockets.add(client).add(upstream);
+      const end = () => {
+        client.destroy();
+        upstream.destroy();
+      };
+      client.on('data', (chunk: Buffer) => {
+        if (state.failGetMore && chunk.includes('getMore')) {
+          state.failGetMore = false;
+          end();
+          return;
+        }
+        upstream.write(chunk);
+      });
+      upstream.pipe(client);
+      client.on('error', end).on('close', end);
+      upstream.on('error', end).on('close', end);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return new FailingProxy(server, sockets, state);
+  }
+
+  uri(): string {
+    return `mongodb://127.0.0.1:${String((this.server.address() as AddressInfo).port)}/?directConnection=true`;
+  }
+
+  failNextGetMore(): void {
+    this.#state.failGetMore = true;
+  }
+
+  async stop(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => {
+        resolve();
+      });
+    });
+  }
+}
+
+function peerAddress(): { host: string; port: number } {
+  const peer = new URL(uri.replace(/^mongodb:/, 'http:'));
+  return { host: peer.hostname, port: Number(peer.port) };
+}
+
+describe('raw change streams over connections that fail', () => {
+  it('resumes from the last token after a getMore fails with its connection, and hands over the next change', async () => {
+    const proxy = await FailingProxy.start(peerAddress());
+    const through = new MongoClient(proxy.uri(), { ...BSON_DECODE_OPTIONS, monitorCommands: true });
+    const stages: unknown[] = [];
+    through.on('commandStarted', (event) => {
+      if (event.commandName === 'aggregate')
+        stages.push((event.command.pipeline as Document[])[0]?.$changeStream);
+    });
+    const collection = freshCollection();
+    try {
+      await through.connect();
+      const signal = new AbortController().signal;
+      const source = new MongoRawChangeSource(
+        through,
+        through.db(collection.dbName).collection(collection.collectionName),
+        { maxAwaitMs: 200 },
+      );
+      await collection.insertOne({ _id: 'seed' });
+      const cursor = await source.open(
+        { kind: 'startAt', clusterTime: await source.currentTime(signal) },
+        signal,
+      );
+      try {
+        await collection.insertOne({ _id: 'a' });
+        const before = await pullRaw(cursor, 1);
+        while (!before.some((c) => documentIdOf(c) === 'a')) before.push(...(await pullRaw(cursor, 1)));
+        const a = before.find((c) => documentIdOf(c) === 'a') ?? [];
+        proxy.failNextGetMore();
+        await collection.insertOne({ _id: 'b' });
+        expect((await pullRaw(cursor, 1)).map(documentIdOf)).toEqual(['b']);
+        // The getMore failed with its connection; the stream was opened again after a's change.
+        expect(stages.at(-1)).toEqual({
+          fullDocument: 'updateLookup',
+          resumeAfter: { _data: tokenOfChange(a) },
+        });
+      } finally {
+        await cursor.close();
+      }
+    } finally {
+      await through.close();
+      await proxy.stop();
+    }
+  });
+
+  it('an abort interrupts a getMore the server does not answer', async () => {
+    const proxy = await SilentProxy.start(peerAddress());
+    const through = new MongoClient(proxy.uri(), { ...BSON_DECODE_OPTIONS });
+    const collection = freshCollection();
+    try {
+      await through.connect();
+      const source = new MongoRawChangeSource(
+        through,
+        through.db(collection.dbName).collection(collection.collectionName),
+        { maxAwaitMs: 200 },
+      );
+      await collection.insertOne({ _id: 'seed' });
+      const signal = new AbortController().signal;
+      const cursor = await source.open(
+        { kind: 'startAt', clusterTime: await source.currentTime(signal) },
+        signal,
+      );
+      await cursor.next(100, signal);
+      proxy.silence();
+      const controller = new AbortController();
+      const began = Date.now();
+      setTimeout(() => {
+        controller.abort();
+      }, 300);
+      await expect(cursor.next(100, controller.signal)).rejects.toThrow();
+      expect(Date.now() - began).toBeLessThan(5_000);
+    } finally {
+      await through.close(true);
+      await proxy.stop();
+    }
   });
 });
 

@@ -185,6 +185,16 @@ describe('the raw change stream cursor (issue 11, build 6)', () => {
     expect(isResumableChangeStreamError(new Error('closed'), 21)).toBe(false);
   });
 
+  it('resumes after a socket error the driver passes on unwrapped (EPIPE: a getMore written to a connection the server ended)', () => {
+    const epipe = Object.assign(new Error('This socket has been ended by the other party'), {
+      code: 'EPIPE',
+    });
+    expect(isResumableChangeStreamError(epipe, 21)).toBe(true);
+    expect(isResumableChangeStreamError(Object.assign(new Error('reset'), { code: 'ECONNRESET' }), 8)).toBe(
+      true,
+    );
+  });
+
   it('holds the fragments of a split event across two getMores and hands them over together, positioned before it', async () => {
     const before = REAL.insert;
     const [one, two, three] = FRAGMENTS;
