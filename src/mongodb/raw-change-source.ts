@@ -311,6 +311,18 @@ export class RawChangeCursor implements ChangeCursor<RawChangeBatch> {
 
   async #next(maxEvents: number, signal: AbortSignal): Promise<RawChangeBatch> {
     const changes: RawChange[] = [];
+    try {
+      await this.#fill(changes, maxEvents, signal);
+    } catch (error) {
+      // Changes taken while the rest of a split event was awaited are handed over when the wait is
+      // aborted: the cursor has moved past them, and the next pull continues after them.
+      if (!signal.aborted || changes.length === 0) throw error;
+    }
+    return { changes, position: this.#position() };
+  }
+
+  /** Takes changes into `changes` until there are `maxEvents`, the stream is idle, or maxAwait has passed. */
+  async #fill(changes: RawChange[], maxEvents: number, signal: AbortSignal): Promise<void> {
     const deadline = Date.now() + this.options.maxAwaitMs;
     for (;;) {
       signal.throwIfAborted();
@@ -331,7 +343,6 @@ export class RawChangeCursor implements ChangeCursor<RawChangeBatch> {
       // Some servers (mongo-java-server) answer a getMore at once whatever its maxTimeMS.
       await sleep(IDLE_POLL_MS, undefined, { signal });
     }
-    return { changes, position: this.#position() };
   }
 
   /** A whole change once all of it is in (the fragments of a split event are held until then). */

@@ -322,6 +322,36 @@ describe('the raw change stream cursor (issue 11, build 6)', () => {
     expect(commands.changeStreamStages()[1]).toMatchObject({ resumeAfter: { _data: tokenOf(REAL.insert) } });
   });
 
+  it('an abort while the rest of a split event is awaited hands over the changes before it; the next pull reads the event whole', async () => {
+    const [one, two, three] = FRAGMENTS;
+    const { commands, cursor } = open([
+      serverReply(
+        'first',
+        [REAL.insert, one].filter((e) => e !== undefined),
+        { id: 51n },
+      ),
+      'wait-for-abort',
+      serverReply(
+        'first',
+        [two, three].filter((e) => e !== undefined),
+        { id: 52n },
+      ),
+    ]);
+    const stop = new AbortController();
+    const pulling = cursor.next(100, stop.signal);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    stop.abort();
+    const batch = await pulling;
+    expect(batch.changes).toEqual([[bytesOf(REAL.insert)]]);
+    expect(batch.position?.token).toBe(tokenOf(REAL.insert));
+    const next = await cursor.next(100, signal);
+    expect(next.changes).toEqual([FRAGMENTS.map((f) => bytesOf(f))]);
+    expect(commands.changeStreamStages()[1]).toEqual({
+      fullDocument: 'updateLookup',
+      resumeAfter: { _data: tokenOf(one) },
+    });
+  });
+
   it('close kills the server cursor and ends the session', async () => {
     const { commands, cursor } = open([serverReply('first', [], { id: 41n })]);
     await cursor.next(100, signal);
