@@ -37,7 +37,7 @@ export function isResumeAfterInvalidate(error: unknown): boolean {
 
 export const DEFAULT_MAX_AWAIT_MS = 1_000;
 /** Some servers (mongo-java-server) ignore maxAwaitTimeMS; an idle pull then polls at this pace. */
-const IDLE_POLL_MS = 100;
+export const IDLE_POLL_MS = 100;
 
 /** The server has no such aggregation stage (real MongoDB before 6.0.9, and mongo-java-server). */
 const UNRECOGNIZED_STAGE = MONGO_CODES.UnrecognizedPipelineStage;
@@ -47,10 +47,10 @@ const CHANGE_STREAM_FATAL = MONGO_CODES.ChangeStreamFatalError;
 const MAX_RAW_READ_MS = 30_000;
 
 /** Where one driver stream starts, in the driver's terms. */
-type DriverStart =
+export type DriverStart =
   { readonly resumeAfter: string } | { readonly startAfter: string } | { readonly startAt: ClusterTime };
 
-function driverStart(start: StreamStart): DriverStart {
+export function driverStart(start: StreamStart): DriverStart {
   switch (start.kind) {
     case 'resumeAfter':
       return { resumeAfter: start.position.token };
@@ -64,13 +64,14 @@ function driverStart(start: StreamStart): DriverStart {
 }
 
 /** The `$changeStream` options of a start point (the same for `watch` and for a raw `aggregate`). */
-function startOptions(start: DriverStart): ChangeStreamOptions {
+export function startOptions(start: DriverStart): ChangeStreamOptions {
   if ('resumeAfter' in start) return { resumeAfter: { _data: start.resumeAfter } };
   if ('startAfter' in start) return { startAfter: { _data: start.startAfter } };
   return { startAtOperationTime: new Timestamp({ t: start.startAt.t, i: start.startAt.i }) };
 }
 
-function tokenData(token: unknown): string | undefined {
+/** The `_data` of a resume token (`{ _data }`), if it has one. */
+export function tokenData(token: unknown): string | undefined {
   const data = isDocument(token) ? token._data : undefined;
   return typeof data === 'string' ? data : undefined;
 }
@@ -330,7 +331,13 @@ export class MongoChangeSource implements ChangeSource {
     this.#streams ??= new CollectionStreams(
       this.collection,
       maxAwaitMs,
-      await this.#serverSplits(signal),
+      await serverSplits(
+        this.client,
+        (reason) => {
+          this.#notice(reason);
+        },
+        signal,
+      ),
       (reason) => {
         this.#notice(reason);
       },
@@ -338,64 +345,75 @@ export class MongoChangeSource implements ChangeSource {
     return new MongoChangeCursor(this.#streams, start, maxAwaitMs);
   }
 
-  /** Whether the server has `$changeStreamSplitLargeEvent`, by its version (a refusal is handled too). */
-  async #serverSplits(signal: AbortSignal): Promise<boolean> {
-    signal.throwIfAborted();
-    const info: Document = await this.client
-      .db('admin')
-      .command({ buildInfo: 1 })
-      .catch(() => ({}));
-    const version = Array.isArray(info.versionArray)
-      ? (info.versionArray as unknown[]).map(Number)
-      : String(info.version ?? '')
-          .split('.')
-          .map((part) => Number.parseInt(part, 10));
-    if (hasSplitLargeEvent(version)) return true;
-    this.#notice(
-      `MongoDB ${String(info.version ?? '(version unknown)')} has no $changeStreamSplitLargeEvent`,
-    );
-    return false;
-  }
-
   #notice(reason: string): void {
-    this.options.onNotice?.(
-      `${reason} (MongoDB 7.0 and 6.0.9 have it): a change event still over 16 MB without its ` +
-        'updateDescription cannot be read and stops the mapping',
-    );
+    this.options.onNotice?.(splitUnavailableNotice(reason));
   }
 
-  /**
-   * The cluster time of the latest write: from `hello` (replica sets report lastWrite), else the reply's
-   * operationTime, else the newest oplog entry (servers that report neither, such as mongo-java-server).
-   */
+  /** The cluster time of the latest write (see currentClusterTime). */
   currentTime(signal: AbortSignal): Promise<ClusterTime> {
-    return mongoBoundary(() => this.#currentTime(signal));
+    return mongoBoundary(() => currentClusterTime(this.client, signal));
   }
+}
 
-  async #currentTime(signal: AbortSignal): Promise<ClusterTime> {
-    signal.throwIfAborted();
-    const admin = this.client.db('admin');
-    const hello: Document = await admin.command({ hello: 1 }).catch(() => admin.command({ isMaster: 1 }));
-    const lastWrite: unknown = hello.lastWrite;
-    if (isDocument(lastWrite)) {
-      for (const key of ['majorityOpTime', 'opTime']) {
-        const opTime = lastWrite[key];
-        if (isDocument(opTime) && opTime.ts !== undefined) return toClusterTime(opTime.ts);
-      }
+/** The warning for a server without `$changeStreamSplitLargeEvent`; `reason` says how that was found out. */
+export function splitUnavailableNotice(reason: string): string {
+  return (
+    `${reason} (MongoDB 7.0 and 6.0.9 have it): a change event still over 16 MB without its ` +
+    'updateDescription cannot be read and stops the mapping'
+  );
+}
+
+/**
+ * Whether the server has `$changeStreamSplitLargeEvent`, by its version (a refusal is handled too);
+ * `notice` is told the reason when it has not.
+ */
+export async function serverSplits(
+  client: MongoClient,
+  notice: (reason: string) => void,
+  signal: AbortSignal,
+): Promise<boolean> {
+  signal.throwIfAborted();
+  const info: Document = await client
+    .db('admin')
+    .command({ buildInfo: 1 })
+    .catch(() => ({}));
+  const version = Array.isArray(info.versionArray)
+    ? (info.versionArray as unknown[]).map(Number)
+    : String(info.version ?? '')
+        .split('.')
+        .map((part) => Number.parseInt(part, 10));
+  if (hasSplitLargeEvent(version)) return true;
+  notice(`MongoDB ${String(info.version ?? '(version unknown)')} has no $changeStreamSplitLargeEvent`);
+  return false;
+}
+
+/**
+ * The cluster time of the latest write: from `hello` (replica sets report lastWrite), else the reply's
+ * operationTime, else the newest oplog entry (servers that report neither, such as mongo-java-server).
+ */
+export async function currentClusterTime(client: MongoClient, signal: AbortSignal): Promise<ClusterTime> {
+  signal.throwIfAborted();
+  const admin = client.db('admin');
+  const hello: Document = await admin.command({ hello: 1 }).catch(() => admin.command({ isMaster: 1 }));
+  const lastWrite: unknown = hello.lastWrite;
+  if (isDocument(lastWrite)) {
+    for (const key of ['majorityOpTime', 'opTime']) {
+      const opTime = lastWrite[key];
+      if (isDocument(opTime) && opTime.ts !== undefined) return toClusterTime(opTime.ts);
     }
-    if (hello.operationTime !== undefined) return toClusterTime(hello.operationTime);
-    const [latest] = await this.client
-      .db('local')
-      .collection('oplog.rs')
-      .find({}, { projection: { ts: 1 } })
-      .sort({ $natural: -1 })
-      .limit(1)
-      .toArray();
-    if (latest?.ts !== undefined) return toClusterTime(latest.ts);
-    throw new ArchiverError(
-      ERROR_CODES.config,
-      'config-invalid',
-      'cannot tell the cluster time of the MongoDB deployment (change streams need a replica set or sharded cluster)',
-    );
   }
+  if (hello.operationTime !== undefined) return toClusterTime(hello.operationTime);
+  const [latest] = await client
+    .db('local')
+    .collection('oplog.rs')
+    .find({}, { projection: { ts: 1 } })
+    .sort({ $natural: -1 })
+    .limit(1)
+    .toArray();
+  if (latest?.ts !== undefined) return toClusterTime(latest.ts);
+  throw new ArchiverError(
+    ERROR_CODES.config,
+    'config-invalid',
+    'cannot tell the cluster time of the MongoDB deployment (change streams need a replica set or sharded cluster)',
+  );
 }
