@@ -1,11 +1,11 @@
+import { availableParallelism } from 'node:os';
 import { MongoClient, type MongoClientOptions } from 'mongodb';
 import { createBigQueryClients, type BigQueryClients } from '../bigquery/client.js';
 import { type WriterDecorator } from '../bigquery/destination.js';
 import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
-import { type BootstrapConfig } from '../config/bootstrap.js';
+import { workerThreads, type BootstrapConfig } from '../config/bootstrap.js';
 import { parseMappingSettings } from '../config/settings.js';
 import { ConfigError } from '../errors.js';
-import { type ChangeSource } from '../core/ports.js';
 import { Supervisor } from '../core/supervisor.js';
 import { sampleDocuments } from '../mongodb/sampler.js';
 import { MongoLeaseStore } from '../mongodb/lease-store.js';
@@ -14,7 +14,9 @@ import { startHealthServer } from '../observability/health-server.js';
 import { scrubText, supervisorLog, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { BSON_DECODE_OPTIONS } from '../base/bson-kind.js';
-import { createMappingRunner } from './mapping-runner.js';
+import { createMappingRunner, type ChangeSourceDecorator } from './mapping-runner.js';
+import { rawChangeStreamsUnavailable } from '../mongodb/raw-change-source.js';
+import { EncoderPool } from '../workers/prepare.js';
 
 export interface RunningArchiver {
   readonly supervisor: Supervisor;
@@ -28,7 +30,7 @@ export interface ArchiverSeams {
   /** Wraps every history-table writer, for fault injection in front of the emulator. */
   readonly decorateWriter?: WriterDecorator;
   /** Wraps every mapping's change source, for fault injection in front of MongoDB (a short oplog window). */
-  readonly decorateChangeSource?: (source: ChangeSource) => ChangeSource;
+  readonly decorateChangeSource?: ChangeSourceDecorator;
 }
 
 /** Where BigQuery is, from the bootstrap configuration. */
@@ -102,6 +104,25 @@ export async function startArchiver(
       throw error;
     },
   );
+  const threads = workerThreads(config, availableParallelism());
+  // Shared by every mapping; a stream needs them, and the raw change stream they read, unless the
+  // deployment routes a cursor's getMores anew (mongos, load balancer): that stream is then read decoded.
+  const encoderPool = threads > 0 ? new EncoderPool({ threads }) : undefined;
+  const rawUnavailable = encoderPool
+    ? await rawChangeStreamsUnavailable(mongo, signal).catch(async (error: unknown) => {
+        await Promise.all([encoderPool.close(), bigquery.close(), mongo.close()]);
+        throw error;
+      })
+    : undefined;
+  logger.info(
+    {
+      workerThreads: threads,
+      ...(rawUnavailable !== undefined && { changeStreamsDecodedHere: rawUnavailable }),
+    },
+    threads > 0
+      ? 'decoding, mapping and encoding on worker threads'
+      : 'decoding, mapping and encoding on the main thread (WORKER_THREADS)',
+  );
   const metrics = new Metrics();
   const store = new MongoSettingsStore(mongo, {
     database: config.SETTINGS_DATABASE,
@@ -136,6 +157,8 @@ export async function startArchiver(
       metrics,
       ...(seams.decorateWriter && { decorateWriter: seams.decorateWriter }),
       ...(seams.decorateChangeSource && { decorateChangeSource: seams.decorateChangeSource }),
+      ...(encoderPool && { encoderPool }),
+      ...(rawUnavailable !== undefined && { rawChangeStreamsUnavailable: rawUnavailable }),
     }),
     log: supervisorLog(logger),
     onStatus: (id, status) => {
@@ -158,6 +181,7 @@ export async function startArchiver(
   logger.info({ port: health.port, host: config.METRICS_HOST }, 'metrics and health endpoints listening');
   const done = supervisor.run(signal).finally(async () => {
     await health.close();
+    await encoderPool?.close();
     await bigquery.close();
     await mongo.close();
     logger.info('archiver stopped');

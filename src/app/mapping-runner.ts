@@ -11,15 +11,19 @@ import {
   type BackfillCheckpointStore,
   type BackfillProgress,
   type ChangeSource,
+  type RawChangeBatch,
   type SettingsStore,
   type StreamStart,
 } from '../core/ports.js';
 import { type Position } from '../core/model.js';
-import { resumeFrom, rowBytes, type RecordSink } from '../core/stream-loop.js';
+import { prepareInThread, resumeFrom, rowBytes, type RecordSink } from '../core/stream-loop.js';
+import { type RowEncoding } from '../core/prepared.js';
 import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
 import { dispositionOf, errorMessage } from '../errors.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
 import { MongoCheckpointStore } from '../mongodb/checkpoint-store.js';
+import { MongoRawChangeSource } from '../mongodb/raw-change-source.js';
+import { type EncoderPool, prepareChanges, type PrepareContext } from '../workers/prepare.js';
 import { DEFAULT_BACKFILL_CHUNK, MongoSnapshotSource } from '../mongodb/snapshot-reader.js';
 import { mappingLogger, type Logger } from '../observability/logger.js';
 import { type Metrics } from '../observability/metrics.js';
@@ -57,10 +61,37 @@ export interface MappingRunnerDeps {
   readonly limits?: BatchLimits;
   readonly backfillChunk?: number;
   /** Wraps the change source (tests inject a shorter oplog window here); none in production. */
-  readonly decorateChangeSource?: (source: ChangeSource) => ChangeSource;
+  readonly decorateChangeSource?: ChangeSourceDecorator;
+  /**
+   * The daemon's worker threads (WORKER_THREADS), shared by every mapping: with them, changes are read raw
+   * and decoded, mapped and encoded there, and so are the backfill's documents. Undefined: all on this thread.
+   */
+  readonly encoderPool?: EncoderPool;
+  /**
+   * Why change streams cannot be read raw on this deployment (see rawChangeStreamsUnavailable), if so: then
+   * the stream is read decoded on this thread even with worker threads (the backfill still uses them).
+   */
+  readonly rawChangeStreamsUnavailable?: string;
   /** Wraps the history-table writers (tests inject faults here); none in production. */
   readonly decorateWriter?: WriterDecorator;
 }
+
+/**
+ * Wraps a change source, decoded or raw (tests put a shorter oplog window in front of MongoDB): whatever
+ * its pulls are, they have a position.
+ */
+export type ChangeSourceDecorator = <B extends { readonly position: Position | undefined }>(
+  source: ChangeSource<B>,
+) => ChangeSource<B>;
+
+/**
+ * The encoding of rows nothing will send (a dry run has no writer): their size only, so batches are cut as
+ * they would be.
+ */
+const SIZE_ONLY: RowEncoding = {
+  spec: { format: 'insert-all', idColumn: '_event_id' },
+  wrap: (_bytes, size) => ({ size }),
+};
 
 /** A dry run writes nothing and saves no checkpoint: switching it off must start from the real position. */
 const NO_CHECKPOINTS: BackfillCheckpointStore = {
@@ -127,6 +158,8 @@ class MappingRun {
   readonly #checkpoints: BackfillCheckpointStore;
   readonly #collection: Collection;
   readonly #source: ChangeSource;
+  /** The same stream read raw, for worker threads; undefined when it is not read raw (see constructor). */
+  readonly #rawSource: ChangeSource<RawChangeBatch> | undefined;
 
   constructor(
     private readonly deps: MappingRunnerDeps,
@@ -142,6 +175,14 @@ class MappingRun {
       },
     });
     this.#source = deps.decorateChangeSource?.(source) ?? source;
+    if (deps.encoderPool && deps.rawChangeStreamsUnavailable === undefined) {
+      const raw = new MongoRawChangeSource(deps.mongo, this.#collection, {
+        onNotice: (message) => {
+          log.warn(message);
+        },
+      });
+      this.#rawSource = deps.decorateChangeSource?.(raw) ?? raw;
+    }
     const dataset = settings.bigqueryDataset ?? deps.config.BIGQUERY_DATASET;
     // A checkpoint belongs to its source and its target (change either and it starts over), and to the
     // latest resync request it served (the store keeps that state, and starts over for a newer request).
@@ -243,26 +284,46 @@ class MappingRun {
   }
 
   #stream(schema: SchemaCoordinator, start: StreamStart, signal: AbortSignal): Promise<void> {
-    return runStream(
-      {
-        source: this.#source,
-        sink: this.#sink,
-        encode: (row) => this.#destination?.encode(row) ?? { size: rowBytes(row) },
-        checkpoints: this.#checkpoints,
-        mapper: () => schema.mapper,
-        limits: this.deps.limits ?? DEFAULT_BATCH_LIMITS,
-        window: windowLimits(this.deps.config),
-        beforeMap: (events, s) =>
-          schema.evolve(
-            events.flatMap((e) => (e.kind === 'upsert' ? [e.document] : [])),
-            s,
-          ),
-        ...(this.metrics && { observer: this.metrics }),
-      },
-      start,
-      signal,
-      this.log,
-    );
+    const common = {
+      sink: this.#sink,
+      checkpoints: this.#checkpoints,
+      limits: this.deps.limits ?? DEFAULT_BATCH_LIMITS,
+      window: windowLimits(this.deps.config),
+      ...(this.metrics && { observer: this.metrics }),
+    };
+    const pool = this.deps.encoderPool;
+    if (pool && this.#rawSource) {
+      // Read raw, decoded, mapped and encoded on the worker threads, as many pulls ahead as there are.
+      const prepare = prepareChanges(pool, this.#prepareContext(schema));
+      return runStream(
+        { ...common, source: this.#rawSource, prepare, readAhead: pool.threads },
+        start,
+        signal,
+        this.log,
+      );
+    }
+    const prepare = prepareInThread({
+      encode: (row) => this.#destination?.encode(row) ?? { size: rowBytes(row) },
+      mapper: () => schema.mapper,
+      beforeMap: (events, s) =>
+        schema.evolve(
+          events.flatMap((e) => (e.kind === 'upsert' ? [e.document] : [])),
+          s,
+        ),
+    });
+    return runStream({ ...common, source: this.#source, prepare }, start, signal, this.log);
+  }
+
+  /** What the worker threads map and encode with now, and who evolves the schema for them. */
+  #prepareContext(schema: SchemaCoordinator): PrepareContext {
+    return {
+      current: () => ({
+        mapping: schema.mappingSpec,
+        mapper: schema.mapper,
+        encoding: this.#destination?.rowEncoding() ?? SIZE_ONLY,
+      }),
+      evolve: (documents, signal) => schema.evolve(documents, signal),
+    };
   }
 
   async #backfill(schema: SchemaCoordinator, resume: BackfillProgress, signal: AbortSignal): Promise<void> {

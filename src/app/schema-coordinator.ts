@@ -1,4 +1,5 @@
 import { type SourceDocument } from '../core/ports.js';
+import { type MappingSpec } from '../core/prepared.js';
 import { type Logger } from '../observability/logger.js';
 import { type ColumnSpec } from '../schema/types.js';
 import { compileRowMapper, type RowMapper } from '../transform/row-mapper.js';
@@ -38,6 +39,7 @@ export class SchemaCoordinator {
   #columns: readonly ColumnSpec[];
   #columnsUnsaved: boolean;
   #mapper: RowMapper;
+  #mappingSpec: MappingSpec | undefined;
   #table: CoordinatedTable | undefined;
   /** The end of the queue: the latest change scheduled (settled, never rejected). */
   #tail: Promise<unknown> = Promise.resolve();
@@ -53,6 +55,22 @@ export class SchemaCoordinator {
   /** The mapper for rows written now; replaced when the columns change. */
   get mapper(): RowMapper {
     return this.#mapper;
+  }
+
+  /**
+   * The mapper as plain data for worker threads, with what evolution plans from (`add_columns`): the same
+   * object as long as neither changes, so that a worker compiles it once.
+   */
+  get mappingSpec(): MappingSpec {
+    const planned = this.#o.evolution === 'add_columns' ? this.#evolution.planned : undefined;
+    const spec = this.#mappingSpec;
+    if (spec?.columns === this.#mapper.columns && spec.planned === planned) return spec;
+    this.#mappingSpec = {
+      columns: this.#mapper.columns,
+      captureUnmapped: this.#o.captureUnmapped,
+      ...(planned && { planned }),
+    };
+    return this.#mappingSpec;
   }
 
   get columns(): readonly ColumnSpec[] {

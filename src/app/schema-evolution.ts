@@ -36,6 +36,11 @@ export class SchemaEvolution {
     return this.#columns;
   }
 
+  /** What planning starts from (the columns and the fields the table turned down): see `#planned`. */
+  get planned(): readonly ColumnSpec[] {
+    return this.#planned;
+  }
+
   /** The columns were set from elsewhere (the settings, the table's schema): planning starts from them. */
   reset(columns: readonly ColumnSpec[]): void {
     if (columns === this.#columns) return;

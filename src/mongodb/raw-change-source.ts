@@ -601,3 +601,23 @@ interface ServerTraits {
   /** Whether the server has sessions (`logicalSessionTimeoutMinutes` in `hello`, as the driver decides). */
   readonly sessions: boolean;
 }
+
+/**
+ * Why change streams cannot be read raw on this deployment, or undefined when they can. The raw cursor
+ * runs its `getMore`s as commands of their own, which the driver routes anew each time: on a replica set
+ * they go to the primary that holds the cursor, but behind several mongos routers or a load balancer a
+ * `getMore` may reach another router, which does not know the cursor. There the driver's own change stream
+ * (which pins its cursor to its server) is read instead, decoded on the reading thread.
+ */
+export async function rawChangeStreamsUnavailable(
+  client: MongoClient,
+  signal: AbortSignal,
+): Promise<string | undefined> {
+  if (client.options.loadBalanced) return 'the connection goes through a load balancer';
+  const admin = client.db('admin');
+  const hello: Document = await admin
+    .command({ hello: 1 }, { signal })
+    .catch(() => admin.command({ isMaster: 1 }, { signal }));
+  if (hello.msg === 'isdbgrid') return 'the deployment is a sharded cluster (mongos)';
+  return undefined;
+}

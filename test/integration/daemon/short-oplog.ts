@@ -1,8 +1,16 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoServerError } from 'mongodb';
 import { type WriterDecorator } from '../../../src/bigquery/destination.js';
-import { type ClusterTime } from '../../../src/core/model.js';
-import { type ChangeSource, type StreamStart } from '../../../src/core/ports.js';
+import { type ClusterTime, type Position } from '../../../src/core/model.js';
+import { deserialize } from 'bson';
+import { type ChangeSourceDecorator } from '../../../src/app/mapping-runner.js';
+import {
+  type ChangeBatch,
+  type ChangeSource,
+  type RawChangeBatch,
+  type StreamStart,
+} from '../../../src/core/ports.js';
+import { toClusterTime } from '../../../src/mongodb/change-event.js';
 import { toMongoError } from '../../../src/mongodb/error-mapping.js';
 
 /** What a ShortOplog saw, for the test's assertions. */
@@ -21,16 +29,15 @@ function key(time: ClusterTime): string {
  * the archiver's MongoDB adapter reports it. Age is wall-clock time since the source first saw that cluster
  * time (from `currentTime` or a batch's position), so the test peer's own clock does not matter.
  */
-export function shortOplog(
-  windowSeconds: number,
-  log: ShortOplogLog,
-): (source: ChangeSource) => ChangeSource {
+export function shortOplog(windowSeconds: number, log: ShortOplogLog): ChangeSourceDecorator {
   // Shared by every source this decorator wraps: an archiver started again sees the same oplog.
   const seenAt = new Map<string, number>();
   const see = (time: ClusterTime | undefined): void => {
     if (time && !seenAt.has(key(time))) seenAt.set(key(time), Date.now());
   };
-  return (source) => {
+  return <B extends { readonly position: Position | undefined }>(
+    source: ChangeSource<B>,
+  ): ChangeSource<B> => {
     return {
       currentTime: async (signal) => {
         const time = await source.currentTime(signal);
@@ -58,7 +65,7 @@ export function shortOplog(
           next: async (maxEvents, s) => {
             const batch = await cursor.next(maxEvents, s);
             see(batch.position?.clusterTime);
-            for (const event of batch.events) see(event.clusterTime);
+            for (const time of clusterTimesOf(batch)) see(time);
             return batch;
           },
           close: () => cursor.close(),
@@ -68,11 +75,24 @@ export function shortOplog(
   };
 }
 
+/** The cluster times of a pull's changes, decoded (ChangeBatch) or raw (RawChangeBatch). */
+function clusterTimesOf(batch: object): ClusterTime[] {
+  if ('events' in batch) return (batch as ChangeBatch).events.map((event) => event.clusterTime);
+  if ('changes' in batch) {
+    return (batch as RawChangeBatch).changes.flatMap((fragments) => {
+      const first = fragments[0];
+      return first ? [toClusterTime(deserialize(first).clusterTime)] : [];
+    });
+  }
+  return [];
+}
+
 /** Slows every append of backfill rows by `delayMs` (a large collection copied to a remote BigQuery). */
 export function slowBackfill(delayMs: number): WriterDecorator {
   return (writer) => ({
     kind: writer.kind,
     encode: (row) => writer.encode(row),
+    ...(writer.rowEncoding && { rowEncoding: writer.rowEncoding.bind(writer) }),
     append: async (rows, signal) => {
       if (rows[0]?.row().operationType === 'backfill') await sleep(delayMs, undefined, { signal });
       return writer.append(rows, signal);

@@ -46,6 +46,23 @@ function coordinator(saved: (readonly ColumnSpec[])[]) {
 }
 
 describe('schema coordinator (issue 11 roles)', () => {
+  it('issue 11 build 6: the mapping spec for worker threads stays the same object until the columns change, and carries what evolution plans from', async () => {
+    const table = new SlowTable([{ name: '_id', type: 'STRING', mode: 'NULLABLE' }]);
+    const schema = coordinator([]);
+    await schema.adoptTable(table);
+    const spec = schema.mappingSpec;
+    expect(schema.mappingSpec).toBe(spec);
+    expect(spec.columns).toBe(schema.mapper.columns);
+    expect(spec.captureUnmapped).toBe(true);
+    expect(spec.planned?.map((c) => c.name)).toEqual(['_id']);
+    await schema.evolve([{ _id: '1', colour: 'red' }], never);
+    const evolved = schema.mappingSpec;
+    expect(evolved).not.toBe(spec);
+    expect(evolved.columns.map((c) => c.name)).toEqual(['_id', 'colour']);
+    expect(evolved.planned?.map((c) => c.name)).toEqual(['_id', 'colour']);
+    expect(schema.mappingSpec).toBe(evolved);
+  });
+
   it('issue 11: concurrent evolutions from the stream and the backfill queue, and no addition is lost', async () => {
     const table = new SlowTable([{ name: '_id', type: 'STRING', mode: 'NULLABLE' }]);
     const saved: (readonly ColumnSpec[])[] = [];
