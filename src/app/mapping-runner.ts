@@ -295,6 +295,10 @@ class MappingRun {
     if (pool && this.#rawSource) {
       // Read raw, decoded, mapped and encoded on the worker threads, as many pulls ahead as there are.
       const prepare = prepareChanges(pool, this.#prepareContext(schema));
+      this.log.info(
+        { workerThreads: pool.threads },
+        'change stream read as BSON bytes; decoded, mapped and encoded on the worker threads',
+      );
       return runStream(
         { ...common, source: this.#rawSource, prepare, readAhead: pool.threads },
         start,

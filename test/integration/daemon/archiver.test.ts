@@ -125,6 +125,51 @@ describe('the archiver daemon against the peers', () => {
     expect(new Set(rows.map((r) => String(r._doc_id))).size).toBe(rows.length);
   }, 180_000);
 
+  it('issue 11 build 6: the stream mapped on worker threads and on the main thread writes the same views, across a restart from one to the other', async () => {
+    const db = `threads_${suffix}`;
+    const items = mongo.db(db).collection<{ _id: number; n: number; label: string }>('items');
+    await items.insertMany(Array.from({ length: 200 }, (_, i) => ({ _id: i, n: i, label: 'seed' })));
+    await mongo
+      .db(SETTINGS_DB)
+      .collection<{ _id: string } & Document>('bigquery_archiver_settings')
+      .insertOne({
+        _id: 'threads',
+        mongo_database: db,
+        mongo_collection: 'items',
+        bigquery_table: 'threads',
+        backfill_full_collection: true,
+      });
+    const logged: string[] = [];
+    let run = await start({ WORKER_THREADS: 2 }, logged);
+    for (let i = 0; i < 30; i++) {
+      await items.updateOne({ _id: i }, { $set: { label: 'on-workers' }, $inc: { n: 1_000 } });
+      await items.insertOne({ _id: 1_000 + i, n: i, label: 'new-on-workers' });
+    }
+    await items.deleteMany({ _id: { $gte: 190 } });
+    await viewMatches(db, 'items', 'threads');
+    const lines = logged.map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(lines).toContainEqual(
+      expect.objectContaining({
+        mapping: 'threads',
+        workerThreads: 2,
+        msg: expect.stringContaining('decoded, mapped and encoded on the worker threads'),
+      }),
+    );
+    await run.stop();
+
+    const mainThread: string[] = [];
+    run = await start({ WORKER_THREADS: 0 }, mainThread);
+    await items.updateMany({ _id: { $lt: 10 } }, { $set: { label: 'on-main-thread' } });
+    await items.insertOne({ _id: 5_000, n: 5, label: 'new-on-main-thread' });
+    await viewMatches(db, 'items', 'threads');
+    expect(
+      mainThread.some((line) => line.includes('decoded, mapped and encoded on the worker threads')),
+    ).toBe(false);
+    await run.stop();
+    const rows = await viewRows('threads');
+    expect(new Set(rows.map((r) => String(r._doc_id))).size).toBe(rows.length);
+  }, 120_000);
+
   it('runs the valid mappings next to an invalid settings document, and a dry run touches no BigQuery', async () => {
     const db = `misc_${suffix}`;
     await mongo
