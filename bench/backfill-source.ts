@@ -89,8 +89,10 @@ export function generatedSource(
       if (end <= start) return { documents: [], lastId: undefined };
       let size = 0;
       for (let n = start; n < end; n++) size += bodies[n % bodies.length]?.length ?? 0;
-      const buffer = new Uint8Array(size);
-      const view = new DataView(buffer.buffer);
+      // A Buffer, as the driver's and MongoSnapshotSource's are (views of a plain Uint8Array decoded about a
+      // tenth slower per document here).
+      const buffer = Buffer.allocUnsafeSlow(size);
+      const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
       const documents: Uint8Array[] = [];
       let at = 0;
       for (let n = start; n < end; n++) {

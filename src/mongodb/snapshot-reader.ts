@@ -458,10 +458,12 @@ function rawDocument(item: unknown): Uint8Array {
  * its reply buffers (up to 16 MB each, holding documents past the chunk too): held while the chunk is in
  * flight, they would keep every such buffer alive, beyond the chunk byte cap. One copy of the chunk's bytes
  * (a memcpy, next to nothing beside decoding them) holds exactly those, and a structured clone of the chunk
- * for a worker thread (which copies a view's whole buffer) copies only them.
+ * for a worker thread (which copies a view's whole buffer) copies only them. A Buffer (never one of Node's
+ * pooled ones, which are shared), as the driver's are: bson decoded views of a plain Uint8Array about a tenth
+ * slower per document (measured in bench/pipeline.ts's backfill; the cause is not pinned down).
  */
-function packed(documents: readonly Uint8Array[]): Uint8Array[] {
-  const buffer = new Uint8Array(documents.reduce((sum, document) => sum + document.byteLength, 0));
+function packed(documents: readonly Uint8Array[]): Buffer[] {
+  const buffer = Buffer.allocUnsafeSlow(documents.reduce((sum, document) => sum + document.byteLength, 0));
   let at = 0;
   return documents.map((document) => {
     buffer.set(document, at);
