@@ -257,7 +257,7 @@ export class MongoSnapshotSource implements SnapshotSource {
 
   /**
    * The chunk `nextChunk` reads, with the same bounds (chunk size, chunk bytes, the range), undecoded: only
-   * the last document's `_id` is decoded, for `lastId`.
+   * `_id`s are decoded (the last document's, for `lastId`, and any paging needs).
    */
   nextRawChunk(range: IdRange, lastId: string | undefined, signal: AbortSignal): Promise<RawChunk> {
     return mongoBoundary(async () => {
