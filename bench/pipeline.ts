@@ -5,7 +5,10 @@
 // alternately. Everything runs the production modules; only the network is replaced: requests to BigQuery
 // by a counter of the bytes each would send, answered after a simulated round trip (bench/counting-sink.ts),
 // and each chunk read of the backfill by a simulated round trip to MongoDB. Both are timers, so waiting
-// costs no CPU, as waiting for a remote server does not.
+// costs no CPU, as waiting for a remote server does not. The backfill's rate reads chunks as BSON bytes
+// (nextRawChunk) and has their records made by an in-thread `records` function (decodeDocument, then
+// backfillRecord; the generated documents fit their columns, so nothing is evolved) where the daemon's
+// worker threads will make them; its JSON line says which (`"records":"in-thread"`).
 //
 // Paths measured, for each writer (storage-write, the default, and insert-all):
 // - stream-loop: what the daemon runs, on one thread: runStreamLoop pulling decoded, normalised events from
@@ -37,9 +40,10 @@
 //   × the wire bytes the window and the read-ahead may hold);
 // - BIGQUERY_MAX_IN_FLIGHT_REQUESTS and BIGQUERY_MAX_IN_FLIGHT_MB: the in-flight window of the stream-loop
 //   and backpressure paths, as the daemon's keys of the same names (default DEFAULT_WINDOW_LIMITS);
-// - MBA_BENCH_PATHS (comma-separated: stream-loop, encoder, stages, backpressure; default all) measures only
-//   those, for profiling one of them (node --cpu-prof); MBA_BENCH_WRITERS (storage-write, insert-all;
-//   default both).
+// - MBA_BENCH_PATHS (comma-separated: stream-loop, encoder, stages, backpressure, backfill-memory, backfill;
+//   default all) measures only those, for profiling one of them (node --cpu-prof): backfill-memory is the
+//   memory backfill, backfill the backfill's rate (both also need MBA_BENCH_DOCS above 0);
+//   MBA_BENCH_WRITERS (storage-write, insert-all; default both).
 import { loadavg, availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { deserialize } from 'bson';
@@ -81,7 +85,8 @@ import { type ColumnSpec } from '../src/schema/types.js';
 import { BSON_DECODE_OPTIONS } from '../src/base/bson-kind.js';
 import { compileRowMapper } from '../src/transform/row-mapper.js';
 import { configuredSemiSpaceMb, pretenuringDisabled } from '../src/observability/runtime.js';
-import { runBackfill } from '../src/app/backfill-role.js';
+import { runBackfill, type BackfillRecords } from '../src/app/backfill-role.js';
+import { decodeDocument } from '../src/mongodb/raw-documents.js';
 import { createLogger } from '../src/observability/logger.js';
 import { generatedSource, memoryBackfillCheckpoints } from './backfill-source.js';
 import { generatedCollection, OPERATION_MIX, recordedChangeEvents } from './change-events.js';
@@ -133,7 +138,11 @@ const ROUND_MS = Number(process.env.BENCH_ROUND_MS ?? 1_000);
 const WRITERS = WRITER_KINDS.filter((kind) =>
   (process.env.MBA_BENCH_WRITERS ?? WRITER_KINDS.join(',')).split(',').includes(kind),
 );
-const PATHS = new Set((process.env.MBA_BENCH_PATHS ?? 'stream-loop,encoder,stages,backpressure').split(','));
+const PATHS = new Set(
+  (process.env.MBA_BENCH_PATHS ?? 'stream-loop,encoder,stages,backpressure,backfill-memory,backfill').split(
+    ',',
+  ),
+);
 const RTTS = millisecondsList('MBA_BENCH_RTT_MS', DEFAULT_RTT_MS);
 
 function wholeNumber(name: string, fallback: number): number {
@@ -290,12 +299,27 @@ async function backfillMemory(): Promise<void> {
 const backfillFloorInputs = shapeDocuments('nested-1KB', SAMPLE);
 
 /**
+ * The records of a chunk read as BSON bytes, made on this thread: each document decoded as the daemon
+ * decodes it (decodeDocument) and mapped (backfillRecord). A stand-in until the daemon's worker threads make
+ * them (prepareDocuments); the generated documents fit the inferred columns, so nothing is evolved.
+ */
+function inThreadRecords(mapper: ReturnType<typeof compileRowMapper>): BackfillRecords {
+  return (documents, now) =>
+    Promise.resolve(
+      documents.map((bytes) => backfillRecord(mapper, decodeDocument(bytes), SNAPSHOT_START, now)),
+    );
+}
+
+/** Where the backfill's rate has its records made (see inThreadRecords); its JSON line's `records`. */
+const BACKFILL_RECORDS = 'in-thread';
+
+/**
  * Documents/s of the daemon's backfill (runBackfill: `_id` ranges copied concurrently, chunks read ahead
- * while earlier ones are written, progress saved over acknowledged prefixes) with every BigQuery request
- * answered after `rttMs` and every chunk read after MONGO_RTT_MS, against the floor per document. Each round
- * measures the floor, then starts a fresh copy of the collection, lets it reach its steady state (a round
- * trip each way and a little more) and counts the documents BigQuery acknowledged for BENCH_ROUND_MS, then
- * stops it (its final flush writes what it read).
+ * while earlier ones are written, progress saved over acknowledged prefixes), chunks read as BSON bytes and
+ * their records made by inThreadRecords, with every BigQuery request answered after `rttMs` and every chunk
+ * read after MONGO_RTT_MS, against the floor per document. Each round measures the floor, then starts a fresh
+ * copy of the collection, lets it reach its steady state (a round trip each way and a little more) and counts
+ * the documents BigQuery acknowledged for BENCH_ROUND_MS, then stops it (its final flush writes what it read).
  */
 async function backfillRate(rttMs: number): Promise<void> {
   const writer: WriterKind = 'storage-write';
@@ -315,6 +339,7 @@ async function backfillRate(rttMs: number): Promise<void> {
         sink,
         checkpoints: memoryBackfillCheckpoints(),
         schema: { mapper, evolve: () => Promise.resolve() },
+        records: inThreadRecords(mapper),
         log,
         onCopied: (documents) => {
           acknowledged += documents;
@@ -360,12 +385,14 @@ async function backfillRate(rttMs: number): Promise<void> {
   console.log(
     `backfill     ${writer.padEnd(13)} rtt ${String(rttMs).padStart(3)} ms, MongoDB ${MONGO_RTT_MS} ms  ` +
       `floor ${Math.round(f).toLocaleString('en')} docs/s  backfill ${Math.round(v).toLocaleString('en')} docs/s  ` +
-      `ratio ${ratio.toFixed(2)}  CPU ${median(cores).toFixed(2)} cores  peak RSS ${mb(peak)} MB  load ${load()}`,
+      `ratio ${ratio.toFixed(2)}  CPU ${median(cores).toFixed(2)} cores  peak RSS ${mb(peak)} MB  ` +
+      `records ${BACKFILL_RECORDS}  load ${load()}`,
   );
   lines.push(
     JSON.stringify({
       bench: 'pipeline-backfill',
       writer,
+      records: BACKFILL_RECORDS,
       rtt_ms: rttMs,
       mongo_rtt_ms: MONGO_RTT_MS,
       docs: measured,
@@ -385,8 +412,8 @@ async function backfillRate(rttMs: number): Promise<void> {
 }
 
 if (BACKFILL_DOCS > 0) {
-  await backfillMemory();
-  for (const rttMs of RTTS) await backfillRate(rttMs);
+  if (PATHS.has('backfill-memory')) await backfillMemory();
+  if (PATHS.has('backfill')) for (const rttMs of RTTS) await backfillRate(rttMs);
 }
 
 // --- throughput --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import {
   deadlineAfter,
   within,
 } from '../core/deadline.js';
-import { backfillRecord } from '../core/history-rows.js';
+import { backfillRecord, type HistoryRecord } from '../core/history-rows.js';
 import { estimateBackfill, type BackfillEstimate } from '../core/progress.js';
 import {
   SYSTEM_CLOCK,
@@ -15,6 +15,7 @@ import {
   type BackfillCheckpointStore,
   type Clock,
   type IdRange,
+  type RawChunk,
   type SnapshotSource,
   type SourceDocument,
 } from '../core/ports.js';
@@ -34,10 +35,11 @@ import { type RowMapper } from '../transform/row-mapper.js';
 export const DEFAULT_BACKFILL_CHUNKS_IN_FLIGHT = 2;
 
 /**
- * Abort listeners one chunk in flight may add: its read, and for each of the sink's requests out at once
- * for it (REQUESTS_PER_WRITE, two) a retry wait, the writer's request and the sink's own signal.
+ * Abort listeners one chunk in flight may add: its read, its records when `records` makes them (the worker
+ * pool's task), and for each of the sink's requests out at once for it (REQUESTS_PER_WRITE, two) a retry
+ * wait, the writer's request and the sink's own signal.
  */
-const LISTENERS_PER_CHUNK = 8;
+const LISTENERS_PER_CHUNK = 9;
 /** The copy's own listeners besides its chunks (saves, the deadline). */
 const LISTENERS_OF_THE_COPY = 10;
 
@@ -50,11 +52,29 @@ export interface BackfillSchema {
   evolve(documents: readonly SourceDocument[], signal: AbortSignal): Promise<void>;
 }
 
+/**
+ * The history records of a chunk read as BSON bytes (SnapshotSource.nextRawChunk), in the chunk's order;
+ * `now` is their `time_archived`. It evolves the schema for the documents itself (`schema.evolve` is not
+ * called for them) and may decode and map them elsewhere (worker threads). A rejection fails the backfill
+ * as a failed write does.
+ */
+export type BackfillRecords = (
+  documents: readonly Uint8Array[],
+  now: Date,
+  signal: AbortSignal,
+) => Promise<readonly HistoryRecord[]>;
+
 export interface BackfillRoleOptions {
   readonly source: SnapshotSource;
   readonly sink: RecordSink;
   readonly checkpoints: BackfillCheckpointStore;
   readonly schema: BackfillSchema;
+  /**
+   * Makes the records of chunks read raw. When given and the source reads raw (`nextRawChunk`), chunks are
+   * read as BSON bytes and their records come from here, made while the range's next chunk is read;
+   * otherwise chunks are read decoded, and evolved (`schema.evolve`) and mapped on this thread.
+   */
+  readonly records?: BackfillRecords;
   readonly log: Logger;
   /** `_id` ranges copied at once; default DEFAULT_BACKFILL_PARALLELISM. */
   readonly parallelism?: number;
@@ -89,14 +109,32 @@ interface RangeCopy {
   readonly watermark: Watermark<RangeMark>;
 }
 
+/** A chunk read: how many documents, the `_id` of the last one (canonical Extended JSON), and its write. */
+interface ChunkInHand {
+  readonly documents: number;
+  readonly lastId: string;
+  /** Writes its records to the sink: made already (decoded chunks), or once made (raw chunks). */
+  write(signal: AbortSignal): Promise<unknown>;
+}
+
+/** Reads the chunk of `range` after `lastId`; undefined when the range is done. */
+type ChunkReader = (
+  range: IdRange,
+  lastId: string | undefined,
+  reading: AbortSignal,
+  flushing: AbortSignal,
+) => Promise<ChunkInHand | undefined>;
+
 /**
  * The backfill role of a mapping run: copies the collection as of `progress.snapshotStart` into the sink,
  * resuming from `progress` (saved by whoever began the backfill: at least its snapshot start). The collection
  * is split into `_id` ranges (once; the split is saved, so a restart resumes every range where it stood),
  * the ranges are copied concurrently, and within a range the next chunk is read while earlier ones are
- * written. Each range's progress is the end of its acknowledged prefix of chunks (a Watermark), so a chunk
- * acknowledged before an earlier one that fails is never counted as copied. Progress saves go through
- * `saveBackfill` (the stream's position is not touched), one at a time, coalesced.
+ * written. Chunks are read decoded, and evolved and mapped here, or, given `records` and a source that reads
+ * raw, read as BSON bytes and mapped by `records` (see BackfillRoleOptions). Each range's progress is the
+ * end of its acknowledged prefix of chunks (a Watermark), so a chunk acknowledged before an earlier one that
+ * fails is never counted as copied. Progress saves go through `saveBackfill` (the stream's position is not
+ * touched), one at a time, coalesced.
  *
  * Resolves with the finished progress (saved, `done`). On the first error the reading stops everywhere, what
  * is in flight settles, the progress reached is saved, and that error is thrown. When `signal` aborts, the
@@ -114,6 +152,7 @@ export async function runBackfill(
 class BackfillCopy {
   readonly #o: BackfillRoleOptions;
   readonly #clock: Clock;
+  readonly #read: ChunkReader;
   #progress: BackfillProgress;
   #copies: RangeCopy[] = [];
   #failure: { readonly error: unknown } | undefined;
@@ -137,6 +176,55 @@ class BackfillCopy {
     this.#o = options;
     this.#clock = options.clock ?? SYSTEM_CLOCK;
     this.#progress = resume;
+    const { records, source } = options;
+    this.#read =
+      records && source.nextRawChunk
+        ? this.#rawReader(source.nextRawChunk.bind(source), records)
+        : (range, lastId, reading, flushing) => this.#readDecoded(range, lastId, reading, flushing);
+  }
+
+  /** Today's chunk: read decoded, then evolved and mapped on this thread before the next read. */
+  async #readDecoded(
+    range: IdRange,
+    lastId: string | undefined,
+    reading: AbortSignal,
+    flushing: AbortSignal,
+  ): Promise<ChunkInHand | undefined> {
+    const chunk = await this.#o.source.nextChunk(range, lastId, reading);
+    const last = chunk.at(-1);
+    if (!last) return undefined;
+    // Evolution and writing belong to the chunk in hand: a stop lets them finish (bounded).
+    await this.#o.schema.evolve(chunk, flushing);
+    const now = new Date(this.#clock.now());
+    const mapper = this.#o.schema.mapper;
+    const records = chunk.map((doc) => backfillRecord(mapper, doc, this.#progress.snapshotStart, now));
+    return {
+      documents: chunk.length,
+      lastId: encodeId(last._id),
+      write: (signal) => this.#o.sink.write(records, signal),
+    };
+  }
+
+  /**
+   * A chunk read as BSON bytes, its records left to `records` (given the final-flush signal: they belong to
+   * the chunk in hand) and not awaited here, so the range's next chunk is read while they are made.
+   */
+  #rawReader(
+    nextRawChunk: (range: IdRange, lastId: string | undefined, signal: AbortSignal) => Promise<RawChunk>,
+    records: BackfillRecords,
+  ): ChunkReader {
+    return async (range, lastId, reading, flushing) => {
+      const chunk = await nextRawChunk(range, lastId, reading);
+      if (chunk.documents.length === 0 || chunk.lastId === undefined) return undefined;
+      const now = new Date(this.#clock.now());
+      // Called here, in read order; a throw becomes the rejection of the chunk's write, as a failed write's.
+      const making = (async () => records(chunk.documents, now, flushing))();
+      return {
+        documents: chunk.documents.length,
+        lastId: chunk.lastId,
+        write: (signal) => making.then((made) => this.#o.sink.write(made, signal)),
+      };
+    };
   }
 
   async run(signal: AbortSignal): Promise<BackfillProgress> {
@@ -233,19 +321,13 @@ class BackfillCopy {
         await window.acquire(0, reading);
         let sent = false;
         try {
-          const chunk = await this.#o.source.nextChunk(copy.range, mark.lastId, reading);
-          const last = chunk.at(-1);
-          if (!last) break;
-          // Evolution and writing belong to the chunk in hand: a stop lets them finish (bounded).
-          await this.#o.schema.evolve(chunk, flushing);
-          const now = new Date(this.#clock.now());
-          const mapper = this.#o.schema.mapper;
-          const records = chunk.map((doc) => backfillRecord(mapper, doc, this.#progress.snapshotStart, now));
-          mark = { lastId: encodeId(last._id), copied: mark.copied + chunk.length, done: false };
+          const chunk = await this.#read(copy.range, mark.lastId, reading, flushing);
+          if (!chunk) break;
+          mark = { lastId: chunk.lastId, copied: mark.copied + chunk.documents, done: false };
           const ticket = copy.watermark.issue(mark);
-          const documents = chunk.length;
-          const write = this.#o.sink
-            .write(records, flushing)
+          const { documents } = chunk;
+          const write = chunk
+            .write(flushing)
             .then(
               () => {
                 copy.watermark.done(ticket);

@@ -1,10 +1,11 @@
 import { isUtf8 } from 'node:buffer';
+import { BSONError } from 'bson';
 import { type Collection, type Document, type FindCursor } from 'mongodb';
 import { bsonKind, type BsonKind } from '../base/bson-kind.js';
 import { invalidUtf8Bytes } from '../base/invalid-utf8.js';
-import { type IdRange, type SnapshotSource, type SourceDocument } from '../core/ports.js';
+import { type IdRange, type RawChunk, type SnapshotSource, type SourceDocument } from '../core/ports.js';
 import { decodeId, encodeId } from './checkpoint-store.js';
-import { decodeAll, RAW_READ } from './raw-documents.js';
+import { decodeAll, decodeDocument, RAW_READ } from './raw-documents.js';
 import { mongoBoundary } from './error-mapping.js';
 
 export const DEFAULT_BACKFILL_CHUNK = 1_000;
@@ -32,13 +33,23 @@ interface UpperBound {
   readonly id: unknown;
 }
 
+/** A chunk as read: each document's BSON bytes, and the `_id` of the last one (decoded from that alone). */
+interface ReadChunk {
+  readonly documents: readonly Uint8Array[];
+  /** Meaningless when `documents` is empty. */
+  readonly lastId: unknown;
+}
+
+const NO_DOCUMENTS: ReadChunk = { documents: [], lastId: undefined };
+
 /**
  * Reads a collection in `_id` order, one bounded chunk at a time, resuming after the last `_id` copied,
  * optionally stopping at an inclusive upper bound. Paging uses `{_id: {$gt: last}}` on the `_id` index.
  * MongoDB brackets such comparisons by BSON type, so a collection whose ids mix types (numbers and
  * ObjectIds, say) is copied one type at a time: once a type is exhausted the next chunk starts at the first
- * id of the next type in BSON sort order. Documents are read as BSON bytes and decoded here, so a string
- * that is not valid UTF-8 is kept as its bytes rather than failing the chunk on every retry.
+ * id of the next type in BSON sort order. Documents are read as BSON bytes and handed over as such (only
+ * the `_id`s paging needs are decoded), so a string that is not valid UTF-8 is kept as its bytes rather than
+ * failing the chunk on every retry, and decoding is left to whoever maps the documents.
  *
  * An upper bound goes into the `_id` index bounds (`$lte`) while the chunk is in the bound's own type, and
  * into a `$expr` comparison, which MongoDB evaluates across types in BSON order, always: the index bound
@@ -52,11 +63,11 @@ class IdOrderReader {
     private readonly chunkBytes = DEFAULT_BACKFILL_CHUNK_BYTES,
   ) {}
 
-  async nextChunk(lastId: unknown, upper: UpperBound | undefined, signal: AbortSignal): Promise<Document[]> {
+  async nextChunk(lastId: unknown, upper: UpperBound | undefined, signal: AbortSignal): Promise<ReadChunk> {
     return endOnQueryableId(await this.#read(lastId, upper, signal));
   }
 
-  async #read(lastId: unknown, upper: UpperBound | undefined, signal: AbortSignal): Promise<Document[]> {
+  async #read(lastId: unknown, upper: UpperBound | undefined, signal: AbortSignal): Promise<Uint8Array[]> {
     signal.throwIfAborted();
     if (lastId === undefined) {
       if (upper) return this.#nextType(crossing(undefined, upper), upper);
@@ -78,14 +89,14 @@ class IdOrderReader {
    * keeps a string like "$x" from being read as a field path and a sub-document id from being evaluated as
    * an expression object.
    */
-  async #nextType(match: Document, upper: UpperBound | undefined): Promise<Document[]> {
-    const [next] = decodeAll(
+  async #nextType(match: Document, upper: UpperBound | undefined): Promise<Uint8Array[]> {
+    const [next] = (
       await this.collection
         .aggregate([{ $match: match }, { $sort: { _id: 1 } }, { $limit: 1 }], RAW_READ)
-        .toArray(),
-    );
+        .toArray()
+    ).map(rawDocument);
     if (!next) return [];
-    const nextId: unknown = next._id;
+    const nextId = documentId(next);
     // A string that is not valid UTF-8 cannot be named in a query (it would be sent as the marker's
     // sub-document and page through the documents' bracket, past the strings): the chunk ends on it, and
     // the next one continues from its bytes.
@@ -102,8 +113,8 @@ class IdOrderReader {
    * comes): a chunk of large documents stays small in memory, and with several chunks of several ranges in
    * flight that is what bounds the backfill's memory. The rest of the cursor is left unread (closed).
    */
-  async #take(cursor: FindCursor<unknown>, count: number): Promise<Document[]> {
-    const raw: unknown[] = [];
+  async #take(cursor: FindCursor<unknown>, count: number): Promise<Uint8Array[]> {
+    const raw: Uint8Array[] = [];
     let bytes = 0;
     if (count <= 0) {
       await cursor.close();
@@ -111,14 +122,15 @@ class IdOrderReader {
     }
     try {
       for await (const item of cursor.limit(count)) {
-        raw.push(item);
-        bytes += item instanceof Uint8Array ? item.length : 0;
+        const document = rawDocument(item);
+        raw.push(document);
+        bytes += document.length;
         if (bytes >= this.chunkBytes) break;
       }
     } finally {
       await cursor.close();
     }
-    return decodeAll(raw);
+    return raw;
   }
 
   /**
@@ -131,7 +143,7 @@ class IdOrderReader {
     last: Uint8Array,
     upper: UpperBound | undefined,
     signal: AbortSignal,
-  ): Promise<Document[]> {
+  ): Promise<Uint8Array[]> {
     const from = queryableStringBefore(last);
     const fromPrefix: Document = { _id: { $gte: from } };
     if (upper) {
@@ -139,13 +151,12 @@ class IdOrderReader {
       Object.assign(fromPrefix, atMost(upper));
     }
     const cursor = this.collection.find(fromPrefix, RAW_READ).sort({ _id: 1 }).batchSize(this.chunkSize);
-    const chunk: Document[] = [];
+    const chunk: Uint8Array[] = [];
     try {
       for await (const item of cursor) {
         signal.throwIfAborted();
-        const [document] = decodeAll([item]);
-        if (document === undefined) continue;
-        const bytes = stringBytes(document._id);
+        const document = rawDocument(item);
+        const bytes = stringBytes(documentId(document));
         if (bytes !== undefined && Buffer.compare(bytes, last) <= 0) continue;
         chunk.push(document);
         if (chunk.length >= this.chunkSize) break;
@@ -178,7 +189,9 @@ export class SnapshotReader {
 
   /** The next chunk after `lastId` (undefined: from the start); empty when the copy is complete. */
   nextChunk(lastId: unknown, signal: AbortSignal): Promise<Document[]> {
-    return mongoBoundary(() => this.#reader.nextChunk(lastId, undefined, signal));
+    return mongoBoundary(async () =>
+      decodeAll((await this.#reader.nextChunk(lastId, undefined, signal)).documents),
+    );
   }
 }
 
@@ -239,11 +252,25 @@ export class MongoSnapshotSource implements SnapshotSource {
     lastId: string | undefined,
     signal: AbortSignal,
   ): Promise<readonly SourceDocument[]> {
-    return mongoBoundary(() => {
-      const from = lastId ?? range.after;
-      const upper = range.upTo === undefined ? undefined : { id: decodeId(range.upTo) };
-      return this.#reader.nextChunk(from === undefined ? undefined : decodeId(from), upper, signal);
+    return mongoBoundary(async () => decodeAll((await this.#read(range, lastId, signal)).documents));
+  }
+
+  /**
+   * The chunk `nextChunk` reads, with the same bounds (chunk size, chunk bytes, the range), undecoded: only
+   * `_id`s are decoded (the last document's, for `lastId`, and any paging needs).
+   */
+  nextRawChunk(range: IdRange, lastId: string | undefined, signal: AbortSignal): Promise<RawChunk> {
+    return mongoBoundary(async () => {
+      const chunk = await this.#read(range, lastId, signal);
+      if (chunk.documents.length === 0) return { documents: [], lastId: undefined };
+      return { documents: packed(chunk.documents), lastId: encodeId(chunk.lastId) };
     });
+  }
+
+  #read(range: IdRange, lastId: string | undefined, signal: AbortSignal): Promise<ReadChunk> {
+    const from = lastId ?? range.after;
+    const upper = range.upTo === undefined ? undefined : { id: decodeId(range.upTo) };
+    return this.#reader.nextChunk(from === undefined ? undefined : decodeId(from), upper, signal);
   }
 
   async #split(parts: number, signal: AbortSignal): Promise<readonly IdRange[]> {
@@ -408,9 +435,137 @@ function crossing(after: unknown, upper: UpperBound | undefined): Document {
  * chunk that has another id ends there instead, and the ordinary `$gt` read of the next chunk takes up the
  * invalid ids after it again: only a chunk made entirely of such ids is continued by rescanning.
  */
-function endOnQueryableId(chunk: Document[]): Document[] {
-  const last = chunk.findLastIndex((document) => invalidUtf8Bytes(document._id) === undefined);
-  return last < 0 ? chunk : chunk.slice(0, last + 1);
+function endOnQueryableId(chunk: Uint8Array[]): ReadChunk {
+  const last = chunk.at(-1);
+  if (last === undefined) return NO_DOCUMENTS;
+  const lastId = documentId(last);
+  if (invalidUtf8Bytes(lastId) === undefined) return { documents: chunk, lastId };
+  for (let i = chunk.length - 2; i >= 0; i--) {
+    const id = documentId(chunk[i] ?? last);
+    if (invalidUtf8Bytes(id) === undefined) return { documents: chunk.slice(0, i + 1), lastId: id };
+  }
+  return { documents: chunk, lastId };
+}
+
+/** A document of a read made with RAW_READ, which the driver always hands over as its BSON bytes. */
+function rawDocument(item: unknown): Uint8Array {
+  if (item instanceof Uint8Array) return item;
+  throw new TypeError('a raw read handed over a decoded document');
+}
+
+/**
+ * The documents copied into one buffer of their own. The driver hands raw documents over as views into
+ * its reply buffers (up to 16 MB each, holding documents past the chunk too): held while the chunk is in
+ * flight, they would keep every such buffer alive, beyond the chunk byte cap. One copy of the chunk's bytes
+ * (a memcpy, next to nothing beside decoding them) holds exactly those, and a structured clone of the chunk
+ * for a worker thread (which copies a view's whole buffer) copies only them. A Buffer (never one of Node's
+ * pooled ones, which are shared), as the driver's are: bson decoded views of a plain Uint8Array about a tenth
+ * slower per document (measured in bench/pipeline.ts's backfill; the cause is not pinned down).
+ */
+function packed(documents: readonly Uint8Array[]): Buffer[] {
+  const buffer = Buffer.allocUnsafeSlow(documents.reduce((sum, document) => sum + document.byteLength, 0));
+  let at = 0;
+  return documents.map((document) => {
+    buffer.set(document, at);
+    at += document.byteLength;
+    return buffer.subarray(at - document.byteLength, at);
+  });
+}
+
+/** BSON element types by their tag byte (bsonspec.org), as far as `valueLength` needs them. */
+const ELEMENT = {
+  double: 0x01,
+  string: 0x02,
+  document: 0x03,
+  array: 0x04,
+  binary: 0x05,
+  undefined: 0x06,
+  objectId: 0x07,
+  boolean: 0x08,
+  date: 0x09,
+  null: 0x0a,
+  regex: 0x0b,
+  dbPointer: 0x0c,
+  code: 0x0d,
+  symbol: 0x0e,
+  codeWithScope: 0x0f,
+  int32: 0x10,
+  timestamp: 0x11,
+  int64: 0x12,
+  decimal128: 0x13,
+  minKey: 0xff,
+  maxKey: 0x7f,
+} as const;
+
+/** "_id" as the bytes of an element's name. */
+const ID_NAME = Buffer.from('_id', 'utf8');
+
+/**
+ * The `_id` of one BSON document, decoding that element alone: the element is copied into a document of
+ * its own and decoded as decodeDocument decodes a whole one, so the id comes out as it would from the
+ * whole document (an id that is not valid UTF-8 as an InvalidUtf8String). MongoDB stores `_id` first, so
+ * the scan of top-level elements normally stops at the first. Undefined when the document has none.
+ */
+export function documentId(bytes: Uint8Array): unknown {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const end = buffer.readInt32LE(0) - 1;
+  let at = 4;
+  while (at < end) {
+    const nameEnd = buffer.indexOf(0, at + 1);
+    if (nameEnd < 0) throw new BSONError('a BSON element name has no end');
+    const next = nameEnd + 1 + valueLength(buffer, buffer[at] ?? 0, nameEnd + 1);
+    if (
+      nameEnd - at - 1 === ID_NAME.length &&
+      buffer.compare(ID_NAME, 0, ID_NAME.length, at + 1, nameEnd) === 0
+    ) {
+      const alone = Buffer.alloc(4 + (next - at) + 1);
+      alone.writeInt32LE(alone.length, 0);
+      buffer.copy(alone, 4, at, next);
+      return decodeDocument(alone)._id as unknown;
+    }
+    at = next;
+  }
+  return undefined;
+}
+
+/** The length of the value of a BSON element of type `type` that starts at `at`. */
+function valueLength(buffer: Buffer, type: number, at: number): number {
+  switch (type) {
+    case ELEMENT.undefined:
+    case ELEMENT.null:
+    case ELEMENT.minKey:
+    case ELEMENT.maxKey:
+      return 0;
+    case ELEMENT.boolean:
+      return 1;
+    case ELEMENT.int32:
+      return 4;
+    case ELEMENT.double:
+    case ELEMENT.date:
+    case ELEMENT.timestamp:
+    case ELEMENT.int64:
+      return 8;
+    case ELEMENT.objectId:
+      return 12;
+    case ELEMENT.decimal128:
+      return 16;
+    case ELEMENT.string:
+    case ELEMENT.code:
+    case ELEMENT.symbol:
+      return 4 + buffer.readInt32LE(at);
+    case ELEMENT.document:
+    case ELEMENT.array:
+    case ELEMENT.codeWithScope:
+      return buffer.readInt32LE(at);
+    case ELEMENT.binary:
+      return 4 + 1 + buffer.readInt32LE(at);
+    case ELEMENT.dbPointer:
+      return 4 + buffer.readInt32LE(at) + 12;
+    case ELEMENT.regex:
+      return buffer.indexOf(0, buffer.indexOf(0, at) + 1) + 1 - at;
+    default:
+      throw new BSONError(`unexpected BSON element type 0x${type.toString(16)}`);
+  }
 }
 
 /** The stored bytes of a string id (valid or not); undefined for ids of other types. */

@@ -3,8 +3,10 @@ import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ChangeEvent } from '../../../src/core/model.js';
 import { MongoChangeSource } from '../../../src/mongodb/change-source.js';
-import { SnapshotReader } from '../../../src/mongodb/snapshot-reader.js';
+import { MongoSnapshotSource, SnapshotReader } from '../../../src/mongodb/snapshot-reader.js';
 import { BSON_DECODE_OPTIONS } from '../../../src/base/bson-kind.js';
+import { encodeId } from '../../../src/mongodb/checkpoint-store.js';
+import { decodeDocument } from '../../../src/mongodb/raw-documents.js';
 import { relaxedEjsonText } from '../../../src/transform/ejson.js';
 import { INVALID_UTF8, INVALID_UTF8_PLACEHOLDER, InvalidUtf8Proxy } from '../support/invalid-utf8-proxy.js';
 
@@ -42,6 +44,28 @@ describe('documents stored with strings that are not valid UTF-8 (through a prox
     expect(chunk.map((d) => d._id as unknown)).toEqual([1, 2, 3]);
     expect(relaxedEjsonText(chunk[1]?.s)).toBe(MARKER);
     expect(chunk[2]?.s).toBe('fine');
+  });
+
+  it('issue 11: a raw backfill chunk hands them over as the bytes the server sent', async () => {
+    const name = `utf8_${randomBytes(4).toString('hex')}`;
+    await direct
+      .db(name)
+      .collection<{ _id: number; s: string }>('items')
+      .insertMany([
+        { _id: 1, s: 'fine' },
+        { _id: 2, s: INVALID_UTF8_PLACEHOLDER },
+        { _id: 3, s: 'fine' },
+      ]);
+    const source = new MongoSnapshotSource(proxied.db(name).collection('items'), { chunkSize: 10 });
+    const chunk = await source.nextRawChunk(
+      { after: undefined, upTo: undefined },
+      undefined,
+      new AbortController().signal,
+    );
+    expect(chunk.documents).toHaveLength(3);
+    expect(chunk.lastId).toBe(encodeId(3));
+    expect(Buffer.from(chunk.documents[1] ?? []).includes(Buffer.from(INVALID_UTF8))).toBe(true);
+    expect(relaxedEjsonText(decodeDocument(chunk.documents[1] ?? new Uint8Array()).s)).toBe(MARKER);
   });
 
   it('issue 10 item 12: the change stream reads the event from its bytes and goes on after it', async () => {

@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
+import { EJSON } from 'bson';
 import { Binary, type Collection, MongoClient, ObjectId } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type IdRange } from '../../../src/core/ports.js';
 import { encodeId } from '../../../src/mongodb/checkpoint-store.js';
+import { decodeDocument } from '../../../src/mongodb/raw-documents.js';
 import { MongoSnapshotSource, SnapshotReader } from '../../../src/mongodb/snapshot-reader.js';
 
 let client: MongoClient;
@@ -211,5 +213,53 @@ describe('snapshot source: a collection split into _id ranges (issue 11)', () =>
     expect(new Set(all).size).toBe(all.length);
     const evens = all.filter((id) => id % 2 === 0);
     expect(evens.sort((a, b) => a - b)).toEqual(before);
+  });
+});
+
+describe('snapshot source: chunks handed over as BSON bytes (issue 11, build 6)', () => {
+  it('issue 11: nextRawChunk reads the same documents and lastIds as nextChunk, range by range, whatever the id types', async () => {
+    const db = client.db(`raw_${randomBytes(4).toString('hex')}`);
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uniqueArray(arbId, { maxLength: 60, selector: (id) => encodeId(id) }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.integer({ min: 1, max: 7 }),
+        async (ids, parts, chunkSize) => {
+          const collection = db.collection<{ _id: unknown; v: number }>(`items_${String(run++)}`);
+          const unique = [
+            ...new Map(ids.map((id) => [typeof id === 'number' ? `n${id}` : encodeId(id), id])).values(),
+          ];
+          if (unique.length > 0) await collection.insertMany(unique.map((_id, v) => ({ _id, v })));
+          const source = new MongoSnapshotSource(db.collection(collection.collectionName), {
+            chunkSize,
+            minRangeDocuments: 1,
+          });
+          const signal = new AbortController().signal;
+          let read = 0;
+          for (const range of await source.split(parts, signal)) {
+            let lastId: string | undefined;
+            for (;;) {
+              const decoded = await source.nextChunk(range, lastId, signal);
+              const raw = await source.nextRawChunk(range, lastId, signal);
+              expect(
+                raw.documents.map((bytes) => EJSON.stringify(decodeDocument(bytes), { relaxed: false })),
+              ).toEqual(decoded.map((document) => EJSON.stringify(document, { relaxed: false })));
+              const last = decoded.at(-1);
+              if (last === undefined) {
+                expect(raw.lastId).toBeUndefined();
+                break;
+              }
+              expect(raw.lastId).toBe(encodeId(last._id));
+              read += raw.documents.length;
+              lastId = raw.lastId;
+            }
+          }
+          expect(read).toBe(unique.length);
+        },
+      ),
+      { numRuns: 25 },
+    );
+    await db.dropDatabase();
   });
 });

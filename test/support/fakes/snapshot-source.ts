@@ -1,5 +1,11 @@
+import { serialize } from 'bson';
 import { decodeId, encodeId } from '../../../src/mongodb/checkpoint-store.js';
-import { type IdRange, type SnapshotSource, type SourceDocument } from '../../../src/core/ports.js';
+import {
+  type IdRange,
+  type RawChunk,
+  type SnapshotSource,
+  type SourceDocument,
+} from '../../../src/core/ports.js';
 
 /** A read of one chunk, as the fake saw it. */
 export interface ChunkRead {
@@ -7,6 +13,8 @@ export interface ChunkRead {
   readonly lastId: string | undefined;
   /** Writes in flight (see `inFlight`) when the read began. */
   readonly writesInFlight: number;
+  /** Read with nextRawChunk (RawFakeSnapshotSource). */
+  readonly raw: boolean;
 }
 
 /**
@@ -52,12 +60,22 @@ export class FakeSnapshotSource implements SnapshotSource {
     return Promise.resolve(ranges);
   }
 
-  async nextChunk(
+  nextChunk(
     range: IdRange,
     lastId: string | undefined,
     signal: AbortSignal,
   ): Promise<readonly SourceDocument[]> {
-    this.reads.push({ range, lastId, writesInFlight: this.inFlight() });
+    return this.read(range, lastId, signal, false);
+  }
+
+  /** The chunk of `range` after `lastId`, recorded in `reads`. */
+  protected async read(
+    range: IdRange,
+    lastId: string | undefined,
+    signal: AbortSignal,
+    raw: boolean,
+  ): Promise<readonly SourceDocument[]> {
+    this.reads.push({ range, lastId, writesInFlight: this.inFlight(), raw });
     this.reading++;
     this.maxReading = Math.max(this.maxReading, this.reading);
     try {
@@ -76,6 +94,21 @@ export class FakeSnapshotSource implements SnapshotSource {
     } finally {
       this.reading--;
     }
+  }
+}
+
+/**
+ * The same collection, also read raw (SnapshotSource.nextRawChunk): each chunk's documents serialised with
+ * bson, and the last one's `_id` as canonical Extended JSON.
+ */
+export class RawFakeSnapshotSource extends FakeSnapshotSource {
+  async nextRawChunk(range: IdRange, lastId: string | undefined, signal: AbortSignal): Promise<RawChunk> {
+    const chunk = await this.read(range, lastId, signal, true);
+    const last = chunk.at(-1);
+    return {
+      documents: chunk.map((document) => serialize(document)),
+      lastId: last === undefined ? undefined : encodeId(last._id),
+    };
   }
 }
 

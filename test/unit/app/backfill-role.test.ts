@@ -1,12 +1,23 @@
 import { describe, expect, it } from 'vitest';
-import { runBackfill, type BackfillRoleOptions, type BackfillShown } from '../../../src/app/backfill-role.js';
-import { type BackfillProgress, type SourceDocument } from '../../../src/core/ports.js';
+import {
+  runBackfill,
+  type BackfillRecords,
+  type BackfillRoleOptions,
+  type BackfillShown,
+} from '../../../src/app/backfill-role.js';
+import { backfillRecord } from '../../../src/core/history-rows.js';
+import { type BackfillProgress, type IdRange, type SourceDocument } from '../../../src/core/ports.js';
 import { decodeId, encodeId } from '../../../src/mongodb/checkpoint-store.js';
+import { decodeDocument } from '../../../src/mongodb/raw-documents.js';
 import { createLogger } from '../../../src/observability/logger.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { MemoryCheckpointStore } from '../../support/fakes/checkpoint-store.js';
 import { HeldSink } from '../../support/fakes/held-sink.js';
-import { FakeSnapshotSource, numberedDocuments } from '../../support/fakes/snapshot-source.js';
+import {
+  FakeSnapshotSource,
+  numberedDocuments,
+  RawFakeSnapshotSource,
+} from '../../support/fakes/snapshot-source.js';
 
 const SNAPSHOT = { t: 1_700_000_000, i: 1 };
 const fresh = (): BackfillProgress => ({
@@ -22,8 +33,10 @@ function ackedIds(sink: HeldSink): number[] {
   return sink.acknowledged.map((text) => Number((JSON.parse(text) as { $numberInt: string }).$numberInt));
 }
 
-function setup(documents: readonly SourceDocument[], chunkSize: number, auto = true) {
-  const source = new FakeSnapshotSource(documents, chunkSize);
+function setup(documents: readonly SourceDocument[], chunkSize: number, auto = true, raw = false) {
+  const source = raw
+    ? new RawFakeSnapshotSource(documents, chunkSize)
+    : new FakeSnapshotSource(documents, chunkSize);
   const sink = new HeldSink(auto);
   source.inFlight = () => sink.inFlight;
   const checkpoints = new MemoryCheckpointStore();
@@ -247,32 +260,252 @@ describe('backfill role (issue 11 Build 3 and 5)', () => {
 });
 
 describe('backfill role, many ranges (issue 11 review)', () => {
-  it('issue 11: eight ranges of chunks in flight listen to the signals they are given without a leak warning', async () => {
-    const warnings: string[] = [];
-    const onWarning = (warning: Error) => warnings.push(warning.name);
-    process.on('warning', onWarning);
-    try {
-      const documents = Array.from({ length: 400 }, (_, i) => ({ _id: i, v: i }));
-      const { options } = setup(documents, 10);
-      let written = 0;
-      // Each write listens as BigQuerySink and its writer do (a backoff, a request, a deadline), until it ends.
-      const sink: BackfillRoleOptions['sink'] = {
-        write: async (records, signal) => {
-          const listeners = [0, 1, 2].map(() => () => undefined);
-          for (const listener of listeners) signal?.addEventListener('abort', listener);
-          await new Promise((resolve) => setTimeout(resolve, 5));
-          for (const listener of listeners) signal?.removeEventListener('abort', listener);
-          written += records.length;
-          return { written: records.length, deadLettered: 0 };
-        },
-      };
-      const done = await runBackfill({ ...options, sink, parallelism: 8 }, fresh(), never);
-      await new Promise((resolve) => setImmediate(resolve));
-      expect(done.done).toBe(true);
-      expect(written).toBe(400);
-      expect(warnings).not.toContain('MaxListenersExceededWarning');
-    } finally {
-      process.off('warning', onWarning);
+  it.each([false, true])(
+    'issue 11: eight ranges of chunks in flight listen to the signals they are given without a leak warning (raw: %s)',
+    async (raw) => {
+      const warnings: string[] = [];
+      const onWarning = (warning: Error) => warnings.push(warning.name);
+      process.on('warning', onWarning);
+      try {
+        const documents = Array.from({ length: 400 }, (_, i) => ({ _id: i, v: i }));
+        const { options } = raw ? rawSetup(documents, 10) : setup(documents, 10);
+        let written = 0;
+        // Each write listens as BigQuerySink and its writer do (a backoff, a request, a deadline), until it ends.
+        const sink: BackfillRoleOptions['sink'] = {
+          write: async (records, signal) => {
+            const listeners = [0, 1, 2].map(() => () => undefined);
+            for (const listener of listeners) signal?.addEventListener('abort', listener);
+            await new Promise((resolve) => setTimeout(resolve, 5));
+            for (const listener of listeners) signal?.removeEventListener('abort', listener);
+            written += records.length;
+            return { written: records.length, deadLettered: 0 };
+          },
+        };
+        // Records made elsewhere listen as a worker pool's task does, until they are made.
+        const made = options.records;
+        const records: BackfillRecords | undefined =
+          made &&
+          (async (documents, now, signal) => {
+            const listener = () => undefined;
+            signal.addEventListener('abort', listener);
+            await new Promise((resolve) => setTimeout(resolve, 2));
+            try {
+              return await made(documents, now, signal);
+            } finally {
+              signal.removeEventListener('abort', listener);
+            }
+          });
+        const done = await runBackfill(
+          { ...options, sink, parallelism: 8, ...(records ? { records } : {}) },
+          fresh(),
+          never,
+        );
+        await new Promise((resolve) => setImmediate(resolve));
+        expect(done.done).toBe(true);
+        expect(written).toBe(400);
+        expect(warnings).not.toContain('MaxListenersExceededWarning');
+      } finally {
+        process.off('warning', onWarning);
+      }
+    },
+  );
+});
+
+/**
+ * A `records` as prepareDocuments will be one, made on this thread: each document decoded from its bytes and
+ * mapped with no columns. `calls` holds the ids of each call's documents, in call order; `hold`, when set,
+ * is awaited by a call before it maps (its argument: the call's number, from 1).
+ */
+function recordsOnThisThread() {
+  const mapper = compileRowMapper([]);
+  const calls: number[][] = [];
+  const state: { hold: ((call: number) => Promise<void>) | undefined } = { hold: undefined };
+  const records: BackfillRecords = async (documents, now) => {
+    const decoded = documents.map((bytes) => decodeDocument(bytes));
+    calls.push(decoded.map((document) => document._id as number));
+    await state.hold?.(calls.length);
+    return decoded.map((document) => backfillRecord(mapper, document, SNAPSHOT, now));
+  };
+  return { records, calls, state };
+}
+
+/** A backfill over a source that reads raw, with `records` made on this thread. */
+function rawSetup(documents: readonly SourceDocument[], chunkSize: number, auto = true) {
+  const made = setup(documents, chunkSize, auto, true);
+  const recorder = recordsOnThisThread();
+  return { ...made, ...recorder, options: { ...made.options, records: recorder.records } };
+}
+
+/** Whether `id` lies in `range` (bounds are whole numbers as canonical Extended JSON). */
+function inRange(range: IdRange, id: number): boolean {
+  const after = range.after === undefined ? -Infinity : (decodeId(range.after) as number);
+  const upTo = range.upTo === undefined ? Infinity : (decodeId(range.upTo) as number);
+  return id > after && id <= upTo;
+}
+
+describe('backfill role, chunks read as BSON bytes (issue 11, build 6)', () => {
+  it('issue 11: records is called once per chunk, in _id order within each range, and schema.evolve never', async () => {
+    const { source, sink, evolved, calls, options } = rawSetup(numberedDocuments(1_000), 50);
+    const done = await runBackfill(options, fresh(), never);
+    expect(source.reads.every((read) => read.raw)).toBe(true);
+    expect(evolved).toEqual([]);
+    const ranges = done.ranges ?? [];
+    expect(ranges).toHaveLength(4);
+    for (const range of ranges) {
+      const ofRange = calls.filter((ids) => inRange(range, ids[0] ?? NaN));
+      // Each call is one chunk of the range, and the calls follow each other through it in order.
+      for (const ids of ofRange) expect(ids.length).toBeLessThanOrEqual(50);
+      const ids = ofRange.flat();
+      expect(ids.every((id) => inRange(range, id))).toBe(true);
+      expect(ids).toEqual([...ids].sort((a, b) => a - b));
+      expect(ids).toHaveLength(250);
     }
+    expect(ackedIds(sink).sort((a, b) => a - b)).toEqual([...Array(1_000).keys()]);
+    expect(done).toMatchObject({ done: true, copied: 1_000, estimated: 1_000 });
+  });
+
+  it('issue 11: progress, lastIds and reads are those of the decoded path', async () => {
+    const documents = numberedDocuments(300);
+    const decoded = setup(documents, 7);
+    const raw = rawSetup(documents, 7);
+    const copied = { decoded: 0, raw: 0 };
+    const doneDecoded = await runBackfill(
+      { ...decoded.options, parallelism: 3, onCopied: (n) => (copied.decoded += n) },
+      fresh(),
+      never,
+    );
+    const doneRaw = await runBackfill(
+      { ...raw.options, parallelism: 3, onCopied: (n) => (copied.raw += n) },
+      fresh(),
+      never,
+    );
+    expect(doneRaw).toEqual(doneDecoded);
+    expect(raw.checkpoints.progress).toEqual(decoded.checkpoints.progress);
+    expect(copied).toEqual({ decoded: 300, raw: 300 });
+    // Chunk by chunk, each range is read after the same lastIds.
+    const reads = (source: FakeSnapshotSource) =>
+      source.reads.map((read) => `${read.range.after ?? ''}/${read.lastId ?? ''}`).sort();
+    expect(reads(raw.source)).toEqual(reads(decoded.source));
+  });
+
+  it('issue 11 property: random acknowledgement order and failures save only acknowledged prefixes, and a resume copies the rest', async () => {
+    for (let trial = 0; trial < 10; trial++) {
+      const ids = numberedDocuments(150);
+      const { sink, checkpoints, options } = rawSetup(ids, 7, false);
+      const failAt = trial % 3 === 0 ? undefined : 3 + Math.floor(Math.random() * 12);
+      const state = { ended: false };
+      const running = runBackfill({ ...options, parallelism: 1 + (trial % 4) }, fresh(), never).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      void running.then(() => {
+        state.ended = true;
+      });
+      let answered = 0;
+      while (!state.ended) {
+        const pick = sink.pending[Math.floor(Math.random() * sink.pending.length)];
+        if (pick) {
+          answered++;
+          if (answered === failAt) pick.fail(new Error(`failure ${answered}`));
+          else pick.ack();
+        }
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
+      const outcome = await running;
+      expect(outcome === undefined).toBe(failAt === undefined || answered < failAt);
+      const acked = new Set(ackedIds(sink).map(String));
+      expectPrefixes(
+        checkpoints,
+        acked,
+        ids.map((d) => d._id as number),
+      );
+      const saved = checkpoints.progress;
+      if (!saved) throw new Error('no progress saved');
+      const resumed = rawSetup(ids, 7);
+      expect((await runBackfill(resumed.options, saved, never)).done).toBe(true);
+      expect(new Set([...acked, ...ackedIds(resumed.sink).map(String)]).size).toBe(150);
+    }
+  });
+
+  it.each(['rejects', 'throws'] as const)(
+    'issue 11: a records call that %s fails the backfill as a failing write does: nothing read after it, progress not past it',
+    async (how) => {
+      const { sink, checkpoints, source, calls, options } = rawSetup(numberedDocuments(60), 10, false);
+      const failure = new Error('the worker pool said no');
+      const records: BackfillRecords = (documents, now, signal) => {
+        if (calls.length === 1) {
+          calls.push([]);
+          if (how === 'throws') throw failure;
+          return Promise.reject(failure);
+        }
+        return options.records(documents, now, signal);
+      };
+      const running = runBackfill({ ...options, records, parallelism: 1 }, fresh(), never);
+      await sink.writesMade(1);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      // The chunk before the failed one is still written, and its progress saved.
+      sink.pending.forEach((w) => {
+        w.ack();
+      });
+      await expect(running).rejects.toBe(failure);
+      expect(sink.writes).toHaveLength(1);
+      expect(source.reads).toHaveLength(2);
+      expect(checkpoints.progress?.ranges).toEqual([
+        { after: undefined, upTo: undefined, lastId: encodeId(9), copied: 10, done: false },
+      ]);
+    },
+  );
+
+  it('issue 11: the next chunk of a range is read while the records of the one before are made, at most 2 chunks a range', async () => {
+    const { source, sink, calls, state, options } = rawSetup(numberedDocuments(100), 10, false);
+    let release = (): void => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    state.hold = (call) => (call === 1 ? held : Promise.resolve());
+    const running = runBackfill({ ...options, parallelism: 1 }, fresh(), never);
+    await sink.writesMade(1);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    // Chunk 1 is being mapped; chunk 2 was read and mapped meanwhile, and is written; chunk 3 waits.
+    expect(calls.map((ids) => ids[0])).toEqual([0, 10]);
+    expect(source.reads).toHaveLength(2);
+    expect(sink.writes.map((w) => w.records.length)).toEqual([10]);
+    expect(ackedIds(sink)).toEqual([]);
+    release();
+    while (sink.writes.length < 10 || sink.pending.length > 0) {
+      sink.pending.forEach((w) => {
+        w.ack();
+      });
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    expect(await running).toMatchObject({ done: true, copied: 100 });
+    expect(sink.maxInFlight).toBeLessThanOrEqual(2);
+  });
+
+  it('issue 11: records given, a source that cannot read raw is read and mapped as before', async () => {
+    const { source, sink, evolved, options } = setup(numberedDocuments(200), 20);
+    const { records, calls } = recordsOnThisThread();
+    const done = await runBackfill({ ...options, records }, fresh(), never);
+    expect(calls).toEqual([]);
+    expect(source.reads.every((read) => !read.raw)).toBe(true);
+    expect(evolved.reduce((a, b) => a + b, 0)).toBe(200);
+    expect(ackedIds(sink).sort((a, b) => a - b)).toEqual([...Array(200).keys()]);
+    expect(done.done).toBe(true);
+  });
+
+  it('issue 11: a stop with raw chunks in flight makes and writes their records, saves their progress and rejects with the stop', async () => {
+    const { sink, checkpoints, options } = rawSetup(numberedDocuments(100), 10, false);
+    const stop = new AbortController();
+    const running = runBackfill({ ...options, parallelism: 2 }, fresh(), stop.signal);
+    await sink.writesMade(4);
+    const shutdown = new Error('shutdown');
+    stop.abort(shutdown);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(sink.writes).toHaveLength(4);
+    sink.pending.forEach((w) => {
+      w.ack();
+    });
+    await expect(running).rejects.toBe(shutdown);
+    expect(checkpoints.progress?.ranges?.map((r) => r.copied)).toEqual([20, 20]);
   });
 });
