@@ -6,9 +6,9 @@
 // by a counter of the bytes each would send, answered after a simulated round trip (bench/counting-sink.ts),
 // and each chunk read of the backfill by a simulated round trip to MongoDB. Both are timers, so waiting
 // costs no CPU, as waiting for a remote server does not. The backfill's rate reads chunks as BSON bytes
-// (nextRawChunk) and has their records made by an in-thread `records` function (decodeDocument, then
-// backfillRecord; the generated documents fit their columns, so nothing is evolved) where the daemon's
-// worker threads will make them; its JSON line says which (`"records":"in-thread"`).
+// (nextRawChunk) and has their records made as the daemon makes them with worker threads (prepareDocuments,
+// `"records":"workers"`), and without, on this thread (decodeDocument, then backfillRecord; the generated
+// documents fit their columns, so nothing is evolved: `"records":"in-thread"`).
 //
 // Paths measured, for each writer (storage-write, the default, and insert-all):
 // - stream-loop: what the daemon runs, on one thread: runStreamLoop pulling decoded, normalised events from
@@ -65,7 +65,7 @@ import {
   type RawChangeBatch,
 } from '../src/core/ports.js';
 import { type MappingSpec } from '../src/core/prepared.js';
-import { EncoderPool, prepareChanges } from '../src/workers/prepare.js';
+import { EncoderPool, prepareChanges, prepareDocuments } from '../src/workers/prepare.js';
 import {
   DEFAULT_STREAM_BATCH_SIZE,
   rowBytes,
@@ -130,7 +130,7 @@ function millisecondsList(name: string, fallback: readonly number[]): number[] {
 
 const EVENTS = Number(process.env.MBA_BENCH_EVENTS ?? 10_000);
 const THREADS = Number(process.env.MBA_BENCH_THREADS ?? 2);
-/** The stream-loop path on one thread, then with THREADS worker threads (the daemon's WORKER_THREADS). */
+/** The stream-loop path and the backfill on one thread, then with THREADS worker threads (WORKER_THREADS). */
 const STREAM_LOOP_THREADS = [0, THREADS].filter((n, i, all) => all.indexOf(n) === i);
 const BACKFILL_DOCS = Number(process.env.MBA_BENCH_DOCS ?? 1_000_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -310,9 +310,6 @@ function inThreadRecords(mapper: ReturnType<typeof compileRowMapper>): BackfillR
     );
 }
 
-/** Where the backfill's rate has its records made (see inThreadRecords); its JSON line's `records`. */
-const BACKFILL_RECORDS = 'in-thread';
-
 /**
  * Documents/s of the daemon's backfill (runBackfill: `_id` ranges copied concurrently, chunks read ahead
  * while earlier ones are written, progress saved over acknowledged prefixes), chunks read as BSON bytes and
@@ -321,12 +318,24 @@ const BACKFILL_RECORDS = 'in-thread';
  * copy of the collection, lets it reach its steady state (a round trip each way and a little more) and counts
  * the documents BigQuery acknowledged for BENCH_ROUND_MS, then stops it (its final flush writes what it read).
  */
-async function backfillRate(rttMs: number): Promise<void> {
+async function backfillRate(rttMs: number, pool: EncoderPool | undefined): Promise<void> {
   const writer: WriterKind = 'storage-write';
   const columns = await backfillColumns();
   const mapper = compileRowMapper(columns);
   const counter = wireCounter();
-  const { sink } = countingSink(writer, historyTableSchema(columns), counter, { rttMs });
+  const { sink, rowEncoding } = countingSink(writer, historyTableSchema(columns), counter, { rttMs });
+  const mapping: MappingSpec = { columns, captureUnmapped: true };
+  const threads = pool?.threads ?? 0;
+  const recordsMadeBy = pool ? 'workers' : 'in-thread';
+  // The daemon's: prepareDocuments on its worker threads; without them, decoded and mapped on this thread.
+  const records = (): BackfillRecords =>
+    pool
+      ? prepareDocuments(
+          pool,
+          { current: () => ({ mapping, mapper, encoding: rowEncoding() }) },
+          SNAPSHOT_START,
+        )
+      : inThreadRecords(mapper);
   const log = createLogger({ level: 'silent' });
   let peak = 0;
   const slice = async (ms: number) => {
@@ -339,7 +348,7 @@ async function backfillRate(rttMs: number): Promise<void> {
         sink,
         checkpoints: memoryBackfillCheckpoints(),
         schema: { mapper, evolve: () => Promise.resolve() },
-        records: inThreadRecords(mapper),
+        records: records(),
         log,
         onCopied: (documents) => {
           acknowledged += documents;
@@ -386,13 +395,14 @@ async function backfillRate(rttMs: number): Promise<void> {
     `backfill     ${writer.padEnd(13)} rtt ${String(rttMs).padStart(3)} ms, MongoDB ${MONGO_RTT_MS} ms  ` +
       `floor ${Math.round(f).toLocaleString('en')} docs/s  backfill ${Math.round(v).toLocaleString('en')} docs/s  ` +
       `ratio ${ratio.toFixed(2)}  CPU ${median(cores).toFixed(2)} cores  peak RSS ${mb(peak)} MB  ` +
-      `records ${BACKFILL_RECORDS}  load ${load()}`,
+      `records ${recordsMadeBy} (${threads} worker threads)  load ${load()}`,
   );
   lines.push(
     JSON.stringify({
       bench: 'pipeline-backfill',
       writer,
-      records: BACKFILL_RECORDS,
+      records: recordsMadeBy,
+      worker_threads: threads,
       rtt_ms: rttMs,
       mongo_rtt_ms: MONGO_RTT_MS,
       docs: measured,
@@ -413,7 +423,14 @@ async function backfillRate(rttMs: number): Promise<void> {
 
 if (BACKFILL_DOCS > 0) {
   if (PATHS.has('backfill-memory')) await backfillMemory();
-  if (PATHS.has('backfill')) for (const rttMs of RTTS) await backfillRate(rttMs);
+  for (const threads of PATHS.has('backfill') ? STREAM_LOOP_THREADS : []) {
+    const pool = threads > 0 ? new EncoderPool({ threads }) : undefined;
+    try {
+      for (const rttMs of RTTS) await backfillRate(rttMs, pool);
+    } finally {
+      await pool?.close();
+    }
+  }
 }
 
 // --- throughput --------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import { dispositionOf, errorMessage } from '../errors.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
 import { MongoCheckpointStore } from '../mongodb/checkpoint-store.js';
 import { MongoRawChangeSource } from '../mongodb/raw-change-source.js';
-import { type EncoderPool, prepareChanges, type PrepareContext } from '../workers/prepare.js';
+import { prepareChanges, prepareDocuments, type EncoderPool, type PrepareContext } from '../workers/prepare.js';
 import { DEFAULT_BACKFILL_CHUNK, MongoSnapshotSource } from '../mongodb/snapshot-reader.js';
 import { mappingLogger, type Logger } from '../observability/logger.js';
 import { type Metrics } from '../observability/metrics.js';
@@ -333,9 +333,14 @@ class MappingRun {
   async #backfill(schema: SchemaCoordinator, resume: BackfillProgress, signal: AbortSignal): Promise<void> {
     const chunk = this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK;
     const source = new MongoSnapshotSource(this.#collection, { chunkSize: chunk });
+    const pool = this.deps.encoderPool;
     await runBackfill(
       {
         source,
+        // With worker threads, chunks are read as BSON bytes and mapped there (schema evolution included).
+        ...(pool && {
+          records: prepareDocuments(pool, this.#prepareContext(schema), resume.snapshotStart),
+        }),
         sink: this.#sink,
         checkpoints: this.#checkpoints,
         schema,
