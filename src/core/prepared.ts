@@ -18,7 +18,7 @@ export interface PreparedChange {
   /** Put together from the fragments of a split event: its own token is no safe place to resume from. */
   readonly split?: boolean;
   /** The history row of an upsert, delete or collection-gone; absent for lookup misses and ignored events. */
-  readonly record?: HistoryRecord;
+  readonly record?: HistoryRecord | undefined;
 }
 
 /** A pull's changes, prepared, in stream order, and the position after them (as the pull's). */

@@ -141,26 +141,18 @@ export function prepareInThread(
   const encode = options.encode ?? sizeOnly;
   return async (batch, now, signal) => {
     if (batch.events.length > 0) await options.beforeMap?.(batch.events, signal);
-    const changes = batch.events.map((event): PreparedChange => {
-      const change = {
-        kind: event.kind,
-        operationType: operationTypeOf(event),
-        token: event.token,
-        clusterTime: event.clusterTime,
-        ...(event.split === true && { split: true }),
-      };
-      switch (event.kind) {
-        case 'collection-gone':
-        case 'upsert':
-        case 'delete':
-          return { ...change, record: changeRecord(options.mapper(), event, now, encode) };
-        case 'lookup-missed':
-        case 'ignored':
-          return change;
-        default:
-          return event satisfies never;
-      }
-    });
+    // One object per change, always of the same shape.
+    const changes = batch.events.map((event): PreparedChange => ({
+      kind: event.kind,
+      operationType: operationTypeOf(event),
+      token: event.token,
+      clusterTime: event.clusterTime,
+      split: event.split === true,
+      record:
+        event.kind === 'upsert' || event.kind === 'delete' || event.kind === 'collection-gone'
+          ? changeRecord(options.mapper(), event, now, encode)
+          : undefined,
+    }));
     return { changes, position: batch.position };
   };
 }
@@ -179,6 +171,14 @@ export async function runPreparedStreamLoop<B>(
   const window = new InFlightWindow(options.window ?? DEFAULT_WINDOW_LIMITS);
   const observer = options.observer;
   let readUpTo: Position | undefined = start.kind === 'startAt' ? undefined : start.position;
+  /** The last change read whose position `readUpTo` does not hold yet (see catchUp). */
+  let readTo: PreparedChange | undefined;
+  /** `readUpTo` becomes the position of the last change read (made once, not for every change). */
+  const catchUp = (): void => {
+    if (readTo === undefined) return;
+    readUpTo = positionOf(readTo);
+    readTo = undefined;
+  };
   const watermark = new Watermark<Position>(readUpTo);
   /** The last position handed to the watermark (with a batch or marked), so an idle stream marks it once. */
   let issued = readUpTo;
@@ -220,6 +220,7 @@ export async function runPreparedStreamLoop<B>(
 
   /** A position reached with nothing to send: saved once every batch before it is acknowledged. */
   const mark = (): void => {
+    catchUp();
     if (readUpTo === undefined || readUpTo.token === issued?.token) return;
     issued = readUpTo;
     watermark.mark(readUpTo);
@@ -241,6 +242,7 @@ export async function runPreparedStreamLoop<B>(
       return false;
     }
     const records = batcher.take().map((entry) => entry.item);
+    catchUp();
     const ticket = watermark.issue(readUpTo);
     issued = readUpTo;
     // Called at once; a sink that throws instead of rejecting fails its batch the same way.
@@ -323,12 +325,10 @@ export async function runPreparedStreamLoop<B>(
       }
       let gone: CollectionGone | undefined;
       const read = new Map<string, number>();
+      // One time for the batch's rows (the linger counts from a batch's first row; a pull takes no time).
+      const addedAt = clock.now();
       for (const change of batch.changes) {
         read.set(change.operationType, (read.get(change.operationType) ?? 0) + 1);
-        const position: Position =
-          change.kind === 'collection-gone' && change.operationType === 'invalidate'
-            ? { token: change.token, clusterTime: change.clusterTime, invalidate: true }
-            : { token: change.token, clusterTime: change.clusterTime };
         switch (change.kind) {
           case 'collection-gone':
           case 'upsert':
@@ -343,7 +343,7 @@ export async function runPreparedStreamLoop<B>(
             // Full batches leave as they fill, each one request of the sink, so that a pull of many
             // changes becomes several requests in flight together.
             if (!batcher.fits(bytes) && !(await send())) break reading;
-            batcher.add(record, bytes, clock.now());
+            batcher.add(record, bytes, addedAt);
             break;
           }
           case 'lookup-missed':
@@ -357,12 +357,15 @@ export async function runPreparedStreamLoop<B>(
         }
         // A split event's own token is no safe place to resume from: the batch's position (the change
         // before it, or a later one) stands for it, and where the source has none nothing is saved for it.
-        if (change.split !== true) readUpTo = position;
+        // Its position is made only when something needs it (a send, the end of the pull).
+        if (change.split !== true) readTo = change;
         if (change.kind === 'collection-gone') {
-          gone = { kind: 'collection-gone', position };
+          catchUp();
+          gone = { kind: 'collection-gone', position: positionOf(change) };
           break;
         }
       }
+      catchUp();
       for (const [operation, count] of read) observer?.eventsRead(operation, count);
       // An idle stream opened after an invalidate reports the invalidate's own token as its post-batch
       // position: that is still the invalidate, to be continued from with startAfter.
@@ -386,6 +389,13 @@ export async function runPreparedStreamLoop<B>(
     await Promise.allSettled(ahead);
     await cursor.close();
   }
+}
+
+/** The position of a change: an invalidate's is marked, as only `startAfter` may continue from it. */
+function positionOf(change: PreparedChange): Position {
+  return change.kind === 'collection-gone' && change.operationType === 'invalidate'
+    ? { token: change.token, clusterTime: change.clusterTime, invalidate: true }
+    : { token: change.token, clusterTime: change.clusterTime };
 }
 
 /** Where a stream continues from a saved position: after an invalidate only `startAfter` is accepted. */

@@ -304,27 +304,25 @@ function preparedBatch(
     throw new Error(`${batch.changes.length} changes were prepared as ${result.changes.length}`);
   }
   const rows = new EncodedRowsReader(result.rows);
-  const changes = result.changes.map((summary, k): PreparedChange => {
-    const prepared: PreparedChange = {
-      kind: summary.kind,
-      operationType: summary.operationType,
-      token: summary.token,
-      clusterTime: summary.clusterTime,
-      ...(summary.split && { split: true }),
-    };
-    const row = summary.row;
-    if (row < 0) return prepared;
-    const encoded = state.encoding.wrap(rows.bytes(row), rows.size(row));
-    const record = new RawChangeRecord(
-      rows.eventId(row),
-      rows.docId(row),
-      encoded,
-      batch.changes[k] ?? [],
-      state.mapper,
-      now,
-    );
-    return { ...prepared, record };
-  });
+  // One object per change, always of the same shape.
+  const changes = result.changes.map((summary, k): PreparedChange => ({
+    kind: summary.kind,
+    operationType: summary.operationType,
+    token: summary.token,
+    clusterTime: summary.clusterTime,
+    split: summary.split,
+    record:
+      summary.row < 0
+        ? undefined
+        : new RawChangeRecord(
+            rows,
+            summary.row,
+            state.encoding.wrap(rows.bytes(summary.row), rows.size(summary.row)),
+            batch.changes[k] ?? [],
+            state.mapper,
+            now,
+          ),
+  }));
   return { changes, position: batch.position };
 }
 
@@ -334,21 +332,34 @@ function preparedBatch(
  * mapper and time of its preparation, only when asked (a writer that must rebuild it, a dead letter).
  */
 class RawChangeRecord implements HistoryRecord {
+  readonly #rows: EncodedRowsReader;
+  readonly #row: number;
   readonly #raw: RawChange;
   readonly #mapper: RowMapper;
   readonly #now: Date;
 
   constructor(
-    readonly eventId: string,
-    readonly docId: string | null,
+    rows: EncodedRowsReader,
+    row: number,
     readonly encoded: EncodedRow,
     raw: RawChange,
     mapper: RowMapper,
     now: Date,
   ) {
+    this.#rows = rows;
+    this.#row = row;
     this.#raw = raw;
     this.#mapper = mapper;
     this.#now = now;
+  }
+
+  /** Read from the worker's buffer when asked (dead letters, a row built again), not for every change. */
+  get eventId(): string {
+    return this.#rows.eventId(this.#row);
+  }
+
+  get docId(): string | null {
+    return this.#rows.docId(this.#row);
   }
 
   row(): HistoryRow {

@@ -312,7 +312,7 @@ describe.each(WHERE)('prepareChanges %s (issue 11, build 6)', WORKER_TEST, (_whe
       );
       expect(batch.changes).toHaveLength(2);
       expect(batch.changes[1]).toMatchObject({ kind: 'upsert', split: true, token: last.data });
-      expect(batch.changes[0]?.split).toBeUndefined();
+      expect(batch.changes[0]?.split).toBe(false);
       expectPreparedAs(batch.changes[0], [whole], state);
       expectPreparedAs(batch.changes[1], fragments, state);
     },
