@@ -51,13 +51,33 @@ function malformed(reason: string, at: number): BSONError {
  * (bson does that when an element is decoded).
  */
 export function topLevelElements(document: Uint8Array): BsonElement[] {
+  const elements: BsonElement[] = [];
+  walkTopLevel(document, (element) => {
+    elements.push(element);
+    return false;
+  });
+  return elements;
+}
+
+/** The first top-level element named `name`, the walk stopping there; undefined when there is none. */
+export function topLevelElement(document: Uint8Array, name: string): BsonElement | undefined {
+  let found: BsonElement | undefined;
+  walkTopLevel(document, (element) => {
+    if (element.name !== name) return false;
+    found = element;
+    return true;
+  });
+  return found;
+}
+
+/** Walks the top-level elements in order until `visit` returns true. */
+function walkTopLevel(document: Uint8Array, visit: (element: BsonElement) => boolean): void {
   const bytes = Buffer.from(document.buffer, document.byteOffset, document.byteLength);
   if (bytes.length < MIN_DOCUMENT_SIZE) throw malformed('shorter than a document', 0);
   const size = bytes.readInt32LE(0);
   if (size < MIN_DOCUMENT_SIZE || size > bytes.length) throw malformed(`declared size ${String(size)}`, 0);
   const last = size - 1;
   if (bytes[last] !== 0) throw malformed('no terminating NUL', last);
-  const elements: BsonElement[] = [];
   let at = 4;
   while (at < last) {
     const start = at;
@@ -66,10 +86,9 @@ export function topLevelElements(document: Uint8Array): BsonElement[] {
     if (nameEnd < 0 || nameEnd >= last) throw malformed('unterminated element name', at);
     const name = bytes.toString('utf8', at + 1, nameEnd);
     const end = valueEnd(bytes, type, nameEnd + 1, last);
-    elements.push({ name, type, start, end });
+    if (visit({ name, type, start, end })) return;
     at = end;
   }
-  return elements;
 }
 
 /** Where the value of an element of `type` starting at `at` ends; throws when it would pass `limit`. */
@@ -108,12 +127,17 @@ export function decodeElement(
   element: BsonElement,
   options: DeserializeOptions = BSON_DECODE_OPTIONS,
 ): unknown {
+  const decoded = deserialize(elementAlone(document, element), options);
+  return Object.hasOwn(decoded, element.name) ? decoded[element.name] : undefined;
+}
+
+/** A BSON document of that one element, copied from its bytes: to be decoded alone, as a whole one would be. */
+export function elementAlone(document: Uint8Array, element: BsonElement): Buffer {
   const length = element.end - element.start;
   const single = Buffer.alloc(4 + length + 1);
   single.writeInt32LE(single.length, 0);
   single.set(document.subarray(element.start, element.end), 4);
-  const decoded = deserialize(single, options);
-  return Object.hasOwn(decoded, element.name) ? decoded[element.name] : undefined;
+  return single;
 }
 
 /**

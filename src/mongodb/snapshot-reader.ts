@@ -1,11 +1,11 @@
 import { isUtf8 } from 'node:buffer';
-import { BSONError } from 'bson';
 import { type Collection, type Document, type FindCursor } from 'mongodb';
 import { bsonKind, type BsonKind } from '../base/bson-kind.js';
 import { invalidUtf8Bytes } from '../base/invalid-utf8.js';
 import { type IdRange, type RawChunk, type SnapshotSource, type SourceDocument } from '../core/ports.js';
 import { decodeId, encodeId } from './checkpoint-store.js';
 import { decodeAll, decodeDocument, RAW_READ } from './raw-documents.js';
+import { elementAlone, topLevelElement } from './bson-fields.js';
 import { mongoBoundary } from './error-mapping.js';
 
 export const DEFAULT_BACKFILL_CHUNK = 1_000;
@@ -472,34 +472,6 @@ function packed(documents: readonly Uint8Array[]): Buffer[] {
   });
 }
 
-/** BSON element types by their tag byte (bsonspec.org), as far as `valueLength` needs them. */
-const ELEMENT = {
-  double: 0x01,
-  string: 0x02,
-  document: 0x03,
-  array: 0x04,
-  binary: 0x05,
-  undefined: 0x06,
-  objectId: 0x07,
-  boolean: 0x08,
-  date: 0x09,
-  null: 0x0a,
-  regex: 0x0b,
-  dbPointer: 0x0c,
-  code: 0x0d,
-  symbol: 0x0e,
-  codeWithScope: 0x0f,
-  int32: 0x10,
-  timestamp: 0x11,
-  int64: 0x12,
-  decimal128: 0x13,
-  minKey: 0xff,
-  maxKey: 0x7f,
-} as const;
-
-/** "_id" as the bytes of an element's name. */
-const ID_NAME = Buffer.from('_id', 'utf8');
-
 /**
  * The `_id` of one BSON document, decoding that element alone: the element is copied into a document of
  * its own and decoded as decodeDocument decodes a whole one, so the id comes out as it would from the
@@ -507,65 +479,8 @@ const ID_NAME = Buffer.from('_id', 'utf8');
  * the scan of top-level elements normally stops at the first. Undefined when the document has none.
  */
 export function documentId(bytes: Uint8Array): unknown {
-  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const end = buffer.readInt32LE(0) - 1;
-  let at = 4;
-  while (at < end) {
-    const nameEnd = buffer.indexOf(0, at + 1);
-    if (nameEnd < 0) throw new BSONError('a BSON element name has no end');
-    const next = nameEnd + 1 + valueLength(buffer, buffer[at] ?? 0, nameEnd + 1);
-    if (
-      nameEnd - at - 1 === ID_NAME.length &&
-      buffer.compare(ID_NAME, 0, ID_NAME.length, at + 1, nameEnd) === 0
-    ) {
-      const alone = Buffer.alloc(4 + (next - at) + 1);
-      alone.writeInt32LE(alone.length, 0);
-      buffer.copy(alone, 4, at, next);
-      return decodeDocument(alone)._id as unknown;
-    }
-    at = next;
-  }
-  return undefined;
-}
-
-/** The length of the value of a BSON element of type `type` that starts at `at`. */
-function valueLength(buffer: Buffer, type: number, at: number): number {
-  switch (type) {
-    case ELEMENT.undefined:
-    case ELEMENT.null:
-    case ELEMENT.minKey:
-    case ELEMENT.maxKey:
-      return 0;
-    case ELEMENT.boolean:
-      return 1;
-    case ELEMENT.int32:
-      return 4;
-    case ELEMENT.double:
-    case ELEMENT.date:
-    case ELEMENT.timestamp:
-    case ELEMENT.int64:
-      return 8;
-    case ELEMENT.objectId:
-      return 12;
-    case ELEMENT.decimal128:
-      return 16;
-    case ELEMENT.string:
-    case ELEMENT.code:
-    case ELEMENT.symbol:
-      return 4 + buffer.readInt32LE(at);
-    case ELEMENT.document:
-    case ELEMENT.array:
-    case ELEMENT.codeWithScope:
-      return buffer.readInt32LE(at);
-    case ELEMENT.binary:
-      return 4 + 1 + buffer.readInt32LE(at);
-    case ELEMENT.dbPointer:
-      return 4 + buffer.readInt32LE(at) + 12;
-    case ELEMENT.regex:
-      return buffer.indexOf(0, buffer.indexOf(0, at) + 1) + 1 - at;
-    default:
-      throw new BSONError(`unexpected BSON element type 0x${type.toString(16)}`);
-  }
+  const element = topLevelElement(bytes, '_id');
+  return element === undefined ? undefined : decodeDocument(elementAlone(bytes, element))._id;
 }
 
 /** The stored bytes of a string id (valid or not); undefined for ids of other types. */
