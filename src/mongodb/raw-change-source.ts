@@ -399,7 +399,9 @@ export class RawChangeCursor implements ChangeCursor<RawChangeBatch> {
       if (reply.batch.length === 0 && reply.postBatchResumeToken !== undefined) {
         this.#resumeToken = reply.postBatchResumeToken;
       }
-      if (id !== undefined) this.#resumedUnread = false;
+      // As the driver's change stream: it resumes again and again as long as each resume's aggregate
+      // succeeds; only a failure of the command that resumed it is thrown.
+      this.#resumedUnread = false;
       return reply.batch.length > 0 ? 'events' : id === undefined ? 'opened' : 'idle';
     } catch (error) {
       if (signal.aborted) {
@@ -606,14 +608,20 @@ interface ServerTraits {
  * Why change streams cannot be read raw on this deployment, or undefined when they can. The raw cursor
  * runs its `getMore`s as commands of their own, which the driver routes anew each time: on a replica set
  * they go to the primary that holds the cursor, but behind several mongos routers or a load balancer a
- * `getMore` may reach another router, which does not know the cursor. There the driver's own change stream
- * (which pins its cursor to its server) is read instead, decoded on the reading thread.
+ * `getMore` may reach another router, which does not know the cursor; and a connection string that reads
+ * from secondaries would have the raw cursor read from the primary. There the driver's own change stream
+ * (which pins its cursor to its server and honours the read preference) is read instead, decoded on the
+ * reading thread.
  */
 export async function rawChangeStreamsUnavailable(
   client: MongoClient,
   signal: AbortSignal,
 ): Promise<string | undefined> {
   if (client.options.loadBalanced) return 'the connection goes through a load balancer';
+  // The raw cursor reads from the primary; the driver's follows the connection string's read preference
+  // (secondaries, analytics nodes), which it keeps.
+  const mode = client.readPreference.mode;
+  if (mode !== 'primary') return `the connection string reads from ${mode} (readPreference)`;
   const admin = client.db('admin');
   const hello: Document = await admin
     .command({ hello: 1 }, { signal })

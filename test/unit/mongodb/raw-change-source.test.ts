@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { EJSON, serialize, Timestamp, type Document } from 'bson';
-import { MongoNetworkError, MongoServerError } from 'mongodb';
+import { MongoClient, MongoNetworkError, MongoServerError } from 'mongodb';
 import { describe, expect, it } from 'vitest';
 import { type StreamStart } from '../../../src/core/ports.js';
 import { HistoryLostError } from '../../../src/mongodb/change-source.js';
@@ -8,6 +8,7 @@ import { MongoDbError } from '../../../src/mongodb/error-mapping.js';
 import {
   isResumableChangeStreamError,
   RawChangeCursor,
+  rawChangeStreamsUnavailable,
   SplitStage,
 } from '../../../src/mongodb/raw-change-source.js';
 import {
@@ -136,11 +137,10 @@ describe('the raw change stream cursor (issue 11, build 6)', () => {
     });
   });
 
-  it('resumes after a network error; a second failure right after the reopen, with nothing read, is thrown', async () => {
+  it('resumes after a network error; a failure of the resume itself (its aggregate) is thrown', async () => {
     const { commands, cursor } = open([
       serverReply('first', [REAL.insert], { postBatchResumeToken: tokenOf(REAL.insert) }),
       new MongoNetworkError('connection 4 to 127.0.0.1:27017 closed'),
-      serverReply('first', [], { postBatchResumeToken: tokenOf(REAL.insert) }),
       new MongoNetworkError('connection 5 to 127.0.0.1:27017 closed'),
     ]);
     await cursor.next(100, signal);
@@ -150,13 +150,21 @@ describe('the raw change stream cursor (issue 11, build 6)', () => {
       disposition: 'retryable',
       message: 'connection 5 to 127.0.0.1:27017 closed',
     });
-    expect(commands.calls.map((c) => c.name)).toEqual([
-      'aggregate',
-      'getMore',
-      'killCursors',
-      'aggregate',
-      'getMore',
+    expect(commands.calls.map((c) => c.name)).toEqual(['aggregate', 'getMore', 'killCursors', 'aggregate']);
+  });
+
+  it('review: resumes again, as the driver does, whenever the resume before succeeded (a step-down, then a dropped connection)', async () => {
+    const { commands, cursor } = open([
+      serverReply('first', [REAL.insert], { postBatchResumeToken: tokenOf(REAL.insert) }),
+      new MongoNetworkError('connection 4 to 127.0.0.1:27017 closed'),
+      serverReply('first', [], { postBatchResumeToken: tokenOf(REAL.insert) }),
+      new MongoNetworkError('connection 5 to 127.0.0.1:27017 closed'),
+      serverReply('first', [REAL.update], { postBatchResumeToken: tokenOf(REAL.update) }),
     ]);
+    await cursor.next(100, signal);
+    const next = await cursor.next(100, signal);
+    expect(next.changes).toHaveLength(1);
+    expect(commands.calls.filter((c) => c.name === 'aggregate')).toHaveLength(3);
   });
 
   it('throws an error that is not resumable: one without the label on MongoDB 4.4+, or a fatal one', async () => {
@@ -358,5 +366,36 @@ describe('the raw change stream cursor (issue 11, build 6)', () => {
     await cursor.close();
     expect(commands.calls.at(-1)).toEqual({ name: 'killCursors', id: 41n });
     expect(commands.ended).toBe(true);
+  });
+});
+
+describe('rawChangeStreamsUnavailable', () => {
+  const never = new AbortController().signal;
+  /** A client that answers `hello` with `reply`, and has the options and read preference given. */
+  const clientAnswering = (reply: Document, uri = 'mongodb://127.0.0.1:27017/'): MongoClient => {
+    const client = new MongoClient(uri);
+    Object.defineProperty(client, 'db', {
+      value: () => ({ command: () => Promise.resolve(reply) }),
+    });
+    return client;
+  };
+
+  it('reads raw from a replica set primary, and says why not behind mongos, a load balancer or with a secondary read preference', async () => {
+    expect(
+      await rawChangeStreamsUnavailable(clientAnswering({ isWritablePrimary: true, setName: 'rs0' }), never),
+    ).toBeUndefined();
+    expect(await rawChangeStreamsUnavailable(clientAnswering({ msg: 'isdbgrid' }), never)).toMatch(/mongos/);
+    expect(
+      await rawChangeStreamsUnavailable(
+        clientAnswering({ setName: 'rs0' }, 'mongodb://127.0.0.1:27017/?readPreference=secondaryPreferred'),
+        never,
+      ),
+    ).toMatch(/secondaryPreferred/);
+    expect(
+      await rawChangeStreamsUnavailable(
+        clientAnswering({ setName: 'rs0' }, 'mongodb://127.0.0.1:27017/?loadBalanced=true'),
+        never,
+      ),
+    ).toMatch(/load balancer/);
   });
 });
