@@ -1,4 +1,3 @@
-import { availableParallelism } from 'node:os';
 import { MongoClient, type MongoClientOptions } from 'mongodb';
 import { createBigQueryClients, type BigQueryClients } from '../bigquery/client.js';
 import { type WriterDecorator } from '../bigquery/destination.js';
@@ -13,6 +12,7 @@ import { MongoSettingsStore } from '../mongodb/settings-store.js';
 import { startHealthServer } from '../observability/health-server.js';
 import { scrubText, supervisorLog, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
+import { availableCores } from '../observability/runtime.js';
 import { BSON_DECODE_OPTIONS } from '../base/bson-kind.js';
 import { createMappingRunner, type ChangeSourceDecorator } from './mapping-runner.js';
 import { rawChangeStreamsUnavailable } from '../mongodb/raw-change-source.js';
@@ -104,7 +104,7 @@ export async function startArchiver(
       throw error;
     },
   );
-  const threads = workerThreads(config, availableParallelism());
+  const threads = workerThreads(config, availableCores());
   // Shared by every mapping; a stream needs them, and the raw change stream they read, unless the
   // deployment routes a cursor's getMores anew (mongos, load balancer): that stream is then read decoded.
   const encoderPool = threads > 0 ? new EncoderPool({ threads }) : undefined;

@@ -1,3 +1,6 @@
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+
 /**
  * The V8 settings the archiver is meant to run with (`npm run bench:pipeline`, docs/bigquery.md):
  *
@@ -69,4 +72,47 @@ export function missingV8Flags(
   if ((configuredSemiSpaceMb(execArgv, nodeOptions) ?? 0) < SEMI_SPACE_MB) missing.push(SEMI_SPACE_FLAG);
   if (!pretenuringDisabled(execArgv, nodeOptions)) missing.push(NO_PRETENURING_FLAG);
   return missing;
+}
+
+/** Reads a small system file's text; undefined when it is not there (another OS, another cgroup version). */
+export type ReadSystemFile = (path: string) => string | undefined;
+
+const readSystemFile: ReadSystemFile = (path) => {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * The CPUs a cgroup quota lets this process use (a container's CPU limit: Kubernetes `resources.limits.cpu`,
+ * `docker run --cpus`), from cgroup v2's `cpu.max` or v1's `cpu.cfs_quota_us` and `cpu.cfs_period_us`;
+ * undefined without a quota.
+ */
+export function cgroupCpuLimit(read: ReadSystemFile = readSystemFile): number | undefined {
+  const v2 = read('/sys/fs/cgroup/cpu.max')?.trim().split(/\s+/);
+  if (v2 !== undefined) {
+    const [quota, period] = v2;
+    if (quota === undefined || quota === 'max') return undefined;
+    const limit = Number(quota) / Number(period ?? 100_000);
+    return Number.isFinite(limit) && limit > 0 ? limit : undefined;
+  }
+  const quota = Number(read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us')?.trim());
+  const period = Number(read('/sys/fs/cgroup/cpu/cpu.cfs_period_us')?.trim());
+  if (!Number.isFinite(quota) || quota <= 0 || !Number.isFinite(period) || period <= 0) return undefined;
+  return quota / period;
+}
+
+/**
+ * The cores this process may keep busy: those it may run on (`availableParallelism`), no more than a
+ * cgroup CPU quota allows, rounded down (at least 1). Node 20's `availableParallelism` does not read the
+ * quota, so a container limited to one CPU on a large node would otherwise count the node's cores.
+ */
+export function availableCores(
+  read: ReadSystemFile = readSystemFile,
+  parallelism: number = availableParallelism(),
+): number {
+  const limit = cgroupCpuLimit(read);
+  return limit === undefined ? parallelism : Math.max(1, Math.min(parallelism, Math.floor(limit)));
 }

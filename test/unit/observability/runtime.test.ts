@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  availableCores,
   configuredSemiSpaceMb,
   missingV8Flags,
   NO_PRETENURING_FLAG,
@@ -7,6 +8,7 @@ import {
   SEMI_SPACE_FLAG,
   SEMI_SPACE_MB,
   V8_FLAGS,
+  type ReadSystemFile,
 } from '../../../src/observability/runtime.js';
 
 describe('configuredSemiSpaceMb', () => {
@@ -45,5 +47,31 @@ describe('configuredSemiSpaceMb', () => {
 
   it('sees what this test process was started with', () => {
     expect(configuredSemiSpaceMb()).toBe(configuredSemiSpaceMb(process.execArgv, process.env.NODE_OPTIONS));
+  });
+});
+
+describe('availableCores (issue 11 review: a container CPU limit)', () => {
+  const files =
+    (entries: Record<string, string>): ReadSystemFile =>
+    (path) =>
+      entries[path];
+
+  it('takes a cgroup v2 or v1 quota, rounded down, and the cores the process may run on otherwise', () => {
+    expect(availableCores(files({ '/sys/fs/cgroup/cpu.max': '100000 100000\n' }), 8)).toBe(1);
+    expect(availableCores(files({ '/sys/fs/cgroup/cpu.max': '250000 100000' }), 8)).toBe(2);
+    expect(availableCores(files({ '/sys/fs/cgroup/cpu.max': '50000 100000' }), 8)).toBe(1);
+    expect(availableCores(files({ '/sys/fs/cgroup/cpu.max': 'max 100000' }), 8)).toBe(8);
+    expect(availableCores(files({ '/sys/fs/cgroup/cpu.max': '800000 100000' }), 2)).toBe(2);
+    expect(
+      availableCores(
+        files({
+          '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '200000',
+          '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000',
+        }),
+        16,
+      ),
+    ).toBe(2);
+    expect(availableCores(files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '-1' }), 4)).toBe(4);
+    expect(availableCores(files({}), 3)).toBe(3);
   });
 });
