@@ -309,6 +309,8 @@ export async function runPreparedStreamLoop<B>(
     ahead.push(prepared);
   };
   const depth = 1 + Math.max(0, options.readAhead ?? 0);
+  // Each pull and preparation out listens to it (a worker's task, the cursor's command).
+  setMaxListeners(LISTENERS_PER_WRITE * depth + LISTENERS_OF_THE_LOOP, pullSignal);
 
   try {
     reading: while (!pulling.aborted) {

@@ -28,6 +28,7 @@ import {
   fragmentCounts,
   isWritable,
   packDocuments,
+  unpackDocuments,
   taskTransferables,
   type ChangesResult,
   type ChangesTask,
@@ -262,6 +263,8 @@ export function prepareChanges(
   ): Promise<PreparedBatch> => {
     const turn = turns.take();
     try {
+      // A pull already given up (a stop) is not worth a worker's time.
+      signal.throwIfAborted();
       if (batch.changes.length === 0) {
         // An idle pull: nothing to hand a worker, but its position still comes after the batches before it.
         await turn.ready;
@@ -284,7 +287,7 @@ export function prepareChanges(
       const upserts = () =>
         batch.changes.map(decodeChange).flatMap((event) => (event.kind === 'upsert' ? [event.document] : []));
       const { state, result } = await settle(context, run, upserts, turn.ready, signal);
-      return preparedBatch(batch, result, state, now);
+      return preparedBatch(batch, ownCopies(batch.changes), result, state, now);
     } finally {
       turn.end();
     }
@@ -294,8 +297,25 @@ export function prepareChanges(
   return (batch, now, signal) => abortable(prepareOne(batch, now, signal), signal);
 }
 
+/**
+ * The changes' bytes copied out of the cursor's reply buffers into one of their own, each change its views
+ * into it: a record keeps only its pull's bytes alive while it waits for BigQuery, not the whole reply (up
+ * to 16 MB, other changes and fragments included) it was read from.
+ */
+export function ownCopies(changes: readonly RawChange[]): RawChange[] {
+  const copy = Buffer.from(packDocuments(changes.flat()).buffer);
+  const documents = unpackDocuments(copy);
+  let next = 0;
+  return changes.map((fragments) => {
+    const own = documents.slice(next, next + fragments.length);
+    next += fragments.length;
+    return own;
+  });
+}
+
 function preparedBatch(
   batch: RawChangeBatch,
+  ownBytes: readonly RawChange[],
   result: ChangesResult,
   state: PrepareState,
   now: Date,
@@ -318,7 +338,7 @@ function preparedBatch(
             rows,
             summary.row,
             state.encoding.wrap(rows.bytes(summary.row), rows.size(summary.row)),
-            batch.changes[k] ?? [],
+            ownBytes[k] ?? [],
             state.mapper,
             now,
           ),
