@@ -1,14 +1,19 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { mapOrdered, WorkerPool, WorkerTaskError } from '../../../src/workers/pool.js';
+import { dispositionOf } from '../../../src/errors.js';
+import { mapOrdered, WorkerExitError, WorkerPool, WorkerTaskError } from '../../../src/workers/pool.js';
 // `import type`: importing the worker module for real would start serving tasks on this thread.
-import type { PoolTestResult, PoolTestTask } from '../../support/pool-worker.js';
+import type { PoolTestResult, PoolTestTask, PoolTestWorkerData } from '../../support/pool-worker.js';
 
 const MODULE = new URL('../../support/pool-worker.ts', import.meta.url);
 const pools: WorkerPool<PoolTestTask, PoolTestResult>[] = [];
 
-function pool(threads: number, restart = false): WorkerPool<PoolTestTask, PoolTestResult> {
-  const created = new WorkerPool<PoolTestTask, PoolTestResult>({ module: MODULE, threads, restart });
+function pool(
+  threads: number,
+  restart = false,
+  workerData: PoolTestWorkerData = {},
+): WorkerPool<PoolTestTask, PoolTestResult> {
+  const created = new WorkerPool<PoolTestTask, PoolTestResult>({ module: MODULE, threads, restart, workerData });
   pools.push(created);
   return created;
 }
@@ -87,10 +92,38 @@ describe('WorkerPool', WORKER_TEST, () => {
     expect(workers.failure).toBeUndefined();
   });
 
-  it('with restart: a worker that dies before it answered any task still fails the pool (no endless restarts)', async () => {
+  it('with restart: a task that kills every worker it lands on, sent again after each restart, fails only its own callers', async () => {
+    const workers = pool(1, true);
+    await expect(workers.run({ value: { value: 1, delayMs: 0 } })).resolves.toMatchObject({ doubled: 2 });
+    // A mapping's poison batch, sent again by the mapping after each restart: each time it lands on a worker
+    // that never answered anything yet (the new one), and kills it.
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const poison = workers.run({ value: { value: 2, delayMs: 0, fail: 'exit' } });
+      await expect(poison).rejects.toThrow(WorkerExitError);
+      await expect(poison).rejects.toMatchObject({ exitCode: 3, message: 'a worker thread exited (code 3)' });
+      // The mapping restarts with backoff and sends it again.
+      expect(dispositionOf(await poison.catch((error: unknown) => error))).toBe('retryable');
+      expect(workers.restarts).toBe(attempt);
+      expect(workers.failure).toBeUndefined();
+    }
+    // The other mappings' tasks still run.
+    await expect(workers.run({ value: { value: 3, delayMs: 0 } })).resolves.toMatchObject({ doubled: 6 });
+    expect(workers.failure).toBeUndefined();
+  });
+
+  it('with restart: a worker killed by the first task it is given is started again (it was ready)', async () => {
     const workers = pool(1, true);
     await expect(workers.run({ value: { value: 1, delayMs: 0, fail: 'exit' } })).rejects.toThrow(/exited/);
-    await expect(workers.run({ value: { value: 2, delayMs: 0 } })).rejects.toThrow(/exited/);
+    await expect(workers.run({ value: { value: 2, delayMs: 0 } })).resolves.toMatchObject({ doubled: 4 });
+    expect(workers.restarts).toBe(1);
+  });
+
+  it('with restart: a worker whose module cannot start fails the pool, and no worker is started again', async () => {
+    const workers = pool(2, true, { failToStart: true });
+    const first = workers.run({ value: { value: 1, delayMs: 0 } });
+    await expect(first).rejects.toThrow(/this worker module cannot start/);
+    await expect(workers.run({ value: { value: 2, delayMs: 0 } })).rejects.toThrow(/cannot start/);
+    expect(workers.failure?.message).toMatch(/cannot start/);
     expect(workers.restarts).toBe(0);
   });
 
