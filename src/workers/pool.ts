@@ -125,7 +125,8 @@ export interface WorkerPoolOptions {
  * A fixed set of worker threads running one task function (see `serveTasks`). A task goes to the worker
  * with the fewest outstanding tasks; each `run` resolves with its own task's output. A worker that dies
  * fails the pool: its tasks and every later one reject (with `restart`, only its own tasks, see
- * WorkerPoolOptions). Idle workers do not keep the process alive.
+ * WorkerPoolOptions). A reply that cannot be read here (`messageerror`) rejects every task its worker
+ * held, since which one it answered is unknown. Idle workers do not keep the process alive.
  */
 export class WorkerPool<In, Out> {
   readonly #options: WorkerPoolOptions;
@@ -177,6 +178,15 @@ export class WorkerPool<In, Out> {
       if ('ready' in message) slot.ready = true;
       else this.#settle(slot, message);
     });
+    // A reply that cannot be deserialised here: which task it answered is unknown, so every task this worker
+    // holds rejects (retryable). The worker goes on; its later replies to those tasks are dropped (#settle).
+    worker.on('messageerror', (error) => {
+      if (slot.worker !== worker) return;
+      this.#rejectSlot(
+        slot,
+        new Error(`a worker thread's reply could not be read: ${error.message}`, { cause: error }),
+      );
+    });
     // An uncaught error ends the thread: 'exit' follows, and the error is what its tasks reject with.
     worker.on('error', (error) => {
       cause ??= error;
@@ -222,7 +232,14 @@ export class WorkerPool<In, Out> {
         reject,
       });
       const request: Request = { id, input: input.value };
-      target.worker.postMessage(request, input.transfer ?? []);
+      try {
+        target.worker.postMessage(request, input.transfer ?? []);
+      } catch (error) {
+        // Not sent (an input that cannot be cloned, a buffer already transferred): the task was never there.
+        target.pending.delete(id);
+        if (target.pending.size === 0) target.worker.unref();
+        reject(error instanceof Error ? error : new Error(String(error)));
+      }
     });
   }
 
