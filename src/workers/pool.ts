@@ -18,6 +18,11 @@ type Reply =
       readonly ok: false;
       readonly error: RemoteError;
     };
+/** Posted once by `serveTasks`: the worker's module has loaded and it takes tasks. */
+interface Ready {
+  readonly ready: true;
+}
+type WorkerMessage = Reply | Ready;
 
 /** An error as it crosses from a worker: what describes it, its `code` and `disposition` (see errors.ts). */
 interface RemoteError {
@@ -50,6 +55,23 @@ export class WorkerTaskError extends Error {
 }
 
 /**
+ * A worker thread died while it held the task: the task may well succeed on another worker (retryable, as
+ * any error that is not an ArchiverError, see errors.ts). The message names the exit code and, when the
+ * thread died of an uncaught error (out of heap: ERR_WORKER_OUT_OF_MEMORY), that error, also its `cause`.
+ */
+export class WorkerExitError extends Error {
+  /** The thread's exit code. */
+  readonly exitCode: number;
+
+  constructor(exitCode: number, cause?: Error) {
+    const why = cause === undefined ? '' : `: ${cause.name}: ${cause.message}`;
+    super(`a worker thread exited (code ${exitCode})${why}`, cause === undefined ? undefined : { cause });
+    this.name = 'WorkerExitError';
+    this.exitCode = exitCode;
+  }
+}
+
+/**
  * The URL of a module next to the caller's, with the caller's extension: `.ts` when running from sources
  * (tsx, vitest), `.js` when compiled. For naming the module a pool's workers run.
  */
@@ -76,8 +98,11 @@ interface Pending {
 interface Slot {
   worker: Worker;
   readonly pending: Map<number, Pending>;
-  /** Whether the worker running now answered a task: only a worker that did is started again. */
-  answered: boolean;
+  /**
+   * Whether the worker running now said it is ready (its module loaded): only a worker that was is started
+   * again when it dies; one that dies before means the module cannot start, and fails the pool.
+   */
+  ready: boolean;
 }
 
 export interface WorkerPoolOptions {
@@ -88,9 +113,10 @@ export interface WorkerPoolOptions {
   /** Given to every worker as `workerData` (structured-cloned). */
   readonly workerData?: unknown;
   /**
-   * A worker thread that dies after it answered a task is started again: only its own tasks reject, and the
-   * pool goes on (default false: the death fails the pool). A worker that dies before it answered any task
-   * (since it was started) still fails the pool, so that a module that cannot start is not started forever.
+   * A worker thread that dies after it was ready (its module loaded and called `serveTasks`) is started
+   * again, however often that happens: only the tasks it held reject (WorkerExitError), and the pool goes on
+   * (default false: the death fails the pool). A worker that dies before it was ready still fails the pool,
+   * so that a module that cannot start is not started forever.
    */
   readonly restart?: boolean;
 }
@@ -99,7 +125,8 @@ export interface WorkerPoolOptions {
  * A fixed set of worker threads running one task function (see `serveTasks`). A task goes to the worker
  * with the fewest outstanding tasks; each `run` resolves with its own task's output. A worker that dies
  * fails the pool: its tasks and every later one reject (with `restart`, only its own tasks, see
- * WorkerPoolOptions). Idle workers do not keep the process alive.
+ * WorkerPoolOptions). A reply that cannot be read here (`messageerror`) rejects every task its worker
+ * held, since which one it answered is unknown. Idle workers do not keep the process alive.
  */
 export class WorkerPool<In, Out> {
   readonly #options: WorkerPoolOptions;
@@ -115,7 +142,7 @@ export class WorkerPool<In, Out> {
     }
     this.#options = options;
     this.#slots = Array.from({ length: options.threads }, () => {
-      const slot: Slot = { worker: this.#start(), pending: new Map(), answered: false };
+      const slot: Slot = { worker: this.#start(), pending: new Map(), ready: false };
       this.#watch(slot);
       return slot;
     });
@@ -130,7 +157,10 @@ export class WorkerPool<In, Out> {
     return this.#restarts;
   }
 
-  /** Why the pool fails every task, once it does (a worker died, see WorkerPoolOptions' `restart`). */
+  /**
+   * Why the pool fails every task, once it does (a worker died; with `restart`, only one that died before it
+   * was ready, see WorkerPoolOptions).
+   */
   get failure(): Error | undefined {
     return this.#failure;
   }
@@ -144,25 +174,39 @@ export class WorkerPool<In, Out> {
   #watch(slot: Slot): void {
     const worker = slot.worker;
     let cause: Error | undefined;
-    worker.on('message', (reply: Reply) => {
-      slot.answered = true;
-      this.#settle(slot, reply);
+    worker.on('message', (message: WorkerMessage) => {
+      if ('ready' in message) slot.ready = true;
+      else this.#settle(slot, message);
+    });
+    // A reply that cannot be deserialised here: which task it answered is unknown, so every task this worker
+    // holds rejects (retryable). The worker goes on; its later replies to those tasks are dropped (#settle).
+    worker.on('messageerror', (error) => {
+      if (slot.worker !== worker) return;
+      this.#rejectSlot(
+        slot,
+        new Error(`a worker thread's reply could not be read: ${error.message}`, { cause: error }),
+      );
     });
     // An uncaught error ends the thread: 'exit' follows, and the error is what its tasks reject with.
     worker.on('error', (error) => {
       cause ??= error;
     });
+    // Messages the thread posted before it ended ('ready' among them) are delivered before 'exit'.
     worker.on('exit', (code) => {
       if (this.#closed || slot.worker !== worker) return;
-      const error = cause ?? new Error(`a worker thread exited (code ${code})`);
-      if (this.#options.restart !== true || !slot.answered || this.#failure !== undefined) {
+      // Before it was ready, the thread failed to start: the error is what its module threw, if it threw.
+      if (!slot.ready) {
+        this.#fail(cause ?? new WorkerExitError(code));
+        return;
+      }
+      const error = new WorkerExitError(code, cause);
+      if (this.#options.restart !== true || this.#failure !== undefined) {
         this.#fail(error);
         return;
       }
-      for (const pending of slot.pending.values()) pending.reject(error);
-      slot.pending.clear();
+      this.#rejectSlot(slot, error);
       slot.worker = this.#start();
-      slot.answered = false;
+      slot.ready = false;
       this.#restarts++;
       this.#watch(slot);
     });
@@ -188,7 +232,14 @@ export class WorkerPool<In, Out> {
         reject,
       });
       const request: Request = { id, input: input.value };
-      target.worker.postMessage(request, input.transfer ?? []);
+      try {
+        target.worker.postMessage(request, input.transfer ?? []);
+      } catch (error) {
+        // Not sent (an input that cannot be cloned, a buffer already transferred): the task was never there.
+        target.pending.delete(id);
+        if (target.pending.size === 0) target.worker.unref();
+        reject(error instanceof Error ? error : new Error(String(error)));
+      }
     });
   }
 
@@ -215,17 +266,21 @@ export class WorkerPool<In, Out> {
   }
 
   #rejectAll(error: unknown): void {
-    for (const slot of this.#slots) {
-      for (const pending of slot.pending.values()) pending.reject(error);
-      slot.pending.clear();
-      slot.worker.unref();
-    }
+    for (const slot of this.#slots) this.#rejectSlot(slot, error);
+  }
+
+  #rejectSlot(slot: Slot, error: unknown): void {
+    const held = [...slot.pending.values()];
+    slot.pending.clear();
+    slot.worker.unref();
+    for (const pending of held) pending.reject(error);
   }
 }
 
 /**
  * The worker side of a pool: answers each task with `handle`'s output, transferring the buffers it names.
- * Call once, at the top level of the module the pool was given.
+ * Call once, at the top level of the module the pool was given, after whatever the module needs to load:
+ * it tells the pool the worker is ready (see WorkerPoolOptions' `restart`).
  */
 export function serveTasks(handle: (input: never) => Transfer<unknown> | Promise<Transfer<unknown>>): void {
   const port = parentPort;
@@ -244,6 +299,8 @@ export function serveTasks(handle: (input: never) => Transfer<unknown> | Promise
       port.postMessage(reply, transfer);
     })();
   });
+  const ready: Ready = { ready: true };
+  port.postMessage(ready);
 }
 
 function describeError(error: unknown): RemoteError {

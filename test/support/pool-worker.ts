@@ -1,7 +1,13 @@
 // A worker module for the worker-pool tests: doubles numbers after a delay, and fails on request.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { threadId } from 'node:worker_threads';
+import { threadId, workerData } from 'node:worker_threads';
 import { serveTasks } from '../../src/workers/pool.js';
+
+/** The pool's `workerData` for this module. */
+export interface PoolTestWorkerData {
+  /** The module throws while it loads: its workers never become ready. */
+  readonly failToStart?: boolean;
+}
 
 export interface PoolTestTask {
   readonly value: number;
@@ -14,6 +20,10 @@ export interface PoolTestResult {
   readonly doubled: number;
   readonly thread: number;
   readonly bytes: Uint8Array;
+}
+
+if ((workerData as PoolTestWorkerData | undefined)?.failToStart === true) {
+  throw new Error('this worker module cannot start');
 }
 
 serveTasks(async (task: PoolTestTask) => {

@@ -1,21 +1,46 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, describe, expect, it } from 'vitest';
-import { mapOrdered, WorkerPool, WorkerTaskError } from '../../../src/workers/pool.js';
+import { Worker } from 'node:worker_threads';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { dispositionOf } from '../../../src/errors.js';
+import { mapOrdered, WorkerExitError, WorkerPool, WorkerTaskError } from '../../../src/workers/pool.js';
 // `import type`: importing the worker module for real would start serving tasks on this thread.
-import type { PoolTestResult, PoolTestTask } from '../../support/pool-worker.js';
+import type { PoolTestResult, PoolTestTask, PoolTestWorkerData } from '../../support/pool-worker.js';
 
 const MODULE = new URL('../../support/pool-worker.ts', import.meta.url);
 const pools: WorkerPool<PoolTestTask, PoolTestResult>[] = [];
 
-function pool(threads: number, restart = false): WorkerPool<PoolTestTask, PoolTestResult> {
-  const created = new WorkerPool<PoolTestTask, PoolTestResult>({ module: MODULE, threads, restart });
+function pool(
+  threads: number,
+  restart = false,
+  workerData: PoolTestWorkerData = {},
+): WorkerPool<PoolTestTask, PoolTestResult> {
+  const created = new WorkerPool<PoolTestTask, PoolTestResult>({ module: MODULE, threads, restart, workerData });
   pools.push(created);
   return created;
 }
 
 afterEach(async () => {
   await Promise.all(pools.splice(0).map((p) => p.close()));
+  vi.restoreAllMocks();
 });
+
+/**
+ * Watches every Worker's ref() and unref() from now on (they still run): the one worker started since (the
+ * pool unrefs each as it starts it), and whether it keeps the process alive (its last call was ref()).
+ */
+function watchWorker(): { readonly worker: () => Worker; readonly referenced: () => boolean } {
+  const ref = vi.spyOn(Worker.prototype, 'ref');
+  const unref = vi.spyOn(Worker.prototype, 'unref');
+  const worker = (): Worker => {
+    const started = [...new Set(unref.mock.contexts)];
+    const [only] = started;
+    if (started.length !== 1 || !(only instanceof Worker)) throw new Error(`${started.length} workers started`);
+    return only;
+  };
+  const last = (spy: typeof ref): number =>
+    Math.max(0, ...spy.mock.invocationCallOrder.filter((_, i) => spy.mock.contexts[i] === worker()));
+  return { worker, referenced: () => last(ref) > last(unref) };
+}
 
 async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
@@ -87,11 +112,69 @@ describe('WorkerPool', WORKER_TEST, () => {
     expect(workers.failure).toBeUndefined();
   });
 
-  it('with restart: a worker that dies before it answered any task still fails the pool (no endless restarts)', async () => {
+  it('with restart: a task that kills every worker it lands on, sent again after each restart, fails only its own callers', async () => {
+    const workers = pool(1, true);
+    await expect(workers.run({ value: { value: 1, delayMs: 0 } })).resolves.toMatchObject({ doubled: 2 });
+    // A mapping's poison batch, sent again by the mapping after each restart: each time it lands on a worker
+    // that never answered anything yet (the new one), and kills it.
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const poison = workers.run({ value: { value: 2, delayMs: 0, fail: 'exit' } });
+      await expect(poison).rejects.toThrow(WorkerExitError);
+      await expect(poison).rejects.toMatchObject({ exitCode: 3, message: 'a worker thread exited (code 3)' });
+      // The mapping restarts with backoff and sends it again.
+      expect(dispositionOf(await poison.catch((error: unknown) => error))).toBe('retryable');
+      expect(workers.restarts).toBe(attempt);
+      expect(workers.failure).toBeUndefined();
+    }
+    // The other mappings' tasks still run.
+    await expect(workers.run({ value: { value: 3, delayMs: 0 } })).resolves.toMatchObject({ doubled: 6 });
+    expect(workers.failure).toBeUndefined();
+  });
+
+  it('with restart: a worker killed by the first task it is given is started again (it was ready)', async () => {
     const workers = pool(1, true);
     await expect(workers.run({ value: { value: 1, delayMs: 0, fail: 'exit' } })).rejects.toThrow(/exited/);
-    await expect(workers.run({ value: { value: 2, delayMs: 0 } })).rejects.toThrow(/exited/);
+    await expect(workers.run({ value: { value: 2, delayMs: 0 } })).resolves.toMatchObject({ doubled: 4 });
+    expect(workers.restarts).toBe(1);
+  });
+
+  it('with restart: a worker whose module cannot start fails the pool, and no worker is started again', async () => {
+    const workers = pool(2, true, { failToStart: true });
+    const first = workers.run({ value: { value: 1, delayMs: 0 } });
+    await expect(first).rejects.toThrow(/this worker module cannot start/);
+    await expect(workers.run({ value: { value: 2, delayMs: 0 } })).rejects.toThrow(/cannot start/);
+    expect(workers.failure?.message).toMatch(/cannot start/);
     expect(workers.restarts).toBe(0);
+  });
+
+  it('rejects a task whose input cannot be sent, and forgets it: the worker is idle again, the next task runs', async () => {
+    const { referenced } = watchWorker();
+    const workers = pool(1);
+    // A function cannot be cloned: postMessage throws.
+    const sent = workers.run({ value: { value: 0, delayMs: 0, extra: () => 1 } as unknown as PoolTestTask });
+    await expect(sent).rejects.toThrow(/could not be cloned/);
+    // It was not left in the worker's tasks: the worker no longer keeps the process alive.
+    expect(referenced()).toBe(false);
+    await expect(workers.run({ value: { value: 4, delayMs: 0 } })).resolves.toMatchObject({ doubled: 8 });
+    expect(referenced()).toBe(false);
+  });
+
+  it('rejects (retryable) every task a worker holds when one of its replies cannot be read, and goes on', async () => {
+    const { worker, referenced } = watchWorker();
+    const workers = pool(1, true);
+    await expect(workers.run({ value: { value: 1, delayMs: 0 } })).resolves.toMatchObject({ doubled: 2 });
+    const slow = workers.run({ value: { value: 2, delayMs: 300 } });
+    const slower = workers.run({ value: { value: 3, delayMs: 400 } });
+    expect(referenced()).toBe(true);
+    // What Node emits when a message from the thread fails to deserialise here.
+    worker().emit('messageerror', new Error('cannot deserialise this'));
+    await expect(slow).rejects.toThrow(/reply could not be read: cannot deserialise this/);
+    await expect(slower).rejects.toThrow(/reply could not be read/);
+    expect(dispositionOf(await slow.catch((error: unknown) => error))).toBe('retryable');
+    expect(referenced()).toBe(false);
+    // The pool goes on; the worker's late replies to the rejected tasks are dropped.
+    await expect(workers.run({ value: { value: 5, delayMs: 500 } })).resolves.toMatchObject({ doubled: 10 });
+    expect(workers.failure).toBeUndefined();
   });
 
   it('rejects tasks after close', async () => {
