@@ -84,8 +84,8 @@ class ConfigIds {
 /**
  * Worker threads that decode, map and encode (src/workers/encode-worker.ts), shared by every mapping of the
  * daemon: each worker compiles a mapping and encoding once (by config id) and keeps the most recent ones. A
- * worker that dies after it worked is started again (only its own tasks fail); one that dies before it
- * answered anything fails the pool, and every later call rejects.
+ * worker that dies once it was ready is started again (only the tasks it held fail); one that dies before
+ * it was ready (its module cannot load) fails the pool, and every later call rejects.
  */
 export class EncoderPool implements TaskRunner {
   readonly #pool: WorkerPool<EncodeTask, EncodeResult>;
@@ -108,7 +108,7 @@ export class EncoderPool implements TaskRunner {
     return this.#pool.restarts;
   }
 
-  /** Why every call rejects, once the pool failed (a worker died before it answered anything). */
+  /** Why every call rejects, once the pool failed (a worker died before it was ready). */
   get failure(): Error | undefined {
     return this.#pool.failure;
   }
