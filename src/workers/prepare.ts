@@ -28,7 +28,6 @@ import {
   fragmentCounts,
   isWritable,
   packDocuments,
-  unpackDocuments,
   taskTransferables,
   type ChangesResult,
   type ChangesTask,
@@ -287,7 +286,7 @@ export function prepareChanges(
       const upserts = () =>
         batch.changes.map(decodeChange).flatMap((event) => (event.kind === 'upsert' ? [event.document] : []));
       const { state, result } = await settle(context, run, upserts, turn.ready, signal);
-      return preparedBatch(batch, ownCopies(batch.changes), result, state, now);
+      return preparedBatch(batch, result, state, now);
     } finally {
       turn.end();
     }
@@ -297,25 +296,8 @@ export function prepareChanges(
   return (batch, now, signal) => abortable(prepareOne(batch, now, signal), signal);
 }
 
-/**
- * The changes' bytes copied out of the cursor's reply buffers into one of their own, each change its views
- * into it: a record keeps only its pull's bytes alive while it waits for BigQuery, not the whole reply (up
- * to 16 MB, other changes and fragments included) it was read from.
- */
-export function ownCopies(changes: readonly RawChange[]): RawChange[] {
-  const copy = Buffer.from(packDocuments(changes.flat()).buffer);
-  const documents = unpackDocuments(copy);
-  let next = 0;
-  return changes.map((fragments) => {
-    const own = documents.slice(next, next + fragments.length);
-    next += fragments.length;
-    return own;
-  });
-}
-
 function preparedBatch(
   batch: RawChangeBatch,
-  ownBytes: readonly RawChange[],
   result: ChangesResult,
   state: PrepareState,
   now: Date,
@@ -338,7 +320,10 @@ function preparedBatch(
             rows,
             summary.row,
             state.encoding.wrap(rows.bytes(summary.row), rows.size(summary.row)),
-            ownBytes[k] ?? [],
+            // The cursor's slices of its reply: a reply holds about one pull (the cursor asks for a pull's
+            // worth), so keeping it while the pull's rows are in flight keeps about their own bytes alive,
+            // and copying them out would cost a copy of every change on this thread.
+            batch.changes[k] ?? [],
             state.mapper,
             now,
           ),

@@ -31,7 +31,6 @@ import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { docIdString } from '../../../src/transform/values.js';
 import {
   EncoderPool,
-  ownCopies,
   prepareChanges,
   prepareDocuments,
   type PrepareContext,
@@ -527,29 +526,5 @@ describe.each(WHERE)('prepareDocuments %s (issue 11, build 6)', WORKER_TEST, (_w
     if (!evolved) return;
     expect(evolved.row()).toMatchObject({ size: 4.5, _doc_id: docIdString(2), operationType: 'backfill' });
     expectEncodedAs(evolved, state.encoding.spec, evolved.row());
-  });
-});
-
-describe('ownCopies (issue 11 review: what a record keeps alive)', () => {
-  it('copies the changes out of the reply they were read from: their views share one buffer of just their bytes', () => {
-    const one = serialize({ _id: { _data: '01' }, n: 1 });
-    const two = serialize({ _id: { _data: '02' }, s: 'x'.repeat(100) });
-    const three = serialize({ _id: { _data: '03' }, splitEvent: { fragment: 2, of: 2 } });
-    // A reply of 64 KB the cursor's slices point into.
-    const reply = Buffer.alloc(65_536);
-    reply.set(one, 100);
-    reply.set(two, 1_000);
-    reply.set(three, 5_000);
-    const slices: RawChange[] = [
-      [reply.subarray(100, 100 + one.length)],
-      [reply.subarray(1_000, 1_000 + two.length), reply.subarray(5_000, 5_000 + three.length)],
-    ];
-    const own = ownCopies(slices);
-    expect(own.map((change) => change.map((bytes) => Buffer.from(bytes).toString('hex')))).toEqual(
-      slices.map((change) => change.map((bytes) => Buffer.from(bytes).toString('hex'))),
-    );
-    const buffers = new Set(own.flat().map((bytes) => bytes.buffer));
-    expect(buffers.size).toBe(1);
-    expect([...buffers][0]?.byteLength).toBe(one.length + two.length + three.length);
   });
 });
