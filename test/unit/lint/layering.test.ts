@@ -44,6 +44,15 @@ describe('issue 11: lint keeps src/ layered (dependencies point down)', () => {
     ['src/core/stream-loop.ts', "import { BigQuery } from '@google-cloud/bigquery';", 'database driver'],
     ['src/mongodb/fence.ts', "import { BigQuery } from '@google-cloud/bigquery';", 'database driver'],
     ['src/schema/names.ts', "import { type Document } from 'mongodb/lib/bson';", 'database driver'],
+    // Build 6: the workers sit between the adapters and app/, and use no driver themselves.
+    ['src/core/stream-loop.ts', "import { EncoderPool } from '../workers/prepare.js';", 'src/core/'],
+    [
+      'src/mongodb/raw-change-source.ts',
+      "import { EncoderPool } from '../workers/prepare.js';",
+      'src/mongodb/',
+    ],
+    ['src/workers/prepare.ts', "import { MappingRun } from '../app/mapping-runner.js';", 'src/workers/'],
+    ['src/workers/encode-tasks.ts', "import { MongoClient } from 'mongodb';", 'database driver'],
   ])(
     'issue 11: %s may not add `%s`',
     async (file, importLine, says) => {
@@ -58,6 +67,8 @@ describe('issue 11: lint keeps src/ layered (dependencies point down)', () => {
     ['src/transform/row-mapper.ts', "import { type ColumnSpec } from '../schema/types.js';"],
     ['src/config/settings.ts', "import { type MappingSettings } from '../core/settings.js';"],
     ['src/app/archiver.ts', "import { MongoClient } from 'mongodb';"],
+    ['src/workers/encode-tasks.ts', "import { compileRowEncoder } from '../bigquery/proto-encoder.js';"],
+    ['src/app/mapping-runner.ts', "import { EncoderPool } from '../workers/prepare.js';"],
   ])(
     'issue 11: %s may add the downward `%s`',
     async (file, importLine) => {
