@@ -764,3 +764,29 @@ export function compileRowEncoder(schema: readonly TableField[]): RowEncoder {
     },
   };
 }
+
+/**
+ * Whether a row carries a non-NULL value `fields` have no field for, at any depth: it cannot be sent with a
+ * writer schema of those fields.
+ */
+export function compileExceeds(
+  fields: readonly TableField[],
+): (value: Readonly<Record<string, unknown>>) => boolean {
+  const nested = new Map<string, ((value: Readonly<Record<string, unknown>>) => boolean) | undefined>(
+    fields.map((f) => [f.name, f.type === 'RECORD' ? compileExceeds(f.fields ?? []) : undefined]),
+  );
+  const exceeds = (value: Readonly<Record<string, unknown>>): boolean => {
+    for (const [key, item] of Object.entries(value)) {
+      if (item === null || item === undefined) continue;
+      if (!nested.has(key)) return true;
+      const inner = nested.get(key);
+      if (inner === undefined || typeof item !== 'object') continue;
+      for (const element of Array.isArray(item) ? (item as unknown[]) : [item]) {
+        if (element !== null && typeof element === 'object' && inner(element as Record<string, unknown>))
+          return true;
+      }
+    }
+    return false;
+  };
+  return exceeds;
+}

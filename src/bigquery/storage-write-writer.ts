@@ -5,7 +5,7 @@ import { type BigQueryClients } from './client.js';
 import { classifyBigQueryError, toBigQueryError } from './error-mapping.js';
 import { assertDatasetId, assertTableId } from '../schema/identifiers.js';
 import { type RowEncoding } from '../core/prepared.js';
-import { compileRowEncoder, descriptorProblem, type RowEncoder } from './proto-encoder.js';
+import { compileExceeds, compileRowEncoder, descriptorProblem, type RowEncoder } from './proto-encoder.js';
 import {
   AppendStatusError,
   GRPC_INTERNAL,
@@ -136,28 +136,6 @@ function writerSchema(schema: readonly TableField[]): WriterSchema {
   return compiled;
 }
 
-function compileExceeds(
-  fields: readonly TableField[],
-): (value: Readonly<Record<string, unknown>>) => boolean {
-  const nested = new Map<string, ((value: Readonly<Record<string, unknown>>) => boolean) | undefined>(
-    fields.map((f) => [f.name, f.type === 'RECORD' ? compileExceeds(f.fields ?? []) : undefined]),
-  );
-  const exceeds = (value: Readonly<Record<string, unknown>>): boolean => {
-    for (const [key, item] of Object.entries(value)) {
-      if (item === null || item === undefined) continue;
-      if (!nested.has(key)) return true;
-      const inner = nested.get(key);
-      if (inner === undefined || typeof item !== 'object') continue;
-      for (const element of Array.isArray(item) ? (item as unknown[]) : [item]) {
-        if (element !== null && typeof element === 'object' && inner(element as Record<string, unknown>))
-          return true;
-      }
-    }
-    return false;
-  };
-  return exceeds;
-}
-
 /** Whether a table schema BigQuery reports (`updatedSchema`) has every field, at every depth, of `fields`. */
 function covers(reported: readonly StorageTableField[], fields: readonly TableField[]): boolean {
   const byName = new Map(reported.map((f) => [f.name?.toLowerCase(), f]));
@@ -179,6 +157,8 @@ class ProtoRow implements EncodedRow {
     /** Undefined when a value does not fit its column: the append encodes the row again and refuses it. */
     readonly bytes: Uint8Array | undefined,
     readonly schema: WriterSchema,
+    /** The accepted schema the row was found to have a value beyond (so it needs `schema`), if any. */
+    readonly beyond?: WriterSchema,
   ) {}
 }
 
@@ -222,6 +202,10 @@ export class StorageWriteWriter implements TableWriter {
   #current: WriterSchema;
   /** The newest schema BigQuery is known to take on this stream (a request with it landed). */
   #accepted: WriterSchema;
+  /** rowEncoding's encoding of the newest and the accepted schema while they differ. */
+  #pairEncoding:
+    | { readonly current: WriterSchema; readonly accepted: WriterSchema; readonly encoding: RowEncoding }
+    | undefined;
   #closed = false;
 
   constructor(options: StorageWriteWriterOptions) {
@@ -253,26 +237,40 @@ export class StorageWriteWriter implements TableWriter {
    * for a row that needs nothing beyond it.
    */
   encode(row: HistoryRow): ProtoRow {
-    const schema =
-      this.#accepted !== this.#current && !this.#accepted.exceeds(row) ? this.#accepted : this.#current;
+    const accepted = this.#accepted;
+    const beyond = accepted !== this.#current && accepted.exceeds(row) ? accepted : undefined;
+    const schema = accepted !== this.#current && beyond === undefined ? accepted : this.#current;
     try {
       const bytes = schema.encoder.encode(row);
-      return new ProtoRow(bytes.length, bytes, schema);
+      return new ProtoRow(bytes.length, bytes, schema, beyond);
     } catch (error) {
       // A value that does not fit its column: `append` reports the row as rejected; size it by its JSON.
       if (error instanceof BigQueryError)
-        return new ProtoRow(Buffer.byteLength(JSON.stringify(row), 'utf8'), undefined, schema);
+        return new ProtoRow(Buffer.byteLength(JSON.stringify(row), 'utf8'), undefined, schema, beyond);
       throw error;
     }
   }
 
   /**
-   * The newest schema's encoding. Unlike `encode`, it never picks the accepted schema while BigQuery does
-   * not take the newest yet: rows encoded with it that need nothing beyond the accepted one are encoded
-   * again when they are sent, until then (a short while after a column was added).
+   * The newest schema's encoding, with the accepted one while BigQuery does not take the newest yet: a
+   * worker then encodes as `encode` does (the accepted schema for rows with nothing beyond it), so that no
+   * row needs encoding again when it is sent. The same object until either schema changes.
    */
   rowEncoding(): RowEncoding {
-    return this.#current.encoding;
+    const current = this.#current;
+    const accepted = this.#accepted;
+    if (accepted === current) return current.encoding;
+    const cached = this.#pairEncoding;
+    if (cached?.current === current && cached.accepted === accepted) return cached.encoding;
+    const encoding: RowEncoding = {
+      spec: { format: 'storage-write', schema: current.schema, accepted: accepted.schema },
+      wrap: (bytes, size, schema) =>
+        schema === 'accepted'
+          ? new ProtoRow(size, bytes, accepted)
+          : new ProtoRow(size, bytes, current, schema === 'beyond-accepted' ? accepted : undefined),
+    };
+    this.#pairEncoding = { current, accepted, encoding };
+    return encoding;
   }
 
   async append(rows: readonly OutgoingRow[], signal?: AbortSignal): Promise<AppendOutcome> {
@@ -289,10 +287,15 @@ export class StorageWriteWriter implements TableWriter {
     rows.forEach((row, index) => {
       const needsCurrent =
         this.#accepted === this.#current ||
-        (!this.#encodedWith(row, this.#accepted) && this.#accepted.exceeds(values.at(index)));
+        (!this.#encodedWith(row, this.#accepted) &&
+          (this.#foundBeyond(row, this.#accepted) || this.#accepted.exceeds(values.at(index))));
       (needsCurrent ? needs : fits).push(index);
     });
     const rejected: RowRejection[] = [];
+    // The rows that fit were checked against (and mostly encoded with) the accepted schema of now: they go
+    // out with it even when the rows needing the new one land first and make that one accepted (a schema
+    // with fewer fields than the table is always taken), so their bytes are sent as they are.
+    let fitsWith = this.#accepted;
     if (needs.length > 0) {
       try {
         rejected.push(...(await this.#appendWith(this.#current, values, needs, signal)));
@@ -303,6 +306,7 @@ export class StorageWriteWriter implements TableWriter {
         // what it takes. The rows that carry a value for a named field wait (the sink retries them as
         // `schema`); the others go out now without it.
         this.#accepted = narrowed;
+        fitsWith = narrowed;
         const waiting = needs.filter((index) => narrowed.exceeds(values.at(index)));
         fits = [...fits, ...needs.filter((index) => !narrowed.exceeds(values.at(index)))];
         needs = waiting;
@@ -311,8 +315,14 @@ export class StorageWriteWriter implements TableWriter {
         for (const index of waiting) rejected.push({ index, reason });
       }
     }
-    if (fits.length > 0) rejected.push(...(await this.#appendWith(this.#accepted, values, fits, signal)));
+    if (fits.length > 0) rejected.push(...(await this.#appendWith(fitsWith, values, fits, signal)));
     return { rejected: rejected.sort((a, b) => a.index - b.index) };
+  }
+
+  /** Whether the row's encoding found a value beyond `accepted` (so it needs the newest schema). */
+  #foundBeyond(row: OutgoingRow, accepted: WriterSchema): boolean {
+    const encoded = row.encoded;
+    return encoded instanceof ProtoRow && encoded.beyond === accepted;
   }
 
   /** Whether the row was encoded by this writer with `schema` (and could be). */

@@ -39,8 +39,23 @@ export type Prepare<B> = (batch: B, now: Date, signal: AbortSignal) => Promise<P
  * (`{"insertId":…,"json":…}`, the insertId from `idColumn`).
  */
 export type EncodingSpec =
-  | { readonly format: 'storage-write'; readonly schema: readonly TableField[] }
+  | {
+      readonly format: 'storage-write';
+      readonly schema: readonly TableField[];
+      /**
+       * While BigQuery does not take `schema` on the stream yet (a column was just added): the schema it
+       * takes. A row with nothing beyond it is encoded with it, as the writer's own `encode` does, so that
+       * it is sent as it is (see RowSchema).
+       */
+      readonly accepted?: readonly TableField[];
+    }
   | { readonly format: 'insert-all'; readonly idColumn: string };
+
+/**
+ * Which schema of a Storage Write spec a row was encoded with: `schema` (no `accepted` in the spec, or none
+ * asked), `accepted`, or `schema` because the row has a value `accepted` has no field for.
+ */
+export type RowSchema = 'schema' | 'accepted' | 'beyond-accepted';
 
 /**
  * A writer's encoding at one schema: `spec` for the worker threads, and `wrap` to make the bytes a worker
@@ -50,7 +65,7 @@ export type EncodingSpec =
  */
 export interface RowEncoding {
   readonly spec: EncodingSpec;
-  wrap(bytes: Uint8Array | undefined, size: number): EncodedRow;
+  wrap(bytes: Uint8Array | undefined, size: number, schema?: RowSchema): EncodedRow;
 }
 
 /** How rows are mapped, as plain data a worker thread compiles the same RowMapper from. */

@@ -1,9 +1,9 @@
 import { insertAllEntry } from '../bigquery/insert-all-writer.js';
-import { compileRowEncoder } from '../bigquery/proto-encoder.js';
+import { compileExceeds, compileRowEncoder, type RowEncoder } from '../bigquery/proto-encoder.js';
 import { backfillRecord, changeRecord, type HistoryRow } from '../core/history-rows.js';
 import { operationTypeOf, type ChangeEvent, type ClusterTime } from '../core/model.js';
 import { type RawChange } from '../core/ports.js';
-import { type EncodingSpec, type MappingSpec } from '../core/prepared.js';
+import { type EncodingSpec, type MappingSpec, type RowSchema } from '../core/prepared.js';
 import { BigQueryError } from '../errors.js';
 import {
   MalformedChangeEventError,
@@ -80,7 +80,12 @@ export interface EncodedRows {
   readonly byteEnds: Uint32Array<ArrayBuffer>;
   /** 0 where a value did not fit its column (Storage Write): the row has no bytes, its size is its JSON's. */
   readonly encoded: Uint8Array<ArrayBuffer>;
+  /** Which schema of the spec each row was encoded with (ROW_SCHEMAS' index; see RowSchema). */
+  readonly schemas: Uint8Array<ArrayBuffer>;
 }
+
+/** RowSchema by its code in EncodedRows' `schemas`. */
+const ROW_SCHEMAS: readonly RowSchema[] = ['schema', 'accepted', 'beyond-accepted'];
 
 /** `evolve`: a document has fields planning would add; nothing was encoded (no changes, no rows). */
 export interface ChangesResult {
@@ -103,6 +108,8 @@ export type EncodeResult = ChangesResult | DocumentsResult;
 interface RowBytes {
   readonly bytes: Uint8Array | undefined;
   readonly size: number;
+  /** Storage Write with an accepted schema in the spec: which schema the row was encoded with. */
+  readonly schema?: RowSchema;
 }
 
 /** A mapping and an encoding compiled once for the tasks that name them. */
@@ -119,16 +126,15 @@ export interface CompiledConfig {
 export function compileRowBytes(spec: EncodingSpec): (row: HistoryRow) => RowBytes {
   switch (spec.format) {
     case 'storage-write': {
-      const encoder = compileRowEncoder(spec.schema);
-      return (row) => {
-        try {
-          const bytes = encoder.encode(row);
-          return { bytes, size: bytes.length };
-        } catch (error) {
-          if (!(error instanceof BigQueryError)) throw error;
-          return { bytes: undefined, size: Buffer.byteLength(JSON.stringify(row), 'utf8') };
-        }
-      };
+      const newest = storageWriteBytes(compileRowEncoder(spec.schema));
+      if (spec.accepted === undefined) return newest;
+      // As StorageWriteWriter.encode while BigQuery does not take the newest schema yet.
+      const accepted = storageWriteBytes(compileRowEncoder(spec.accepted));
+      const exceeds = compileExceeds(spec.accepted);
+      return (row) =>
+        exceeds(row)
+          ? { ...newest(row), schema: 'beyond-accepted' }
+          : { ...accepted(row), schema: 'accepted' };
     }
     case 'insert-all': {
       const idColumn = spec.idColumn;
@@ -140,6 +146,19 @@ export function compileRowBytes(spec: EncodingSpec): (row: HistoryRow) => RowByt
     default:
       return spec satisfies never;
   }
+}
+
+/** Storage Write's bytes of a row, or, for a value that does not fit its column, none and its JSON's length. */
+function storageWriteBytes(encoder: RowEncoder): (row: HistoryRow) => RowBytes {
+  return (row) => {
+    try {
+      const bytes = encoder.encode(row);
+      return { bytes, size: bytes.length };
+    } catch (error) {
+      if (!(error instanceof BigQueryError)) throw error;
+      return { bytes: undefined, size: Buffer.byteLength(JSON.stringify(row), 'utf8') };
+    }
+  };
 }
 
 /** Configs compiled by id; a worker's cache, or the calling thread's when there are no workers. */
@@ -340,6 +359,7 @@ export function resultTransferables(result: EncodeResult): ArrayBuffer[] {
     rows.bytes.buffer,
     rows.byteEnds.buffer,
     rows.encoded.buffer,
+    rows.schemas.buffer,
   ];
 }
 
@@ -374,6 +394,7 @@ class RowCollector {
     const sizes = new Uint32Array(count);
     const byteEnds = new Uint32Array(count);
     const encoded = new Uint8Array(count);
+    const schemas = new Uint8Array(count);
     const bytes = new Uint8Array(this.#rows.reduce((n, row) => n + (row.bytes?.length ?? 0), 0));
     let end = 0;
     this.#rows.forEach((row, k) => {
@@ -382,6 +403,9 @@ class RowCollector {
         bytes.set(row.bytes, end);
         end += row.bytes.length;
         encoded[k] = 1;
+      }
+      if (row.schema !== undefined) {
+        schemas[k] = ROW_SCHEMAS.indexOf(row.schema);
       }
       byteEnds[k] = end;
     });
@@ -394,6 +418,7 @@ class RowCollector {
       bytes,
       byteEnds,
       encoded,
+      schemas,
     };
   }
 }
@@ -425,6 +450,11 @@ export class EncodedRowsReader {
 
   size(k: number): number {
     return this.#rows.sizes[k] ?? 0;
+  }
+
+  /** Which schema of the spec the row was encoded with. */
+  schema(k: number): RowSchema {
+    return ROW_SCHEMAS[this.#rows.schemas[k] ?? 0] ?? 'schema';
   }
 
   /** The row's bytes (a view into the batch's buffer); undefined when a value did not fit its column. */

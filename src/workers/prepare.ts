@@ -319,7 +319,7 @@ function preparedBatch(
         : new RawChangeRecord(
             rows,
             summary.row,
-            state.encoding.wrap(rows.bytes(summary.row), rows.size(summary.row)),
+            state.encoding.wrap(rows.bytes(summary.row), rows.size(summary.row), rows.schema(summary.row)),
             // The cursor's slices of its reply: a reply holds about one pull (the cursor asks for a pull's
             // worth), so keeping it while the pull's rows are in flight keeps about their own bytes alive,
             // and copying them out would cost a copy of every change on this thread.
@@ -419,7 +419,7 @@ export function prepareDocuments(
     }
     const rows = new EncodedRowsReader(result.rows);
     return documents.map((raw, k) => {
-      const encoded = state.encoding.wrap(rows.bytes(k), rows.size(k));
+      const encoded = state.encoding.wrap(rows.bytes(k), rows.size(k), rows.schema(k));
       return new RawDocumentRecord(
         rows.eventId(k),
         rows.docId(k),

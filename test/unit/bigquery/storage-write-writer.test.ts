@@ -644,6 +644,63 @@ describe('StorageWriteWriter on a scripted stream', () => {
     expect(connection.rowsOf(1)).toEqual(hex(batch));
   });
 
+  it('issue 11 review: while BigQuery has not taken a new column, rows a worker encoded by the spec (the accepted schema where they fit it) are sent without being built again', async () => {
+    const { writer, connection } = scripted(() => Promise.resolve(OK));
+    await writer.append(outgoing(rows(1)));
+    const WIDER = [...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' } as const];
+    await writer.updateSchema(WIDER);
+    const encoding = writer.rowEncoding();
+    expect(writer.rowEncoding()).toBe(encoding);
+    if (encoding.spec.format !== 'storage-write') throw new Error('expected a Storage Write spec');
+    expect(encoding.spec.accepted?.map((f) => f.name)).toEqual(['_doc_id', 'n']);
+    expect(encoding.spec.schema.map((f) => f.name)).toEqual(['_doc_id', 'n', 'added']);
+    // What a worker does with the spec (compileRowBytes): the accepted schema for rows that fit it.
+    const accepted = compileRowEncoder(encoding.spec.accepted ?? []);
+    const newest = compileRowEncoder(encoding.spec.schema);
+    const plain = rows(2);
+    const carrying: HistoryRow = { _doc_id: 'c', n: 9, added: 'x' };
+    const never = (): HistoryRow => {
+      throw new Error('the row was built again');
+    };
+    const sent = [
+      ...plain.map((row) => {
+        const bytes = accepted.encode(row);
+        return { encoded: encoding.wrap(bytes, bytes.length, 'accepted'), row: never };
+      }),
+      { encoded: encoding.wrap(newest.encode(carrying), 1, 'beyond-accepted'), row: never },
+    ];
+    // BigQuery takes the new column at once here: the carrying row lands with it, the others with the old.
+    expect(await writer.append(sent)).toEqual({ rejected: [] });
+    const byDescriptor = connection.requests.slice(1).map((request) => ({
+      fields: request.protoRows?.writerSchema?.protoDescriptor?.field?.map((f) => f.name),
+      rows: request.protoRows?.rows?.serializedRows?.length,
+    }));
+    expect(byDescriptor).toEqual(
+      expect.arrayContaining([
+        { fields: ['_doc_id', 'n', 'added'], rows: 1 },
+        { fields: ['_doc_id', 'n'], rows: 2 },
+      ]),
+    );
+  });
+
+  it('issue 11 review: encode marks a row with a value beyond the accepted schema, so its append does not build it again', async () => {
+    const { writer } = scripted(() => Promise.resolve(OK));
+    await writer.append(outgoing(rows(1)));
+    await writer.updateSchema([...SCHEMA, { name: 'added', type: 'STRING', mode: 'NULLABLE' }]);
+    const carrying: HistoryRow = { _doc_id: 'c', n: 9, added: 'x' };
+    const encoded = writer.encode(carrying);
+    expect(
+      await writer.append([
+        {
+          encoded,
+          row: () => {
+            throw new Error('the row was built again');
+          },
+        },
+      ]),
+    ).toEqual({ rejected: [] });
+  });
+
   it('issue 11: a row encoded by another writer (or as its size only) is built again and encoded', async () => {
     const { writer, connection } = scripted(() => Promise.resolve(OK));
     const other = scripted(() => Promise.resolve(OK)).writer;

@@ -2,8 +2,10 @@ import { serialize, Timestamp } from 'bson';
 import { describe, expect, it } from 'vitest';
 import { type EncodingSpec, type MappingSpec } from '../../../src/core/prepared.js';
 import { type ColumnSpec } from '../../../src/schema/types.js';
+import { compileRowEncoder } from '../../../src/bigquery/proto-encoder.js';
 import {
   CompiledConfigs,
+  compileRowBytes,
   EncodedRowsReader,
   encodeChanges,
   encodeDocuments,
@@ -121,5 +123,25 @@ describe('encode tasks (issue 11, build 6)', () => {
       'backfill:0000000500000001:{"$numberInt":"1"}',
       'backfill:0000000500000001:{"$numberInt":"2"}',
     ]);
+  });
+});
+
+describe('compileRowBytes with an accepted schema (issue 11 review)', () => {
+  it('encodes a row that fits the accepted schema with it, and one beyond it with the newest, saying which', () => {
+    const accepted = [
+      { name: '_doc_id', type: 'STRING', mode: 'NULLABLE' },
+      { name: 'n', type: 'INTEGER', mode: 'NULLABLE' },
+    ] as const;
+    const newest = [...accepted, { name: 'added', type: 'STRING', mode: 'NULLABLE' }] as const;
+    const encode = compileRowBytes({ format: 'storage-write', schema: newest, accepted });
+    const plain = { _doc_id: 'd', n: 1, added: null };
+    const carrying = { _doc_id: 'c', n: 2, added: 'x' };
+    const hex = (bytes: Uint8Array | undefined) => Buffer.from(bytes ?? []).toString('hex');
+    expect(encode(plain)).toMatchObject({ schema: 'accepted' });
+    expect(hex(encode(plain).bytes)).toBe(hex(compileRowEncoder(accepted).encode(plain)));
+    expect(encode(carrying)).toMatchObject({ schema: 'beyond-accepted' });
+    expect(hex(encode(carrying).bytes)).toBe(hex(compileRowEncoder(newest).encode(carrying)));
+    // Without an accepted schema, every row is the newest schema's.
+    expect(compileRowBytes({ format: 'storage-write', schema: newest })(plain).schema).toBeUndefined();
   });
 });
