@@ -105,8 +105,9 @@ export async function startArchiver(
     },
   );
   const threads = workerThreads(config, availableCores());
-  // Shared by every mapping; a stream needs them, and the raw change stream they read, unless the
-  // deployment routes a cursor's getMores anew (mongos, load balancer): that stream is then read decoded.
+  // Shared by every mapping. The change streams are read raw for them, unless a raw cursor cannot do what
+  // the driver's would (mongos or a load balancer route its getMores anew; a secondary read preference):
+  // the streams are then read decoded here, and only the backfill uses the workers.
   const encoderPool = threads > 0 ? new EncoderPool({ threads }) : undefined;
   const rawUnavailable = encoderPool
     ? await rawChangeStreamsUnavailable(mongo, signal).catch(async (error: unknown) => {
