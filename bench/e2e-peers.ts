@@ -22,7 +22,8 @@
 // run uses the nested documents as they are.
 //
 // Environment: MBA_E2E_DOCS, MBA_E2E_EVENTS, MBA_E2E_WRITERS (comma-separated, default storage-write,insert-all),
-// BIGQUERY_MAX_IN_FLIGHT_REQUESTS (the daemon's in-flight window, default as the daemon's),
+// BIGQUERY_MAX_IN_FLIGHT_REQUESTS (the daemon's in-flight window, default as the daemon's), WORKER_THREADS
+// (the daemon's worker threads, default as the daemon's),
 // and the peers' own (MBA_PEERS_RUN_DIR, MBA_MONGODB_PEER, MBA_BIGQUERY_PEER).
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -273,6 +274,8 @@ async function measure(writer: WriterKind, peers: RunningPeers): Promise<void> {
         ...(process.env.BIGQUERY_MAX_IN_FLIGHT_REQUESTS !== undefined && {
           BIGQUERY_MAX_IN_FLIGHT_REQUESTS: process.env.BIGQUERY_MAX_IN_FLIGHT_REQUESTS,
         }),
+        // And the worker threads (default as the daemon's: auto).
+        ...(process.env.WORKER_THREADS !== undefined && { WORKER_THREADS: process.env.WORKER_THREADS }),
       },
     });
     const logger = createLogger({
