@@ -7,7 +7,7 @@ import { historyTableSchema } from '../../src/schema/table-schema.js';
 import { type ColumnSpec, type TableField } from '../../src/schema/types.js';
 import { BSON_DECODE_OPTIONS } from '../../src/base/bson-kind.js';
 import { compileRowMapper } from '../../src/transform/row-mapper.js';
-import { changeRecord } from '../../src/core/history-rows.js';
+import { changeRecord, isWritable } from '../../src/core/history-rows.js';
 import { changeEventId, type ChangeEvent, type ClusterTime } from '../../src/core/model.js';
 import { mapOrdered, siblingModule, WorkerPool, type Transfer } from '../../src/workers/pool.js';
 
@@ -93,7 +93,6 @@ class TextSink {
   }
 }
 
-type Writable = Extract<ChangeEvent, { kind: 'upsert' | 'delete' | 'collection-gone' }>;
 type Encode = (events: readonly Uint8Array[], now: Date) => EncodedChanges;
 
 /**
@@ -120,7 +119,7 @@ export function compileChangeEncoder(config: ChangeEncoderConfig): Encode {
       raws.forEach((raw, index) => {
         const event = decode(raw);
         events.push(summarize(event));
-        if (!writable(event)) return;
+        if (!isWritable(event)) return;
         rows.push(changeRecord(mapper, event, now).row());
         rowEvents.push(index);
       });
@@ -160,7 +159,7 @@ export function compileChangeEncoder(config: ChangeEncoderConfig): Encode {
     raws.forEach((raw, index) => {
       const event = decode(raw);
       events.push(summarize(event));
-      if (!writable(event)) return;
+      if (!isWritable(event)) return;
       const row = changeRecord(mapper, event, now).row();
       // Written piecewise so the row's own JSON length (the batch size measure) comes for free; the bytes
       // are those of JSON.stringify({ insertId, json: row }).
@@ -179,20 +178,6 @@ export function compileChangeEncoder(config: ChangeEncoderConfig): Encode {
       rejected: [],
     };
   };
-}
-
-function writable(event: ChangeEvent): event is Writable {
-  switch (event.kind) {
-    case 'upsert':
-    case 'delete':
-    case 'collection-gone':
-      return true;
-    case 'lookup-missed':
-    case 'ignored':
-      return false;
-    default:
-      return event satisfies never;
-  }
 }
 
 /** The buffers of an EncodedChanges, to transfer rather than copy. */

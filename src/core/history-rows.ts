@@ -44,7 +44,23 @@ export interface HistoryRecord {
   readonly encoded?: EncodedRow | undefined;
 }
 
-type Writable = Extract<ChangeEvent, { kind: 'upsert' | 'delete' | 'collection-gone' }>;
+/** A change with a history row: an upsert, a delete, or the collection gone (a drop marker). */
+export type Writable = Extract<ChangeEvent, { kind: 'upsert' | 'delete' | 'collection-gone' }>;
+
+/** Whether a change has a history row (upsert, delete, collection-gone). */
+export function isWritable(event: ChangeEvent): event is Writable {
+  switch (event.kind) {
+    case 'upsert':
+    case 'delete':
+    case 'collection-gone':
+      return true;
+    case 'lookup-missed':
+    case 'ignored':
+      return false;
+    default:
+      return event satisfies never;
+  }
+}
 
 const EMPTY_DOCUMENT: Readonly<Record<string, unknown>> = Object.freeze({});
 

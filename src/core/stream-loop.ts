@@ -9,7 +9,13 @@ import {
   deadlineAfter,
 } from './deadline.js';
 import { Batcher, DEFAULT_BATCH_LIMITS, type BatchLimits } from './batcher.js';
-import { changeRecord, type EncodedRow, type HistoryRecord, type HistoryRow } from './history-rows.js';
+import {
+  changeRecord,
+  isWritable,
+  type EncodedRow,
+  type HistoryRecord,
+  type HistoryRow,
+} from './history-rows.js';
 import { operationTypeOf, type ChangeEvent, type Position } from './model.js';
 import { type PreparedBatch, type PreparedChange, type Prepare } from './prepared.js';
 import { CoalescedTask } from './coalesced.js';
@@ -148,10 +154,7 @@ export function prepareInThread(
       token: event.token,
       clusterTime: event.clusterTime,
       split: event.split === true,
-      record:
-        event.kind === 'upsert' || event.kind === 'delete' || event.kind === 'collection-gone'
-          ? changeRecord(options.mapper(), event, now, encode)
-          : undefined,
+      record: isWritable(event) ? changeRecord(options.mapper(), event, now, encode) : undefined,
     }));
     return { changes, position: batch.position };
   };

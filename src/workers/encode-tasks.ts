@@ -1,6 +1,6 @@
 import { insertAllEntry } from '../bigquery/insert-all-writer.js';
 import { compileExceeds, compileRowEncoder, type RowEncoder } from '../bigquery/proto-encoder.js';
-import { backfillRecord, changeRecord, type HistoryRow } from '../core/history-rows.js';
+import { backfillRecord, changeRecord, isWritable, type HistoryRow } from '../core/history-rows.js';
 import { operationTypeOf, type ChangeEvent, type ClusterTime } from '../core/model.js';
 import { type RawChange } from '../core/ports.js';
 import { type EncodingSpec, type MappingSpec, type RowSchema } from '../core/prepared.js';
@@ -246,23 +246,6 @@ export function decodeChange(fragments: readonly Uint8Array[]): ChangeEvent {
   }
   const event = normalizeChangeEvent(whole);
   return fragments.length > 1 ? { ...event, split: true } : event;
-}
-
-type Writable = Parameters<typeof changeRecord>[1];
-
-/** Whether a change has a history row (upsert, delete, collection-gone). */
-export function isWritable(event: ChangeEvent): event is Writable {
-  switch (event.kind) {
-    case 'upsert':
-    case 'delete':
-    case 'collection-gone':
-      return true;
-    case 'lookup-missed':
-    case 'ignored':
-      return false;
-    default:
-      return event satisfies never;
-  }
 }
 
 function asksForEvolution(

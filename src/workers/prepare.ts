@@ -1,6 +1,7 @@
 import {
   backfillRecord,
   changeRecord,
+  isWritable,
   type EncodedRow,
   type HistoryRecord,
   type HistoryRow,
@@ -26,7 +27,6 @@ import {
   encodeChanges,
   encodeDocuments,
   fragmentCounts,
-  isWritable,
   packDocuments,
   taskTransferables,
   type ChangesResult,
