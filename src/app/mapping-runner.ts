@@ -273,7 +273,10 @@ class MappingRun {
     const dryrun = this.settings.dryrun;
     const streaming = { state: dryrun ? ('dryrun' as const) : ('streaming' as const) };
     const { backfill } = plan;
-    this.hooks.report(backfill ? { state: 'backfilling', backfillCopied: backfill.copied } : streaming);
+    // A dry run says so all along, its backfill included (it copies nothing, it only logs).
+    this.hooks.report(
+      backfill ? { state: dryrun ? 'dryrun' : 'backfilling', backfillCopied: backfill.copied } : streaming,
+    );
     const stream: Role = (s) => this.#stream(schema, plan.start, s);
     const copy: Role = async (s) => {
       if (!backfill) return;
@@ -334,6 +337,7 @@ class MappingRun {
     const chunk = this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK;
     const source = new MongoSnapshotSource(this.#collection, { chunkSize: chunk });
     const pool = this.deps.encoderPool;
+    const state = this.settings.dryrun ? ('dryrun' as const) : ('backfilling' as const);
     await runBackfill(
       {
         source,
@@ -349,7 +353,7 @@ class MappingRun {
         onStarted: (progress) => {
           this.metrics?.backfillStarted(progress.estimated ?? 0, progress.copied);
           this.hooks.report({
-            state: 'backfilling',
+            state,
             backfillCopied: progress.copied,
             ...(progress.estimated !== undefined && { backfillEstimated: progress.estimated }),
           });
@@ -357,7 +361,7 @@ class MappingRun {
         onCopied: (documents, shown) => {
           this.metrics?.backfillCopied(documents);
           this.hooks.report({
-            state: 'backfilling',
+            state,
             backfillCopied: shown.copied,
             ...(shown.estimated !== undefined && { backfillEstimated: shown.estimated }),
             ...(shown.rate !== undefined && { backfillRate: shown.rate }),
