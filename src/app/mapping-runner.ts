@@ -23,7 +23,12 @@ import { dispositionOf, errorMessage } from '../errors.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
 import { MongoCheckpointStore } from '../mongodb/checkpoint-store.js';
 import { MongoRawChangeSource } from '../mongodb/raw-change-source.js';
-import { prepareChanges, prepareDocuments, type EncoderPool, type PrepareContext } from '../workers/prepare.js';
+import {
+  prepareChanges,
+  prepareDocuments,
+  type EncoderPool,
+  type PrepareContext,
+} from '../workers/prepare.js';
 import { DEFAULT_BACKFILL_CHUNK, MongoSnapshotSource } from '../mongodb/snapshot-reader.js';
 import { mappingLogger, type Logger } from '../observability/logger.js';
 import { type Metrics } from '../observability/metrics.js';

@@ -81,7 +81,14 @@ describe('stream loop read-ahead', () => {
     const source = new ScriptedChangeSource(pulls(5));
     const held = new HeldPreparation();
     const run = runPreparedStreamLoop(
-      loopOptions(source, new ManualSink((w) => { w.ack(); }), held.prepare, 0),
+      loopOptions(
+        source,
+        new ManualSink((w) => {
+          w.ack();
+        }),
+        held.prepare,
+        0,
+      ),
       start,
       stop.signal,
     );
@@ -96,7 +103,9 @@ describe('stream loop read-ahead', () => {
     const stop = new AbortController();
     const source = new ScriptedChangeSource(pulls(3));
     const held = new HeldPreparation();
-    const sink = new ManualSink((w) => { w.ack(); });
+    const sink = new ManualSink((w) => {
+      w.ack();
+    });
     const checkpoints = new MemoryCheckpointStore();
     const run = runPreparedStreamLoop(
       { ...loopOptions(source, sink, held.prepare, 2), checkpoints },
@@ -122,7 +131,9 @@ describe('stream loop read-ahead', () => {
   it('a preparation that fails fails the loop after the batches before it are written and saved, and nothing after it is pulled', async () => {
     const source = new ScriptedChangeSource(pulls(6));
     const held = new HeldPreparation();
-    const sink = new ManualSink((w) => { w.ack(); });
+    const sink = new ManualSink((w) => {
+      w.ack();
+    });
     const checkpoints = new MemoryCheckpointStore();
     const run = runPreparedStreamLoop(
       { ...loopOptions(source, sink, held.prepare, 2), checkpoints },
@@ -157,7 +168,9 @@ describe('stream loop read-ahead', () => {
         }),
       currentTime: () => Promise.resolve(at(0)),
     };
-    const sink = new ManualSink((w) => { w.ack(); });
+    const sink = new ManualSink((w) => {
+      w.ack();
+    });
     const run = runPreparedStreamLoop(
       {
         source,
@@ -178,7 +191,14 @@ describe('stream loop read-ahead', () => {
     const stop = new AbortController();
     const source = new ScriptedChangeSource([]);
     const run = runPreparedStreamLoop(
-      loopOptions(source, new ManualSink((w) => { w.ack(); }), inThread, 3),
+      loopOptions(
+        source,
+        new ManualSink((w) => {
+          w.ack();
+        }),
+        inThread,
+        3,
+      ),
       start,
       stop.signal,
     );

@@ -14,7 +14,12 @@ function pool(
   restart = false,
   workerData: PoolTestWorkerData = {},
 ): WorkerPool<PoolTestTask, PoolTestResult> {
-  const created = new WorkerPool<PoolTestTask, PoolTestResult>({ module: MODULE, threads, restart, workerData });
+  const created = new WorkerPool<PoolTestTask, PoolTestResult>({
+    module: MODULE,
+    threads,
+    restart,
+    workerData,
+  });
   pools.push(created);
   return created;
 }
@@ -34,7 +39,8 @@ function watchWorker(): { readonly worker: () => Worker; readonly referenced: ()
   const worker = (): Worker => {
     const started = [...new Set(unref.mock.contexts)];
     const [only] = started;
-    if (started.length !== 1 || !(only instanceof Worker)) throw new Error(`${started.length} workers started`);
+    if (started.length !== 1 || !(only instanceof Worker))
+      throw new Error(`${started.length} workers started`);
     return only;
   };
   const last = (spy: typeof ref): number =>
