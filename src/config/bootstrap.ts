@@ -3,7 +3,11 @@ import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { datasetIdProblem, projectIdProblem } from '../schema/identifiers.js';
 import {
+  CHANGE_STREAM_SCOPES,
+  DEFAULT_IDLE_CHECKPOINT_INTERVAL_MS,
   DEFAULT_LEASE_TTL_MS,
+  DEFAULT_MAX_MAPPINGS_PREPARING,
+  DEFAULT_WRITE_STREAM_IDLE_MS,
   DEFAULT_SETTINGS_COLLECTION,
   DEFAULT_SETTINGS_DATABASE,
   DEFAULT_SETTINGS_POLL_MS,
@@ -112,6 +116,26 @@ const bootstrapSchema = z.object({
   BIGQUERY_MAX_IN_FLIGHT_MB: wholeNumber(1, MAX_IN_FLIGHT_MB, 'megabytes').default(
     DEFAULT_WINDOW_LIMITS.maxBytes / MEGABYTE,
   ),
+  /**
+   * `database` (the default): one change stream per source database, filtered on the server to the mapped
+   * collections and shared by their mappings; `collection`: one per mapping. Where a server cannot open a
+   * database-level stream, the daemon reads per collection and says so once. See docs/operations.md.
+   */
+  CHANGE_STREAM_SCOPE: z
+    .enum(CHANGE_STREAM_SCOPES, { error: 'must be database or collection' })
+    .default('database'),
+  /**
+   * The longest an idle mapping waits to save the position its stream reached with nothing to write; a
+   * position reached by writing rows is saved at once. Idle positions are saved in the checkpoints
+   * collection only (never in the watched settings documents).
+   */
+  IDLE_CHECKPOINT_INTERVAL_MS: wholeNumber(100, 3_600_000, 'milliseconds').default(
+    DEFAULT_IDLE_CHECKPOINT_INTERVAL_MS,
+  ),
+  /** Mappings preparing their tables or backfilling at once in this daemon; the others wait their turn. */
+  MAX_MAPPINGS_PREPARING: wholeNumber(1, 1_000, 'mappings').default(DEFAULT_MAX_MAPPINGS_PREPARING),
+  /** A Storage Write connection that sent nothing for this long is closed, and opened again on demand. */
+  WRITE_STREAM_IDLE_MS: wholeNumber(1_000, 86_400_000, 'milliseconds').default(DEFAULT_WRITE_STREAM_IDLE_MS),
 });
 
 export type BootstrapConfig = Readonly<z.infer<typeof bootstrapSchema>>;

@@ -16,6 +16,23 @@ export const DEFAULT_SETTINGS_POLL_MS = 10_000;
 /** See LEASE_TTL_MS in the bootstrap configuration and docs/operations.md (failover time). */
 export const DEFAULT_LEASE_TTL_MS = 15_000;
 
+/**
+ * How the daemon reads change streams (CHANGE_STREAM_SCOPE): one stream per source database, filtered on
+ * the server to the mapped collections and fanned out to each mapping, or one per mapping (the previous
+ * release's way, and the fallback where a server cannot open a database-level stream).
+ */
+export const CHANGE_STREAM_SCOPES = ['database', 'collection'] as const;
+export type ChangeStreamScope = (typeof CHANGE_STREAM_SCOPES)[number];
+/**
+ * The longest an idle mapping's checkpoint waits before the position its stream reached with nothing to
+ * write is saved (IDLE_CHECKPOINT_INTERVAL_MS); a position reached by writing rows is saved at once.
+ */
+export const DEFAULT_IDLE_CHECKPOINT_INTERVAL_MS = 30_000;
+/** Mappings preparing their tables or backfilling at once, per daemon (MAX_MAPPINGS_PREPARING). */
+export const DEFAULT_MAX_MAPPINGS_PREPARING = 8;
+/** A Storage Write connection unused this long is closed, and opened again when rows come (WRITE_STREAM_IDLE_MS). */
+export const DEFAULT_WRITE_STREAM_IDLE_MS = 120_000;
+
 export const WRITER_KINDS = ['storage-write', 'insert-all'] as const;
 export type WriterKind = (typeof WRITER_KINDS)[number];
 

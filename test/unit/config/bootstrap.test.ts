@@ -49,6 +49,10 @@ describe('bootstrap configuration', () => {
       BIGQUERY_MAX_IN_FLIGHT_MB: DEFAULT_WINDOW_LIMITS.maxBytes / 1_000_000,
       BIGQUERY_STORAGE_WRITE_CONNECTIONS: 1,
       WORKER_THREADS: 'auto',
+      CHANGE_STREAM_SCOPE: 'database',
+      IDLE_CHECKPOINT_INTERVAL_MS: 30_000,
+      MAX_MAPPINGS_PREPARING: 8,
+      WRITE_STREAM_IDLE_MS: 120_000,
     });
     expect(windowLimits(config)).toEqual(DEFAULT_WINDOW_LIMITS);
   });
