@@ -111,6 +111,18 @@ export function compareClusterTime(a: ClusterTime, b: ClusterTime): number {
   return a.t - b.t || a.i - b.i;
 }
 
+/**
+ * Orders positions: negative when `a` comes before `b`. By cluster time, then by resume token (`_data` is
+ * a hex string whose order is the server's order of the events, for tokens of the same format).
+ */
+export function comparePositions(a: Position, b: Position): number {
+  const byTime = compareClusterTime(a.clusterTime, b.clusterTime);
+  if (byTime !== 0) return byTime;
+  const x = a.token.toUpperCase();
+  const y = b.token.toUpperCase();
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
 let lastIsoSeconds = Number.NaN;
 let lastIso = '';
 

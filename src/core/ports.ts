@@ -50,6 +50,44 @@ export interface ChangeSource<B = ChangeBatch> {
   currentTime(signal: AbortSignal): Promise<ClusterTime>;
 }
 
+/**
+ * The change stream of a whole source database (CHANGE_STREAM_SCOPE `database`), shared by the mappings of
+ * its collections: one server-side cursor instead of one per collection. `B` is what a pull returns, as for
+ * ChangeSource.
+ */
+export interface SharedStreamSource<B> {
+  /**
+   * Opens the database's stream at `start`, filtered on the server to the changes of `collections` (never
+   * empty) and to the database-wide ones (`dropDatabase`, `invalidate`). The post-batch token of its pulls
+   * is the database stream's: a position from which any of those collections' own streams may resume too.
+   */
+  open(start: StreamStart, collections: readonly string[], signal: AbortSignal): Promise<ChangeCursor<B>>;
+}
+
+/**
+ * What the fan-out needs to know of a pull without decoding its changes (they may be raw BSON: the adapter
+ * reads the few fields it needs from the bytes).
+ */
+export interface PullShape<B> {
+  /**
+   * The pull's changes by collection, in order, each part carrying the pull's own position; changes of
+   * collections not in `collections` are left out, a database-wide change (`dropDatabase`, `invalidate`)
+   * is in every part. A collection with no change in the pull gets no part (see `empty`).
+   */
+  split(pull: B, collections: ReadonlySet<string>): ReadonlyMap<string, B>;
+  /**
+   * The changes of `pull` that come after `position`, with the pull's position. In doubt (the same cluster
+   * time, tokens that do not compare) a change is kept: a duplicate row is harmless (the views keep one row
+   * per `_seq`), a lost change is not.
+   */
+  after(pull: B, position: Position): B;
+  /** A pull with no change, at `position` (an idle collection's share of a pull of the others). */
+  empty(position: Position | undefined): B;
+  position(pull: B): Position | undefined;
+  /** The number of changes in the pull (queues between the shared cursor and the mappings are bounded by it). */
+  count(pull: B): number;
+}
+
 /** What survives a restart of one mapping. */
 export interface Checkpoint {
   /** Last change whose rows BigQuery acknowledged (the original service's `lastChangeId` holds its token). */
