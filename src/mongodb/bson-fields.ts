@@ -10,6 +10,8 @@ export interface BsonElement {
   readonly name: string;
   readonly type: number;
   readonly start: number;
+  /** Where its value starts (after the type byte and the name's NUL). */
+  readonly value: number;
   readonly end: number;
 }
 
@@ -33,6 +35,8 @@ const FIXED_SIZES: ReadonlyMap<number, number> = new Map([
 const LENGTH_PREFIXED = new Set([0x02, 0x0d, 0x0e]);
 /** Types whose value starts with its own total size: embedded document, array, code with scope. */
 const SELF_SIZED = new Set([0x03, 0x04, 0x0f]);
+const STRING = 0x02;
+const EMBEDDED_DOCUMENT = 0x03;
 const BINARY = 0x05;
 const REGEX = 0x0b;
 const DB_POINTER = 0x0c;
@@ -85,8 +89,9 @@ function walkTopLevel(document: Uint8Array, visit: (element: BsonElement) => boo
     const nameEnd = bytes.indexOf(0, at + 1);
     if (nameEnd < 0 || nameEnd >= last) throw malformed('unterminated element name', at);
     const name = bytes.toString('utf8', at + 1, nameEnd);
-    const end = valueEnd(bytes, type, nameEnd + 1, last);
-    if (visit({ name, type, start, end })) return;
+    const value = nameEnd + 1;
+    const end = valueEnd(bytes, type, value, last);
+    if (visit({ name, type, start, value, end })) return;
     at = end;
   }
 }
@@ -116,6 +121,48 @@ function unboundedValueEnd(bytes: Buffer, type: number, at: number, limit: numbe
   if (type === BINARY && length >= 0) return at + 4 + 1 + length;
   if (type === DB_POINTER && length >= 1) return at + 4 + length + 12;
   throw malformed(`length ${String(length)} of an element of type 0x${type.toString(16)}`, at);
+}
+
+/**
+ * The document an element holds (an embedded document), as a view of its bytes (no copy), to be walked in
+ * turn; undefined when the element holds anything else. The walk checked that it lies inside `document`.
+ */
+export function embeddedDocument(document: Uint8Array, element: BsonElement): Uint8Array | undefined {
+  return element.type === EMBEDDED_DOCUMENT ? document.subarray(element.value, element.end) : undefined;
+}
+
+/**
+ * The string an element holds, read from its bytes (a few small fields of a large event are read this way,
+ * with nothing else decoded); undefined when the element holds anything else. Bytes that are not valid
+ * UTF-8 become U+FFFD: the names read this way (operation types, namespaces) are compared, never stored.
+ */
+export function stringValue(document: Uint8Array, element: BsonElement): string | undefined {
+  if (element.type !== STRING) return undefined;
+  const bytes = Buffer.from(document.buffer, document.byteOffset, document.byteLength);
+  // The walk checked the length prefix against the element's end; the value ends with a NUL.
+  return bytes.toString('utf8', element.value + 4, element.end - 1);
+}
+
+/**
+ * The strings of the named top-level fields of `document` (fields absent or of another type left out), read
+ * from the bytes in one walk that stops once each name was met (its first occurrence counts: the server
+ * writes each field of a change event once).
+ */
+export function readStringFields<N extends string>(
+  document: Uint8Array,
+  names: readonly N[],
+): Partial<Record<N, string>> {
+  const found: Partial<Record<N, string>> = {};
+  let missing = names.length;
+  walkTopLevel(document, (element) => {
+    const name = names.find((wanted) => wanted === element.name);
+    if (name === undefined || Object.hasOwn(found, name)) return false;
+    const text = stringValue(document, element);
+    if (text !== undefined) defineDataProperty(found, name, text);
+    missing--;
+    return missing === 0;
+  });
+  return found;
 }
 
 /**

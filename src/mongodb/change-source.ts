@@ -80,10 +80,16 @@ export function tokenData(token: unknown): string | undefined {
  * The change stream pipeline. `updateDescription` is projected away: the archiver reads the looked-up
  * `fullDocument`, and with it an update of a large document would make an event of twice its size, over
  * the 16 MB limit (BSONObjectTooLarge, which no resume gets past). Where the server has it,
- * `$changeStreamSplitLargeEvent` (which must be the last stage) splits what is still too large.
+ * `$changeStreamSplitLargeEvent` (which must be the last stage) splits what is still too large. `match`,
+ * when given, comes first: the events it leaves out never leave the server (a database-level stream keeps
+ * only the mapped collections'), and the post-batch resume token still moves past them.
  */
-export function changeStreamPipeline(split: boolean): Document[] {
-  return [{ $project: { updateDescription: 0 } }, ...(split ? [{ $changeStreamSplitLargeEvent: {} }] : [])];
+export function changeStreamPipeline(split: boolean, match?: Document): Document[] {
+  return [
+    ...(match ? [{ $match: match }] : []),
+    { $project: { updateDescription: 0 } },
+    ...(split ? [{ $changeStreamSplitLargeEvent: {} }] : []),
+  ];
 }
 
 /** MongoDB 7.0 and later, and 6.0.9 and later on the 6.0 line, have `$changeStreamSplitLargeEvent`. */

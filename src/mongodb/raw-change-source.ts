@@ -166,33 +166,51 @@ function cursorId(id: unknown): bigint {
 }
 
 /**
+ * What a change stream watches: one collection, or every collection of its database (an `aggregate: 1` on
+ * the database, whose cursor MongoDB names `<database>.$cmd.aggregate`).
+ */
+export type StreamTarget =
+  { readonly kind: 'collection'; readonly collection: string } | { readonly kind: 'database' };
+
+/** The collection part of the namespace of a database-level aggregate's cursor, for getMore and killCursors. */
+const DATABASE_AGGREGATE_CURSOR = '$cmd.aggregate';
+
+/**
  * The commands over `db.command`, in the stream's own session where the server has sessions (servers
  * without them, such as mongo-java-server, refuse an explicit one), always on the primary: a getMore must
  * reach the server that holds the cursor, and a command pins nothing by itself.
  */
 class SessionCommands implements ChangeStreamCommands {
+  /** `aggregate`'s target: the collection's name, or 1 for the whole database. */
+  readonly #aggregate: string | 1;
+  /** The collection part of the cursor's namespace. */
+  readonly #cursorCollection: string;
+
   constructor(
     private readonly db: Db,
-    private readonly collection: string,
+    target: StreamTarget,
     private readonly session: ClientSession | undefined,
-  ) {}
+  ) {
+    this.#aggregate = target.kind === 'collection' ? target.collection : 1;
+    this.#cursorCollection = target.kind === 'collection' ? target.collection : DATABASE_AGGREGATE_CURSOR;
+  }
 
   async aggregate(
     pipeline: readonly Document[],
     batchSize: number,
     signal: AbortSignal,
   ): Promise<CursorReply> {
-    const command = { aggregate: this.collection, pipeline, cursor: { batchSize } };
+    const command = { aggregate: this.#aggregate, pipeline, cursor: { batchSize } };
     return cursorReply(await this.db.command(command, this.#options(signal)));
   }
 
   async getMore(id: bigint, batchSize: number, maxTimeMS: number, signal: AbortSignal): Promise<CursorReply> {
-    const command = { getMore: id, collection: this.collection, batchSize, maxTimeMS };
+    const command = { getMore: id, collection: this.#cursorCollection, batchSize, maxTimeMS };
     return cursorReply(await this.db.command(command, this.#options(signal)));
   }
 
   async killCursors(id: bigint, signal: AbortSignal): Promise<void> {
-    await this.db.command({ killCursors: this.collection, cursors: [id] }, this.#options(signal));
+    await this.db.command({ killCursors: this.#cursorCollection, cursors: [id] }, this.#options(signal));
   }
 
   async end(): Promise<void> {
@@ -230,6 +248,11 @@ export interface RawChangeCursorOptions {
   /** The server's maxWireVersion: whether it labels resumable errors (see isResumableChangeStreamError). */
   readonly wireVersion: number;
   readonly split: SplitStage;
+  /**
+   * The events the server keeps (a `$match` right after `$changeStream`, see changeStreamPipeline), in every
+   * aggregate the cursor runs, resumes included; every event when absent.
+   */
+  readonly match?: Document;
 }
 
 /** The few fields of an event the cursor reads; the rest stays bytes. */
@@ -418,7 +441,10 @@ export class RawChangeCursor implements ChangeCursor<RawChangeBatch> {
   async #aggregate(signal: AbortSignal): Promise<CursorReply> {
     await this.#killAbandoned();
     const stage = { fullDocument: 'updateLookup', ...startOptions(this.#streamStart) };
-    const pipeline = [{ $changeStream: stage }, ...changeStreamPipeline(this.options.split.enabled)];
+    const pipeline = [
+      { $changeStream: stage },
+      ...changeStreamPipeline(this.options.split.enabled, this.options.match),
+    ];
     return this.commands.aggregate(pipeline, BATCH_SIZE, signal);
   }
 
@@ -540,43 +566,35 @@ async function killQuietly(commands: ChangeStreamCommands, id: bigint): Promise<
 }
 
 /**
- * Change streams of one collection read as BSON bytes (RawChangeBatch): the same streams as
- * MongoChangeSource's (same pipeline, updateLookup, start points, resumes, split events put together), with
- * no event decoded on the thread that reads them; worker threads decode them. Invalid UTF-8 in an event is
- * no concern here: nothing reads its strings.
+ * Opens raw cursors on one target (a collection, or a whole database) of one client: what it learns of the
+ * server (split stage, wire version, sessions) it learns once, on the first open, for every cursor it opens.
+ * MongoRawChangeSource and the database-level MongoDatabaseStreamSource both open their cursors here, so
+ * that they differ only in their target and filter; every resume rule is the cursor's.
  */
-export class MongoRawChangeSource implements ChangeSource<RawChangeBatch> {
+export class RawChangeStreams {
   #server: ServerTraits | undefined;
 
   constructor(
     private readonly client: MongoClient,
-    private readonly collection: Collection,
+    private readonly database: string,
+    private readonly target: StreamTarget,
     private readonly options: MongoChangeSourceOptions = {},
   ) {}
 
-  open(start: StreamStart, signal: AbortSignal): Promise<ChangeCursor<RawChangeBatch>> {
-    return mongoBoundary(async () => {
-      signal.throwIfAborted();
-      this.#server ??= await this.#traits(signal);
-      const session = this.#server.sessions
-        ? this.client.startSession({ causalConsistency: false })
-        : undefined;
-      const commands = new SessionCommands(
-        this.client.db(this.collection.dbName),
-        this.collection.collectionName,
-        session,
-      );
-      return new RawChangeCursor(commands, start, {
-        maxAwaitMs: this.options.maxAwaitMs ?? DEFAULT_MAX_AWAIT_MS,
-        wireVersion: this.#server.wireVersion,
-        split: this.#server.split,
-      });
+  /** A cursor from `start`, filtered on the server by `match` (none: every event of the target). */
+  async open(start: StreamStart, match: Document | undefined, signal: AbortSignal): Promise<RawChangeCursor> {
+    signal.throwIfAborted();
+    this.#server ??= await this.#traits(signal);
+    const session = this.#server.sessions
+      ? this.client.startSession({ causalConsistency: false })
+      : undefined;
+    const commands = new SessionCommands(this.client.db(this.database), this.target, session);
+    return new RawChangeCursor(commands, start, {
+      maxAwaitMs: this.options.maxAwaitMs ?? DEFAULT_MAX_AWAIT_MS,
+      wireVersion: this.#server.wireVersion,
+      split: this.#server.split,
+      ...(match !== undefined && { match }),
     });
-  }
-
-  /** The cluster time of the latest write (see currentClusterTime). */
-  currentTime(signal: AbortSignal): Promise<ClusterTime> {
-    return mongoBoundary(() => currentClusterTime(this.client, signal));
   }
 
   async #traits(signal: AbortSignal): Promise<ServerTraits> {
@@ -584,15 +602,50 @@ export class MongoRawChangeSource implements ChangeSource<RawChangeBatch> {
       this.options.onNotice?.(splitUnavailableNotice(reason));
     };
     const split = new SplitStage(await serverSplits(this.client, notice, signal), notice);
-    const admin = this.client.db('admin');
-    const hello: Document = await admin
-      .command({ hello: 1 }, { signal })
-      .catch(() => admin.command({ isMaster: 1 }, { signal }));
+    const hello = await helloOf(this.client, signal);
     return {
       split,
       wireVersion: typeof hello.maxWireVersion === 'number' ? hello.maxWireVersion : 0,
       sessions: hello.logicalSessionTimeoutMinutes != null,
     };
+  }
+}
+
+/** The server's `hello` (`isMaster` for servers older than 4.4.2 that lack it). */
+export async function helloOf(client: MongoClient, signal: AbortSignal): Promise<Document> {
+  const admin = client.db('admin');
+  return admin.command({ hello: 1 }, { signal }).catch(() => admin.command({ isMaster: 1 }, { signal }));
+}
+
+/**
+ * Change streams of one collection read as BSON bytes (RawChangeBatch): the same streams as
+ * MongoChangeSource's (same pipeline, updateLookup, start points, resumes, split events put together), with
+ * no event decoded on the thread that reads them; worker threads decode them. Invalid UTF-8 in an event is
+ * no concern here: nothing reads its strings.
+ */
+export class MongoRawChangeSource implements ChangeSource<RawChangeBatch> {
+  readonly #streams: RawChangeStreams;
+
+  constructor(
+    private readonly client: MongoClient,
+    collection: Collection,
+    options: MongoChangeSourceOptions = {},
+  ) {
+    this.#streams = new RawChangeStreams(
+      client,
+      collection.dbName,
+      { kind: 'collection', collection: collection.collectionName },
+      options,
+    );
+  }
+
+  open(start: StreamStart, signal: AbortSignal): Promise<ChangeCursor<RawChangeBatch>> {
+    return mongoBoundary(() => this.#streams.open(start, undefined, signal));
+  }
+
+  /** The cluster time of the latest write (see currentClusterTime). */
+  currentTime(signal: AbortSignal): Promise<ClusterTime> {
+    return mongoBoundary(() => currentClusterTime(this.client, signal));
   }
 }
 
@@ -622,10 +675,7 @@ export async function rawChangeStreamsUnavailable(
   // (secondaries, analytics nodes), which it keeps.
   const mode = client.readPreference.mode;
   if (mode !== 'primary') return `the connection string reads from ${mode} (readPreference)`;
-  const admin = client.db('admin');
-  const hello: Document = await admin
-    .command({ hello: 1 }, { signal })
-    .catch(() => admin.command({ isMaster: 1 }, { signal }));
+  const hello = await helloOf(client, signal);
   if (hello.msg === 'isdbgrid') return 'the deployment is a sharded cluster (mongos)';
   return undefined;
 }

@@ -2,7 +2,14 @@ import { BSONError, Code, deserialize, serialize, Timestamp } from 'bson';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BSON_DECODE_OPTIONS } from '../../../src/base/bson-kind.js';
-import { decodeElement, readTopLevelFields, topLevelElements } from '../../../src/mongodb/bson-fields.js';
+import {
+  decodeElement,
+  embeddedDocument,
+  readStringFields,
+  readTopLevelFields,
+  stringValue,
+  topLevelElements,
+} from '../../../src/mongodb/bson-fields.js';
 import { arbDocument, arbKey, arbLeaf } from '../../support/bson-arbitraries.js';
 
 /** Many top-level elements of the leaf types the arbitraries make (every type bson 7 still writes). */
@@ -94,5 +101,39 @@ describe('reading top-level BSON fields without decoding the document', () => {
       ['after', 0x10],
     ]);
     expect(readTopLevelFields(bytes, ['after'])).toEqual({ after: 2 });
+  });
+
+  it('reads strings from the bytes, as bson decodes them, and walks into an embedded document (issue 12)', () => {
+    fc.assert(
+      fc.property(
+        arbDocument,
+        arbKey,
+        fc.string(),
+        arbKey,
+        fc.string(),
+        (inner, name, text, outerName, outerText) => {
+          fc.pre(!Object.hasOwn(inner, name) && name !== outerName);
+          const nested = { ...inner, [name]: text };
+          const bytes = serialize({ [outerName]: outerText, ns: nested });
+          const elements = topLevelElements(bytes);
+          const [first, ns] = elements;
+          if (first === undefined || ns === undefined) throw new Error('two elements were written');
+          expect(stringValue(bytes, first)).toBe(deserialize(bytes, BSON_DECODE_OPTIONS)[outerName]);
+          expect(stringValue(bytes, ns)).toBeUndefined();
+          const embedded = embeddedDocument(bytes, ns);
+          if (embedded === undefined) throw new Error('ns is an embedded document');
+          expect(Buffer.from(embedded)).toEqual(Buffer.from(serialize(nested)));
+          expect(readStringFields(embedded, [name])).toEqual({ [name]: text });
+          expect(embeddedDocument(bytes, first)).toBeUndefined();
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('readStringFields leaves out fields that are absent or hold no string, and stops at the first of each', () => {
+    const bytes = serialize({ db: 'bidding', coll: 7, other: 'x' });
+    expect(readStringFields(bytes, ['db', 'coll', 'missing'])).toEqual({ db: 'bidding' });
+    expect(readStringFields(bytes, ['__proto__'])).toEqual({});
   });
 });
