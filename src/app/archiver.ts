@@ -15,6 +15,8 @@ import { Metrics } from '../observability/metrics.js';
 import { availableCores } from '../observability/runtime.js';
 import { BSON_DECODE_OPTIONS } from '../base/bson-kind.js';
 import { createMappingRunner, type ChangeSourceDecorator } from './mapping-runner.js';
+import { chooseStreamScope, DatabaseStreams } from './database-streams.js';
+import { MongoDatabaseStreamSource } from '../mongodb/database-stream.js';
 import { rawChangeStreamsUnavailable } from '../mongodb/raw-change-source.js';
 import { EncoderPool } from '../workers/prepare.js';
 
@@ -124,6 +126,31 @@ export async function startArchiver(
       ? 'decoding, mapping and encoding on worker threads'
       : 'decoding, mapping and encoding on the main thread (WORKER_THREADS)',
   );
+  // Mappings share one change stream per source database where CHANGE_STREAM_SCOPE and the deployment allow
+  // it; the fan-out of each database is made when its first mapping starts.
+  const streamScope = await chooseStreamScope(mongo, config.CHANGE_STREAM_SCOPE, signal).catch(
+    async (error: unknown) => {
+      await Promise.all([encoderPool?.close(), bigquery.close(), mongo.close()]);
+      throw error;
+    },
+  );
+  logger.info(
+    { changeStreamScope: streamScope.scope, reason: streamScope.reason },
+    streamScope.scope === 'database'
+      ? 'change streams: one per source database, shared by its mappings'
+      : 'change streams: one per mapping',
+  );
+  const databaseStreams = new DatabaseStreams({
+    scope: streamScope.scope,
+    sharedSource: (database) =>
+      new MongoDatabaseStreamSource(mongo, database, {
+        onNotice: (message) => {
+          logger.warn({ database }, message);
+        },
+      }),
+    logger,
+    signal,
+  });
   const metrics = new Metrics();
   const store = new MongoSettingsStore(mongo, {
     database: config.SETTINGS_DATABASE,
@@ -160,6 +187,7 @@ export async function startArchiver(
       ...(seams.decorateChangeSource && { decorateChangeSource: seams.decorateChangeSource }),
       ...(encoderPool && { encoderPool }),
       ...(rawUnavailable !== undefined && { rawChangeStreamsUnavailable: rawUnavailable }),
+      databaseStreams,
     }),
     log: supervisorLog(logger),
     onStatus: (id, status) => {

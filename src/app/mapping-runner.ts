@@ -15,7 +15,8 @@ import {
   type SettingsStore,
   type StreamStart,
 } from '../core/ports.js';
-import { type Position } from '../core/model.js';
+import { type ChangeEvent, type Position } from '../core/model.js';
+import { type HistoryRow } from '../core/history-rows.js';
 import { prepareInThread, resumeFrom, rowBytes, type RecordSink } from '../core/stream-loop.js';
 import { type RowEncoding } from '../core/prepared.js';
 import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
@@ -29,12 +30,14 @@ import {
   type EncoderPool,
   type PrepareContext,
 } from '../workers/prepare.js';
+import { prepareRawInThread } from '../workers/in-thread.js';
 import { DEFAULT_BACKFILL_CHUNK, MongoSnapshotSource } from '../mongodb/snapshot-reader.js';
 import { mappingLogger, type Logger } from '../observability/logger.js';
 import { type Metrics } from '../observability/metrics.js';
 import { inferColumns } from '../schema/infer.js';
 import { type ColumnSpec } from '../schema/types.js';
 import { runBackfill } from './backfill-role.js';
+import { chooseRawStream, type DatabaseStreams } from './database-streams.js';
 import { runRoles, type Role } from './roles.js';
 import { MappingMetrics } from './mapping-metrics.js';
 import { SchemaCoordinator } from './schema-coordinator.js';
@@ -79,6 +82,12 @@ export interface MappingRunnerDeps {
   readonly rawChangeStreamsUnavailable?: string;
   /** Wraps the history-table writers (tests inject faults here); none in production. */
   readonly decorateWriter?: WriterDecorator;
+  /**
+   * The daemon's shared change streams, one per source database (CHANGE_STREAM_SCOPE `database`): a mapping
+   * reads its share of its database's stream where it is shared and the server allows it. Undefined: every
+   * mapping reads its own stream.
+   */
+  readonly databaseStreams?: DatabaseStreams;
 }
 
 /**
@@ -163,7 +172,10 @@ class MappingRun {
   readonly #checkpoints: BackfillCheckpointStore;
   readonly #collection: Collection;
   readonly #source: ChangeSource;
-  /** The same stream read raw, for worker threads; undefined when it is not read raw (see constructor). */
+  /**
+   * The same stream read raw (undecorated), for worker threads or for catching up with the database's shared
+   * stream; undefined when it is not read raw (see constructor).
+   */
   readonly #rawSource: ChangeSource<RawChangeBatch> | undefined;
 
   constructor(
@@ -180,13 +192,15 @@ class MappingRun {
       },
     });
     this.#source = deps.decorateChangeSource?.(source) ?? source;
-    if (deps.encoderPool && deps.rawChangeStreamsUnavailable === undefined) {
-      const raw = new MongoRawChangeSource(deps.mongo, this.#collection, {
+    // Read raw for the worker threads, or to share the database's stream (which the daemon allows only
+    // where raw streams can be read); decorated once chosen (see #stream).
+    const forWorkers = deps.encoderPool !== undefined && deps.rawChangeStreamsUnavailable === undefined;
+    if (forWorkers || deps.databaseStreams?.shared === true) {
+      this.#rawSource = new MongoRawChangeSource(deps.mongo, this.#collection, {
         onNotice: (message) => {
           log.warn(message);
         },
       });
-      this.#rawSource = deps.decorateChangeSource?.(raw) ?? raw;
     }
     const dataset = settings.bigqueryDataset ?? deps.config.BIGQUERY_DATASET;
     // A checkpoint belongs to its source and its target (change either and it starts over), and to the
@@ -291,7 +305,7 @@ class MappingRun {
     await runRoles([stream, copy], signal);
   }
 
-  #stream(schema: SchemaCoordinator, start: StreamStart, signal: AbortSignal): Promise<void> {
+  async #stream(schema: SchemaCoordinator, start: StreamStart, signal: AbortSignal): Promise<void> {
     const common = {
       sink: this.#sink,
       checkpoints: this.#checkpoints,
@@ -300,29 +314,45 @@ class MappingRun {
       ...(this.metrics && { observer: this.metrics }),
     };
     const pool = this.deps.encoderPool;
-    if (pool && this.#rawSource) {
-      // Read raw, decoded, mapped and encoded on the worker threads, as many pulls ahead as there are.
-      const prepare = prepareChanges(pool, this.#prepareContext(schema));
+    const inThread = {
+      encode: (row: HistoryRow) => this.#destination?.encode(row) ?? { size: rowBytes(row) },
+      mapper: () => schema.mapper,
+      beforeMap: (events: readonly ChangeEvent[], s: AbortSignal) =>
+        schema.evolve(
+          events.flatMap((e) => (e.kind === 'upsert' ? [e.document] : [])),
+          s,
+        ),
+    };
+    // The database's shared stream where the daemon shares them and the server allows it, else the
+    // collection's own raw stream for the worker threads; the decoration applies to what is read.
+    const raw = await chooseRawStream({
+      streams: this.deps.databaseStreams,
+      database: this.settings.mongoDatabase,
+      collection: this.settings.mongoCollection,
+      own: this.#rawSource,
+      ownAlone: pool !== undefined,
+      decorate: this.deps.decorateChangeSource,
+    });
+    if (raw) {
+      // Read raw; decoded, mapped and encoded on the worker threads (as many pulls ahead as there are), or
+      // on this thread where there are none.
+      const prepare = pool
+        ? prepareChanges(pool, this.#prepareContext(schema))
+        : prepareRawInThread(inThread);
       this.log.info(
-        { workerThreads: pool.threads },
-        'change stream read as BSON bytes; decoded, mapped and encoded on the worker threads',
+        { workerThreads: pool?.threads ?? 0, sharedDatabaseStream: raw.shared },
+        raw.shared
+          ? "reads its share of the database's change stream, as BSON bytes"
+          : 'change stream read as BSON bytes; decoded, mapped and encoded on the worker threads',
       );
       return runStream(
-        { ...common, source: this.#rawSource, prepare, readAhead: pool.threads },
+        { ...common, source: raw.source, prepare, readAhead: pool?.threads ?? 0 },
         start,
         signal,
         this.log,
       );
     }
-    const prepare = prepareInThread({
-      encode: (row) => this.#destination?.encode(row) ?? { size: rowBytes(row) },
-      mapper: () => schema.mapper,
-      beforeMap: (events, s) =>
-        schema.evolve(
-          events.flatMap((e) => (e.kind === 'upsert' ? [e.document] : [])),
-          s,
-        ),
-    });
+    const prepare = prepareInThread(inThread);
     return runStream({ ...common, source: this.#source, prepare }, start, signal, this.log);
   }
 

@@ -1,0 +1,175 @@
+import { Timestamp, type Document } from 'bson';
+import { MongoClient } from 'mongodb';
+import { describe, expect, it } from 'vitest';
+import {
+  chooseRawStream,
+  chooseStreamScope,
+  DatabaseStreams,
+  type ProbedStreamSource,
+} from '../../../src/app/database-streams.js';
+import { type Position } from '../../../src/core/model.js';
+import { type ChangeSource, type RawChangeBatch, type StreamStart } from '../../../src/core/ports.js';
+import { type ChangeStreamScope } from '../../../src/core/settings.js';
+import { createLogger } from '../../../src/observability/logger.js';
+import { FakeSharedStream, IdleRawSource } from '../../support/fakes/shared-stream.js';
+
+const SAVED: Position = { token: '8269000000000000012B', clusterTime: { t: 1_765_000_000, i: 1 } };
+const FROM_SAVED: StreamStart = { kind: 'resumeAfter', position: SAVED };
+const never = new AbortController().signal;
+
+/** The registry over fake shared streams (one per database, made on demand), and the lines it logged. */
+function registry(scope: ChangeStreamScope, streams: Record<string, FakeSharedStream>) {
+  const lines: Record<string, unknown>[] = [];
+  const logger = createLogger({
+    level: 'info',
+    destination: { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) },
+  });
+  const made: string[] = [];
+  const sharedSource = (database: string): ProbedStreamSource => {
+    made.push(database);
+    const stream = streams[database];
+    if (stream === undefined) throw new Error(`no fake stream for ${database}`);
+    return stream;
+  };
+  return { registry: new DatabaseStreams({ scope, sharedSource, logger, signal: never }), lines, made };
+}
+
+function choose(
+  streams: DatabaseStreams,
+  collection: string,
+  own: ChangeSource<RawChangeBatch> | undefined,
+  ownAlone: boolean,
+  decorate?: (source: ChangeSource<RawChangeBatch>) => ChangeSource<RawChangeBatch>,
+) {
+  return chooseRawStream({ streams, database: 'bidding', collection, own, ownAlone, decorate });
+}
+
+describe('which stream a mapping reads (issue 12)', () => {
+  it('its share of the database stream where the daemon shares them and the server allows it, decorated', async () => {
+    const shared = new FakeSharedStream(undefined);
+    const { registry: streams } = registry('database', { bidding: shared });
+    const own = new IdleRawSource();
+    const decorated: ChangeSource<RawChangeBatch>[] = [];
+    const decorate = (source: ChangeSource<RawChangeBatch>): ChangeSource<RawChangeBatch> => {
+      decorated.push(source);
+      return {
+        open: (start, signal) => source.open(start, signal),
+        currentTime: (s) => source.currentTime(s),
+      };
+    };
+    // Without worker threads too: the shared stream is prepared on this thread.
+    const choice = await choose(streams, 'ad_cpta', own, false, decorate);
+    expect(choice?.shared).toBe(true);
+    expect(decorated).toHaveLength(1);
+    expect(choice?.source).not.toBe(decorated[0]);
+    const cursor = await choice?.source.open(FROM_SAVED, never);
+    expect(await cursor?.next(100, never)).toEqual({ changes: [], position: SAVED });
+    // The database's stream, filtered to the mapping's collection, from the mapping's position; its own
+    // stream is not opened (nothing to catch up with).
+    expect(shared.opened).toEqual([{ start: FROM_SAVED, collections: ['ad_cpta'] }]);
+    expect(own.opened).toEqual([]);
+    await cursor?.close();
+    // A second mapping of the database shares the same fan-out: the server was asked once.
+    expect((await choose(streams, 'ad_spend', new IdleRawSource(), true))?.shared).toBe(true);
+    expect(shared.probes).toBe(1);
+  });
+
+  it('its own stream where the server refuses the database stream, said once per database with the reason', async () => {
+    const refused = new FakeSharedStream(
+      'the server refused a database-level change stream (code 13: not authorized)',
+    );
+    const other = new FakeSharedStream(undefined);
+    const { registry: streams, lines } = registry('database', { bidding: refused, archive: other });
+    const own = new IdleRawSource();
+    // With worker threads: the collection's own raw stream.
+    expect(await choose(streams, 'ad_cpta', own, true)).toEqual({ source: own, shared: false });
+    // Without: nothing raw (the mapping reads its own stream decoded).
+    expect(await choose(streams, 'ad_spend', new IdleRawSource(), false)).toBeUndefined();
+    expect(refused.probes).toBe(1);
+    expect(refused.opened).toEqual([]);
+    const warnings = lines.filter((line) => line.level === 'warn');
+    expect(warnings).toEqual([
+      expect.objectContaining({
+        database: 'bidding',
+        reason: 'the server refused a database-level change stream (code 13: not authorized)',
+        msg: expect.stringMatching(/one change stream each/) as unknown,
+      }),
+    ]);
+    // Another database is asked on its own.
+    const elsewhere = await chooseRawStream({
+      streams,
+      database: 'archive',
+      collection: 'ad_cpta',
+      own: new IdleRawSource(),
+      ownAlone: true,
+    });
+    expect(elsewhere?.shared).toBe(true);
+  });
+
+  it('its own stream, as before, with CHANGE_STREAM_SCOPE collection: the server is not asked', async () => {
+    const shared = new FakeSharedStream(undefined);
+    const { registry: streams, made } = registry('collection', { bidding: shared });
+    const own = new IdleRawSource();
+    expect(await choose(streams, 'ad_cpta', own, true)).toEqual({ source: own, shared: false });
+    expect(await choose(streams, 'ad_cpta', own, false)).toBeUndefined();
+    expect(await choose(streams, 'ad_cpta', undefined, true)).toBeUndefined();
+    expect(made).toEqual([]);
+    expect(shared.probes).toBe(0);
+  });
+
+  it('a probe that fails (not a refusal) fails the mapping, and the next mapping asks again', async () => {
+    const shared = new FakeSharedStream(undefined, new Error('connection reset'));
+    const { registry: streams } = registry('database', { bidding: shared });
+    await expect(choose(streams, 'ad_cpta', new IdleRawSource(), true)).rejects.toThrow(/connection reset/);
+    expect((await choose(streams, 'ad_cpta', new IdleRawSource(), true))?.shared).toBe(true);
+    expect(shared.probes).toBe(2);
+  });
+});
+
+/** A client whose `hello` answers `reply` (and whose connection string is `uri`). */
+function clientAnswering(reply: Document, uri = 'mongodb://127.0.0.1:27017/'): MongoClient {
+  const client = new MongoClient(uri);
+  Object.defineProperty(client, 'db', { value: () => ({ command: () => Promise.resolve(reply) }) });
+  return client;
+}
+
+describe('the daemon’s change stream scope (issue 12)', () => {
+  const replicaSet = {
+    isWritablePrimary: true,
+    setName: 'rs0',
+    maxWireVersion: 21,
+    operationTime: new Timestamp({ t: 1, i: 1 }),
+  };
+
+  it('database on a replica set when asked for; collection when configured so, without asking the server', async () => {
+    expect(await chooseStreamScope(clientAnswering(replicaSet), 'database', never)).toMatchObject({
+      scope: 'database',
+    });
+    const unreachable = new MongoClient('mongodb://127.0.0.1:1/');
+    Object.defineProperty(unreachable, 'db', {
+      value: () => ({ command: () => Promise.reject(new Error('asked')) }),
+    });
+    expect(await chooseStreamScope(unreachable, 'collection', never)).toEqual({
+      scope: 'collection',
+      reason: 'CHANGE_STREAM_SCOPE is collection',
+    });
+  });
+
+  it('collection, with the reason, where the server cannot (mongo-java-server) or raw streams cannot be read', async () => {
+    expect(
+      await chooseStreamScope(
+        clientAnswering({ isWritablePrimary: true, maxWireVersion: 8 }),
+        'database',
+        never,
+      ),
+    ).toEqual({ scope: 'collection', reason: expect.stringMatching(/neither a replica set/) as unknown });
+    expect(
+      await chooseStreamScope(clientAnswering({ msg: 'isdbgrid', maxWireVersion: 21 }), 'database', never),
+    ).toEqual({
+      scope: 'collection',
+      reason: expect.stringMatching(/read raw.*mongos/) as unknown,
+    });
+    const secondaries = clientAnswering(replicaSet, 'mongodb://127.0.0.1:27017/?readPreference=secondary');
+    expect((await chooseStreamScope(secondaries, 'database', never)).reason).toMatch(/readPreference/);
+  });
+});
