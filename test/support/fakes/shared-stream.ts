@@ -36,7 +36,8 @@ export class IdleRawSource implements ChangeSource<RawChangeBatch> {
 
 /**
  * A database's shared stream as the registry sees it: `refusal` answers `refused` (or throws `failure`,
- * once), and every cursor it opens is idle at the position it opened at. Records its probes and opens.
+ * once); its cursors serve `pulls` in order (all of its cursors together, as one server-side stream), then
+ * are idle at the position they reached. Records its probes and opens.
  */
 export class FakeSharedStream implements ProbedStreamSource {
   probes = 0;
@@ -46,6 +47,7 @@ export class FakeSharedStream implements ProbedStreamSource {
   constructor(
     private readonly refused: string | undefined,
     private failure?: Error,
+    private readonly pulls: RawChangeBatch[] = [],
   ) {}
 
   refusal(): Promise<string | undefined> {
@@ -57,7 +59,19 @@ export class FakeSharedStream implements ProbedStreamSource {
 
   open(start: StreamStart, collections: readonly string[]): Promise<ChangeCursor<RawChangeBatch>> {
     this.opened.push({ start, collections });
-    const position = start.kind === 'startAt' ? undefined : start.position;
-    return Promise.resolve(idleCursor(position, () => this.closed++));
+    let position = start.kind === 'startAt' ? undefined : start.position;
+    const idle = idleCursor(position, () => this.closed++);
+    return Promise.resolve({
+      next: (maxEvents, signal) => {
+        const pull = this.pulls.shift();
+        if (pull === undefined)
+          return position === undefined
+            ? idle.next(maxEvents, signal)
+            : Promise.resolve({ changes: [], position });
+        position = pull.position;
+        return Promise.resolve(pull);
+      },
+      close: () => idle.close(),
+    });
   }
 }

@@ -1,4 +1,5 @@
-import { Timestamp, type Document } from 'bson';
+import { readFileSync } from 'node:fs';
+import { EJSON, serialize, Timestamp, type Document } from 'bson';
 import { MongoClient } from 'mongodb';
 import { describe, expect, it } from 'vitest';
 import {
@@ -11,6 +12,8 @@ import { type Position } from '../../../src/core/model.js';
 import { type ChangeSource, type RawChangeBatch, type StreamStart } from '../../../src/core/ports.js';
 import { type ChangeStreamScope } from '../../../src/core/settings.js';
 import { createLogger } from '../../../src/observability/logger.js';
+import { compileRowMapper } from '../../../src/transform/row-mapper.js';
+import { prepareRawInThread } from '../../../src/workers/in-thread.js';
 import { FakeSharedStream, IdleRawSource } from '../../support/fakes/shared-stream.js';
 
 const SAVED: Position = { token: '8269000000000000012B', clusterTime: { t: 1_765_000_000, i: 1 } };
@@ -123,6 +126,78 @@ describe('which stream a mapping reads (issue 12)', () => {
     await expect(choose(streams, 'ad_cpta', new IdleRawSource(), true)).rejects.toThrow(/connection reset/);
     expect((await choose(streams, 'ad_cpta', new IdleRawSource(), true))?.shared).toBe(true);
     expect(shared.probes).toBe(2);
+  });
+});
+
+/** Database-level events in the MongoDB 7.0 manual's shapes (bidding: ad_cpta and ad_spend mapped, audit_log not). */
+const EVENTS = EJSON.parse(
+  readFileSync(new URL('../../fixtures/change-events/real-mongodb-7-database.json', import.meta.url), 'utf8'),
+  { relaxed: false },
+) as Record<string, Document>;
+
+function tokenOf(name: string): string {
+  return (EVENTS[name]?._id as { _data: string })._data;
+}
+
+describe('a shared stream end to end on this thread (issue 12: what the test peer cannot show)', () => {
+  it('two mappings of one database take their own changes of one shared cursor, read from the bytes, prepared without workers', async () => {
+    const before: Position = {
+      token: '8265A1B33F000000012B0229296E04',
+      clusterTime: { t: 1_705_095_999, i: 1 },
+    };
+    const after: Position = {
+      token: '8265A1B346000000012B0229296E04',
+      clusterTime: { t: 1_705_096_006, i: 1 },
+    };
+    const order = [
+      'insertCpta',
+      'insertSpend',
+      'updateSpend',
+      'insertUnmapped',
+      'replaceCpta',
+      'deleteSpend',
+    ];
+    const pull: RawChangeBatch = {
+      changes: order.map((name) => [serialize(EVENTS[name] ?? {})]),
+      position: after,
+    };
+    const shared = new FakeSharedStream(undefined, undefined, [pull]);
+    const { registry: streams } = registry('database', { bidding: shared });
+    const from: StreamStart = { kind: 'resumeAfter', position: before };
+    const cpta = await (
+      await choose(streams, 'ad_cpta', new IdleRawSource(), false)
+    )?.source.open(from, never);
+    const spend = await (
+      await choose(streams, 'ad_spend', new IdleRawSource(), false)
+    )?.source.open(from, never);
+    const mapper = compileRowMapper([{ name: 'label', type: 'STRING' }], { captureUnmapped: true });
+    const prepare = prepareRawInThread({ mapper: () => mapper });
+    const now = new Date(Date.UTC(2026, 11, 6));
+    const cptaBatch = await prepare(
+      await (cpta?.next(100, never) ?? Promise.reject(new Error('no cursor'))),
+      now,
+      never,
+    );
+    const spendBatch = await prepare(
+      await (spend?.next(100, never) ?? Promise.reject(new Error('no cursor'))),
+      now,
+      never,
+    );
+    const rows = (batch: typeof cptaBatch) =>
+      batch.changes.map((change) => [change.operationType, change.record?.eventId]);
+    expect(rows(cptaBatch)).toEqual([
+      ['insert', tokenOf('insertCpta')],
+      ['replace', tokenOf('replaceCpta')],
+    ]);
+    expect(rows(spendBatch)).toEqual([
+      ['insert', tokenOf('insertSpend')],
+      ['update', tokenOf('updateSpend')],
+      ['delete', tokenOf('deleteSpend')],
+    ]);
+    expect([cptaBatch.position, spendBatch.position]).toEqual([after, after]);
+    // One server-side cursor for both, filtered to both collections.
+    expect(shared.opened).toEqual([{ start: from, collections: ['ad_cpta', 'ad_spend'] }]);
+    await Promise.all([cpta?.close(), spend?.close()]);
   });
 });
 

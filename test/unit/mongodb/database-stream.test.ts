@@ -47,7 +47,7 @@ function positionOf(document: Document | undefined): Position {
 
 /** The post-batch token of a pull: a high-water mark after the last event of the fixture. */
 const PULL_POSITION: Position = {
-  token: '8265A1B6000000000A2B0229296E04',
+  token: '8265A1B4000000000A2B0229296E04',
   clusterTime: { t: 1_705_096_192, i: 10 },
 };
 
@@ -140,15 +140,17 @@ describe('rawPullShape: a database-level pull split by collection, read from the
       position: PULL_POSITION,
     });
     expect(rawPullShape.after(pull, positionOf(event('updateSpend'))).changes).toEqual([]);
-    // A post-batch high-water mark between two changes (its token sorts before the next change's).
+    // A post-batch high-water mark between two changes (after the first's cluster time, before the next's).
     const between: Position = {
-      token: '8265A1B6C1000000012B0229296E04',
-      clusterTime: { t: 1_705_096_001, i: 1 },
+      token: '8265A1B341000000022B0229296E04',
+      clusterTime: { t: 1_705_096_001, i: 2 },
     };
     expect(rawPullShape.after(pull, between).changes).toEqual([updateSpend]);
-    expect(rawPullShape.after(pull, { ...between, clusterTime: { t: 1_705_095_000, i: 1 } }).changes).toEqual(
-      pull.changes,
-    );
+    const earlier: Position = {
+      token: '8265A1B0D8000000012B0229296E04',
+      clusterTime: { t: 1_705_095_384, i: 1 },
+    };
+    expect(rawPullShape.after(pull, earlier).changes).toEqual(pull.changes);
   });
 
   it('after: orders the changes of one transaction (one cluster time) by their tokens', () => {

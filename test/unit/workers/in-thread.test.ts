@@ -57,7 +57,7 @@ const COLUMNS: readonly ColumnSpec[] = [
   { name: 'state', type: 'STRING' },
 ];
 const POSITION: Position = {
-  token: '8265A1B6000000000A2B0229296E04',
+  token: '8265A1B4000000000A2B0229296E04',
   clusterTime: { t: 1_705_096_192, i: 10 },
 };
 const NOW = new Date(Date.UTC(2026, 11, 6, 10));
