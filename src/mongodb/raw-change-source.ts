@@ -253,6 +253,13 @@ export interface RawChangeCursorOptions {
    * aggregate the cursor runs, resumes included; every event when absent.
    */
   readonly match?: Document;
+  /**
+   * Once the server has closed the cursor after an `invalidate` (a database-level stream's, after
+   * `dropDatabase`), the stream continues `startAfter` it, as one stream for every collection of the
+   * database must (a re-created database is read on). Off for a collection's stream, whose reader ends at
+   * the invalidate and opens anew.
+   */
+  readonly continueAfterInvalidate?: boolean;
 }
 
 /** The few fields of an event the cursor reads; the rest stays bytes. */
@@ -409,7 +416,13 @@ export class RawChangeCursor implements ChangeCursor<RawChangeBatch> {
    */
   async #fetch(signal: AbortSignal): Promise<'events' | 'idle' | 'opened' | 'reopened'> {
     const id = this.#id;
-    if (id === 0n) return 'idle';
+    if (id === 0n) {
+      // The server closes a change stream's cursor only at an invalidate, whose token is the last taken.
+      const token = this.#resumeToken;
+      if (!this.options.continueAfterInvalidate || this.#closed || token === undefined) return 'idle';
+      this.#reopen({ startAfter: token });
+      return 'reopened';
+    }
     try {
       const reply =
         id === undefined
@@ -594,6 +607,7 @@ export class RawChangeStreams {
       wireVersion: this.#server.wireVersion,
       split: this.#server.split,
       ...(match !== undefined && { match }),
+      ...(this.target.kind === 'database' && { continueAfterInvalidate: true }),
     });
   }
 

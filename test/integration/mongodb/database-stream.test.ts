@@ -31,18 +31,19 @@ describe('database-level change streams on the test peer (issue 12)', () => {
   it('why not: the peer accepts the database-level aggregate and reports nothing, where the collection stream reports the same inserts', async () => {
     const db = client.db(`dbstream_${randomBytes(4).toString('hex')}`);
     const items = db.collection<{ _id: number }>('items');
+    const watched = db.collection('items');
     await items.insertOne({ _id: 0 });
     const signal = new AbortController().signal;
     const start = {
       kind: 'startAt',
-      clusterTime: await new MongoRawChangeSource(client, items).currentTime(signal),
+      clusterTime: await new MongoRawChangeSource(client, watched).currentTime(signal),
     } as const;
     const shared = await new MongoDatabaseStreamSource(client, db.databaseName, { maxAwaitMs: 200 }).open(
       start,
       ['items'],
       signal,
     );
-    const own = await new MongoRawChangeSource(client, items, { maxAwaitMs: 200 }).open(start, signal);
+    const own = await new MongoRawChangeSource(client, watched, { maxAwaitMs: 200 }).open(start, signal);
     try {
       await items.insertMany([{ _id: 1 }, { _id: 2 }]);
       const fromOwn: RawChange[] = [];

@@ -204,7 +204,7 @@ interface Ran {
  * A client whose commands are answered from `answers` by command name (aggregate and getMore replies go
  * through BSON and come back as the driver's `db.command` hands them with RAW_BATCH_OPTIONS), and recorded.
  */
-function fakeClient(answers: Readonly<Record<string, Document | Error>>): {
+function fakeClient(answers: Readonly<Record<string, Answer | Answer[]>>): {
   client: MongoClient;
   ran: Ran[];
 } {
@@ -215,7 +215,7 @@ function fakeClient(answers: Readonly<Record<string, Document | Error>>): {
       command: (command: Document, options?: { fieldsAsRaw?: unknown }) => {
         ran.push({ database, command });
         const name = Object.keys(command)[0] ?? '';
-        const answer = answers[name] ?? { ok: 1 };
+        const answer = nextAnswer(answers[name]) ?? { ok: 1 };
         if (answer instanceof Error) return Promise.reject(answer);
         const reply =
           options?.fieldsAsRaw === undefined ? answer : deserialize(serialize(answer), RAW_BATCH_OPTIONS);
@@ -224,6 +224,15 @@ function fakeClient(answers: Readonly<Record<string, Document | Error>>): {
     }),
   });
   return { client, ran };
+}
+
+type Answer = Document | Error;
+
+/** A list answers one call each, its last item every call after; a single answer answers every call. */
+function nextAnswer(scripted: Answer | Answer[] | undefined): Answer | undefined {
+  if (!Array.isArray(scripted)) return scripted;
+  const list: Answer[] = scripted;
+  return list.length > 1 ? list.shift() : list[0];
 }
 
 /** `hello` of a MongoDB 7.0 replica set primary without sessions (so the fake needs none). */
@@ -304,6 +313,50 @@ describe('MongoDatabaseStreamSource (issue 12)', () => {
     expect(pipelines).toHaveLength(2);
     for (const pipeline of pipelines)
       expect(pipeline.slice(1)).toEqual([{ $match: match }, { $project: { updateDescription: 0 } }]);
+  });
+
+  it('goes on after dropDatabase: once the server closed the cursor at the invalidate, it continues startAfter it', async () => {
+    const dropping = EVENTS.dropDatabase;
+    const invalidate = dropping.at(-1);
+    const recreated = event('insertUnmapped');
+    const { client, ran } = fakeClient({
+      buildInfo: BUILD_INFO_7,
+      hello: REPLICA_SET_HELLO,
+      aggregate: [
+        // The server closes a change stream's cursor (id 0) with its invalidate.
+        serverReply('first', dropping, {
+          id: 0n,
+          postBatchResumeToken: tokenOf(invalidate),
+        }),
+        serverReply('first', [recreated], { id: 32n, postBatchResumeToken: tokenOf(recreated) }),
+      ],
+    });
+    const source = new MongoDatabaseStreamSource(client, 'bidding', { maxAwaitMs: 0 });
+    const cursor = await source.open(FROM_START, ['ad_cpta', 'ad_spend', 'audit_log'], signal);
+    expect((await cursor.next(100, signal)).changes).toHaveLength(4);
+    expect((await cursor.next(100, signal)).changes).toEqual([change(recreated)]);
+    const stages = ran
+      .filter((r) => r.database === 'bidding' && r.command.aggregate === 1)
+      .map((r) => (r.command.pipeline as { $changeStream: Document }[])[0]?.$changeStream);
+    expect(stages).toEqual([
+      { fullDocument: 'updateLookup', startAtOperationTime: new Timestamp({ t: 1_705_095_990, i: 0 }) },
+      { fullDocument: 'updateLookup', startAfter: { _data: tokenOf(invalidate) } },
+    ]);
+    await cursor.close();
+  });
+
+  it('a collection’s raw stream stays idle after its invalidate (its reader ends there and opens anew)', async () => {
+    const commands = new ScriptedCommands([
+      serverReply('first', [event('dropCpta')], { id: 0n, postBatchResumeToken: tokenOf(event('dropCpta')) }),
+    ]);
+    const cursor = new RawChangeCursor(commands, FROM_START, {
+      maxAwaitMs: 0,
+      wireVersion: 21,
+      split: new SplitStage(false, () => undefined),
+    });
+    expect((await cursor.next(100, signal)).changes).toHaveLength(1);
+    expect((await cursor.next(100, signal)).changes).toEqual([]);
+    expect(commands.calls.filter((call) => call.name === 'aggregate')).toHaveLength(1);
   });
 
   it('refuses to open for no collection (an empty filter would stream nothing but database drops)', async () => {
