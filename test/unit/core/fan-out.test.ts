@@ -437,6 +437,42 @@ describe('FanOut', () => {
     expect(log.openCursors).toBe(0);
   });
 
+  it('the first mapping opens the shared stream where it starts: after an invalidate with startAfter, or at a cluster time', async () => {
+    const log = new DatabaseLog();
+    log.append('a', 4);
+    const afterDrop = { ...positionAt(2), invalidate: true as const };
+    const first = fanOut(log);
+    const a = first.mapping('a');
+    await a.mapping.start(afterDrop);
+    await a.mapping.pull();
+    expect(first.shared.openings).toEqual([
+      { start: { kind: 'startAfter', position: afterDrop }, collections: ['a'] },
+    ]);
+    expect(a.mapping.received).toEqual([3, 4]);
+    await a.mapping.stop();
+
+    const second = fanOut(log);
+    const cursor = await second.fan
+      .source('a', log.own('a'))
+      .open({ kind: 'startAt', clusterTime: positionAt(2).clusterTime }, AbortSignal.timeout(1_000));
+    const pull = await cursor.next(100, AbortSignal.timeout(1_000));
+    expect(second.shared.openings[0]?.start).toEqual({
+      kind: 'startAt',
+      clusterTime: positionAt(2).clusterTime,
+    });
+    expect(pull.changes.map((change) => change.seq)).toEqual([2, 3, 4]);
+    await cursor.close();
+    expect(log.openCursors).toBe(0);
+  });
+
+  it('refuses bounds that would stall it (a queue of no pull) or make no sense (negative)', () => {
+    const log = new DatabaseLog();
+    const options = { shared: log.shared(), shape: LOG_PULL_SHAPE };
+    expect(() => new FanOut({ ...options, queuePulls: 0 })).toThrow(/queuePulls 0 \(at least 1\)/);
+    expect(() => new FanOut({ ...options, slowAfterMs: -1 })).toThrow(/out of range/);
+    expect(() => new FanOut({ ...options, retainedPulls: 0, retainedChanges: 0 })).not.toThrow();
+  });
+
   it("the source's current time is its own stream's", async () => {
     const log = new DatabaseLog();
     log.append('a', 7);
