@@ -76,20 +76,51 @@ class Mapping {
   async pull(maxEvents = 100, signal: AbortSignal = this.#stop.signal): Promise<LogPull> {
     if (this.#cursor === undefined) throw new Error('not started');
     const pull = await settle(this.#cursor.next(maxEvents, signal), `a pull of ${this.collection}`);
+    this.#record(this.run, pull);
+    return pull;
+  }
+
+  /** A pull left running (as the loop's read-ahead does) while other things happen. */
+  outstanding: Promise<void> | undefined;
+  /** The failure of the last outstanding pull (the loop would end and restart). */
+  failure: unknown;
+
+  begin(maxEvents: number): void {
+    const cursor = this.#cursor;
+    if (cursor === undefined || this.outstanding !== undefined || this.failure !== undefined) return;
     const run = this.run;
+    const signal = this.#stop.signal;
+    this.outstanding = cursor
+      .next(maxEvents, signal)
+      .then(
+        (pull) => {
+          this.#record(run, pull);
+        },
+        (error: unknown) => {
+          if (!signal.aborted) this.failure = error;
+        },
+      )
+      .finally(() => {
+        this.outstanding = undefined;
+      });
+  }
+
+  #record(run: { received: number[]; positions: number[] }, pull: LogPull): void {
     for (const change of pull.changes) {
-      expect(change.collection).toBe(this.collection);
-      run.received.push(change.seq);
+      // Another collection's change would show as a wrong sequence; recorded as it came.
+      run.received.push(change.collection === this.collection ? change.seq : -change.seq);
     }
     if (pull.position !== undefined) {
       run.positions.push(seqOf(pull.position));
       this.saved = pull.position;
     }
-    return pull;
   }
 
   async stop(): Promise<void> {
     this.#stop.abort();
+    if (this.outstanding !== undefined)
+      await settle(this.outstanding, `the aborted pull of ${this.collection}`);
+    this.failure = undefined;
     const cursor = this.#cursor;
     this.#cursor = undefined;
     await cursor?.close();
@@ -594,6 +625,131 @@ describe('FanOut', () => {
         expect(log.pendingPulls).toBe(0);
       }),
       { numRuns: 300 },
+    );
+  });
+
+  it('issue 12 must-show 3 (property, concurrent): with pulls left waiting while mappings join, leave, fail and fall behind, each run gets every change of its collection after its start, in order, once', async () => {
+    const COLLECTIONS = ['c0', 'c1', 'c2'];
+    const MAPPINGS = 4;
+    const mappingIndex = fc.integer({ min: 0, max: MAPPINGS - 1 });
+    const action = fc.oneof(
+      {
+        arbitrary: fc.record({
+          kind: fc.constant('append' as const),
+          collection: fc.integer({ min: 0, max: 2 }),
+          count: fc.integer({ min: 1, max: 3 }),
+        }),
+        weight: 3,
+      },
+      {
+        arbitrary: fc.record({
+          kind: fc.constant('pull' as const),
+          mapping: mappingIndex,
+          max: fc.integer({ min: 1, max: 4 }),
+        }),
+        weight: 6,
+      },
+      { arbitrary: fc.record({ kind: fc.constant('turn' as const) }), weight: 3 },
+      { arbitrary: fc.record({ kind: fc.constant('stop' as const), mapping: mappingIndex }), weight: 2 },
+      {
+        arbitrary: fc.record({
+          kind: fc.constant('start' as const),
+          mapping: mappingIndex,
+          back: fc.integer({ min: 0, max: 8 }),
+        }),
+        weight: 3,
+      },
+      { arbitrary: fc.record({ kind: fc.constant('fail' as const) }), weight: 1 },
+    );
+    const bounds = fc.record({
+      queuePulls: fc.integer({ min: 1, max: 3 }),
+      retainedPulls: fc.integer({ min: 0, max: 4 }),
+      retainedChanges: fc.integer({ min: 0, max: 20 }),
+    });
+    const injected = new Error('injected: the shared cursor could not resume');
+
+    await fc.assert(
+      fc.asyncProperty(bounds, fc.array(action, { maxLength: 80 }), async (limits, actions) => {
+        // A quiet stream waits for a change (or its signal), as a server does: pulls stay out.
+        const log = new DatabaseLog({ idle: 'wait' });
+        const { mapping } = fanOut(log, { ...limits, slowAfterMs: 0 });
+        const mappings = Array.from(
+          { length: MAPPINGS },
+          (_, i) => mapping(COLLECTIONS[i % COLLECTIONS.length] ?? 'c0').mapping,
+        );
+        for (const m of mappings) await m.start();
+        /** A failed pull ends the run; the loop starts again at the saved position. */
+        const restartFailed = async (m: Mapping): Promise<void> => {
+          if (m.failure === undefined) return;
+          expect(m.failure).toBe(injected);
+          await m.stop();
+          await m.start();
+        };
+        for (const step of actions) {
+          switch (step.kind) {
+            case 'append':
+              log.append(COLLECTIONS[step.collection] ?? 'c0', step.count);
+              break;
+            case 'pull': {
+              const m = mappings[step.mapping];
+              if (m === undefined) break;
+              await restartFailed(m);
+              m.begin(step.max);
+              break;
+            }
+            case 'turn':
+              await turn();
+              break;
+            case 'stop':
+              await mappings[step.mapping]?.stop();
+              break;
+            case 'start': {
+              const m = mappings[step.mapping];
+              if (m === undefined || m.running) break;
+              await m.start(
+                step.back === 0 ? m.saved : positionAt(Math.max(0, log.changes.length - step.back)),
+              );
+              break;
+            }
+            case 'fail':
+              log.failNextSharedPull(injected);
+              break;
+            default:
+              step satisfies never;
+          }
+        }
+        // Every running mapping reads on until it has reached the newest change; a pull of a mapping behind
+        // never waits for long.
+        for (let round = 0; round < 200; round++) {
+          const behind = mappings.filter((m) => m.running && seqOf(m.saved) < log.changes.length);
+          if (behind.length === 0) break;
+          for (const m of behind) {
+            await restartFailed(m);
+            m.begin(4);
+          }
+          await settle(Promise.race(behind.map((m) => m.outstanding ?? Promise.resolve())), 'a pull behind');
+          await turn();
+        }
+        for (const m of mappings) {
+          if (m.running)
+            expect(seqOf(m.saved), `${m.collection} reached the newest change`).toBe(log.changes.length);
+        }
+        for (const m of mappings) await m.stop();
+        for (const m of mappings) {
+          for (const run of m.runs) {
+            const end = run.positions.at(-1) ?? run.start;
+            expect(run.positions, 'positions never go back').toEqual(
+              [...run.positions].sort((x, y) => x - y),
+            );
+            expect(run.received, `${m.collection} from ${String(run.start)} to ${String(end)}`).toEqual(
+              log.changesOf(m.collection, run.start, end),
+            );
+          }
+        }
+        expect(log.openCursors).toBe(0);
+        expect(log.pendingPulls).toBe(0);
+      }),
+      { numRuns: 200 },
     );
   });
 });
