@@ -1,9 +1,13 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { FanOut, type FanOutBounds } from '../../../src/core/fan-out.js';
 import { type Position } from '../../../src/core/model.js';
 import { type ChangeCursor, type ChangeSource } from '../../../src/core/ports.js';
-import { resumeFrom } from '../../../src/core/stream-loop.js';
+import { prepareInThread, resumeFrom, runPreparedStreamLoop } from '../../../src/core/stream-loop.js';
+import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
+import { compileRowMapper } from '../../../src/transform/row-mapper.js';
+import { MemoryCheckpointStore } from '../../support/fakes/checkpoint-store.js';
+import { ManualSink } from '../../support/fakes/sink.js';
 import {
   DatabaseLog,
   LOG_PULL_SHAPE,
@@ -322,8 +326,9 @@ describe('FanOut', () => {
     await a.mapping.start();
     await a.mapping.pull();
     const aWaits = a.mapping.pull();
-    await turn();
-    expect(log.pendingPulls).toBe(1);
+    await vi.waitFor(() => {
+      expect(log.pendingPulls).toBe(1);
+    });
     // At the shared stream's newest position, but the pull out is filtered to a alone.
     const b = mapping('b', positionAt(1));
     await b.mapping.start();
@@ -448,8 +453,9 @@ describe('FanOut', () => {
     await b.mapping.start();
     const stop = new AbortController();
     const waiting = a.mapping.pull(100, stop.signal);
-    await turn();
-    expect(log.pendingPulls).toBe(1);
+    await vi.waitFor(() => {
+      expect(log.pendingPulls).toBe(1);
+    });
     stop.abort(new Error('stopping a'));
     await expect(waiting).rejects.toThrow('stopping a');
     // b waits for the shared pull still out, which an append answers.
@@ -459,8 +465,9 @@ describe('FanOut', () => {
     expect((await bWaits).changes.map((change) => change.seq)).toEqual([1]);
     // A shared pull is out again for b's next pull; closing every mapping aborts it and closes the cursor.
     const bAgain = b.mapping.pull().catch((error: unknown) => error);
-    await turn();
-    expect(log.pendingPulls).toBe(1);
+    await vi.waitFor(() => {
+      expect(log.pendingPulls).toBe(1);
+    });
     await a.mapping.stop();
     await b.mapping.stop();
     expect(await bAgain).toBeInstanceOf(Error);
@@ -502,6 +509,70 @@ describe('FanOut', () => {
     expect(() => new FanOut({ ...options, queuePulls: 0 })).toThrow(/queuePulls 0 \(at least 1\)/);
     expect(() => new FanOut({ ...options, slowAfterMs: -1 })).toThrow(/out of range/);
     expect(() => new FanOut({ ...options, retainedPulls: 0, retainedChanges: 0 })).not.toThrow();
+  });
+
+  it("stream loops over one shared stream: the busy mapping's rows are written, the idle one's checkpoint moves with it, and a stop leaves nothing open", async () => {
+    // A quiet server answers a pull with nothing after its await time: the empty pull sends what lingers.
+    const log = new DatabaseLog({ idle: 'wait', awaitMs: 20 });
+    const { fan, shared } = fanOut(log);
+    const mapper = compileRowMapper(
+      parseColumnSpecs([{ name: '_id', type: 'INTEGER', mongo_field: '_id', primary_key: true }]).columns,
+    );
+    const inThread = prepareInThread({ mapper: () => mapper });
+    // The fake's changes as inserts of one document each.
+    const prepare = (pull: LogPull, now: Date, signal: AbortSignal) =>
+      inThread(
+        {
+          events: pull.changes.map((change) => ({
+            kind: 'upsert' as const,
+            operationType: 'insert' as const,
+            token: change.position.token,
+            clusterTime: change.position.clusterTime,
+            documentId: change.seq,
+            document: { _id: change.seq },
+          })),
+          position: pull.position,
+        },
+        now,
+        signal,
+      );
+    const stop = new AbortController();
+    const loop = (collection: string) => {
+      const sink = new ManualSink((write) => {
+        write.ack();
+      });
+      const checkpoints = new MemoryCheckpointStore();
+      const done = runPreparedStreamLoop(
+        {
+          source: fan.source(collection, log.own(collection)),
+          prepare,
+          sink,
+          checkpoints,
+          limits: { maxRows: 2, maxBytes: 1_000_000, maxRowBytes: 100_000, lingerMs: 60_000 },
+          readAhead: 2,
+        },
+        { kind: 'resumeAfter', position: positionAt(0) },
+        stop.signal,
+      );
+      return { sink, checkpoints, done };
+    };
+    const busy = loop('a');
+    const idle = loop('b');
+    log.append('a', 5);
+    await vi.waitFor(() => {
+      expect(busy.checkpoints.checkpoint.position).toEqual(positionAt(5));
+      expect(idle.checkpoints.checkpoint.position).toEqual(positionAt(5));
+    });
+    expect(busy.sink.writes.flatMap((write) => write.records.map((record) => record.eventId))).toEqual(
+      log.changes.map((change) => change.position.token),
+    );
+    expect(idle.sink.writes).toEqual([]);
+    expect(shared.openings).toHaveLength(1);
+    stop.abort();
+    await expect(busy.done).resolves.toBeUndefined();
+    await expect(idle.done).resolves.toBeUndefined();
+    expect(log.openCursors).toBe(0);
+    expect(log.pendingPulls).toBe(0);
   });
 
   it("the source's current time is its own stream's", async () => {
