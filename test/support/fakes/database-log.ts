@@ -72,7 +72,8 @@ export interface Opening {
  * MongoDB's do where the fan-out can tell: a cursor resumes after a position (or at a cluster time), returns
  * the changes of its collections in order, at most `maxEvents`, and the position after what it scanned (the
  * newest of the log when it scanned to the end, as a post-batch resume token). With `idle: 'wait'` a pull
- * with nothing new waits for an append or its signal, as a quiet server does for its await time.
+ * with nothing new waits for an append or its signal, and with `awaitMs` too no longer than that (then it
+ * returns nothing, at the newest position), as a quiet server does for its await time.
  */
 export class DatabaseLog {
   readonly changes: LoggedChange[] = [];
@@ -82,11 +83,13 @@ export class DatabaseLog {
   /** Pulls made and not settled. */
   pendingPulls = 0;
   readonly #idle: 'return' | 'wait';
+  readonly #awaitMs: number | undefined;
   readonly #appended = new Set<() => void>();
   #failNext: Error | undefined;
 
-  constructor(options: { readonly idle?: 'return' | 'wait' } = {}) {
+  constructor(options: { readonly idle?: 'return' | 'wait'; readonly awaitMs?: number } = {}) {
     this.#idle = options.idle ?? 'return';
+    this.#awaitMs = options.awaitMs;
   }
 
   /** Appends `count` changes of `collection`. */
@@ -162,6 +165,9 @@ export class DatabaseLog {
     return {
       next: async (maxEvents, signal) => {
         if (closed) throw new Error('cursor closed');
+        // A server's answer comes in a later turn: code that pulls in a loop without waiting for anyone lets
+        // timers run (a test's bound on a pull fails it) rather than spinning.
+        await new Promise((resolve) => setImmediate(resolve));
         signal.throwIfAborted();
         const failure = shared ? this.#failNext : undefined;
         if (failure !== undefined) {
@@ -188,12 +194,20 @@ export class DatabaseLog {
 
   #appendOr(signal: AbortSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
+      const awaited =
+        this.#awaitMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              done();
+            }, this.#awaitMs);
       const done = (): void => {
+        clearTimeout(awaited);
         this.#appended.delete(done);
         signal.removeEventListener('abort', aborted);
         resolve();
       };
       const aborted = (): void => {
+        clearTimeout(awaited);
         this.#appended.delete(done);
         reject(signal.reason as Error);
       };
