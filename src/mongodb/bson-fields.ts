@@ -74,14 +74,20 @@ export function topLevelElement(document: Uint8Array, name: string): BsonElement
   return found;
 }
 
-/** Walks the top-level elements in order until `visit` returns true. */
-function walkTopLevel(document: Uint8Array, visit: (element: BsonElement) => boolean): void {
-  const bytes = Buffer.from(document.buffer, document.byteOffset, document.byteLength);
+/** Where a document's terminating NUL is, after checking its declared size against its bytes. */
+function documentEnd(bytes: Buffer): number {
   if (bytes.length < MIN_DOCUMENT_SIZE) throw malformed('shorter than a document', 0);
   const size = bytes.readInt32LE(0);
   if (size < MIN_DOCUMENT_SIZE || size > bytes.length) throw malformed(`declared size ${String(size)}`, 0);
   const last = size - 1;
   if (bytes[last] !== 0) throw malformed('no terminating NUL', last);
+  return last;
+}
+
+/** Walks the top-level elements in order until `visit` returns true. */
+function walkTopLevel(document: Uint8Array, visit: (element: BsonElement) => boolean): void {
+  const bytes = Buffer.from(document.buffer, document.byteOffset, document.byteLength);
+  const last = documentEnd(bytes);
   let at = 4;
   while (at < last) {
     const start = at;
@@ -144,25 +150,49 @@ export function stringValue(document: Uint8Array, element: BsonElement): string 
 }
 
 /**
- * The strings of the named top-level fields of `document` (fields absent or of another type left out), read
- * from the bytes in one walk that stops once each name was met (its first occurrence counts: the server
- * writes each field of a change event once).
+ * A finder of the first top-level element of each of `names` (constant field names of ours), for reading a
+ * few fields of many documents on a hot path: names are compared as bytes (no string is made of the
+ * others), and the walk stops once each name was met. Sizes are checked against the document's bounds as
+ * topLevelElements checks them.
  */
-export function readStringFields<N extends string>(
-  document: Uint8Array,
+export function elementFinder<N extends string>(
   names: readonly N[],
-): Partial<Record<N, string>> {
-  const found: Partial<Record<N, string>> = {};
-  let missing = names.length;
-  walkTopLevel(document, (element) => {
-    const name = names.find((wanted) => wanted === element.name);
-    if (name === undefined || Object.hasOwn(found, name)) return false;
-    const text = stringValue(document, element);
-    if (text !== undefined) defineDataProperty(found, name, text);
-    missing--;
-    return missing === 0;
-  });
-  return found;
+): (document: Uint8Array) => Partial<Record<N, BsonElement>> {
+  const wanted = names.map((name) => ({ name, bytes: Buffer.from(name, 'utf8') }));
+  return (document) => {
+    const bytes = Buffer.from(document.buffer, document.byteOffset, document.byteLength);
+    const last = documentEnd(bytes);
+    // No prototype: a field named `__proto__` is a field like any other.
+    const found = Object.create(null) as Partial<Record<N, BsonElement>>;
+    let missing = wanted.length;
+    let at = 4;
+    while (at < last && missing > 0) {
+      const start = at;
+      const type = bytes[at] ?? 0;
+      // Names are short: a loop finds the NUL sooner than a native call would.
+      let nameEnd = at + 1;
+      while (nameEnd < last && bytes[nameEnd] !== 0) nameEnd++;
+      if (nameEnd >= last) throw malformed('unterminated element name', at);
+      const value = nameEnd + 1;
+      const end = valueEnd(bytes, type, value, last);
+      const match = wanted.find(
+        (candidate) =>
+          !Object.hasOwn(found, candidate.name) && sameBytes(candidate.bytes, bytes, at + 1, nameEnd),
+      );
+      if (match !== undefined) {
+        found[match.name] = { name: match.name, type, start, value, end };
+        missing--;
+      }
+      at = end;
+    }
+    return found;
+  };
+}
+
+function sameBytes(expected: Buffer, bytes: Buffer, from: number, to: number): boolean {
+  if (to - from !== expected.length) return false;
+  for (let k = 0; k < expected.length; k++) if (bytes[from + k] !== expected[k]) return false;
+  return true;
 }
 
 /**

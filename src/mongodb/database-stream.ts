@@ -10,11 +10,11 @@ import {
   type StreamStart,
 } from '../core/ports.js';
 import {
+  elementFinder,
   embeddedDocument,
-  readStringFields,
   readTopLevelFields,
   stringValue,
-  topLevelElements,
+  type BsonElement,
 } from './bson-fields.js';
 import { clusterTimeFromToken, toClusterTime } from './change-event.js';
 import { currentClusterTime, tokenData, type MongoChangeSourceOptions } from './change-source.js';
@@ -106,31 +106,36 @@ interface Route {
   readonly renamedTo: string | undefined;
 }
 
+const ROUTE_FIELDS = elementFinder(['operationType', 'ns', 'to'] as const);
+const NAMESPACE_FIELDS = elementFinder(['db', 'coll'] as const);
+
+/** A namespace (`ns`, `to`) of a change: `db` and `coll`, each undefined when absent. */
+function namespaceOf(
+  fragment: Uint8Array,
+  element: BsonElement | undefined,
+): { readonly db: string | undefined; readonly coll: string | undefined } {
+  const embedded = element && embeddedDocument(fragment, element);
+  if (embedded === undefined) return { db: undefined, coll: undefined };
+  const { db, coll } = NAMESPACE_FIELDS(embedded);
+  return { db: db && stringValue(embedded, db), coll: coll && stringValue(embedded, coll) };
+}
+
 /**
  * Where a change goes, from its first fragment with an `operationType` (of a split event, the first
  * fragment holds `operationType` and `ns`; the others only what did not fit). Only the routing fields are
- * read: the walk skips over the rest by size.
+ * read, found by their names' bytes: the walk skips over the rest by size.
  */
 function routeOf(change: RawChange): Route {
   for (const fragment of change) {
-    let operationType: string | undefined;
-    let ns: Partial<Record<'db' | 'coll', string>> = {};
-    let to: Partial<Record<'db' | 'coll', string>> = {};
-    for (const element of topLevelElements(fragment)) {
-      if (element.name === 'operationType') operationType = stringValue(fragment, element);
-      else if (element.name === 'ns' || element.name === 'to') {
-        const embedded = embeddedDocument(fragment, element);
-        const fields = embedded === undefined ? {} : readStringFields(embedded, ['db', 'coll'] as const);
-        if (element.name === 'ns') ns = fields;
-        else to = fields;
-      }
-    }
+    const fields = ROUTE_FIELDS(fragment);
+    const operationType = fields.operationType && stringValue(fragment, fields.operationType);
     if (operationType === undefined) continue;
-    const sameDatabase = to.db !== undefined && to.db === ns.db;
+    const ns = namespaceOf(fragment, fields.ns);
+    const to = operationType === 'rename' ? namespaceOf(fragment, fields.to) : undefined;
     return {
       operationType,
       collection: ns.coll,
-      renamedTo: operationType === 'rename' && sameDatabase ? to.coll : undefined,
+      renamedTo: to?.db !== undefined && to.db === ns.db ? to.coll : undefined,
     };
   }
   return { operationType: undefined, collection: undefined, renamedTo: undefined };

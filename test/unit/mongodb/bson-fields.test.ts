@@ -4,8 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { BSON_DECODE_OPTIONS } from '../../../src/base/bson-kind.js';
 import {
   decodeElement,
+  elementFinder,
   embeddedDocument,
-  readStringFields,
   readTopLevelFields,
   stringValue,
   topLevelElements,
@@ -123,7 +123,8 @@ describe('reading top-level BSON fields without decoding the document', () => {
           const embedded = embeddedDocument(bytes, ns);
           if (embedded === undefined) throw new Error('ns is an embedded document');
           expect(Buffer.from(embedded)).toEqual(Buffer.from(serialize(nested)));
-          expect(readStringFields(embedded, [name])).toEqual({ [name]: text });
+          const found = elementFinder([name])(embedded)[name];
+          expect(found && stringValue(embedded, found)).toBe(text);
           expect(embeddedDocument(bytes, first)).toBeUndefined();
         },
       ),
@@ -131,9 +132,33 @@ describe('reading top-level BSON fields without decoding the document', () => {
     );
   });
 
-  it('readStringFields leaves out fields that are absent or hold no string, and stops at the first of each', () => {
-    const bytes = serialize({ db: 'bidding', coll: 7, other: 'x' });
-    expect(readStringFields(bytes, ['db', 'coll', 'missing'])).toEqual({ db: 'bidding' });
-    expect(readStringFields(bytes, ['__proto__'])).toEqual({});
+  it('elementFinder finds the first element of each name, as the full walk does, and refuses what the walk refuses', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(arbDocument, arbWideDocument),
+        fc.array(arbKey, { maxLength: 3 }),
+        (document, extra) => {
+          const bytes = serialize(document);
+          const elements = topLevelElements(bytes);
+          const names = [...elements.slice(0, 2).map((e) => e.name), ...extra];
+          const found = elementFinder(names)(bytes);
+          for (const name of names) expect(found[name]).toEqual(elements.find((e) => e.name === name));
+        },
+      ),
+      { numRuns: 300 },
+    );
+    const finder = elementFinder(['a']);
+    expect(() => finder(new Uint8Array([6, 0, 0, 0, 0]))).toThrow(BSONError);
+    // An element of type 0x42 (no such type) before the one asked for.
+    expect(() => finder(new Uint8Array([12, 0, 0, 0, 0x42, 0x62, 0, 0x10, 0x61, 0, 0, 0]))).toThrow(
+      BSONError,
+    );
+  });
+
+  it('elementFinder leaves out absent names; stringValue reads no string out of another type', () => {
+    const bytes = serialize({ db: 'bidding', coll: 7 });
+    const found = elementFinder(['coll', 'missing'])(bytes);
+    expect(found.missing).toBeUndefined();
+    expect(found.coll && stringValue(bytes, found.coll)).toBeUndefined();
   });
 });
