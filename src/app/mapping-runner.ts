@@ -297,6 +297,7 @@ class MappingRun {
       checkpoints: this.#checkpoints,
       limits: this.deps.limits ?? DEFAULT_BATCH_LIMITS,
       window: windowLimits(this.deps.config),
+      idleCheckpointIntervalMs: this.deps.config.IDLE_CHECKPOINT_INTERVAL_MS,
       ...(this.metrics && { observer: this.metrics }),
     };
     const pool = this.deps.encoderPool;

@@ -98,6 +98,12 @@ export interface Checkpoint {
    * when the settings do not ask for one. Set by the store as it loads; never saved by the pipeline.
    */
   readonly resync?: boolean;
+  /**
+   * Saved with no rows written since the save before (an idle stream's position, or ignored events): the
+   * store keeps it in the checkpoint only, never in the watched settings document, whose `lastChangeId`
+   * stays the position saved with the last rows written. Set by the stream loop as it saves.
+   */
+  readonly idle?: true;
 }
 
 export interface BackfillProgress {
