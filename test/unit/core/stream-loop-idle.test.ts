@@ -134,7 +134,7 @@ describe('stream loop, idle checkpoints (issue 12)', () => {
 
   it('saves an idle position once the interval has passed even when the post-batch token stands still', async () => {
     const clock = new FakeClock();
-    // A server that reports the same post-batch token on every idle pull (mongo-java-server does).
+    // The same post-batch token on every idle pull (a quiet replica set between its periodic no-op writes).
     const source = timedSource(
       Array.from({ length: 40 }, () => idlePull(1)),
       clock,
