@@ -199,10 +199,19 @@ export class Supervisor {
     }
   }
 
-  /** Not serialised with the rest: a slow stop elsewhere must not let the other leases expire. */
+  /**
+   * Renews every held lease in one call (one round trip). Not serialised with the rest: a slow stop
+   * elsewhere must not let the other leases expire.
+   */
   async #renew(leases: LeaseStore, signal: AbortSignal): Promise<void> {
-    for (const [id, lease] of [...this.#held]) {
-      if (await leases.renew(lease, signal)) continue;
+    const asked = [...this.#held];
+    if (asked.length === 0) return;
+    const kept = await leases.renewAll(
+      asked.map(([, lease]) => lease),
+      signal,
+    );
+    for (const [id, lease] of asked) {
+      if (kept.has(id)) continue;
       // Released meanwhile (its settings went away): not lost.
       if (this.#held.get(id) !== lease) continue;
       this.#held.delete(id);

@@ -104,12 +104,16 @@ class MemoryLeases {
         leases.set(mappingId, { owner, token, expiresAt: this.now + this.ttlMs });
         return Promise.resolve({ mappingId, token });
       },
-      renew: (held: Lease) => {
+      renewAll: (held: readonly Lease[]) => {
         alive();
-        const lease = leases.get(held.mappingId);
-        if (lease?.owner !== owner || lease.token !== held.token) return Promise.resolve(false);
-        lease.expiresAt = this.now + this.ttlMs;
-        return Promise.resolve(true);
+        const kept = new Set<string>();
+        for (const { mappingId, token } of held) {
+          const lease = leases.get(mappingId);
+          if (lease?.owner !== owner || lease.token !== token) continue;
+          lease.expiresAt = this.now + this.ttlMs;
+          kept.add(mappingId);
+        }
+        return Promise.resolve(kept);
       },
       release: (held: Lease) => {
         if (crashed) return Promise.resolve();
