@@ -165,6 +165,9 @@ export async function startArchiver(
     onStatus: (id, status) => {
       metrics.mappingState(id, status.state);
     },
+    onLeaseRound: ({ seconds, held }) => {
+      metrics.leaseRound(seconds, held);
+    },
     onRemoved: (id) => {
       metrics.forgetMapping(id).catch((error: unknown) => {
         logger.warn({ mapping: id, err: error }, 'could not drop the metrics of a removed mapping');
