@@ -49,7 +49,7 @@ describe('the MongoDB clients of the daemon', () => {
         clients.bookkeeping.db(settingsDb).collection('bigquery_archiver_settings_leases'),
         { ttlMs: 2_000 },
       );
-      const started = performance.now();
+      // Each lease operation gives up after the TTL: behind the exhausted pool it would fail.
       const lease = await leases.tryAcquire('orders', undefined, signal);
       expect(lease).toBeDefined();
       if (!lease) return;
@@ -59,7 +59,6 @@ describe('the MongoDB clients of the daemon', () => {
         .collection('bigquery_archiver_settings')
         .insertOne({ _id: 'orders' } as Document);
       expect((await clients.store.list(signal)).map((entry) => entry.id)).toEqual(['orders']);
-      expect(performance.now() - started).toBeLessThan(1_500);
 
       // Meanwhile the data client answered nothing: its pool was exhausted all along.
       expect(await Promise.race([Promise.all(reads), sleep(500, 'waiting')])).toBe('waiting');
