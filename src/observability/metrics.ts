@@ -19,11 +19,21 @@ export const METRIC_NAMES = {
   backfillDocumentsRemaining: 'mba_backfill_documents_remaining',
   lookupMisses: 'mba_lookup_misses_total',
   mappingState: 'mba_mapping_state',
+  leaseRound: 'mba_lease_round_seconds',
+  leasesHeld: 'mba_leases_held',
 } as const;
 
 /** From a few milliseconds (a small insertAll) to a minute (a large request retried inside the batch). */
 export const DEFAULT_BATCH_DURATION_BUCKETS: readonly number[] = [
   0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+];
+
+/**
+ * From a few milliseconds (one round trip each for the heartbeat and the renewals) to past the default
+ * lease TTL (15 s), where a round is too slow to keep its leases.
+ */
+export const DEFAULT_LEASE_ROUND_BUCKETS: readonly number[] = [
+  0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30,
 ];
 
 // The states `mba_mapping_state` reports (exactly one of them 1 per mapping) are the supervisor's own:
@@ -87,6 +97,8 @@ export class Metrics {
   readonly #backfillRemaining: Gauge<MappingLabel>;
   readonly #lookupMisses: Counter<MappingLabel>;
   readonly #mappingState: Gauge<'mapping' | 'state'>;
+  readonly #leaseRound: Histogram;
+  readonly #leasesHeld: Gauge;
 
   constructor(options: MetricsOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -183,6 +195,18 @@ export class Metrics {
       name: METRIC_NAMES.mappingState,
       help: `1 for the state the mapping is in, 0 for the others (${MAPPING_STATES.join(', ')}).`,
       labelNames: ['mapping', 'state'] as const,
+      registers,
+    });
+
+    this.#leaseRound = new Histogram({
+      name: METRIC_NAMES.leaseRound,
+      help: 'Time of one lease round: heartbeat, renewal of the leases held, taking or handing over leases.',
+      buckets: [...DEFAULT_LEASE_ROUND_BUCKETS],
+      registers,
+    });
+    this.#leasesHeld = new Gauge({
+      name: METRIC_NAMES.leasesHeld,
+      help: 'Mapping leases this instance holds, as of its last lease round.',
       registers,
     });
 
@@ -284,6 +308,12 @@ export class Metrics {
     for (const candidate of MAPPING_STATES) {
       this.#mappingState.set({ mapping, state: candidate }, candidate === state ? 1 : 0);
     }
+  }
+
+  /** A lease round is over: it took `seconds`, and this instance holds `held` leases after it. */
+  leaseRound(seconds: number, held: number): void {
+    this.#leaseRound.observe(seconds);
+    this.#leasesHeld.set(held);
   }
 
   /**

@@ -138,6 +138,19 @@ describe('Metrics', () => {
     expect(samples.filter((s) => s.labels.mapping === 'users').length).toBeGreaterThan(20);
   });
 
+  it('issue 12: each lease round is one observation of its time, and the leases held are the last round’s', async () => {
+    const metrics = testMetrics();
+    metrics.leaseRound(0.02, 150);
+    metrics.leaseRound(7, 149);
+    const none = {};
+    expect(await valueOf(metrics, `${METRIC_NAMES.leaseRound}_count`, none)).toBe(2);
+    expect(await valueOf(metrics, `${METRIC_NAMES.leaseRound}_sum`, none)).toBeCloseTo(7.02);
+    // A round over the default 15 s TTL shows apart from the ones well within it.
+    expect(await valueOf(metrics, `${METRIC_NAMES.leaseRound}_bucket`, { le: '5' })).toBe(1);
+    expect(await valueOf(metrics, `${METRIC_NAMES.leaseRound}_bucket`, { le: '15' })).toBe(2);
+    expect(await valueOf(metrics, METRIC_NAMES.leasesHeld, none)).toBe(149);
+  });
+
   it('owns its registry: two instances do not clash and the global registry stays empty', async () => {
     const a = testMetrics();
     const b = new Metrics();
