@@ -19,6 +19,9 @@ export const METRIC_NAMES = {
   backfillDocumentsRemaining: 'mba_backfill_documents_remaining',
   lookupMisses: 'mba_lookup_misses_total',
   mappingState: 'mba_mapping_state',
+  mappingsPreparing: 'mba_mappings_preparing',
+  mappingsWaitingToPrepare: 'mba_mappings_waiting_to_prepare',
+  storageWriteConnectionsOpen: 'mba_storage_write_connections_open',
 } as const;
 
 /** From a few milliseconds (a small insertAll) to a minute (a large request retried inside the batch). */
@@ -87,6 +90,9 @@ export class Metrics {
   readonly #backfillRemaining: Gauge<MappingLabel>;
   readonly #lookupMisses: Counter<MappingLabel>;
   readonly #mappingState: Gauge<'mapping' | 'state'>;
+  readonly #mappingsPreparing: Gauge;
+  readonly #mappingsWaitingToPrepare: Gauge;
+  readonly #storageWriteConnectionsOpen: Gauge;
 
   constructor(options: MetricsOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -185,6 +191,25 @@ export class Metrics {
       labelNames: ['mapping', 'state'] as const,
       registers,
     });
+    this.#mappingsPreparing = new Gauge({
+      name: METRIC_NAMES.mappingsPreparing,
+      help: 'Mappings preparing their tables or copying their collection now (at most MAX_MAPPINGS_PREPARING).',
+      registers,
+    });
+    this.#mappingsWaitingToPrepare = new Gauge({
+      name: METRIC_NAMES.mappingsWaitingToPrepare,
+      help: 'Mappings waiting for a slot to prepare their tables or to copy their collection.',
+      registers,
+    });
+    this.#storageWriteConnectionsOpen = new Gauge({
+      name: METRIC_NAMES.storageWriteConnectionsOpen,
+      help: 'Storage Write connections open now (an idle one is closed after WRITE_STREAM_IDLE_MS).',
+      registers,
+    });
+    // Daemon-wide gauges are there from the start, at 0.
+    this.#mappingsPreparing.set(0);
+    this.#mappingsWaitingToPrepare.set(0);
+    this.#storageWriteConnectionsOpen.set(0);
 
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry });
   }
@@ -284,6 +309,17 @@ export class Metrics {
     for (const candidate of MAPPING_STATES) {
       this.#mappingState.set({ mapping, state: candidate }, candidate === state ? 1 : 0);
     }
+  }
+
+  /** The slots of MAX_MAPPINGS_PREPARING: how many are held, and how many mappings wait for one. */
+  preparing(state: { readonly held: number; readonly waiting: number }): void {
+    this.#mappingsPreparing.set(state.held);
+    this.#mappingsWaitingToPrepare.set(state.waiting);
+  }
+
+  /** A Storage Write connection was opened (+1) or closed (-1). */
+  storageWriteConnections(delta: 1 | -1): void {
+    this.#storageWriteConnectionsOpen.inc(delta);
   }
 
   /**
