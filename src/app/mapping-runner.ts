@@ -511,6 +511,10 @@ class MappingRun {
         writer: this.settings.writer ?? this.deps.config.BIGQUERY_WRITER,
         target: this.deps.target,
         storageWriteConnections: this.deps.config.BIGQUERY_STORAGE_WRITE_CONNECTIONS,
+        storageWriteIdleMs: this.deps.config.WRITE_STREAM_IDLE_MS,
+        onStorageWriteConnectionOpenChange: (delta) => {
+          this.deps.metrics?.storageWriteConnections(delta);
+        },
         ...(this.deps.limits && { limits: this.deps.limits }),
         ...(this.deps.decorateWriter && { decorateWriter: this.deps.decorateWriter }),
         onRetry: (error, attempt, delayMs) => {
