@@ -2,6 +2,7 @@
 // collection at once. With a cap of 1, two mappings prepare one after the other, copy one after the other,
 // and both end streaming with their views complete.
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoClient, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchiver } from '../../../src/app/archiver.js';
@@ -39,6 +40,7 @@ afterAll(async () => {
 interface LogLine {
   readonly mapping?: string | undefined;
   readonly msg?: string | undefined;
+  readonly writer?: string | undefined;
 }
 
 /**
@@ -68,7 +70,7 @@ function slotUse(
 }
 
 describe('MAX_MAPPINGS_PREPARING', () => {
-  it('issue 12: with a cap of 1, two mappings prepare one after the other and copy one after the other, and both end streaming', async () => {
+  it('issue 12: with a cap of 1, two mappings prepare one after the other and copy one after the other, and both end streaming (their idle write streams closed and opened again for new rows)', async () => {
     for (const name of MAPPINGS) {
       await mongo
         .db(DB)
@@ -86,7 +88,11 @@ describe('MAX_MAPPINGS_PREPARING', () => {
     const logger = createLogger({ level: 'debug', destination: { write: (line: string) => raw.push(line) } });
     const controller = new AbortController();
     const archiver = await startArchiver(
-      { ...inProcessConfig(DATASET, SETTINGS_DB, 'storage-write'), MAX_MAPPINGS_PREPARING: 1 },
+      {
+        ...inProcessConfig(DATASET, SETTINGS_DB, 'storage-write'),
+        MAX_MAPPINGS_PREPARING: 1,
+        WRITE_STREAM_IDLE_MS: 1_000,
+      },
       logger,
       controller.signal,
     );
@@ -95,28 +101,47 @@ describe('MAX_MAPPINGS_PREPARING', () => {
         await waitForState(mongo, SETTINGS_DB, name, ['streaming'], 90_000);
         await mongo.db(DB).collection<Item>(name).insertOne({ _id: 1_000, n: 1, label: 'streamed' });
       }
-      for (const name of MAPPINGS) {
-        const view = await viewMatchesCollection({
-          mongo,
-          clients,
-          db: DB,
-          collection: name,
-          dataset: DATASET,
-          table: name,
-          fields: ['n', 'label'],
-        });
-        expect(view.rows).toBe(301);
+      const viewsHold = async (rows: number) => {
+        for (const name of MAPPINGS) {
+          const view = await viewMatchesCollection({
+            mongo,
+            clients,
+            db: DB,
+            collection: name,
+            dataset: DATASET,
+            table: name,
+            fields: ['n', 'label'],
+          });
+          expect(view.rows).toBe(rows);
+        }
+      };
+      const gauge = async (name: string) => {
+        const text = await (await fetch(`http://127.0.0.1:${archiver.metricsPort}/metrics`)).text();
+        return sampleValue(parsePrometheusText(text), name, {});
+      };
+      await viewsHold(301);
+      expect(await gauge('mba_mappings_preparing')).toBe(0);
+      expect(await gauge('mba_mappings_waiting_to_prepare')).toBe(0);
+
+      // Idle for WRITE_STREAM_IDLE_MS, the write streams close; rows that come later open them again.
+      const deadline = Date.now() + 20_000;
+      while ((await gauge('mba_storage_write_connections_open')) !== 0 && Date.now() < deadline) {
+        await sleep(200);
       }
-      const text = await (await fetch(`http://127.0.0.1:${archiver.metricsPort}/metrics`)).text();
-      const samples = parsePrometheusText(text);
-      expect(sampleValue(samples, 'mba_mappings_preparing', {})).toBe(0);
-      expect(sampleValue(samples, 'mba_mappings_waiting_to_prepare', {})).toBe(0);
+      expect(await gauge('mba_storage_write_connections_open')).toBe(0);
+      for (const name of MAPPINGS) {
+        await mongo.db(DB).collection<Item>(name).insertOne({ _id: 1_001, n: 2, label: 'after-idle' });
+      }
+      await viewsHold(302);
     } finally {
       controller.abort();
       await archiver.done;
     }
 
     const lines = raw.map((line) => JSON.parse(line) as LogLine);
+    // Both wrote through Storage Write connections (the gauge of open connections went to 0 from there).
+    const writers = lines.filter((line) => line.msg === 'writer chosen').map((line) => line.writer);
+    expect(writers).toEqual(['storage-write', 'storage-write']);
     const prepare = slotUse(lines, 'prepare the tables');
     const copy = slotUse(lines, 'copy the collection');
     expect(prepare.took.sort()).toEqual([...MAPPINGS]);
