@@ -5,6 +5,7 @@ import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
 import { workerThreads, type BootstrapConfig } from '../config/bootstrap.js';
 import { parseMappingSettings } from '../config/settings.js';
 import { ConfigError } from '../errors.js';
+import { Slots } from '../core/slots.js';
 import { Supervisor } from '../core/supervisor.js';
 import { sampleDocuments } from '../mongodb/sampler.js';
 import { MongoLeaseStore } from '../mongodb/lease-store.js';
@@ -234,6 +235,10 @@ export async function startArchiver(
       : 'decoding, mapping and encoding on the main thread (WORKER_THREADS)',
   );
   const metrics = new Metrics();
+  // One line for every mapping of the daemon: at most this many prepare their tables or copy at once.
+  const preparing = new Slots(config.MAX_MAPPINGS_PREPARING, (state) => {
+    metrics.preparing(state);
+  });
   if (config.SETTINGS_DATABASE === 'config') {
     logger.warn(
       'settings are in the `config` database: Atlas and real clusters restrict it; prefer a normal database (SETTINGS_DATABASE)',
@@ -262,6 +267,7 @@ export async function startArchiver(
       metrics,
       ...(seams.decorateWriter && { decorateWriter: seams.decorateWriter }),
       ...(seams.decorateChangeSource && { decorateChangeSource: seams.decorateChangeSource }),
+      preparing,
       ...(encoderPool && { encoderPool }),
       ...(rawUnavailable !== undefined && { rawChangeStreamsUnavailable: rawUnavailable }),
     }),

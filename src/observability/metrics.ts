@@ -21,6 +21,9 @@ export const METRIC_NAMES = {
   mappingState: 'mba_mapping_state',
   leaseRound: 'mba_lease_round_seconds',
   leasesHeld: 'mba_leases_held',
+  mappingsPreparing: 'mba_mappings_preparing',
+  mappingsWaitingToPrepare: 'mba_mappings_waiting_to_prepare',
+  storageWriteConnectionsOpen: 'mba_storage_write_connections_open',
 } as const;
 
 /** From a few milliseconds (a small insertAll) to a minute (a large request retried inside the batch). */
@@ -99,6 +102,9 @@ export class Metrics {
   readonly #mappingState: Gauge<'mapping' | 'state'>;
   readonly #leaseRound: Histogram;
   readonly #leasesHeld: Gauge;
+  readonly #mappingsPreparing: Gauge;
+  readonly #mappingsWaitingToPrepare: Gauge;
+  readonly #storageWriteConnectionsOpen: Gauge;
 
   constructor(options: MetricsOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -197,6 +203,25 @@ export class Metrics {
       labelNames: ['mapping', 'state'] as const,
       registers,
     });
+    this.#mappingsPreparing = new Gauge({
+      name: METRIC_NAMES.mappingsPreparing,
+      help: 'Mappings preparing their tables or copying their collection now (at most MAX_MAPPINGS_PREPARING).',
+      registers,
+    });
+    this.#mappingsWaitingToPrepare = new Gauge({
+      name: METRIC_NAMES.mappingsWaitingToPrepare,
+      help: 'Mappings waiting for a slot to prepare their tables or to copy their collection.',
+      registers,
+    });
+    this.#storageWriteConnectionsOpen = new Gauge({
+      name: METRIC_NAMES.storageWriteConnectionsOpen,
+      help: 'Storage Write connections open now (an idle one is closed after WRITE_STREAM_IDLE_MS).',
+      registers,
+    });
+    // Daemon-wide gauges are there from the start, at 0.
+    this.#mappingsPreparing.set(0);
+    this.#mappingsWaitingToPrepare.set(0);
+    this.#storageWriteConnectionsOpen.set(0);
 
     this.#leaseRound = new Histogram({
       name: METRIC_NAMES.leaseRound,
@@ -314,6 +339,17 @@ export class Metrics {
   leaseRound(seconds: number, held: number): void {
     this.#leaseRound.observe(seconds);
     this.#leasesHeld.set(held);
+  }
+
+  /** The slots of MAX_MAPPINGS_PREPARING: how many are held, and how many mappings wait for one. */
+  preparing(state: { readonly held: number; readonly waiting: number }): void {
+    this.#mappingsPreparing.set(state.held);
+    this.#mappingsWaitingToPrepare.set(state.waiting);
+  }
+
+  /** A Storage Write connection was opened (+1) or closed (-1). */
+  storageWriteConnections(delta: 1 | -1): void {
+    this.#storageWriteConnectionsOpen.inc(delta);
   }
 
   /**
