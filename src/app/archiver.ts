@@ -5,6 +5,7 @@ import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
 import { workerThreads, type BootstrapConfig } from '../config/bootstrap.js';
 import { parseMappingSettings } from '../config/settings.js';
 import { ConfigError } from '../errors.js';
+import { Slots } from '../core/slots.js';
 import { Supervisor } from '../core/supervisor.js';
 import { sampleDocuments } from '../mongodb/sampler.js';
 import { MongoLeaseStore } from '../mongodb/lease-store.js';
@@ -69,6 +70,9 @@ export function bigQueryConnection(config: BootstrapConfig) {
  */
 export const DEFAULT_MONGO_SOCKET_TIMEOUT_MS = 10 * 60_000;
 
+/** How the daemon's connections name themselves to the server (in its logs and `currentOp`). */
+const APP_NAME = 'mongo-bigquery-archiver';
+
 /** The client options of the daemon for connection string `uri`. */
 export function mongoClientOptions(uri: string): MongoClientOptions {
   // A value in the connection string wins (the options object would override it).
@@ -76,9 +80,105 @@ export function mongoClientOptions(uri: string): MongoClientOptions {
   return {
     // Regexes stay BSONRegExp (BSON_DECODE_OPTIONS): the default decoding loses MongoDB options.
     ...BSON_DECODE_OPTIONS,
-    appName: 'mongo-bigquery-archiver',
+    appName: APP_NAME,
     ...(!ownSocketTimeout && { socketTimeoutMS: DEFAULT_MONGO_SOCKET_TIMEOUT_MS }),
   };
+}
+
+/**
+ * The bookkeeping client's pool unless the connection string sets `maxPoolSize`: settings reads and their
+ * change stream, lease rounds, checkpoint and status writes, each short, none waiting on the server.
+ */
+export const DEFAULT_BOOKKEEPING_POOL_SIZE = 10;
+
+/** The data client's pool before the mappings' share: the driver's own default. */
+const DATA_POOL_BASE = 100;
+/**
+ * Per mapping: its change stream holds a connection for up to 1 s per idle read on a real server, and a
+ * backfill or sampling read may run beside it.
+ */
+const DATA_POOL_PER_MAPPING = 2;
+
+/** Connections the data client may open for `mappings` settings documents (see dataClientOptions). */
+export function dataPoolSize(mappings: number): number {
+  return DATA_POOL_BASE + DATA_POOL_PER_MAPPING * mappings;
+}
+
+/** A `maxPoolSize` in the connection string wins over ours (the options object would override it). */
+function ownsPoolSize(uri: string): boolean {
+  return /[?&]maxpoolsize=/i.test(uri);
+}
+
+/**
+ * Options of the data client (change streams, backfill, sampling) for `mappings` settings documents listed
+ * at start: the pool is sized so that every change stream can hold a connection and reads still get one.
+ * Mappings added later share it.
+ */
+export function dataClientOptions(uri: string, mappings: number): MongoClientOptions {
+  return {
+    ...mongoClientOptions(uri),
+    ...(!ownsPoolSize(uri) && { maxPoolSize: dataPoolSize(mappings) }),
+  };
+}
+
+/**
+ * Options of the bookkeeping client (settings, leases, checkpoints): the data client's, with a small pool of
+ * its own, so that a lease renewal or a checkpoint save never waits for a connection behind the change
+ * streams, and an appName of its own (`-bookkeeping`), which tells its connections apart on the server.
+ */
+export function bookkeepingClientOptions(uri: string): MongoClientOptions {
+  return {
+    ...mongoClientOptions(uri),
+    appName: `${APP_NAME}-bookkeeping`,
+    ...(!ownsPoolSize(uri) && { maxPoolSize: DEFAULT_BOOKKEEPING_POOL_SIZE }),
+  };
+}
+
+/** The daemon's two MongoDB clients, connected, and the settings store on the bookkeeping one. */
+export interface MongoClients {
+  /** Change streams, backfills and sampling. */
+  readonly data: MongoClient;
+  /** Settings, leases and checkpoints. */
+  readonly bookkeeping: MongoClient;
+  readonly store: MongoSettingsStore;
+  /** Closes both clients. */
+  close(): Promise<void>;
+}
+
+/**
+ * Connects the bookkeeping client, lists the settings documents through it once (to size the data client's
+ * pool), then connects the data client.
+ */
+export async function connectMongoClients(
+  config: BootstrapConfig,
+  signal: AbortSignal,
+): Promise<MongoClients> {
+  const uri = config.MONGO_CLIENT;
+  const bookkeeping = new MongoClient(uri, bookkeepingClientOptions(uri));
+  let data: MongoClient | undefined;
+  try {
+    await bookkeeping.connect();
+    const store = new MongoSettingsStore(bookkeeping, {
+      database: config.SETTINGS_DATABASE,
+      collection: config.SETTINGS_COLLECTION,
+      pollMs: config.SETTINGS_POLL_INTERVAL_MS,
+    });
+    const mappings = (await store.list(signal)).length;
+    data = new MongoClient(uri, dataClientOptions(uri, mappings));
+    await data.connect();
+    const both = [data, bookkeeping] as const;
+    return {
+      data,
+      bookkeeping,
+      store,
+      close: async () => {
+        await Promise.all(both.map((client) => client.close()));
+      },
+    };
+  } catch (error) {
+    await Promise.all([bookkeeping.close(), data?.close()]);
+    throw error;
+  }
 }
 
 export function connectMongo(config: BootstrapConfig): MongoClient {
@@ -95,14 +195,24 @@ export async function startArchiver(
   signal: AbortSignal,
   seams: ArchiverSeams = {},
 ): Promise<RunningArchiver> {
-  const mongo = connectMongo(config);
-  await mongo.connect();
-  logger.info({ mongo: scrubText(config.MONGO_CLIENT) }, 'connected to MongoDB');
+  const clients = await connectMongoClients(config, signal);
+  // Change streams, backfills and sampling; the settings store, leases and checkpoints use the bookkeeping
+  // client, whose connections these never hold.
+  const mongo = clients.data;
+  const store = clients.store;
+  logger.info(
+    {
+      mongo: scrubText(config.MONGO_CLIENT),
+      dataPoolSize: mongo.options.maxPoolSize,
+      bookkeepingPoolSize: clients.bookkeeping.options.maxPoolSize,
+    },
+    'connected to MongoDB',
+  );
   const target: StorageWriteTarget =
     config.BIGQUERY_EMULATOR_ENDPOINT !== undefined ? config.BIGQUERY_EMULATOR_KIND : 'bigquery';
   const bigquery: BigQueryClients = await createBigQueryClients(bigQueryConnection(config)).catch(
     async (error: unknown) => {
-      await mongo.close();
+      await clients.close();
       throw error;
     },
   );
@@ -113,7 +223,7 @@ export async function startArchiver(
   const encoderPool = threads > 0 ? new EncoderPool({ threads }) : undefined;
   const rawUnavailable = encoderPool
     ? await rawChangeStreamsUnavailable(mongo, signal).catch(async (error: unknown) => {
-        await Promise.all([encoderPool.close(), bigquery.close(), mongo.close()]);
+        await Promise.all([encoderPool.close(), bigquery.close(), clients.close()]);
         throw error;
       })
     : undefined;
@@ -152,10 +262,9 @@ export async function startArchiver(
     signal,
   });
   const metrics = new Metrics();
-  const store = new MongoSettingsStore(mongo, {
-    database: config.SETTINGS_DATABASE,
-    collection: config.SETTINGS_COLLECTION,
-    pollMs: config.SETTINGS_POLL_INTERVAL_MS,
+  // One line for every mapping of the daemon: at most this many prepare their tables or copy at once.
+  const preparing = new Slots(config.MAX_MAPPINGS_PREPARING, (state) => {
+    metrics.preparing(state);
   });
   if (config.SETTINGS_DATABASE === 'config') {
     logger.warn(
@@ -164,7 +273,7 @@ export async function startArchiver(
   }
   // Mappings are shared with the other instances through leases next to the settings.
   const leases = new MongoLeaseStore(
-    mongo.db(config.SETTINGS_DATABASE).collection(`${config.SETTINGS_COLLECTION}_leases`),
+    clients.bookkeeping.db(config.SETTINGS_DATABASE).collection(`${config.SETTINGS_COLLECTION}_leases`),
     { ttlMs: config.LEASE_TTL_MS },
   );
   logger.info({ instance: leases.owner, leaseTtlMs: leases.ttlMs }, 'sharing mappings through leases');
@@ -185,6 +294,7 @@ export async function startArchiver(
       metrics,
       ...(seams.decorateWriter && { decorateWriter: seams.decorateWriter }),
       ...(seams.decorateChangeSource && { decorateChangeSource: seams.decorateChangeSource }),
+      preparing,
       ...(encoderPool && { encoderPool }),
       ...(rawUnavailable !== undefined && { rawChangeStreamsUnavailable: rawUnavailable }),
       databaseStreams,
@@ -192,6 +302,9 @@ export async function startArchiver(
     log: supervisorLog(logger),
     onStatus: (id, status) => {
       metrics.mappingState(id, status.state);
+    },
+    onLeaseRound: ({ seconds, held }) => {
+      metrics.leaseRound(seconds, held);
     },
     onRemoved: (id) => {
       metrics.forgetMapping(id).catch((error: unknown) => {
@@ -212,7 +325,7 @@ export async function startArchiver(
     await health.close();
     await encoderPool?.close();
     await bigquery.close();
-    await mongo.close();
+    await clients.close();
     logger.info('archiver stopped');
   });
   return { supervisor, metricsPort: health.port, done };

@@ -17,6 +17,7 @@ import {
 } from '../core/ports.js';
 import { type ChangeEvent, type Position } from '../core/model.js';
 import { type HistoryRow } from '../core/history-rows.js';
+import { type Slot, type Slots } from '../core/slots.js';
 import { prepareInThread, resumeFrom, rowBytes, type RecordSink } from '../core/stream-loop.js';
 import { type RowEncoding } from '../core/prepared.js';
 import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
@@ -88,6 +89,11 @@ export interface MappingRunnerDeps {
    * mapping reads its own stream.
    */
   readonly databaseStreams?: DatabaseStreams;
+  /**
+   * The daemon's slots for preparing tables and copying collections (MAX_MAPPINGS_PREPARING), shared by
+   * every mapping; without them nothing waits.
+   */
+  readonly preparing?: Slots;
 }
 
 /**
@@ -177,6 +183,11 @@ class MappingRun {
    * stream; undefined when it is not read raw (see constructor).
    */
   readonly #rawSource: ChangeSource<RawChangeBatch> | undefined;
+  /**
+   * The preparation slot, held from the start of `#prepareSchema` to the end of `#prepareDestination` (`run`
+   * calls one right after the other): inference and the table and view requests count as one preparation.
+   */
+  #preparing: Slot | undefined;
 
   constructor(
     private readonly deps: MappingRunnerDeps,
@@ -311,6 +322,7 @@ class MappingRun {
       checkpoints: this.#checkpoints,
       limits: this.deps.limits ?? DEFAULT_BATCH_LIMITS,
       window: windowLimits(this.deps.config),
+      idleCheckpointIntervalMs: this.deps.config.IDLE_CHECKPOINT_INTERVAL_MS,
       ...(this.metrics && { observer: this.metrics }),
     };
     const pool = this.deps.encoderPool;
@@ -369,6 +381,17 @@ class MappingRun {
   }
 
   async #backfill(schema: SchemaCoordinator, resume: BackfillProgress, signal: AbortSignal): Promise<void> {
+    // The copy waits its turn among the mappings preparing or copying; the stream runs meanwhile.
+    const slot = await this.#slot('copy the collection', signal);
+    try {
+      await this.#copy(schema, resume, signal);
+    } finally {
+      slot.release();
+    }
+    this.metrics?.backfillDone();
+  }
+
+  async #copy(schema: SchemaCoordinator, resume: BackfillProgress, signal: AbortSignal): Promise<void> {
     const chunk = this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK;
     const source = new MongoSnapshotSource(this.#collection, { chunkSize: chunk });
     const pool = this.deps.encoderPool;
@@ -407,11 +430,53 @@ class MappingRun {
       resume,
       signal,
     );
-    this.metrics?.backfillDone();
+  }
+
+  /**
+   * One of the daemon's slots for preparing or copying (MAX_MAPPINGS_PREPARING): at once when one is free,
+   * otherwise after the mappings ahead in line, with one log line saying that it waits.
+   */
+  async #slot(work: string, signal: AbortSignal): Promise<Slot> {
+    const slots = this.deps.preparing;
+    if (slots === undefined) return { release: () => undefined };
+    let slot = slots.tryAcquire();
+    if (slot === undefined) {
+      this.log.info(
+        { maxMappingsPreparing: slots.capacity, ahead: slots.waiting },
+        `waiting for a slot to ${work} (MAX_MAPPINGS_PREPARING)`,
+      );
+      slot = await slots.acquire(signal);
+    }
+    this.log.debug(`took a slot to ${work}`);
+    const held = slot;
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        held.release();
+        this.log.debug(`gave back the slot to ${work}`);
+      },
+    };
+  }
+
+  /**
+   * Takes the preparation slot (given back by `#prepareDestination`, or here on a failure), then the schema.
+   */
+  async #prepareSchema(signal: AbortSignal): Promise<SchemaCoordinator> {
+    const slot = await this.#slot('prepare the tables', signal);
+    this.#preparing = slot;
+    try {
+      return await this.#schema(signal);
+    } catch (error) {
+      this.#preparing = undefined;
+      slot.release();
+      throw error;
+    }
   }
 
   /** The columns from the settings, or inferred from a sample (saved once the table is in line with them). */
-  async #prepareSchema(signal: AbortSignal): Promise<SchemaCoordinator> {
+  async #schema(signal: AbortSignal): Promise<SchemaCoordinator> {
     let columns = this.settings.columns;
     if (columns === undefined) {
       const sample = await this.deps.sample(this.#collection, DEFAULT_INFER_SAMPLE, signal);
@@ -454,7 +519,17 @@ class MappingRun {
     );
   }
 
+  /** The BigQuery objects and the writer; gives back the preparation slot `#prepareSchema` took. */
   async #prepareDestination(schema: SchemaCoordinator): Promise<void> {
+    try {
+      await this.#openDestination(schema);
+    } finally {
+      this.#preparing?.release();
+      this.#preparing = undefined;
+    }
+  }
+
+  async #openDestination(schema: SchemaCoordinator): Promise<void> {
     if (this.settings.dryrun) return;
     const clients = this.deps.bigquery;
     if (!clients) throw new Error('BigQuery clients are missing although the mapping is not a dry run');
@@ -467,6 +542,10 @@ class MappingRun {
         writer: this.settings.writer ?? this.deps.config.BIGQUERY_WRITER,
         target: this.deps.target,
         storageWriteConnections: this.deps.config.BIGQUERY_STORAGE_WRITE_CONNECTIONS,
+        storageWriteIdleMs: this.deps.config.WRITE_STREAM_IDLE_MS,
+        onStorageWriteConnectionOpenChange: (delta) => {
+          this.deps.metrics?.storageWriteConnections(delta);
+        },
         ...(this.deps.limits && { limits: this.deps.limits }),
         ...(this.deps.decorateWriter && { decorateWriter: this.deps.decorateWriter }),
         onRetry: (error, attempt, delayMs) => {

@@ -34,6 +34,13 @@ export interface DestinationOptions {
    * see docs/bigquery.md for when to raise it.
    */
   readonly storageWriteConnections?: number;
+  /**
+   * How long a Storage Write connection may stay idle before it is closed (reopened by the next rows);
+   * the writer's default, DEFAULT_WRITE_STREAM_IDLE_MS, when unset.
+   */
+  readonly storageWriteIdleMs?: number;
+  /** Told +1 when a Storage Write connection opens and -1 when one closes (metrics). */
+  readonly onStorageWriteConnectionOpenChange?: (delta: 1 | -1) => void;
   readonly limits?: BatchLimits;
   readonly backoff?: BackoffPolicy;
   /** How long rows refused for their schema wait after the repair (the sink's default when unset). */
@@ -183,6 +190,10 @@ export class BigQueryDestination {
             schema,
             ...(options.storageWriteConnections !== undefined && {
               connections: options.storageWriteConnections,
+            }),
+            ...(options.storageWriteIdleMs !== undefined && { idleMs: options.storageWriteIdleMs }),
+            ...(options.onStorageWriteConnectionOpenChange && {
+              onConnectionOpenChange: options.onStorageWriteConnectionOpenChange,
             }),
           })
         : new InsertAllWriter(options.clients.bigquery.dataset(options.datasetId).table(options.table));

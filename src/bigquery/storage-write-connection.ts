@@ -32,6 +32,14 @@ export interface StorageWriteConnectionOptions {
   readonly openTimeoutMs: number;
   /** How long an append may go unanswered before it fails as retryable and the connection is dropped. */
   readonly appendTimeoutMs: number;
+  /**
+   * How long the connection may stay open with nothing sent and nothing awaited before it is closed; the next
+   * append opens it again. Undefined: it stays open until `close`. Delivery is not affected: only a
+   * connection with no append in flight or waiting to be sent is closed.
+   */
+  readonly idleMs?: number;
+  /** Told +1 when the connection opens and -1 when it closes, whatever the cause (metrics). */
+  readonly onOpenChange?: (delta: 1 | -1) => void;
 }
 
 /** An append sent on the open connection and not answered yet. */
@@ -57,6 +65,10 @@ interface Pending {
  * The writer schema (descriptor) is bound to the connection: requests with another descriptor wait until
  * every append in flight is answered, then the connection switches (the library reopens the stream) and
  * they go out. Sends leave in the order they were made, a switch included, so none overtakes another.
+ *
+ * With `idleMs`, a connection left with nothing to send or to await for that long is closed, so that a
+ * daemon of many quiet tables does not hold a stream per table on BigQuery's side (each counts against the
+ * project's concurrent connections); the next append opens it again, as after a deadline.
  */
 export class StorageWriteConnection {
   readonly #o: StorageWriteConnectionOptions;
@@ -73,6 +85,8 @@ export class StorageWriteConnection {
   #turns: Promise<unknown> = Promise.resolve();
   #drained: (() => void)[] = [];
   #closed = false;
+  /** Armed while the connection is open and has nothing to do (see `idleMs`). */
+  #idleTimer: NodeJS.Timeout | undefined;
 
   constructor(options: StorageWriteConnectionOptions) {
     this.#o = options;
@@ -107,6 +121,7 @@ export class StorageWriteConnection {
     this.#assertOpen();
     this.#target = descriptor;
     this.#queued++;
+    this.#disarmIdle();
     const sent = this.#turn(async () => {
       try {
         // A caller that gave up while waiting for its turn sends nothing.
@@ -118,6 +133,8 @@ export class StorageWriteConnection {
         };
       } finally {
         this.#queued--;
+        // Nothing sent after all (an abort, a failed open): the connection may be idle again.
+        this.#armIdle();
       }
     });
     const { answer } = await abortable(sent, signal);
@@ -133,6 +150,7 @@ export class StorageWriteConnection {
     this.#target = descriptor;
     await this.#turn(async () => {
       if (this.#writer !== undefined) await this.#ready(descriptor);
+      this.#armIdle();
     });
   }
 
@@ -165,6 +183,7 @@ export class StorageWriteConnection {
   async close(timeoutMs: number): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#disarmIdle();
     if (!(await this.drain(timeoutMs))) {
       this.#failPending(
         () =>
@@ -174,8 +193,46 @@ export class StorageWriteConnection {
           ),
       );
     }
-    this.#writer?.close();
+    this.#dropWriter();
+  }
+
+  /** Closes the open connection, if any: the next append opens a new one. */
+  #dropWriter(): void {
+    const writer = this.#writer;
+    if (writer === undefined) return;
     this.#writer = undefined;
+    this.#inUse = undefined;
+    writer.close();
+    this.#o.onOpenChange?.(-1);
+  }
+
+  /** Starts the idle countdown when the connection is open and has nothing to send or await. */
+  #armIdle(): void {
+    const idleMs = this.#o.idleMs;
+    if (idleMs === undefined || this.#closed || this.#writer === undefined || this.load > 0) return;
+    this.#disarmIdle();
+    this.#idleTimer = setTimeout(() => {
+      this.#idleTimer = undefined;
+      void this.#closeIdle();
+    }, idleMs);
+    // An idle connection must not keep the process alive for its countdown.
+    this.#idleTimer.unref();
+  }
+
+  #disarmIdle(): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+  }
+
+  /**
+   * Closes the connection if it is still idle once its turn comes: an append made meanwhile (waiting behind
+   * this turn, or sent) keeps it open, and in-flight appends are never cut.
+   */
+  #closeIdle(): Promise<void> {
+    return this.#turn(() => {
+      if (this.load === 0 && !this.#closed) this.#dropWriter();
+      return Promise.resolve();
+    });
   }
 
   #assertOpen(): void {
@@ -237,6 +294,7 @@ export class StorageWriteConnection {
       }
       this.#writer = writer;
       this.#inUse = descriptor;
+      this.#o.onOpenChange?.(1);
       return writer;
     } catch (error) {
       throw toBigQueryError(error, `Storage Write: opening the default stream of ${destinationTable}`);
@@ -267,6 +325,7 @@ export class StorageWriteConnection {
       const index = this.#pending.indexOf(entry);
       if (index >= 0) this.#pending.splice(index, 1);
       if (this.#pending.length === 0) for (const wake of this.#drained.splice(0)) wake();
+      this.#armIdle();
     };
     answer.then(settled, settled);
     // Nobody may be waiting any more (an aborted caller): a late failure must not go unhandled.
@@ -281,11 +340,7 @@ export class StorageWriteConnection {
    */
   #timedOut(writer: managedwriter.Writer, late: Pending): void {
     const behind = this.#pending.filter((entry) => entry !== late && entry.writer === writer);
-    if (this.#writer === writer) {
-      this.#writer = undefined;
-      this.#inUse = undefined;
-      writer.close();
-    }
+    if (this.#writer === writer) this.#dropWriter();
     late.giveUp(
       new AppendStatusError(
         GRPC_DEADLINE_EXCEEDED,

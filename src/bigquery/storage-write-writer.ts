@@ -5,6 +5,7 @@ import { type BigQueryClients } from './client.js';
 import { classifyBigQueryError, toBigQueryError } from './error-mapping.js';
 import { assertDatasetId, assertTableId } from '../schema/identifiers.js';
 import { type RowEncoding } from '../core/prepared.js';
+import { DEFAULT_WRITE_STREAM_IDLE_MS } from '../core/settings.js';
 import { compileExceeds, compileRowEncoder, descriptorProblem, type RowEncoder } from './proto-encoder.js';
 import {
   AppendStatusError,
@@ -103,6 +104,14 @@ export interface StorageWriteWriterOptions {
    * DEFAULT_STORAGE_WRITE_CONNECTIONS). Rows of one append always travel together on one connection.
    */
   readonly connections?: number;
+  /**
+   * How long a connection may sit with nothing to send or await before it is closed, to be opened again by
+   * the next append (default DEFAULT_WRITE_STREAM_IDLE_MS; WRITE_STREAM_IDLE_MS in the daemon). No row is
+   * lost or delayed beyond the reopening: a connection with appends in flight is never closed.
+   */
+  readonly idleMs?: number;
+  /** Told +1 when a connection opens and -1 when one closes (metrics). */
+  readonly onConnectionOpenChange?: (delta: 1 | -1) => void;
 }
 
 function rowErrorReason(error: RowError): string {
@@ -224,6 +233,8 @@ export class StorageWriteWriter implements TableWriter {
           destinationTable: this.#destinationTable,
           openTimeoutMs: options.openTimeoutMs ?? DEFAULT_OPEN_TIMEOUT_MS,
           appendTimeoutMs: options.appendTimeoutMs ?? DEFAULT_APPEND_TIMEOUT_MS,
+          idleMs: options.idleMs ?? DEFAULT_WRITE_STREAM_IDLE_MS,
+          ...(options.onConnectionOpenChange && { onOpenChange: options.onConnectionOpenChange }),
         }),
     );
     // The table's schema as read when the writer was made: taken as accepted until BigQuery says otherwise.

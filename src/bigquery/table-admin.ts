@@ -18,7 +18,7 @@ import {
   tableRef,
   type TableRef,
 } from '../schema/identifiers.js';
-import { currentStateViewSql, latestViewSql, viewNames } from './views.js';
+import { currentStateViewSql, latestViewSql, VIEW_HASH_LABEL, viewHash, viewNames } from './views.js';
 
 /** Columns of the dead-letter table `<table>_errors`: rows BigQuery refused, with the reason and the raw document. */
 export const DEAD_LETTER_FIELDS: readonly TableField[] = Object.freeze([
@@ -117,6 +117,8 @@ export interface TableState {
 export interface ViewsResult {
   /** Views created or replaced, in order. */
   readonly replaced: readonly string[];
+  /** Views left as they were: their label showed the statement and the columns they would be created from. */
+  readonly current: readonly string[];
   /** A stale `<table>_latest_view` dropped because no column is a primary key any more. */
   readonly dropped: readonly string[];
 }
@@ -129,11 +131,17 @@ export interface AddColumnsResult {
   readonly views: ViewsResult;
 }
 
+/** A view's DDL statement, and the hash its label carries once it is created from it. */
+interface ViewStatement {
+  readonly sql: string;
+  readonly hash: string;
+}
+
 interface ViewPlan {
   readonly view: TableRef;
-  readonly viewSql: string;
+  readonly viewSql: ViewStatement;
   readonly latestView: TableRef;
-  readonly latestViewSql: string | undefined;
+  readonly latestViewSql: ViewStatement | undefined;
 }
 
 /**
@@ -235,7 +243,8 @@ export class TableAdmin {
 
   /**
    * Creates or replaces `<table>_view`, and `<table>_latest_view` when a column is a primary key; drops a
-   * `<table>_latest_view` left from an earlier primary key otherwise.
+   * `<table>_latest_view` left from an earlier primary key otherwise. A view whose label shows it was created
+   * from the same statement and columns is left alone: a start costs a tables.get per view, not a query job.
    */
   async ensureViews(table: string, columns: readonly ColumnSpec[]): Promise<ViewsResult> {
     return this.applyViews(this.planViews(table, columns));
@@ -319,35 +328,52 @@ export class TableAdmin {
     const names = viewNames(table);
     const view = this.ref(names.view);
     const latestView = this.ref(names.latestView);
+    const statement = (sql: string): ViewStatement => ({ sql, hash: viewHash(sql, columns) });
     return {
       view,
-      viewSql: createOrReplaceViewSql(view, currentStateViewSql(this.ref(table))),
+      viewSql: statement(createOrReplaceViewSql(view, currentStateViewSql(this.ref(table)))),
       latestView,
       latestViewSql: mapDefined(latestViewSql(view, columns), (body) =>
-        createOrReplaceViewSql(latestView, body),
+        statement(createOrReplaceViewSql(latestView, body)),
       ),
     };
   }
 
   private async applyViews(plan: ViewPlan): Promise<ViewsResult> {
     const replaced: string[] = [];
+    const current: string[] = [];
     const dropped: string[] = [];
-    await this.replaceView(plan.view, plan.viewSql);
-    replaced.push(plan.view.tableId);
+    const ensure = async (view: TableRef, statement: ViewStatement): Promise<void> => {
+      ((await this.replaceView(view, statement)) ? replaced : current).push(view.tableId);
+    };
+    await ensure(plan.view, plan.viewSql);
     if (plan.latestViewSql !== undefined) {
-      await this.replaceView(plan.latestView, plan.latestViewSql);
-      replaced.push(plan.latestView.tableId);
+      await ensure(plan.latestView, plan.latestViewSql);
     } else if (await this.isView(plan.latestView)) {
       await this.run(dropViewSql(plan.latestView), `dropping view ${plan.latestView.tableId}`);
       dropped.push(plan.latestView.tableId);
     }
-    return { replaced, dropped };
+    return { replaced, current, dropped };
   }
 
-  private async replaceView(view: TableRef, sql: string): Promise<void> {
+  /**
+   * Runs the view's DDL unless the view carries the statement's hash already; then labels the view with it
+   * (a patch of its metadata, not a query job). Should the patch fail, the next start runs the DDL again.
+   * True when the DDL ran.
+   */
+  private async replaceView(view: TableRef, statement: ViewStatement): Promise<boolean> {
+    const handle = this.dataset().table(view.tableId);
+    const existing = await this.tryMetadata(handle, `view ${view.tableId}`);
+    if (existing?.type === 'VIEW' && existing.labels?.[VIEW_HASH_LABEL] === statement.hash) return false;
     const context = `creating or replacing view ${view.tableId}`;
     if (this.dropViewBeforeReplace) await this.run(dropViewSql(view), context);
-    await this.run(sql, context);
+    await this.run(statement.sql, context);
+    try {
+      await handle.setMetadata({ labels: { [VIEW_HASH_LABEL]: statement.hash } });
+    } catch (error) {
+      throw toBigQueryError(error, `labelling view ${view.tableId}`);
+    }
+    return true;
   }
 
   /** True when `ref` exists and is a view (a table of that name is not ours to drop). */

@@ -1,6 +1,31 @@
+import { createHash } from 'node:crypto';
 import { VIEW_ROW_NUMBER_COLUMN } from '../schema/names.js';
-import { type ColumnSpec } from '../schema/types.js';
+import { historyTableSchema } from '../schema/table-schema.js';
+import { type ColumnSpec, type TableField } from '../schema/types.js';
 import { quoteColumn, type TableRef } from '../schema/identifiers.js';
+
+/**
+ * The label a view carries with the hash of what it was created from (`viewHash`): a start whose view
+ * carries the hash it would create runs no DDL. BigQuery keeps labels until the view is replaced, which
+ * drops them, so a view replaced by other means (by hand, by an older version) is replaced again.
+ */
+export const VIEW_HASH_LABEL = 'mba_view_hash';
+/** Hex digits of the SHA-256 kept (160 bits): label values are at most 63 characters. */
+const VIEW_HASH_HEX_DIGITS = 40;
+
+/**
+ * The hash of a view's DDL statement and of the history table's columns (names, types, modes, at every
+ * depth). The columns count although `<table>_view` selects `*`: BigQuery records a view's schema when it is
+ * created, so a view is created again when the columns change, as it always was.
+ */
+export function viewHash(statement: string, columns: readonly ColumnSpec[]): string {
+  const shape = (fields: readonly TableField[]): unknown =>
+    fields.map((f) => [f.name, f.type, f.mode, shape(f.fields ?? [])]);
+  return createHash('sha256')
+    .update(JSON.stringify([statement, shape(historyTableSchema(columns))]))
+    .digest('hex')
+    .slice(0, VIEW_HASH_HEX_DIGITS);
+}
 
 /** Names of the derived objects of a history table. */
 export function viewNames(table: string): { view: string; latestView: string; errors: string } {

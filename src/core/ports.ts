@@ -98,6 +98,12 @@ export interface Checkpoint {
    * when the settings do not ask for one. Set by the store as it loads; never saved by the pipeline.
    */
   readonly resync?: boolean;
+  /**
+   * Saved with no rows written since the save before (an idle stream's position, or ignored events): the
+   * store keeps it in the checkpoint only, never in the watched settings document, whose `lastChangeId`
+   * stays the position saved with the last rows written. Set by the stream loop as it saves.
+   */
+  readonly idle?: true;
 }
 
 export interface BackfillProgress {
@@ -295,14 +301,17 @@ export interface LeaseStore {
   readonly ttlMs: number;
   /** Records this instance as alive for `ttlMs`; returns how many instances are alive (this one included). */
   heartbeat(signal: AbortSignal): Promise<number>;
-  /** Takes the mapping's lease when it is free or expired; undefined when another instance holds it. */
   /**
    * Takes the mapping's lease when it is free or expired; undefined when another instance holds it. The new
    * token exceeds `floor` (the newest token the mapping's writes carried), even if the leases were reset.
    */
   tryAcquire(mappingId: string, floor: number | undefined, signal: AbortSignal): Promise<Lease | undefined>;
-  /** Pushes the expiry back; false when the lease is no longer ours (it expired and was taken). */
-  renew(lease: Lease, signal: AbortSignal): Promise<boolean>;
+  /**
+   * Pushes the expiry of every one of `leases` back, in one round trip (plus one to tell which were lost when
+   * some were); returns the mapping ids whose lease is still ours. A lease left out was taken by another
+   * instance after it expired, or released meanwhile.
+   */
+  renewAll(leases: readonly Lease[], signal: AbortSignal): Promise<ReadonlySet<string>>;
   /** Gives the lease up at once (shutdown, rebalancing), so another instance need not wait for its expiry. */
   release(lease: Lease): Promise<void>;
   /** Removes this instance from the live ones (shutdown). */

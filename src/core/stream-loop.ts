@@ -18,6 +18,7 @@ import {
 } from './history-rows.js';
 import { operationTypeOf, type ChangeEvent, type Position } from './model.js';
 import { type PreparedBatch, type PreparedChange, type Prepare } from './prepared.js';
+import { DEFAULT_IDLE_CHECKPOINT_INTERVAL_MS } from './settings.js';
 import { CoalescedTask } from './coalesced.js';
 import { Watermark } from './watermark.js';
 import { DEFAULT_WINDOW_LIMITS, InFlightWindow, type WindowLimits } from './window.js';
@@ -75,6 +76,14 @@ interface LoopOptions {
   readonly finalFlushTimeoutMs?: number;
   /** Writes (and their bytes) in flight at once; default DEFAULT_WINDOW_LIMITS. */
   readonly window?: WindowLimits;
+  /**
+   * The least time between a save and the next one that covers no new rows (an idle stream's post-batch
+   * position, ignored events), so that idle mappings do not write a checkpoint on every pull; default
+   * DEFAULT_IDLE_CHECKPOINT_INTERVAL_MS. A position covering rows is saved as soon as they are acknowledged,
+   * and a stop saves the newest acknowledged position whatever this says: it bounds only how much of an
+   * idle stretch a restart reads again (nothing it would write).
+   */
+  readonly idleCheckpointIntervalMs?: number;
 }
 
 /** The loop over decoded events, mapped on this thread (runStreamLoop). */
@@ -117,8 +126,10 @@ export interface CollectionGone {
 /**
  * The streaming half of a mapping: pulls change batches, maps them to history rows, sends them to the sink
  * in batches (rows, bytes, linger), and saves the position only after the sink acknowledged everything up
- * to it. An idle stream still advances its checkpoint. Ends when `signal` aborts (after flushing what was
- * read) or when the collection is dropped, renamed or invalidated.
+ * to it. An idle stream still advances its checkpoint, at most once per `idleCheckpointIntervalMs` (checked
+ * after every pull: an idle change stream answers about once a second), as an `idle` checkpoint. Ends when
+ * `signal` aborts (after flushing what was read and saving the newest acknowledged position) or when the
+ * collection is dropped, renamed or invalidated.
  *
  * Writes are pipelined: a batch that is due goes to the sink without waiting for the ones before it, up to
  * the in-flight window (requests and bytes); while the window is full the loop stops pulling (backpressure),
@@ -182,10 +193,18 @@ export async function runPreparedStreamLoop<B>(
     readUpTo = positionOf(readTo);
     readTo = undefined;
   };
-  const watermark = new Watermark<Position>(readUpTo);
+  /** Batches of rows handed to the sink so far (a save past more of them than the last one covers rows). */
+  let batches = 0;
+  const watermark = new Watermark<Reached>(readUpTo && { position: readUpTo, batches });
   /** The last position handed to the watermark (with a batch or marked), so an idle stream marks it once. */
   let issued = readUpTo;
   let saved: Position | undefined = readUpTo;
+  /** The batches the last save covered: a watermark past no more of them covers no new rows. */
+  let savedBatches = batches;
+  let savedAt = clock.now();
+  const idleInterval = options.idleCheckpointIntervalMs ?? DEFAULT_IDLE_CHECKPOINT_INTERVAL_MS;
+  /** Set as the loop drains: the newest acknowledged position is saved, idle or not. */
+  let stopping = false;
   // Some servers (mongo-java-server) answer a resume after a drop with an invalidate carrying the very token
   // we resumed from. It is not a change: a marker for it would hide the documents of a re-created collection.
   const resumedFrom = start.kind === 'startAt' ? undefined : start.position.token;
@@ -210,24 +229,47 @@ export async function runPreparedStreamLoop<B>(
     halt.abort(failure.error);
   };
 
+  /** The watermark, when it is past the last save. */
+  const unsaved = (): Reached | undefined => {
+    const reached = watermark.position;
+    return reached === undefined || reached.position.token === saved?.token ? undefined : reached;
+  };
+  /** Whether a save covering no new rows may go now. */
+  const idleSaveDue = (): boolean => stopping || clock.now() - savedAt >= idleInterval;
+
   // Saves the watermark, one save at a time: one that ends with the watermark moved again saves once more.
+  // A watermark that passed no new batch waits for the idle interval (or the stop).
   const saver = new CoalescedTask(async () => {
-    const position = watermark.position;
-    if (flushing.signal.aborted || position === undefined || position.token === saved?.token) return;
-    await options.checkpoints.save({ position }, within(flushing.signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS));
+    const reached = unsaved();
+    if (flushing.signal.aborted || reached === undefined) return;
+    const idle = reached.batches === savedBatches;
+    if (idle && !idleSaveDue()) return;
+    savedAt = clock.now();
+    const { position } = reached;
+    await options.checkpoints.save(
+      idle ? { position, idle } : { position },
+      within(flushing.signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS),
+    );
     saved = position;
+    savedBatches = reached.batches;
   }, fail);
   const requestSave = (): void => {
     saver.request();
   };
+  /** An idle position the watermark holds is saved once the interval since the last save is over. */
+  const saveIfIdleDue = (): void => {
+    if (unsaved() !== undefined && idleSaveDue()) requestSave();
+  };
 
-  /** A position reached with nothing to send: saved once every batch before it is acknowledged. */
+  /**
+   * A position reached with nothing to send: it passes the watermark once every batch before it is
+   * acknowledged (and their save carries it); on its own it is saved when the idle interval is over.
+   */
   const mark = (): void => {
     catchUp();
     if (readUpTo === undefined || readUpTo.token === issued?.token) return;
     issued = readUpTo;
-    watermark.mark(readUpTo);
-    requestSave();
+    watermark.mark({ position: readUpTo, batches });
   };
 
   /**
@@ -246,7 +288,8 @@ export async function runPreparedStreamLoop<B>(
     }
     const records = batcher.take().map((entry) => entry.item);
     catchUp();
-    const ticket = watermark.issue(readUpTo);
+    batches++;
+    const ticket = watermark.issue(readUpTo && { position: readUpTo, batches });
     issued = readUpTo;
     // Called at once; a sink that throws instead of rejecting fails its batch the same way.
     const written = (async () => options.sink.write(records, flushing.signal))();
@@ -280,6 +323,7 @@ export async function runPreparedStreamLoop<B>(
     } catch {
       fail(flushing.signal.reason);
     }
+    stopping = true;
     requestSave();
     // A save that ends with the watermark moved starts the next one as it ends. A store that does not
     // honour the deadline is not waited for past it.
@@ -379,6 +423,9 @@ export async function runPreparedStreamLoop<B>(
       if ((gone || batch.changes.length === 0 || batcher.due(clock.now())) && !(await send())) break;
       // Read past the last batch (ignored events, lookup misses, an idle stream's post-batch token).
       if (batcher.size === 0) mark();
+      // An idle position, marked now or earlier (the token need not move again), is saved once the interval
+      // since the last save is over.
+      saveIfIdleDue();
       if (gone) {
         await drain();
         return gone;
@@ -394,6 +441,12 @@ export async function runPreparedStreamLoop<B>(
     await Promise.allSettled(ahead);
     await cursor.close();
   }
+}
+
+/** A position the watermark passed, and how many batches of rows had been handed out up to it. */
+interface Reached {
+  readonly position: Position;
+  readonly batches: number;
 }
 
 /** The position of a change: an invalidate's is marked, as only `startAfter` may continue from it. */

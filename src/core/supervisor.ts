@@ -57,9 +57,31 @@ export interface SupervisorOptions {
   readonly leases?: LeaseStore;
   /** Pause between lease renewals and rebalancing; default a third of the lease TTL. */
   readonly leaseTickMs?: number;
+  /** Told of every lease round once it is over, failed ones included (with leases only). */
+  readonly onLeaseRound?: (round: LeaseRound) => void;
   /** A mapping still stopping after this long is wedged: `health()` says so (default DEFAULT_STOP_DEADLINE_MS). */
   readonly stopDeadlineMs?: number;
 }
+
+/** One tick of the lease loop, as measured. */
+export interface LeaseRound {
+  /**
+   * Seconds the heartbeat, the renewals and the rebalancing took (to the error, for a failed round): a round
+   * that nears the lease TTL lets leases expire.
+   */
+  readonly seconds: number;
+  /** Leases this instance holds after the round. */
+  readonly held: number;
+}
+
+/** The status a mapping handed over to another instance leaves in its settings document. */
+export const HANDED_OVER: MappingStatus = {
+  state: 'stopped',
+  message: 'handed over to another instance (rebalancing)',
+};
+
+/** The status a mapping whose lease was lost leaves, unless its new owner wrote first. */
+export const LEASE_LOST: MappingStatus = { state: 'stopped', message: 'lease lost' };
 
 /** Whether the process still works: false when a mapping is wedged, with a short text per wedged mapping. */
 export interface Health {
@@ -118,6 +140,11 @@ interface Running {
   key: string;
   ownColumns: string | undefined;
   state: MappingState;
+  /**
+   * The status to write once it stopped, when it stops for a reason the mapping cannot see itself (its
+   * lease was lost): otherwise its settings document would go on saying `streaming`.
+   */
+  farewell: MappingStatus | undefined;
   readonly controller: AbortController;
   readonly done: Promise<void>;
 }
@@ -143,6 +170,8 @@ export class Supervisor {
   #listed = false;
   /** A first round of renewing and taking leases is over (with leases only). */
   #leasedOnce = false;
+  /** Lease rounds whose heartbeat answered. */
+  #leaseRounds = 0;
 
   constructor(options: SupervisorOptions) {
     this.#o = options;
@@ -181,28 +210,43 @@ export class Supervisor {
   /**
    * Every tick: renew the leases held (a lease found taken stops its mapping at once), then take free or
    * expired leases up to this instance's fair share (mappings divided by live instances, rounded up), or give
-   * up the ones beyond it when other instances joined.
+   * up the ones beyond it when other instances joined. An instance whose first heartbeat finds others alive
+   * takes nothing in that round: instances started together then count each other before they take their
+   * shares, instead of the first one taking everything and handing most of it over a tick later.
    */
   async #leaseLoop(leases: LeaseStore, signal: AbortSignal): Promise<void> {
     const tickMs = this.#o.leaseTickMs ?? Math.max(100, Math.floor(leases.ttlMs / 3));
     while (!signal.aborted) {
+      const started = performance.now();
       try {
         const live = await leases.heartbeat(signal);
+        const mayTake = this.#leaseRounds > 0 || live <= 1;
+        this.#leaseRounds++;
         await this.#renew(leases, signal);
-        await this.#serially(() => this.#rebalance(leases, live, signal));
-        this.#leasedOnce = true;
+        await this.#serially(() => this.#rebalance(leases, live, mayTake, signal));
+        if (mayTake) this.#leasedOnce = true;
       } catch (error) {
         if (isAborted(signal)) break;
         this.#o.log.warn('could not renew or take leases; trying again', { error: errorMessage(error) });
       }
+      this.#o.onLeaseRound?.({ seconds: (performance.now() - started) / 1_000, held: this.#held.size });
       await sleepUnlessAborted(tickMs, signal);
     }
   }
 
-  /** Not serialised with the rest: a slow stop elsewhere must not let the other leases expire. */
+  /**
+   * Renews every held lease in one call (one round trip). Not serialised with the rest: a slow stop
+   * elsewhere must not let the other leases expire.
+   */
   async #renew(leases: LeaseStore, signal: AbortSignal): Promise<void> {
-    for (const [id, lease] of [...this.#held]) {
-      if (await leases.renew(lease, signal)) continue;
+    const asked = [...this.#held];
+    if (asked.length === 0) return;
+    const kept = await leases.renewAll(
+      asked.map(([, lease]) => lease),
+      signal,
+    );
+    for (const [id, lease] of asked) {
+      if (kept.has(id)) continue;
       // Released meanwhile (its settings went away): not lost.
       if (this.#held.get(id) !== lease) continue;
       this.#held.delete(id);
@@ -210,11 +254,15 @@ export class Supervisor {
         mapping: id,
         fencingToken: lease.token,
       });
-      this.#running.get(id)?.controller.abort();
+      const running = this.#running.get(id);
+      if (!running) continue;
+      running.farewell = LEASE_LOST;
+      running.controller.abort();
     }
   }
 
-  async #rebalance(leases: LeaseStore, live: number, signal: AbortSignal): Promise<void> {
+  /** `mayTake`: whether this round may take leases (not in a first round that found other instances). */
+  async #rebalance(leases: LeaseStore, live: number, mayTake: boolean, signal: AbortSignal): Promise<void> {
     // Mappings whose lease was lost (or whose settings went away) stop here.
     for (const id of [...this.#running.keys()]) {
       if (this.#held.has(id)) continue;
@@ -225,10 +273,12 @@ export class Supervisor {
     const fairShare = Math.ceil(wanted.length / Math.max(1, live));
     for (const id of [...this.#held.keys()].sort().slice(fairShare)) {
       this.#o.log.info('handing this mapping over to another instance (rebalancing)', { mapping: id });
-      await this.#stop(id);
+      // The status is written before the release: no new owner can have written yet.
+      await this.#stop(id, HANDED_OVER);
       await this.#release(id);
       this.#o.onRemoved?.(id);
     }
+    if (!mayTake) return;
     for (const id of shuffled(wanted.filter((w) => !this.#held.has(w)))) {
       if (this.#held.size >= fairShare || signal.aborted) break;
       const lease = await leases.tryAcquire(id, await this.#o.store.fenceOf(id, signal), signal);
@@ -378,6 +428,7 @@ export class Supervisor {
       key,
       ownColumns: undefined,
       state: 'starting',
+      farewell: undefined,
       controller,
       done: Promise.resolve(),
     };
@@ -466,7 +517,11 @@ export class Supervisor {
     if (entry.lease !== undefined && this.#held.get(id) === entry.lease) void this.#release(id);
   }
 
-  async #stop(id: string): Promise<void> {
+  /**
+   * Stops the mapping and waits for it (its final flush and last status write); then writes `farewell` (or
+   * the one its entry was given) as its status, under the fencing token it ran with.
+   */
+  async #stop(id: string, farewell?: MappingStatus): Promise<void> {
     const running = this.#running.get(id);
     if (!running) return;
     this.#running.delete(id);
@@ -483,6 +538,27 @@ export class Supervisor {
     } finally {
       clearTimeout(overdue);
       this.#stopping.delete(running);
+    }
+    const last = farewell ?? running.farewell;
+    if (last) await this.#writeFarewell(id, running, last);
+  }
+
+  /**
+   * The last status of a mapping that no longer runs here. With the fencing token it ran with: after a lost
+   * lease the new owner's newer token refuses it once that owner wrote, and the new owner's status stands.
+   * The metrics are not told: the mapping's series are dropped (`onRemoved`) as it leaves.
+   */
+  async #writeFarewell(id: string, running: Running, status: MappingStatus): Promise<void> {
+    try {
+      await this.#o.store.reportStatus(id, status, running.lease?.token);
+    } catch (error) {
+      if (dispositionOf(error) === 'fenced-out') {
+        this.#o.log.info('the new owner already wrote the status of this mapping; leaving it', {
+          mapping: id,
+        });
+        return;
+      }
+      this.#o.log.warn('could not write the mapping status', { mapping: id, error: errorMessage(error) });
     }
   }
 }

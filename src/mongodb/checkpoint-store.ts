@@ -179,8 +179,8 @@ export interface MongoCheckpointStoreOptions {
  * Keeps a mapping's checkpoint in a collection of its own, one document per mapping (`_id` = the settings
  * document's `_id`): scope, position, backfill progress, resync state and fencing token. Editing the settings
  * document, even replacing it wholesale, cannot erase any of them. The settings document still receives
- * `lastChangeId` (the resume token, as the original service kept it) and `status.lastCheckpointAt`; these
- * are copies, never read back.
+ * `lastChangeId` (the resume token, as the original service kept it) and `status.lastCheckpointAt` with
+ * every save but an idle one (no rows written since the save before); these are copies, never read back.
  *
  * Every write carries the owner's fencing token and is refused (FencedOutError) once a newer owner wrote:
  * a paused instance cannot move the checkpoint back. A checkpoint of another scope, or older than a resync
@@ -236,6 +236,7 @@ export class MongoCheckpointStore implements BackfillCheckpointStore {
   /**
    * A checkpoint with backfill progress is the whole checkpoint (position included: undefined clears it),
    * so a new backfill never inherits the position of what came before; one without moves the position only.
+   * An `idle` one is written here only, not copied into the settings document.
    */
   save(checkpoint: Checkpoint, stop: AbortSignal): Promise<void> {
     return mongoBoundary(() => this.#save(checkpoint, stop));
@@ -256,7 +257,9 @@ export class MongoCheckpointStore implements BackfillCheckpointStore {
       await this.#copyToSettings(position, signal);
     } else if (position) {
       await this.#write({ $set: { position: writePosition(position) } }, signal);
-      await this.#copyToSettings(position, signal);
+      // The settings document is watched: a copy on every idle save would wake every reader of it, and
+      // its `lastChangeId` is the position saved with the last rows written.
+      if (!checkpoint.idle) await this.#copyToSettings(position, signal);
     }
   }
 

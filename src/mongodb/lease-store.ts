@@ -149,18 +149,48 @@ export class MongoLeaseStore implements LeaseStore {
     return { mappingId, token };
   }
 
-  renew(lease: Lease, stop: AbortSignal): Promise<boolean> {
-    return mongoBoundary(() => this.#renew(lease, stop));
+  renewAll(leases: readonly Lease[], stop: AbortSignal): Promise<ReadonlySet<string>> {
+    return mongoBoundary(() => this.#renewAll(leases, stop));
   }
 
-  async #renew(lease: Lease, stop: AbortSignal): Promise<boolean> {
+  /**
+   * One `updateMany` over every lease, so a round costs one round trip whatever the number of leases (one
+   * update per lease, in turn, took longer than the TTL with a few hundred). Only when it matched fewer than
+   * asked does a `find` tell which: a lease still ours carries the expiry this round set.
+   */
+  async #renewAll(leases: readonly Lease[], stop: AbortSignal): Promise<ReadonlySet<string>> {
     stop.throwIfAborted();
-    const result = await this.collection.updateOne(
-      { _id: mappingKey(lease.mappingId), owner: this.owner, token: lease.token } as Document,
-      { $set: { expiresAt: new Date(this.#clock() + this.ttlMs) } },
-      withSignal<UpdateOptions>({}, this.#bounded(stop)),
+    if (leases.length === 0) return new Set();
+    const signal = this.#bounded(stop);
+    const expiresAt = new Date(this.#clock() + this.ttlMs);
+    const result = await this.collection.updateMany(
+      {
+        $or: leases.map((lease) => ({
+          _id: mappingKey(lease.mappingId),
+          owner: this.owner,
+          token: lease.token,
+        })),
+      } as Document,
+      { $set: { expiresAt } },
+      withSignal<UpdateOptions>({}, signal),
     );
-    return result.matchedCount === 1;
+    if (result.matchedCount === leases.length) return new Set(leases.map((lease) => lease.mappingId));
+    const renewed = await this.collection
+      .find(
+        {
+          _id: { $in: leases.map((lease) => mappingKey(lease.mappingId)) },
+          owner: this.owner,
+          expiresAt,
+        } as Document,
+        { projection: { _id: 1, token: 1 }, signal },
+      )
+      .toArray();
+    const tokens = new Map(renewed.map((doc) => [String(doc._id), tokenOf(doc)]));
+    return new Set(
+      leases
+        .filter((lease) => tokens.get(mappingKey(lease.mappingId)) === lease.token)
+        .map((lease) => lease.mappingId),
+    );
   }
 
   release(lease: Lease): Promise<void> {

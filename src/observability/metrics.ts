@@ -19,11 +19,24 @@ export const METRIC_NAMES = {
   backfillDocumentsRemaining: 'mba_backfill_documents_remaining',
   lookupMisses: 'mba_lookup_misses_total',
   mappingState: 'mba_mapping_state',
+  leaseRound: 'mba_lease_round_seconds',
+  leasesHeld: 'mba_leases_held',
+  mappingsPreparing: 'mba_mappings_preparing',
+  mappingsWaitingToPrepare: 'mba_mappings_waiting_to_prepare',
+  storageWriteConnectionsOpen: 'mba_storage_write_connections_open',
 } as const;
 
 /** From a few milliseconds (a small insertAll) to a minute (a large request retried inside the batch). */
 export const DEFAULT_BATCH_DURATION_BUCKETS: readonly number[] = [
   0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+];
+
+/**
+ * From a few milliseconds (one round trip each for the heartbeat and the renewals) to past the default
+ * lease TTL (15 s), where a round is too slow to keep its leases.
+ */
+export const DEFAULT_LEASE_ROUND_BUCKETS: readonly number[] = [
+  0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30,
 ];
 
 // The states `mba_mapping_state` reports (exactly one of them 1 per mapping) are the supervisor's own:
@@ -87,6 +100,11 @@ export class Metrics {
   readonly #backfillRemaining: Gauge<MappingLabel>;
   readonly #lookupMisses: Counter<MappingLabel>;
   readonly #mappingState: Gauge<'mapping' | 'state'>;
+  readonly #leaseRound: Histogram;
+  readonly #leasesHeld: Gauge;
+  readonly #mappingsPreparing: Gauge;
+  readonly #mappingsWaitingToPrepare: Gauge;
+  readonly #storageWriteConnectionsOpen: Gauge;
 
   constructor(options: MetricsOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -183,6 +201,37 @@ export class Metrics {
       name: METRIC_NAMES.mappingState,
       help: `1 for the state the mapping is in, 0 for the others (${MAPPING_STATES.join(', ')}).`,
       labelNames: ['mapping', 'state'] as const,
+      registers,
+    });
+    this.#mappingsPreparing = new Gauge({
+      name: METRIC_NAMES.mappingsPreparing,
+      help: 'Mappings preparing their tables or copying their collection now (at most MAX_MAPPINGS_PREPARING).',
+      registers,
+    });
+    this.#mappingsWaitingToPrepare = new Gauge({
+      name: METRIC_NAMES.mappingsWaitingToPrepare,
+      help: 'Mappings waiting for a slot to prepare their tables or to copy their collection.',
+      registers,
+    });
+    this.#storageWriteConnectionsOpen = new Gauge({
+      name: METRIC_NAMES.storageWriteConnectionsOpen,
+      help: 'Storage Write connections open now (an idle one is closed after WRITE_STREAM_IDLE_MS).',
+      registers,
+    });
+    // Daemon-wide gauges are there from the start, at 0.
+    this.#mappingsPreparing.set(0);
+    this.#mappingsWaitingToPrepare.set(0);
+    this.#storageWriteConnectionsOpen.set(0);
+
+    this.#leaseRound = new Histogram({
+      name: METRIC_NAMES.leaseRound,
+      help: 'Time of one lease round: heartbeat, renewal of the leases held, taking or handing over leases.',
+      buckets: [...DEFAULT_LEASE_ROUND_BUCKETS],
+      registers,
+    });
+    this.#leasesHeld = new Gauge({
+      name: METRIC_NAMES.leasesHeld,
+      help: 'Mapping leases this instance holds, as of its last lease round.',
       registers,
     });
 
@@ -284,6 +333,23 @@ export class Metrics {
     for (const candidate of MAPPING_STATES) {
       this.#mappingState.set({ mapping, state: candidate }, candidate === state ? 1 : 0);
     }
+  }
+
+  /** A lease round is over: it took `seconds`, and this instance holds `held` leases after it. */
+  leaseRound(seconds: number, held: number): void {
+    this.#leaseRound.observe(seconds);
+    this.#leasesHeld.set(held);
+  }
+
+  /** The slots of MAX_MAPPINGS_PREPARING: how many are held, and how many mappings wait for one. */
+  preparing(state: { readonly held: number; readonly waiting: number }): void {
+    this.#mappingsPreparing.set(state.held);
+    this.#mappingsWaitingToPrepare.set(state.waiting);
+  }
+
+  /** A Storage Write connection was opened (+1) or closed (-1). */
+  storageWriteConnections(delta: 1 | -1): void {
+    this.#storageWriteConnectionsOpen.inc(delta);
   }
 
   /**

@@ -154,6 +154,54 @@ describe('BigQuery destination', () => {
     }
   });
 
+  it('issue 12: a second start runs no view DDL; a changed column set does', async () => {
+    // Every statement the REST client sends, seen on its way out (a request interceptor of the library).
+    const statements: string[] = [];
+    const seen = (request: { readonly uri?: unknown; readonly json?: { readonly query?: unknown } }) => {
+      const query = request.json?.query;
+      if (String(request.uri).endsWith('/queries') && typeof query === 'string') statements.push(query);
+      return request;
+    };
+    // The library's request options type is a union the interceptor only reads from.
+    const interceptor = { request: seen } as unknown as BigQueryClients['bigquery']['interceptors'][number];
+    const viewDdl = () => statements.filter((s) => /^(CREATE OR REPLACE|DROP) VIEW/.test(s));
+    clients.bigquery.interceptors.push(interceptor);
+    try {
+      const chosen: string[] = [];
+      const columns = parseColumnSpecs([
+        { name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true },
+        { name: 'city', type: 'STRING' },
+      ]).columns;
+      await (await BigQueryDestination.open(options('restarts', chosen), columns)).close();
+      expect(viewDdl().filter((s) => s.startsWith('CREATE'))).toHaveLength(2);
+
+      statements.length = 0;
+      await (await BigQueryDestination.open(options('restarts', chosen), columns)).close();
+      expect(statements).toEqual([]);
+
+      const wider = parseColumnSpecs([
+        { name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true },
+        { name: 'city', type: 'STRING' },
+        { name: 'zip', type: 'STRING' },
+      ]).columns;
+      const destination = await BigQueryDestination.open(options('restarts', chosen), wider);
+      try {
+        expect(viewDdl().filter((s) => s.startsWith('CREATE'))).toHaveLength(2);
+        await destination.write([
+          changeRecord(compileRowMapper(wider), upsert(11, { city: 'Lyon', zip: '69001' }), new Date()),
+        ]);
+        // The views created again show the new column.
+        expect(await view('restarts', '_id, city, zip')).toEqual([
+          { _id: '{"$numberInt":"11"}', city: 'Lyon', zip: '69001' },
+        ]);
+      } finally {
+        await destination.close();
+      }
+    } finally {
+      clients.bigquery.interceptors.splice(clients.bigquery.interceptors.indexOf(interceptor), 1);
+    }
+  });
+
   it('adds the columns an existing table lacks when it is opened with more columns', async () => {
     const chosen: string[] = [];
     const narrow = parseColumnSpecs([

@@ -3,6 +3,7 @@
 // names the gap and asserts what the emulator does (branches key on MBA_TEST_BIGQUERY_PEER).
 import { outgoing } from '../../support/outgoing-rows.js';
 import { type Dataset, type Table, type TableField as ApiTableField } from '@google-cloud/bigquery';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { deserialize, serialize } from 'bson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
@@ -489,6 +490,47 @@ describe(`Storage Write writer (${env.peer})`, () => {
       { _doc_id: 'a', n: '1', added: null },
       { _doc_id: 'b', n: '2', added: 'new' },
     ]);
+  });
+
+  it('issue 12 item 3: a connection idle for idleMs is closed, and rows sent after it still arrive', async () => {
+    const columns = parseColumnSpecs([
+      { name: '_id', type: 'STRING', mongo_field: '_id' },
+      { name: 'n', type: 'INTEGER' },
+    ]).columns;
+    const schema = await createHistoryTable('idle', columns);
+    let open = 0;
+    const writer = new StorageWriteWriter({
+      clients,
+      datasetId: dataset.id ?? '',
+      tableId: 'idle',
+      schema,
+      idleMs: 300,
+      onConnectionOpenChange: (delta) => {
+        open += delta;
+      },
+    });
+    writers.push(writer);
+    const rows = (from: number, count: number) =>
+      Array.from({ length: count }, (_, i) =>
+        historyRow(`d${from + i}`, { _id: `d${from + i}`, n: from + i }),
+      );
+
+    expect(await writer.append(outgoing(rows(0, 3)))).toEqual({ rejected: [] });
+    expect(open).toBe(1);
+    await sleep(1_000);
+    expect(open).toBe(0);
+    // Opened again on demand, twice over.
+    expect(await writer.append(outgoing(rows(3, 3)))).toEqual({ rejected: [] });
+    expect(open).toBe(1);
+    await sleep(1_000);
+    expect(open).toBe(0);
+    expect(await writer.append(outgoing(rows(6, 3)))).toEqual({ rejected: [] });
+    await writer.close();
+    expect(open).toBe(0);
+
+    expect(await select('idle', { id: '_doc_id', n: 'n' })).toEqual(
+      Array.from({ length: 9 }, (_, i) => ({ id: `d${i}`, n: i })),
+    );
   });
 
   it('honours an aborted signal before sending anything', async () => {

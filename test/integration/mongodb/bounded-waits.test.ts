@@ -80,7 +80,7 @@ describe('bookkeeping writes on a silent connection', () => {
     expect(lease).toBeDefined();
     if (!lease) return;
     proxy.silence();
-    const outcome = await outcomeOf(leases.renew(lease, new AbortController().signal));
+    const outcome = await outcomeOf(leases.renewAll([lease], new AbortController().signal));
     expect(outcome).toBeInstanceOf(Error);
     // Wrapped at the adapter boundary (issue 11): retried, with the driver's timeout as the cause.
     expect(dispositionOf(outcome)).toBe('retryable');

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { MongoClient, type Collection, type Document } from 'mongodb';
+import { MongoClient, type Collection, type CommandStartedEvent, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Lease } from '../../../src/core/ports.js';
 import { FencedOutError } from '../../../src/errors.js';
 import { checkpointsCollectionName, MongoCheckpointStore } from '../../../src/mongodb/checkpoint-store.js';
 import { MongoLeaseStore } from '../../../src/mongodb/lease-store.js';
@@ -10,7 +11,7 @@ let client: MongoClient;
 const signal = new AbortController().signal;
 
 beforeAll(async () => {
-  client = new MongoClient(process.env.MBA_TEST_MONGODB_URI ?? '');
+  client = new MongoClient(process.env.MBA_TEST_MONGODB_URI ?? '', { monitorCommands: true });
   await client.connect();
 });
 
@@ -42,13 +43,13 @@ describe('leases in MongoDB', () => {
     const first = { mappingId: 'orders', token: 1 };
     expect(await a.store.tryAcquire('orders', undefined, signal)).toEqual(first);
     expect(await b.store.tryAcquire('orders', undefined, signal)).toBeUndefined();
-    expect(await a.store.renew(first, signal)).toBe(true);
+    expect(await a.store.renewAll([first], signal)).toEqual(new Set(['orders']));
 
     // `a` stops renewing; past the TTL, `b` takes the lease and `a` learns it lost it.
     b.clock.now += 1_001;
     const second = { mappingId: 'orders', token: 2 };
     expect(await b.store.tryAcquire('orders', undefined, signal)).toEqual(second);
-    expect(await a.store.renew(first, signal)).toBe(false);
+    expect(await a.store.renewAll([first], signal)).toEqual(new Set());
     // A stale release does not free the new owner's lease.
     await a.store.release(first);
     expect((await b.store.holders()).get('orders')).toMatchObject({ owner: 'b', token: 2 });
@@ -56,6 +57,47 @@ describe('leases in MongoDB', () => {
     // Released at shutdown: free at once, and the token still grows.
     await b.store.release(second);
     expect(await a.store.tryAcquire('orders', undefined, signal)).toEqual({ mappingId: 'orders', token: 3 });
+  });
+
+  it('issue 12: renews every held lease in one round trip, and one more only to tell which were lost', async () => {
+    const { leases } = collections();
+    const a = instance(leases, 'a');
+    const b = instance(leases, 'b');
+    const held: Lease[] = [];
+    for (const id of ['m1', 'm2', 'm3', 'm4']) {
+      const lease = await a.store.tryAcquire(id, undefined, signal);
+      if (lease) held.push(lease);
+    }
+    expect(held).toHaveLength(4);
+    const commands: string[] = [];
+    const listen = (event: CommandStartedEvent) => commands.push(event.commandName);
+    client.on('commandStarted', listen);
+    try {
+      a.clock.now += 600;
+      expect(await a.store.renewAll(held, signal)).toEqual(new Set(['m1', 'm2', 'm3', 'm4']));
+      expect(commands).toEqual(['update']);
+      // Renewed: still a's at 1.2 TTL after the leases were taken, so `b` cannot take one.
+      b.clock.now += 1_200;
+      expect(await b.store.tryAcquire('m1', undefined, signal)).toBeUndefined();
+
+      // m2 expires and `b` takes it; m3 is released meanwhile (its lease then is nobody's).
+      b.clock.now += 1_000;
+      expect(await b.store.tryAcquire('m2', undefined, signal)).toMatchObject({ mappingId: 'm2' });
+      await a.store.release({ mappingId: 'm3', token: 1 });
+      a.clock.now = b.clock.now;
+      commands.length = 0;
+      expect(await a.store.renewAll(held, signal)).toEqual(new Set(['m1', 'm4']));
+      expect(commands).toEqual(['update', 'find']);
+      // Nothing held: no round trip at all.
+      commands.length = 0;
+      expect(await a.store.renewAll([], signal)).toEqual(new Set());
+      expect(commands).toEqual([]);
+    } finally {
+      client.off('commandStarted', listen);
+    }
+    const holders = await b.store.holders();
+    expect(holders.get('m2')).toMatchObject({ owner: 'b', token: 2 });
+    expect(holders.get('m3')).toMatchObject({ owner: null, token: 1 });
   });
 
   it('counts the live instances from their heartbeats', async () => {

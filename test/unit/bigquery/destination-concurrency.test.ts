@@ -171,6 +171,11 @@ describe('BigQueryDestination with concurrent writes and schema changes (issue 1
       ...BASE,
       ...columns([{ name: 'address', type: 'RECORD', fields: [{ name: 'city', type: 'STRING' }] }]),
     ]);
+    // The evolution patches the table and replaces the view (its DDL, then its label: the second label, the
+    // first being open's) before the switch.
+    const viewLabels = () =>
+      recording.requests.filter((r) => r.method === 'PATCH' && r.uri.endsWith('/history_view')).length;
+    while (viewLabels() < 2) await tick();
     for (let i = 0; i < 10; i++) await tick();
     const handedOver = destination.write([record('2')]);
     for (let i = 0; i < 10; i++) await tick();

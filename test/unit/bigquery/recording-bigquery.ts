@@ -66,6 +66,18 @@ export class RecordingBigQuery {
     this.failures.push({ method, uri, error });
   }
 
+  /**
+   * As BigQuery, a view statement changes the tables: `CREATE OR REPLACE VIEW` leaves a view with no labels
+   * (a replaced view loses them), `DROP VIEW IF EXISTS` removes a view. Every other statement changes nothing.
+   */
+  private viewStatement(query: string): void {
+    const replaced = /^CREATE OR REPLACE VIEW `[^`]+\.([^`.]+)`/.exec(query)?.[1];
+    if (replaced !== undefined)
+      this.tables.set(replaced, { type: 'VIEW', etag: `etag-view-${this.sql.length}` });
+    const dropped = /^DROP VIEW IF EXISTS `[^`]+\.([^`.]+)`/.exec(query)?.[1];
+    if (dropped !== undefined && this.tables.get(dropped)?.type === 'VIEW') this.tables.delete(dropped);
+  }
+
   private answer(method: string, uri: string, json: unknown): unknown {
     const failure = this.failures.findIndex((f) => f.method === method && f.uri.test(uri));
     if (failure >= 0) {
@@ -73,7 +85,9 @@ export class RecordingBigQuery {
       if (removed) throw removed.error;
     }
     if (uri === '/queries' && method === 'POST') {
-      this.sql.push((json as { query: string }).query);
+      const query = (json as { query: string }).query;
+      this.sql.push(query);
+      this.viewStatement(query);
       return {
         jobComplete: true,
         jobReference: { projectId: 'fake', jobId: `job_${this.sql.length}`, location: 'US' },

@@ -4,7 +4,7 @@
 // the order sent (as BigQuery answers one stream).
 import { outgoing } from '../../support/outgoing-rows.js';
 import { type managedwriter, type protos } from '@google-cloud/bigquery-storage';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { StorageWriteWriter } from '../../../src/bigquery/storage-write-writer.js';
 import { type HistoryRow } from '../../../src/bigquery/writer.js';
 import { type BigQueryError } from '../../../src/errors.js';
@@ -106,7 +106,13 @@ class HeldClient {
 }
 
 function writerWith(
-  options: { connections?: number; appendTimeoutMs?: number; closeTimeoutMs?: number } = {},
+  options: {
+    connections?: number;
+    appendTimeoutMs?: number;
+    closeTimeoutMs?: number;
+    idleMs?: number;
+    onConnectionOpenChange?: (delta: 1 | -1) => void;
+  } = {},
 ) {
   const client = new HeldClient();
   const writer = new StorageWriteWriter({
@@ -325,5 +331,116 @@ describe('Storage Write connection: several appends in flight (issue 11)', () =>
 
   it('refuses a number of connections below 1', () => {
     expect(() => writerWith({ connections: 0 })).toThrow(/at least 1/);
+  });
+});
+
+describe('Storage Write connection: idle connections closed and opened again on demand (issue 12)', () => {
+  const IDLE_MS = 120_000;
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  /** The writer on a fake clock (timers only: the tests' ticks are setImmediate), with its open count. */
+  function idleWriter() {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const changes: number[] = [];
+    const { writer, client } = writerWith({
+      idleMs: IDLE_MS,
+      appendTimeoutMs: 10 * IDLE_MS,
+      onConnectionOpenChange: (delta) => changes.push(delta),
+    });
+    const open = () => changes.reduce((sum, delta) => sum + delta, 0);
+    return { writer, client, changes, open };
+  }
+
+  it('issue 12 item 3: a connection idle for idleMs is closed, and the next rows open a new one and land', async () => {
+    const { writer, client, open } = idleWriter();
+    const first = writer.append(outgoing(rowsOf('a')));
+    await settle();
+    client.connection(0).answerNext();
+    expect(await first).toEqual({ rejected: [] });
+    expect(open()).toBe(1);
+
+    await vi.advanceTimersByTimeAsync(IDLE_MS - 1);
+    await settle();
+    expect(client.connection(0).closed).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    await settle();
+    expect(client.connection(0).closed).toBe(true);
+    expect(open()).toBe(0);
+
+    const later = writer.append(outgoing(rowsOf('b')));
+    await settle();
+    expect(client.connections).toHaveLength(2);
+    expect(client.connection(1).docIdsOf(0)).toEqual(['b0']);
+    client.connection(1).answerNext();
+    expect(await later).toEqual({ rejected: [] });
+    expect(open()).toBe(1);
+    await writer.close();
+    expect(open()).toBe(0);
+  });
+
+  it('issue 12 item 3: an append in flight is never cut, however long it waits; the countdown starts once it is answered', async () => {
+    const { writer, client, open } = idleWriter();
+    const held = writer.append(outgoing(rowsOf('a')));
+    await settle();
+    await vi.advanceTimersByTimeAsync(3 * IDLE_MS);
+    await settle();
+    expect(client.connection(0).closed).toBe(false);
+    expect(open()).toBe(1);
+
+    client.connection(0).answerNext();
+    expect(await held).toEqual({ rejected: [] });
+    await vi.advanceTimersByTimeAsync(IDLE_MS);
+    await settle();
+    expect(client.connection(0).closed).toBe(true);
+    expect(open()).toBe(0);
+  });
+
+  it('issue 12 item 3: appends more often than idleMs keep the one connection open', async () => {
+    const { writer, client } = idleWriter();
+    for (let i = 0; i < 5; i++) {
+      const append = writer.append(outgoing(rowsOf(`r${i}`)));
+      await settle();
+      client.connection(0).answerNext();
+      await append;
+      await vi.advanceTimersByTimeAsync(IDLE_MS / 2);
+    }
+    expect(client.connections).toHaveLength(1);
+    expect(client.connection(0).closed).toBe(false);
+    expect(client.connection(0).sent).toHaveLength(5);
+    await writer.close();
+  });
+
+  it('issue 12 item 3: an append made as the idle countdown ends keeps the connection, and goes out on it', async () => {
+    const { writer, client, open } = idleWriter();
+    const first = writer.append(outgoing(rowsOf('a')));
+    await settle();
+    client.connection(0).answerNext();
+    await first;
+    // The countdown fires (its close waits for its turn) and the append comes before that turn runs.
+    vi.advanceTimersByTime(IDLE_MS);
+    const racing = writer.append(outgoing(rowsOf('b')));
+    await settle();
+    expect(client.connections).toHaveLength(1);
+    expect(client.connection(0).closed).toBe(false);
+    expect(client.connection(0).docIdsOf(1)).toEqual(['b0']);
+    client.connection(0).answerNext();
+    expect(await racing).toEqual({ rejected: [] });
+    expect(open()).toBe(1);
+    await writer.close();
+  });
+
+  it('issue 12 item 3: a connection dropped on a deadline or closed counts as closed once', async () => {
+    const { writer, client, changes } = idleWriter();
+    const late = failureOf(writer.append(outgoing(rowsOf('a'))));
+    await settle();
+    await vi.advanceTimersByTimeAsync(10 * IDLE_MS);
+    expect(await late).toMatchObject({ disposition: 'retryable' });
+    expect(client.connection(0).closed).toBe(true);
+    // Closed by the deadline: the idle countdown has nothing left to close.
+    await vi.advanceTimersByTimeAsync(IDLE_MS);
+    await writer.close();
+    expect(changes).toEqual([1, -1]);
   });
 });

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { addColumnsSql, columnTypeSql } from '../../../src/bigquery/ddl.js';
 import { tableRef } from '../../../src/schema/identifiers.js';
 import { DEAD_LETTER_FIELDS, TableAdmin } from '../../../src/bigquery/table-admin.js';
+import { VIEW_HASH_LABEL } from '../../../src/bigquery/views.js';
 import { BigQueryError, ConfigError, SettingsError } from '../../../src/errors.js';
 import { planEvolution } from '../../../src/schema/evolve.js';
 import { historyTableSchema } from '../../../src/schema/table-schema.js';
@@ -313,7 +314,11 @@ describe('TableAdmin (against a recording fake transport)', () => {
       type: 'INTEGER',
       mode: 'NULLABLE',
     });
-    expect(result.views).toEqual({ replaced: ['orders_view', 'orders_latest_view'], dropped: [] });
+    expect(result.views).toEqual({
+      replaced: ['orders_view', 'orders_latest_view'],
+      current: [],
+      dropped: [],
+    });
     expect(fake.sql.slice(1).map((s) => s.split(' AS\n')[0])).toEqual([
       'CREATE OR REPLACE VIEW `mba-test.archive.orders_view`',
       'CREATE OR REPLACE VIEW `mba-test.archive.orders_latest_view`',
@@ -326,7 +331,13 @@ describe('TableAdmin (against a recording fake transport)', () => {
     };
     const again = await admin.addColumns('orders', evolution);
     expect(again.added).toEqual([]);
-    expect(fake.sql.slice(before.sql).every((s) => s.startsWith('CREATE OR REPLACE VIEW'))).toBe(true);
+    // Nor view DDL (issue 12): the views carry the hash of the statements and columns they were made from.
+    expect(again.views).toEqual({
+      replaced: [],
+      current: ['orders_view', 'orders_latest_view'],
+      dropped: [],
+    });
+    expect(fake.sql).toHaveLength(before.sql);
     expect(fake.requests.filter((r) => r.method === 'PATCH')).toHaveLength(before.patches);
   });
 
@@ -339,7 +350,7 @@ describe('TableAdmin (against a recording fake transport)', () => {
     const result = await admin.addColumns('orders', evolution);
 
     expect(result.added).toEqual(['address.zip']);
-    expect(fake.requests.filter((r) => r.method === 'PATCH')).toHaveLength(2);
+    expect(fake.requests.filter((r) => r.method === 'PATCH' && r.uri.endsWith('/orders'))).toHaveLength(2);
   });
 
   it('refuses an addition that conflicts with an existing column, before patching', async () => {
@@ -379,15 +390,51 @@ describe('TableAdmin (against a recording fake transport)', () => {
 
     expect(await admin.ensureViews('orders', noKey)).toEqual({
       replaced: ['orders_view'],
+      current: [],
       dropped: ['orders_latest_view'],
     });
     expect(fake.sql.at(-1)).toBe('DROP VIEW IF EXISTS `mba-test.archive.orders_latest_view`');
 
+    const unchanged = { replaced: [], current: ['orders_view'], dropped: [] };
     fake.tables.set('orders_latest_view', { type: 'TABLE' });
-    expect(await admin.ensureViews('orders', noKey)).toEqual({ replaced: ['orders_view'], dropped: [] });
+    expect(await admin.ensureViews('orders', noKey)).toEqual(unchanged);
     fake.tables.delete('orders_latest_view');
-    expect(await admin.ensureViews('orders', noKey)).toEqual({ replaced: ['orders_view'], dropped: [] });
+    expect(await admin.ensureViews('orders', noKey)).toEqual(unchanged);
     expect(fake.sql.filter((s) => s.startsWith('DROP'))).toHaveLength(1);
+  });
+
+  it('issue 12: a view labelled with the hash of its statement and columns gets no DDL; other columns, another hash or no label do', async () => {
+    const { admin, fake } = setup();
+    const first = await admin.ensureViews('orders', COLUMNS);
+    expect(first.replaced).toEqual(['orders_view', 'orders_latest_view']);
+    const labels = ['orders_view', 'orders_latest_view'].map((v) => fake.tables.get(v)?.labels);
+    expect(labels).toEqual([
+      { [VIEW_HASH_LABEL]: expect.stringMatching(/^[0-9a-f]{40}$/) as unknown },
+      { [VIEW_HASH_LABEL]: expect.stringMatching(/^[0-9a-f]{40}$/) as unknown },
+    ]);
+
+    // A second start: one tables.get per view, no statement.
+    const sent = fake.sql.length;
+    expect(await admin.ensureViews('orders', COLUMNS)).toEqual({
+      replaced: [],
+      current: ['orders_view', 'orders_latest_view'],
+      dropped: [],
+    });
+    expect(fake.sql).toHaveLength(sent);
+
+    // A column more: both views are created again (BigQuery records a view's schema when it is created).
+    const more = [...COLUMNS, { name: 'total', type: 'FLOAT' } as const];
+    expect((await admin.ensureViews('orders', more)).replaced).toEqual(['orders_view', 'orders_latest_view']);
+    expect(fake.sql.slice(sent).map((s) => s.split(' AS\n')[0])).toEqual([
+      'CREATE OR REPLACE VIEW `mba-test.archive.orders_view`',
+      'CREATE OR REPLACE VIEW `mba-test.archive.orders_latest_view`',
+    ]);
+
+    // Replaced by other means (its labels gone), or labelled from other SQL: created again.
+    fake.tables.set('orders_view', { type: 'VIEW' });
+    fake.tables.set('orders_latest_view', { type: 'VIEW', labels: { [VIEW_HASH_LABEL]: 'not-this-one' } });
+    expect((await admin.ensureViews('orders', more)).replaced).toEqual(['orders_view', 'orders_latest_view']);
+    expect(fake.sql).toHaveLength(sent + 4);
   });
 
   it('drops a view before replacing it only with the explicit emulator workaround, and only on loopback', async () => {

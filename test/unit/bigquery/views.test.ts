@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { tableRef } from '../../../src/schema/identifiers.js';
 import { TableAdmin } from '../../../src/bigquery/table-admin.js';
-import { currentStateViewSql, latestViewSql, viewNames } from '../../../src/bigquery/views.js';
+import { currentStateViewSql, latestViewSql, viewHash, viewNames } from '../../../src/bigquery/views.js';
 import { IdentifierError, SettingsError } from '../../../src/errors.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { type ColumnSpec } from '../../../src/schema/types.js';
@@ -61,6 +61,18 @@ describe('view SQL', () => {
       { name: 'note', type: 'STRING', primary_key: false },
     ]);
     expect(sql).toContain('PARTITION BY v.`tenant`, v.`select` ORDER BY v.`_seq` DESC, v.`_doc_id` DESC');
+  });
+
+  it('issue 12: the hash a view is labelled with changes with its statement and with the columns, and is a legal label value', () => {
+    const statement = `CREATE OR REPLACE VIEW ${view.sql} AS\n${currentStateViewSql(history)}`;
+    const hash = viewHash(statement, COLUMNS);
+    // BigQuery label values: at most 63 characters, lower-case letters, digits, `_` and `-`.
+    expect(hash).toMatch(/^[0-9a-f]{40}$/);
+    expect(viewHash(statement, COLUMNS)).toBe(hash);
+    expect(viewHash(`${statement} `, COLUMNS)).not.toBe(hash);
+    expect(viewHash(statement, [...COLUMNS, { name: 'total', type: 'FLOAT' }])).not.toBe(hash);
+    const retyped: ColumnSpec[] = COLUMNS.map((c) => (c.name === 'status' ? { ...c, type: 'INTEGER' } : c));
+    expect(viewHash(statement, retyped)).not.toBe(hash);
   });
 
   it('has no <table>_latest_view without a primary key', () => {
@@ -169,7 +181,7 @@ describe('a settings document whose primary key or column name is crafted as SQL
 
     const result = await tableAdmin.ensureViews('orders', COLUMNS);
 
-    expect(result).toEqual({ replaced: ['orders_view', 'orders_latest_view'], dropped: [] });
+    expect(result).toEqual({ replaced: ['orders_view', 'orders_latest_view'], current: [], dropped: [] });
     expect(fake.sql).toEqual([
       `CREATE OR REPLACE VIEW \`mba-test.archive.orders_view\` AS\n${currentStateViewSql(history)}`,
       `CREATE OR REPLACE VIEW \`mba-test.archive.orders_latest_view\` AS\n${latestViewSql(view, COLUMNS) ?? ''}`,

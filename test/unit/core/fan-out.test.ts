@@ -550,6 +550,8 @@ describe('FanOut', () => {
           checkpoints,
           limits: { maxRows: 2, maxBytes: 1_000_000, maxRowBytes: 100_000, lingerMs: 60_000 },
           readAhead: 2,
+          // Idle positions saved at once here (the daemon waits IDLE_CHECKPOINT_INTERVAL_MS between them).
+          idleCheckpointIntervalMs: 0,
         },
         { kind: 'resumeAfter', position: positionAt(0) },
         stop.signal,

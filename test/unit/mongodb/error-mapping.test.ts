@@ -147,6 +147,7 @@ describe('issue 11: the MongoDB code table classifies recorded server error shap
       ({
         findOne: () => Promise.reject(error),
         updateOne: () => Promise.reject(error),
+        updateMany: () => Promise.reject(error),
         find: () => ({ toArray: () => Promise.reject(error) }),
       }) as unknown as Collection;
     const signal = new AbortController().signal;
@@ -162,7 +163,7 @@ describe('issue 11: the MongoDB code table classifies recorded server error shap
     expect((loaded as Error).cause).toBe(steppedDown);
     const leases = new MongoLeaseStore(refusing(authFailed), { owner: 'test' });
     const renewed: unknown = await leases
-      .renew({ mappingId: 'orders', token: 1 }, signal)
+      .renewAll([{ mappingId: 'orders', token: 1 }], signal)
       .catch((e: unknown) => e);
     expect(dispositionOf(renewed)).toBe('fatal');
     const held: unknown = await leases.holders().catch((e: unknown) => e);

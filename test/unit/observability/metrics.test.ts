@@ -138,6 +138,33 @@ describe('Metrics', () => {
     expect(samples.filter((s) => s.labels.mapping === 'users').length).toBeGreaterThan(20);
   });
 
+  it('issue 12: each lease round is one observation of its time, and the leases held are the last round’s', async () => {
+    const metrics = testMetrics();
+    metrics.leaseRound(0.02, 150);
+    metrics.leaseRound(7, 149);
+    const none = {};
+    expect(await valueOf(metrics, `${METRIC_NAMES.leaseRound}_count`, none)).toBe(2);
+    expect(await valueOf(metrics, `${METRIC_NAMES.leaseRound}_sum`, none)).toBeCloseTo(7.02);
+    // A round over the default 15 s TTL shows apart from the ones well within it.
+    expect(await valueOf(metrics, `${METRIC_NAMES.leaseRound}_bucket`, { le: '5' })).toBe(1);
+    expect(await valueOf(metrics, `${METRIC_NAMES.leaseRound}_bucket`, { le: '15' })).toBe(2);
+    expect(await valueOf(metrics, METRIC_NAMES.leasesHeld, none)).toBe(149);
+  });
+
+  it('issue 12: the slots of MAX_MAPPINGS_PREPARING and the open Storage Write connections are daemon-wide gauges, 0 at the start', async () => {
+    const metrics = testMetrics();
+    expect(await valueOf(metrics, 'mba_mappings_preparing', {})).toBe(0);
+    expect(await valueOf(metrics, 'mba_mappings_waiting_to_prepare', {})).toBe(0);
+    expect(await valueOf(metrics, 'mba_storage_write_connections_open', {})).toBe(0);
+    metrics.preparing({ held: 8, waiting: 3 });
+    metrics.storageWriteConnections(1);
+    metrics.storageWriteConnections(1);
+    metrics.storageWriteConnections(-1);
+    expect(await valueOf(metrics, 'mba_mappings_preparing', {})).toBe(8);
+    expect(await valueOf(metrics, 'mba_mappings_waiting_to_prepare', {})).toBe(3);
+    expect(await valueOf(metrics, 'mba_storage_write_connections_open', {})).toBe(1);
+  });
+
   it('owns its registry: two instances do not clash and the global registry stays empty', async () => {
     const a = testMetrics();
     const b = new Metrics();
