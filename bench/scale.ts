@@ -540,8 +540,8 @@ async function twoDaemons(s: Scenario): Promise<void> {
     console.log(
       `N=${s.n}, 2 daemons: all streaming after ${allStreaming === undefined ? 'never' : `${round3(allStreaming)} s`}; ` +
         `leases split ${settled.split.join('/')}${settled.settled ? '' : ' (never settled)'}, ` +
-        `${settled.live} of them unexpired; ${takeovers} takeovers in a settled 60 s; after a SIGKILL the other ` +
-        `held all ${s.n} after ${failover === undefined ? 'never' : `${round3(failover)} s`}; ` +
+        `${settled.live} of them unexpired; ${takeovers} takeovers in the 60 s after (${settled.settled ? 'settled' : 'not settled'}); after a SIGKILL the other ` +
+        `held all ${s.n} ${failover === undefined ? `not within ${(10 * DEFAULT_LEASE_TTL_MS) / 1000} s` : `after ${round3(failover)} s`}; ` +
         `${equal}/${s.n} views equal their collections`,
     );
   } finally {
