@@ -1,5 +1,5 @@
 import { errorMessage } from '../errors.js';
-import { comparePositions, type Position } from './model.js';
+import { comparePositions, sharedPosition, type Position } from './model.js';
 import {
   SYSTEM_CLOCK,
   type ChangeCursor,
@@ -99,8 +99,13 @@ interface Member<B> {
 
 /** The shared cursor and what it serves: one at a time, replaced after an error or when the last mapping leaves. */
 interface Session<B> {
-  /** Where the cursor opens again (after a filter change): after its newest position. */
+  /** Where the cursor opens again (after a filter change): at its newest position's cluster time. */
   resume: StreamStart;
+  /**
+   * Where the next pull begins, when the cursor was opened again at a cluster time: it may repeat changes
+   * of that time, which each mapping's share leaves out again (see #deliver).
+   */
+  reopenedAt: Position | undefined;
   /** The newest position of the shared stream (the last pull's), or where it opened. */
   head: Position | undefined;
   cursor: ChangeCursor<B> | undefined;
@@ -125,8 +130,8 @@ interface Session<B> {
  * shared pull: its changes, or an empty pull at the shared position, so an idle mapping's position moves on
  * with the others'. The first mapping to join when no shared cursor is open opens it at its own position.
  * The shared cursor is filtered on the server to the collections of every open mapping; when that set
- * changes it is opened again at its newest position (nothing lost, nothing read twice). Each joined mapping
- * has a bounded queue; the shared stream reads on only when every queue has room, and a mapping whose queue
+ * changes it is opened again at its newest position's cluster time (nothing lost; what a mapping had is left
+ * out of its share). Each joined mapping has a bounded queue; the shared stream reads on only when every queue has room, and a mapping whose queue
  * stays full too long is detached back to its own stream from the last position it took. An error of the
  * shared cursor fails the next pull of every joined mapping (each restarts as after any error), and the
  * cursor is opened again by the next to join. Each mapping saves its own position: after a restart every
@@ -186,7 +191,7 @@ export class FanOut<B> {
     signal: AbortSignal,
   ): Promise<ChangeCursor<B>> {
     signal.throwIfAborted();
-    const position = start.kind === 'startAt' ? undefined : start.position;
+    const position = startPosition(start);
     const member: Member<B> = {
       collection,
       own,
@@ -317,6 +322,7 @@ export class FanOut<B> {
   #startSession(start: StreamStart): Session<B> {
     const session: Session<B> = {
       resume: start,
+      reopenedAt: undefined,
       head: start.kind === 'startAt' ? undefined : start.position,
       cursor: undefined,
       cursorFilter: undefined,
@@ -344,7 +350,9 @@ export class FanOut<B> {
       if (!replaying) this.#offer(member, this.#shape.empty(after));
       return;
     }
-    let share = part ?? this.#shape.empty(kept.to);
+    // A pull with nothing for this collection ends at another's change, perhaps: not a token its own
+    // stream could resume after.
+    let share = part ?? this.#shape.empty(kept.to && sharedPosition(kept.to));
     // A pull that began before the member's position (it joined from its own stream, or ahead of the shared
     // one) holds changes it has had.
     if (
@@ -354,7 +362,8 @@ export class FanOut<B> {
     ) {
       share = this.#shape.after(share, after);
     }
-    if (kept.to !== undefined) member.queued = kept.to;
+    // The share's position, not the pull's: it says how this mapping may resume from it (see Position).
+    if (kept.to !== undefined) member.queued = this.#shape.position(share) ?? kept.to;
     this.#offer(member, share);
   }
 
@@ -458,6 +467,11 @@ export class FanOut<B> {
         const previous = session.cursor;
         session.cursor = undefined;
         if (previous !== undefined) await this.#closeQuietly(previous, 'the shared stream');
+        // Opened again with another filter, it starts at the newest position's cluster time, not after its
+        // token: that may be a change of a collection the new filter leaves out, which MongoDB would not find.
+        if (session.resume.kind === 'startAt' && session.head !== undefined) {
+          session.reopenedAt = startPosition(session.resume);
+        }
         session.cursor = await this.#shared.open(session.resume, [...filter].sort(), session.stop.signal);
         session.cursorFilter = filter;
         this.#log?.info('opened the shared change stream', {
@@ -480,14 +494,15 @@ export class FanOut<B> {
   #distribute(session: Session<B>, pull: B, filter: ReadonlySet<string>): void {
     const position = this.#shape.position(pull);
     const kept: Kept<B> = {
-      from: session.head,
+      from: session.reopenedAt ?? session.head,
       to: position ?? session.head,
       pull,
       filter,
       changes: this.#shape.count(pull),
     };
+    session.reopenedAt = undefined;
     session.head = kept.to;
-    if (position !== undefined) session.resume = resumeFrom(position);
+    if (position !== undefined) session.resume = resumeFrom(sharedPosition(position));
     this.#keep(session, kept);
     const collections = new Set([...session.joined].map((member) => member.collection));
     const parts = this.#shape.split(pull, collections);
@@ -589,4 +604,14 @@ function sameSet(a: ReadonlySet<string> | undefined, b: ReadonlySet<string>): bo
   if (a?.size !== b.size) return false;
   for (const item of b) if (!a.has(item)) return false;
   return true;
+}
+
+/**
+ * The position a stream start stands for: a start at a cluster time is a position before every change of
+ * that time (an empty token sorts first), resumed at that time again (`shared`).
+ */
+function startPosition(start: StreamStart): Position {
+  return start.kind === 'startAt'
+    ? { token: '', clusterTime: start.clusterTime, shared: true }
+    : start.position;
 }

@@ -20,6 +20,14 @@ export interface Position {
    * after one with `resumeAfter` (InvalidResumeToken, 260): a stream continues from it with `startAfter`.
    */
   readonly invalidate?: true;
+  /**
+   * The token is a database-level stream's, perhaps of a change of another collection (a mapping's share of
+   * a shared pull carries the pull's position). MongoDB resumes `resumeAfter` a token only on a stream that
+   * contains its change (otherwise ChangeStreamFatalError 280, "resume token was not found"), so such a
+   * position is resumed at its cluster time (`startAt`, inclusive): a change at that very time may come again,
+   * which the views' one row per `_seq` hides; none is skipped.
+   */
+  readonly shared?: true;
 }
 
 interface EventBase {
@@ -105,6 +113,14 @@ export function changeEventId(event: EventBase): string {
 /** `_event_id` of a backfill row: the snapshot and the document id. */
 export function backfillEventId(snapshotStart: ClusterTime, docId: string): string {
   return `backfill:${clusterTimeHex(snapshotStart)}:${docId}`;
+}
+
+/**
+ * `position` as a resume point that any stream accepts (see Position's `shared`); an invalidate keeps its
+ * token (only `startAfter` continues from it).
+ */
+export function sharedPosition(position: Position): Position {
+  return position.invalidate || position.shared ? position : { ...position, shared: true };
 }
 
 export function compareClusterTime(a: ClusterTime, b: ClusterTime): number {

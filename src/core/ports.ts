@@ -59,7 +59,9 @@ export interface SharedStreamSource<B> {
   /**
    * Opens the database's stream at `start`, filtered on the server to the changes of `collections` (never
    * empty) and to the database-wide ones (`dropDatabase`, `invalidate`). The post-batch token of its pulls
-   * is the database stream's: a position from which any of those collections' own streams may resume too.
+   * is the database stream's: it may name a change of one collection, after which another collection's own
+   * stream cannot resume (MongoDB does not find it there), so a collection's share of it is marked `shared`
+   * and resumed at its cluster time (see Position).
    */
   open(start: StreamStart, collections: readonly string[], signal: AbortSignal): Promise<ChangeCursor<B>>;
 }
@@ -81,7 +83,10 @@ export interface PullShape<B> {
    * per `_seq`), a lost change is not.
    */
   after(pull: B, position: Position): B;
-  /** A pull with no change, at `position` (an idle collection's share of a pull of the others). */
+  /**
+   * A pull with no change, at `position` as given (an idle collection's share of a pull of the others: the
+   * fan-out marks such a position `shared`, see Position).
+   */
   empty(position: Position | undefined): B;
   position(pull: B): Position | undefined;
   /** The number of changes in the pull (queues between the shared cursor and the mappings are bounded by it). */

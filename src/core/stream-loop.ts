@@ -456,9 +456,15 @@ function positionOf(change: PreparedChange): Position {
     : { token: change.token, clusterTime: change.clusterTime };
 }
 
-/** Where a stream continues from a saved position: after an invalidate only `startAfter` is accepted. */
+/**
+ * Where a stream continues from a saved position: after an invalidate only `startAfter` is accepted; a
+ * database-level stream's position (`shared`) at its cluster time, since another stream may not contain
+ * its change.
+ */
 export function resumeFrom(position: Position): StreamStart {
-  return position.invalidate ? { kind: 'startAfter', position } : { kind: 'resumeAfter', position };
+  if (position.invalidate) return { kind: 'startAfter', position };
+  if (position.shared) return { kind: 'startAt', clusterTime: position.clusterTime };
+  return { kind: 'resumeAfter', position };
 }
 
 /** Read anew after an await (a property check would be narrowed by the loop's condition). */

@@ -78,6 +78,7 @@ function readPosition(value: unknown): Position | undefined {
     token: value.token,
     clusterTime: toClusterTime(value.clusterTime),
     ...(value.invalidate === true && { invalidate: true as const }),
+    ...(value.shared === true && { shared: true as const }),
   };
 }
 
@@ -86,6 +87,7 @@ function writePosition(position: Position): Document {
     token: position.token,
     clusterTime: timestamp(position.clusterTime),
     ...(position.invalidate && { invalidate: true }),
+    ...(position.shared && { shared: true }),
   };
 }
 

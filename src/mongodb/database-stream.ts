@@ -1,6 +1,12 @@
 import { type Document, type MongoClient } from 'mongodb';
 import { errorMessage } from '../errors.js';
-import { compareClusterTime, comparePositions, type ClusterTime, type Position } from '../core/model.js';
+import {
+  compareClusterTime,
+  comparePositions,
+  sharedPosition,
+  type ClusterTime,
+  type Position,
+} from '../core/model.js';
 import {
   type ChangeCursor,
   type PullShape,
@@ -155,6 +161,19 @@ function positionOfChange(change: RawChange): Position | undefined {
   return clusterTime && { token, clusterTime };
 }
 
+/**
+ * The position of one collection's part of a pull: the pull's, as a resume point any stream accepts (see
+ * Position's `shared`) unless the pull ended with this collection's own change, whose token its own stream
+ * resumes after as well.
+ */
+function partPosition(pull: RawChangeBatch, changes: readonly RawChange[]): Position | undefined {
+  const position = pull.position;
+  if (position === undefined) return undefined;
+  const last = changes.at(-1);
+  const own = last === undefined ? undefined : positionOfChange(last);
+  return own?.token.toUpperCase() === position.token.toUpperCase() ? position : sharedPosition(position);
+}
+
 /** MongoDB's KeyString resume tokens (hex, `82` and the cluster time first): they compare in stream order. */
 const KEYSTRING_TOKEN = /^82[0-9a-fA-F]+$/;
 
@@ -205,7 +224,10 @@ export const rawPullShape: PullShape<RawChangeBatch> = {
       }
     }
     return new Map(
-      [...parts].map(([collection, changes]) => [collection, { changes, position: pull.position }]),
+      [...parts].map(([collection, changes]) => [
+        collection,
+        { changes, position: partPosition(pull, changes) },
+      ]),
     );
   },
   after(pull, position) {

@@ -82,6 +82,29 @@ describe('checkpoint store in the settings document', () => {
     expect(doc).toMatchObject({ mongo_database: 'bidding', lastChangeId: { _data: '8265A1B2C3000000012B' } });
   });
 
+  it("issue 12: keeps a position marked as a database stream's (resumed at its cluster time)", async () => {
+    const settings = client
+      .db(`cfg_${randomBytes(4).toString('hex')}`)
+      .collection('bigquery_archiver_settings');
+    const { insertedId } = await settings.insertOne({
+      mongo_database: 'bidding',
+      mongo_collection: 'ad_cpta',
+      bigquery_table: 't',
+    });
+    const store = storeFor(settings, insertedId);
+    const signal = new AbortController().signal;
+    const position = {
+      token: '8265A1B2C3000000012B',
+      clusterTime: { t: 1_705_095_875, i: 1 },
+      shared: true as const,
+    };
+    await store.save({ position }, signal);
+    expect((await store.load(signal)).position).toEqual(position);
+    // Saved without the mark, it loads without it.
+    await store.save({ position: { token: position.token, clusterTime: position.clusterTime } }, signal);
+    expect((await store.load(signal)).position?.shared).toBeUndefined();
+  });
+
   it('keeps ids of every type exact', () => {
     for (const id of [
       1,

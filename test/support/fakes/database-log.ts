@@ -1,4 +1,9 @@
-import { type ClusterTime, type Position } from '../../../src/core/model.js';
+import {
+  comparePositions,
+  sharedPosition,
+  type ClusterTime,
+  type Position,
+} from '../../../src/core/model.js';
 import {
   type ChangeCursor,
   type ChangeSource,
@@ -33,6 +38,19 @@ export function positionAt(seq: number): Position {
   };
 }
 
+/**
+ * A post-batch position after the change `seq` that the cursor scanned without returning it: MongoDB's
+ * high-water-mark token, which any stream resumes from (the `H` sorts it after the change's own token).
+ */
+export function scannedTo(seq: number): Position {
+  return { token: `${positionAt(seq).token}H`, clusterTime: positionAt(seq).clusterTime };
+}
+
+/** The place of a position (token and cluster time), without how it is resumed from. */
+export function placeOf(position: Position | undefined): Position | undefined {
+  return position && { token: position.token, clusterTime: position.clusterTime };
+}
+
 export function seqOf(position: Position): number {
   return position.clusterTime.i;
 }
@@ -47,12 +65,17 @@ export const LOG_PULL_SHAPE: PullShape<LogPull> = {
       part.push(change);
       parts.set(change.collection, part);
     }
+    // A part's position is the pull's: resumable after its token only by a stream holding that change.
+    const positionOf = (changes: readonly LoggedChange[]): Position | undefined =>
+      pull.position === undefined || changes.at(-1)?.position.token === pull.position.token
+        ? pull.position
+        : sharedPosition(pull.position);
     return new Map(
-      [...parts].map(([collection, changes]) => [collection, { changes, position: pull.position }]),
+      [...parts].map(([collection, changes]) => [collection, { changes, position: positionOf(changes) }]),
     );
   },
   after: (pull, position) => ({
-    changes: pull.changes.filter((change) => change.seq > seqOf(position)),
+    changes: pull.changes.filter((change) => comparePositions(change.position, position) > 0),
     position: pull.position,
   }),
   empty: (position) => ({ changes: [], position }),
@@ -149,7 +172,18 @@ export class DatabaseLog {
     this.openings.push(opening);
     this.openCursors++;
     const start = opening.start;
-    let after = start.kind === 'startAt' ? start.clusterTime.i - 1 : seqOf(start.position);
+    let after = start.kind === 'startAt' ? Math.max(0, start.clusterTime.i - 1) : seqOf(start.position);
+    // As MongoDB: a stream resumes after a change's token only when it holds that change (a high-water mark
+    // resumes any stream); otherwise its pulls fail with ChangeStreamFatalError 280.
+    let refused: Error | undefined;
+    if (start.kind !== 'startAt' && !start.position.token.endsWith('H') && after > 0) {
+      const change = this.changes[after - 1];
+      if (change === undefined || !collections.has(change.collection)) {
+        refused = Object.assign(new Error('cannot resume stream; the resume token was not found'), {
+          code: 280,
+        });
+      }
+    }
     let closed = false;
     const pull = (maxEvents: number): LogPull => {
       const changes: LoggedChange[] = [];
@@ -160,7 +194,8 @@ export class DatabaseLog {
         if (collections.has(change.collection)) changes.push(change);
       }
       after = scanned;
-      return { changes, position: positionAt(scanned) };
+      const returnedLast = scanned === 0 || changes.at(-1)?.seq === scanned;
+      return { changes, position: returnedLast ? positionAt(scanned) : scannedTo(scanned) };
     };
     return {
       next: async (maxEvents, signal) => {
@@ -169,6 +204,7 @@ export class DatabaseLog {
         // timers run (a test's bound on a pull fails it) rather than spinning.
         await new Promise((resolve) => setImmediate(resolve));
         signal.throwIfAborted();
+        if (refused !== undefined) throw refused;
         const failure = shared ? this.#failNext : undefined;
         if (failure !== undefined) {
           this.#failNext = undefined;

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
 import { FanOut, type FanOutBounds } from '../../../src/core/fan-out.js';
-import { type Position } from '../../../src/core/model.js';
+import { sharedPosition, type Position } from '../../../src/core/model.js';
 import { type ChangeCursor, type ChangeSource } from '../../../src/core/ports.js';
 import { prepareInThread, resumeFrom, runPreparedStreamLoop } from '../../../src/core/stream-loop.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
@@ -42,7 +42,11 @@ function turn(): Promise<void> {
  * (open to close): where it started, the changes it got and the positions it went through.
  */
 class Mapping {
-  readonly runs: { start: number; received: number[]; positions: number[] }[] = [];
+  /**
+   * `shared`: the run started at a shared position (see Position), resumed at its cluster time: the change
+   * at that very time comes again when it is of this collection.
+   */
+  readonly runs: { start: number; shared: boolean; received: number[]; positions: number[] }[] = [];
   saved: Position;
   #cursor: ChangeCursor<LogPull> | undefined;
   #stop = new AbortController();
@@ -59,7 +63,7 @@ class Mapping {
     return this.#cursor !== undefined;
   }
 
-  get run(): { start: number; received: number[]; positions: number[] } {
+  get run(): { start: number; shared: boolean; received: number[]; positions: number[] } {
     const run = this.runs.at(-1);
     if (run === undefined) throw new Error('never started');
     return run;
@@ -73,7 +77,7 @@ class Mapping {
   async start(at: Position = this.saved): Promise<void> {
     this.saved = at;
     this.#stop = new AbortController();
-    this.runs.push({ start: seqOf(at), received: [], positions: [] });
+    this.runs.push({ start: seqOf(at), shared: at.shared === true, received: [], positions: [] });
     this.#cursor = await this.source.open(resumeFrom(at), this.#stop.signal);
   }
 
@@ -131,6 +135,15 @@ class Mapping {
   }
 }
 
+/**
+ * A position a mapping of `collection` may have saved at change `seq`: the change's token when it is the
+ * collection's own, else marked as another stream's (a share of a shared pull), resumed at its cluster time.
+ */
+function savedAt(log: DatabaseLog, seq: number, collection: string): Position {
+  const at = positionAt(Math.max(0, seq));
+  return seq <= 0 || log.changes[seq - 1]?.collection === collection ? at : sharedPosition(at);
+}
+
 function fanOut(log: DatabaseLog, bounds: FanOutBounds = {}) {
   const shared = log.shared();
   const fan = new FanOut<LogPull>({ shared, shape: LOG_PULL_SHAPE, ...bounds });
@@ -151,10 +164,12 @@ describe('FanOut', () => {
     await a.mapping.start();
     await b.mapping.start();
     expect((await a.mapping.pull()).changes.map((c) => c.seq)).toEqual([1, 2, 3]);
-    expect(await b.mapping.pull()).toEqual({ changes: [], position: positionAt(3) });
+    // Its share of a pull of a's changes: at the pull's position, marked as another stream's (resumed at its
+    // cluster time: b's own stream holds no change 3).
+    expect(await b.mapping.pull()).toEqual({ changes: [], position: sharedPosition(positionAt(3)) });
     log.append('a', 2);
     await a.mapping.pull();
-    expect(await b.mapping.pull()).toEqual({ changes: [], position: positionAt(5) });
+    expect(await b.mapping.pull()).toEqual({ changes: [], position: sharedPosition(positionAt(5)) });
     expect(a.mapping.received).toEqual([1, 2, 3, 4, 5]);
     // One stream for both, opened where the first mapping stood; no own stream was needed.
     expect(shared.openings).toEqual([
@@ -197,7 +212,7 @@ describe('FanOut', () => {
       for (const { mapping } of order) await mapping.start();
       log.append('b', 1);
       log.append('a', 1);
-      for (let i = 0; i < 4; i++) {
+      for (let i = 0; i < 5; i++) {
         await fast2.mapping.pull(2);
         await slow2.mapping.pull(2);
       }
@@ -205,8 +220,17 @@ describe('FanOut', () => {
         const got = [...(mapping.runs[0]?.received ?? [])];
         const restarted = mapping === fast.mapping ? fast2.mapping : slow2.mapping;
         got.push(...restarted.received);
-        // Every change, in order, once (the fake's positions never tie).
-        expect(got, `${mapping.collection}, ${first} first`).toEqual(log.changesOf(mapping.collection));
+        // Every change, in order, once; but for a restart at a shared position (resumed at its cluster time),
+        // which gets the change of that very time again when it is its collection's.
+        const run = restarted.runs[0];
+        const again = run?.shared ? log.changesOf(mapping.collection, run.start - 1, run.start) : [];
+        const expected = log.changesOf(mapping.collection);
+        const cut = expected.filter((seq) => seq <= (run?.start ?? 0)).length;
+        expect(got, `${mapping.collection}, ${first} first`).toEqual([
+          ...expected.slice(0, cut),
+          ...again,
+          ...expected.slice(cut),
+        ]);
         expect(seqOf(restarted.saved)).toBe(log.changes.length);
       }
       await fast2.mapping.stop();
@@ -227,10 +251,10 @@ describe('FanOut', () => {
     log.append('a');
     await a.mapping.pull();
     // The backfill recorded its start at change 2; its stream starts there.
-    const b = mapping('b', positionAt(2));
+    const b = mapping('b', sharedPosition(positionAt(2)));
     await b.mapping.start();
     expect(b.own.openings).toEqual([
-      { start: { kind: 'resumeAfter', position: positionAt(2) }, collections: undefined },
+      { start: { kind: 'startAt', clusterTime: positionAt(2).clusterTime }, collections: undefined },
     ]);
     expect(log.openCursors).toBe(2);
     log.append('b');
@@ -238,7 +262,7 @@ describe('FanOut', () => {
     // The shared stream goes on (opened again with b in its filter) while b reads its own.
     await a.mapping.pull();
     expect(shared.openings.at(-1)).toEqual({
-      start: { kind: 'resumeAfter', position: positionAt(11) },
+      start: { kind: 'startAt', clusterTime: positionAt(11).clusterTime },
       collections: ['a', 'b'],
     });
     await b.mapping.pull(2);
@@ -276,7 +300,7 @@ describe('FanOut', () => {
     await a.mapping.pull();
     expect(shared.openings).toEqual([
       { start: { kind: 'resumeAfter', position: positionAt(0) }, collections: ['a'] },
-      { start: { kind: 'resumeAfter', position: positionAt(3) }, collections: ['a', 'b'] },
+      { start: { kind: 'startAt', clusterTime: positionAt(3).clusterTime }, collections: ['a', 'b'] },
     ]);
     // The shared pull that reached it brought nothing after its position: an empty pull where it stands.
     expect(await b.mapping.pull()).toEqual({ changes: [], position: positionAt(5) });
@@ -297,7 +321,8 @@ describe('FanOut', () => {
     log.append('a');
     log.append('b');
     const { shared, mapping } = fanOut(log);
-    const a = mapping('a', positionAt(2));
+    // At b's change 2: a resumes at its cluster time.
+    const a = mapping('a', sharedPosition(positionAt(2)));
     await a.mapping.start();
     log.append('b');
     log.append('a');
@@ -330,7 +355,8 @@ describe('FanOut', () => {
       expect(log.pendingPulls).toBe(1);
     });
     // At the shared stream's newest position, but the pull out is filtered to a alone.
-    const b = mapping('b', positionAt(1));
+    // (a's change 1: b resumes at its cluster time)
+    const b = mapping('b', sharedPosition(positionAt(1)));
     await b.mapping.start();
     expect(b.own.openings).toHaveLength(1);
     log.append('b');
@@ -358,7 +384,10 @@ describe('FanOut', () => {
     log.append('a');
     await a.mapping.pull();
     expect(shared.openings.map((opening) => opening.collections)).toEqual([['a', 'b'], ['a']]);
-    expect(shared.openings.at(-1)?.start).toEqual({ kind: 'resumeAfter', position: positionAt(2) });
+    expect(shared.openings.at(-1)?.start).toEqual({
+      kind: 'startAt',
+      clusterTime: positionAt(2).clusterTime,
+    });
     expect(a.mapping.received).toEqual([1, 4]);
     expect(log.openCursors).toBe(1);
     await a.mapping.stop();
@@ -405,11 +434,14 @@ describe('FanOut', () => {
     const log = new DatabaseLog();
     log.append('c', 3);
     const { shared, mapping } = fanOut(log, { retainedPulls: 0 });
-    const a = mapping('a', log.newest);
-    const b = mapping('b', log.newest);
+    // At c's change 3: a and b resume at its cluster time.
+    const a = mapping('a', sharedPosition(log.newest));
+    const b = mapping('b', sharedPosition(log.newest));
     await a.mapping.start();
     await b.mapping.start();
     await a.mapping.pull();
+    // b takes its share of that pull (past c's change 3, which comes again at that cluster time: not b's).
+    expect((await b.mapping.pull()).changes).toEqual([]);
     const c = mapping('c', positionAt(1));
     await c.mapping.start();
     expect(c.own.openings).toHaveLength(1);
@@ -562,8 +594,11 @@ describe('FanOut', () => {
     const idle = loop('b');
     log.append('a', 5);
     await vi.waitFor(() => {
-      expect(busy.checkpoints.checkpoint.position).toEqual(positionAt(5));
-      expect(idle.checkpoints.checkpoint.position).toEqual(positionAt(5));
+      // Both at change 5: the busy one's own change (or a quiet pull's mark after it), the idle one's marked
+      // as another collection's.
+      expect(seqOf(busy.checkpoints.checkpoint.position ?? positionAt(0))).toBe(5);
+      expect(seqOf(idle.checkpoints.checkpoint.position ?? positionAt(0))).toBe(5);
+      expect(idle.checkpoints.checkpoint.position?.shared).toBe(true);
     });
     expect(busy.sink.writes.flatMap((write) => write.records.map((record) => record.eventId))).toEqual(
       log.changes.map((change) => change.position.token),
@@ -663,7 +698,7 @@ describe('FanOut', () => {
               const m = mappings[step.mapping];
               if (m === undefined || m.running) break;
               await m.start(
-                step.back === 0 ? m.saved : positionAt(Math.max(0, log.changes.length - step.back)),
+                step.back === 0 ? m.saved : savedAt(log, log.changes.length - step.back, m.collection),
               );
               break;
             }
@@ -689,7 +724,7 @@ describe('FanOut', () => {
               [...run.positions].sort((x, y) => x - y),
             );
             expect(run.received, `${m.collection} from ${String(run.start)} to ${String(end)}`).toEqual(
-              log.changesOf(m.collection, run.start, end),
+              log.changesOf(m.collection, run.shared ? run.start - 1 : run.start, end),
             );
           }
         }
@@ -780,7 +815,7 @@ describe('FanOut', () => {
               const m = mappings[step.mapping];
               if (m === undefined || m.running) break;
               await m.start(
-                step.back === 0 ? m.saved : positionAt(Math.max(0, log.changes.length - step.back)),
+                step.back === 0 ? m.saved : savedAt(log, log.changes.length - step.back, m.collection),
               );
               break;
             }
@@ -815,7 +850,7 @@ describe('FanOut', () => {
               [...run.positions].sort((x, y) => x - y),
             );
             expect(run.received, `${m.collection} from ${String(run.start)} to ${String(end)}`).toEqual(
-              log.changesOf(m.collection, run.start, end),
+              log.changesOf(m.collection, run.shared ? run.start - 1 : run.start, end),
             );
           }
         }

@@ -397,6 +397,14 @@ describe('stream loop', () => {
     expect(saved).toEqual({ token: token(9), clusterTime: at(8), invalidate: true });
     // The restart (MongoDB refuses resumeAfter an invalidate: InvalidResumeToken 260).
     expect(saved && resumeFrom(saved)).toEqual({ kind: 'startAfter', position: saved });
+    // A database stream's position (issue 12) is resumed at its cluster time: another stream may not hold
+    // its change (ChangeStreamFatalError 280); an invalidate stays startAfter.
+    const shared = { token: token(7), clusterTime: at(7), shared: true as const };
+    expect(resumeFrom(shared)).toEqual({ kind: 'startAt', clusterTime: at(7) });
+    expect(resumeFrom({ ...shared, invalidate: true })).toEqual({
+      kind: 'startAfter',
+      position: { ...shared, invalidate: true },
+    });
 
     // Idle after continuing from it: the post-batch position is the invalidate's own token, still one.
     const idle = new AbortController();
