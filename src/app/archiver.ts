@@ -279,10 +279,19 @@ async function startOnClients(
     signal,
   });
   const metrics = new Metrics();
-  // One line for every mapping of the daemon: at most this many prepare their tables or copy at once.
-  const preparing = new Slots(config.MAX_MAPPINGS_PREPARING, (state) => {
-    metrics.preparing(state);
-  });
+  // One line for every mapping of the daemon: at most MAX_MAPPINGS_PREPARING prepare their tables at once,
+  // and as many copy their collection. Two pools, so that long copies never hold up preparations (a start,
+  // a restart after an error). The gauges show both pools together.
+  const pools = { preparing: { held: 0, waiting: 0 }, copying: { held: 0, waiting: 0 } };
+  const observe = (pool: keyof typeof pools) => (state: { held: number; waiting: number }) => {
+    pools[pool] = state;
+    metrics.preparing({
+      held: pools.preparing.held + pools.copying.held,
+      waiting: pools.preparing.waiting + pools.copying.waiting,
+    });
+  };
+  const preparing = new Slots(config.MAX_MAPPINGS_PREPARING, observe('preparing'));
+  const copying = new Slots(config.MAX_MAPPINGS_PREPARING, observe('copying'));
   if (config.SETTINGS_DATABASE === 'config') {
     logger.warn(
       'settings are in the `config` database: Atlas and real clusters restrict it; prefer a normal database (SETTINGS_DATABASE)',
@@ -312,6 +321,7 @@ async function startOnClients(
       ...(seams.decorateWriter && { decorateWriter: seams.decorateWriter }),
       ...(seams.decorateChangeSource && { decorateChangeSource: seams.decorateChangeSource }),
       preparing,
+      copying,
       ...(encoderPool && { encoderPool }),
       ...(rawUnavailable !== undefined && { rawChangeStreamsUnavailable: rawUnavailable }),
       databaseStreams,
