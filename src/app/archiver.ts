@@ -196,6 +196,36 @@ export async function startArchiver(
   seams: ArchiverSeams = {},
 ): Promise<RunningArchiver> {
   const clients = await connectMongoClients(config, signal);
+  // What this start opened, in order: a failure of any later step closes them all (the newest first), so a
+  // failed start leaves no MongoDB client, BigQuery client or worker thread behind.
+  const opened: (() => Promise<void>)[] = [() => clients.close()];
+  try {
+    return await startOnClients(config, logger, signal, seams, clients, opened);
+  } catch (error) {
+    await closeAll(opened);
+    throw error;
+  }
+}
+
+/**
+ * Closes what `opened` holds, newest first, each even if another failed to close. A close that fails is
+ * dropped on purpose: the caller rethrows the start's own failure, which it must not hide.
+ */
+async function closeAll(opened: (() => Promise<void>)[]): Promise<void> {
+  for (const close of opened.reverse()) {
+    await close().catch(() => undefined);
+  }
+}
+
+/** `startArchiver` once the MongoDB clients are connected; whatever it opens it adds to `opened`. */
+async function startOnClients(
+  config: BootstrapConfig,
+  logger: Logger,
+  signal: AbortSignal,
+  seams: ArchiverSeams,
+  clients: MongoClients,
+  opened: (() => Promise<void>)[],
+): Promise<RunningArchiver> {
   // Change streams, backfills and sampling; the settings store, leases and checkpoints use the bookkeeping
   // client, whose connections these never hold.
   const mongo = clients.data;
@@ -210,23 +240,15 @@ export async function startArchiver(
   );
   const target: StorageWriteTarget =
     config.BIGQUERY_EMULATOR_ENDPOINT !== undefined ? config.BIGQUERY_EMULATOR_KIND : 'bigquery';
-  const bigquery: BigQueryClients = await createBigQueryClients(bigQueryConnection(config)).catch(
-    async (error: unknown) => {
-      await clients.close();
-      throw error;
-    },
-  );
+  const bigquery: BigQueryClients = await createBigQueryClients(bigQueryConnection(config));
+  opened.push(() => bigquery.close());
   const threads = workerThreads(config, availableCores());
   // Shared by every mapping. The change streams are read raw for them, unless a raw cursor cannot do what
   // the driver's would (mongos or a load balancer route its getMores anew; a secondary read preference):
   // the streams are then read decoded here, and only the backfill uses the workers.
   const encoderPool = threads > 0 ? new EncoderPool({ threads }) : undefined;
-  const rawUnavailable = encoderPool
-    ? await rawChangeStreamsUnavailable(mongo, signal).catch(async (error: unknown) => {
-        await Promise.all([encoderPool.close(), bigquery.close(), clients.close()]);
-        throw error;
-      })
-    : undefined;
+  if (encoderPool) opened.push(() => encoderPool.close());
+  const rawUnavailable = encoderPool ? await rawChangeStreamsUnavailable(mongo, signal) : undefined;
   logger.info(
     {
       workerThreads: threads,
@@ -238,12 +260,7 @@ export async function startArchiver(
   );
   // Mappings share one change stream per source database where CHANGE_STREAM_SCOPE and the deployment allow
   // it; the fan-out of each database is made when its first mapping starts.
-  const streamScope = await chooseStreamScope(mongo, config.CHANGE_STREAM_SCOPE, signal).catch(
-    async (error: unknown) => {
-      await Promise.all([encoderPool?.close(), bigquery.close(), mongo.close()]);
-      throw error;
-    },
-  );
+  const streamScope = await chooseStreamScope(mongo, config.CHANGE_STREAM_SCOPE, signal);
   logger.info(
     { changeStreamScope: streamScope.scope, reason: streamScope.reason },
     streamScope.scope === 'database'
@@ -262,10 +279,19 @@ export async function startArchiver(
     signal,
   });
   const metrics = new Metrics();
-  // One line for every mapping of the daemon: at most this many prepare their tables or copy at once.
-  const preparing = new Slots(config.MAX_MAPPINGS_PREPARING, (state) => {
-    metrics.preparing(state);
-  });
+  // One line for every mapping of the daemon: at most MAX_MAPPINGS_PREPARING prepare their tables at once,
+  // and as many copy their collection. Two pools, so that long copies never hold up preparations (a start,
+  // a restart after an error). The gauges show both pools together.
+  const pools = { preparing: { held: 0, waiting: 0 }, copying: { held: 0, waiting: 0 } };
+  const observe = (pool: keyof typeof pools) => (state: { held: number; waiting: number }) => {
+    pools[pool] = state;
+    metrics.preparing({
+      held: pools.preparing.held + pools.copying.held,
+      waiting: pools.preparing.waiting + pools.copying.waiting,
+    });
+  };
+  const preparing = new Slots(config.MAX_MAPPINGS_PREPARING, observe('preparing'));
+  const copying = new Slots(config.MAX_MAPPINGS_PREPARING, observe('copying'));
   if (config.SETTINGS_DATABASE === 'config') {
     logger.warn(
       'settings are in the `config` database: Atlas and real clusters restrict it; prefer a normal database (SETTINGS_DATABASE)',
@@ -295,6 +321,7 @@ export async function startArchiver(
       ...(seams.decorateWriter && { decorateWriter: seams.decorateWriter }),
       ...(seams.decorateChangeSource && { decorateChangeSource: seams.decorateChangeSource }),
       preparing,
+      copying,
       ...(encoderPool && { encoderPool }),
       ...(rawUnavailable !== undefined && { rawChangeStreamsUnavailable: rawUnavailable }),
       databaseStreams,

@@ -90,10 +90,16 @@ export interface MappingRunnerDeps {
    */
   readonly databaseStreams?: DatabaseStreams;
   /**
-   * The daemon's slots for preparing tables and copying collections (MAX_MAPPINGS_PREPARING), shared by
-   * every mapping; without them nothing waits.
+   * The daemon's slots for preparing tables (MAX_MAPPINGS_PREPARING), shared by every mapping and held only
+   * while preparing; without them nothing waits.
    */
   readonly preparing?: Slots;
+  /**
+   * The daemon's slots for backfill copies (as many as `preparing`), held for a whole copy: apart from
+   * `preparing`, so that copies hours long never keep other mappings, or restarts, from preparing and
+   * streaming. Without them copies do not wait.
+   */
+  readonly copying?: Slots;
 }
 
 /**
@@ -381,8 +387,8 @@ class MappingRun {
   }
 
   async #backfill(schema: SchemaCoordinator, resume: BackfillProgress, signal: AbortSignal): Promise<void> {
-    // The copy waits its turn among the mappings preparing or copying; the stream runs meanwhile.
-    const slot = await this.#slot('copy the collection', signal);
+    // The copy waits its turn among the mappings copying (not those preparing); the stream runs meanwhile.
+    const slot = await this.#slot(this.deps.copying, 'copy the collection', signal);
     try {
       await this.#copy(schema, resume, signal);
     } finally {
@@ -433,11 +439,10 @@ class MappingRun {
   }
 
   /**
-   * One of the daemon's slots for preparing or copying (MAX_MAPPINGS_PREPARING): at once when one is free,
-   * otherwise after the mappings ahead in line, with one log line saying that it waits.
+   * One of `slots` (the daemon's slots for preparing, or those for copying; MAX_MAPPINGS_PREPARING each): at
+   * once when one is free, otherwise after the mappings ahead in line, with one log line saying that it waits.
    */
-  async #slot(work: string, signal: AbortSignal): Promise<Slot> {
-    const slots = this.deps.preparing;
+  async #slot(slots: Slots | undefined, work: string, signal: AbortSignal): Promise<Slot> {
     if (slots === undefined) return { release: () => undefined };
     let slot = slots.tryAcquire();
     if (slot === undefined) {
@@ -464,7 +469,7 @@ class MappingRun {
    * Takes the preparation slot (given back by `#prepareDestination`, or here on a failure), then the schema.
    */
   async #prepareSchema(signal: AbortSignal): Promise<SchemaCoordinator> {
-    const slot = await this.#slot('prepare the tables', signal);
+    const slot = await this.#slot(this.deps.preparing, 'prepare the tables', signal);
     this.#preparing = slot;
     try {
       return await this.#schema(signal);

@@ -6,6 +6,8 @@ import { toBigQueryError } from './error-mapping.js';
 
 export type AppendRowsResponse = protos.google.cloud.bigquery.storage.v1.IAppendRowsResponse;
 export type DescriptorProto = protos.google.protobuf.IDescriptorProto;
+/** The library's connection type, which its package does not export by name. */
+type StreamConnection = Awaited<ReturnType<BigQueryClients['writerClient']['createStreamConnection']>>;
 
 const TRACE_ID = 'mongo-bigquery-archiver';
 export const GRPC_CANCELLED = 1;
@@ -73,6 +75,8 @@ interface Pending {
 export class StorageWriteConnection {
   readonly #o: StorageWriteConnectionOptions;
   #writer: managedwriter.Writer | undefined;
+  /** The library's connection under `#writer`, forgotten by the client when `#writer` is dropped. */
+  #stream: StreamConnection | undefined;
   /** The descriptor the open connection's requests carry. */
   #inUse: DescriptorProto | undefined;
   /** The descriptor of the latest send queued: what the connection will carry once the queue is through. */
@@ -199,10 +203,13 @@ export class StorageWriteConnection {
   /** Closes the open connection, if any: the next append opens a new one. */
   #dropWriter(): void {
     const writer = this.#writer;
+    const stream = this.#stream;
     if (writer === undefined) return;
     this.#writer = undefined;
+    this.#stream = undefined;
     this.#inUse = undefined;
     writer.close();
+    if (stream !== undefined) forgetStreamConnection(this.#o.writerClient, stream);
     this.#o.onOpenChange?.(-1);
   }
 
@@ -290,9 +297,11 @@ export class StorageWriteConnection {
       const writer = new managedwriter.Writer({ connection, protoDescriptor: descriptor, traceId: TRACE_ID });
       if (this.#closed) {
         writer.close();
+        forgetStreamConnection(writerClient, connection);
         this.#assertOpen();
       }
       this.#writer = writer;
+      this.#stream = connection;
       this.#inUse = descriptor;
       this.#o.onOpenChange?.(1);
       return writer;
@@ -360,6 +369,27 @@ export class StorageWriteConnection {
   #failPending(error: () => Error): void {
     for (const entry of [...this.#pending]) entry.giveUp(error());
   }
+}
+
+/**
+ * Removes a closed StreamConnection from its WriterClient's list. The client keeps every connection it
+ * created in a private list (`_connections.connectionList`, library 5.x) until the client itself is closed,
+ * and closing a Writer or StreamConnection does not take it out: without this, each connection dropped (idle
+ * for `idleMs`, or past an append's deadline) would stay referenced, with its listeners, for the daemon's
+ * lifetime. The library has no public way to do it. Reusing one StreamConnection would avoid the list for
+ * the idle case only: after a deadline the library still holds the unanswered writes of the old stream, and
+ * the first answers on a reopened one would be matched to them. Where the list is not found (another library
+ * version), nothing is done.
+ */
+function forgetStreamConnection(
+  writerClient: BigQueryClients['writerClient'],
+  connection: StreamConnection,
+): void {
+  const list = (writerClient as unknown as { _connections?: { connectionList?: unknown } })._connections
+    ?.connectionList;
+  if (!Array.isArray(list)) return;
+  const index = list.indexOf(connection);
+  if (index >= 0) list.splice(index, 1);
 }
 
 function reportedThroughPendingWrite(): void {

@@ -6,6 +6,8 @@ import {
   type Document,
   type FindOneAndUpdateOptions,
   type InsertOneOptions,
+  MongoError,
+  MongoNetworkError,
   type UpdateOptions,
 } from 'mongodb';
 import { DEFAULT_LEASE_TTL_MS } from '../core/settings.js';
@@ -18,6 +20,33 @@ import { codeOf, MONGO_CODES, mongoBoundary } from './error-mapping.js';
 /** Records of instances dead for longer than this are deleted, so restarts do not pile them up. */
 const DEAD_INSTANCE_RETENTION_MS = 60 * 60_000;
 const DUPLICATE_KEY = MONGO_CODES.DuplicateKey;
+
+/**
+ * Codes of a primary that stepped down or is shutting down: the write did not happen there, and a new primary
+ * takes it (the driver's retryable-write codes, `src/error.ts`, for servers that send no label).
+ */
+const STEP_DOWN_CODES: ReadonlySet<number> = new Set([
+  MONGO_CODES.NotWritablePrimary,
+  MONGO_CODES.LegacyNotPrimary,
+  MONGO_CODES.NotPrimaryNoSecondaryOk,
+  MONGO_CODES.NotPrimaryOrSecondary,
+  MONGO_CODES.PrimarySteppedDown,
+  MONGO_CODES.InterruptedDueToReplStateChange,
+  MONGO_CODES.ShutdownInProgress,
+  MONGO_CODES.InterruptedAtShutdown,
+]);
+
+/**
+ * Whether the driver would retry `error` once were the write a retryable one: a network error, the server's
+ * RetryableWriteError label, or a step-down code. An `updateMany` is not a retryable write for the driver, so
+ * the lease round does that one retry itself.
+ */
+function isRetryableWriteError(error: unknown): boolean {
+  if (error instanceof MongoNetworkError) return true;
+  if (error instanceof MongoError && error.hasErrorLabel('RetryableWriteError')) return true;
+  const code = codeOf(error);
+  return code !== undefined && STEP_DOWN_CODES.has(code);
+}
 
 type Clock = () => number;
 
@@ -156,13 +185,30 @@ export class MongoLeaseStore implements LeaseStore {
   /**
    * One `updateMany` over every lease, so a round costs one round trip whatever the number of leases (one
    * update per lease, in turn, took longer than the TTL with a few hundred). Only when it matched fewer than
-   * asked does a `find` tell which: a lease still ours carries the expiry this round set.
+   * asked does a `find` tell which: a lease still ours carries the expiry this round set. The driver does not
+   * retry an `updateMany` (the per-lease `updateOne` was a retryable write): the round is retried once here
+   * on what the driver would have retried (`isRetryableWriteError`).
    */
   async #renewAll(leases: readonly Lease[], stop: AbortSignal): Promise<ReadonlySet<string>> {
     stop.throwIfAborted();
     if (leases.length === 0) return new Set();
     const signal = this.#bounded(stop);
     const expiresAt = new Date(this.#clock() + this.ttlMs);
+    try {
+      return await this.#renewRound(leases, expiresAt, signal);
+    } catch (error) {
+      // A step-down or a dropped connection during the round: once, at once, within the same TTL bound and
+      // with the same expiry (the round is idempotent: a first attempt that did land is matched again).
+      if (signal.aborted || !isRetryableWriteError(error)) throw error;
+      return this.#renewRound(leases, expiresAt, signal);
+    }
+  }
+
+  async #renewRound(
+    leases: readonly Lease[],
+    expiresAt: Date,
+    signal: AbortSignal,
+  ): Promise<ReadonlySet<string>> {
     const result = await this.collection.updateMany(
       {
         $or: leases.map((lease) => ({

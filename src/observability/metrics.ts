@@ -205,7 +205,7 @@ export class Metrics {
     });
     this.#mappingsPreparing = new Gauge({
       name: METRIC_NAMES.mappingsPreparing,
-      help: 'Mappings preparing their tables or copying their collection now (at most MAX_MAPPINGS_PREPARING).',
+      help: 'Mappings preparing their tables or copying their collection now (at most MAX_MAPPINGS_PREPARING of each).',
       registers,
     });
     this.#mappingsWaitingToPrepare = new Gauge({

@@ -63,6 +63,13 @@ function writerFor(table: string, schema: readonly TableField[]): StorageWriteWr
   return writer;
 }
 
+/** How many StreamConnections the library's client holds (its private list, read for this check only). */
+function libraryConnections(owner: BigQueryClients): number {
+  const list = (owner.writerClient as unknown as { _connections: { connectionList: unknown[] } })._connections
+    .connectionList;
+  return list.length;
+}
+
 function historyRow(docId: string, values: Record<string, unknown>): HistoryRow {
   return {
     ...values,
@@ -531,6 +538,44 @@ describe(`Storage Write writer (${env.peer})`, () => {
     expect(await select('idle', { id: '_doc_id', n: 'n' })).toEqual(
       Array.from({ length: 9 }, (_, i) => ({ id: `d${i}`, n: i })),
     );
+  });
+
+  it('issue 12 review: connections closed when idle do not stay in the client’s list of connections', async () => {
+    // The library's WriterClient keeps every StreamConnection it made until the client closes; each idle
+    // close and reopen left one behind for the daemon's lifetime. A client of its own, so that only this
+    // writer's connections are in its list.
+    const own = await emulatorClients();
+    try {
+      const columns = parseColumnSpecs([{ name: '_id', type: 'STRING', mongo_field: '_id' }]).columns;
+      const schema = await createHistoryTable('idle_list', columns);
+      let open = 0;
+      const writer = new StorageWriteWriter({
+        clients: own,
+        datasetId: dataset.id ?? '',
+        tableId: 'idle_list',
+        schema,
+        idleMs: 100,
+        onConnectionOpenChange: (delta) => {
+          open += delta;
+        },
+      });
+      const CYCLES = 5;
+      for (let i = 0; i < CYCLES; i++) {
+        expect(await writer.append(outgoing([historyRow(`d${i}`, { _id: `d${i}` })]))).toEqual({
+          rejected: [],
+        });
+        expect(libraryConnections(own)).toBe(open);
+        await sleep(400);
+        expect(open).toBe(0);
+      }
+      expect(libraryConnections(own)).toBe(0);
+      expect(await writer.append(outgoing([historyRow('last', { _id: 'last' })]))).toEqual({ rejected: [] });
+      await writer.close();
+      expect(libraryConnections(own)).toBe(0);
+      expect(await select('idle_list', { id: '_doc_id' })).toHaveLength(CYCLES + 1);
+    } finally {
+      await own.close();
+    }
   });
 
   it('honours an aborted signal before sending anything', async () => {

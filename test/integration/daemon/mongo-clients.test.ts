@@ -5,7 +5,10 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Document } from 'mongodb';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { connectMongoClients } from '../../../src/app/archiver.js';
+import { once } from 'node:events';
+import { createServer, type AddressInfo } from 'node:net';
+import { connectMongoClients, startArchiver } from '../../../src/app/archiver.js';
+import { createLogger } from '../../../src/observability/logger.js';
 import { MongoLeaseStore } from '../../../src/mongodb/lease-store.js';
 import { AppNameProxy } from '../support/app-name-proxy.js';
 import { inProcessConfig } from '../support/daemon.js';
@@ -68,6 +71,30 @@ describe('the MongoDB clients of the daemon', () => {
       stopReads.abort();
       await proxy.stop();
       await clients.close();
+    }
+  });
+
+  it('issue 12 review: a start that fails after connecting (its metrics port is taken) closes both MongoDB clients', async () => {
+    const taken = createServer();
+    taken.listen(0, '127.0.0.1');
+    await once(taken, 'listening');
+    try {
+      const config = {
+        ...inProcessConfig('unused', `clients_${randomBytes(4).toString('hex')}`, 'insert-all'),
+        MONGO_CLIENT: proxy.uri(),
+        METRICS_HOST: '127.0.0.1',
+        METRICS_PORT: (taken.address() as AddressInfo).port,
+      };
+      const logger = createLogger({ level: 'silent' });
+
+      await expect(startArchiver(config, logger, new AbortController().signal)).rejects.toThrow(/EADDRINUSE/);
+      // Both clients were connected (each holds connections to the server) before the health server failed.
+      expect(proxy.acceptedConnections).toBeGreaterThanOrEqual(2);
+      const deadline = Date.now() + 5_000;
+      while (proxy.openConnections > 0 && Date.now() < deadline) await sleep(50);
+      expect(proxy.openConnections).toBe(0);
+    } finally {
+      taken.close();
     }
   });
 });

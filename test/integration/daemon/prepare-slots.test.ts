@@ -1,17 +1,20 @@
-// Issue 12 build item 3: MAX_MAPPINGS_PREPARING bounds the mappings preparing their tables or copying their
-// collection at once. With a cap of 1, two mappings prepare one after the other, copy one after the other,
-// and both end streaming with their views complete.
+// Issue 12 build item 3: MAX_MAPPINGS_PREPARING bounds the mappings preparing their tables at once, and
+// apart from them the mappings copying their collection at once. With a cap of 1, two mappings prepare one
+// after the other, copy one after the other, and both end streaming with their views complete; a copy in
+// progress does not keep another mapping from preparing and streaming.
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoClient, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchiver } from '../../../src/app/archiver.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
+import { type WriterDecorator } from '../../../src/bigquery/destination.js';
 import { createLogger } from '../../../src/observability/logger.js';
 import { parsePrometheusText, sampleValue } from '../../support/prometheus-text.js';
 import { emulatorClients } from '../support/bigquery-clients.js';
 import {
   inProcessConfig,
+  mappingState,
   SETTINGS_COLLECTION,
   viewMatchesCollection,
   waitForState,
@@ -146,17 +149,79 @@ describe('MAX_MAPPINGS_PREPARING', () => {
     const copy = slotUse(lines, 'copy the collection');
     expect(prepare.took.sort()).toEqual([...MAPPINGS]);
     expect(copy.took.sort()).toEqual([...MAPPINGS]);
-    // One slot: never two mappings preparing or copying at once (the cap covers both kinds of work).
-    const both = slotUse(
-      lines.map((line) => ({
-        ...line,
-        msg: line.msg?.replace('copy the collection', 'prepare the tables'),
-      })),
-      'prepare the tables',
-    );
-    expect(both.most).toBe(1);
+    // One slot of each kind: never two mappings preparing at once, nor two copying at once.
+    expect(prepare.most).toBe(1);
+    expect(copy.most).toBe(1);
     // The two mappings start together: one of them had to wait, and said so once.
     expect(prepare.waited.length + copy.waited.length).toBeGreaterThanOrEqual(1);
     expect(new Set(prepare.waited).size).toBe(prepare.waited.length);
+  }, 180_000);
+
+  it('issue 12 review: with a cap of 1, a copy in progress does not keep another mapping from preparing and streaming', async () => {
+    const db = `${DB}_held`;
+    const settings = mongo.db(SETTINGS_DB).collection<{ _id: string } & Document>(SETTINGS_COLLECTION);
+    await mongo
+      .db(db)
+      .collection<Item>('copying')
+      .insertMany(Array.from({ length: 50 }, (_, i) => ({ _id: i, n: i, label: 'seed' })));
+    await settings.insertOne({
+      _id: 'held_copying',
+      mongo_database: db,
+      mongo_collection: 'copying',
+      bigquery_table: 'held_copying',
+      backfill_full_collection: true,
+    });
+    // The copy's appends wait until the test lets them go: the copy stays in progress, holding its slot.
+    let copyStarted: () => void = () => undefined;
+    const started = new Promise<void>((resolve) => {
+      copyStarted = resolve;
+    });
+    let letGo: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => {
+      letGo = resolve;
+    });
+    const decorateWriter: WriterDecorator = (writer, table) =>
+      table.tableId !== 'held_copying'
+        ? writer
+        : {
+            kind: writer.kind,
+            append: async (rows, signal) => {
+              copyStarted();
+              await released;
+              return writer.append(rows, signal);
+            },
+            encode: (row) => writer.encode(row),
+            ...(writer.rowEncoding && { rowEncoding: writer.rowEncoding.bind(writer) }),
+            updateSchema: (schema) => writer.updateSchema(schema),
+            close: () => writer.close(),
+          };
+    const controller = new AbortController();
+    const archiver = await startArchiver(
+      { ...inProcessConfig(DATASET, SETTINGS_DB, 'insert-all'), MAX_MAPPINGS_PREPARING: 1 },
+      createLogger({ level: 'silent' }),
+      controller.signal,
+      { decorateWriter },
+    );
+    try {
+      await started;
+      await waitForState(mongo, SETTINGS_DB, 'held_copying', ['backfilling'], 30_000);
+      // A mapping added while the copy holds the one copy slot prepares (its own slot) and streams.
+      await mongo.db(db).collection<Item>('quick').insertOne({ _id: 0, n: 0, label: 'seed' });
+      await settings.insertOne({
+        _id: 'held_quick',
+        mongo_database: db,
+        mongo_collection: 'quick',
+        bigquery_table: 'held_quick',
+      });
+      await waitForState(mongo, SETTINGS_DB, 'held_quick', ['streaming'], 30_000);
+      expect(await mappingState(mongo, SETTINGS_DB, 'held_copying')).toBe('backfilling');
+
+      letGo();
+      await waitForState(mongo, SETTINGS_DB, 'held_copying', ['streaming'], 60_000);
+    } finally {
+      letGo();
+      controller.abort();
+      await archiver.done;
+    }
   }, 180_000);
 });

@@ -10,20 +10,43 @@ import { createServer, connect, type AddressInfo, type Server, type Socket } fro
 export class AppNameProxy {
   readonly #server: Server;
   readonly #sockets: Set<Socket>;
-  readonly #state: { spared: Buffer | undefined };
+  readonly #state: { spared: Buffer | undefined; open: number; accepted: number };
 
-  private constructor(server: Server, sockets: Set<Socket>, state: { spared: Buffer | undefined }) {
+  private constructor(
+    server: Server,
+    sockets: Set<Socket>,
+    state: { spared: Buffer | undefined; open: number; accepted: number },
+  ) {
     this.#server = server;
     this.#sockets = sockets;
     this.#state = state;
   }
 
+  /** Client connections the proxy has taken since it started. */
+  get acceptedConnections(): number {
+    return this.#state.accepted;
+  }
+
+  /** Client connections open through the proxy now (a closed client leaves none). */
+  get openConnections(): number {
+    return this.#state.open;
+  }
+
   static async start(target: { host: string; port: number }): Promise<AppNameProxy> {
     const sockets = new Set<Socket>();
-    const state: { spared: Buffer | undefined } = { spared: undefined };
+    const state: { spared: Buffer | undefined; open: number; accepted: number } = {
+      spared: undefined,
+      open: 0,
+      accepted: 0,
+    };
     const server = createServer((client) => {
       const upstream = connect(target.port, target.host);
       sockets.add(client).add(upstream);
+      state.open++;
+      state.accepted++;
+      client.once('close', () => {
+        state.open--;
+      });
       let handshake = Buffer.alloc(0);
       client.on('data', (chunk: Buffer) => {
         // The handshake is the first message: its length is its first four bytes (little-endian).

@@ -90,12 +90,18 @@ class HeldConnection {
 /** Opens a new HeldConnection per connection the writer asks for. */
 class HeldClient {
   readonly connections: HeldConnection[] = [];
+  /**
+   * As the library's WriterClient (5.x) does: every connection made is kept in this list until the client
+   * closes; closing a connection does not take it out.
+   */
+  readonly _connections = { connectionList: [] as HeldConnection[] };
   getWriteStream(): Promise<unknown> {
     return Promise.resolve({});
   }
   createStreamConnection(): Promise<HeldConnection> {
     const connection = new HeldConnection();
     this.connections.push(connection);
+    this._connections.connectionList.push(connection);
     return Promise.resolve(connection);
   }
   connection(n: number): HeldConnection {
@@ -442,5 +448,29 @@ describe('Storage Write connection: idle connections closed and opened again on 
     await vi.advanceTimersByTimeAsync(IDLE_MS);
     await writer.close();
     expect(changes).toEqual([1, -1]);
+  });
+
+  it('issue 12 review: connections closed when idle or on a deadline leave the client’s list; only open ones stay', async () => {
+    const { writer, client, open } = idleWriter();
+    const CYCLES = 4;
+    for (let i = 0; i < CYCLES; i++) {
+      const append = writer.append(outgoing(rowsOf(`r${i}`)));
+      await settle();
+      client.connection(i).answerNext();
+      await append;
+      expect(client._connections.connectionList).toEqual([client.connection(i)]);
+      await vi.advanceTimersByTimeAsync(IDLE_MS);
+      await settle();
+      expect(open()).toBe(0);
+      expect(client._connections.connectionList).toEqual([]);
+    }
+    // Dropped on a deadline (its append unanswered): out of the list as well.
+    const late = failureOf(writer.append(outgoing(rowsOf('late'))));
+    await settle();
+    await vi.advanceTimersByTimeAsync(10 * IDLE_MS);
+    expect(await late).toMatchObject({ disposition: 'retryable' });
+    expect(client.connections).toHaveLength(CYCLES + 1);
+    expect(client._connections.connectionList).toEqual([]);
+    await writer.close();
   });
 });
