@@ -132,7 +132,7 @@ const bootstrapSchema = z.object({
   IDLE_CHECKPOINT_INTERVAL_MS: wholeNumber(100, 3_600_000, 'milliseconds').default(
     DEFAULT_IDLE_CHECKPOINT_INTERVAL_MS,
   ),
-  /** Mappings preparing their tables or backfilling at once in this daemon; the others wait their turn. */
+  /** Mappings preparing their tables at once in this daemon, and as many copying (backfilling); the others wait. */
   MAX_MAPPINGS_PREPARING: wholeNumber(1, 1_000, 'mappings').default(DEFAULT_MAX_MAPPINGS_PREPARING),
   /** A Storage Write connection that sent nothing for this long is closed, and opened again on demand. */
   WRITE_STREAM_IDLE_MS: wholeNumber(1_000, 86_400_000, 'milliseconds').default(DEFAULT_WRITE_STREAM_IDLE_MS),

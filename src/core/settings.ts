@@ -28,7 +28,7 @@ export type ChangeStreamScope = (typeof CHANGE_STREAM_SCOPES)[number];
  * write is saved (IDLE_CHECKPOINT_INTERVAL_MS); a position reached by writing rows is saved at once.
  */
 export const DEFAULT_IDLE_CHECKPOINT_INTERVAL_MS = 30_000;
-/** Mappings preparing their tables or backfilling at once, per daemon (MAX_MAPPINGS_PREPARING). */
+/** Mappings preparing their tables at once, and as many copying (backfilling), per daemon (MAX_MAPPINGS_PREPARING). */
 export const DEFAULT_MAX_MAPPINGS_PREPARING = 8;
 /** A Storage Write connection unused this long is closed, and opened again when rows come (WRITE_STREAM_IDLE_MS). */
 export const DEFAULT_WRITE_STREAM_IDLE_MS = 120_000;

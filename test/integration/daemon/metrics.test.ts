@@ -311,6 +311,13 @@ describe('metrics and health endpoints of the running archiver', () => {
         run.archiver.metricsPort,
         (a) => a.detail.notes === 'dryrun' && a.detail.blocked === 'failed',
       );
+      // A dry run is `dryrun` from its start, its copy included: the copy's example rows come a moment later.
+      await vi.waitFor(
+        () => {
+          expect(raw.some((line) => line.includes('dry run: would write rows'))).toBe(true);
+        },
+        { timeout: 30_000, interval: 100 },
+      );
     } finally {
       await run.stop();
     }
