@@ -268,7 +268,11 @@ export class FanOut<B> {
       const cursor = member.ownCursor;
       member.ownCursor = undefined;
       this.#join(member, resumeFrom(member.taken));
-      await this.#closeQuietly(cursor, member.collection);
+      // Not awaited: the mapping takes its shares from now on, and a close that is slow to answer (a
+      // killCursors) must not leave its queue full until it counts as slow. A close of the fan-out waits for it.
+      const ending = this.#closeQuietly(cursor, member.collection);
+      this.#ending.add(ending);
+      void ending.finally(() => this.#ending.delete(ending));
     }
     return pull;
   }

@@ -155,6 +155,43 @@ function fanOut(log: DatabaseLog, bounds: FanOutBounds = {}) {
 }
 
 describe('FanOut', () => {
+  it('issue 12 review: a mapping that joins takes its shares at once, while its own cursor is still closing', async () => {
+    const log = new DatabaseLog();
+    log.append('b', 2);
+    const shared = log.shared();
+    const fan = new FanOut<LogPull>({ shared, shape: LOG_PULL_SHAPE, queuePulls: 1, slowAfterMs: 50 });
+    // a's own stream answers a killCursors late (a slow server).
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const ownA = log.own('a');
+    const slowClose: ChangeSource<LogPull> = {
+      open: async (start, signal) => {
+        const cursor = await ownA.open(start, signal);
+        return { next: (max, s) => cursor.next(max, s), close: () => released.then(() => cursor.close()) };
+      },
+      currentTime: (signal) => ownA.currentTime(signal),
+    };
+    const b = new Mapping('b', fan.source('b', log.own('b')), positionAt(0));
+    await b.start();
+    await b.pull();
+    log.append('b', 2);
+    await b.pull();
+    // a starts behind the shared stream (before b's changes were kept), reads its own stream once, and joins.
+    const a = new Mapping('a', fan.source('a', slowClose), sharedPosition(positionAt(1)));
+    await a.start();
+    await a.pull();
+    log.append('a');
+    // Its first share comes although its own cursor has not closed yet.
+    const share = await a.pull();
+    expect(share.changes.map((change) => change.seq)).toEqual([5]);
+    release();
+    await a.stop();
+    await b.stop();
+    expect(log.openCursors).toBe(0);
+  });
+
   it("issue 12 must-show 3: an idle mapping's position advances with the pulls of the others", async () => {
     const log = new DatabaseLog();
     log.append('a', 3);
