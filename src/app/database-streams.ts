@@ -2,7 +2,11 @@ import { type MongoClient } from 'mongodb';
 import { FanOut, type FanOutBounds } from '../core/fan-out.js';
 import { type ChangeSource, type RawChangeBatch, type SharedStreamSource } from '../core/ports.js';
 import { type ChangeStreamScope } from '../core/settings.js';
-import { databaseStreamsUnavailable, rawPullShape } from '../mongodb/database-stream.js';
+import {
+  databaseStreamRefusal,
+  databaseStreamsUnavailable,
+  rawPullShape,
+} from '../mongodb/database-stream.js';
 import { rawChangeStreamsUnavailable } from '../mongodb/raw-change-source.js';
 import { supervisorLog, type Logger } from '../observability/logger.js';
 
@@ -62,6 +66,9 @@ export interface DatabaseStreamsOptions {
  * mappings read their own streams, as with CHANGE_STREAM_SCOPE `collection`, and the log says so once, with
  * the reason. A probe that fails otherwise (the network) is asked again by the next mapping.
  */
+/** A database whose stream the server refused: its mappings read their own streams. */
+const REFUSED: Promise<undefined> = Promise.resolve(undefined);
+
 export class DatabaseStreams {
   readonly #options: DatabaseStreamsOptions;
   readonly #databases = new Map<string, Promise<FanOut<RawChangeBatch> | undefined>>();
@@ -113,8 +120,24 @@ export class DatabaseStreams {
       );
       return undefined;
     }
+    // Refused later (a privilege revoked while the daemon runs): the mappings it failed restart, and from then
+    // on read their own streams instead of failing on the shared one again and again.
+    const watched: SharedStreamSource<RawChangeBatch> = {
+      open: (start, collections, s) =>
+        shared.open(start, collections, s).catch((error: unknown) => {
+          const reason = databaseStreamRefusal(error);
+          if (reason !== undefined && this.#databases.get(database) !== REFUSED) {
+            this.#databases.set(database, REFUSED);
+            logger.warn(
+              { database, reason },
+              'the mappings of this database read one change stream each from now on: the server refused the database-level one',
+            );
+          }
+          throw error;
+        }),
+    };
     return new FanOut({
-      shared,
+      shared: watched,
       shape: rawPullShape,
       log: supervisorLog(logger.child({ database })),
       ...bounds,

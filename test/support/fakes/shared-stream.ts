@@ -57,8 +57,12 @@ export class FakeSharedStream implements ProbedStreamSource {
     return failure ? Promise.reject(failure) : Promise.resolve(this.refused);
   }
 
+  /** The next opens fail with this (a refusal after the probe, say). */
+  openFailure: Error | undefined;
+
   open(start: StreamStart, collections: readonly string[]): Promise<ChangeCursor<RawChangeBatch>> {
     this.opened.push({ start, collections });
+    if (this.openFailure !== undefined) return Promise.reject(this.openFailure);
     let position = start.kind === 'startAt' ? undefined : start.position;
     const idle = idleCursor(position, () => this.closed++);
     return Promise.resolve({

@@ -120,6 +120,26 @@ describe('which stream a mapping reads (issue 12)', () => {
     expect(shared.probes).toBe(0);
   });
 
+  it('issue 12 review: a database stream refused after the probe (a privilege revoked) fails the mappings once; then they read their own streams', async () => {
+    const shared = new FakeSharedStream(undefined);
+    const { registry: streams, lines } = registry('database', { bidding: shared });
+    const choice = await choose(streams, 'ad_cpta', new IdleRawSource(), true);
+    expect(choice?.shared).toBe(true);
+    shared.openFailure = Object.assign(new Error('not authorized on bidding to execute command'), {
+      code: 13,
+    });
+    const cursor = await choice?.source.open(FROM_SAVED, never);
+    await expect(cursor?.next(100, never)).rejects.toThrow(/not authorized/);
+    await cursor?.close();
+    // The restarted mapping, and any other of the database, read their own streams.
+    const own = new IdleRawSource();
+    expect(await choose(streams, 'ad_cpta', own, true)).toEqual({ source: own, shared: false });
+    expect(await choose(streams, 'ad_spend', new IdleRawSource(), false)).toBeUndefined();
+    expect(
+      lines.filter((line) => line.level === 'warn' && String(line.msg).includes('from now on')),
+    ).toHaveLength(1);
+  });
+
   it('a probe that fails (not a refusal) fails the mapping, and the next mapping asks again', async () => {
     const shared = new FakeSharedStream(undefined, new Error('connection reset'));
     const { registry: streams } = registry('database', { bidding: shared });
