@@ -306,13 +306,9 @@ class MappingRun {
    * aborted and both roles ended.
    */
   async #runRoles(schema: SchemaCoordinator, plan: RunPlan, signal: AbortSignal): Promise<void> {
-    const dryrun = this.settings.dryrun;
-    const streaming = { state: dryrun ? ('dryrun' as const) : ('streaming' as const) };
+    const streaming = { state: this.settings.dryrun ? ('dryrun' as const) : ('streaming' as const) };
     const { backfill } = plan;
-    // A dry run says so all along, its backfill included (it copies nothing, it only logs).
-    this.hooks.report(
-      backfill ? { state: dryrun ? 'dryrun' : 'backfilling', backfillCopied: backfill.copied } : streaming,
-    );
+    this.hooks.report(backfill ? { state: this.#copyState, backfillCopied: backfill.copied } : streaming);
     const stream: Role = (s) => this.#stream(schema, plan.start, s);
     const copy: Role = async (s) => {
       if (!backfill) return;
@@ -397,11 +393,16 @@ class MappingRun {
     this.metrics?.backfillDone();
   }
 
+  /** The state while the collection is copied: a dry run says so all along (it copies nothing, it only logs). */
+  get #copyState(): 'dryrun' | 'backfilling' {
+    return this.settings.dryrun ? 'dryrun' : 'backfilling';
+  }
+
   async #copy(schema: SchemaCoordinator, resume: BackfillProgress, signal: AbortSignal): Promise<void> {
     const chunk = this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK;
     const source = new MongoSnapshotSource(this.#collection, { chunkSize: chunk });
     const pool = this.deps.encoderPool;
-    const state = this.settings.dryrun ? ('dryrun' as const) : ('backfilling' as const);
+    const state = this.#copyState;
     await runBackfill(
       {
         source,
