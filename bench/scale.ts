@@ -294,10 +294,19 @@ async function streamingCount(s: Scenario): Promise<number> {
     .countDocuments({ 'status.state': 'streaming' });
 }
 
-/** Seconds from `started` until all N mappings stream, or undefined when the bound ran out first. */
-async function untilAllStreaming(s: Scenario, started: number): Promise<number | undefined> {
+/**
+ * Seconds from `started` until all N mappings stream, or undefined when the bound ran out first. A daemon that
+ * exits meanwhile (a configuration error, a crash) ends the run at once, with its log's end.
+ */
+async function untilAllStreaming(
+  s: Scenario,
+  started: number,
+  daemons: readonly Daemon[],
+): Promise<number | undefined> {
   let lastReport = started;
   for (;;) {
+    const gone = daemons.find((d) => d.child.exitCode !== null || d.child.signalCode !== null);
+    if (gone) throw new Error(`daemon pid ${gone.pid} exited before all streamed: ${tailFile(gone.log, 20)}`);
     const streaming = await streamingCount(s);
     if (streaming >= s.n) return (performance.now() - started) / 1000;
     if (performance.now() - started > STREAMING_TIMEOUT_MS) return undefined;
@@ -356,7 +365,7 @@ async function oneDaemon(s: Scenario): Promise<void> {
   const started = performance.now();
   const daemon = await spawnDaemon(daemonEnv(s, s.settingsDb), `n${s.n}`);
   try {
-    const allStreaming = await untilAllStreaming(s, started);
+    const allStreaming = await untilAllStreaming(s, started, [daemon]);
     const firstLeaseCommand = s.leaseCommands.length;
     const metricsBefore = await metricsText(daemon);
     await sleep(IDLE_MS);
@@ -501,7 +510,7 @@ async function twoDaemons(s: Scenario): Promise<void> {
     await spawnDaemon(daemonEnv(s, s.settingsDb), `n${s.n}-b`),
   ];
   try {
-    const allStreaming = await untilAllStreaming(s, started);
+    const allStreaming = await untilAllStreaming(s, started, daemons);
     const settled = await settledSplit(s, daemons);
     const tokens = new Map((await mappingLeases(s)).map((l) => [l._id, l.token]));
     await touch(s, 30, 1);

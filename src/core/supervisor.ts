@@ -66,8 +66,8 @@ export interface SupervisorOptions {
 /** One tick of the lease loop, as measured. */
 export interface LeaseRound {
   /**
-   * Seconds the heartbeat, the renewals and the rebalancing took (to the error, for a failed round): a round
-   * that nears the lease TTL lets leases expire.
+   * Seconds the heartbeat and the renewals took (to the error, for a failed round): a round that nears the
+   * lease TTL lets leases expire. The rebalancing runs beside the rounds and is not counted.
    */
   readonly seconds: number;
   /** Leases this instance holds after the round. */
@@ -104,6 +104,8 @@ const READY_STATES: ReadonlySet<MappingState> = new Set(['backfilling', 'streami
 export const DEFAULT_STOP_DEADLINE_MS = 120_000;
 
 const RETRY_BASE_MS = 1_000;
+/** Leases a rebalancing tries to take at once: round trips in parallel, within the bookkeeping pool. */
+const MAX_TAKES_AT_ONCE = 8;
 const RETRY_MAX_MS = 60_000;
 
 /**
@@ -172,6 +174,8 @@ export class Supervisor {
   #leasedOnce = false;
   /** Lease rounds whose heartbeat answered. */
   #leaseRounds = 0;
+  /** The rebalancing under way, if any (with leases only). */
+  #rebalancing: Promise<void> | undefined;
 
   constructor(options: SupervisorOptions) {
     this.#o = options;
@@ -208,9 +212,12 @@ export class Supervisor {
   }
 
   /**
-   * Every tick: renew the leases held (a lease found taken stops its mapping at once), then take free or
-   * expired leases up to this instance's fair share (mappings divided by live instances, rounded up), or give
-   * up the ones beyond it when other instances joined. An instance whose first heartbeat finds others alive
+   * Every tick: beat and renew the leases held, both at once (a lease found taken stops its mapping), then
+   * have the rebalancing run beside the next ticks: it takes free or expired leases up to this instance's
+   * fair share (mappings divided by live instances, rounded up), or gives up the ones beyond it when other
+   * instances joined. The renewals never wait for it: a rebalancing that stops mappings (each one's last
+   * flush) or takes many leases on a loaded server once made renewals come later than the TTL, and the other
+   * instance took leases that were never meant to move. An instance whose first heartbeat finds others alive
    * takes nothing in that round: instances started together then count each other before they take their
    * shares, instead of the first one taking everything and handing most of it over a tick later.
    */
@@ -219,19 +226,36 @@ export class Supervisor {
     while (!signal.aborted) {
       const started = performance.now();
       try {
-        const live = await leases.heartbeat(signal);
+        const [live] = await Promise.all([leases.heartbeat(signal), this.#renew(leases, signal)]);
         const mayTake = this.#leaseRounds > 0 || live <= 1;
         this.#leaseRounds++;
-        await this.#renew(leases, signal);
-        await this.#serially(() => this.#rebalance(leases, live, mayTake, signal));
-        if (mayTake) this.#leasedOnce = true;
+        this.#rebalanceSoon(leases, live, mayTake, signal);
       } catch (error) {
         if (isAborted(signal)) break;
         this.#o.log.warn('could not renew or take leases; trying again', { error: errorMessage(error) });
       }
-      this.#o.onLeaseRound?.({ seconds: (performance.now() - started) / 1_000, held: this.#held.size });
-      await sleepUnlessAborted(tickMs, signal);
+      const seconds = (performance.now() - started) / 1_000;
+      this.#o.onLeaseRound?.({ seconds, held: this.#held.size });
+      // At a steady pace: the next round is due a tick after this one started.
+      await sleepUnlessAborted(Math.max(0, tickMs - seconds * 1_000), signal);
     }
+    await this.#rebalancing;
+  }
+
+  /** Starts a rebalancing unless one is under way (the next tick starts the next one). */
+  #rebalanceSoon(leases: LeaseStore, live: number, mayTake: boolean, signal: AbortSignal): void {
+    if (this.#rebalancing !== undefined) return;
+    this.#rebalancing = this.#serially(() => this.#rebalance(leases, live, mayTake, signal))
+      .then(() => {
+        if (mayTake) this.#leasedOnce = true;
+      })
+      .catch((error: unknown) => {
+        if (isAborted(signal)) return;
+        this.#o.log.warn('could not take or hand over leases; trying again', { error: errorMessage(error) });
+      })
+      .finally(() => {
+        this.#rebalancing = undefined;
+      });
   }
 
   /**
@@ -261,37 +285,76 @@ export class Supervisor {
     }
   }
 
-  /** `mayTake`: whether this round may take leases (not in a first round that found other instances). */
+  /**
+   * `mayTake`: whether this round may take leases (not in a first round that found other instances). Stops,
+   * handovers and takes each go out together: one slow mapping does not hold up the others.
+   */
   async #rebalance(leases: LeaseStore, live: number, mayTake: boolean, signal: AbortSignal): Promise<void> {
     // Mappings whose lease was lost (or whose settings went away) stop here.
-    for (const id of [...this.#running.keys()]) {
-      if (this.#held.has(id)) continue;
-      await this.#stop(id);
-      this.#o.onRemoved?.(id);
-    }
+    const lost = [...this.#running.keys()].filter((id) => !this.#held.has(id));
+    await Promise.all(
+      lost.map(async (id) => {
+        await this.#stop(id);
+        this.#o.onRemoved?.(id);
+      }),
+    );
     const wanted = [...this.#desired.keys()].sort();
     const fairShare = Math.ceil(wanted.length / Math.max(1, live));
-    for (const id of [...this.#held.keys()].sort().slice(fairShare)) {
-      this.#o.log.info('handing this mapping over to another instance (rebalancing)', { mapping: id });
-      // The status is written before the release: no new owner can have written yet.
-      await this.#stop(id, HANDED_OVER);
-      await this.#release(id);
-      this.#o.onRemoved?.(id);
-    }
-    if (!mayTake) return;
-    for (const id of shuffled(wanted.filter((w) => !this.#held.has(w)))) {
-      if (this.#held.size >= fairShare || signal.aborted) break;
-      const lease = await leases.tryAcquire(id, await this.#o.store.fenceOf(id, signal), signal);
-      const desired = this.#desired.get(id);
-      if (!lease) continue;
-      this.#held.set(id, lease);
-      if (!desired) {
+    // The ones kept are those of the databases this instance holds most of (their streams are shared).
+    const surplus = this.#byDatabase([...this.#held.keys()].sort()).slice(fairShare);
+    await Promise.all(
+      surplus.map(async (id) => {
+        this.#o.log.info('handing this mapping over to another instance (rebalancing)', { mapping: id });
+        // The status is written before the release: no new owner can have written yet.
+        await this.#stop(id, HANDED_OVER);
         await this.#release(id);
-        continue;
-      }
-      this.#o.log.info('took the lease of this mapping', { mapping: id, fencingToken: lease.token });
-      this.#start(id, desired.settings, desired.key);
+        this.#o.onRemoved?.(id);
+      }),
+    );
+    if (!mayTake) return;
+    const candidates = this.#byDatabase(shuffled(wanted.filter((w) => !this.#held.has(w))));
+    while (candidates.length > 0 && !signal.aborted) {
+      const need = Math.min(fairShare - this.#held.size, MAX_TAKES_AT_ONCE);
+      if (need <= 0) break;
+      const results = await Promise.allSettled(
+        candidates.splice(0, need).map((id) => this.#take(leases, id, signal)),
+      );
+      const failed = results.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
     }
+  }
+
+  async #take(leases: LeaseStore, id: string, signal: AbortSignal): Promise<void> {
+    const lease = await leases.tryAcquire(id, await this.#o.store.fenceOf(id, signal), signal);
+    if (!lease) return;
+    this.#held.set(id, lease);
+    const desired = this.#desired.get(id);
+    if (!desired) {
+      await this.#release(id);
+      return;
+    }
+    this.#o.log.info('took the lease of this mapping', { mapping: id, fencingToken: lease.token });
+    this.#start(id, desired.settings, desired.key);
+  }
+
+  /**
+   * `ids` grouped by source database, in a stable sort: first the databases this instance holds the most
+   * mappings of, then the others in the order their first mapping comes in `ids`. Taking or keeping whole
+   * databases keeps the number of database streams (one per database and instance) low.
+   */
+  #byDatabase(ids: readonly string[]): string[] {
+    const databaseOf = (id: string) => this.#desired.get(id)?.settings.mongoDatabase ?? '';
+    const heldIn = new Map<string, number>();
+    for (const id of this.#held.keys()) heldIn.set(databaseOf(id), (heldIn.get(databaseOf(id)) ?? 0) + 1);
+    const firstSeen = new Map<string, number>();
+    for (const [index, id] of ids.entries())
+      if (!firstSeen.has(databaseOf(id))) firstSeen.set(databaseOf(id), index);
+    const rank = (id: string) =>
+      [-(heldIn.get(databaseOf(id)) ?? 0), firstSeen.get(databaseOf(id)) ?? 0] as const;
+    return ids
+      .map((id, index) => ({ id, index, rank: rank(id) }))
+      .sort((a, b) => a.rank[0] - b.rank[0] || a.rank[1] - b.rank[1] || a.index - b.index)
+      .map(({ id }) => id);
   }
 
   async #release(id: string): Promise<void> {

@@ -225,7 +225,7 @@ export class Metrics {
 
     this.#leaseRound = new Histogram({
       name: METRIC_NAMES.leaseRound,
-      help: 'Time of one lease round: heartbeat, renewal of the leases held, taking or handing over leases.',
+      help: 'Time of one lease round: the heartbeat and the renewal of the leases held (the rebalancing runs beside it).',
       buckets: [...DEFAULT_LEASE_ROUND_BUCKETS],
       registers,
     });

@@ -90,6 +90,10 @@ class MemoryLeases {
   readonly ownedAtHeartbeat: number[] = [];
   /** How long each heartbeat takes (ms). */
   heartbeatMs = 0;
+  /** How long each tryAcquire takes (ms); the most of them in flight at once. */
+  acquireMs = 0;
+  acquiring = 0;
+  maxAcquiring = 0;
   constructor(readonly ttlMs: number) {}
 
   /** One instance's view; `crash()` makes it go silent without releasing anything (kill -9). */
@@ -112,13 +116,17 @@ class MemoryLeases {
         this.instances.set(owner, this.now + this.ttlMs);
         return [...this.instances.values()].filter((t) => t > this.now).length;
       },
-      tryAcquire: (mappingId, floor) => {
+      tryAcquire: async (mappingId, floor) => {
         alive();
+        this.acquiring++;
+        this.maxAcquiring = Math.max(this.maxAcquiring, this.acquiring);
+        if (this.acquireMs > 0) await sleep(this.acquireMs);
+        this.acquiring--;
         const lease = leases.get(mappingId);
-        if (lease && lease.owner !== null && lease.expiresAt > this.now) return Promise.resolve(undefined);
+        if (lease && lease.owner !== null && lease.expiresAt > this.now) return undefined;
         const token = Math.max(lease?.token ?? 0, floor ?? 0) + 1;
         leases.set(mappingId, { owner, token, expiresAt: this.now + this.ttlMs });
-        return Promise.resolve({ mappingId, token });
+        return { mappingId, token };
       },
       renewAll: (held: readonly Lease[]) => {
         alive();
@@ -163,6 +171,10 @@ class FakeRuns {
   readonly stops: string[] = [];
   failNext = new Map<string, Error[]>();
   hooks = new Map<string, MappingHooks>();
+  /** When set, a run asked to stop ends only once this resolves (a slow final flush). */
+  stopGate: Promise<void> | undefined;
+  /** Runs asked to stop and not yet stopped. */
+  stopping = 0;
   run = async (settings: MappingSettings, signal: AbortSignal, hooks: MappingHooks): Promise<void> => {
     this.starts.push(settings.mongoCollection);
     this.hooks.set(settings.id, hooks);
@@ -174,6 +186,9 @@ class FakeRuns {
         resolve();
       });
     });
+    this.stopping++;
+    await this.stopGate;
+    this.stopping--;
     this.stops.push(settings.mongoCollection);
   };
 }
@@ -634,6 +649,81 @@ describe('supervisor', () => {
       expect(rounds.filter((round) => !allowed(round))).toEqual([]);
     });
 
+    it('issue 12: mappings slow to stop on a handover hold up neither the renewals nor each other', async () => {
+      const leases = new MemoryLeases(1_000);
+      const store = new MemoryStore();
+      const first = instances(1, { leases, store });
+      const [one] = first.members as [(typeof first.members)[0]];
+      await eventually(() => {
+        expect(first.running(one)).toEqual(['a', 'b', 'c', 'd']);
+      });
+      const gate = deferred();
+      one.runs.stopGate = gate.promise;
+      const second = instances(1, { leases, store });
+      const [two] = second.members as [(typeof second.members)[0]];
+      // Both mappings handed over are stopping at once, not one after the other.
+      await eventually(() => {
+        expect(one.runs.stopping).toBe(2);
+      });
+      const renewals = () => leases.calls.filter((c) => c.startsWith('instance-0 renewAll')).length;
+      const before = renewals();
+      // Meanwhile the leases go on being renewed every tick (5 ms), those still stopping included.
+      await eventually(() => {
+        expect(renewals()).toBeGreaterThanOrEqual(before + 3);
+      });
+      expect(leases.calls.filter((c) => c.startsWith('instance-0 renewAll')).at(-1)).toBe(
+        'instance-0 renewAll 4',
+      );
+      gate.resolve();
+      await eventually(() => {
+        expect(first.running(one)).toHaveLength(2);
+        expect(second.running(two)).toHaveLength(2);
+      });
+      for (const m of [one, two]) m.controller.abort();
+      await Promise.all([one.done, two.done]);
+    });
+
+    it('issue 12: takes its share of leases several at a time, preferring whole databases', async () => {
+      const leases = new MemoryLeases(1_000);
+      leases.acquireMs = 10;
+      const alone = instances(1, { leases });
+      const [first] = alone.members as [(typeof alone.members)[0]];
+      await eventually(() => {
+        expect(alone.running(first)).toEqual(['a', 'b', 'c', 'd']);
+      });
+      expect(leases.maxAcquiring).toBe(4);
+      first.controller.abort();
+      await first.done;
+
+      // Two instances started together each take one database whole (a stream per database each), run after
+      // run: taken one mapping at a time at random, that happens a third of the time.
+      for (let run = 0; run < 5; run++) {
+        const store = new MemoryStore();
+        const shared = new MemoryLeases(1_000);
+        // Both alive from the start: neither takes in its first round, and then each its fair share of two.
+        for (const name of ['instance-0', 'instance-1']) shared.instances.set(name, 60_000);
+        const pair = instances(2, { store, leases: shared });
+        for (const [id, database] of [
+          ['a', 'x'],
+          ['b', 'x'],
+          ['c', 'y'],
+          ['d', 'y'],
+        ] as const)
+          store.docs.set(id, mapping(id, { mongo_database: database }));
+        const [one, two] = pair.members as [(typeof pair.members)[0], (typeof pair.members)[0]];
+        await eventually(() => {
+          expect(pair.running(one)).toHaveLength(2);
+          expect(pair.running(two)).toHaveLength(2);
+        });
+        expect([
+          ['a', 'b'],
+          ['c', 'd'],
+        ]).toContainEqual(pair.running(one));
+        for (const m of [one, two]) m.controller.abort();
+        await Promise.all([one.done, two.done]);
+      }
+    });
+
     it('issue 12: a lease handed over writes the state stopped with its fence before the lease is released', async () => {
       const leases = new MemoryLeases(1_000);
       const store = new MemoryStore();
@@ -725,7 +815,7 @@ describe('supervisor', () => {
       await first.done;
     });
 
-    it('issue 12: reports each lease round (heartbeat, renewals and rebalancing) with its time and the leases held', async () => {
+    it('issue 12: reports each lease round (heartbeat and renewals) with its time and the leases held', async () => {
       const leases = new MemoryLeases(1_000);
       leases.heartbeatMs = 20;
       const rounds: LeaseRound[] = [];
