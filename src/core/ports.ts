@@ -287,6 +287,8 @@ export interface SettingsStore {
   ): Promise<void>;
   /** The newest fencing token the mapping's writes carried (see LeaseStore); undefined when none did. */
   fenceOf(id: string, signal: AbortSignal): Promise<number | undefined>;
+  /** `fenceOf` for many mappings in a couple of round trips; a mapping without a token is left out. */
+  fencesOf(ids: readonly string[], signal: AbortSignal): Promise<ReadonlyMap<string, number>>;
 }
 
 /** A mapping this instance owns: `token` is its fencing token, greater than every earlier owner's. */
@@ -311,6 +313,14 @@ export interface LeaseStore {
    * token exceeds `floor` (the newest token the mapping's writes carried), even if the leases were reset.
    */
   tryAcquire(mappingId: string, floor: number | undefined, signal: AbortSignal): Promise<Lease | undefined>;
+  /**
+   * `tryAcquire` for many mappings in a few round trips whatever their number (a takeover of a dead
+   * instance's hundreds of leases must end well within the TTL); returns the leases taken.
+   */
+  tryAcquireAll(
+    requests: readonly { readonly mappingId: string; readonly floor: number | undefined }[],
+    signal: AbortSignal,
+  ): Promise<readonly Lease[]>;
   /**
    * Pushes the expiry of every one of `leases` back, in one round trip (plus one to tell which were lost when
    * some were); returns the mapping ids whose lease is still ours. A lease left out was taken by another

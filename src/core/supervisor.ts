@@ -104,8 +104,8 @@ const READY_STATES: ReadonlySet<MappingState> = new Set(['backfilling', 'streami
 export const DEFAULT_STOP_DEADLINE_MS = 120_000;
 
 const RETRY_BASE_MS = 1_000;
-/** Leases a rebalancing tries to take at once: round trips in parallel, within the bookkeeping pool. */
-const MAX_TAKES_AT_ONCE = 8;
+/** Leases a rebalancing asks for in one call (a bound on the size of one command, not on the share). */
+const MAX_TAKES_AT_ONCE = 500;
 const RETRY_MAX_MS = 60_000;
 
 /**
@@ -287,7 +287,8 @@ export class Supervisor {
 
   /**
    * `mayTake`: whether this round may take leases (not in a first round that found other instances). Stops,
-   * handovers and takes each go out together: one slow mapping does not hold up the others.
+   * handovers go out together (one slow mapping does not hold up the others), and leases are taken in one
+   * call (a few round trips, not a couple per lease).
    */
   async #rebalance(leases: LeaseStore, live: number, mayTake: boolean, signal: AbortSignal): Promise<void> {
     // Mappings whose lease was lost (or whose settings went away) stop here.
@@ -316,17 +317,19 @@ export class Supervisor {
     while (candidates.length > 0 && !signal.aborted) {
       const need = Math.min(fairShare - this.#held.size, MAX_TAKES_AT_ONCE);
       if (need <= 0) break;
-      const results = await Promise.allSettled(
-        candidates.splice(0, need).map((id) => this.#take(leases, id, signal)),
+      const asked = candidates.splice(0, need);
+      const floors = await this.#o.store.fencesOf(asked, signal);
+      const taken = await leases.tryAcquireAll(
+        asked.map((id) => ({ mappingId: id, floor: floors.get(id) })),
+        signal,
       );
-      const failed = results.find((r) => r.status === 'rejected');
-      if (failed) throw failed.reason;
+      for (const lease of taken) await this.#took(lease);
     }
   }
 
-  async #take(leases: LeaseStore, id: string, signal: AbortSignal): Promise<void> {
-    const lease = await leases.tryAcquire(id, await this.#o.store.fenceOf(id, signal), signal);
-    if (!lease) return;
+  /** Starts the mapping of a lease just taken, or gives the lease back when its settings went away. */
+  async #took(lease: Lease): Promise<void> {
+    const id = lease.mappingId;
     this.#held.set(id, lease);
     const desired = this.#desired.get(id);
     if (!desired) {

@@ -1,14 +1,17 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import {
+  type BulkWriteOptions,
   type Collection,
   type DeleteOptions,
   type Document,
   type FindOneAndUpdateOptions,
   type InsertOneOptions,
+  MongoBulkWriteError,
   MongoError,
   MongoNetworkError,
   type UpdateOptions,
+  type WriteError,
 } from 'mongodb';
 import { DEFAULT_LEASE_TTL_MS } from '../core/settings.js';
 import { type Lease, type LeaseStore } from '../core/ports.js';
@@ -176,6 +179,116 @@ export class MongoLeaseStore implements LeaseStore {
       token = raised;
     }
     return { mappingId, token };
+  }
+
+  tryAcquireAll(
+    requests: readonly { readonly mappingId: string; readonly floor: number | undefined }[],
+    stop: AbortSignal,
+  ): Promise<readonly Lease[]> {
+    return mongoBoundary(() => this.#tryAcquireAll(requests, stop));
+  }
+
+  /**
+   * One `updateMany` takes every free or expired lease asked for, marking them with a mark of this call
+   * (`takenBy`), and increments their tokens; one `find` tells which it took (the mark is ours, and no one
+   * else can take a lease within its TTL) and which do not exist yet; one unordered `insertMany` creates
+   * those, a duplicate key meaning another instance created it first. Only a lease whose token does not
+   * exceed its floor (leases wiped while the settings kept newer tokens) costs an update of its own.
+   */
+  async #tryAcquireAll(
+    requests: readonly { readonly mappingId: string; readonly floor: number | undefined }[],
+    stop: AbortSignal,
+  ): Promise<readonly Lease[]> {
+    stop.throwIfAborted();
+    if (requests.length === 0) return [];
+    const signal = this.#bounded(stop);
+    const now = this.#clock();
+    const expiresAt = new Date(now + this.ttlMs);
+    const mark = randomBytes(8).toString('hex');
+    const keys = requests.map((r) => mappingKey(r.mappingId));
+    await this.collection.updateMany(
+      { _id: { $in: keys }, $or: [{ owner: null }, { expiresAt: { $lte: new Date(now) } }] } as Document,
+      {
+        $set: { kind: 'mapping', owner: this.owner, expiresAt, acquiredAt: new Date(now), takenBy: mark },
+        $inc: { token: 1 },
+      },
+      withSignal<UpdateOptions>({}, signal),
+    );
+    const found = new Map(
+      (
+        await this.collection
+          .find({ _id: { $in: keys } } as Document, {
+            projection: { owner: 1, token: 1, takenBy: 1 },
+            signal,
+          })
+          .toArray()
+      ).map((doc) => [String(doc._id), doc]),
+    );
+    const taken: Lease[] = [];
+    const absent: Document[] = [];
+    for (const { mappingId, floor } of requests) {
+      const doc = found.get(mappingKey(mappingId));
+      if (doc === undefined) {
+        absent.push({
+          _id: mappingKey(mappingId),
+          kind: 'mapping',
+          owner: this.owner,
+          token: (floor ?? 0) + 1,
+          expiresAt,
+          acquiredAt: new Date(now),
+          takenBy: mark,
+        });
+        continue;
+      }
+      if (doc.takenBy !== mark || doc.owner !== this.owner) continue;
+      const token = tokenOf(doc);
+      if (token === undefined) continue;
+      const raised = await this.#aboveFloor(mappingId, token, floor, signal);
+      if (raised !== undefined) taken.push({ mappingId, token: raised });
+    }
+    if (absent.length > 0) {
+      const inserted = await this.#insertNew(absent, signal);
+      for (const doc of absent) {
+        if (inserted.has(String(doc._id))) {
+          taken.push({ mappingId: String(doc._id).slice('mapping:'.length), token: Number(doc.token) });
+        }
+      }
+    }
+    return taken;
+  }
+
+  /** The token of a lease just taken, raised above `floor` when it is not; undefined if lost meanwhile. */
+  async #aboveFloor(
+    mappingId: string,
+    token: number,
+    floor: number | undefined,
+    signal: AbortSignal,
+  ): Promise<number | undefined> {
+    if (floor === undefined || token > floor) return token;
+    const raised = floor + 1;
+    const result = await this.collection.updateOne(
+      { _id: mappingKey(mappingId), owner: this.owner, token } as Document,
+      { $set: { token: raised } },
+      withSignal<UpdateOptions>({}, signal),
+    );
+    return result.matchedCount === 0 ? undefined : raised;
+  }
+
+  /** Inserts new lease documents; returns the `_id`s inserted (a duplicate key: another instance was first). */
+  async #insertNew(docs: readonly Document[], signal: AbortSignal): Promise<ReadonlySet<string>> {
+    const all = new Set(docs.map((doc) => String(doc._id)));
+    try {
+      await this.collection.insertMany([...docs], withSignal<BulkWriteOptions>({ ordered: false }, signal));
+      return all;
+    } catch (error) {
+      if (!(error instanceof MongoBulkWriteError)) throw error;
+      const failures: readonly WriteError[] = Array.isArray(error.writeErrors)
+        ? (error.writeErrors as WriteError[])
+        : [error.writeErrors as WriteError];
+      if (failures.some((failure) => failure.code !== DUPLICATE_KEY)) throw error;
+      for (const failure of failures) all.delete(String(docs[failure.index]?._id));
+      return all;
+    }
   }
 
   renewAll(leases: readonly Lease[], stop: AbortSignal): Promise<ReadonlySet<string>> {

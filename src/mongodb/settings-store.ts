@@ -314,6 +314,42 @@ export class MongoSettingsStore implements SettingsStore {
     return tokens.length === 0 ? undefined : Math.max(...tokens);
   }
 
+  fencesOf(ids: readonly string[], stop: AbortSignal): Promise<ReadonlyMap<string, number>> {
+    return mongoBoundary(() => this.#fencesOf(ids, stop));
+  }
+
+  /** Two `find`s (the settings' `status.fence`, the checkpoints' `fence`) for every mapping asked about. */
+  async #fencesOf(ids: readonly string[], stop: AbortSignal): Promise<ReadonlyMap<string, number>> {
+    stop.throwIfAborted();
+    const signal = within(stop, this.#operationTimeoutMs);
+    const byKey = new Map<string, string>();
+    const documentIds: unknown[] = [];
+    for (const id of ids) {
+      const documentId = await this.#resolve(id, signal);
+      if (documentId === undefined) continue;
+      byKey.set(idKey(documentId), id);
+      documentIds.push(documentId);
+    }
+    const fences = new Map<string, number>();
+    if (documentIds.length === 0) return fences;
+    const [settings, checkpoints] = await Promise.all([
+      this.collection
+        .find({ _id: { $in: documentIds } } as Document, { projection: { status: 1 }, signal })
+        .toArray(),
+      this.checkpoints
+        .find({ _id: { $in: documentIds } } as Document, { projection: { fence: 1 }, signal })
+        .toArray(),
+    ]);
+    const note = (documentId: unknown, token: number | undefined) => {
+      const id = byKey.get(idKey(documentId));
+      if (id === undefined || token === undefined) return;
+      fences.set(id, Math.max(token, fences.get(id) ?? token));
+    };
+    for (const doc of settings) note(doc._id, storedFence(doc));
+    for (const doc of checkpoints) note(doc._id, tokenValue(doc.fence));
+    return fences;
+  }
+
   /** A write of the service's own fields; with `fence`, refused (FencedOutError) once a newer owner wrote. */
   async #update(signal: AbortSignal, id: string, update: Document, fence?: number): Promise<void> {
     const documentId = await this.#resolve(id, signal);
@@ -419,4 +455,9 @@ function withIds(documents: readonly Document[]): { id: string; document: Docume
 /** Closing a stream whose cursor is already gone (server restarted, client closed) has nothing left to do. */
 function ignoreCloseError(): void {
   // Deliberately swallowed: the stream is being discarded either way.
+}
+
+/** A settings document's `_id` as a map key: its canonical extended JSON (an ObjectId and a string differ). */
+function idKey(documentId: unknown): string {
+  return EJSON.stringify({ id: documentId }, { relaxed: false });
 }

@@ -100,6 +100,81 @@ describe('leases in MongoDB', () => {
     expect(holders.get('m3')).toMatchObject({ owner: null, token: 1 });
   });
 
+  it('issue 12: takes many leases in a few round trips: free, expired and new ones, never a live one of another', async () => {
+    const { leases } = collections();
+    const a = instance(leases, 'a');
+    const b = instance(leases, 'b');
+    // b holds m1 (live) and m2 (about to expire); m3 was released; m4 and m5 never existed.
+    expect(await b.store.tryAcquire('m1', undefined, signal)).toMatchObject({ token: 1 });
+    b.clock.now += 600;
+    expect(await b.store.renewAll([{ mappingId: 'm1', token: 1 }], signal)).toEqual(new Set(['m1']));
+    b.clock.now -= 600;
+    expect(await b.store.tryAcquire('m2', undefined, signal)).toMatchObject({ token: 1 });
+    expect(await b.store.tryAcquire('m3', undefined, signal)).toMatchObject({ token: 1 });
+    await b.store.release({ mappingId: 'm3', token: 1 });
+    a.clock.now += 1_001;
+    const commands: string[] = [];
+    const listen = (event: CommandStartedEvent) => commands.push(event.commandName);
+    client.on('commandStarted', listen);
+    let taken: readonly Lease[];
+    try {
+      taken = await a.store.tryAcquireAll(
+        ['m1', 'm2', 'm3', 'm4', 'm5'].map((mappingId) => ({
+          mappingId,
+          // m5's writes carried token 7 (the leases were wiped): its lease continues above it.
+          floor: mappingId === 'm5' ? 7 : undefined,
+        })),
+        signal,
+      );
+    } finally {
+      client.off('commandStarted', listen);
+    }
+    expect([...taken].sort((x, y) => x.mappingId.localeCompare(y.mappingId))).toEqual([
+      { mappingId: 'm2', token: 2 },
+      { mappingId: 'm3', token: 2 },
+      { mappingId: 'm4', token: 1 },
+      { mappingId: 'm5', token: 8 },
+    ]);
+    // One update for the existing leases, one find to tell which it took, one insert for the new ones.
+    expect(commands).toEqual(['update', 'find', 'insert']);
+    const holders = await a.store.holders();
+    expect(holders.get('m1')).toMatchObject({ owner: 'b', token: 1 });
+    for (const id of ['m2', 'm3', 'm4', 'm5']) expect(holders.get(id)?.owner).toBe('a');
+    // Taken: b can neither take them back nor renew the one it had.
+    expect(await b.store.renewAll([{ mappingId: 'm2', token: 1 }], signal)).toEqual(new Set());
+    expect(await b.store.tryAcquireAll([{ mappingId: 'm4', floor: undefined }], signal)).toEqual([]);
+  });
+
+  it('issue 12: two instances taking the same leases at once never both get one', async () => {
+    const { leases } = collections();
+    const a = instance(leases, 'a');
+    const b = instance(leases, 'b');
+    const ids = Array.from({ length: 40 }, (_, i) => `m${String(i)}`);
+    // Half of them exist (released), half are new: both paths race.
+    for (const id of ids.slice(0, 20)) {
+      const lease = await a.store.tryAcquire(id, undefined, signal);
+      if (lease) await a.store.release(lease);
+    }
+    const requests = ids.map((mappingId) => ({ mappingId, floor: undefined }));
+    const [byA, byB] = await Promise.all([
+      a.store.tryAcquireAll(requests, signal),
+      b.store.tryAcquireAll([...requests].reverse(), signal),
+    ]);
+    const owners = new Map<string, string>();
+    for (const [owner, taken] of [
+      ['a', byA],
+      ['b', byB],
+    ] as const) {
+      for (const lease of taken) {
+        expect(owners.get(lease.mappingId)).toBeUndefined();
+        owners.set(lease.mappingId, owner);
+      }
+    }
+    expect(owners.size).toBe(40);
+    const holders = await a.store.holders();
+    for (const [id, owner] of owners) expect(holders.get(id)?.owner).toBe(owner);
+  });
+
   it('counts the live instances from their heartbeats', async () => {
     const { leases } = collections();
     const a = instance(leases, 'a');
@@ -164,5 +239,8 @@ describe('fenced writes of a mapping', () => {
     expect(doc?.status).toMatchObject({ state: 'streaming', fence: 2 });
     expect(doc?.columns).toBeUndefined();
     expect(await store.fenceOf('orders', signal)).toBe(2);
+    // Many at once: the newest of the settings' and the checkpoint's; one without a token is left out.
+    await settings.insertOne({ _id: 'customers', mongo_collection: 'customers' } as Document);
+    expect(await store.fencesOf(['orders', 'customers', 'gone'], signal)).toEqual(new Map([['orders', 2]]));
   });
 });
