@@ -131,3 +131,37 @@ export function stageEnv(stage: readonly DockerInstruction[]): Record<string, st
   }
   return env;
 }
+
+/** The metric names a PromQL expression selects, or why it does not parse. */
+export type PromqlVerdict = { readonly names: readonly string[] } | { readonly error: string };
+
+// Walks promql-parser's tree down to the vector selectors (a range vector holds one, as `vector_selector`).
+const PROMQL_NAMES_SCRIPT = `
+import json, sys, promql_parser
+CHILDREN = ('lhs', 'rhs', 'expr', 'param', 'args', 'vector_selector')
+def names(node, out):
+    if type(node).__name__ == 'VectorSelector':
+        out.append(node.name or '')
+        return
+    for attribute in CHILDREN:
+        value = getattr(node, attribute, None)
+        for child in (value if isinstance(value, list) else [value]):
+            if child is not None and not isinstance(child, (str, int, float, bool)):
+                names(child, out)
+verdicts = []
+for expr in json.load(sys.stdin):
+    try:
+        found = []
+        names(promql_parser.parse(expr), found)
+        verdicts.append({'names': found})
+    except Exception as error:
+        verdicts.append({'error': str(error)})
+print(json.dumps(verdicts))
+`;
+
+/** Parses each expression with promql-parser (the linters' venv), Prometheus's own grammar. */
+export function promqlMetricNames(exprs: readonly string[]): PromqlVerdict[] {
+  const result = runTool(linters().python, ['-c', PROMQL_NAMES_SCRIPT], JSON.stringify(exprs));
+  if (result.status !== 0) throw new Error(`promql-parser failed: ${result.output}`);
+  return JSON.parse(result.stdout) as PromqlVerdict[];
+}
