@@ -84,6 +84,18 @@ describe('the command line (issue 13)', () => {
   });
 });
 
+describe('the exit codes', () => {
+  it('docs/operations.md lists the same exit codes as --help, word for word', () => {
+    const docs = readFileSync('docs/operations.md', 'utf8');
+    const section = docs.slice(
+      docs.indexOf('## Exit codes'),
+      docs.indexOf('\n## ', docs.indexOf('## Exit codes')),
+    );
+    const listed = [...section.matchAll(/^- `(\d)` (.*)$/gm)].map(([, code, meaning]) => [code, meaning]);
+    expect(listed).toEqual(Object.entries(EXIT_MEANINGS));
+  });
+});
+
 describe('configKeys', () => {
   it('asks the schema whether a key is required and what it defaults to, so the help follows the schema', () => {
     const shape = {
