@@ -72,8 +72,8 @@ describe('the command line (issue 13)', () => {
     for (const help of [top.stdout, run.stdout]) {
       for (const key of Object.keys(bootstrapSchema.shape))
         expect(help).toMatch(new RegExp(`^ {2}${key} `, 'm'));
-      expect(help).toMatch(/^ {2}MONGO_CLIENT +required$/m);
-      expect(help).toMatch(/^ {2}METRICS_PORT +default 9464$/m);
+      expect(help).toMatch(/^ {2}MONGO_CLIENT +required\b/m);
+      expect(help).toMatch(/^ {2}METRICS_PORT +default 9464\b/m);
       expect(help).toContain('docs/settings.md');
       expect(help).toContain('Environment:\n');
       expect(help).toContain('GOOGLE_APPLICATION_CREDENTIALS');
