@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CommanderError, type Command } from 'commander';
@@ -138,8 +138,15 @@ describe('packageInfo', () => {
     mkdirSync(join(root, 'dist', 'src', 'cli'), { recursive: true });
     writeFileSync(join(root, 'dist', 'package.json'), JSON.stringify({ type: 'module' }));
     mkdirSync(join(root, 'src', 'cli'), { recursive: true });
-    for (const dir of [join(root, 'src', 'cli'), join(root, 'dist', 'src', 'cli')]) {
-      expect(packageInfo(dir)).toEqual({ version: '9.8.7', homepage: 'https://github.com/example/project' });
+    try {
+      for (const dir of [join(root, 'src', 'cli'), join(root, 'dist', 'src', 'cli')]) {
+        expect(packageInfo(dir)).toEqual({
+          version: '9.8.7',
+          homepage: 'https://github.com/example/project',
+        });
+      }
+    } finally {
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });
