@@ -5,6 +5,15 @@ import { scrubText } from '../observability/logger.js';
 /** Exit codes: 0 done, 1 failure, 2 configuration error (as the original service's users expect of a CLI). */
 export const EXIT = { ok: 0, failure: 1, config: 2 } as const;
 
+/** What each exit code tells an operator or a script; `--help` prints this table, the one place it is kept. */
+export const EXIT_MEANINGS: Readonly<Record<(typeof EXIT)[keyof typeof EXIT], string>> = {
+  [EXIT.ok]: 'done: every check passed (validate), or the daemon stopped cleanly on SIGTERM or SIGINT (run)',
+  [EXIT.failure]:
+    'failure: a check failed, MongoDB or BigQuery could not be reached or refused, a stop took longer than 30 s, or a second signal came',
+  [EXIT.config]:
+    'configuration error: a key is missing or invalid, a name is not legal in MongoDB or BigQuery, or the command line is wrong; nothing was started',
+};
+
 export interface GlobalOptions {
   readonly config?: string;
 }

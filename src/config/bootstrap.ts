@@ -59,7 +59,8 @@ const workerThreadsSetting = z.union(
   { error: workerThreadsError },
 );
 
-const bootstrapSchema = z.object({
+/** Every key of config.json (and the environment): `--help` lists them from here, so the two stay in step. */
+export const bootstrapSchema = z.object({
   MONGO_CLIENT: z
     .string()
     .min(1)
