@@ -126,5 +126,26 @@ describe('status of a running daemon', () => {
     const [header, row] = table.stdout.trimEnd().split('\n');
     expect(header).toMatch(/^MAPPING +STATE +LAG +BACKFILL/);
     expect(row).toMatch(/^items +streaming +\d+s +- /);
+
+    // --watch: a report every interval until stopped (Ctrl-C aborts the same signal), one JSON line each.
+    const stop = new AbortController();
+    const lines: string[] = [];
+    const startedAt = Date.now();
+    const code = await showStatus(
+      config(),
+      { json: true, watch: '0.5' },
+      {
+        write: (chunk) => {
+          lines.push(chunk);
+          if (lines.length === 3) stop.abort();
+        },
+      },
+      stop.signal,
+    );
+    expect(code).toBe(0);
+    expect(lines).toHaveLength(3);
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(1_000);
+    const times = lines.map((line) => Date.parse((JSON.parse(line) as StatusReport).generatedAt));
+    expect((times[2] ?? 0) - (times[0] ?? 0)).toBeGreaterThanOrEqual(1_000);
   }, 240_000);
 });
