@@ -81,10 +81,16 @@ function positionTime(checkpoint: Document | undefined): number | undefined {
   return bsonKind(time) === 'Timestamp' ? toClusterTime(time).t * 1_000 : undefined;
 }
 
+/** Documents per second between an earlier read and now; undefined without one, or after a restart. */
+function rateOf(copied: number, now: number, earlier: EarlierCount | undefined): number | undefined {
+  if (!earlier || now <= earlier.at || copied < earlier.copied) return undefined;
+  return (copied - earlier.copied) / ((now - earlier.at) / 1_000);
+}
+
 /**
- * The progress of the checkpoint's backfill, when one is under way. The rate is the change of `copied`
- * since `earlier` (a previous read of `--watch`) when there is one, otherwise the rate the owner reported
- * in the status while `backfilling` (in another state it would be a stale one); the ETA follows from it.
+ * The progress of the checkpoint's backfill, when one is under way. While the mapping is `backfilling`, the
+ * rate is the change of `copied` since `earlier` (a previous read of `--watch`) when there is one,
+ * otherwise the rate the owner reported; in another state there is none. The ETA follows from the rate.
  */
 export function backfillOverview(
   status: Document | undefined,
@@ -98,15 +104,11 @@ export function backfillOverview(
   const estimated = count(backfill.estimated) ?? count(status?.backfillEstimated);
   const { percent } = estimateBackfill({ copied, estimated, elapsedSeconds: 0 });
   const backfilling = status?.state === 'backfilling';
-  let rate: number | undefined;
-  if (earlier && now > earlier.at && copied >= earlier.copied) {
-    rate = (copied - earlier.copied) / ((now - earlier.at) / 1_000);
-  } else if (backfilling) {
-    rate = count(status.backfillRate);
-  }
+  // Stopped, retrying or failed: a rate would be a stale one, or the zero of a copy that does not run.
+  const rate = backfilling ? (rateOf(copied, now, earlier) ?? count(status.backfillRate)) : undefined;
   const remaining = estimated === undefined ? 0 : estimated - copied;
   const etaSeconds =
-    rate !== undefined && rate > 0 && remaining > 0 && backfilling ? Math.ceil(remaining / rate) : undefined;
+    rate !== undefined && rate > 0 && remaining > 0 ? Math.ceil(remaining / rate) : undefined;
   const ranges: unknown = backfill.ranges;
   const split = Array.isArray(ranges) && ranges.length > 0 ? (ranges as unknown[]) : undefined;
   return {

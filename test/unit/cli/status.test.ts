@@ -110,6 +110,20 @@ describe('status: backfill progress (issue 13)', () => {
       at: T0,
     });
     expect(overview).toMatchObject({ docsPerSecond: 2_000, etaSeconds: 35 });
+    // A copy that stands still: 0/s and no ETA; one that restarted (fewer copied): the reported rate.
+    expect(
+      backfillOverview(status, backfilling(30_000, 100_000), T0 + 2_000, { copied: 30_000, at: T0 }),
+    ).toMatchObject({ docsPerSecond: 0, etaSeconds: null });
+    expect(
+      backfillOverview(status, backfilling(10_000, 100_000), T0 + 2_000, { copied: 30_000, at: T0 }),
+    ).toMatchObject({ docsPerSecond: 500 });
+    // Not backfilling now (retrying): no rate from the two reads either.
+    expect(
+      backfillOverview({ state: 'retrying' }, backfilling(30_000, 100_000), T0 + 2_000, {
+        copied: 0,
+        at: T0,
+      }),
+    ).toMatchObject({ docsPerSecond: null, etaSeconds: null });
   });
 
   it('issue 13: without an estimate no percent or ETA; without a rate no ETA; not backfilling now, no stale rate or ETA', () => {
