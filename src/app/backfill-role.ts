@@ -425,6 +425,9 @@ class BackfillCopy {
         percent: shown.percent === undefined ? undefined : Math.round(shown.percent * 10) / 10,
         docsPerSecond: shown.rate === undefined ? undefined : Math.round(shown.rate),
         etaSeconds: shown.etaSeconds,
+        // Named as in `status --json`: a copy past its estimate says here how much is left.
+        rangesDone: this.#copies.filter((copy) => copy.watermark.position?.done === true).length,
+        ranges: this.#copies.length,
       },
       'backfill progress',
     );

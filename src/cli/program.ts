@@ -139,10 +139,22 @@ export function buildProgram(): Command {
   program
     .command('status')
     .description(
-      'one line per mapping: state, lag, last checkpoint, instance holding its lease, last failure',
+      'one row per mapping: state, lag, backfill copied/estimated/percent/rate/ETA, lease holder, last status update, last failure',
+    )
+    .option(
+      '--json',
+      'print one JSON document ({settings, generatedAt, mappings: [...]}) instead of the table',
+    )
+    .option(
+      '--watch [seconds]',
+      'redraw every so many seconds (default 2) until Ctrl-C; the backfill rate then comes from the change between redraws',
     )
     .addHelpText('after', `\n${exitCodesHelp()}`)
-    .action(action(() => statusCommand(globals())));
+    .action(
+      action((options: { json?: boolean; watch?: boolean | string }) =>
+        statusCommand({ ...globals(), ...options }),
+      ),
+    );
 
   program
     .command('demo')

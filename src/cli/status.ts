@@ -1,124 +1,166 @@
-import { type Document } from 'mongodb';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type MongoClient } from 'mongodb';
 import { connectMongo } from '../app/archiver.js';
+import { type BootstrapConfig } from '../config/bootstrap.js';
 import { settingsIdString } from '../core/settings.js';
+import { ConfigError } from '../errors.js';
 import { checkpointsCollectionName } from '../mongodb/checkpoint-store.js';
 import { MongoLeaseStore } from '../mongodb/lease-store.js';
-import { bsonKind, isDocument } from '../base/bson-kind.js';
-import { toClusterTime } from '../mongodb/change-event.js';
-import { estimateBackfill, formatDuration } from '../core/progress.js';
 import { EXIT, loadConfig, type GlobalOptions } from './common.js';
+import {
+  DEFAULT_TERMINAL_COLUMNS,
+  mappingOverview,
+  renderStatusTable,
+  type EarlierCount,
+  type MappingOverview,
+} from './status-view.js';
 
-function field(doc: Document | undefined, key: string): unknown {
-  return doc?.[key];
+/** Seconds between two redraws of `status --watch` when no number is given. */
+export const DEFAULT_WATCH_SECONDS = 2;
+
+export interface StatusOptions extends GlobalOptions {
+  /** One JSON document (a line per redraw with `watch`) instead of the table. */
+  readonly json?: boolean;
+  /** Redraw every so many seconds until interrupted; `true`: every DEFAULT_WATCH_SECONDS. */
+  readonly watch?: boolean | string;
+}
+
+/** What `status --json` prints: where the settings are, when it was read, and every mapping. */
+export interface StatusReport {
+  /** `<SETTINGS_DATABASE>.<SETTINGS_COLLECTION>` */
+  readonly settings: string;
+  readonly generatedAt: string;
+  readonly mappings: readonly MappingOverview[];
+}
+
+/** Where `status` writes: the table or the JSON, and whether it may clear the screen between redraws. */
+export interface StatusOutput {
+  write(text: string): void;
+  /** A terminal: `--watch` clears it before each redraw. */
+  readonly isTTY?: boolean;
+  readonly columns?: number;
 }
 
 /**
- * Where a mapping's checkpoint stands: the cluster time its change stream resumes after (the stream runs
- * during a backfill too, whose progress `backfillFields` shows), or, before the stream saved one, the
- * backfill's progress.
+ * Reads every mapping's settings document, checkpoint and lease holder, and makes the overview at `now`.
+ * `earlier` holds the backfill counts of the previous read (`--watch`), for the rate between the two.
  */
-export function positionOf(checkpoint: Document | undefined): string {
-  const position: unknown = checkpoint?.position;
-  const time: unknown = isDocument(position) ? position.clusterTime : undefined;
-  if (bsonKind(time) !== 'Timestamp') {
-    const backfill: unknown = checkpoint?.backfill;
-    if (isDocument(backfill) && backfill.done !== true) {
-      return `backfill:${typeof backfill.copied === 'number' ? backfill.copied : 0}`;
-    }
-    return '-';
-  }
-  const at = new Date(toClusterTime(time).t * 1_000).toISOString();
-  return isDocument(position) && position.invalidate === true ? `${at}(after a drop)` : at;
+export async function readStatus(
+  mongo: MongoClient,
+  config: Pick<BootstrapConfig, 'SETTINGS_DATABASE' | 'SETTINGS_COLLECTION'>,
+  now: () => number = Date.now,
+  earlier?: ReadonlyMap<string, EarlierCount>,
+): Promise<StatusReport> {
+  const db = mongo.db(config.SETTINGS_DATABASE);
+  const [docs, checkpoints, holders] = await Promise.all([
+    db.collection(config.SETTINGS_COLLECTION).find({}).toArray(),
+    db.collection(checkpointsCollectionName(config.SETTINGS_COLLECTION)).find({}).toArray(),
+    new MongoLeaseStore(db.collection(`${config.SETTINGS_COLLECTION}_leases`)).holders(),
+  ]);
+  const byId = new Map(checkpoints.map((doc) => [settingsIdString(doc._id), doc]));
+  const at = now();
+  return {
+    settings: `${config.SETTINGS_DATABASE}.${config.SETTINGS_COLLECTION}`,
+    generatedAt: new Date(at).toISOString(),
+    mappings: docs.map((settings) => {
+      const id = settingsIdString(settings._id);
+      return mappingOverview(
+        { settings, checkpoint: byId.get(id), holder: holders.get(id)?.owner },
+        at,
+        earlier?.get(id),
+      );
+    }),
+  };
 }
 
-function count(value: unknown): number | undefined {
-  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : undefined;
+/** The report as `status` prints it: the table, or one line of JSON. */
+export function renderStatus(
+  report: StatusReport,
+  json: boolean,
+  columns = DEFAULT_TERMINAL_COLUMNS,
+): string {
+  if (json) return `${JSON.stringify(report)}\n`;
+  if (report.mappings.length === 0) return `no mappings in ${report.settings}\n`;
+  return `${renderStatusTable(report.mappings, Date.parse(report.generatedAt), columns).join('\n')}\n`;
+}
+
+/** `--watch`'s interval in milliseconds; undefined without `--watch`. */
+export function watchIntervalMs(watch: StatusOptions['watch']): number | undefined {
+  if (watch === undefined || watch === false) return undefined;
+  if (watch === true) return DEFAULT_WATCH_SECONDS * 1_000;
+  const seconds = Number(watch);
+  if (!Number.isFinite(seconds) || seconds < 0.5 || seconds > 3_600) {
+    throw new ConfigError(`--watch: expected seconds between 0.5 and 3600, got ${JSON.stringify(watch)}`);
+  }
+  return Math.round(seconds * 1_000);
 }
 
 /**
- * The progress of a backfill under way, as `key=value` fields: documents copied over the estimated total
- * with the percent, the rate and the ETA (while the mapping is `backfilling`: in another state they are
- * the last ones reported, not current), and the ranges done when the copy was split. Copied and estimated
- * come from the checkpoint (what survives a restart), the rate and ETA from the status the owner reports.
- * Nothing when no backfill is under way.
+ * Prints the status once, or with `--watch` every interval until `signal` aborts (the rate of a backfill
+ * then comes from the change between two reads). Clears a terminal before each redraw; JSON is a line a read.
  */
-export function backfillFields(status: Document | undefined, checkpoint: Document | undefined): string[] {
-  const backfill: unknown = checkpoint?.backfill;
-  if (!isDocument(backfill) || backfill.done === true) return [];
-  const copied = count(backfill.copied) ?? count(field(status, 'backfillCopied')) ?? 0;
-  const estimated = count(backfill.estimated) ?? count(field(status, 'backfillEstimated'));
-  const { percent } = estimateBackfill({ copied, estimated, elapsedSeconds: 0 });
-  const fields = [
-    `backfill=${String(copied)}/${estimated === undefined ? '?' : String(estimated)}` +
-      (percent === undefined ? '' : `(${percent.toFixed(1)}%)`),
-  ];
-  if (field(status, 'state') === 'backfilling') {
-    const rate = count(field(status, 'backfillRate'));
-    const eta = count(field(status, 'backfillEtaSeconds'));
-    fields.push(`rate=${rate === undefined ? '-' : `${rate.toFixed(0)}/s`}`);
-    fields.push(`eta=${eta === undefined ? '-' : formatDuration(eta)}`);
-  }
-  const ranges: unknown = backfill.ranges;
-  if (Array.isArray(ranges) && ranges.length > 0) {
-    const done = ranges.filter((range) => isDocument(range) && range.done === true).length;
-    fields.push(`ranges=${String(done)}/${String(ranges.length)}`);
-  }
-  return fields;
-}
-
-/**
- * One line per mapping: state, lag, last checkpoint and where it resumes, the progress of a backfill under
- * way, the instance holding its lease, last failure (read from the settings documents, the checkpoints and
- * the leases).
- */
-export async function statusCommand(options: GlobalOptions): Promise<number> {
-  const config = loadConfig(options);
+export async function showStatus(
+  config: BootstrapConfig,
+  options: Pick<StatusOptions, 'json' | 'watch'>,
+  out: StatusOutput,
+  signal?: AbortSignal,
+): Promise<number> {
+  const interval = watchIntervalMs(options.watch);
+  const json = options.json === true;
   const mongo = connectMongo(config);
   try {
     await mongo.connect();
-    const docs = await mongo
-      .db(config.SETTINGS_DATABASE)
-      .collection(config.SETTINGS_COLLECTION)
-      .find({})
-      .toArray();
-    const checkpoints = new Map(
-      (
-        await mongo
-          .db(config.SETTINGS_DATABASE)
-          .collection(checkpointsCollectionName(config.SETTINGS_COLLECTION))
-          .find({})
-          .toArray()
-      ).map((doc) => [settingsIdString(doc._id), doc]),
-    );
-    const holders = await new MongoLeaseStore(
-      mongo.db(config.SETTINGS_DATABASE).collection(`${config.SETTINGS_COLLECTION}_leases`),
-    ).holders();
-    if (docs.length === 0)
-      console.log(`no mappings in ${config.SETTINGS_DATABASE}.${config.SETTINGS_COLLECTION}`);
-    for (const doc of docs) {
-      const status: unknown = doc.status;
-      const s = isDocument(status) ? status : undefined;
-      const lag = field(s, 'lagSeconds');
-      const saved = checkpoints.get(settingsIdString(doc._id));
-      // The checkpoints collection is authoritative; the settings document's copy may have been edited away.
-      const checkpoint = field(saved, 'updatedAt') ?? field(s, 'lastCheckpointAt');
-      const failure = field(doc, 'lastFailure');
-      console.log(
-        [
-          settingsIdString(doc._id),
-          `${String(doc.mongo_database)}.${String(doc.mongo_collection)} -> ${String(doc.bigquery_table)}`,
-          `state=${typeof field(s, 'state') === 'string' ? String(field(s, 'state')) : 'unknown'}`,
-          `lag=${typeof lag === 'number' ? `${lag}s` : '-'}`,
-          `checkpoint=${checkpoint instanceof Date ? checkpoint.toISOString() : '-'}`,
-          `position=${positionOf(saved)}`,
-          ...backfillFields(s, saved),
-          `owner=${holders.get(settingsIdString(doc._id))?.owner ?? '-'}`,
-          `lastFailure=${typeof failure === 'string' ? JSON.stringify(failure) : '-'}`,
-        ].join('  '),
+    let earlier: Map<string, EarlierCount> | undefined;
+    for (;;) {
+      const report = await readStatus(mongo, config, Date.now, earlier);
+      let text = renderStatus(report, json, out.columns ?? DEFAULT_TERMINAL_COLUMNS);
+      if (interval !== undefined && !json) {
+        const title = `${report.settings} at ${report.generatedAt}, every ${String(interval / 1_000)}s (Ctrl-C to stop)\n`;
+        text = `${out.isTTY === true ? '\x1b[H\x1b[2J' : '\n'}${title}${text}`;
+      }
+      out.write(text);
+      if (interval === undefined || signal?.aborted === true) return EXIT.ok;
+      const at = Date.parse(report.generatedAt);
+      earlier = new Map(
+        report.mappings.flatMap((m) =>
+          m.backfill ? [[m.id, { copied: m.backfill.copied, at }] as const] : [],
+        ),
       );
+      try {
+        await sleep(interval, undefined, signal ? { signal } : {});
+      } catch {
+        return EXIT.ok;
+      }
     }
-    return EXIT.ok;
   } finally {
     await mongo.close();
+  }
+}
+
+/**
+ * `status`: one aligned row per mapping (state, lag, backfill progress, holder, last failure), or with
+ * `--json` one JSON document; `--watch` redraws until Ctrl-C.
+ */
+export async function statusCommand(options: StatusOptions): Promise<number> {
+  const config = loadConfig(options);
+  watchIntervalMs(options.watch);
+  const stop = new AbortController();
+  const onSignal = () => {
+    stop.abort();
+  };
+  process.once('SIGINT', onSignal);
+  try {
+    return await showStatus(
+      config,
+      options,
+      {
+        write: (text) => process.stdout.write(text),
+        isTTY: process.stdout.isTTY,
+        columns: process.stdout.columns,
+      },
+      stop.signal,
+    );
+  } finally {
+    process.off('SIGINT', onSignal);
   }
 }

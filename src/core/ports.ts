@@ -237,8 +237,6 @@ export type MappingState = (typeof MAPPING_STATES)[number];
 
 export interface MappingStatus {
   readonly state: MappingState;
-  /** Seconds between now and the cluster time of the last checkpointed change. */
-  readonly lagSeconds?: number;
   readonly lastCheckpointAt?: Date;
   readonly eventsRead?: number;
   readonly rowsWritten?: number;

@@ -52,6 +52,7 @@ export const SERVICE_WRITTEN_FIELDS: ReadonlySet<string> = new Set([
   INFERRED_COLUMNS_FIELD,
   'lastChangeId',
   'lastFailure',
+  'lastFailureAt',
   'status',
 ]);
 

@@ -31,7 +31,6 @@ import { type ColumnsOrigin, type ColumnSpec } from '../schema/types.js';
 const UNWATCHABLE_DATABASES: ReadonlySet<string> = new Set(['admin', 'local', 'config']);
 
 const STATUS_FIELDS = [
-  'lagSeconds',
   'lastCheckpointAt',
   'eventsRead',
   'rowsWritten',
@@ -225,8 +224,11 @@ export class MongoSettingsStore implements SettingsStore {
       within(undefined, this.#operationTimeoutMs),
       id,
       message === null
-        ? { $unset: { lastFailure: '' }, ...(fence !== undefined && { $set: fencedSet({}, fence) }) }
-        : { $set: fencedSet({ lastFailure: message }, fence) },
+        ? {
+            $unset: { lastFailure: '', lastFailureAt: '' },
+            ...(fence !== undefined && { $set: fencedSet({}, fence) }),
+          }
+        : { $set: fencedSet({ lastFailure: message, lastFailureAt: new Date() }, fence) },
       fence,
     );
   }

@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoClient, type Document, type Timestamp } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
+import { type StatusReport } from '../../../src/cli/status.js';
 import { emulatorClients } from '../support/bigquery-clients.js';
 import {
   daemonEnv,
@@ -243,18 +244,18 @@ describe('several instances sharing the mappings through leases', () => {
     expect(checkpointDocs).toHaveLength(settings.length);
     for (const doc of checkpointDocs) expect(Number(doc.fence)).toBe(after.get(String(doc._id))?.token);
     // `status` names the owner of each mapping.
-    const status = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts', 'status'], {
+    const status = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts', 'status', '--json'], {
       env: { ...process.env, ...daemonEnv(DATASET, SETTINGS_DB) },
       encoding: 'utf8',
     });
     expect(status.status).toBe(0);
-    const lines = status.stdout.trim().split('\n');
-    expect(lines).toHaveLength(MAPPINGS.length);
-    for (const line of lines) {
-      expect(line).toContain('state=streaming');
+    const { mappings } = JSON.parse(status.stdout) as StatusReport;
+    expect(mappings).toHaveLength(MAPPINGS.length);
+    for (const mapping of mappings) {
+      expect(mapping.state).toBe('streaming');
       // Where it resumes, from the checkpoints collection.
-      expect(line).toMatch(/ position=\d{4}-\d\d-\d\dT/);
-      const owner = /owner=\S+\/(\d+)\//.exec(line)?.[1];
+      expect(mapping.position).toMatch(/^\d{4}-\d\d-\d\dT/);
+      const owner = /^\S+\/(\d+)\//.exec(mapping.holder ?? '')?.[1];
       expect([String(b.child.pid), String(c.child.pid)]).toContain(owner);
     }
     const bLog = b.output();

@@ -156,13 +156,14 @@ describe('MongoDB settings store', () => {
       state: 'retrying',
       message: 'BigQuery said 503',
       eventsRead: 10,
-      lagSeconds: 1.5,
     });
     await store.reportStatus(id, { state: 'streaming', rowsWritten: 5 });
     await store.reportFailure(id, 'BigQuery said 503');
     await store.saveColumns(id, [{ name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true }]);
     const failed = await store.collection.findOne({ _id: insertedId });
+    // issue 13: with its time, which `status` shows next to it.
     expect(failed).toMatchObject({ ...mapping, lastFailure: 'BigQuery said 503' });
+    expect(failed?.lastFailureAt).toBeInstanceOf(Date);
     await store.reportFailure(id, null);
 
     const document = await store.collection.findOne({ _id: insertedId });
@@ -170,9 +171,10 @@ describe('MongoDB settings store', () => {
       ...mapping,
       lastChangeId: { _data: '8265A1B2C3000000012B' },
       columns: [{ name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true }],
-      status: { state: 'streaming', eventsRead: 10, lagSeconds: 1.5, rowsWritten: 5 },
+      status: { state: 'streaming', eventsRead: 10, rowsWritten: 5 },
     });
     expect(document).not.toHaveProperty('lastFailure');
+    expect(document).not.toHaveProperty('lastFailureAt');
     // The message belonged to the `retrying` state.
     expect(document?.status).not.toHaveProperty('message');
     expect(document?.status).toHaveProperty('updatedAt', expect.any(Date));

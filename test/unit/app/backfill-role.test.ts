@@ -251,6 +251,8 @@ describe('backfill role (issue 11 Build 3 and 5)', () => {
     expect(Object.keys(progress[0] ?? {})).toEqual(
       expect.arrayContaining(['copied', 'percent', 'docsPerSecond', 'etaSeconds']),
     );
+    // issue 13: the ranges done, named as in `status --json` (one range here, done only at the end).
+    expect(progress[0]).toMatchObject({ rangesDone: 0, ranges: 1 });
     // The status hook sees the same: copied over the estimate, this run's rate and the time left.
     expect(shown.at(-1)).toMatchObject({ copied: 100, estimated: 100, percent: 100 });
     expect(shown[0]).toMatchObject({ copied: 10, estimated: 100, percent: 10 });

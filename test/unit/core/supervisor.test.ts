@@ -301,7 +301,7 @@ describe('supervisor', () => {
     const a = store.docs.get('a') ?? {};
     a.lastFailure = 'boom';
     a.lastChangeId = { _data: '82' };
-    a.status = { state: 'streaming', lagSeconds: 1 };
+    a.status = { state: 'streaming', eventsRead: 1 };
     const columns = parseColumnSpecs([
       { name: '_id', type: 'STRING', mongo_field: '_id', primary_key: true },
     ]).columns;

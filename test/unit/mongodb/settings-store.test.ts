@@ -40,6 +40,9 @@ describe('settings change stream filter (defect 3: the service restarted on its 
     ).toBe(false);
     expect(isConfigurationChange(update({ lastFailure: 'BigQuery said 503' }))).toBe(false);
     expect(isConfigurationChange(update({}, ['lastFailure', 'status.message']))).toBe(false);
+    // issue 13: a failure is written with its time; neither wakes the supervisor as an edit would.
+    expect(isConfigurationChange(update({ lastFailure: 'x', lastFailureAt: new Date() }))).toBe(false);
+    expect(isConfigurationChange(update({}, ['lastFailure', 'lastFailureAt']))).toBe(false);
     expect(
       isConfigurationChange(update({ 'columns.3': { name: 'n', type: 'INTEGER' } }, [], ['columns'])),
     ).toBe(false);

@@ -1,0 +1,246 @@
+import { type Document } from 'mongodb';
+import { bsonKind, isDocument } from '../base/bson-kind.js';
+import { settingsIdString } from '../core/settings.js';
+import { estimateBackfill, formatDuration } from '../core/progress.js';
+import { toClusterTime } from '../mongodb/change-event.js';
+
+/** A backfill under way, as `status` shows it; a field is null where there is no basis for it. */
+export interface BackfillOverview {
+  /** Documents copied so far, earlier runs of the same backfill included (the checkpoint's count). */
+  readonly copied: number;
+  /** The collection's estimated count when the backfill started. */
+  readonly estimated: number | null;
+  readonly percent: number | null;
+  /** Documents per second: between two reads of `status --watch`, else as the owner last reported it. */
+  readonly docsPerSecond: number | null;
+  /** Seconds until the estimate is reached at that rate. */
+  readonly etaSeconds: number | null;
+  /** Ranges done and ranges in all, when the copy was split. */
+  readonly rangesDone: number | null;
+  readonly ranges: number | null;
+}
+
+/** One mapping as `status` shows it (and `status --json` prints it); null where nothing is known. */
+export interface MappingOverview {
+  readonly id: string;
+  /** `<mongo_database>.<mongo_collection>` */
+  readonly source: string;
+  readonly target: string;
+  /** The state the owner last reported (`unknown` before it reported one). */
+  readonly state: string;
+  readonly message: string | null;
+  /**
+   * Now minus the cluster time of the checkpointed change-stream position. An idle mapping's position is
+   * saved at most every IDLE_CHECKPOINT_INTERVAL_MS, so it shows up to that much; null before a position.
+   */
+  readonly lagSeconds: number | null;
+  /** Where the change stream resumes after (the checkpoint's cluster time), ISO 8601. */
+  readonly position: string | null;
+  /** The resume point is the invalidate after a drop or rename. */
+  readonly afterDrop: boolean;
+  /** When the checkpoint was last saved. */
+  readonly checkpointAt: string | null;
+  readonly backfill: BackfillOverview | null;
+  readonly lastFailure: { readonly message: string; readonly at: string | null } | null;
+  /** The instance holding the mapping's lease now (null when nobody holds a live one). */
+  readonly holder: string | null;
+  /** When the owner last wrote the status. */
+  readonly updatedAt: string | null;
+}
+
+/** What `status` read of one mapping: its settings document, checkpoint and lease holder. */
+export interface MappingRecords {
+  readonly settings: Document;
+  readonly checkpoint: Document | undefined;
+  readonly holder: string | null | undefined;
+}
+
+/** A backfill's count at an earlier read, for the rate between two reads of `--watch`. */
+export interface EarlierCount {
+  readonly copied: number;
+  /** Milliseconds since the epoch. */
+  readonly at: number;
+}
+
+function count(value: unknown): number | undefined {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : undefined;
+}
+
+function iso(value: unknown): string | null {
+  return value instanceof Date && Number.isFinite(value.getTime()) ? value.toISOString() : null;
+}
+
+function text(value: unknown): string | null {
+  return typeof value === 'string' ? value : null;
+}
+
+/** The checkpoint's change-stream cluster time in milliseconds since the epoch; undefined without one. */
+function positionTime(checkpoint: Document | undefined): number | undefined {
+  const position: unknown = checkpoint?.position;
+  const time: unknown = isDocument(position) ? position.clusterTime : undefined;
+  return bsonKind(time) === 'Timestamp' ? toClusterTime(time).t * 1_000 : undefined;
+}
+
+/** Documents per second between an earlier read and now; undefined without one, or after a restart. */
+function rateOf(copied: number, now: number, earlier: EarlierCount | undefined): number | undefined {
+  if (!earlier || now <= earlier.at || copied < earlier.copied) return undefined;
+  return (copied - earlier.copied) / ((now - earlier.at) / 1_000);
+}
+
+/**
+ * The progress of the checkpoint's backfill, when one is under way. While the mapping is `backfilling`, the
+ * rate is the change of `copied` since `earlier` (a previous read of `--watch`) when there is one,
+ * otherwise the rate the owner reported; in another state there is none. The ETA follows from the rate.
+ */
+export function backfillOverview(
+  status: Document | undefined,
+  checkpoint: Document | undefined,
+  now: number,
+  earlier?: EarlierCount,
+): BackfillOverview | null {
+  const backfill: unknown = checkpoint?.backfill;
+  if (!isDocument(backfill) || backfill.done === true) return null;
+  const copied = count(backfill.copied) ?? count(status?.backfillCopied) ?? 0;
+  const estimated = count(backfill.estimated) ?? count(status?.backfillEstimated);
+  const { percent } = estimateBackfill({ copied, estimated, elapsedSeconds: 0 });
+  const backfilling = status?.state === 'backfilling';
+  // Stopped, retrying or failed: a rate would be a stale one, or the zero of a copy that does not run.
+  const rate = backfilling ? (rateOf(copied, now, earlier) ?? count(status.backfillRate)) : undefined;
+  const remaining = estimated === undefined ? 0 : estimated - copied;
+  const etaSeconds =
+    rate !== undefined && rate > 0 && remaining > 0 ? Math.ceil(remaining / rate) : undefined;
+  const ranges: unknown = backfill.ranges;
+  const split = Array.isArray(ranges) && ranges.length > 0 ? (ranges as unknown[]) : undefined;
+  return {
+    copied,
+    estimated: estimated ?? null,
+    percent: percent ?? null,
+    docsPerSecond: rate ?? null,
+    etaSeconds: etaSeconds ?? null,
+    rangesDone: split ? split.filter((range) => isDocument(range) && range.done === true).length : null,
+    ranges: split ? split.length : null,
+  };
+}
+
+/** One mapping's overview at `now` (milliseconds since the epoch). */
+export function mappingOverview(
+  records: MappingRecords,
+  now: number,
+  earlier?: EarlierCount,
+): MappingOverview {
+  const { settings, checkpoint } = records;
+  const status = isDocument(settings.status) ? settings.status : undefined;
+  const time = positionTime(checkpoint);
+  const position: unknown = checkpoint?.position;
+  const failure = text(settings.lastFailure);
+  return {
+    id: settingsIdString(settings._id),
+    source: `${String(settings.mongo_database)}.${String(settings.mongo_collection)}`,
+    target: String(settings.bigquery_table),
+    state: text(status?.state) ?? 'unknown',
+    message: text(status?.message),
+    // Cluster times have whole seconds: a lag under one second shows as 0 (never negative on a skewed clock).
+    lagSeconds: time === undefined ? null : Math.max(0, Math.round((now - time) / 1_000)),
+    position: time === undefined ? null : new Date(time).toISOString(),
+    afterDrop: isDocument(position) && position.invalidate === true,
+    // The checkpoints collection is authoritative; the settings document's copy may have been edited away.
+    checkpointAt: iso(checkpoint?.updatedAt) ?? iso(status?.lastCheckpointAt),
+    backfill: backfillOverview(status, checkpoint, now, earlier),
+    lastFailure: failure === null ? null : { message: failure, at: iso(settings.lastFailureAt) },
+    holder: records.holder ?? null,
+    updatedAt: iso(status?.updatedAt),
+  };
+}
+
+const COMPACT = new Intl.NumberFormat('en', { notation: 'compact', maximumFractionDigits: 1 });
+
+/** `1.2K`, `3.4M`: a count that fits a column. */
+export function formatCount(value: number): string {
+  return COMPACT.format(value);
+}
+
+/** `12s ago`, `3m05s ago`; `-` without a time. */
+export function formatAge(at: string | null, now: number): string {
+  return at === null ? '-' : `${formatDuration(Math.max(0, (now - Date.parse(at)) / 1_000))} ago`;
+}
+
+function shorten(value: string, width: number): string {
+  const line = value.replace(/\s+/g, ' ').trim();
+  return line.length <= width ? line : `${line.slice(0, Math.max(1, width - 1))}…`;
+}
+
+const HEADER = ['MAPPING', 'STATE', 'LAG', 'BACKFILL', 'DONE', 'RATE', 'ETA', 'HOLDER', 'UPDATED'] as const;
+/** The holder is an instance name (host and process): its tail is what tells two replicas apart. */
+const HOLDER_WIDTH = 20;
+const MAPPING_WIDTH = 24;
+/**
+ * The last failure is the last column when the others leave it this much of the line; otherwise it goes on
+ * a line of its own under its mapping's row, with the holder and the update time when even those do not fit
+ * (an 80-column terminal keeps the progress columns aligned and readable).
+ */
+const MIN_FAILURE_WIDTH = 24;
+/** The columns that stay in the row whatever the width: mapping, state, lag and the backfill's progress. */
+const PROGRESS_COLUMNS = 7;
+const CONTINUATION = '  ↳ ';
+export const DEFAULT_TERMINAL_COLUMNS = 120;
+
+function cells(mapping: MappingOverview, now: number): string[] {
+  const b = mapping.backfill;
+  const holder = mapping.holder ?? '-';
+  return [
+    shorten(mapping.id, MAPPING_WIDTH),
+    mapping.state,
+    mapping.lagSeconds === null ? '-' : formatDuration(mapping.lagSeconds),
+    b === null ? '-' : `${formatCount(b.copied)}/${b.estimated === null ? '?' : formatCount(b.estimated)}`,
+    b?.percent == null ? '-' : `${b.percent.toFixed(1)}%`,
+    b?.docsPerSecond == null ? '-' : `${formatCount(Math.round(b.docsPerSecond))}/s`,
+    b?.etaSeconds == null ? '-' : formatDuration(b.etaSeconds),
+    holder.length > HOLDER_WIDTH ? `…${holder.slice(-(HOLDER_WIDTH - 1))}` : holder,
+    formatAge(mapping.updatedAt, now),
+  ];
+}
+
+function failureText(mapping: MappingOverview, now: number): string | undefined {
+  const failure = mapping.lastFailure;
+  if (failure === null) return undefined;
+  return failure.at === null ? failure.message : `${formatAge(failure.at, now)}: ${failure.message}`;
+}
+
+/**
+ * The table `status` prints: a header and one aligned row per mapping, missing values shown as `-`. The
+ * last failure (with how long ago it was written) is the last column, cut to what `columns` leaves of the
+ * line; when too little is left it goes under the row, after the holder and the update time when the line
+ * cannot hold those either.
+ */
+export function renderStatusTable(
+  mappings: readonly MappingOverview[],
+  now: number,
+  columns: number = DEFAULT_TERMINAL_COLUMNS,
+): string[] {
+  const all = mappings.map((mapping) => cells(mapping, now));
+  const widths = HEADER.map((title, i) => Math.max(title.length, ...all.map((row) => row[i]?.length ?? 0)));
+  const width = (count: number) => widths.slice(0, count).reduce((sum, w) => sum + w + 2, 0);
+  const inline = columns - width(HEADER.length) >= MIN_FAILURE_WIDTH;
+  const shown = inline || width(HEADER.length) - 2 <= columns ? HEADER.length : PROGRESS_COLUMNS;
+  const line = (row: readonly string[], last: string) =>
+    [...row.slice(0, shown).map((cell, i) => cell.padEnd(widths[i] ?? 0)), last].join('  ').trimEnd();
+  const lines = [line(HEADER, inline ? 'LAST FAILURE' : '')];
+  mappings.forEach((mapping, i) => {
+    const row = all[i] ?? [];
+    const failure = failureText(mapping, now);
+    if (inline) {
+      lines.push(line(row, failure === undefined ? '-' : shorten(failure, columns - width(HEADER.length))));
+      return;
+    }
+    lines.push(line(row, ''));
+    const details = [
+      ...(shown < HEADER.length ? [`holder ${row[7] ?? '-'}`, `updated ${row[8] ?? '-'}`] : []),
+      ...(failure === undefined ? [] : [`last failure ${failure}`]),
+    ];
+    if (details.length > 0) {
+      const room = Math.max(MIN_FAILURE_WIDTH, columns - CONTINUATION.length);
+      lines.push(`${CONTINUATION}${shorten(details.join(', '), room)}`);
+    }
+  });
+  return lines;
+}
