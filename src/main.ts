@@ -37,7 +37,7 @@ const globals = (): GlobalOptions => program.opts<GlobalOptions>();
 const DEMO_MODULE = './cli/demo.js';
 
 interface DemoModule {
-  demoCommand(): Promise<number>;
+  demoCommand(options: { readonly keep?: boolean }): Promise<number>;
 }
 
 async function loadDemo(): Promise<DemoModule> {
@@ -93,6 +93,7 @@ program
   .description(
     'start local stand-ins for MongoDB and BigQuery, archive a sample collection shaped like the original README example while changing it, print the views, stop everything',
   )
-  .action(action(async () => (await loadDemo()).demoCommand()));
+  .option('--keep', 'leave the stand-ins running afterwards, and print how to connect to them and stop them')
+  .action(action(async (options: { keep?: boolean }) => (await loadDemo()).demoCommand(options)));
 
 await program.parseAsync(process.argv);
