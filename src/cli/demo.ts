@@ -164,7 +164,11 @@ export async function demoCommand(options: DemoOptions = {}): Promise<number> {
     const config = loadBootstrapConfig({
       path: configFile,
       explicitPath: true,
-      env: { METRICS_PORT: '0', LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
+      env: {
+        METRICS_PORT: '0',
+        LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+        LOG_FORMAT: process.env.LOG_FORMAT,
+      },
     });
     step('starting the archiver (backfill of the collection, then its change stream)');
     const archiver = await startArchiver(
