@@ -30,6 +30,8 @@ export interface RunningPeers {
   /** The last lines of every peer's log, for a failure report. */
   logTails(lines?: number): string;
   stop(): Promise<void>;
+  /** Leaves every peer running after this process exits; `peers stop` in the same run folder stops them. */
+  keep(): void;
 }
 
 const live = new Set<StartedPeer>();
@@ -80,5 +82,11 @@ export async function startPeers(peers: readonly PeerDefinition[], ctx: PeerCont
         .map((s) => `----- ${s.logFile} (last ${lines} lines) -----\n${tailFile(s.logFile, lines)}`)
         .join('\n'),
     stop,
+    keep: () => {
+      for (const p of started) {
+        p.keep();
+        live.delete(p);
+      }
+    },
   };
 }

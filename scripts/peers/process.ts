@@ -6,6 +6,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   writeFileSync,
 } from 'node:fs';
@@ -229,6 +230,12 @@ export function startedPeer(peer: SpawnedPeerProcess, env: Readonly<Record<strin
       await stopProcessGroup(peer.pid);
       forgetPid(peer.runDir, peer.name);
     },
+    keep() {
+      // Neither this process (which would wait for its child) nor its watchdog (which kills what is recorded
+      // under this runner's pid) holds it any more; `peers stop` on the run folder still finds it.
+      peer.child.unref();
+      renameSync(pidFile(peer.runDir, peer.name), keptPidFile(peer.runDir, peer.name));
+    },
   };
 }
 
@@ -306,13 +313,15 @@ export async function reapStalePeers(runDir: string, log: (m: string) => void): 
   const pidDir = join(runDir, 'pids');
   if (!existsSync(pidDir)) return;
   for (const file of readdirSync(pidDir)) {
-    const match = /^(.+)\.runner-(\d+)\.pid$/.exec(file);
-    const runner = Number(match?.[2]);
+    const match = /^(.+)\.(?:runner-(\d+)|kept)\.pid$/.exec(file);
+    const runner = match?.[2] === undefined ? undefined : Number(match[2]);
     // A peer whose runner still lives belongs to a concurrent run in this checkout: leave it alone.
-    if (match && runner !== process.pid && processAlive(runner)) continue;
+    if (runner !== undefined && runner !== process.pid && processAlive(runner)) continue;
     const pid = Number.parseInt(readFileSync(join(pidDir, file), 'utf8'), 10);
     if (Number.isSafeInteger(pid) && pid > 1 && groupAlive(pid)) {
-      log(`stopping ${match?.[1] ?? file} (pid ${pid}) left over from an earlier run`);
+      const why =
+        match && runner === undefined ? 'kept running by an earlier run' : 'left over from an earlier run';
+      log(`stopping ${match?.[1] ?? file} (pid ${pid}) ${why}`);
       await stopProcessGroup(pid, 2_000);
     }
     rmSync(join(pidDir, file), { force: true });
@@ -335,6 +344,11 @@ export function startWatchdog(runDir: string): void {
   ].join('\n');
   const watchdog = spawn('sh', ['-c', script, pidDir], { detached: true, stdio: 'ignore' });
   watchdog.unref();
+}
+
+/** The pid file of a peer left running on purpose (`demo --keep`): no runner's watchdog matches it. */
+function keptPidFile(runDir: string, name: string): string {
+  return join(runDir, 'pids', `${name}.kept.pid`);
 }
 
 /** The pid file of a peer, named after the runner that started it. */

@@ -23,6 +23,11 @@ export interface StartedPeer {
   readonly logFile: string;
   /** Stops the peer and every process it started; resolves when they are gone. */
   stop(): Promise<void>;
+  /**
+   * Leaves the peer running after this process exits (`demo --keep`): `peers stop`, or the next start in
+   * the same run folder, stops it.
+   */
+  keep(): void;
 }
 
 export type PeerKind = 'mongodb' | 'bigquery';

@@ -21,7 +21,7 @@ import { type Slot, type Slots } from '../core/slots.js';
 import { prepareInThread, resumeFrom, rowBytes, type RecordSink } from '../core/stream-loop.js';
 import { type RowEncoding } from '../core/prepared.js';
 import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
-import { dispositionOf, errorMessage } from '../errors.js';
+import { dispositionOf } from '../errors.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
 import { MongoCheckpointStore } from '../mongodb/checkpoint-store.js';
 import { MongoRawChangeSource } from '../mongodb/raw-change-source.js';
@@ -273,7 +273,10 @@ class MappingRun {
               { cause: error },
             );
           }
-          this.log.warn('change stream history lost; taking a new snapshot (on_history_lost: resnapshot)');
+          this.log.warn(
+            { err: error },
+            'change stream history lost; taking a new snapshot (on_history_lost: resnapshot)',
+          );
           // Both roles start over from a new snapshot; its first checkpoint clears the lost position.
           const progress = await this.#beginBackfill(signal);
           plan = { backfill: progress, start: { kind: 'startAt', clusterTime: progress.snapshotStart } };
@@ -556,7 +559,7 @@ class MappingRun {
         ...(this.deps.decorateWriter && { decorateWriter: this.deps.decorateWriter }),
         onRetry: (error, attempt, delayMs) => {
           this.metrics?.retried(error);
-          this.log.warn({ error: errorMessage(error), attempt, delayMs }, 'BigQuery write failed; retrying');
+          this.log.warn({ err: error, attempt, delayMs }, 'BigQuery write failed; retrying');
         },
         ...(this.metrics && { observer: this.metrics }),
         onWriterChosen: (kind, reason) => {

@@ -1,12 +1,17 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoClient, type Document } from 'mongodb';
 import { peerContext, startPeers } from '../../scripts/peers/lib.js';
+import { peersRunRoot } from '../../scripts/peers/paths.js';
 import { selectedPeers } from '../../scripts/peers/registry.js';
 import { bigQueryConnection, startArchiver } from '../app/archiver.js';
 import { createBigQueryClients } from '../bigquery/client.js';
 import { loadBootstrapConfig } from '../config/bootstrap.js';
 import { createLogger } from '../observability/logger.js';
 import { EXIT } from './common.js';
+import { statusCommand } from './status.js';
+import { formatTable } from './text-table.js';
 
 const DATASET = 'acquisitions';
 const TABLE = 'facebook_ad_cpta';
@@ -70,21 +75,63 @@ function step(text: string): void {
   console.log(`\n== ${text}`);
 }
 
+/** Lines indented under the step they belong to. */
+function detail(...lines: readonly string[]): void {
+  for (const line of lines) console.log(line === '' ? '' : `   ${line}`);
+}
+
+export interface DemoOptions {
+  /**
+   * Leave the stand-ins running (with what was archived) after the demo, and print how to connect to them
+   * and how to stop them.
+   */
+  readonly keep?: boolean;
+}
+
+/** The metrics the demo shows: the mapping's lag, what it read and wrote, its state. */
+const SHOWN_METRICS = [
+  'mba_replication_lag_seconds',
+  'mba_change_events_total',
+  'mba_rows_written_total',
+  'mba_backfill_documents_copied_total',
+] as const;
+
+/** The lines of the /metrics exposition for `SHOWN_METRICS` (samples only, no HELP or TYPE lines). */
+export function shownMetricLines(exposition: string): string[] {
+  return exposition
+    .split('\n')
+    .filter((line) =>
+      SHOWN_METRICS.some((name) => line.startsWith(`${name}{`) || line.startsWith(`${name} `)),
+    );
+}
+
+/**
+ * The demo's stand-ins run in a folder of their own under the peers' run folder, so that a test run in the
+ * same checkout never takes kept demo stand-ins for its own left-overs.
+ */
+function demoRunDir(): string {
+  return join(peersRunRoot(), 'demo');
+}
+
 /**
  * Starts the local stand-ins, seeds `bidding.ad_cpta`, archives it into `facebook_ad_cpta` with a backfill,
- * changes the collection while the archiver runs, prints what landed in BigQuery, and stops everything.
+ * changes the collection while the archiver runs, prints what landed in BigQuery, the `status` command's
+ * view and a few metrics, and stops everything (or, with `keep`, leaves the stand-ins running).
  */
-export async function demoCommand(): Promise<number> {
+export async function demoCommand(options: DemoOptions = {}): Promise<number> {
   step('starting the local stand-ins for MongoDB and BigQuery (installed on first use)');
-  const peers = await startPeers(
-    selectedPeers(),
-    peerContext((m) => {
-      console.log(`   ${m}`);
+  const runDir = demoRunDir();
+  mkdirSync(runDir, { recursive: true });
+  const peers = await startPeers(selectedPeers(), {
+    ...peerContext((m) => {
+      detail(m);
     }),
-  );
+    runDir,
+  });
   const env = peers.env;
   const mongo = new MongoClient(env.MBA_TEST_MONGODB_URI ?? '');
   const controller = new AbortController();
+  let kept = false;
   try {
     await mongo.connect();
     const ads = mongo.db('bidding').collection('ad_cpta');
@@ -95,25 +142,38 @@ export async function demoCommand(): Promise<number> {
     await settings.deleteMany({});
     await settings.insertOne(SETTINGS);
 
+    // The configuration a user would write: `status` (and `run`, after --keep) read the same file.
+    const configFile = join(runDir, 'config.json');
+    writeFileSync(
+      configFile,
+      `${JSON.stringify(
+        {
+          MONGO_CLIENT: env.MBA_TEST_MONGODB_URI,
+          BIGQUERY_PROJECT: env.MBA_TEST_BIGQUERY_PROJECT,
+          BIGQUERY_DATASET: DATASET,
+          SETTINGS_DATABASE,
+          SETTINGS_POLL_INTERVAL_MS: 1_000,
+          BIGQUERY_EMULATOR_ENDPOINT: env.MBA_TEST_BIGQUERY_API_ENDPOINT,
+          BIGQUERY_EMULATOR_GRPC: `${env.MBA_TEST_BIGQUERY_GRPC_HOST ?? ''}:${env.MBA_TEST_BIGQUERY_GRPC_PORT ?? ''}`,
+          BIGQUERY_EMULATOR_KIND: env.MBA_TEST_BIGQUERY_PEER,
+        },
+        null,
+        2,
+      )}\n`,
+    );
     const config = loadBootstrapConfig({
-      path: '/nonexistent/config.json',
+      path: configFile,
+      explicitPath: true,
       env: {
-        MONGO_CLIENT: env.MBA_TEST_MONGODB_URI,
-        BIGQUERY_PROJECT: env.MBA_TEST_BIGQUERY_PROJECT,
-        BIGQUERY_DATASET: DATASET,
-        SETTINGS_DATABASE,
-        SETTINGS_POLL_INTERVAL_MS: '1000',
-        BIGQUERY_EMULATOR_ENDPOINT: env.MBA_TEST_BIGQUERY_API_ENDPOINT,
-        BIGQUERY_EMULATOR_GRPC: `${env.MBA_TEST_BIGQUERY_GRPC_HOST ?? ''}:${env.MBA_TEST_BIGQUERY_GRPC_PORT ?? ''}`,
-        BIGQUERY_EMULATOR_KIND: env.MBA_TEST_BIGQUERY_PEER,
         METRICS_PORT: '0',
         LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+        LOG_FORMAT: process.env.LOG_FORMAT,
       },
     });
     step('starting the archiver (backfill of the collection, then its change stream)');
     const archiver = await startArchiver(
       config,
-      createLogger({ level: config.LOG_LEVEL }),
+      createLogger({ level: config.LOG_LEVEL, format: config.LOG_FORMAT }),
       controller.signal,
     );
     await waitFor(
@@ -149,33 +209,101 @@ export async function demoCommand(): Promise<number> {
 
     const [history] = await query(`SELECT COUNT(*) AS n FROM ${table(TABLE)}`);
     step(`history table ${TABLE}: ${String(history?.n)} rows (every version of every document)`);
-    console.table(
-      await query(
-        `SELECT operationType, tracking_code, midnight_to_timestamp.spend AS spend, _seq FROM ${table(TABLE)} ORDER BY _seq`,
-      ),
+    const versions = await query(
+      `SELECT operationType, tracking_code, midnight_to_timestamp.spend AS spend, _seq FROM ${table(TABLE)} ORDER BY _seq`,
     );
+    console.log(formatTable(versions, { indent: '   ' }));
+    if (!versions.some((row) => row.operationType === 'replace')) {
+      detail(
+        '',
+        'No `replace` row: the MongoDB stand-in reports the replace of tracking_code 48209 as an `update`',
+        '(the full document, spend 172). A real MongoDB reports it as `replace`; both are archived alike.',
+      );
+    }
     step(`${TABLE}_view: the current state, ${expected} documents as in MongoDB`);
-    console.table(
-      await query(
-        `SELECT _doc_id, tracking_code, midnight_to_timestamp.spend AS spend, lifetime_to_timestamp.cpta AS lifetime_cpta, operationType FROM ${table(`${TABLE}_view`)} ORDER BY tracking_code, _doc_id`,
+    console.log(
+      formatTable(
+        await query(
+          `SELECT _doc_id, tracking_code, midnight_to_timestamp.spend AS spend, lifetime_to_timestamp.cpta AS lifetime_cpta, operationType FROM ${table(`${TABLE}_view`)} ORDER BY tracking_code, _doc_id`,
+        ),
+        { indent: '   ' },
       ),
     );
     step(`${TABLE}_latest_view: the latest document per tracking_code (the primary key)`);
-    console.table(
-      await query(
-        `SELECT tracking_code, midnight_to_timestamp.spend AS spend, operationType FROM ${table(`${TABLE}_latest_view`)} ORDER BY tracking_code`,
+    console.log(
+      formatTable(
+        await query(
+          `SELECT tracking_code, midnight_to_timestamp.spend AS spend, operationType FROM ${table(`${TABLE}_latest_view`)} ORDER BY tracking_code`,
+        ),
+        { indent: '   ' },
       ),
     );
     await clients.close();
-    step('stopping the archiver and the stand-ins');
+
+    const statusCommandLine = `npx tsx src/main.ts --config ${configFile} status`;
+    step(`what \`status\` says (${statusCommandLine})`);
+    await statusCommand({ config: configFile });
+    const metricsUrl = `http://127.0.0.1:${String(archiver.metricsPort)}/metrics`;
+    step(`a few lines of ${metricsUrl} (Prometheus)`);
+    detail(...shownMetricLines(await (await fetch(metricsUrl)).text()));
+
+    step(
+      options.keep
+        ? 'stopping the archiver; the stand-ins keep running'
+        : 'stopping the archiver and the stand-ins',
+    );
     controller.abort();
     await archiver.done;
+    if (options.keep) {
+      peers.keep();
+      kept = true;
+      printConnections(env, configFile, runDir);
+    }
+    printNextSteps();
     return EXIT.ok;
   } finally {
     controller.abort();
     await mongo.close();
-    await peers.stop();
+    if (!kept) await peers.stop();
   }
+}
+
+/** How to reach the stand-ins left running, run the archiver against them again, and stop them. */
+function printConnections(env: Readonly<Record<string, string>>, configFile: string, runDir: string): void {
+  const uri = env.MBA_TEST_MONGODB_URI ?? '';
+  const endpoint = env.MBA_TEST_BIGQUERY_API_ENDPOINT ?? '';
+  const project = env.MBA_TEST_BIGQUERY_PROJECT ?? '';
+  const sql = `SELECT tracking_code, midnight_to_timestamp.spend AS spend FROM \`${project}.${DATASET}.${TABLE}_view\``;
+  step('the stand-ins are still running');
+  detail(
+    `MongoDB (MONGO_CLIENT):       ${uri}`,
+    `  mongosh '${uri}' --eval 'db.getSiblingDB("bidding").ad_cpta.find()'`,
+    `BigQuery emulator (REST API): ${endpoint}  project ${project}, dataset ${DATASET}`,
+    `  curl -s -X POST ${endpoint}/bigquery/v2/projects/${project}/queries \\`,
+    `    -H 'Content-Type: application/json' \\`,
+    `    -d '${JSON.stringify({ query: sql, useLegacySql: false })}'`,
+    `The demo's configuration: ${configFile}`,
+    `  status:              npx tsx src/main.ts --config ${configFile} status`,
+    `  archive again (run): npx tsx src/main.ts --config ${configFile} run`,
+    `Stop them: MBA_PEERS_RUN_DIR=${runDir} npm run peers -- stop`,
+  );
+}
+
+function printNextSteps(): void {
+  step('next steps');
+  detail(
+    'README.md "Running it": the configuration keys and the commands (validate, status, resync, infer-schema).',
+    'docs/operations.md: metrics and alerts, logs, status and lag, several replicas, backfills, re-syncs.',
+    'docs/deploy.md: the container image and the Kubernetes manifests.',
+    'docs/schema.md: how documents become columns, and how the schema evolves.',
+    '',
+    'To archive a real cluster (a replica set or a sharded cluster: change streams need one):',
+    '  1. write config.json with MONGO_CLIENT, BIGQUERY_PROJECT, BIGQUERY_DATASET, SERVICE_ACCOUNT_FILE (or use',
+    '     Application Default Credentials) and SETTINGS_DATABASE;',
+    '  2. insert one settings document per collection into <SETTINGS_DATABASE>.bigquery_archiver_settings,',
+    '     like the one this demo used (`infer-schema <db.collection>` prints columns to start from);',
+    '  3. `mongo-bigquery-archiver --config config.json validate`, then `... run`.',
+  );
 }
 
 async function waitFor(check: () => boolean | Promise<boolean>, what: string): Promise<void> {

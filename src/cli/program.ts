@@ -23,7 +23,7 @@ export const DEMO_FROM_CLONE_MESSAGE =
   'npm ci && npm run demo';
 
 interface DemoModule {
-  demoCommand(): Promise<number>;
+  demoCommand(options: { readonly keep?: boolean }): Promise<number>;
 }
 
 /**
@@ -161,7 +161,11 @@ export function buildProgram(): Command {
     .description(
       'from a clone only: start local stand-ins for MongoDB and BigQuery, archive a sample collection shaped like the original README example while changing it, print the views, stop everything',
     )
-    .action(action(async () => (await loadDemo()).demoCommand()));
+    .option(
+      '--keep',
+      'leave the stand-ins running afterwards, and print how to connect to them and stop them',
+    )
+    .action(action(async (options: { keep?: boolean }) => (await loadDemo()).demoCommand(options)));
 
   return program;
 }

@@ -12,7 +12,7 @@ export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 30_000;
  */
 export async function runCommand(options: GlobalOptions): Promise<number> {
   const config = loadConfig(options);
-  const logger = createLogger({ level: config.LOG_LEVEL });
+  const logger = createLogger({ level: config.LOG_LEVEL, format: config.LOG_FORMAT });
   const controller = new AbortController();
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {

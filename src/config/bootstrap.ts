@@ -21,6 +21,8 @@ export const DEFAULT_CONFIG_PATH = '/config-local/config.json';
 export const DEFAULT_METRICS_PORT = 9_464;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+/** The logger's formats (`LogFormat` in src/observability/log-format.ts, which config/ may not import). */
+const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
 
 /** Text from JSON or the environment: numbers and booleans may arrive as strings. */
 const port = z.coerce.number().int().min(0).max(65_535);
@@ -90,6 +92,8 @@ export const bootstrapSchema = z.object({
   METRICS_HOST: z.string().min(1).default('127.0.0.1'),
   METRICS_PORT: port.default(DEFAULT_METRICS_PORT),
   LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
+  /** `auto`: human lines when standard output is a terminal, JSON lines otherwise; or always `json` or `pretty`. */
+  LOG_FORMAT: z.enum(LOG_FORMATS, { error: 'must be auto, json or pretty' }).default('auto'),
   /**
    * How long a mapping's lease lasts without renewal (renewed every third of it): the longest time the
    * mappings of a crashed instance wait before another instance takes them over. See docs/operations.md.

@@ -43,6 +43,7 @@ export interface FanOutBounds {
   readonly retainedChanges?: number;
 }
 
+/** Where the fan-out writes its lines; a failure goes under `err` as the thrown value (see `SupervisorLog`). */
 export interface FanOutLog {
   info(message: string, context?: Record<string, unknown>): void;
   warn(message: string, context?: Record<string, unknown>): void;
@@ -530,7 +531,7 @@ export class FanOut<B> {
     const error = cause instanceof Error ? cause : new Error(errorMessage(cause), { cause });
     this.#log?.warn('the shared change stream failed; its mappings restart', {
       mappings: session.joined.size,
-      error: error.message,
+      err: error,
     });
     for (const member of session.joined) {
       member.mode = 'failed';
@@ -599,7 +600,7 @@ export class FanOut<B> {
     try {
       await cursor.close();
     } catch (error) {
-      this.#log?.warn('could not close a change stream cursor', { of: what, error: errorMessage(error) });
+      this.#log?.warn('could not close a change stream cursor', { of: what, err: error });
     }
   }
 }

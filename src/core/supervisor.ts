@@ -30,6 +30,11 @@ export type MappingRunner = (
   hooks: MappingHooks,
 ) => Promise<void>;
 
+/**
+ * Where the supervisor writes its lines: a message, then context fields. A failure is passed as the thrown
+ * value under `err`, not as its message: the logger writes its type, message, stack and our errors' code and
+ * disposition, which an operator needs to tell a bug from an outage.
+ */
 export interface SupervisorLog {
   info(message: string, context?: Record<string, unknown>): void;
   warn(message: string, context?: Record<string, unknown>): void;
@@ -232,7 +237,7 @@ export class Supervisor {
         this.#rebalanceSoon(leases, live, mayTake, signal);
       } catch (error) {
         if (isAborted(signal)) break;
-        this.#o.log.warn('could not renew or take leases; trying again', { error: errorMessage(error) });
+        this.#o.log.warn('could not renew or take leases; trying again', { err: error });
       }
       const seconds = (performance.now() - started) / 1_000;
       this.#o.onLeaseRound?.({ seconds, held: this.#held.size });
@@ -251,7 +256,7 @@ export class Supervisor {
       })
       .catch((error: unknown) => {
         if (isAborted(signal)) return;
-        this.#o.log.warn('could not take or hand over leases; trying again', { error: errorMessage(error) });
+        this.#o.log.warn('could not take or hand over leases; trying again', { err: error });
       })
       .finally(() => {
         this.#rebalancing = undefined;
@@ -367,7 +372,7 @@ export class Supervisor {
     await this.#o.leases.release(lease).catch((error: unknown) => {
       this.#o.log.warn('could not release the lease; it expires by itself', {
         mapping: id,
-        error: errorMessage(error),
+        err: error,
       });
     });
   }
@@ -505,7 +510,7 @@ export class Supervisor {
           this.#fencedOut(id, entry);
           return;
         }
-        this.#o.log.warn('could not write the mapping status', { mapping: id, error: errorMessage(error) });
+        this.#o.log.warn('could not write the mapping status', { mapping: id, err: error });
       }),
     );
     const report = (status: MappingStatus) => {
@@ -539,7 +544,7 @@ export class Supervisor {
               'write refused: a newer owner fenced this instance out; stopping this mapping here',
               {
                 mapping: id,
-                error: errorMessage(error),
+                err: error,
               },
             );
             this.#fencedOut(id, entry);
@@ -549,11 +554,11 @@ export class Supervisor {
           failures++;
           const message = errorMessage(error);
           const delay = (this.#o.restartDelayMs ?? defaultRestartDelayMs)(failures, error);
-          this.#o.log.error('mapping failed', { mapping: id, error: message, failures, restartInMs: delay });
+          this.#o.log.error('mapping failed', { mapping: id, err: error, failures, restartInMs: delay });
           await this.#o.store.reportFailure(id, message, fence).catch((reportError: unknown) => {
             this.#o.log.warn('could not write lastFailure', {
               mapping: id,
-              error: errorMessage(reportError),
+              err: reportError,
             });
           });
           if (delay === undefined) {
@@ -624,7 +629,7 @@ export class Supervisor {
         });
         return;
       }
-      this.#o.log.warn('could not write the mapping status', { mapping: id, error: errorMessage(error) });
+      this.#o.log.warn('could not write the mapping status', { mapping: id, err: error });
     }
   }
 }

@@ -1,5 +1,12 @@
-import { pino, stdSerializers, type DestinationStream, type LevelWithSilent, type Logger } from 'pino';
+import { pino, stdSerializers, type LevelWithSilent, type Logger } from 'pino';
 import { type SupervisorLog } from '../core/supervisor.js';
+import {
+  prettyDestination,
+  resolveLogFormat,
+  STDOUT_SUPPORTS_COLOUR,
+  type LogDestination,
+  type LogFormat,
+} from './log-format.js';
 
 export type { Logger };
 
@@ -132,13 +139,31 @@ function scrub(value: unknown, ancestors: WeakSet<object>): unknown {
 
 export interface LoggerOptions {
   readonly level: LevelWithSilent;
-  /** Where the JSON lines go; standard output when absent. */
-  readonly destination?: DestinationStream;
+  /** `auto` (the default): human lines when the destination is a terminal, JSON lines otherwise. */
+  readonly format?: LogFormat;
+  /** Where the lines go; standard output when absent. */
+  readonly destination?: LogDestination;
+  /**
+   * Colours in human lines; by default only on standard output, and there as the terminal supports them
+   * (NO_COLOR, FORCE_COLOR).
+   */
+  readonly colour?: boolean;
 }
 
 /**
- * The process logger: one JSON object per line, ISO `time`, `level` as a label, and secrets (secret-named
- * fields, passwords in MongoDB connection strings, PEM private keys) redacted wherever they appear.
+ * A failure logged under `err` that is not an `Error` (a thrown string, say) is still an object with a
+ * type and a message, so that `err.type` and `err.message` are there for every failure.
+ */
+function errorField(value: unknown): unknown {
+  if (value instanceof Error || (typeof value === 'object' && value !== null)) return value;
+  return { type: typeof value, message: String(value) };
+}
+
+/**
+ * The process logger: ISO `time`, `level` as a label, a failure under `err` with its type, message
+ * (with its causes'), stack and, for our errors, `code` and `disposition`; secrets (secret-named fields,
+ * passwords in MongoDB connection strings, PEM private keys) redacted wherever they appear. One JSON object
+ * per line, or human lines on a terminal (`format`).
  */
 export function createLogger(options: LoggerOptions): Logger {
   const config = {
@@ -153,11 +178,22 @@ export function createLogger(options: LoggerOptions): Logger {
     serializers: { err: (value: unknown) => value },
     formatters: {
       level: (label: string) => ({ level: label }),
-      log: (object: Record<string, unknown>) => scrub(object, new WeakSet()) as Record<string, unknown>,
+      log: (object: Record<string, unknown>) =>
+        scrub('err' in object ? { ...object, err: errorField(object.err) } : object, new WeakSet()) as Record<
+          string,
+          unknown
+        >,
     },
     hooks: { streamWrite: scrubLogLine },
   };
-  return options.destination ? pino(config, options.destination) : pino(config);
+  const destination = options.destination;
+  if (resolveLogFormat(options.format ?? 'auto', destination ?? process.stdout) === 'json') {
+    return destination ? pino(config, destination) : pino(config);
+  }
+  // Written synchronously, as pino writes to standard output by default: a line logged just before the
+  // process exits is not lost.
+  const target = destination ?? pino.destination({ dest: 1, sync: true });
+  return pino(config, prettyDestination(target, options.colour ?? (!destination && STDOUT_SUPPORTS_COLOUR)));
 }
 
 /** The supervisor's log (message first, then context) written to `logger`. */

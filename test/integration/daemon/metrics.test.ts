@@ -362,10 +362,19 @@ describe('metrics and health endpoints of the running archiver', () => {
       table: 'notes',
       example: { title: 'a', password: '[REDACTED]' },
     });
-    expect(lines.find((l) => l.msg === 'mapping failed')).toMatchObject({
+    // Issue 13: the failure is under `err`, as docs/operations.md says, with what an operator needs.
+    const failed = lines.find((l) => l.msg === 'mapping failed');
+    expect(failed).toMatchObject({
       level: 'error',
       mapping: 'blocked',
-      error: expect.stringContaining('is a VIEW, not a table') as unknown,
+      err: {
+        type: 'BigQueryError',
+        message: expect.stringContaining('is a VIEW, not a table') as unknown,
+        stack: expect.stringMatching(/^BigQueryError: .*is a VIEW, not a table\n\s+at /) as unknown,
+        code: 'BIGQUERY_FAILED',
+        disposition: 'fatal',
+      },
     });
+    expect(failed).not.toHaveProperty('error');
   }, 120_000);
 });

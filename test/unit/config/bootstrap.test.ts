@@ -44,6 +44,7 @@ describe('bootstrap configuration', () => {
       METRICS_HOST: '127.0.0.1',
       METRICS_PORT: 9_464,
       LOG_LEVEL: 'info',
+      LOG_FORMAT: 'auto',
       LEASE_TTL_MS: 15_000,
       BIGQUERY_MAX_IN_FLIGHT_REQUESTS: DEFAULT_WINDOW_LIMITS.maxRequests,
       BIGQUERY_MAX_IN_FLIGHT_MB: DEFAULT_WINDOW_LIMITS.maxBytes / 1_000_000,
@@ -109,6 +110,15 @@ describe('bootstrap configuration', () => {
         errorOf(() => loadBootstrapConfig({ path: configFile(original), env: { WORKER_THREADS: value } })),
       ).toBe('WORKER_THREADS is invalid: must be auto or a whole number of threads from 0 to 16');
     }
+  });
+
+  it('issue 13: LOG_FORMAT is auto (human lines on a terminal), json or pretty, and nothing else', () => {
+    const format = (value: string) =>
+      loadBootstrapConfig({ path: configFile(original), env: { LOG_FORMAT: value } }).LOG_FORMAT;
+    expect(format('json')).toBe('json');
+    expect(format('pretty')).toBe('pretty');
+    expect(format('auto')).toBe('auto');
+    expect(errorOf(() => format('text'))).toMatch(/^LOG_FORMAT is invalid: .*auto.*json.*pretty/);
   });
 
   it('lets the environment win over the file, and numbers come as text', () => {

@@ -513,6 +513,32 @@ describe('FanOut', () => {
     expect(log.openCursors).toBe(0);
   });
 
+  it('issue 13: a failure of the shared cursor is logged with the error itself under err', async () => {
+    const log = new DatabaseLog();
+    log.append('a');
+    const warnings: { message: string; context?: Record<string, unknown> }[] = [];
+    const fan = new FanOut<LogPull>({
+      shared: log.shared(),
+      shape: LOG_PULL_SHAPE,
+      retainedPulls: 0,
+      log: {
+        info: () => undefined,
+        warn: (message, context) => warnings.push({ message, ...(context && { context }) }),
+      },
+    });
+    const a = new Mapping('a', fan.source('a', log.own('a')), sharedPosition(log.newest));
+    await a.start();
+    const lost = new Error('history lost');
+    log.failNextSharedPull(lost);
+    log.append('a');
+    await expect(a.pull()).rejects.toBe(lost);
+    expect(warnings).toContainEqual({
+      message: 'the shared change stream failed; its mappings restart',
+      context: { mappings: 1, err: lost },
+    });
+    await a.stop();
+  });
+
   it('an aborted pull rejects with its reason and leaves the others going; closing the last mapping ends the pull in flight', async () => {
     const log = new DatabaseLog({ idle: 'wait' });
     const { mapping } = fanOut(log);

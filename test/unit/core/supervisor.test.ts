@@ -389,6 +389,46 @@ describe('supervisor', () => {
     await running;
   });
 
+  it('issue 13: failures are logged with the error itself under err (type, stack, disposition), not its message under error', async () => {
+    const logged: { message: string; context: Record<string, unknown> }[] = [];
+    const record = (message: string, context: Record<string, unknown> = {}) => {
+      logged.push({ message, context });
+    };
+    const leases = new MemoryLeases(1_000);
+    const handle = leases.handle('instance-0');
+    const refusedLeases = new Error('lease store unreachable');
+    const heartbeat = handle.heartbeat.bind(handle);
+    let heartbeats = 0;
+    handle.heartbeat = (signal) => (heartbeats++ === 1 ? Promise.reject(refusedLeases) : heartbeat(signal));
+    const { store, runs, controller, done } = setup({
+      log: { info: record, warn: record, error: record },
+      leases: handle,
+      leaseTickMs: 5,
+    });
+    store.docs.set('a', mapping('orders', { _id: 'a' }));
+    const failure = new BigQueryError('fatal', 'Access Denied');
+    runs.failNext.set('a', [failure]);
+    const refusedWrite = new Error('not primary');
+    store.reportFailure = () => Promise.reject(refusedWrite);
+    const running = done();
+    const context = (message: string) => logged.find((line) => line.message === message)?.context;
+    await eventually(() => {
+      expect(context('could not write lastFailure')).toBeDefined();
+      expect(context('could not renew or take leases; trying again')).toBeDefined();
+    });
+    controller.abort();
+    await running;
+    expect(context('mapping failed')).toEqual({
+      mapping: 'a',
+      err: failure,
+      failures: 1,
+      restartInMs: undefined,
+    });
+    expect(context('could not write lastFailure')).toEqual({ mapping: 'a', err: refusedWrite });
+    expect(context('could not renew or take leases; trying again')).toEqual({ err: refusedLeases });
+    expect(logged.filter((line) => 'error' in line.context)).toEqual([]);
+  });
+
   it('is ready only once the settings were read and no mapping is starting or retrying; a failed or invalid one does not hold it back', async () => {
     const store = new MemoryStore();
     store.docs.set('a', mapping('orders', { _id: 'a' }));

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MongoNetworkError } from 'mongodb';
+import { BigQueryError } from '../../../src/errors.js';
 import {
   createLogger,
   isSecretFieldName,
@@ -199,11 +200,11 @@ describe('createLogger', () => {
     const log = supervisorLog(logger);
     log.error('mapping failed', {
       mapping: 'orders',
-      error: driver.message,
+      err: driver,
       failures: 1,
       restartInMs: 1_000,
     });
-    log.warn('could not write lastFailure', { mapping: 'orders', error: auth.message });
+    log.warn('could not write lastFailure', { mapping: 'orders', err: auth });
     logger.error({ mapping: 'orders', err: auth, credentials: serviceAccount }, 'mapping run failed');
 
     expectNoSecrets(raw.join(''));
@@ -212,16 +213,55 @@ describe('createLogger', () => {
       level: 'error',
       msg: 'mapping failed',
       mapping: 'orders',
-      error:
-        'connection 7 to mongodb://archiver:***@mongo-0.example:27017,mongo-1.example:27017/?replicaSet=rs0 closed',
+      err: {
+        type: 'MongoNetworkError',
+        message:
+          'connection 7 to mongodb://archiver:***@mongo-0.example:27017,mongo-1.example:27017/?replicaSet=rs0 closed',
+      },
       failures: 1,
     });
-    expect(warned?.error).toContain(`"private_key":"${REDACTED_PRIVATE_KEY}`);
-    expect(warned?.error).toContain('archiver@archiver-prod.iam.gserviceaccount.com');
+    const warnedErr = warned?.err as { message?: string } | undefined;
+    expect(warnedErr?.message).toContain(`"private_key":"${REDACTED_PRIVATE_KEY}`);
+    expect(warnedErr?.message).toContain('archiver@archiver-prod.iam.gserviceaccount.com');
     expect(detailed).toMatchObject({ credentials: REDACTED, err: { type: 'Error' } });
     expect(JSON.stringify(detailed?.err)).toContain(
       'caused by: MongoNetworkError: connection 7 to mongodb://archiver:***@',
     );
+  });
+
+  it("issue 13: a failure given to the supervisor's log under err is written with its type, message, causes, stack, code and disposition", () => {
+    const { logger, lines } = memoryLogger();
+    const cause = new MongoNetworkError('connection 2 to db1:27017 closed');
+    const failure = new BigQueryError('fatal', 'Access Denied: Table shop.orders', { cause });
+    supervisorLog(logger).error('mapping failed', { mapping: 'orders', err: failure, failures: 1 });
+    const [line] = lines();
+    expect(line).not.toHaveProperty('error');
+    expect(line).toMatchObject({
+      level: 'error',
+      msg: 'mapping failed',
+      mapping: 'orders',
+      failures: 1,
+      err: {
+        type: 'BigQueryError',
+        message: 'Access Denied: Table shop.orders: connection 2 to db1:27017 closed',
+        code: 'BIGQUERY_FAILED',
+        disposition: 'fatal',
+        failureClass: 'fatal',
+      },
+    });
+    const stack = (line?.err as { stack?: unknown } | undefined)?.stack;
+    expect(stack).toMatch(/^BigQueryError: Access Denied: Table shop\.orders\n\s+at /);
+    expect(stack).toContain('caused by: MongoNetworkError: connection 2 to db1:27017 closed');
+  });
+
+  it('issue 13: a thrown value that is not an Error still has a type and a message under err', () => {
+    const { logger, lines } = memoryLogger();
+    logger.warn({ err: 'socket hang up' }, 'could not close a change stream cursor');
+    logger.warn({ err: 42 }, 'odd');
+    expect(lines().map((line) => line.err)).toEqual([
+      { type: 'string', message: 'socket hang up' },
+      { type: 'number', message: '42' },
+    ]);
   });
 
   it('still writes a line for an object with a circular reference', () => {
