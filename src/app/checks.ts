@@ -37,11 +37,24 @@ export class CheckFailure extends Error {
   }
 }
 
+/**
+ * A check cannot run because what it needs failed in another check (which reported it): it is neither
+ * passed nor failed, so the failure is reported once.
+ */
+export class CheckSkipped extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'CheckSkipped';
+  }
+}
+
+export type CheckStatus = 'ok' | 'failed' | 'skipped';
+
 /** A finished check, in the order they finished. */
 export interface CheckResult {
   readonly name: string;
-  readonly ok: boolean;
-  /** `detail` of a pass, or the failure's message. */
+  readonly status: CheckStatus;
+  /** `detail` of a pass, the failure's message, or why it was skipped. */
   readonly message: string;
   readonly ms: number;
 }
@@ -87,9 +100,9 @@ async function runOne(
       resolve('timeout');
     }, timeoutMs);
   });
-  const result = (ok: boolean, message: string): CheckResult => ({
+  const result = (status: CheckStatus, message: string): CheckResult => ({
     name: check.name,
-    ok,
+    status,
     message,
     ms: Math.round(performance.now() - started),
   });
@@ -97,21 +110,39 @@ async function runOne(
     const outcome = await Promise.race([check.run(controller.signal), timeout]);
     if (outcome === 'timeout') {
       controller.abort(new DOMException(`${check.name}: no answer`, 'TimeoutError'));
-      return { result: result(false, check.timedOut(timeoutMs / 1_000)), next: [] };
+      return { result: result('failed', check.timedOut(timeoutMs / 1_000)), next: [] };
     }
-    return { result: result(true, outcome.detail), next: outcome.next ?? [] };
+    return { result: result('ok', outcome.detail), next: outcome.next ?? [] };
   } catch (error) {
-    return { result: result(false, errorMessage(error)), next: [] };
+    const status = error instanceof CheckSkipped ? 'skipped' : 'failed';
+    return { result: result(status, errorMessage(error)), next: [] };
   } finally {
     clearTimeout(timer);
   }
 }
 
+/** One printed line for a result: `mongodb: ok, reached h:27017`, `mongodb: failed: MongoDB at ...`. */
+export function resultLine(result: CheckResult): string {
+  switch (result.status) {
+    case 'ok':
+      return `${result.name}: ok${result.message === '' ? '' : `, ${result.message}`}`;
+    case 'failed':
+      return `${result.name}: failed: ${result.message}`;
+    case 'skipped':
+      return `${result.name}: skipped (${result.message})`;
+    default:
+      return result.status satisfies never;
+  }
+}
+
 /** The last line of `validate`: how many checks ran, and which failed. */
 export function summaryLine(results: readonly CheckResult[]): string {
-  const failed = results.filter((r) => !r.ok).map((r) => r.name);
-  const checks = `${String(results.length)} check${results.length === 1 ? '' : 's'}`;
+  const failed = results.filter((r) => r.status === 'failed').map((r) => r.name);
+  const skipped = results.filter((r) => r.status === 'skipped').length;
+  const ran = results.length - skipped;
+  const checks = `${String(ran)} check${ran === 1 ? '' : 's'}`;
+  const skips = skipped === 0 ? '' : ` (${String(skipped)} skipped)`;
   return failed.length === 0
-    ? `validate: ok, ${checks} passed`
-    : `validate: failed, ${String(failed.length)} of ${checks} failed: ${failed.join(', ')}`;
+    ? `validate: ok, ${checks} passed${skips}`
+    : `validate: failed, ${String(failed.length)} of ${checks} failed${skips}: ${failed.join(', ')}`;
 }

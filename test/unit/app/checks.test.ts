@@ -1,10 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import {
   CheckFailure,
+  CheckSkipped,
+  resultLine,
   runChecks,
   summaryLine,
   type Check,
   type CheckResult,
+  type CheckStatus,
 } from '../../../src/app/checks.js';
 
 function after<T>(ms: number, value: T): Promise<T> {
@@ -24,16 +27,13 @@ describe('runChecks (issue 13: validate fails fast)', () => {
       onResult: () => undefined,
     });
     expect(performance.now() - started).toBeLessThan(250);
-    expect(results.map((r) => r.ok)).toEqual([true, true, true]);
+    expect(results.map((r) => r.status)).toEqual(['ok', 'ok', 'ok']);
   });
 
   it('reports each result as it completes, the fastest first', async () => {
     const seen: string[] = [];
     await runChecks(
-      [
-        check('slow', () => after(60, { detail: '' })),
-        check('fast', () => after(5, { detail: '' })),
-      ],
+      [check('slow', () => after(60, { detail: '' })), check('fast', () => after(5, { detail: '' }))],
       {
         timeoutMs: 5_000,
         onResult: (r) => seen.push(r.name),
@@ -63,8 +63,12 @@ describe('runChecks (issue 13: validate fails fast)', () => {
     expect(elapsed).toBeLessThan(1_000);
     expect(aborted).toBe(true);
     expect(results).toEqual([
-      expect.objectContaining({ name: 'bigquery', ok: true }),
-      expect.objectContaining({ name: 'mongodb', ok: false, message: 'mongodb: no answer within 0.08 s' }),
+      expect.objectContaining({ name: 'bigquery', status: 'ok' }),
+      expect.objectContaining({
+        name: 'mongodb',
+        status: 'failed',
+        message: 'mongodb: no answer within 0.08 s',
+      }),
     ]);
   });
 
@@ -79,7 +83,7 @@ describe('runChecks (issue 13: validate fails fast)', () => {
     );
     expect(results).toEqual([
       expect.objectContaining({
-        ok: false,
+        status: 'failed',
         message: 'cannot read /k.json (no such file): check SERVICE_ACCOUNT_FILE',
       }),
     ]);
@@ -94,7 +98,9 @@ describe('runChecks (issue 13: validate fails fast)', () => {
       });
     const results = await runChecks(
       [
-        check('settings', () => after(10, { detail: '2 documents', next: [child('stream a'), child('stream b')] })),
+        check('settings', () =>
+          after(10, { detail: '2 documents', next: [child('stream a'), child('stream b')] }),
+        ),
         check('bigquery', () => Promise.reject(new Error('down'))),
       ],
       { timeoutMs: 1_000, onResult: () => undefined },
@@ -103,25 +109,58 @@ describe('runChecks (issue 13: validate fails fast)', () => {
     expect(results.map((r) => r.name)).toEqual(['bigquery', 'settings', 'stream a', 'stream b']);
   });
 
+  it('a check that cannot run for want of another is skipped, not failed', async () => {
+    const results = await runChecks(
+      [check('table ads', () => Promise.reject(new CheckSkipped('BigQuery failed')))],
+      { timeoutMs: 1_000, onResult: () => undefined },
+    );
+    expect(results).toEqual([expect.objectContaining({ status: 'skipped', message: 'BigQuery failed' })]);
+  });
+
   it('each check has its own bound from its own start (a follow-up is not cut by its parent time)', async () => {
     const results = await runChecks(
-      [check('first', () => after(60, { detail: '', next: [check('second', () => after(60, { detail: '' }))] }))],
+      [
+        check('first', () =>
+          after(60, { detail: '', next: [check('second', () => after(60, { detail: '' }))] }),
+        ),
+      ],
       { timeoutMs: 100, onResult: () => undefined },
     );
-    expect(results.map((r) => r.ok)).toEqual([true, true]);
+    expect(results.map((r) => r.status)).toEqual(['ok', 'ok']);
   });
 });
 
-describe('summaryLine', () => {
-  const result = (name: string, ok: boolean): CheckResult => ({ name, ok, message: '', ms: 1 });
+describe('summaryLine and resultLine', () => {
+  const result = (name: string, status: CheckStatus, message = ''): CheckResult => ({
+    name,
+    status,
+    message,
+    ms: 1,
+  });
 
-  it('names the failed checks', () => {
-    expect(summaryLine([result('config', true), result('mongodb', false), result('bigquery', false)])).toBe(
-      'validate: failed, 2 of 3 checks failed: mongodb, bigquery',
-    );
+  it('names the failed checks, and counts the skipped apart', () => {
+    expect(
+      summaryLine([
+        result('config', 'ok'),
+        result('mongodb', 'failed'),
+        result('bigquery', 'failed'),
+        result('table ads', 'skipped'),
+      ]),
+    ).toBe('validate: failed, 2 of 3 checks failed (1 skipped): mongodb, bigquery');
   });
 
   it('says how many passed', () => {
-    expect(summaryLine([result('config', true)])).toBe('validate: ok, 1 check passed');
+    expect(summaryLine([result('config', 'ok')])).toBe('validate: ok, 1 check passed');
+  });
+
+  it('prints one line per result', () => {
+    expect(resultLine(result('config', 'ok'))).toBe('config: ok');
+    expect(resultLine(result('mongodb', 'ok', 'reached h:1'))).toBe('mongodb: ok, reached h:1');
+    expect(resultLine(result('mongodb', 'failed', 'MongoDB at h:1 unreachable'))).toBe(
+      'mongodb: failed: MongoDB at h:1 unreachable',
+    );
+    expect(resultLine(result('table ads', 'skipped', 'BigQuery failed'))).toBe(
+      'table ads: skipped (BigQuery failed)',
+    );
   });
 });
