@@ -51,12 +51,21 @@ export function preflightChecks(config: BootstrapConfig, timeoutMs: number): Pre
   });
   const connection = bigQueryConnection(config);
   const where = bigQueryWhere(connection);
-  // Made by the `bigquery` check; the dataset and table checks wait for it, and are skipped when it failed.
-  let bigquery: Promise<BigQueryClients> | undefined;
-  const clients = (): Promise<BigQueryClients> => (bigquery ??= createBigQueryClients(connection));
+  // Made by the first check that needs BigQuery, once; the dataset and table checks wait for the `bigquery`
+  // check's request, and are skipped when it failed (its line says why).
+  let made: Promise<BigQueryClients> | undefined;
+  let reached: Promise<BigQueryClients> | undefined;
+  const clients = (): Promise<BigQueryClients> => (made ??= createBigQueryClients(connection));
+  const reach = (): Promise<BigQueryClients> =>
+    (reached ??= (async () => {
+      const ready = await clients();
+      // The cheapest request that needs the credentials and the project: the default dataset's metadata.
+      await ready.bigquery.dataset(config.BIGQUERY_DATASET).exists();
+      return ready;
+    })());
   const readyClients = async (): Promise<BigQueryClients> => {
     try {
-      return await clients();
+      return await reach();
     } catch {
       throw new CheckSkipped('BigQuery could not be reached: see the bigquery line');
     }
@@ -126,9 +135,7 @@ export function preflightChecks(config: BootstrapConfig, timeoutMs: number): Pre
       name: 'bigquery',
       run: async () => {
         try {
-          const ready = await clients();
-          // The cheapest request that needs the credentials and the project: the default dataset's metadata.
-          await ready.bigquery.dataset(config.BIGQUERY_DATASET).exists();
+          await reach();
         } catch (error) {
           throw new CheckFailure(
             describeBigQueryFailure(error, connection, `reach project ${config.BIGQUERY_PROJECT}`),
@@ -151,7 +158,7 @@ export function preflightChecks(config: BootstrapConfig, timeoutMs: number): Pre
   return {
     checks,
     close: async () => {
-      const opened = bigquery?.catch(() => undefined);
+      const opened = made?.catch(() => undefined);
       await Promise.all([mongo.close(), opened?.then((ready) => ready?.close())]);
     },
   };
