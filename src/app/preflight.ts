@@ -218,7 +218,7 @@ function settingsCheck(
 ): Check {
   const namespace = `${config.SETTINGS_DATABASE}.${config.SETTINGS_COLLECTION}`;
   return {
-    name: `settings ${namespace}`,
+    name: `settings collection ${namespace}`,
     run: async () => {
       const documents = await mongo
         .db(config.SETTINGS_DATABASE)
@@ -253,7 +253,7 @@ function documentCheck(
   mappingChecks: (settings: MappingSettings) => Check[],
 ): Check {
   return {
-    name: `mapping ${settingsIdString(document._id)}`,
+    name: `settings ${settingsIdString(document._id)}`,
     run: () => {
       let settings: MappingSettings;
       try {

@@ -108,8 +108,8 @@ describe('validate against the peers (issue 13)', () => {
       expect.arrayContaining([
         `config: ok, project ${bigquery.projectId}, dataset ${DATASET}, settings in ${SETTINGS_DB}.${SETTINGS_COLLECTION}`,
         expect.stringMatching(/^mongodb: ok, reached 127\.0\.0\.1:\d+$/),
-        `settings ${SETTINGS_DB}.${SETTINGS_COLLECTION}: ok, 1 settings document`,
-        `mapping orders: ok, ${SOURCE_DB}.orders -> default dataset.orders`,
+        `settings collection ${SETTINGS_DB}.${SETTINGS_COLLECTION}: ok, 1 settings document`,
+        `settings orders: ok, ${SOURCE_DB}.orders -> default dataset.orders`,
         `change stream orders: ok, opened on ${SOURCE_DB}.orders`,
         expect.stringMatching(/^bigquery: ok, reached http:\/\/127\.0\.0\.1:\d+ \(project /),
         expect.stringMatching(
