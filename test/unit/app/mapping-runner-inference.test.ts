@@ -24,6 +24,7 @@ const store: SettingsStore = {
   reportStatus: unused,
   saveColumns: unused,
   fenceOf: unused,
+  fencesOf: unused,
 };
 const hooks: MappingHooks = { report: () => undefined, columnsSaved: () => undefined };
 
