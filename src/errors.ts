@@ -108,3 +108,41 @@ export class FencedOutError extends ArchiverError {
     super(ERROR_CODES.fencedOut, 'fenced-out', message, options);
   }
 }
+
+/** The socket error codes a connectivity failure is told by, and how a line for an operator says them. */
+const NETWORK_REASONS: readonly (readonly [code: string, reason: string])[] = [
+  ['ECONNREFUSED', 'connection refused'],
+  ['ENOTFOUND', 'host not found'],
+  ['EAI_AGAIN', 'host not found (DNS did not answer)'],
+  ['EHOSTUNREACH', 'no route to the host'],
+  ['ENETUNREACH', 'network unreachable'],
+  ['ECONNRESET', 'connection reset'],
+  ['ETIMEDOUT', 'connection timed out'],
+];
+
+/**
+ * Why a request could not reach its server (`connection refused`, `host not found`...), read from the
+ * socket error code anywhere in `error`, its causes or the errors it aggregates (drivers wrap it, or keep
+ * only its text in their message); undefined when `error` is no network failure this recognises.
+ */
+export function networkFailureReason(error: unknown): string | undefined {
+  const texts: string[] = [];
+  const seen = new Set<unknown>();
+  const collect = (value: unknown): void => {
+    if (typeof value !== 'object' || value === null || seen.has(value)) return;
+    seen.add(value);
+    const { code, message, cause, errors } = value as {
+      code?: unknown;
+      message?: unknown;
+      cause?: unknown;
+      errors?: unknown;
+    };
+    if (typeof code === 'string') texts.push(code);
+    if (typeof message === 'string') texts.push(message);
+    collect(cause);
+    if (Array.isArray(errors)) for (const inner of errors) collect(inner);
+  };
+  collect(error);
+  const text = texts.join('\n');
+  return NETWORK_REASONS.find(([code]) => new RegExp(`\\b${code}\\b`).test(text))?.[1];
+}

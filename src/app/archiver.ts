@@ -1,15 +1,18 @@
 import { MongoClient, type MongoClientOptions } from 'mongodb';
-import { createBigQueryClients, type BigQueryClients } from '../bigquery/client.js';
+import { createBigQueryClients, type BigQueryClients, type BigQueryConnection } from '../bigquery/client.js';
+import { describeBigQueryFailure } from '../bigquery/connectivity.js';
 import { type WriterDecorator } from '../bigquery/destination.js';
 import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
 import { workerThreads, type BootstrapConfig } from '../config/bootstrap.js';
 import { parseMappingSettings } from '../config/settings.js';
-import { ConfigError } from '../errors.js';
+import { BigQueryError, ConfigError } from '../errors.js';
 import { Slots } from '../core/slots.js';
 import { Supervisor } from '../core/supervisor.js';
 import { sampleDocuments } from '../mongodb/sampler.js';
 import { MongoLeaseStore } from '../mongodb/lease-store.js';
 import { MongoSettingsStore } from '../mongodb/settings-store.js';
+import { describeMongoConnectFailure } from '../mongodb/connectivity.js';
+import { MongoDbError, classifyMongoError } from '../mongodb/error-mapping.js';
 import { startHealthServer } from '../observability/health-server.js';
 import { scrubText, supervisorLog, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
@@ -157,7 +160,7 @@ export async function connectMongoClients(
   const bookkeeping = new MongoClient(uri, bookkeepingClientOptions(uri));
   let data: MongoClient | undefined;
   try {
-    await bookkeeping.connect();
+    await connectNamingMongo(bookkeeping, uri);
     const store = new MongoSettingsStore(bookkeeping, {
       database: config.SETTINGS_DATABASE,
       collection: config.SETTINGS_COLLECTION,
@@ -165,7 +168,7 @@ export async function connectMongoClients(
     });
     const mappings = (await store.list(signal)).length;
     data = new MongoClient(uri, dataClientOptions(uri, mappings));
-    await data.connect();
+    await connectNamingMongo(data, uri);
     const both = [data, bookkeeping] as const;
     return {
       data,
@@ -178,6 +181,22 @@ export async function connectMongoClients(
   } catch (error) {
     await Promise.all([bookkeeping.close(), data?.close()]);
     throw error;
+  }
+}
+
+/**
+ * Connects `client`; a failure says which server, why and what to check (`MongoDB at h:27017 unreachable
+ * (connection refused): check MONGO_CLIENT...`) instead of the driver's bare `connect ECONNREFUSED`, keeping
+ * the driver's error as `cause`. The daemon cannot run without MongoDB: `run` exits with this line.
+ */
+export async function connectNamingMongo(client: MongoClient, uri: string): Promise<void> {
+  try {
+    await client.connect();
+  } catch (error) {
+    const waitedMs = client.options.serverSelectionTimeoutMS;
+    throw new MongoDbError(classifyMongoError(error), describeMongoConnectFailure(error, uri, waitedMs), {
+      cause: error,
+    });
   }
 }
 
@@ -204,6 +223,41 @@ export async function startArchiver(
   } catch (error) {
     await closeAll(opened);
     throw error;
+  }
+}
+
+/** How long the start's BigQuery probe waits for an answer before it says BigQuery does not answer. */
+const BIGQUERY_PROBE_TIMEOUT_MS = 10_000;
+
+/**
+ * Asks BigQuery once, at start, for the default dataset, and logs an error naming BigQuery and what to check
+ * when that fails. The daemon goes on regardless: each mapping retries its own BigQuery requests (an outage
+ * passes), but without this line an unreachable endpoint would show only as each mapping's bare failure.
+ */
+async function warnIfBigQueryUnreachable(
+  clients: BigQueryClients,
+  connection: BigQueryConnection,
+  dataset: string,
+  logger: Logger,
+  signal: AbortSignal,
+): Promise<void> {
+  const probe = clients.bigquery.dataset(dataset).exists();
+  const timeout = new Promise<'timeout'>((resolve) => {
+    setTimeout(resolve, BIGQUERY_PROBE_TIMEOUT_MS, 'timeout').unref();
+  });
+  try {
+    if ((await Promise.race([probe, timeout])) !== 'timeout' || signal.aborted) return;
+    logger.error(
+      { timeoutMs: BIGQUERY_PROBE_TIMEOUT_MS },
+      describeBigQueryFailure(new Error('no answer: timed out'), connection, 'read the default dataset') +
+        '; the mappings retry',
+    );
+  } catch (error) {
+    if (signal.aborted) return;
+    logger.error(
+      { err: error },
+      `${describeBigQueryFailure(error, connection, 'read the default dataset')}; the mappings retry`,
+    );
   }
 }
 
@@ -240,8 +294,15 @@ async function startOnClients(
   );
   const target: StorageWriteTarget =
     config.BIGQUERY_EMULATOR_ENDPOINT !== undefined ? config.BIGQUERY_EMULATOR_KIND : 'bigquery';
-  const bigquery: BigQueryClients = await createBigQueryClients(bigQueryConnection(config));
+  const connection = bigQueryConnection(config);
+  const bigquery: BigQueryClients = await createBigQueryClients(connection).catch((error: unknown) => {
+    // Credentials that cannot be loaded: nothing could ever be written, so the start fails, saying why.
+    throw new BigQueryError('fatal', describeBigQueryFailure(error, connection, 'load the credentials'), {
+      cause: error,
+    });
+  });
   opened.push(() => bigquery.close());
+  void warnIfBigQueryUnreachable(bigquery, connection, config.BIGQUERY_DATASET, logger, signal);
   const threads = workerThreads(config, availableCores());
   // Shared by every mapping. The change streams are read raw for them, unless a raw cursor cannot do what
   // the driver's would (mongos or a load balancer route its getMores anew; a secondary read preference):

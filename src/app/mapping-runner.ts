@@ -41,6 +41,7 @@ import { runBackfill } from './backfill-role.js';
 import { chooseRawStream, type DatabaseStreams } from './database-streams.js';
 import { runRoles, type Role } from './roles.js';
 import { MappingMetrics } from './mapping-metrics.js';
+import { InferredColumns } from './inferred-columns.js';
 import { SchemaCoordinator } from './schema-coordinator.js';
 import { runStream } from './stream-role.js';
 
@@ -147,6 +148,7 @@ function dryRunSink(log: Logger): RecordSink {
  * (docs/architecture.md, "The mapping run").
  */
 export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner {
+  const inferred = new InferredColumns();
   return async (settings, signal, hooks) => {
     const log = mappingLogger(deps.logger, {
       mapping: settings.id,
@@ -156,7 +158,7 @@ export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner {
     });
     const metrics = deps.metrics && new MappingMetrics(deps.metrics, settings.id);
     try {
-      await new MappingRun(deps, settings, hooks, log, metrics).run(signal);
+      await new MappingRun(deps, settings, hooks, log, metrics, inferred).run(signal);
     } catch (error) {
       // What the supervisor restarts or stops the mapping on; an abort is a stop, not a failure.
       if (!signal.aborted) metrics?.failed(error);
@@ -201,6 +203,7 @@ class MappingRun {
     private readonly hooks: MappingHooks,
     private readonly log: Logger,
     private readonly metrics: MappingMetrics | undefined,
+    private readonly inferred: InferredColumns,
   ) {
     this.#collection = deps.mongo.db(settings.mongoDatabase).collection(settings.mongoCollection);
     const source = new MongoChangeSource(deps.mongo, this.#collection, {
@@ -487,13 +490,24 @@ class MappingRun {
   /** The columns from the settings, or inferred from a sample (saved once the table is in line with them). */
   async #schema(signal: AbortSignal): Promise<SchemaCoordinator> {
     let columns = this.settings.columns;
-    if (columns === undefined) {
-      const sample = await this.deps.sample(this.#collection, DEFAULT_INFER_SAMPLE, signal);
-      columns = await inferColumns(sample);
-      this.log.info(
-        { columns: columns.length, sampled: sample.length },
-        'inferred the columns from a sample',
-      );
+    if (columns !== undefined) this.inferred.forget(this.settings.id);
+    else {
+      const inference = await this.inferred.columns(this.settings, async () => {
+        const sample = await this.deps.sample(this.#collection, DEFAULT_INFER_SAMPLE, signal);
+        const found = await inferColumns(sample);
+        this.log.info(
+          { columns: found.length, sampled: sample.length },
+          'inferred the columns from a sample',
+        );
+        return found;
+      });
+      columns = inference.columns;
+      if (inference.reused) {
+        this.log.debug(
+          { columns: columns.length },
+          'columns inferred by an earlier run of this configuration; no new sample',
+        );
+      }
       if (this.settings.dryrun) {
         this.log.info({ columns }, 'dry run: would create the table with these columns');
       }

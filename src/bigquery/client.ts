@@ -52,7 +52,8 @@ function emulatorAuthClient(): OAuth2Client {
  * Builds the REST and Storage Write clients, always with an explicit auth client. For an emulator (which must
  * be on loopback) the auth client holds a fake token and METADATA_SERVER_DETECTION is set to `none`, so
  * nothing ever probes the cloud metadata server. For Google, a key file or Application Default Credentials
- * are resolved once here; on GKE with Workload Identity ADC legitimately asks the metadata server.
+ * are resolved once here; on GKE with Workload Identity ADC legitimately asks the metadata server (see
+ * metadataServerDetection).
  */
 export async function createBigQueryClients(connection: BigQueryConnection): Promise<BigQueryClients> {
   const projectId = assertProjectId(connection.projectId);
@@ -91,6 +92,7 @@ export async function createBigQueryClients(connection: BigQueryConnection): Pro
     });
     return clients(projectId, bigquery, writerClient, true);
   }
+  process.env.METADATA_SERVER_DETECTION ??= metadataServerDetection(connection.keyFilename);
   const auth = new GoogleAuth({
     scopes: [BIGQUERY_SCOPE],
     projectId,
@@ -103,6 +105,21 @@ export async function createBigQueryClients(connection: BigQueryConnection): Pro
     authClient: authClient as unknown as GaxAuthClient,
   });
   return clients(projectId, bigquery, writerClient, false);
+}
+
+/**
+ * How the Google auth library may look for the cloud metadata server, when the user did not say
+ * (METADATA_SERVER_DETECTION): never with a key file (the key is the credentials); otherwise only where the
+ * machine looks like Google Cloud (its BIOS, network card or serverless environment, which the library
+ * checks without a request: GCE, GKE with Workload Identity, Cloud Run). The library would otherwise ping
+ * the metadata server from anywhere and, off Google Cloud, print a stray `MetadataLookupWarning` before the
+ * "no credentials" error that says it all. Where Google Cloud hides its BIOS (GKE Sandbox), set
+ * METADATA_SERVER_DETECTION=ping-only.
+ */
+function metadataServerDetection(keyFilename: string | undefined): 'none' | 'bios-only' {
+  return keyFilename !== undefined || process.env.GOOGLE_APPLICATION_CREDENTIALS !== undefined
+    ? 'none'
+    : 'bios-only';
 }
 
 function clients(

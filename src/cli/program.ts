@@ -111,9 +111,12 @@ export function buildProgram(): Command {
 
   program
     .command('validate')
-    .description('check the configuration, every settings document, and that MongoDB and BigQuery answer')
+    .description(
+      'check the configuration, the key file, MongoDB (settings, a change stream per mapping) and BigQuery (each dataset writable), side by side; exit 1 when any fails',
+    )
+    .option('--timeout <seconds>', 'how long each check may take', '10')
     .addHelpText('after', `\n${configurationHelp(undefined, info.homepage)}\n\n${exitCodesHelp()}`)
-    .action(action(() => validateCommand(globals())));
+    .action(action((options: { timeout?: string }) => validateCommand({ ...globals(), ...options })));
 
   program
     .command('infer-schema')

@@ -1,5 +1,6 @@
 import { startArchiver } from '../app/archiver.js';
-import { createLogger } from '../observability/logger.js';
+import { errorMessage } from '../errors.js';
+import { createLogger, scrubText } from '../observability/logger.js';
 import { missingV8Flags, V8_FLAGS } from '../observability/runtime.js';
 import { EXIT, loadConfig, type GlobalOptions } from './common.js';
 
@@ -37,7 +38,15 @@ export async function runCommand(options: GlobalOptions): Promise<number> {
       `node was started without ${missing.join(' ')}: garbage collection will cost about a fifth of the throughput (see docs/operations.md)`,
     );
   }
-  const archiver = await startArchiver(config, logger, controller.signal);
+  let archiver;
+  try {
+    archiver = await startArchiver(config, logger, controller.signal);
+  } catch (error) {
+    // The same line as the exit message (`MongoDB at h:27017 unreachable (...): check MONGO_CLIENT ...`),
+    // in the logs too, where a deployment's operator looks first.
+    logger.fatal({ err: error }, `could not start: ${scrubText(errorMessage(error))}`);
+    throw error;
+  }
   await archiver.done;
   return EXIT.ok;
 }

@@ -1,10 +1,11 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MongoNetworkError } from 'mongodb';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { validateCommand, type ValidateProbes } from '../../../src/cli/validate.js';
+import { CheckFailure, type Check } from '../../../src/app/checks.js';
+import { checkTimeoutMs, validateCommand, type PreflightFactory } from '../../../src/cli/validate.js';
 import { EXIT } from '../../../src/cli/common.js';
+import { ConfigError } from '../../../src/errors.js';
 
 // The driver takes a password with an unencoded space (and `"`), as it takes `@`.
 const URI =
@@ -21,16 +22,42 @@ function configPath(): string {
   return path;
 }
 
-async function printed(probes: ValidateProbes): Promise<{ code: number; lines: string[] }> {
+function passing(name: string, detail = ''): Check {
+  return { name, run: () => Promise.resolve({ detail }), timedOut: () => `${name} timed out` };
+}
+
+function failing(name: string, message: string): Check {
+  return {
+    name,
+    run: () => Promise.reject(new CheckFailure(message)),
+    timedOut: () => `${name} timed out`,
+  };
+}
+
+async function printed(
+  checks: readonly Check[],
+  timeout?: string,
+): Promise<{ code: number; lines: string[]; timeoutMs: number | undefined; closed: boolean }> {
   const lines: string[] = [];
   vi.spyOn(console, 'log').mockImplementation((line: string) => lines.push(line));
   vi.spyOn(console, 'error').mockImplementation((line: string) => lines.push(line));
-  const code = await validateCommand({ config: configPath() }, probes);
-  return { code, lines };
-}
-
-function expectNoSecret(lines: readonly string[]): void {
-  for (const line of lines) for (const secret of SECRETS) expect(line).not.toContain(secret);
+  let timeoutMs: number | undefined;
+  let closed = false;
+  const factory: PreflightFactory = (_config, ms) => {
+    timeoutMs = ms;
+    return {
+      checks,
+      close: () => {
+        closed = true;
+        return Promise.resolve();
+      },
+    };
+  };
+  const code = await validateCommand(
+    { config: configPath(), ...(timeout !== undefined && { timeout }) },
+    factory,
+  );
+  return { code, lines, timeoutMs, closed };
 }
 
 afterEach(() => {
@@ -38,58 +65,53 @@ afterEach(() => {
 });
 
 describe('validate', () => {
-  it('issue 10 item 19: redacts a connection string anywhere in an error, whatever its password holds', async () => {
-    const { code, lines } = await printed({
-      mongo: () => Promise.reject(new MongoNetworkError(`Server selection timed out for ${URI}`)),
-      bigquery: () => Promise.reject(new Error(`cannot reach BigQuery (MongoDB was ${URI}; retry later)`)),
-    });
+  it('issue 10 item 19: redacts a connection string anywhere in a line, whatever its password holds', async () => {
+    const { code, lines } = await printed([
+      failing('mongodb', `Server selection timed out for ${URI}`),
+      failing('bigquery', `cannot reach BigQuery (MongoDB was ${URI}; retry later)`),
+    ]);
     expect(code).toBe(EXIT.failure);
-    expect(lines).toEqual([
-      'config: ok',
+    expect(lines).toContain(
       'mongodb: failed: Server selection timed out for mongodb://archiver:***@mongo-0.example:27017/?replicaSet=rs0&proxyHost=p&proxyUsername=a&proxyPassword=***',
-      expect.stringMatching(
-        /^bigquery: failed: cannot reach BigQuery \(MongoDB was mongodb:\/\/archiver:\*\*\*@mongo-0/,
+    );
+    for (const line of lines) for (const secret of SECRETS) expect(line).not.toContain(secret);
+  });
+
+  it('issue 13: the configuration first, one line per check, a summary naming the failures last; exit 1', async () => {
+    const { code, lines, closed } = await printed([
+      passing('mongodb', 'reached mongo-0.example:27017'),
+      failing(
+        'key file /keys/sa.json',
+        'cannot read /keys/sa.json (no such file): check SERVICE_ACCOUNT_FILE',
       ),
     ]);
-    expectNoSecret(lines);
-  });
-
-  it('issue 10 item 19: shows the connection string it reached without its secrets', async () => {
-    const { code, lines } = await printed({
-      mongo: () => Promise.resolve([]),
-      bigquery: () => Promise.resolve({ exists: true, conflicts: new Map() }),
-    });
-    expect(code).toBe(EXIT.ok);
-    expect(lines).toEqual([
-      'config: ok',
-      'mongodb: ok, reached mongodb://archiver:***@mongo-0.example:27017/?replicaSet=rs0&proxyHost=p&proxyUsername=a&proxyPassword=***',
-      'bigquery: ok (dataset acquisitions exists)',
-    ]);
-  });
-
-  it('issue 10 item 10: reports columns whose type differs from the existing history table, and fails', async () => {
-    const settings = {
-      _id: 'ads',
-      mongo_database: 'bidding',
-      mongo_collection: 'ads',
-      bigquery_table: 'ads',
-      columns: [{ name: 's', type: 'INTEGER', mongo_field: 's' }],
-    };
-    let asked: readonly string[] = [];
-    const { code, lines } = await printed({
-      mongo: () => Promise.resolve([settings]),
-      bigquery: (_config, mappings) => {
-        asked = mappings.map((m) => m.id);
-        return Promise.resolve({
-          exists: true,
-          conflicts: new Map([['ads', ['s: INTEGER in the settings, STRING in the table']]]),
-        });
-      },
-    });
-    expect(asked).toEqual(['ads']);
     expect(code).toBe(EXIT.failure);
-    expect(lines.at(-1)).toBe(
-      'settings ads: columns differ from table ads: s: INTEGER in the settings, STRING in the table',
+    expect(lines[0]).toBe(
+      'config: ok, project my-project, dataset acquisitions, settings in config.bigquery_archiver_settings',
     );
+    expect(lines.slice(1, -1).sort()).toEqual([
+      'key file /keys/sa.json: failed: cannot read /keys/sa.json (no such file): check SERVICE_ACCOUNT_FILE',
+      'mongodb: ok, reached mongo-0.example:27017',
+    ]);
+    expect(lines.at(-1)).toBe('validate: failed, 1 of 3 checks failed: key file /keys/sa.json');
+    expect(closed).toBe(true);
+  });
+
+  it('issue 13: exits 0 when every check passed', async () => {
+    const { code, lines } = await printed([passing('mongodb'), passing('bigquery')]);
+    expect(code).toBe(EXIT.ok);
+    expect(lines.at(-1)).toBe('validate: ok, 3 checks passed');
+  });
+
+  it('issue 13: --timeout is the bound of each check, 10 s by default', async () => {
+    expect((await printed([], '2.5')).timeoutMs).toBe(2_500);
+    expect((await printed([])).timeoutMs).toBe(10_000);
+  });
+
+  it('issue 13: --timeout that is no number of seconds is a usage error naming the option', () => {
+    for (const bad of ['abc', '0', '-1', '601']) {
+      expect(() => checkTimeoutMs(bad)).toThrow(ConfigError);
+      expect(() => checkTimeoutMs(bad)).toThrow(/--timeout must be a number of seconds/);
+    }
   });
 });
