@@ -1,4 +1,4 @@
-import { connectMongo } from '../app/archiver.js';
+import { connectMongo, connectNamingMongo } from '../app/archiver.js';
 import { requestResync } from '../app/resync.js';
 import { EXIT, loadConfig, type GlobalOptions } from './common.js';
 
@@ -7,7 +7,7 @@ export async function resyncCommand(mapping: string, options: GlobalOptions): Pr
   const config = loadConfig(options);
   const mongo = connectMongo(config);
   try {
-    await mongo.connect();
+    await connectNamingMongo(mongo, config.MONGO_CLIENT);
     const at = await requestResync(mongo, config, mapping);
     console.log(
       `resync of ${mapping} requested at ${at.toISOString()}; the running archiver restarts that mapping and copies the collection again`,

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type MongoClient } from 'mongodb';
-import { connectMongo } from '../app/archiver.js';
+import { connectMongo, connectNamingMongo } from '../app/archiver.js';
 import { type BootstrapConfig } from '../config/bootstrap.js';
 import { settingsIdString } from '../core/settings.js';
 import { ConfigError } from '../errors.js';
@@ -109,7 +109,7 @@ export async function showStatus(
   const json = options.json === true;
   const mongo = connectMongo(config);
   try {
-    await mongo.connect();
+    await connectNamingMongo(mongo, config.MONGO_CLIENT);
     let earlier: Map<string, EarlierCount> | undefined;
     for (;;) {
       const report = await readStatus(mongo, config, Date.now, earlier);

@@ -1,6 +1,7 @@
 import { Timestamp } from 'bson';
 import { describe, expect, it } from 'vitest';
-import { renderStatus, watchIntervalMs, type StatusReport } from '../../../src/cli/status.js';
+import { renderStatus, showStatus, watchIntervalMs, type StatusReport } from '../../../src/cli/status.js';
+import { loadBootstrapConfig } from '../../../src/config/bootstrap.js';
 import {
   backfillOverview,
   mappingOverview,
@@ -277,5 +278,22 @@ describe('status --watch (issue 13)', () => {
     expect(watchIntervalMs('0.5')).toBe(500);
     expect(() => watchIntervalMs('abc')).toThrow(/--watch: expected seconds between 0.5 and 3600/);
     expect(() => watchIntervalMs('0')).toThrow(/--watch/);
+  });
+});
+
+describe('status and resync with MongoDB unreachable (issue 13)', () => {
+  it('name MongoDB, its host and MONGO_CLIENT instead of a bare connection error', async () => {
+    const config = loadBootstrapConfig({
+      env: {
+        MONGO_CLIENT:
+          'mongodb://archiver:secret@127.0.0.1:1/?serverSelectionTimeoutMS=300&directConnection=true',
+        BIGQUERY_PROJECT: 'my-project',
+        BIGQUERY_DATASET: 'acquisitions',
+      },
+      path: '/nonexistent/config.json',
+    });
+    const failure = showStatus(config, {}, { write: () => undefined });
+    await expect(failure).rejects.toThrow(/^MongoDB at 127\.0\.0\.1:1 .*check MONGO_CLIENT/);
+    await expect(failure).rejects.not.toThrow(/secret/);
   });
 });
