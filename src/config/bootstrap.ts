@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { ConfigError } from '../errors.js';
+import { ConfigError, errorMessage } from '../errors.js';
 import { datasetIdProblem, projectIdProblem } from '../schema/identifiers.js';
 import {
   CHANGE_STREAM_SCOPES,
@@ -14,7 +14,9 @@ import {
   WRITER_KINDS,
 } from '../core/settings.js';
 import { DEFAULT_WINDOW_LIMITS, type WindowLimits } from '../core/window.js';
+import { jsonSyntaxProblem } from './json-syntax.js';
 import { checkedIdentifier, mongoCollectionName, mongoDatabaseName } from './settings.js';
+import { closestName } from './suggest.js';
 
 /** Where the original service read its configuration; `--config PATH` overrides it. */
 export const DEFAULT_CONFIG_PATH = '/config-local/config.json';
@@ -24,15 +26,26 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 /** The logger's formats (`LogFormat` in src/observability/log-format.ts, which config/ may not import). */
 const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
 
-/** Text from JSON or the environment: numbers and booleans may arrive as strings. */
-const port = z.coerce.number().int().min(0).max(65_535);
-const positiveInt = z.coerce.number().int().positive();
-
-/** A whole number from `min` to `max`; every way to miss it gets the one message that says the range. */
+/**
+ * A whole number from `min` to `max`, also as text (the environment has nothing else); every way to miss it
+ * gets the one message that says the range.
+ */
 function wholeNumber(min: number, max: number, unit: string) {
-  const error = `must be a whole number of ${unit} from ${String(min)} to ${String(max)}`;
+  const error = `is not a whole number of ${unit} from ${String(min)} to ${String(max)}`;
   return z.coerce.number({ error }).int({ error }).min(min, { error }).max(max, { error });
 }
+
+/** One of `values`, with the message that lists them. */
+function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
+  return z.enum(values, { error: `is not one of ${values.join(', ')}` });
+}
+
+const PORT_ERROR = 'is not a port number (1-65535, or 0 for any free port)';
+const port = z.coerce
+  .number({ error: PORT_ERROR })
+  .int({ error: PORT_ERROR })
+  .min(0, { error: PORT_ERROR })
+  .max(65_535, { error: PORT_ERROR });
 
 /** The in-flight window is given in MB (10^6 bytes, as BigQuery counts request sizes). */
 const MEGABYTE = 1_000_000;
@@ -48,7 +61,7 @@ export const MAX_WORKER_THREADS = 16;
 const AUTO_WORKER_THREADS_CAP = 4;
 
 /** `auto`, or a number of worker threads; every way to miss it gets the one message that says both. */
-const workerThreadsError = `must be auto or a whole number of threads from 0 to ${String(MAX_WORKER_THREADS)}`;
+const workerThreadsError = `is neither auto nor a whole number of threads from 0 to ${String(MAX_WORKER_THREADS)}`;
 const workerThreadsSetting = z.union(
   [
     z.literal('auto', { error: workerThreadsError }),
@@ -61,86 +74,150 @@ const workerThreadsSetting = z.union(
   { error: workerThreadsError },
 );
 
-/** Every key of config.json (and the environment): `--help` lists them from here, so the two stay in step. */
+const MONGO_CLIENT_ERROR = 'must be a mongodb:// or mongodb+srv:// connection string';
+
+/**
+ * Every key of config.json (each also an environment variable of the same name): `--help` lists them from
+ * here, and the descriptions are the published JSON Schema's (`npm run schemas`), so all stay in step;
+ * docs/operations.md has the full story of each.
+ */
 export const bootstrapSchema = z.object({
   MONGO_CLIENT: z
-    .string()
-    .min(1)
-    .refine(
-      (v) => /^mongodb(\+srv)?:\/\//.test(v),
-      'must be a mongodb:// or mongodb+srv:// connection string',
-    ),
-  SERVICE_ACCOUNT_FILE: z.string().min(1).optional(),
+    .string({ error: MONGO_CLIENT_ERROR })
+    .refine((v) => /^mongodb(\+srv)?:\/\//.test(v), MONGO_CLIENT_ERROR)
+    .meta({
+      description:
+        'MongoDB connection string of the server or replica set holding the archived collections and the settings.',
+      examples: ['mongodb://localhost:27017/?replicaSet=rs0'],
+    }),
+  SERVICE_ACCOUNT_FILE: z
+    .string({ error: 'must be the path of a service account key file' })
+    .min(1, 'must be the path of a service account key file')
+    .optional()
+    .meta({
+      description: 'Path of a Google service account key file; without it, Application Default Credentials.',
+      examples: ['/creds/google-service-account.json'],
+    }),
   // Identifiers are checked here, before anything starts: a bad one would otherwise fail each mapping on its
   // own (or reach SQL) while the daemon runs on.
-  BIGQUERY_PROJECT: checkedIdentifier(projectIdProblem),
-  BIGQUERY_DATASET: checkedIdentifier(datasetIdProblem),
-  SETTINGS_DATABASE: mongoDatabaseName.default(DEFAULT_SETTINGS_DATABASE),
-  SETTINGS_COLLECTION: mongoCollectionName.default(DEFAULT_SETTINGS_COLLECTION),
-  SETTINGS_POLL_INTERVAL_MS: positiveInt.default(DEFAULT_SETTINGS_POLL_MS),
+  BIGQUERY_PROJECT: checkedIdentifier(projectIdProblem).meta({
+    description: 'Google Cloud project of the BigQuery dataset.',
+    examples: ['my-gcp-project'],
+  }),
+  BIGQUERY_DATASET: checkedIdentifier(datasetIdProblem).meta({
+    description:
+      'BigQuery dataset of the history tables and views (letters, digits, underscores); created if absent.',
+    examples: ['mongo_archive'],
+  }),
+  SETTINGS_DATABASE: mongoDatabaseName.default(DEFAULT_SETTINGS_DATABASE).meta({
+    description:
+      'MongoDB database of the settings collection. Use a normal database: Atlas and real clusters restrict `config`.',
+  }),
+  SETTINGS_COLLECTION: mongoCollectionName
+    .default(DEFAULT_SETTINGS_COLLECTION)
+    .meta({ description: 'Collection of the settings documents, one per archived collection.' }),
+  SETTINGS_POLL_INTERVAL_MS: wholeNumber(1, 86_400_000, 'milliseconds')
+    .default(DEFAULT_SETTINGS_POLL_MS)
+    .meta({ description: 'How often the settings collection is read for new, changed or removed mappings.' }),
   /** A local BigQuery emulator's REST endpoint, e.g. http://127.0.0.1:9050 (tests and demo only). */
-  BIGQUERY_EMULATOR_ENDPOINT: z.url().optional(),
+  BIGQUERY_EMULATOR_ENDPOINT: z
+    .url({ error: 'is not a URL such as http://127.0.0.1:9050' })
+    .optional()
+    .meta({ description: "A local BigQuery emulator's REST endpoint (tests and demo only)." }),
   /** The emulator's gRPC (Storage Write API) endpoint, host:port. */
   BIGQUERY_EMULATOR_GRPC: z
-    .string()
-    .regex(/^[^:]+:\d+$/, 'must be host:port')
-    .optional(),
+    .string({ error: 'is not host:port' })
+    .regex(/^[^:]+:\d+$/, 'is not host:port')
+    .optional()
+    .meta({
+      description: "The emulator's gRPC (Storage Write API) endpoint, host:port (tests and demo only).",
+    }),
   /** Which emulator BIGQUERY_EMULATOR_ENDPOINT points at: their gaps decide what falls back to insertAll. */
-  BIGQUERY_EMULATOR_KIND: z.enum(['bqemulator', 'goccy-bigquery-emulator']).default('bqemulator'),
-  BIGQUERY_WRITER: z.enum(WRITER_KINDS).default('storage-write'),
+  BIGQUERY_EMULATOR_KIND: oneOf(['bqemulator', 'goccy-bigquery-emulator'])
+    .default('bqemulator')
+    .meta({ description: 'Which emulator BIGQUERY_EMULATOR_ENDPOINT points at (tests and demo only).' }),
+  BIGQUERY_WRITER: oneOf(WRITER_KINDS).default('storage-write').meta({
+    description: "How rows are sent to BigQuery, unless a settings document's `writer` says otherwise.",
+  }),
   /** Address the metrics and health endpoints listen on (`0.0.0.0` in a container). */
-  METRICS_HOST: z.string().min(1).default('127.0.0.1'),
-  METRICS_PORT: port.default(DEFAULT_METRICS_PORT),
-  LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
+  METRICS_HOST: z
+    .string({ error: 'is not a host name or address' })
+    .min(1, 'is not a host name or address')
+    .default('127.0.0.1')
+    .meta({ description: 'Address the metrics and health endpoints listen on (`0.0.0.0` in a container).' }),
+  METRICS_PORT: port
+    .default(DEFAULT_METRICS_PORT)
+    .meta({ description: 'Port of the metrics and health endpoints (0: any free port).' }),
+  LOG_LEVEL: oneOf(LOG_LEVELS)
+    .default('info')
+    .meta({ description: 'Least severity of the log lines written.' }),
   /** `auto`: human lines when standard output is a terminal, JSON lines otherwise; or always `json` or `pretty`. */
-  LOG_FORMAT: z.enum(LOG_FORMATS, { error: 'must be auto, json or pretty' }).default('auto'),
+  LOG_FORMAT: oneOf(LOG_FORMATS)
+    .default('auto')
+    .meta({
+      description: 'auto: human lines on a terminal, JSON lines otherwise; or always json or pretty.',
+    }),
   /**
    * How long a mapping's lease lasts without renewal (renewed every third of it): the longest time the
    * mappings of a crashed instance wait before another instance takes them over. See docs/operations.md.
    */
-  LEASE_TTL_MS: z.coerce.number().int().min(1_000).max(600_000).default(DEFAULT_LEASE_TTL_MS),
+  LEASE_TTL_MS: wholeNumber(1_000, 600_000, 'milliseconds').default(DEFAULT_LEASE_TTL_MS).meta({
+    description:
+      "How long a mapping's lease lasts without renewal: the longest a crashed instance's mappings wait for another instance.",
+  }),
   /**
    * Requests each mapping may have on their way to BigQuery at once (its in-flight window); the reading
    * waits while they are all out. See docs/operations.md.
    */
-  BIGQUERY_MAX_IN_FLIGHT_REQUESTS: wholeNumber(1, MAX_IN_FLIGHT_REQUESTS, 'requests').default(
-    DEFAULT_WINDOW_LIMITS.maxRequests,
-  ),
+  BIGQUERY_MAX_IN_FLIGHT_REQUESTS: wholeNumber(1, MAX_IN_FLIGHT_REQUESTS, 'requests')
+    .default(DEFAULT_WINDOW_LIMITS.maxRequests)
+    .meta({ description: 'Requests each mapping may have on their way to BigQuery at once.' }),
   /**
    * Connections each Storage Write writer opens to its table's default stream; appends are spread over them.
    * One carries the default window; raise it only when one connection is the limit (docs/bigquery.md).
    */
-  BIGQUERY_STORAGE_WRITE_CONNECTIONS: wholeNumber(1, MAX_STORAGE_WRITE_CONNECTIONS, 'connections').default(1),
+  BIGQUERY_STORAGE_WRITE_CONNECTIONS: wholeNumber(1, MAX_STORAGE_WRITE_CONNECTIONS, 'connections')
+    .default(1)
+    .meta({ description: "Connections each Storage Write writer opens to its table's default stream." }),
   /**
    * Worker threads that decode, map and encode changes and backfill documents for every mapping, so that
    * the thread reading MongoDB and writing BigQuery does not: `auto` (the default) takes one per core, up
    * to 4, and none on a single core; 0 does it all on the one thread. See docs/operations.md.
    */
-  WORKER_THREADS: workerThreadsSetting.default('auto'),
+  WORKER_THREADS: workerThreadsSetting.default('auto').meta({
+    description:
+      'Worker threads that decode, map and encode rows: auto (one per core, up to 4, none on one core) or 0 to 16.',
+  }),
   /** Megabytes of rows each mapping may have on their way to BigQuery at once (the window's other bound). */
-  BIGQUERY_MAX_IN_FLIGHT_MB: wholeNumber(1, MAX_IN_FLIGHT_MB, 'megabytes').default(
-    DEFAULT_WINDOW_LIMITS.maxBytes / MEGABYTE,
-  ),
+  BIGQUERY_MAX_IN_FLIGHT_MB: wholeNumber(1, MAX_IN_FLIGHT_MB, 'megabytes')
+    .default(DEFAULT_WINDOW_LIMITS.maxBytes / MEGABYTE)
+    .meta({ description: 'Megabytes of rows each mapping may have on their way to BigQuery at once.' }),
   /**
    * `database` (the default): one change stream per source database, filtered on the server to the mapped
    * collections and shared by their mappings; `collection`: one per mapping. Where a server cannot open a
    * database-level stream, the daemon reads per collection and says so once. See docs/operations.md.
    */
-  CHANGE_STREAM_SCOPE: z
-    .enum(CHANGE_STREAM_SCOPES, { error: 'must be database or collection' })
-    .default('database'),
+  CHANGE_STREAM_SCOPE: oneOf(CHANGE_STREAM_SCOPES).default('database').meta({
+    description: 'One change stream per source database (shared by its mappings) or per collection.',
+  }),
   /**
    * The longest an idle mapping waits to save the position its stream reached with nothing to write; a
    * position reached by writing rows is saved at once. Idle positions are saved in the checkpoints
    * collection only (never in the watched settings documents).
    */
-  IDLE_CHECKPOINT_INTERVAL_MS: wholeNumber(100, 3_600_000, 'milliseconds').default(
-    DEFAULT_IDLE_CHECKPOINT_INTERVAL_MS,
-  ),
+  IDLE_CHECKPOINT_INTERVAL_MS: wholeNumber(100, 3_600_000, 'milliseconds')
+    .default(DEFAULT_IDLE_CHECKPOINT_INTERVAL_MS)
+    .meta({ description: 'The longest an idle mapping waits to save the position its stream reached.' }),
   /** Mappings preparing their tables at once in this daemon, and as many copying (backfilling); the others wait. */
-  MAX_MAPPINGS_PREPARING: wholeNumber(1, 1_000, 'mappings').default(DEFAULT_MAX_MAPPINGS_PREPARING),
+  MAX_MAPPINGS_PREPARING: wholeNumber(1, 1_000, 'mappings').default(DEFAULT_MAX_MAPPINGS_PREPARING).meta({
+    description: 'Mappings preparing their tables at once in this daemon, and as many backfilling.',
+  }),
   /** A Storage Write connection that sent nothing for this long is closed, and opened again on demand. */
-  WRITE_STREAM_IDLE_MS: wholeNumber(1_000, 86_400_000, 'milliseconds').default(DEFAULT_WRITE_STREAM_IDLE_MS),
+  WRITE_STREAM_IDLE_MS: wholeNumber(1_000, 86_400_000, 'milliseconds')
+    .default(DEFAULT_WRITE_STREAM_IDLE_MS)
+    .meta({
+      description: 'A Storage Write connection that sent nothing for this long is closed until rows come.',
+    }),
 });
 
 export type BootstrapConfig = Readonly<z.infer<typeof bootstrapSchema>>;
@@ -156,83 +233,136 @@ export interface LoadOptions {
   readonly onUnknownKey?: (message: string) => void;
 }
 
-/** The known key closest to `key` when it is a plausible typo of it (case, a letter or two). */
-function closestKey(key: string): string | undefined {
-  let best: { key: string; distance: number } | undefined;
-  for (const known of KEYS) {
-    const distance = editDistance(key.toUpperCase(), known);
-    if (distance <= 2 && (best === undefined || distance < best.distance)) best = { key: known, distance };
+/** Keys whose values no message repeats: a connection string may hold a password. */
+const SECRET_KEYS: ReadonlySet<string> = new Set(['MONGO_CLIENT']);
+/** A value longer than this is cut in messages: it is quoted to be recognised, not to be read whole. */
+const MAX_SHOWN_VALUE_CHARS = 80;
+
+/** The OS reasons a file cannot be read, in words (Node's codes alone say little to most readers). */
+const FILE_ERRORS: Readonly<Record<string, string>> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied (the user running the archiver may not read it)',
+  EPERM: 'operation not permitted',
+  EISDIR: 'it is a directory, not a file',
+  ENOTDIR: 'a part of its path is not a directory',
+  ELOOP: 'too many symbolic links on its path',
+  ENAMETOOLONG: 'the path is too long',
+  EMFILE: 'too many files open in this process',
+};
+
+/**
+ * Reads and parses the file: its keys, or undefined when the default file is absent. A file that cannot be
+ * read, is not JSON or is not a JSON object is a ConfigError saying so (the OS reason, the line and column).
+ */
+function readConfigFile(path: string, explicitPath: boolean): Record<string, unknown> | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && !explicitPath) return undefined;
+    const reason =
+      code === undefined ? errorMessage(error) : `${FILE_ERRORS[code] ?? errorMessage(error)} (${code})`;
+    throw new ConfigError(`cannot read the config file ${path}: ${reason}`, { cause: error });
   }
-  return best?.key;
+  // An editor may save a byte order mark, which JSON.parse refuses; it is not part of the text.
+  const json = text.startsWith('\uFEFF') ? text.slice(1) : text;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch (error) {
+    const problem = jsonSyntaxProblem(json);
+    const where =
+      problem === undefined
+        ? errorMessage(error)
+        : `line ${String(problem.place.line)}, column ${String(problem.place.column)}: expected ${problem.expected}`;
+    throw new ConfigError(`the config file ${path} is not valid JSON: ${where}`, { cause: error });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError(
+      `the config file ${path} must be a JSON object with the configuration keys, such as ` +
+        `{"BIGQUERY_PROJECT": "my-project", ...}; it holds ${jsonKind(parsed)}`,
+    );
+  }
+  return parsed as Record<string, unknown>;
 }
 
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      const substitution = (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1);
-      current.push(Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, substitution));
-    }
-    previous = current;
-  }
-  return previous[b.length] ?? 0;
+function jsonKind(value: unknown): string {
+  if (Array.isArray(value)) return 'an array';
+  if (value === null) return 'null';
+  if (typeof value === 'boolean') return String(value);
+  return `a ${typeof value}`;
+}
+
+/** `"abc" ` as quoted in a message, nothing for a secret. */
+function shownValue(key: string, value: unknown): string {
+  if (SECRET_KEYS.has(key)) return '';
+  const text = JSON.stringify(value);
+  return `${text.length > MAX_SHOWN_VALUE_CHARS ? `${text.slice(0, MAX_SHOWN_VALUE_CHARS - 3)}...` : text} `;
+}
+
+/** A schema message as the predicate of a sentence about the value (`is not ...`, `must be ...`). */
+function predicate(message: string): string {
+  if (message.startsWith('not ')) return `is ${message}`;
+  if (/^(is|must) /.test(message)) return message;
+  return `is invalid: ${message}`;
 }
 
 /**
  * Reads `config.json` (default /config-local/config.json) and lets every key be overridden by an
  * environment variable of the same name, as the original service did. Without a file the environment
- * alone may configure everything. Throws ConfigError with a one-line message naming the key.
+ * alone may configure everything. Throws one ConfigError naming every problem at once, one line each
+ * (`METRICS_PORT: "abc" is not a port number ...`), so that one edit can fix them all.
  */
 export function loadBootstrapConfig(options: LoadOptions = {}): BootstrapConfig {
   const path = options.path ?? DEFAULT_CONFIG_PATH;
   const env = options.env ?? process.env;
-  let fromFile: Record<string, unknown> = {};
-  let text: string | undefined;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT' || options.explicitPath) {
-      throw new ConfigError(`cannot read config file ${path}: ${code ?? String(error)}`, { cause: error });
-    }
-  }
-  if (text !== undefined) {
-    try {
-      const parsed: unknown = JSON.parse(text);
-      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
-        throw new Error('not a JSON object');
-      fromFile = parsed as Record<string, unknown>;
-    } catch (error) {
-      throw new ConfigError(`config file ${path} is not a JSON object: ${(error as Error).message}`, {
-        cause: error,
-      });
-    }
-  }
+  const fromFile = readConfigFile(path, options.explicitPath === true) ?? {};
+  /** The known key each unknown key of the file probably meant. */
+  const meant = new Map<string, string>();
   for (const key of Object.keys(fromFile)) {
     if ((KEYS as readonly string[]).includes(key)) continue;
-    const suggestion = closestKey(key);
+    const suggestion = closestName(key, KEYS);
+    if (suggestion !== undefined && !meant.has(suggestion)) meant.set(suggestion, key);
     options.onUnknownKey?.(
       `${path}: unknown key ${key}${suggestion === undefined ? '' : ` (did you mean ${suggestion}?)`}; it is ignored`,
     );
   }
   const merged: Record<string, unknown> = {};
+  const fromEnv = new Set<string>();
   for (const key of KEYS) {
-    const value = env[key] ?? fromFile[key];
-    if (value !== undefined && value !== '') merged[key] = value;
+    const envValue = env[key];
+    if (envValue !== undefined && envValue !== '') {
+      merged[key] = envValue;
+      fromEnv.add(key);
+    } else if (fromFile[key] !== undefined && fromFile[key] !== '') {
+      merged[key] = fromFile[key];
+    }
   }
   const result = bootstrapSchema.safeParse(merged);
-  if (!result.success) {
-    const [issue] = result.error.issues;
-    const key = String(issue?.path[0] ?? 'config');
-    const missing = merged[key] === undefined;
-    throw new ConfigError(
-      missing
-        ? `${key} is missing: set it in ${path} or in the environment`
-        : `${key} is invalid: ${issue?.message ?? 'bad value'}`,
-    );
+  if (result.success) return Object.freeze(result.data);
+  const problems = new Map<string, string>();
+  for (const issue of result.error.issues) {
+    const key = String(issue.path[0] ?? 'config');
+    if (problems.has(key)) continue;
+    if (merged[key] === undefined) {
+      const typo = meant.get(key);
+      problems.set(
+        key,
+        `${key}: missing; set it in ${path} or in the environment` +
+          (typo === undefined ? '' : ` (${path} has ${typo}: did you mean ${key}?)`),
+      );
+      continue;
+    }
+    const source = fromEnv.has(key) ? ' (from the environment)' : '';
+    problems.set(key, `${key}: ${shownValue(key, merged[key])}${predicate(issue.message)}${source}`);
   }
-  return Object.freeze(result.data);
+  const lines = [...problems.values()];
+  throw new ConfigError(
+    lines.length === 1
+      ? (lines[0] ?? '')
+      : `${String(lines.length)} problems in the configuration:\n${lines.map((l) => `  ${l}`).join('\n')}`,
+  );
 }
 
 /** The in-flight window of each mapping's writes, as configured. */

@@ -72,13 +72,15 @@ describe('bootstrap configuration', () => {
             env: { BIGQUERY_MAX_IN_FLIGHT_REQUESTS: value },
           }),
         ),
-      ).toBe('BIGQUERY_MAX_IN_FLIGHT_REQUESTS is invalid: must be a whole number of requests from 1 to 1000');
+      ).toBe(
+        `BIGQUERY_MAX_IN_FLIGHT_REQUESTS: "${value}" is not a whole number of requests from 1 to 1000 (from the environment)`,
+      );
     }
     expect(
       errorOf(() =>
         loadBootstrapConfig({ path: configFile({ ...original, BIGQUERY_MAX_IN_FLIGHT_MB: -1 }), env: {} }),
       ),
-    ).toBe('BIGQUERY_MAX_IN_FLIGHT_MB is invalid: must be a whole number of megabytes from 1 to 4096');
+    ).toBe('BIGQUERY_MAX_IN_FLIGHT_MB: -1 is not a whole number of megabytes from 1 to 4096');
   });
 
   it('issue 11: sets the Storage Write connections per table, and refuses a count out of range', () => {
@@ -94,7 +96,7 @@ describe('bootstrap configuration', () => {
         }),
       ),
     ).toBe(
-      'BIGQUERY_STORAGE_WRITE_CONNECTIONS is invalid: must be a whole number of connections from 1 to 16',
+      'BIGQUERY_STORAGE_WRITE_CONNECTIONS: "17" is not a whole number of connections from 1 to 16 (from the environment)',
     );
   });
 
@@ -108,7 +110,9 @@ describe('bootstrap configuration', () => {
     for (const value of ['-1', 'all', '17', '1.5']) {
       expect(
         errorOf(() => loadBootstrapConfig({ path: configFile(original), env: { WORKER_THREADS: value } })),
-      ).toBe('WORKER_THREADS is invalid: must be auto or a whole number of threads from 0 to 16');
+      ).toBe(
+        `WORKER_THREADS: "${value}" is neither auto nor a whole number of threads from 0 to 16 (from the environment)`,
+      );
     }
   });
 
@@ -118,7 +122,9 @@ describe('bootstrap configuration', () => {
     expect(format('json')).toBe('json');
     expect(format('pretty')).toBe('pretty');
     expect(format('auto')).toBe('auto');
-    expect(errorOf(() => format('text'))).toMatch(/^LOG_FORMAT is invalid: .*auto.*json.*pretty/);
+    expect(errorOf(() => format('text'))).toBe(
+      'LOG_FORMAT: "text" is not one of auto, json, pretty (from the environment)',
+    );
   });
 
   it('lets the environment win over the file, and numbers come as text', () => {
@@ -158,22 +164,83 @@ describe('bootstrap configuration', () => {
   it('names the missing or invalid key in one line', () => {
     const { BIGQUERY_PROJECT: _dropped, ...rest } = original;
     expect(errorOf(() => loadBootstrapConfig({ path: configFile(rest), env: {} }))).toMatch(
-      /^BIGQUERY_PROJECT is missing: set it in .*config\.json or in the environment$/,
+      /^BIGQUERY_PROJECT: missing; set it in .*config\.json or in the environment$/,
     );
     expect(
       errorOf(() =>
         loadBootstrapConfig({ path: configFile({ ...original, MONGO_CLIENT: 'postgres://x' }), env: {} }),
       ),
-    ).toBe('MONGO_CLIENT is invalid: must be a mongodb:// or mongodb+srv:// connection string');
+    ).toBe('MONGO_CLIENT: must be a mongodb:// or mongodb+srv:// connection string');
     expect(
       errorOf(() => loadBootstrapConfig({ path: configFile(original), env: { METRICS_PORT: 'abc' } })),
-    ).toMatch(/^METRICS_PORT is invalid/);
-    expect(errorOf(() => loadBootstrapConfig({ path: configFile('{ not json'), env: {} }))).toMatch(
-      /is not a JSON object/,
+    ).toBe(
+      'METRICS_PORT: "abc" is not a port number (1-65535, or 0 for any free port) (from the environment)',
     );
+  });
+
+  // Issue 13: errors came one at a time (fix one, run again, meet the next), and `METRICS_PORT "abc"` said
+  // `expected number, received NaN`.
+  it('issue 13: reports every problem of the configuration at once, each naming the key, the value and what is expected', () => {
+    const { BIGQUERY_PROJECT: _dropped, ...rest } = original;
+    const path = configFile({ ...rest, BIGQUERY_DATASET: 'my-dataset', LOG_LEVEL: 'verbose' });
+    expect(
+      errorOf(() =>
+        loadBootstrapConfig({ path, env: { METRICS_PORT: 'abc', MONGO_CLIENT: 'mysql://u:s3cr3t@h' } }),
+      ),
+    ).toBe(
+      [
+        '5 problems in the configuration:',
+        '  MONGO_CLIENT: must be a mongodb:// or mongodb+srv:// connection string (from the environment)',
+        `  BIGQUERY_PROJECT: missing; set it in ${path} or in the environment`,
+        '  BIGQUERY_DATASET: "my-dataset" is not a valid BigQuery dataset id (letters, digits and underscores, at most 1024)',
+        '  METRICS_PORT: "abc" is not a port number (1-65535, or 0 for any free port) (from the environment)',
+        '  LOG_LEVEL: "verbose" is not one of fatal, error, warn, info, debug, trace, silent',
+      ].join('\n'),
+    );
+  });
+
+  it('issue 13: a required key missing next to a near miss in the file says which key was probably meant', () => {
+    const { BIGQUERY_DATASET: _dropped, ...rest } = original;
+    const path = configFile({ ...rest, BIGQUERY_DATSET: 'acquisitions' });
+    expect(errorOf(() => loadBootstrapConfig({ path, env: {} }))).toBe(
+      `BIGQUERY_DATASET: missing; set it in ${path} or in the environment (${path} has BIGQUERY_DATSET: did you mean BIGQUERY_DATASET?)`,
+    );
+  });
+
+  // Issue 13: a missing file said only `ENOENT`, a JSON array `is not a JSON object: not a JSON object`, and a
+  // syntax error quoted the whole text without saying where.
+  it('issue 13: a file that cannot be read, is not JSON or is not an object is named with the reason in words', () => {
     expect(
       errorOf(() => loadBootstrapConfig({ path: '/nonexistent/config.json', env: {}, explicitPath: true })),
-    ).toMatch(/cannot read config file \/nonexistent\/config.json: ENOENT/);
+    ).toBe('cannot read the config file /nonexistent/config.json: no such file (ENOENT)');
+    const directory = mkdtempSync(join(tmpdir(), 'mba-config-'));
+    expect(errorOf(() => loadBootstrapConfig({ path: directory, env: {}, explicitPath: true }))).toBe(
+      `cannot read the config file ${directory}: it is a directory, not a file (EISDIR)`,
+    );
+    const broken = configFile('{\n  "MONGO_CLIENT": "mongodb://h",\n  "BIGQUERY_PROJECT": ,\n}\n');
+    expect(errorOf(() => loadBootstrapConfig({ path: broken, env: {} }))).toBe(
+      `the config file ${broken} is not valid JSON: line 3, column 23: expected a value (a string in double quotes, a number, true, false, null, an object or an array)`,
+    );
+    const trailing = configFile('{"BIGQUERY_PROJECT": "my-project",}');
+    expect(errorOf(() => loadBootstrapConfig({ path: trailing, env: {} }))).toBe(
+      `the config file ${trailing} is not valid JSON: line 1, column 35: expected another key after the comma (JSON allows no trailing comma)`,
+    );
+    for (const [content, kind] of [
+      [[original], 'an array'],
+      ['"mongodb://h"', 'a string'],
+      ['42', 'a number'],
+      ['null', 'null'],
+    ] as const) {
+      const path = configFile(typeof content === 'string' ? content : JSON.stringify(content));
+      expect(errorOf(() => loadBootstrapConfig({ path, env: {} }))).toBe(
+        `the config file ${path} must be a JSON object with the configuration keys, such as {"BIGQUERY_PROJECT": "my-project", ...}; it holds ${kind}`,
+      );
+    }
+  });
+
+  it('reads a file an editor saved with a byte order mark', () => {
+    const path = configFile(`\uFEFF${JSON.stringify(original)}`);
+    expect(loadBootstrapConfig({ path, env: {} }).BIGQUERY_DATASET).toBe('acquisitions');
   });
 
   // Before: an invalid BIGQUERY_DATASET passed, and every mapping then failed on its own while the daemon
@@ -182,22 +249,24 @@ describe('bootstrap configuration', () => {
     const load = (values: Record<string, string>) => () =>
       loadBootstrapConfig({ path: configFile({ ...original, ...values }), env: {} });
     expect(errorOf(load({ BIGQUERY_DATASET: 'acq`; DROP TABLE t; --' }))).toBe(
-      'BIGQUERY_DATASET is invalid: not a valid BigQuery dataset id (letters, digits and underscores, at most 1024)',
+      'BIGQUERY_DATASET: "acq`; DROP TABLE t; --" is not a valid BigQuery dataset id (letters, digits and underscores, at most 1024)',
     );
-    expect(errorOf(load({ BIGQUERY_DATASET: 'my-dataset' }))).toMatch(/^BIGQUERY_DATASET is invalid: /);
+    expect(errorOf(load({ BIGQUERY_DATASET: 'my-dataset' }))).toMatch(
+      /^BIGQUERY_DATASET: "my-dataset" is not a valid BigQuery dataset id/,
+    );
     expect(errorOf(load({ BIGQUERY_PROJECT: 'My_Project' }))).toMatch(
-      /^BIGQUERY_PROJECT is invalid: not a valid BigQuery project id/,
+      /^BIGQUERY_PROJECT: "My_Project" is not a valid BigQuery project id/,
     );
     expect(errorOf(load({ SETTINGS_DATABASE: 'config.archiver' }))).toBe(
-      'SETTINGS_DATABASE is invalid: not a valid MongoDB database name',
+      'SETTINGS_DATABASE: "config.archiver" is not a valid MongoDB database name',
     );
     expect(errorOf(load({ SETTINGS_COLLECTION: 'settings$' }))).toBe(
-      'SETTINGS_COLLECTION is invalid: not a valid MongoDB collection name',
+      'SETTINGS_COLLECTION: "settings$" is not a valid MongoDB collection name',
     );
     // The environment is checked as strictly as the file.
     expect(
       errorOf(() => loadBootstrapConfig({ path: configFile(original), env: { BIGQUERY_DATASET: 'a b' } })),
-    ).toMatch(/^BIGQUERY_DATASET is invalid: /);
+    ).toMatch(/^BIGQUERY_DATASET: "a b" is not a valid BigQuery dataset id/);
     expect(
       loadBootstrapConfig({
         path: configFile({
