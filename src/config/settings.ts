@@ -14,6 +14,7 @@ import {
 import { SettingsError } from '../errors.js';
 import { columnsHash, formatIssuePath, parseColumnSpecs } from '../schema/column-spec.js';
 import { type ColumnsOrigin, type ColumnSpec } from '../schema/types.js';
+import { closestName } from './suggest.js';
 
 // MongoDB database and collection names: https://www.mongodb.com/docs/manual/reference/limits/#naming-restrictions
 const NUL = String.fromCharCode(0);
@@ -69,21 +70,53 @@ const settingsSchema = z.object({
 });
 
 const KNOWN_FIELDS = new Set(['_id', ...Object.keys(settingsSchema.shape), ...SERVICE_WRITTEN_FIELDS]);
+/** The fields a user sets: an unknown field close to one of them is taken for its misspelling. */
+const USER_FIELDS: readonly string[] = [...Object.keys(settingsSchema.shape), 'columns'];
+
+/**
+ * The fields of a settings document that are not settings. One that is a near miss of a setting (within two
+ * edits, or the same in another case) is a problem: the setting it was meant to be would silently keep its
+ * default, and a misspelt `backfill_full_collection` leaves the existing documents out of the archive. Any
+ * other unknown field is only a warning: a document may carry notes of its own.
+ */
+function unknownFields(document: Readonly<Record<string, unknown>>): {
+  issues: string[];
+  warnings: string[];
+} {
+  const issues: string[] = [];
+  const warnings: string[] = [];
+  for (const key of Object.keys(document)) {
+    if (KNOWN_FIELDS.has(key)) continue;
+    const meant = closestName(key, USER_FIELDS);
+    if (meant === undefined) warnings.push(`${key}: unknown field ignored`);
+    else issues.push(`${key}: unknown field; did you mean ${meant}?`);
+  }
+  return { issues, warnings };
+}
+
+/** One schema problem as a line naming the field; a required field that is absent is said to be missing. */
+function issueLine(document: Readonly<Record<string, unknown>>, issue: z.core.$ZodIssue): string {
+  const path = formatIssuePath('', issue.path).replace(/^\./, '');
+  const [top] = issue.path;
+  if (issue.path.length === 1 && typeof top === 'string' && document[top] === undefined) {
+    return `${path}: missing (${issue.message})`;
+  }
+  return `${path}: ${issue.message}`;
+}
 
 /**
  * Validates one settings document on its own. A problem is a SettingsError whose issues name the field
  * (`columns[3].fields[0].type: expected one of ...`); the caller stores it in that document's `lastFailure`
- * and the other mappings go on. Unknown fields are warnings.
+ * and the other mappings go on. An unknown field is a warning, or a problem when it is a near miss of a
+ * setting (`backfil_full_collection: unknown field; did you mean backfill_full_collection?`).
  */
 export function parseMappingSettings(document: Readonly<Record<string, unknown>>): MappingSettings {
   const id = settingsIdString(document._id);
   const parsed = settingsSchema.safeParse(document);
-  const issues: string[] = parsed.success
-    ? []
-    : parsed.error.issues.map((i) => `${formatIssuePath('', i.path).replace(/^\./, '')}: ${i.message}`);
-  const warnings = Object.keys(document)
-    .filter((key) => !KNOWN_FIELDS.has(key))
-    .map((key) => `${key}: unknown field ignored`);
+  const unknown = unknownFields(document);
+  const issues: string[] = parsed.success ? [] : parsed.error.issues.map((i) => issueLine(document, i));
+  issues.push(...unknown.issues);
+  const warnings = unknown.warnings;
   let columns: readonly ColumnSpec[] | undefined;
   if (document.columns !== undefined && document.columns !== null) {
     try {

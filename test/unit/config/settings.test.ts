@@ -148,6 +148,35 @@ describe('settings documents', () => {
     expect(settings.warnings).toEqual(['colour: unknown field ignored']);
   });
 
+  // Issue 13: `backfil_full_collection: true` was accepted with a generic warning and the backfill silently
+  // stayed off: the documents already in the collection never reached BigQuery.
+  it('issue 13: a near miss of a setting makes the document invalid, with the field it probably meant', () => {
+    const { backfill_full_collection: _b, ...rest } = example;
+    expect(issuesOf({ _id: 'm', ...rest, backfil_full_collection: true })).toEqual([
+      'backfil_full_collection: unknown field; did you mean backfill_full_collection?',
+    ]);
+    expect(issuesOf({ _id: 'm', ...example, dryRun: true, bigquery_datset: 'other' })).toEqual([
+      'dryRun: unknown field; did you mean dryrun?',
+      'bigquery_datset: unknown field; did you mean bigquery_dataset?',
+    ]);
+    expect(issuesOf({ _id: 'm', ...example, on_hisotry_lost: 'resnapshot', colums: [] })).toEqual([
+      'on_hisotry_lost: unknown field; did you mean on_history_lost?',
+      'colums: unknown field; did you mean columns?',
+    ]);
+    // A field far from every setting is the document's own note: a warning, and the mapping runs.
+    expect(parseMappingSettings({ _id: 'm', ...example, owner: 'ads team' }).warnings).toEqual([
+      'owner: unknown field ignored',
+    ]);
+  });
+
+  it('issue 13: a required field that is absent is said to be missing, next to the near miss that was meant', () => {
+    const { mongo_collection: _c, ...rest } = example;
+    expect(issuesOf({ _id: 'm', ...rest, mongo_colection: 'ad_cpta' })).toEqual([
+      'mongo_collection: missing (expected a string)',
+      'mongo_colection: unknown field; did you mean mongo_collection?',
+    ]);
+  });
+
   it("keeps the configuration key when only the service's own fields change, and changes it otherwise", () => {
     const base = parseMappingSettings({ _id: 'm', ...example }).configurationKey;
     const serviceWrites = parseMappingSettings({
