@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError, errorMessage } from '../errors.js';
-import { datasetIdProblem, projectIdProblem } from '../schema/identifiers.js';
+import { IDENTIFIER_PATTERNS, datasetIdProblem, projectIdProblem } from '../schema/identifiers.js';
 import {
   CHANGE_STREAM_SCOPES,
   DEFAULT_IDLE_CHECKPOINT_INTERVAL_MS,
@@ -89,6 +89,7 @@ export const bootstrapSchema = z.object({
       description:
         'MongoDB connection string of the server or replica set holding the archived collections and the settings.',
       examples: ['mongodb://localhost:27017/?replicaSet=rs0'],
+      pattern: '^mongodb(\\+srv)?://',
     }),
   SERVICE_ACCOUNT_FILE: z
     .string({ error: 'must be the path of a service account key file' })
@@ -102,11 +103,13 @@ export const bootstrapSchema = z.object({
   // own (or reach SQL) while the daemon runs on.
   BIGQUERY_PROJECT: checkedIdentifier(projectIdProblem).meta({
     description: 'Google Cloud project of the BigQuery dataset.',
+    pattern: IDENTIFIER_PATTERNS.project,
     examples: ['my-gcp-project'],
   }),
   BIGQUERY_DATASET: checkedIdentifier(datasetIdProblem).meta({
     description:
       'BigQuery dataset of the history tables and views (letters, digits, underscores); created if absent.',
+    pattern: IDENTIFIER_PATTERNS.dataset,
     examples: ['mongo_archive'],
   }),
   SETTINGS_DATABASE: mongoDatabaseName.default(DEFAULT_SETTINGS_DATABASE).meta({

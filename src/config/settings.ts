@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { datasetIdProblem, tableIdProblem } from '../schema/identifiers.js';
+import { IDENTIFIER_PATTERNS, datasetIdProblem, tableIdProblem } from '../schema/identifiers.js';
 import {
+  DEFAULT_BACKFILL_PARALLELISM,
   HISTORY_LOST_POLICIES,
   INFERRED_COLUMNS_FIELD,
   MAX_BACKFILL_PARALLELISM,
@@ -40,33 +41,68 @@ export function checkedIdentifier(problem: (value: string) => string | undefined
 
 const PARALLELISM_EXPECTED = `expected a whole number from 1 to ${MAX_BACKFILL_PARALLELISM}`;
 
-const settingsSchema = z.object({
-  mongo_database: mongoDatabaseName,
-  mongo_collection: mongoCollectionName,
-  bigquery_table: checkedIdentifier(tableIdProblem),
-  backfill_full_collection: z.boolean({ error: 'expected true or false' }).default(false),
+/** A date as a settings document holds it: a BSON date, or an ISO 8601 text. */
+const DATE_ERROR = 'expected a date';
+
+/**
+ * The fields of a settings document the user sets (the service's own are in SERVICE_WRITTEN_FIELDS). The
+ * descriptions are the published JSON Schema's (`npm run schemas`); docs/settings.md has the full reference.
+ */
+export const settingsSchema = z.object({
+  mongo_database: mongoDatabaseName.meta({ description: 'Database of the collection to archive.' }),
+  mongo_collection: mongoCollectionName.meta({ description: 'The collection to archive.' }),
+  bigquery_table: checkedIdentifier(tableIdProblem).meta({
+    description: 'History table to create and append to; its views are named after it.',
+    pattern: IDENTIFIER_PATTERNS.table,
+  }),
+  backfill_full_collection: z.boolean({ error: 'expected true or false' }).default(false).meta({
+    description: 'Copy the documents already in the collection (once), besides following its changes.',
+  }),
   // No default here: a mapping that does not set it keeps its configuration key (and is not restarted).
   backfill_parallelism: z
     .number({ error: PARALLELISM_EXPECTED })
     .int(PARALLELISM_EXPECTED)
     .min(1, PARALLELISM_EXPECTED)
     .max(MAX_BACKFILL_PARALLELISM, PARALLELISM_EXPECTED)
-    .optional(),
-  dryrun: z.boolean({ error: 'expected true or false' }).default(false),
-  bigquery_dataset: checkedIdentifier(datasetIdProblem).optional(),
+    .optional()
+    .meta({
+      description: `_id ranges a backfill copies at once (default ${String(DEFAULT_BACKFILL_PARALLELISM)}).`,
+    }),
+  dryrun: z.boolean({ error: 'expected true or false' }).default(false).meta({
+    description: 'Infer the columns and read the changes, logging what would be written; touch no BigQuery.',
+  }),
+  bigquery_dataset: checkedIdentifier(datasetIdProblem).optional().meta({
+    description: 'Dataset of this mapping; default: BIGQUERY_DATASET.',
+    pattern: IDENTIFIER_PATTERNS.dataset,
+  }),
   schema_evolution: z
     .enum(SCHEMA_EVOLUTION_MODES, { error: `expected one of ${SCHEMA_EVOLUTION_MODES.join(', ')}` })
-    .optional(),
-  capture_unmapped: z.boolean({ error: 'expected true or false' }).default(true),
+    .optional()
+    .meta({
+      description:
+        'add_columns: new fields become columns; off: they stay in _unmapped. Default: add_columns for inferred columns, off for declared ones.',
+    }),
+  capture_unmapped: z
+    .boolean({ error: 'expected true or false' })
+    .default(true)
+    .meta({ description: 'Keep the fields no column maps in the _unmapped JSON column.' }),
   on_history_lost: z
     .enum(HISTORY_LOST_POLICIES, { error: `expected one of ${HISTORY_LOST_POLICIES.join(', ')}` })
-    .default('fail'),
-  writer: z.enum(WRITER_KINDS, { error: `expected one of ${WRITER_KINDS.join(', ')}` }).optional(),
+    .default('fail')
+    .meta({
+      description:
+        'When the change stream cannot resume (oplog rolled over): fail, or copy the collection again.',
+    }),
+  writer: z
+    .enum(WRITER_KINDS, { error: `expected one of ${WRITER_KINDS.join(', ')}` })
+    .optional()
+    .meta({ description: 'How rows are sent to BigQuery; default: BIGQUERY_WRITER.' }),
   /** Set by `mongo-bigquery-archiver resync`: a new value restarts the mapping with a fresh backfill. */
   resync_requested_at: z
-    .union([z.date(), z.iso.datetime()], { error: 'expected a date' })
+    .union([z.date({ error: DATE_ERROR }), z.iso.datetime({ error: DATE_ERROR })], { error: DATE_ERROR })
     .transform((v) => (v instanceof Date ? v.toISOString() : v))
-    .optional(),
+    .optional()
+    .meta({ description: 'Set by the resync command: a new value copies the collection again.' }),
 });
 
 const KNOWN_FIELDS = new Set(['_id', ...Object.keys(settingsSchema.shape), ...SERVICE_WRITTEN_FIELDS]);

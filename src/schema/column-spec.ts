@@ -22,19 +22,45 @@ const TYPE_ALIASES: Readonly<Record<string, ColumnType>> = {
   BIGDECIMAL: 'BIGNUMERIC',
 };
 
-const typeSchema = z.preprocess(
-  (value) => {
-    if (typeof value !== 'string') return value;
-    const upper = value.trim().toUpperCase();
-    return TYPE_ALIASES[upper] ?? upper;
-  },
-  z.enum(COLUMN_TYPES, { error: () => `expected one of ${COLUMN_TYPES.join(', ')}` }),
-);
+/**
+ * A JSON Schema pattern matching `words` in any case, with surrounding blanks: what the preprocessing below
+ * accepts, for the published schema (JSON Schema patterns have no case-insensitive flag).
+ */
+function anyCasePattern(words: readonly string[]): string {
+  // The words are ASCII type names: a letter is matched by either case, anything else as it is.
+  const anyCase = (word: string) =>
+    word.replace(/[A-Za-z]/g, (c) => `[${c.toUpperCase()}${c.toLowerCase()}]`);
+  return `^\\s*(?:${words.map(anyCase).join('|')})\\s*$`;
+}
 
-const modeSchema = z.preprocess(
-  (value) => (typeof value === 'string' ? value.trim().toUpperCase() : value),
-  z.enum(COLUMN_MODES, { error: () => `expected one of ${COLUMN_MODES.join(', ')}` }),
-);
+/** The published JSON Schema of a value from `words`: offered as listed, accepted in any case. */
+function anyCaseJsonSchema(words: readonly string[]) {
+  return { anyOf: [{ enum: [...words] }, { type: 'string', pattern: anyCasePattern(words) }] };
+}
+
+const typeSchema = z
+  .preprocess(
+    (value) => {
+      if (typeof value !== 'string') return value;
+      const upper = value.trim().toUpperCase();
+      return TYPE_ALIASES[upper] ?? upper;
+    },
+    z.enum(COLUMN_TYPES, { error: () => `expected one of ${COLUMN_TYPES.join(', ')}` }),
+  )
+  .meta({
+    description: `BigQuery type, in any case; also ${Object.keys(TYPE_ALIASES).join(', ')}`,
+    ...anyCaseJsonSchema([...COLUMN_TYPES, ...Object.keys(TYPE_ALIASES)]),
+  });
+
+const modeSchema = z
+  .preprocess(
+    (value) => (typeof value === 'string' ? value.trim().toUpperCase() : value),
+    z.enum(COLUMN_MODES, { error: () => `expected one of ${COLUMN_MODES.join(', ')}` }),
+  )
+  .meta({
+    description: 'NULLABLE (the default), REQUIRED or REPEATED (an array)',
+    ...anyCaseJsonSchema(COLUMN_MODES),
+  });
 
 interface RawColumn {
   name: string;
@@ -45,18 +71,31 @@ interface RawColumn {
   mode?: ColumnMode | undefined;
 }
 
-const columnSchema: z.ZodType<RawColumn> = z.lazy(() =>
-  z.object({
-    name: z.string({ error: 'expected a string' }),
-    type: typeSchema,
-    mongo_field: z.string({ error: 'expected a string (dotted path)' }).optional(),
-    fields: z.array(columnSchema, { error: 'expected an array of column specs' }).optional(),
-    primary_key: z.boolean({ error: 'expected true or false' }).optional(),
-    mode: modeSchema.optional(),
-  }),
-);
+// `id` names the column spec in the published JSON Schema's `$defs`.
+const columnSchema: z.ZodType<RawColumn> = z
+  .lazy(() =>
+    z.object({
+      name: z.string({ error: 'expected a string' }).meta({ description: 'Column name in BigQuery' }),
+      type: typeSchema,
+      mongo_field: z
+        .string({ error: 'expected a string (dotted path)' })
+        .optional()
+        .meta({ description: 'Field of the document (dotted path); default: the column name' }),
+      fields: z
+        .array(columnSchema, { error: 'expected an array of column specs' })
+        .optional()
+        .meta({ description: 'The columns of a RECORD' }),
+      primary_key: z
+        .boolean({ error: 'expected true or false' })
+        .optional()
+        .meta({ description: 'The key of the latest view (one row per value)' }),
+      mode: modeSchema.optional(),
+    }),
+  )
+  .meta({ id: 'column' });
 
-const columnsSchema = z.array(columnSchema, { error: 'expected an array of column specs' });
+/** The `columns` of a settings document (the original format); exported for the published JSON Schema. */
+export const columnsSchema = z.array(columnSchema, { error: 'expected an array of column specs' });
 
 const KNOWN_KEYS = new Set(['name', 'type', 'mongo_field', 'fields', 'primary_key', 'mode']);
 

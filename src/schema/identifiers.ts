@@ -8,6 +8,12 @@ const DATASET_ID = /^[A-Za-z0-9_]{1,1024}$/;
 // https://cloud.google.com/bigquery/docs/tables#table_naming: letters, marks, numbers, connectors, dashes, spaces
 const TABLE_ID = /^[\p{L}\p{M}\p{N}\p{Pc}\p{Pd}\p{Zs}]+$/u;
 const MAX_TABLE_ID_BYTES = 1024;
+/** The rules above as JSON Schema patterns (ECMA-262, `u` flag), for the published schemas. */
+export const IDENTIFIER_PATTERNS = {
+  project: PROJECT_ID.source,
+  dataset: DATASET_ID.source,
+  table: TABLE_ID.source,
+} as const;
 /** The longest suffix we append to a table name (`<table>_latest_view`). */
 const LONGEST_SUFFIX = '_latest_view';
 
