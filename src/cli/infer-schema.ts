@@ -1,10 +1,31 @@
+import { type Db } from 'mongodb';
 import { connectMongo } from '../app/archiver.js';
+import { closestName } from '../config/suggest.js';
 import { ConfigError } from '../errors.js';
 import { sampleDocuments } from '../mongodb/sampler.js';
 import { inferColumns } from '../schema/infer.js';
 import { EXIT, loadConfig, type GlobalOptions } from './common.js';
 
-/** Prints the column specs inferred from a bounded sample of `<db.collection>` (original settings format). */
+/**
+ * Why `collection` cannot be sampled in `db`, or undefined when it exists. Sampling a collection that does not
+ * exist reads nothing and infers only `_id`, which looks like an answer: a misspelt name must say so instead.
+ */
+export async function missingCollectionProblem(db: Db, collection: string): Promise<string | undefined> {
+  const names = (await db.listCollections({}, { nameOnly: true }).toArray()).map((c) => c.name);
+  if (names.includes(collection)) return undefined;
+  if (names.length === 0)
+    return `database ${db.databaseName} has no collections (is the database name right?)`;
+  const meant = closestName(collection, names);
+  return (
+    `no collection ${collection} in database ${db.databaseName}` +
+    (meant === undefined ? '' : `; did you mean ${db.databaseName}.${meant}?`)
+  );
+}
+
+/**
+ * Prints the column specs inferred from a bounded sample of `<db.collection>` (original settings format).
+ * A collection that does not exist fails (exit 1) naming it; an empty one prints `_id` alone and says why.
+ */
 export async function inferSchemaCommand(
   target: string,
   options: GlobalOptions & { samples?: string },
@@ -16,9 +37,19 @@ export async function inferSchemaCommand(
   const mongo = connectMongo(config);
   try {
     await mongo.connect();
-    const collection = mongo.db(target.slice(0, dot)).collection(target.slice(dot + 1));
+    const db = mongo.db(target.slice(0, dot));
+    const name = target.slice(dot + 1);
+    const problem = await missingCollectionProblem(db, name);
+    if (problem !== undefined) {
+      console.error(`error: ${problem}`);
+      return EXIT.failure;
+    }
     const maxSamples = options.samples === undefined ? 1_000 : Number.parseInt(options.samples, 10);
-    const sample = await sampleDocuments(collection, { maxSamples, signal: AbortSignal.timeout(120_000) });
+    const sample = await sampleDocuments(db.collection(name), {
+      maxSamples,
+      signal: AbortSignal.timeout(120_000),
+    });
+    if (sample.length === 0) console.error(`note: ${target} holds no documents: only _id can be inferred`);
     console.log(JSON.stringify(await inferColumns(sample), null, 2));
     return EXIT.ok;
   } finally {
