@@ -155,11 +155,9 @@ export const bootstrapSchema = z.object({
     .default('info')
     .meta({ description: 'Least severity of the log lines written.' }),
   /** `auto`: human lines when standard output is a terminal, JSON lines otherwise; or always `json` or `pretty`. */
-  LOG_FORMAT: oneOf(LOG_FORMATS)
-    .default('auto')
-    .meta({
-      description: 'auto: human lines on a terminal, JSON lines otherwise; or always json or pretty.',
-    }),
+  LOG_FORMAT: oneOf(LOG_FORMATS).default('auto').meta({
+    description: 'auto: human lines on a terminal, JSON lines otherwise; or always json or pretty.',
+  }),
   /**
    * How long a mapping's lease lasts without renewal (renewed every third of it): the longest time the
    * mappings of a crashed instance wait before another instance takes them over. See docs/operations.md.
