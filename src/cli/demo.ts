@@ -292,7 +292,8 @@ function printConnections(env: Readonly<Record<string, string>>, configFile: str
 function printNextSteps(): void {
   step('next steps');
   detail(
-    'README.md "Running it": the configuration keys and the commands (validate, status, resync, infer-schema).',
+    'docs/settings.md: every configuration key and every field of a settings document (also as JSON Schemas in schema/).',
+    'README.md "Running it": the commands (validate, status, resync, infer-schema).',
     'docs/operations.md: metrics and alerts, logs, status and lag, several replicas, backfills, re-syncs.',
     'docs/deploy.md: the container image and the Kubernetes manifests.',
     'docs/schema.md: how documents become columns, and how the schema evolves.',

@@ -1,5 +1,5 @@
 import { type Db } from 'mongodb';
-import { connectMongo } from '../app/archiver.js';
+import { connectMongo, connectNamingMongo } from '../app/archiver.js';
 import { closestName } from '../config/suggest.js';
 import { ConfigError } from '../errors.js';
 import { sampleDocuments } from '../mongodb/sampler.js';
@@ -36,7 +36,7 @@ export async function inferSchemaCommand(
   const config = loadConfig(options);
   const mongo = connectMongo(config);
   try {
-    await mongo.connect();
+    await connectNamingMongo(mongo, config.MONGO_CLIENT);
     const db = mongo.db(target.slice(0, dot));
     const name = target.slice(dot + 1);
     const problem = await missingCollectionProblem(db, name);
