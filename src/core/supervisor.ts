@@ -231,7 +231,15 @@ export class Supervisor {
     while (!signal.aborted) {
       const started = performance.now();
       try {
-        const [live] = await Promise.all([leases.heartbeat(signal), this.#renew(leases, signal)]);
+        // Both settle before the next round: a heartbeat failing at once must not leave this round's renewal
+        // running beside the next one (two renewals landing out of order would move expiries backwards).
+        const [beat, renewal] = await Promise.allSettled([
+          leases.heartbeat(signal),
+          this.#renew(leases, signal),
+        ]);
+        if (beat.status === 'rejected') throw beat.reason;
+        if (renewal.status === 'rejected') throw renewal.reason;
+        const live = beat.value;
         const mayTake = this.#leaseRounds > 0 || live <= 1;
         this.#leaseRounds++;
         this.#rebalanceSoon(leases, live, mayTake, signal);
@@ -318,7 +326,12 @@ export class Supervisor {
       }),
     );
     if (!mayTake) return;
-    const candidates = this.#byDatabase(shuffled(wanted.filter((w) => !this.#held.has(w))));
+    // A mapping still running here (its lease just lost, its run not yet stopped) is not taken again before
+    // the next round: two runs of one mapping would write at once.
+    const stopping = new Set([...this.#stopping.values()].map(({ id }) => id));
+    const candidates = this.#byDatabase(
+      shuffled(wanted.filter((w) => !this.#held.has(w) && !this.#running.has(w) && !stopping.has(w))),
+    );
     while (candidates.length > 0 && !signal.aborted) {
       const need = Math.min(fairShare - this.#held.size, MAX_TAKES_AT_ONCE);
       if (need <= 0) break;

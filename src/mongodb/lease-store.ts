@@ -190,8 +190,9 @@ export class MongoLeaseStore implements LeaseStore {
 
   /**
    * One `updateMany` takes every free or expired lease asked for, marking them with a mark of this call
-   * (`takenBy`), and increments their tokens; one `find` tells which it took (the mark is ours, and no one
-   * else can take a lease within its TTL) and which do not exist yet; one unordered `insertMany` creates
+   * (`takenBy`, for whoever reads the leases), and increments their tokens; one `find` tells which are ours
+   * (no one else can take a lease within its TTL; one this process took in an earlier call that failed after
+   * its update is ours too, not an orphan for a TTL) and which do not exist yet; one unordered `insertMany` creates
    * those, a duplicate key meaning another instance created it first. Only a lease whose token does not
    * exceed its floor (leases wiped while the settings kept newer tokens) costs an update of its own.
    */
@@ -240,7 +241,9 @@ export class MongoLeaseStore implements LeaseStore {
         });
         continue;
       }
-      if (doc.takenBy !== mark || doc.owner !== this.owner) continue;
+      // Ours: taken by this call's update, or by an earlier call of this process that failed after its
+      // update landed (the caller asks only for leases it does not hold, and the owner names this process).
+      if (doc.owner !== this.owner) continue;
       const token = tokenOf(doc);
       if (token === undefined) continue;
       const raised = await this.#aboveFloor(mappingId, token, floor, signal);
@@ -298,7 +301,8 @@ export class MongoLeaseStore implements LeaseStore {
   /**
    * One `updateMany` over every lease, so a round costs one round trip whatever the number of leases (one
    * update per lease, in turn, took longer than the TTL with a few hundred). Only when it matched fewer than
-   * asked does a `find` tell which: a lease still ours carries the expiry this round set. The driver does not
+   * asked does a `find` tell which: a lease still ours carries the expiry this round set, or a later one (the
+   * update moves expiries forward only, so an older round landing late shortens nothing). The driver does not
    * retry an `updateMany` (the per-lease `updateOne` was a retryable write): the round is retried once here
    * on what the driver would have retried (`isRetryableWriteError`).
    */
@@ -322,6 +326,7 @@ export class MongoLeaseStore implements LeaseStore {
     expiresAt: Date,
     signal: AbortSignal,
   ): Promise<ReadonlySet<string>> {
+    // Forward only: a round that lands after a newer one (a retry, a slow server) does not shorten a lease.
     const result = await this.collection.updateMany(
       {
         $or: leases.map((lease) => ({
@@ -329,6 +334,7 @@ export class MongoLeaseStore implements LeaseStore {
           owner: this.owner,
           token: lease.token,
         })),
+        expiresAt: { $lte: expiresAt },
       } as Document,
       { $set: { expiresAt } },
       withSignal<UpdateOptions>({}, signal),
@@ -339,7 +345,7 @@ export class MongoLeaseStore implements LeaseStore {
         {
           _id: { $in: leases.map((lease) => mappingKey(lease.mappingId)) },
           owner: this.owner,
-          expiresAt,
+          expiresAt: { $gte: expiresAt },
         } as Document,
         { projection: { _id: 1, token: 1 }, signal },
       )

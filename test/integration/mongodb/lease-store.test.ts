@@ -145,6 +145,30 @@ describe('leases in MongoDB', () => {
     expect(await b.store.tryAcquireAll([{ mappingId: 'm4', floor: undefined }], signal)).toEqual([]);
   });
 
+  it('issue 12 review: a take that failed after its update leaves no orphan; renewals never move an expiry back', async () => {
+    const { leases } = collections();
+    const a = instance(leases, 'a');
+    // An earlier call of `a` took m1 (its update landed) and then failed before it learnt so.
+    await leases.insertOne({
+      _id: 'mapping:m1',
+      kind: 'mapping',
+      owner: 'a',
+      token: 3,
+      expiresAt: new Date(a.clock.now + 1_000),
+      takenBy: 'an earlier call',
+    } as Document);
+    expect(await a.store.tryAcquireAll([{ mappingId: 'm1', floor: undefined }], signal)).toEqual([
+      { mappingId: 'm1', token: 3 },
+    ]);
+    // Two renewal rounds landing out of order: the older one's expiry does not win.
+    const later = instance(leases, 'a');
+    later.clock.now = a.clock.now + 500;
+    const held = [{ mappingId: 'm1', token: 3 }];
+    expect(await later.store.renewAll(held, signal)).toEqual(new Set(['m1']));
+    expect(await a.store.renewAll(held, signal)).toEqual(new Set(['m1']));
+    expect((await a.store.holders()).get('m1')?.expiresAt.getTime()).toBe(later.clock.now + 1_000);
+  });
+
   it('issue 12: two instances taking the same leases at once never both get one', async () => {
     const { leases } = collections();
     const a = instance(leases, 'a');

@@ -780,6 +780,119 @@ describe('supervisor', () => {
       }
     });
 
+    it('issue 12 review: a heartbeat that fails while a renewal is slow never leaves two renewals in flight', async () => {
+      let beats = 0;
+      let inFlight = 0;
+      let mostInFlight = 0;
+      const leases: LeaseStore = {
+        ttlMs: 1_000,
+        heartbeat: () => {
+          beats++;
+          return beats > 3 ? Promise.reject(new Error('primary stepped down')) : Promise.resolve(1);
+        },
+        tryAcquire: () => Promise.resolve(undefined),
+        tryAcquireAll: (requests) =>
+          Promise.resolve(requests.map(({ mappingId }) => ({ mappingId, token: 1 }))),
+        renewAll: async (held) => {
+          inFlight++;
+          mostInFlight = Math.max(mostInFlight, inFlight);
+          // Waiting for a new primary: longer than a tick.
+          if (beats > 3) await sleep(35);
+          inFlight--;
+          return new Set(held.map((l) => l.mappingId));
+        },
+        release: () => Promise.resolve(),
+        leave: () => Promise.resolve(),
+      };
+      const store = new MemoryStore();
+      store.docs.set('a', mapping('a'));
+      const supervisor = new Supervisor({
+        store,
+        parseSettings: parseMappingSettings,
+        runMapping: new FakeRuns().run,
+        log: quietLog,
+        leases,
+        leaseTickMs: 10,
+      });
+      const controller = new AbortController();
+      const done = supervisor.run(controller.signal);
+      await eventually(() => {
+        expect(beats).toBeGreaterThan(12);
+      });
+      controller.abort();
+      await done;
+      expect(mostInFlight).toBe(1);
+    });
+
+    it('issue 12 review: a mapping whose lease is lost during a slow handover starts again only once its run stopped', async () => {
+      let live = 1;
+      let lostA = false;
+      let tokens = 0;
+      const leases: LeaseStore = {
+        ttlMs: 1_000,
+        heartbeat: () => Promise.resolve(live),
+        tryAcquire: () => Promise.resolve(undefined),
+        // At first both are free; later only a's (lost, then given back by the instance that took it; b's
+        // is the new instance's).
+        tryAcquireAll: (requests) =>
+          Promise.resolve(
+            requests
+              .filter(({ mappingId }) => tokens < 2 || mappingId === 'a')
+              .map(({ mappingId }) => ({ mappingId, token: ++tokens })),
+          ),
+        renewAll: (held) =>
+          Promise.resolve(
+            new Set(held.filter((l) => !(lostA && l.mappingId === 'a')).map((l) => l.mappingId)),
+          ),
+        release: () => Promise.resolve(),
+        leave: () => Promise.resolve(),
+      };
+      const store = new MemoryStore();
+      store.docs.set('a', mapping('a', { mongo_database: 'x' }));
+      store.docs.set('b', mapping('b', { mongo_database: 'y' }));
+      const slowB = deferred();
+      const slowA = deferred();
+      const active = new Map<string, number>();
+      let mostOfA = 0;
+      const supervisor = new Supervisor({
+        store,
+        parseSettings: parseMappingSettings,
+        runMapping: async (settings, signal, hooks) => {
+          active.set(settings.id, (active.get(settings.id) ?? 0) + 1);
+          mostOfA = Math.max(mostOfA, active.get('a') ?? 0);
+          hooks.report({ state: 'streaming' });
+          await new Promise<void>((resolve) => {
+            signal.addEventListener('abort', () => {
+              resolve();
+            });
+          });
+          await (settings.id === 'b' ? slowB.promise : slowA.promise);
+          active.set(settings.id, (active.get(settings.id) ?? 0) - 1);
+        },
+        log: quietLog,
+        leases,
+        leaseTickMs: 10,
+      });
+      const controller = new AbortController();
+      const done = supervisor.run(controller.signal);
+      await eventually(() => {
+        expect([...supervisor.states().keys()].sort()).toEqual(['a', 'b']);
+      });
+      // Another instance joins: one mapping is handed over (b, the later of two databases held alike), and
+      // its stop is slow.
+      live = 2;
+      await sleep(50);
+      // Meanwhile a's lease is reported lost; its run is told to stop but takes its time.
+      lostA = true;
+      await sleep(50);
+      slowB.resolve();
+      await sleep(100);
+      expect(mostOfA).toBe(1);
+      slowA.resolve();
+      controller.abort();
+      await done;
+    });
+
     it('issue 12: a lease handed over writes the state stopped with its fence before the lease is released', async () => {
       const leases = new MemoryLeases(1_000);
       const store = new MemoryStore();
