@@ -10,7 +10,7 @@ import { createBigQueryClients } from '../bigquery/client.js';
 import { loadBootstrapConfig } from '../config/bootstrap.js';
 import { createLogger } from '../observability/logger.js';
 import { EXIT } from './common.js';
-import { statusCommand } from './status.js';
+import { showStatus } from './status.js';
 import { formatTable } from './text-table.js';
 
 const DATASET = 'acquisitions';
@@ -240,9 +240,10 @@ export async function demoCommand(options: DemoOptions = {}): Promise<number> {
     );
     await clients.close();
 
-    const statusCommandLine = `npx tsx src/main.ts --config ${configFile} status`;
+    const statusCommandLine = `${CLEAN_ENV}npx tsx src/main.ts --config ${configFile} status`;
     step(`what \`status\` says (${statusCommandLine})`);
-    await statusCommand({ config: configFile });
+    // From the demo's own configuration: a MONGO_CLIENT exported for a real deployment must not be read.
+    await showStatus(config, {}, { write: (text) => process.stdout.write(text) });
     const metricsUrl = `http://127.0.0.1:${String(archiver.metricsPort)}/metrics`;
     step(`a few lines of ${metricsUrl} (Prometheus)`);
     detail(...shownMetricLines(await (await fetch(metricsUrl)).text()));
@@ -268,6 +269,9 @@ export async function demoCommand(options: DemoOptions = {}): Promise<number> {
   }
 }
 
+/** A prefix that runs a command without the caller's configuration keys (the environment wins over the file). */
+const CLEAN_ENV = 'env -i PATH="$PATH" HOME="$HOME" ';
+
 /** How to reach the stand-ins left running, run the archiver against them again, and stop them. */
 function printConnections(env: Readonly<Record<string, string>>, configFile: string, runDir: string): void {
   const uri = env.MBA_TEST_MONGODB_URI ?? '';
@@ -283,8 +287,9 @@ function printConnections(env: Readonly<Record<string, string>>, configFile: str
     `    -H 'Content-Type: application/json' \\`,
     `    -d '${JSON.stringify({ query: sql, useLegacySql: false })}'`,
     `The demo's configuration: ${configFile}`,
-    `  status:              npx tsx src/main.ts --config ${configFile} status`,
-    `  archive again (run): npx tsx src/main.ts --config ${configFile} run`,
+    `  status:              ${CLEAN_ENV}npx tsx src/main.ts --config ${configFile} status`,
+    `  archive again (run): ${CLEAN_ENV}npx tsx src/main.ts --config ${configFile} run`,
+    '  (the environment wins over a config file: `env -i` keeps keys exported for a real deployment out)',
     `Stop them: MBA_PEERS_RUN_DIR=${runDir} npm run peers -- stop`,
   );
 }
