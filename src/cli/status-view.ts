@@ -3,6 +3,7 @@ import { bsonKind, isDocument } from '../base/bson-kind.js';
 import { settingsIdString } from '../core/settings.js';
 import { estimateBackfill, formatDuration } from '../core/progress.js';
 import { toClusterTime } from '../mongodb/change-event.js';
+import { scrubText } from '../observability/logger.js';
 
 /** A backfill under way, as `status` shows it; a field is null where there is no basis for it. */
 export interface BackfillOverview {
@@ -132,7 +133,9 @@ export function mappingOverview(
   const status = isDocument(settings.status) ? settings.status : undefined;
   const time = positionTime(checkpoint);
   const position: unknown = checkpoint?.position;
-  const failure = text(settings.lastFailure);
+  // A failure's text may quote a connection string: scrubbed as the logs are, for the table and --json alike.
+  const stored = text(settings.lastFailure);
+  const failure = stored === null ? null : scrubText(stored);
   return {
     id: settingsIdString(settings._id),
     source: `${String(settings.mongo_database)}.${String(settings.mongo_collection)}`,

@@ -88,6 +88,16 @@ describe('status: lag from the checkpoint (issue 13)', () => {
       updatedAt: null,
     });
   });
+
+  it('issue 13 review: a stored failure quoting a connection string shows without its password', () => {
+    const failed = {
+      ...settings,
+      lastFailure: 'could not connect to mongodb://archiver:s3cret@db.example:27017/shop',
+    };
+    const shown = mappingOverview({ settings: failed, checkpoint: undefined, holder: null }, T0).lastFailure;
+    expect(shown?.message).toContain('db.example:27017');
+    expect(shown?.message).not.toContain('s3cret');
+  });
 });
 
 describe('status: backfill progress (issue 13)', () => {
