@@ -1,6 +1,7 @@
 import { loadBootstrapConfig, type BootstrapConfig } from '../config/bootstrap.js';
 import { dispositionOf, errorMessage } from '../errors.js';
 import { scrubText } from '../observability/logger.js';
+import { connectionStringProblem } from '../mongodb/connectivity.js';
 
 /** Exit codes: 0 done, 1 failure, 2 configuration error (as the original service's users expect of a CLI). */
 export const EXIT = { ok: 0, failure: 1, config: 2 } as const;
@@ -25,6 +26,7 @@ export function loadConfig(options: GlobalOptions): BootstrapConfig {
     onUnknownKey: (message) => {
       console.error(`warning: ${message}`);
     },
+    mongoClientProblem: connectionStringProblem,
   });
 }
 

@@ -232,6 +232,11 @@ export interface LoadOptions {
   readonly explicitPath?: boolean;
   /** Told of each key of the file that is not a configuration key (a typo, most likely); it is ignored. */
   readonly onUnknownKey?: (message: string) => void;
+  /**
+   * Why the MongoDB driver would refuse this connection string, or undefined (the MongoDB adapter's
+   * `connectionStringProblem`; injected, as this layer knows no driver): reported with the other problems.
+   */
+  readonly mongoClientProblem?: (uri: string) => string | undefined;
 }
 
 /** Keys whose values no message repeats: a connection string may hold a password. */
@@ -341,9 +346,20 @@ export function loadBootstrapConfig(options: LoadOptions = {}): BootstrapConfig 
     }
   }
   const result = bootstrapSchema.safeParse(merged);
-  if (result.success) return Object.freeze(result.data);
+  const uri = merged.MONGO_CLIENT;
+  const uriProblem =
+    typeof uri === 'string' && /^mongodb(\+srv)?:\/\//.test(uri)
+      ? options.mongoClientProblem?.(uri)
+      : undefined;
+  if (result.success && uriProblem === undefined) return Object.freeze(result.data);
   const problems = new Map<string, string>();
-  for (const issue of result.error.issues) {
+  if (uriProblem !== undefined) {
+    problems.set(
+      'MONGO_CLIENT',
+      `MONGO_CLIENT: ${uriProblem}${fromEnv.has('MONGO_CLIENT') ? ' (from the environment)' : ''}`,
+    );
+  }
+  for (const issue of result.success ? [] : result.error.issues) {
     const key = String(issue.path[0] ?? 'config');
     if (problems.has(key)) continue;
     if (merged[key] === undefined) {

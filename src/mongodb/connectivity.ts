@@ -1,4 +1,4 @@
-import { type MongoClient, type TopologyDescriptionChangedEvent } from 'mongodb';
+import { MongoClient, type TopologyDescriptionChangedEvent } from 'mongodb';
 import { errorMessage, networkFailureReason } from '../errors.js';
 import { MONGO_CODES, codeOf } from './error-mapping.js';
 
@@ -94,5 +94,23 @@ export async function connectFailingFast(client: MongoClient): Promise<void> {
     await Promise.race([connecting, allFailed]);
   } finally {
     if (onChange) client.off('topologyDescriptionChanged', onChange);
+  }
+}
+
+/**
+ * Why the driver would refuse `uri` when the archiver starts (an unescaped character in the password, a port
+ * out of range, an option value it does not take), in the driver's words with the password taken out;
+ * undefined when it takes it. The driver parses a connection string when a client is made, without
+ * connecting (an SRV lookup waits for the connection), so this contacts nothing.
+ */
+export function connectionStringProblem(uri: string): string | undefined {
+  try {
+    new MongoClient(uri);
+    return undefined;
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    const password = /^mongodb(?:\+srv)?:\/\/[^@/]*?:([^@/]*)@/.exec(uri)?.[1];
+    const shown = password ? reason.split(password).join('***') : reason;
+    return `is not a valid connection string (${shown})`;
   }
 }

@@ -2,6 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { connectionStringProblem } from '../../../src/mongodb/connectivity.js';
 import { loadBootstrapConfig, windowLimits, workerThreads } from '../../../src/config/bootstrap.js';
 import { DEFAULT_WINDOW_LIMITS } from '../../../src/core/window.js';
 import { ConfigError } from '../../../src/errors.js';
@@ -171,6 +172,23 @@ describe('bootstrap configuration', () => {
         loadBootstrapConfig({ path: configFile({ ...original, MONGO_CLIENT: 'postgres://x' }), env: {} }),
       ),
     ).toBe('MONGO_CLIENT: must be a mongodb:// or mongodb+srv:// connection string');
+    // Connection strings the driver would refuse at start are refused here, naming the key, never the password.
+    for (const [uri, reason] of [
+      ['mongodb://archiver:pa:ss@db:27017/', /unescaped/i],
+      ['mongodb://archiver:s3cret@db:99999/', /99999/],
+      ['mongodb://archiver:s3cret@db:27017/?tls=maybe', /tls/i],
+    ] as const) {
+      const message = errorOf(() =>
+        loadBootstrapConfig({
+          path: configFile({ ...original, MONGO_CLIENT: uri }),
+          env: {},
+          mongoClientProblem: connectionStringProblem,
+        }),
+      );
+      expect(message).toMatch(/^MONGO_CLIENT: is not a valid connection string \(/);
+      expect(message).toMatch(reason);
+      expect(message).not.toMatch(/s3cret|pa:ss/);
+    }
     expect(
       errorOf(() => loadBootstrapConfig({ path: configFile(original), env: { METRICS_PORT: 'abc' } })),
     ).toBe(
