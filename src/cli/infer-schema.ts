@@ -11,7 +11,17 @@ import { EXIT, loadConfig, type GlobalOptions } from './common.js';
  * exist reads nothing and infers only `_id`, which looks like an answer: a misspelt name must say so instead.
  */
 export async function missingCollectionProblem(db: Db, collection: string): Promise<string | undefined> {
-  const names = (await db.listCollections({}, { nameOnly: true }).toArray()).map((c) => c.name);
+  let names: string[];
+  try {
+    // `authorizedCollections`: a user allowed to read some collections but not to list the database's still
+    // gets those it may read (MongoDB 4.0 and later), instead of being refused.
+    names = (await db.listCollections({}, { nameOnly: true, authorizedCollections: true }).toArray()).map(
+      (c) => c.name,
+    );
+  } catch {
+    // Not allowed even so: the check is a convenience, the sample is what was asked for.
+    return undefined;
+  }
   if (names.includes(collection)) return undefined;
   if (names.length === 0)
     return `database ${db.databaseName} has no collections (is the database name right?)`;
