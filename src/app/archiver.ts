@@ -394,6 +394,9 @@ async function startOnClients(
     onLeaseRound: ({ seconds, held }) => {
       metrics.leaseRound(seconds, held);
     },
+    onRebalance: (seconds) => {
+      metrics.rebalance(seconds);
+    },
     onRemoved: (id) => {
       metrics.forgetMapping(id).catch((error: unknown) => {
         logger.warn({ mapping: id, err: error }, 'could not drop the metrics of a removed mapping');

@@ -64,6 +64,11 @@ export interface SupervisorOptions {
   readonly leaseTickMs?: number;
   /** Told of every lease round once it is over, failed ones included (with leases only). */
   readonly onLeaseRound?: (round: LeaseRound) => void;
+  /**
+   * Told of every rebalancing once it is over, failed ones included, with the seconds it took: it runs beside
+   * the lease rounds, and a long one (a wedged handover) holds up every takeover of this instance.
+   */
+  readonly onRebalance?: (seconds: number) => void;
   /** A mapping still stopping after this long is wedged: `health()` says so (default DEFAULT_STOP_DEADLINE_MS). */
   readonly stopDeadlineMs?: number;
 }
@@ -258,7 +263,11 @@ export class Supervisor {
   /** Starts a rebalancing unless one is under way (the next tick starts the next one). */
   #rebalanceSoon(leases: LeaseStore, live: number, mayTake: boolean, signal: AbortSignal): void {
     if (this.#rebalancing !== undefined) return;
-    this.#rebalancing = this.#serially(() => this.#rebalance(leases, live, mayTake, signal))
+    let started = 0;
+    this.#rebalancing = this.#serially(() => {
+      started = performance.now();
+      return this.#rebalance(leases, live, mayTake, signal);
+    })
       .then(() => {
         if (mayTake) this.#leasedOnce = true;
       })
@@ -268,6 +277,7 @@ export class Supervisor {
       })
       .finally(() => {
         this.#rebalancing = undefined;
+        if (started > 0) this.#o.onRebalance?.((performance.now() - started) / 1_000);
       });
   }
 

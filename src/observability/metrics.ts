@@ -20,6 +20,7 @@ export const METRIC_NAMES = {
   lookupMisses: 'mba_lookup_misses_total',
   mappingState: 'mba_mapping_state',
   leaseRound: 'mba_lease_round_seconds',
+  rebalance: 'mba_rebalance_seconds',
   leasesHeld: 'mba_leases_held',
   mappingsPreparing: 'mba_mappings_preparing',
   mappingsWaitingToPrepare: 'mba_mappings_waiting_to_prepare',
@@ -101,6 +102,7 @@ export class Metrics {
   readonly #lookupMisses: Counter<MappingLabel>;
   readonly #mappingState: Gauge<'mapping' | 'state'>;
   readonly #leaseRound: Histogram;
+  readonly #rebalance: Histogram;
   readonly #leasesHeld: Gauge;
   readonly #mappingsPreparing: Gauge;
   readonly #mappingsWaitingToPrepare: Gauge;
@@ -229,6 +231,12 @@ export class Metrics {
       buckets: [...DEFAULT_LEASE_ROUND_BUCKETS],
       registers,
     });
+    this.#rebalance = new Histogram({
+      name: METRIC_NAMES.rebalance,
+      help: 'Time of one rebalancing: stopping mappings whose lease was lost, handing over leases beyond the fair share, taking free ones.',
+      buckets: [...DEFAULT_LEASE_ROUND_BUCKETS],
+      registers,
+    });
     this.#leasesHeld = new Gauge({
       name: METRIC_NAMES.leasesHeld,
       help: 'Mapping leases this instance holds, as of its last lease round.',
@@ -339,6 +347,11 @@ export class Metrics {
   leaseRound(seconds: number, held: number): void {
     this.#leaseRound.observe(seconds);
     this.#leasesHeld.set(held);
+  }
+
+  /** A rebalancing is over (failed ones included): it took `seconds`. */
+  rebalance(seconds: number): void {
+    this.#rebalance.observe(seconds);
   }
 
   /** The slots of MAX_MAPPINGS_PREPARING: how many are held, and how many mappings wait for one. */

@@ -984,6 +984,27 @@ describe('supervisor', () => {
       await first.done;
     });
 
+    it('issue 12 review: reports each rebalancing with its time, apart from the lease rounds', async () => {
+      const leases = new MemoryLeases(1_000);
+      leases.acquireMs = 30;
+      const rebalances: number[] = [];
+      const rounds: LeaseRound[] = [];
+      const { members, running } = instances(1, {
+        leases,
+        options: { onRebalance: (seconds) => rebalances.push(seconds), onLeaseRound: (r) => rounds.push(r) },
+      });
+      const [one] = members as [(typeof members)[0]];
+      await eventually(() => {
+        expect(running(one)).toHaveLength(4);
+        expect(rebalances.length).toBeGreaterThan(1);
+      });
+      one.controller.abort();
+      await one.done;
+      // The first one took the four leases (30 ms); the lease rounds go on beside the rebalancings.
+      expect(rebalances[0]).toBeGreaterThanOrEqual(0.028);
+      expect(rounds.length).toBeGreaterThan(0);
+    });
+
     it('issue 12: reports each lease round (heartbeat and renewals) with its time and the leases held', async () => {
       const leases = new MemoryLeases(1_000);
       leases.heartbeatMs = 20;
