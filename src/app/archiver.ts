@@ -364,29 +364,30 @@ async function startOnClients(
     { ttlMs: config.LEASE_TTL_MS },
   );
   logger.info({ instance: leases.owner, leaseTtlMs: leases.ttlMs }, 'sharing mappings through leases');
+  const runMapping = createMappingRunner({
+    mongo,
+    bigquery,
+    target,
+    config,
+    store,
+    settingsCollection: store.collection,
+    checkpointsCollection: store.checkpoints,
+    sample: (collection, maxSamples, s) => sampleDocuments(collection, { maxSamples, signal: s }),
+    logger,
+    metrics,
+    ...(seams.decorateWriter && { decorateWriter: seams.decorateWriter }),
+    ...(seams.decorateChangeSource && { decorateChangeSource: seams.decorateChangeSource }),
+    preparing,
+    copying,
+    ...(encoderPool && { encoderPool }),
+    ...(rawUnavailable !== undefined && { rawChangeStreamsUnavailable: rawUnavailable }),
+    databaseStreams,
+  });
   const supervisor = new Supervisor({
     store,
     parseSettings: parseMappingSettings,
     leases,
-    runMapping: createMappingRunner({
-      mongo,
-      bigquery,
-      target,
-      config,
-      store,
-      settingsCollection: store.collection,
-      checkpointsCollection: store.checkpoints,
-      sample: (collection, maxSamples, s) => sampleDocuments(collection, { maxSamples, signal: s }),
-      logger,
-      metrics,
-      ...(seams.decorateWriter && { decorateWriter: seams.decorateWriter }),
-      ...(seams.decorateChangeSource && { decorateChangeSource: seams.decorateChangeSource }),
-      preparing,
-      copying,
-      ...(encoderPool && { encoderPool }),
-      ...(rawUnavailable !== undefined && { rawChangeStreamsUnavailable: rawUnavailable }),
-      databaseStreams,
-    }),
+    runMapping,
     log: supervisorLog(logger),
     onStatus: (id, status) => {
       metrics.mappingState(id, status.state);
@@ -398,6 +399,7 @@ async function startOnClients(
       metrics.rebalance(seconds);
     },
     onRemoved: (id) => {
+      runMapping.forget(id);
       metrics.forgetMapping(id).catch((error: unknown) => {
         logger.warn({ mapping: id, err: error }, 'could not drop the metrics of a removed mapping');
       });

@@ -147,9 +147,9 @@ function dryRunSink(log: Logger): RecordSink {
  * Runs mappings: schema, BigQuery objects, then the backfill and the change stream side by side
  * (docs/architecture.md, "The mapping run").
  */
-export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner {
+export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner & ForgetsMappings {
   const inferred = new InferredColumns();
-  return async (settings, signal, hooks) => {
+  const run: MappingRunner = async (settings, signal, hooks) => {
     const log = mappingLogger(deps.logger, {
       mapping: settings.id,
       database: settings.mongoDatabase,
@@ -165,6 +165,20 @@ export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner {
       throw error;
     }
   };
+  return Object.assign(run, {
+    forget: (id: string) => {
+      inferred.forget(id);
+    },
+  });
+}
+
+/** What the runner keeps of a mapping across its runs (inferred columns), dropped when it leaves this process. */
+export interface ForgetsMappings {
+  /**
+   * The mapping no longer runs here (removed, handed over, lease lost): should it come back, it starts
+   * afresh (samples its collection again) rather than from what this process kept of it long ago.
+   */
+  forget(id: string): void;
 }
 
 /** The roles of one run, and whether the backfill is among them. */

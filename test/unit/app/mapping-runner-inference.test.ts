@@ -89,3 +89,14 @@ describe('mapping runs without declared columns (issue 13: one sample across ret
     expect(runner.samples()).toBe(2);
   });
 });
+
+describe('a mapping that left this process (issue 13 review)', () => {
+  it('samples again when it comes back: what was kept of it is forgotten once it is removed or handed over', async () => {
+    const runner = failingRunner();
+    const settings = parseMappingSettings(document);
+    await failedRun(runner, settings);
+    runner.run.forget('ads');
+    await failedRun(runner, settings);
+    expect(runner.samples()).toBe(2);
+  });
+});
