@@ -1,4 +1,4 @@
-// Pipeline benchmark (DESIGN section 10): change events/s from recorded BSON change events through decode,
+// Pipeline benchmark (docs/bigquery.md, "Pipeline benchmark"): change events/s from recorded BSON change events through decode,
 // mapping, batching and request encoding into an in-process sink, against the floor (BSON decode +
 // JSON.stringify of the same events) measured alternately in the same run; peak RSS during a backfill of
 // generated documents; and the backfill's documents/s against the same floor per document, also measured

@@ -1,4 +1,4 @@
-// Transform benchmark (DESIGN section 10): documents/s of the floor (BSON decode + JSON.stringify of the
+// Transform benchmark (docs/bigquery.md, "Pipeline benchmark"): documents/s of the floor (BSON decode + JSON.stringify of the
 // decoded document) versus decode + our conversion + row serialization, both in this process, one core.
 import { deserialize } from 'bson';
 import { inferColumns } from '../src/schema/infer.js';

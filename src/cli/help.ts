@@ -79,6 +79,8 @@ export function environmentHelp(): string {
     '  every configuration key above, by its name (it wins over config.json)',
     '  GOOGLE_APPLICATION_CREDENTIALS  a key file for Application Default Credentials (without SERVICE_ACCOUNT_FILE)',
     `  NODE_OPTIONS                    Node.js flags; the recommended heap flags are in ${OPERATIONS_DOC}`,
+    '  METADATA_SERVER_DETECTION       whether the Google auth library may ask a cloud metadata server for credentials',
+    `                                  (none with a key file; bios-only otherwise, unless set: ${OPERATIONS_DOC})`,
   ].join('\n');
 }
 

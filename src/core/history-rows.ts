@@ -99,8 +99,8 @@ function withChangeMetadata(
 }
 
 /**
- * The history record of a change: its row is user columns from the mapper plus the metadata columns (DESIGN
- * section 4). It holds the event (the mapper and the time too), which is all its row and dead-letter text
+ * The history record of a change: its row is user columns from the mapper plus the metadata columns
+ * (docs/bigquery.md, "Tables and views"). It holds the event (the mapper and the time too), which is all its row and dead-letter text
  * come from; with `encode`, the row is built and encoded now, and only its encoding is kept.
  */
 export function changeRecord(

@@ -1,6 +1,6 @@
 import { MAX_COLUMN_NAME_LENGTH } from './types.js';
 
-/** Column names we write the metadata of every change into (DESIGN section 4). */
+/** Column names we write the metadata of every change into (docs/bigquery.md). */
 export const METADATA_COLUMN_NAMES = [
   'time_archived',
   'operationType',

@@ -1,6 +1,6 @@
 import { type ColumnSpec, type TableField } from './types.js';
 
-/** Metadata columns appended to every history table (DESIGN section 4). */
+/** Metadata columns appended to every history table (docs/bigquery.md). */
 export const METADATA_FIELDS: readonly TableField[] = Object.freeze([
   {
     name: 'time_archived',
