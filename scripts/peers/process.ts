@@ -209,7 +209,7 @@ export function spawnPeerProcess(
   closeSync(fd);
   if (child.pid === undefined) throw new PeerSetupError(`could not start ${name}: ${command}`);
   const pid = child.pid;
-  writeFileSync(pidFile(options.runDir, name), String(pid));
+  writeFileSync(pidFile(options.runDir, name), pidRecord(pid));
   let exitStatus: string | undefined;
   child.once('exit', (code, signal) => {
     exitStatus = signal ? `signal ${signal}` : `exit code ${String(code)}`;
@@ -264,6 +264,38 @@ export async function awaitReady(
   }
 }
 
+/**
+ * The kernel's start time of `pid` (field 22 of /proc/<pid>/stat, in clock ticks since boot), or undefined
+ * where there is no /proc: with the pid, it names one process, not whichever reuses its number later.
+ */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${String(pid)}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** What a pid file holds: the pid and, where known, its start time. */
+export function pidRecord(pid: number): string {
+  const started = processStartTime(pid);
+  return started === undefined ? String(pid) : `${String(pid)} ${started}`;
+}
+
+/**
+ * The pid of a pid file when that process still runs, undefined otherwise: a file kept across a reboot (a
+ * demo's `--keep`) names a number that another process group may have now, and that one is not ours to stop.
+ */
+export function recordedPid(text: string): number | undefined {
+  const [pidText, started] = text.trim().split(/\s+/);
+  const pid = Number.parseInt(pidText ?? '', 10);
+  if (!Number.isSafeInteger(pid) || pid <= 1) return undefined;
+  if (started !== undefined && processStartTime(pid) !== started) return undefined;
+  return pid;
+}
+
 function groupAlive(pid: number): boolean {
   try {
     process.kill(-pid, 0);
@@ -301,7 +333,7 @@ export function killProcessGroupNow(pid: number): void {
  */
 export function rememberPid(runDir: string, name: string, pid: number): void {
   mkdirSync(join(runDir, 'pids'), { recursive: true });
-  writeFileSync(pidFile(runDir, name), String(pid));
+  writeFileSync(pidFile(runDir, name), pidRecord(pid));
 }
 
 export function forgetPid(runDir: string, name: string): void {
@@ -317,8 +349,8 @@ export async function reapStalePeers(runDir: string, log: (m: string) => void): 
     const runner = match?.[2] === undefined ? undefined : Number(match[2]);
     // A peer whose runner still lives belongs to a concurrent run in this checkout: leave it alone.
     if (runner !== undefined && runner !== process.pid && processAlive(runner)) continue;
-    const pid = Number.parseInt(readFileSync(join(pidDir, file), 'utf8'), 10);
-    if (Number.isSafeInteger(pid) && pid > 1 && groupAlive(pid)) {
+    const pid = recordedPid(readFileSync(join(pidDir, file), 'utf8'));
+    if (pid !== undefined && groupAlive(pid)) {
       const why =
         match && runner === undefined ? 'kept running by an earlier run' : 'left over from an earlier run';
       log(`stopping ${match?.[1] ?? file} (pid ${pid}) ${why}`);
@@ -334,16 +366,28 @@ export async function reapStalePeers(runDir: string, log: (m: string) => void): 
  */
 export function startWatchdog(runDir: string): void {
   const pidDir = join(runDir, 'pids');
-  const script = [
-    `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done`,
-    `for f in "$0"/*.runner-${process.pid}.pid; do`,
+  const watchdog = spawn('sh', ['-c', watchdogScript(process.pid), pidDir], {
+    detached: true,
+    stdio: 'ignore',
+  });
+  watchdog.unref();
+}
+
+/**
+ * The watchdog's shell script (its `$0` is the pid folder): once `runnerPid` is gone, SIGKILL to every group
+ * its pid files name. A file holds the pid, then its start time, with no newline at the end (so `read`
+ * reports the end of the file, having read the words all the same).
+ */
+export function watchdogScript(runnerPid: number): string {
+  return [
+    `while kill -0 ${String(runnerPid)} 2>/dev/null; do sleep 1; done`,
+    `for f in "$0"/*.runner-${String(runnerPid)}.pid; do`,
     '  [ -f "$f" ] || continue',
-    '  kill -KILL -"$(cat "$f")" 2>/dev/null',
+    '  read -r pid _ < "$f"',
+    '  kill -KILL -"$pid" 2>/dev/null',
     '  rm -f "$f"',
     'done',
   ].join('\n');
-  const watchdog = spawn('sh', ['-c', script, pidDir], { detached: true, stdio: 'ignore' });
-  watchdog.unref();
 }
 
 /** The pid file of a peer left running on purpose (`demo --keep`): no runner's watchdog matches it. */
