@@ -101,7 +101,9 @@ export function backfillOverview(
 ): BackfillOverview | null {
   const backfill: unknown = checkpoint?.backfill;
   if (!isDocument(backfill) || backfill.done === true) return null;
-  const copied = count(backfill.copied) ?? count(status?.backfillCopied) ?? 0;
+  // The checkpoint counts what was saved, the owner's status what it copied by its last report: the larger is
+  // the newer (a rate next to the checkpoint's 0 of a copy under way would promise an ETA from nothing copied).
+  const copied = Math.max(count(backfill.copied) ?? 0, count(status?.backfillCopied) ?? 0);
   const estimated = count(backfill.estimated) ?? count(status?.backfillEstimated);
   const { percent } = estimateBackfill({ copied, estimated, elapsedSeconds: 0 });
   const backfilling = status?.state === 'backfilling';

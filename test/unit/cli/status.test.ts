@@ -101,6 +101,17 @@ describe('status: lag from the checkpoint (issue 13)', () => {
 });
 
 describe('status: backfill progress (issue 13)', () => {
+  it("issue 13 (CI): the owner's count, newer than the checkpoint's, is the one shown with its rate", () => {
+    // The checkpoint saved its ranges before the first chunk was acknowledged; the owner already reported more.
+    const status = { state: 'backfilling', backfillCopied: 2_000, backfillRate: 400 };
+    expect(backfillOverview(status, backfilling(0, 10_000), T0)).toMatchObject({
+      copied: 2_000,
+      percent: 20,
+      docsPerSecond: 400,
+      etaSeconds: 20,
+    });
+  });
+
   it('issue 13: copied / estimated, percent, the rate the owner reports while backfilling, and the ETA from what remains', () => {
     const status = { state: 'backfilling', backfillRate: 500 };
     expect(backfillOverview(status, backfilling(25_000, 100_000), T0)).toEqual({
