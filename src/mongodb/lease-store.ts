@@ -104,23 +104,33 @@ export class MongoLeaseStore implements LeaseStore {
     return mongoBoundary(() => this.#heartbeat(stop));
   }
 
+  /**
+   * The three operations go out together, one round trip in all (in turn they were three, and on a busy
+   * server each waits its turn): this instance's record, the clean-up of long-dead ones, and the count of
+   * the other live instances, plus one for this one (so the count does not depend on the upsert's landing
+   * first).
+   */
   async #heartbeat(stop: AbortSignal): Promise<number> {
     stop.throwIfAborted();
     const signal = this.#bounded(stop);
     const now = this.#clock();
-    await this.collection.updateOne(
-      { _id: `instance:${this.owner}` } as Document,
-      { $set: { kind: 'instance', owner: this.owner, expiresAt: new Date(now + this.ttlMs) } },
-      withSignal({ upsert: true }, signal),
-    );
-    await this.collection.deleteMany(
-      { kind: 'instance', expiresAt: { $lt: new Date(now - DEAD_INSTANCE_RETENTION_MS) } },
-      withSignal<DeleteOptions>({}, signal),
-    );
-    return this.collection.countDocuments(
-      { kind: 'instance', expiresAt: { $gt: new Date(now) } },
-      { signal },
-    );
+    const self = `instance:${this.owner}`;
+    const [, , others] = await Promise.all([
+      this.collection.updateOne(
+        { _id: self } as Document,
+        { $set: { kind: 'instance', owner: this.owner, expiresAt: new Date(now + this.ttlMs) } },
+        withSignal({ upsert: true }, signal),
+      ),
+      this.collection.deleteMany(
+        { kind: 'instance', expiresAt: { $lt: new Date(now - DEAD_INSTANCE_RETENTION_MS) } },
+        withSignal<DeleteOptions>({}, signal),
+      ),
+      this.collection.countDocuments(
+        { kind: 'instance', _id: { $ne: self }, expiresAt: { $gt: new Date(now) } } as Document,
+        { signal },
+      ),
+    ]);
+    return others + 1;
   }
 
   tryAcquire(mappingId: string, floor: number | undefined, stop: AbortSignal): Promise<Lease | undefined> {

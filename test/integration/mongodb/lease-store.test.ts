@@ -1,5 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { MongoClient, type Collection, type CommandStartedEvent, type Document } from 'mongodb';
+import {
+  MongoClient,
+  type Collection,
+  type CommandStartedEvent,
+  type CommandSucceededEvent,
+  type Document,
+} from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Lease } from '../../../src/core/ports.js';
 import { FencedOutError } from '../../../src/errors.js';
@@ -211,6 +217,24 @@ describe('leases in MongoDB', () => {
     await a.store.leave();
     b.clock.now += 1_001;
     expect(await b.store.heartbeat(signal)).toBe(1);
+  });
+
+  it('issue 12: a heartbeat is one round trip: its three commands are all sent before the first answer', async () => {
+    const { leases } = collections();
+    const a = instance(leases, 'a');
+    const events: string[] = [];
+    const started = (event: CommandStartedEvent) => events.push(`started ${event.commandName}`);
+    const answered = (event: CommandSucceededEvent) => events.push(`answered ${event.commandName}`);
+    client.on('commandStarted', started);
+    client.on('commandSucceeded', answered);
+    try {
+      expect(await a.store.heartbeat(signal)).toBe(1);
+    } finally {
+      client.off('commandStarted', started);
+      client.off('commandSucceeded', answered);
+    }
+    expect(events.slice(0, 3).map((e) => e.split(' ')[0])).toEqual(['started', 'started', 'started']);
+    expect(events).toHaveLength(6);
   });
 
   it('continues above the newest token the settings carry, even when the leases were wiped', async () => {
