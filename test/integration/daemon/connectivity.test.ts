@@ -3,28 +3,17 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createServer, type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { V8_FLAGS } from '../../../src/observability/runtime.js';
+import { freePort } from '../../../scripts/peers/process.js';
 import { daemonEnv, spawnDaemon } from '../support/daemon.js';
 
 const DATASET = `connectivity_${randomBytes(4).toString('hex')}`;
 const SETTINGS_DB = `connectivity_${randomBytes(4).toString('hex')}`;
 
 let mongo: MongoClient;
-
-/** A loopback port nothing listens on: bound, then closed. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  server.close();
-  await once(server, 'close');
-  return port;
-}
 
 beforeAll(async () => {
   mongo = new MongoClient(process.env.MBA_TEST_MONGODB_URI ?? '');
@@ -38,7 +27,7 @@ afterAll(async () => {
 
 describe('run: connectivity failures at start (issue 13)', () => {
   it('MongoDB on a closed port: exits 1 naming MongoDB, its host and MONGO_CLIENT, in the log and on stderr', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const child = spawn(process.execPath, [...V8_FLAGS, '--import', 'tsx', 'src/main.ts', 'run'], {
       env: {
         ...process.env,
@@ -66,7 +55,7 @@ describe('run: connectivity failures at start (issue 13)', () => {
   }, 60_000);
 
   it('BigQuery on a closed port: logs an error naming BigQuery and what to check, and keeps running', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const daemon = spawnDaemon(
       {
         ...daemonEnv(DATASET, SETTINGS_DB),

@@ -4,7 +4,6 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MongoClient } from 'mongodb';
@@ -13,6 +12,7 @@ import { SCRATCH_TABLE_PREFIX } from '../../../src/app/preflight.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { EXIT } from '../../../src/cli/common.js';
 import { emulatorClients } from '../support/bigquery-clients.js';
+import { freePort } from '../../../scripts/peers/process.js';
 import { daemonEnv, SETTINGS_COLLECTION } from '../support/daemon.js';
 
 const DATASET = `validate_${randomBytes(4).toString('hex')}`;
@@ -21,17 +21,6 @@ const SOURCE_DB = `validate_src_${randomBytes(4).toString('hex')}`;
 
 let mongo: MongoClient;
 let bigquery: BigQueryClients;
-
-/** A loopback port nothing listens on: bound, then closed. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  server.close();
-  await once(server, 'close');
-  return port;
-}
 
 interface Outcome {
   readonly code: number | null;
@@ -128,7 +117,7 @@ describe('validate against the peers (issue 13)', () => {
   }, 60_000);
 
   it('MONGO_CLIENT on a closed loopback port: fails within the timeout naming MongoDB and the fix; BigQuery still checked', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const { code, lines, at } = await validate(
       { MONGO_CLIENT: `mongodb://archiver:s3cret@127.0.0.1:${String(port)}/?directConnection=true` },
       3,
@@ -154,7 +143,7 @@ describe('validate against the peers (issue 13)', () => {
   }, 60_000);
 
   it('the BigQuery endpoint on a closed loopback port: fails naming BigQuery and the fix; the tables are skipped', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const { code, lines } = await validate(
       { BIGQUERY_EMULATOR_ENDPOINT: `http://127.0.0.1:${String(port)}` },
       10,
