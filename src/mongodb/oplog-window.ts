@@ -1,0 +1,190 @@
+import { type Collection, type Document, type MongoClient } from 'mongodb';
+import { bsonKind, isDocument } from '../base/bson-kind.js';
+import { within } from '../core/deadline.js';
+import { type OplogWindow, type OplogWindowReading } from '../core/oplog-headroom.js';
+import { settingsIdString } from '../core/settings.js';
+import { DEFAULT_MONGO_OPERATION_TIMEOUT_MS } from './bounded.js';
+import { toClusterTime } from './change-event.js';
+import { codeOf, MONGO_CODES, mongoBoundary } from './error-mapping.js';
+import { helloOf } from './raw-change-source.js';
+
+/*
+ * How the oplog window is read, cheaply and with the least privilege that allows it:
+ *
+ * 1. `hello`: behind mongos (`msg: 'isdbgrid'`) the shards' oplogs are out of reach (`local` cannot be read
+ *    through mongos, and each shard has its own oplog), so the guard is off there.
+ * 2. The oldest and newest entries of `local.oplog.rs`, as `rs.printReplicationInfo()` reads them:
+ *    `find` sorted by `{ $natural: 1 }` and `{ $natural: -1 }`, limit 1, projecting `ts`. The oplog is a
+ *    capped collection kept in insertion order, so each read touches one entry at one end, never a scan.
+ *    Needs `find` on `local.oplog.rs`: the `read` role on `local` (what Atlas documents for oplog access)
+ *    or `clusterMonitor` (which includes it).
+ * 3. Only when that is refused (Unauthorized, 13): `serverStatus` with its `oplog` section, which is off by
+ *    default and reports `earliestOptime` (the first entry, read the same way) and `latestOptime` (the last
+ *    applied, in memory). Needs the `serverStatus` action (`clusterMonitor`).
+ *
+ * A standalone server has no `local.oplog.rs` (the find returns nothing); neither has the MongoDB stand-in
+ * of the tests. Any other failure (network, election, a bound running out) is thrown, classified as usual:
+ * the guard tries again at its next poll.
+ */
+
+/** The three answers the reading needs; the daemon's is `mongoOplogProbe`, tests give recorded answers. */
+export interface OplogProbe {
+  hello(signal: AbortSignal): Promise<Document>;
+  /** The oldest (`1`) or newest (`-1`) oplog entry, projected to `ts`; null when the oplog is empty or absent. */
+  oplogEntry(order: 1 | -1, signal: AbortSignal): Promise<Document | null>;
+  /** `serverStatus` with its `oplog` section. */
+  serverStatus(signal: AbortSignal): Promise<Document>;
+}
+
+/** The probe of a connected client, each answer bounded like any bookkeeping read. */
+export function mongoOplogProbe(client: MongoClient): OplogProbe {
+  const oplog: Collection = client.db('local').collection('oplog.rs');
+  return {
+    hello: (signal) => helloOf(client, within(signal, DEFAULT_MONGO_OPERATION_TIMEOUT_MS)),
+    oplogEntry: (order, signal) =>
+      oplog.findOne(
+        {},
+        {
+          sort: { $natural: order },
+          projection: { _id: 0, ts: 1 },
+          signal: within(signal, DEFAULT_MONGO_OPERATION_TIMEOUT_MS),
+        },
+      ),
+    serverStatus: (signal) =>
+      client
+        .db('admin')
+        .command(
+          { serverStatus: 1, oplog: 1 },
+          { signal: within(signal, DEFAULT_MONGO_OPERATION_TIMEOUT_MS) },
+        ),
+  };
+}
+
+/** Cluster time seconds of a BSON Timestamp; undefined for anything else. */
+function timestampSeconds(value: unknown): number | undefined {
+  return bsonKind(value) === 'Timestamp' ? toClusterTime(value).t : undefined;
+}
+
+/** The window from the oldest and newest oplog entries (`{ ts: Timestamp }` each); undefined without both. */
+export function windowFromOplogEntries(
+  first: Document | null,
+  last: Document | null,
+  source: string,
+): OplogWindow | undefined {
+  const firstSeconds = timestampSeconds(first?.ts);
+  const lastSeconds = timestampSeconds(last?.ts);
+  if (firstSeconds === undefined || lastSeconds === undefined) return undefined;
+  return { source, firstSeconds, lastSeconds };
+}
+
+/** The window from a `serverStatus` reply's `oplog` section; undefined when it has none (not a replica set). */
+export function windowFromServerStatus(reply: Document, source: string): OplogWindow | undefined {
+  const section: unknown = reply.oplog;
+  if (!isDocument(section)) return undefined;
+  const firstSeconds = timestampSeconds(section.earliestOptime);
+  const lastSeconds = timestampSeconds(section.latestOptime);
+  if (firstSeconds === undefined || lastSeconds === undefined) return undefined;
+  return { source, firstSeconds, lastSeconds };
+}
+
+/** The label of an oplog whose replica set has no name (it should not happen on a real replica set). */
+const UNNAMED_SOURCE = 'mongodb';
+
+const UNAUTHORIZED_MESSAGE =
+  'the MongoDB user may read neither local.oplog.rs nor serverStatus: grant it the read role on the ' +
+  'local database, or clusterMonitor';
+
+function unauthorized(error: unknown): boolean {
+  return codeOf(error) === MONGO_CODES.Unauthorized;
+}
+
+/**
+ * Reads the source's oplog window through `probe` (see the comment at the top of this file for how and
+ * with which privileges). A server that does not tell it is an `unavailable` reading with the reason;
+ * other failures are thrown, wrapped as every MongoDB failure of the adapter.
+ */
+export function readOplogWindow(probe: OplogProbe, signal: AbortSignal): Promise<OplogWindowReading> {
+  return mongoBoundary(async () => {
+    const hello = await probe.hello(signal);
+    if (hello.msg === 'isdbgrid') {
+      return {
+        kind: 'unavailable',
+        reason: 'mongos',
+        message:
+          'connected through mongos: each shard has its own oplog, which mongos does not show; watch each shard’s oplog window with your MongoDB monitoring',
+      };
+    }
+    const source = typeof hello.setName === 'string' ? hello.setName : UNNAMED_SOURCE;
+    try {
+      const first = await probe.oplogEntry(1, signal);
+      const last = first === null ? null : await probe.oplogEntry(-1, signal);
+      const window = windowFromOplogEntries(first, last, source);
+      if (window) return { kind: 'window', window };
+      return {
+        kind: 'unavailable',
+        reason: 'no-oplog',
+        message:
+          'the server has no oplog (local.oplog.rs is absent or empty): it is not a replica set member',
+      };
+    } catch (error) {
+      if (!unauthorized(error)) throw error;
+    }
+    try {
+      const window = windowFromServerStatus(await probe.serverStatus(signal), source);
+      if (window) return { kind: 'window', window };
+      return {
+        kind: 'unavailable',
+        reason: 'no-oplog',
+        message: 'serverStatus reports no oplog section: the server is not a replica set member',
+      };
+    } catch (error) {
+      if (!unauthorized(error)) throw error;
+      return { kind: 'unavailable', reason: 'unauthorized', message: UNAUTHORIZED_MESSAGE };
+    }
+  });
+}
+
+/**
+ * Where a stored checkpoint (a document of the checkpoints collection) resumes its stream, in cluster time
+ * seconds: its position, or, for a backfill that saved none yet, the snapshot start (the stream starts
+ * there). Undefined when it has neither (a mapping that never started).
+ */
+export function resumeSecondsOf(checkpoint: Document): number | undefined {
+  const position: unknown = checkpoint.position;
+  const fromPosition = isDocument(position) ? timestampSeconds(position.clusterTime) : undefined;
+  if (fromPosition !== undefined) return fromPosition;
+  const backfill: unknown = checkpoint.backfill;
+  return isDocument(backfill) ? timestampSeconds(backfill.snapshotStart) : undefined;
+}
+
+/**
+ * The resume point of every mapping of `ids` that has one, from the checkpoints collection: one read for all
+ * of them, each document projected to the two times that matter. The saved checkpoint is what a restart
+ * resumes from, so it is what the oplog must still hold.
+ */
+export function readResumePoints(
+  checkpoints: Collection,
+  ids: readonly string[],
+  signal: AbortSignal,
+): Promise<ReadonlyMap<string, number>> {
+  return mongoBoundary(async () => {
+    const wanted = new Set(ids);
+    const points = new Map<string, number>();
+    if (wanted.size === 0) return points;
+    const docs = await checkpoints
+      .find(
+        {},
+        {
+          projection: { 'position.clusterTime': 1, 'backfill.snapshotStart': 1 },
+          signal: within(signal, DEFAULT_MONGO_OPERATION_TIMEOUT_MS),
+        },
+      )
+      .toArray();
+    for (const doc of docs) {
+      const id = settingsIdString(doc._id);
+      const seconds = resumeSecondsOf(doc);
+      if (wanted.has(id) && seconds !== undefined) points.set(id, seconds);
+    }
+    return points;
+  });
+}
