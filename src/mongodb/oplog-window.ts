@@ -12,7 +12,12 @@ import { helloOf } from './raw-change-source.js';
  * How the oplog window is read, cheaply and with the least privilege that allows it:
  *
  * 1. `hello`: behind mongos (`msg: 'isdbgrid'`) the shards' oplogs are out of reach (`local` cannot be read
- *    through mongos, and each shard has its own oplog), so the guard is off there.
+ *    through mongos, and each shard has its own oplog), so the guard is off there. A server that is no
+ *    replica set member (no `setName`) has no oplog that change streams could depend on: a standalone
+ *    MongoDB has none at all, and the MongoDB stand-in of the tests (mongo-java-server) keeps a
+ *    `local.oplog.rs` of its own that starts with the process and is never truncated, whose span would be
+ *    taken for a dangerously short window. The guard is off there too, as `chooseStreamScope` does not trust
+ *    such a server with a database-level stream.
  * 2. The oldest and newest entries of `local.oplog.rs`, as `rs.printReplicationInfo()` reads them:
  *    `find` sorted by `{ $natural: 1 }` and `{ $natural: -1 }`, limit 1, projecting `ts`. The oplog is a
  *    capped collection kept in insertion order, so each read touches one entry at one end, never a scan.
@@ -22,8 +27,7 @@ import { helloOf } from './raw-change-source.js';
  *    default and reports `earliestOptime` (the first entry, read the same way) and `latestOptime` (the last
  *    applied, in memory). Needs the `serverStatus` action (`clusterMonitor`).
  *
- * A standalone server has no `local.oplog.rs` (the find returns nothing); neither has the MongoDB stand-in
- * of the tests. Any other failure (network, election, a bound running out) is thrown, classified as usual:
+ * An empty or absent `local.oplog.rs` (a member still in initial sync) is no window either. Any other failure (network, election, a bound running out) is thrown, classified as usual:
  * the guard tries again at its next poll.
  */
 
@@ -87,9 +91,6 @@ export function windowFromServerStatus(reply: Document, source: string): OplogWi
   return { source, firstSeconds, lastSeconds };
 }
 
-/** The label of an oplog whose replica set has no name (it should not happen on a real replica set). */
-const UNNAMED_SOURCE = 'mongodb';
-
 const UNAUTHORIZED_MESSAGE =
   'the MongoDB user may read neither local.oplog.rs nor serverStatus: grant it the read role on the ' +
   'local database, or clusterMonitor';
@@ -114,7 +115,15 @@ export function readOplogWindow(probe: OplogProbe, signal: AbortSignal): Promise
           'connected through mongos: each shard has its own oplog, which mongos does not show; watch each shard’s oplog window with your MongoDB monitoring',
       };
     }
-    const source = typeof hello.setName === 'string' ? hello.setName : UNNAMED_SOURCE;
+    if (typeof hello.setName !== 'string') {
+      return {
+        kind: 'unavailable',
+        reason: 'no-oplog',
+        message:
+          'the server is not a replica set member (hello reports no setName): it has no oplog to watch',
+      };
+    }
+    const source = hello.setName;
     try {
       const first = await probe.oplogEntry(1, signal);
       const last = first === null ? null : await probe.oplogEntry(-1, signal);

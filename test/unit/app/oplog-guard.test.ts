@@ -141,7 +141,7 @@ describe('issue 14 must-show 2: the oplog headroom guard on a faked window', () 
     world.reading = {
       kind: 'unavailable',
       reason: 'no-oplog',
-      message: 'the server has no oplog (local.oplog.rs is absent or empty): it is not a replica set member',
+      message: 'the server is not a replica set member (hello reports no setName): it has no oplog to watch',
     };
     await guard.poll(never);
     await guard.poll(never);

@@ -98,8 +98,16 @@ describe('issue 14: reading the oplog window from recorded MongoDB answers', () 
     );
   });
 
-  it('says a standalone server has no oplog (an empty find), without asking serverStatus', async () => {
-    const { probe: p, reads } = probe({ hello: answer('helloStandalone'), first: null, last: null });
+  it('says a server that is no replica set member has no oplog to watch, reading nothing else', async () => {
+    const { probe: p, reads } = probe({ hello: answer('helloStandalone'), first: answer('oplogFirst') });
+    const reading = await readOplogWindow(p, never);
+    expect(reading).toMatchObject({ kind: 'unavailable', reason: 'no-oplog' });
+    expect(reading.kind === 'unavailable' && reading.message).toContain('not a replica set member');
+    expect(reads).toEqual(['hello']);
+  });
+
+  it('says a member whose oplog is empty has no window, without asking serverStatus', async () => {
+    const { probe: p, reads } = probe({ hello: answer('helloReplicaSet'), first: null });
     await expect(readOplogWindow(p, never)).resolves.toMatchObject({
       kind: 'unavailable',
       reason: 'no-oplog',
