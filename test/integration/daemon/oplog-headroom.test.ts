@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoClient, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchiver } from '../../../src/app/archiver.js';
+import { showStatus, type StatusReport } from '../../../src/cli/status.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { loadBootstrapConfig } from '../../../src/config/bootstrap.js';
 import { createLogger } from '../../../src/observability/logger.js';
@@ -105,6 +106,14 @@ describe('the oplog headroom guard on a server without an oplog', () => {
       );
       expect(samples.filter((s) => s.name === METRIC_NAMES.oplogWindow)).toEqual([]);
       expect(samples.filter((s) => s.name === METRIC_NAMES.oplogHeadroom)).toEqual([]);
+
+      // `status` reads the window the same way: it says why there is none, and shows no headroom.
+      let json = '';
+      await showStatus(config, { json: true }, { write: (chunk) => (json += chunk) });
+      const report = JSON.parse(json) as StatusReport;
+      const window = report.oplogWindow;
+      expect(window && 'unavailable' in window && window.unavailable).toContain('not a replica set member');
+      expect(report.mappings.find((m) => m.id === 'items')?.oplog).toBeNull();
     } finally {
       controller.abort();
       await archiver.done;
