@@ -33,8 +33,10 @@ export interface OplogOverview {
   readonly lagSeconds: number;
   /** Window minus lag: how long the oplog still holds the resume point (below 0: gone). */
   readonly headroomSeconds: number;
-  /** Headroom below OPLOG_HEADROOM_WARN_RATIO of the window. */
+  /** Headroom below OPLOG_HEADROOM_WARN_RATIO of the window, on a full oplog. */
   readonly atRisk: boolean;
+  /** The oplog is not full yet: it has dropped nothing, and its window grows until it is. */
+  readonly filling: boolean;
   /** Seconds of lag gained per second (1: standing still); null when unknown (one read of a running mapping). */
   readonly lagRate: number | null;
   /** Seconds until the history is lost at that rate; null when the lag is not growing or its rate is unknown. */

@@ -22,6 +22,22 @@ export interface OplogWindow {
   readonly source: string;
   readonly firstSeconds: number;
   readonly lastSeconds: number;
+  /** Bytes the oplog holds now and its configured maximum, when the server told them. */
+  readonly size?: { readonly bytes: number; readonly maxBytes: number };
+}
+
+/**
+ * Below this share of its configured size the oplog is still filling: MongoDB drops its oldest entries only
+ * once it is full, so its window is the time since it began (or was enlarged), not a limit, and nothing is
+ * at risk yet. A full oplog is truncated a slice at a time and hovers between about 90% and 100%; 80% keeps
+ * a margin (a full one is never taken for filling).
+ */
+export const OPLOG_FILLING_SHARE = 0.8;
+
+/** Whether the oplog is still filling (see OPLOG_FILLING_SHARE); false when its size is unknown. */
+export function oplogFilling(window: OplogWindow): boolean {
+  const size = window.size;
+  return size !== undefined && size.maxBytes > 0 && size.bytes < OPLOG_FILLING_SHARE * size.maxBytes;
 }
 
 /** Why the window cannot be read; the guard is then off, says so once, and the daemon carries on. */
@@ -51,8 +67,10 @@ export interface Headroom {
    * history is already gone (a resume would fail with ChangeStreamHistoryLost).
    */
   readonly headroomSeconds: number;
-  /** Headroom below `warnRatio` of the window. */
+  /** Headroom below `warnRatio` of the window, on an oplog that is full (one still filling drops nothing). */
   readonly atRisk: boolean;
+  /** The oplog is still filling (OPLOG_FILLING_SHARE): its window only grows until it is full. */
+  readonly filling: boolean;
 }
 
 /**
@@ -63,7 +81,14 @@ export function headroomOf(window: OplogWindow, resumeSeconds: number, warnRatio
   const span = windowSeconds(window);
   const lagSeconds = Math.max(0, window.lastSeconds - resumeSeconds);
   const headroomSeconds = span - lagSeconds;
-  return { windowSeconds: span, lagSeconds, headroomSeconds, atRisk: headroomSeconds < warnRatio * span };
+  const filling = oplogFilling(window);
+  return {
+    windowSeconds: span,
+    lagSeconds,
+    headroomSeconds,
+    atRisk: !filling && headroomSeconds < warnRatio * span,
+    filling,
+  };
 }
 
 /**

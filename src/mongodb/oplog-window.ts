@@ -23,7 +23,11 @@ import { helloOf } from './raw-change-source.js';
  *    capped collection kept in insertion order, so each read touches one entry at one end, never a scan.
  *    Needs `find` on `local.oplog.rs`: the `read` role on `local` (what Atlas documents for oplog access)
  *    or `clusterMonitor` (which includes it).
- * 3. Only when that is refused (Unauthorized, 13): `serverStatus` with its `oplog` section, which is off by
+ *    With it, `$collStats` of the oplog (the same privilege: `collStats` is in the `read` role) for its
+ *    size and configured maximum (`storageStats.size`, `maxSize`): an oplog that is not full yet has
+ *    dropped nothing, and its short window is no threat (OPLOG_FILLING_SHARE). Without them (refused, or an
+ *    older server), the oplog is taken as full, the cautious reading.
+ * 3. Only when the find is refused (Unauthorized, 13): `serverStatus` with its `oplog` section, which is off by
  *    default and reports `earliestOptime` (the first entry, read the same way) and `latestOptime` (the last
  *    applied, in memory). Needs the `serverStatus` action (`clusterMonitor`).
  *
@@ -38,6 +42,8 @@ export interface OplogProbe {
   oplogEntry(order: 1 | -1, signal: AbortSignal): Promise<Document | null>;
   /** `serverStatus` with its `oplog` section. */
   serverStatus(signal: AbortSignal): Promise<Document>;
+  /** `$collStats` of `local.oplog.rs`, its `storageStats` projected to `size` and `maxSize`. */
+  oplogStats(signal: AbortSignal): Promise<Document | null>;
 }
 
 /** The probe of a connected client, each answer bounded like any bookkeeping read. */
@@ -54,6 +60,16 @@ export function mongoOplogProbe(client: MongoClient): OplogProbe {
           signal: within(signal, DEFAULT_MONGO_OPERATION_TIMEOUT_MS),
         },
       ),
+    oplogStats: (signal) =>
+      oplog
+        .aggregate(
+          [
+            { $collStats: { storageStats: {} } },
+            { $project: { 'storageStats.size': 1, 'storageStats.maxSize': 1 } },
+          ],
+          { signal: within(signal, DEFAULT_MONGO_OPERATION_TIMEOUT_MS) },
+        )
+        .next(),
     serverStatus: (signal) =>
       client
         .db('admin')
@@ -79,6 +95,34 @@ export function windowFromOplogEntries(
   const lastSeconds = timestampSeconds(last?.ts);
   if (firstSeconds === undefined || lastSeconds === undefined) return undefined;
   return { source, firstSeconds, lastSeconds };
+}
+
+/** The oplog's size and maximum from a `$collStats` answer; undefined without both. */
+export function sizeFromCollStats(stats: Document | null): OplogWindow['size'] {
+  const storage: unknown = stats?.storageStats;
+  if (!isDocument(storage)) return undefined;
+  const bytes = Number(storage.size);
+  const maxBytes = Number(storage.maxSize);
+  return Number.isFinite(bytes) && Number.isFinite(maxBytes) && maxBytes > 0
+    ? { bytes, maxBytes }
+    : undefined;
+}
+
+/**
+ * The oplog's size, or undefined when the server does not tell it (a refusal, an older server): the size
+ * only softens the verdict, so its absence is no failure of the reading.
+ */
+async function oplogSize(probe: OplogProbe, signal: AbortSignal): Promise<OplogWindow['size']> {
+  try {
+    return sizeFromCollStats(await probe.oplogStats(signal));
+  } catch (error) {
+    if (signal.aborted) throw error;
+    return undefined;
+  }
+}
+
+function withSize(window: OplogWindow, size: OplogWindow['size']): OplogWindow {
+  return size ? { ...window, size } : window;
 }
 
 /** The window from a `serverStatus` reply's `oplog` section; undefined when it has none (not a replica set). */
@@ -128,7 +172,7 @@ export function readOplogWindow(probe: OplogProbe, signal: AbortSignal): Promise
       const first = await probe.oplogEntry(1, signal);
       const last = first === null ? null : await probe.oplogEntry(-1, signal);
       const window = windowFromOplogEntries(first, last, source);
-      if (window) return { kind: 'window', window };
+      if (window) return { kind: 'window', window: withSize(window, await oplogSize(probe, signal)) };
       return {
         kind: 'unavailable',
         reason: 'no-oplog',

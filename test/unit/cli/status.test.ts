@@ -345,6 +345,7 @@ describe('status: oplog headroom (issue 14)', () => {
       lagSeconds: 72_000,
       headroomSeconds: 14_400,
       atRisk: true,
+      filling: false,
       lagRate: 1,
       lostInSeconds: 14_400,
     });

@@ -3,8 +3,10 @@ import { EJSON } from 'bson';
 import { MongoNetworkError, MongoServerError, Timestamp, type Document } from 'mongodb';
 import { describe, expect, it } from 'vitest';
 import { dispositionOf } from '../../../src/errors.js';
+import { headroomOf } from '../../../src/core/oplog-headroom.js';
 import {
   readOplogWindow,
+  sizeFromCollStats,
   resumeSecondsOf,
   windowFromOplogEntries,
   windowFromServerStatus,
@@ -32,7 +34,13 @@ function refusal(name: string): MongoServerError {
 type Answer = Document | null | Error;
 
 /** A probe giving recorded answers, and the reads made, in order. */
-function probe(answers: { hello: Document; first?: Answer; last?: Answer; serverStatus?: Answer }): {
+function probe(answers: {
+  hello: Document;
+  first?: Answer;
+  last?: Answer;
+  serverStatus?: Answer;
+  stats?: Answer;
+}): {
   probe: OplogProbe;
   reads: string[];
 } {
@@ -51,6 +59,10 @@ function probe(answers: { hello: Document; first?: Answer; last?: Answer; server
       oplogEntry: (order) => {
         reads.push(order === 1 ? 'first' : 'last');
         return give(order === 1 ? answers.first : answers.last);
+      },
+      oplogStats: () => {
+        reads.push('stats');
+        return give(answers.stats ?? null);
       },
       serverStatus: async () => {
         reads.push('serverStatus');
@@ -72,7 +84,47 @@ describe('issue 14: reading the oplog window from recorded MongoDB answers', () 
       last: answer('oplogLast'),
     });
     await expect(readOplogWindow(p, never)).resolves.toEqual({ kind: 'window', window: RECORDED_WINDOW });
-    expect(reads).toEqual(['hello', 'first', 'last']);
+    expect(reads).toEqual(['hello', 'first', 'last', 'stats']);
+  });
+
+  it('adds the oplog’s size and maximum from $collStats: a full oplog puts a mapping 20 h behind at risk, one still filling does not', async () => {
+    const reading = async (stats: string) => {
+      const { probe: p } = probe({
+        hello: answer('helloReplicaSet'),
+        first: answer('oplogFirst'),
+        last: answer('oplogLast'),
+        stats: answer(stats),
+      });
+      const read = await readOplogWindow(p, never);
+      if (read.kind !== 'window') throw new Error('no window');
+      return read.window;
+    };
+    const full = await reading('oplogCollStats');
+    expect(full.size).toEqual({ bytes: 1_021_788_160, maxBytes: 1_073_741_824 });
+    const behind = RECORDED_WINDOW.lastSeconds - 20 * 3_600;
+    expect(headroomOf(full, behind, 0.25)).toMatchObject({
+      headroomSeconds: 4 * 3_600,
+      atRisk: true,
+      filling: false,
+    });
+    // 12% used: MongoDB has dropped nothing yet, and will not until the oplog is full.
+    const filling = await reading('oplogCollStatsFilling');
+    expect(headroomOf(filling, behind, 0.25)).toMatchObject({
+      headroomSeconds: 4 * 3_600,
+      atRisk: false,
+      filling: true,
+    });
+  });
+
+  it('takes the oplog as full (the cautious reading) when $collStats is refused', async () => {
+    const { probe: p } = probe({
+      hello: answer('helloReplicaSet'),
+      first: answer('oplogFirst'),
+      last: answer('oplogLast'),
+      stats: refusal('unauthorizedFind'),
+    });
+    await expect(readOplogWindow(p, never)).resolves.toEqual({ kind: 'window', window: RECORDED_WINDOW });
+    expect(sizeFromCollStats(null)).toBeUndefined();
   });
 
   it('falls back to serverStatus’s oplog section when the user may not read local.oplog.rs', async () => {
