@@ -127,7 +127,8 @@ export class OplogGuard {
     }
     for (const [id, resumeSeconds] of points) {
       const headroom = headroomOf(window, resumeSeconds, this.#o.warnRatio);
-      this.#o.metrics.oplogHeadroom(id, headroom.headroomSeconds);
+      // An oplog still filling drops nothing yet: window minus lag would be a limit that is not there.
+      this.#o.metrics.oplogHeadroom(id, headroom.filling ? undefined : headroom.headroomSeconds);
       const earlier = this.#marks.get(id);
       this.#marks.set(id, { headroom, atMs });
       const rate = lagRate(earlier && { lagSeconds: earlier.headroom.lagSeconds, atMs: earlier.atMs }, {

@@ -164,6 +164,20 @@ describe('issue 14 must-show 2: the oplog headroom guard on a faked window', () 
     expect(await samples('mba_oplog_window_seconds')).toHaveLength(1);
   });
 
+  it('on an oplog still filling: the window, but no headroom and no warning (nothing is dropped yet)', async () => {
+    const young: OplogWindowReading = {
+      kind: 'window',
+      window: { ...dayWindow.window, size: { bytes: 100_000_000, maxBytes: 1_000_000_000 } },
+    };
+    const { guard, lines, samples } = guarded({ window: young, points: { orders: T0 - 20 * 3_600 } });
+    await guard.poll(never);
+    expect(await samples('mba_oplog_window_seconds')).toHaveLength(1);
+    expect(await samples('mba_oplog_headroom_seconds')).toEqual([]);
+    expect(lines.filter((line) => line.level === 'warn')).toEqual([]);
+    const readiness = { ready: true, detail: { orders: 'streaming' } };
+    expect(guard.annotate(readiness)).toBe(readiness);
+  });
+
   it('drops the headroom of a mapping this instance no longer runs', async () => {
     const { guard, world, samples } = guarded({
       window: dayWindow,
