@@ -5,6 +5,7 @@ import {
   secondsUntilLost,
   windowSeconds,
   type Headroom,
+  type OplogUnavailableReason,
   type OplogWindowReading,
 } from '../core/oplog-headroom.js';
 import { formatDuration } from '../core/progress.js';
@@ -181,9 +182,11 @@ export class OplogGuard {
     }
   }
 
-  #off(message: string, reason: string): void {
+  #off(message: string, reason: OplogUnavailableReason): void {
     if (this.#unavailable !== reason) {
-      this.#o.logger.info({ reason }, `oplog headroom guard off: ${message}`);
+      // A missing privilege is the operator's to fix (a warning); no oplog or mongos is how the source is.
+      const level = reason === 'unauthorized' ? 'warn' : 'info';
+      this.#o.logger[level]({ reason }, `oplog headroom guard off: ${message}`);
       this.#unavailable = reason;
     }
     if (this.#source !== undefined) this.#o.metrics.oplogWindow(this.#source, undefined);

@@ -154,6 +154,18 @@ describe('issue 14 must-show 2: the oplog headroom guard on a faked window', () 
     expect(guard.annotate(readiness)).toBe(readiness);
   });
 
+  it('warns (rather than informs) when the guard is off for want of a privilege, which the operator can grant', async () => {
+    const { guard, lines } = guarded({
+      window: { kind: 'unavailable', reason: 'unauthorized', message: 'grant it the read role on local' },
+      points: {},
+    });
+    await guard.poll(never);
+    await guard.poll(never);
+    expect(lines.filter((line) => String(line.msg).startsWith('oplog headroom guard off'))).toEqual([
+      expect.objectContaining({ level: 'warn', reason: 'unauthorized' }),
+    ]);
+  });
+
   it('logs a failed read once per run of failures and keeps the last values', async () => {
     const { guard, world, lines, samples } = guarded({ window: dayWindow, points: { orders: T0 - 3_600 } });
     await guard.poll(never);
