@@ -23,6 +23,9 @@ import { chooseStreamScope, DatabaseStreams } from './database-streams.js';
 import { MongoDatabaseStreamSource } from '../mongodb/database-stream.js';
 import { rawChangeStreamsUnavailable } from '../mongodb/raw-change-source.js';
 import { EncoderPool } from '../workers/prepare.js';
+import { checkpointsCollectionName } from '../mongodb/checkpoint-store.js';
+import { mongoOplogProbe, readOplogWindow, readResumePoints } from '../mongodb/oplog-window.js';
+import { OplogGuard } from './oplog-guard.js';
 
 export interface RunningArchiver {
   readonly supervisor: Supervisor;
@@ -405,16 +408,19 @@ async function startOnClients(
       });
     },
   });
+  const oplogGuard = createOplogGuard(config, clients, supervisor, metrics, logger);
   const health = await startHealthServer({
     port: config.METRICS_PORT,
     host: config.METRICS_HOST,
     metrics,
-    readiness: () => supervisor.ready(),
+    readiness: () => oplogGuard.annotate(supervisor.ready()),
     liveness: () => supervisor.health(),
     logger,
   });
   logger.info({ port: health.port, host: config.METRICS_HOST }, 'metrics and health endpoints listening');
+  const guarding = oplogGuard.run(signal);
   const done = supervisor.run(signal).finally(async () => {
+    await guarding;
     await health.close();
     await encoderPool?.close();
     await bigquery.close();
@@ -422,4 +428,34 @@ async function startOnClients(
     logger.info('archiver stopped');
   });
   return { supervisor, metricsPort: health.port, done };
+}
+
+/**
+ * The oplog headroom guard of the daemon (`run` polls until its signal aborts): the window through the data client
+ * (the source's server), the resume points from the checkpoints collection, for the mappings this instance
+ * runs (the supervisor's readiness detail, but the invalid ones, which run nothing).
+ */
+function createOplogGuard(
+  config: BootstrapConfig,
+  clients: MongoClients,
+  supervisor: Supervisor,
+  metrics: Metrics,
+  logger: Logger,
+): OplogGuard {
+  const probe = mongoOplogProbe(clients.data);
+  const checkpoints = clients.bookkeeping
+    .db(config.SETTINGS_DATABASE)
+    .collection(checkpointsCollectionName(config.SETTINGS_COLLECTION));
+  return new OplogGuard({
+    readWindow: (s) => readOplogWindow(probe, s),
+    mappings: () =>
+      Object.entries(supervisor.ready().detail)
+        .filter(([, state]) => state !== 'invalid')
+        .map(([id]) => id),
+    resumePoints: (ids, s) => readResumePoints(checkpoints, ids, s),
+    warnRatio: config.OPLOG_HEADROOM_WARN_RATIO,
+    intervalMs: config.OPLOG_WINDOW_POLL_INTERVAL_MS,
+    metrics,
+    logger,
+  });
 }

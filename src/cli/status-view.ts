@@ -3,6 +3,8 @@ import { bsonKind, isDocument } from '../base/bson-kind.js';
 import { settingsIdString } from '../core/settings.js';
 import { estimateBackfill, formatDuration } from '../core/progress.js';
 import { toClusterTime } from '../mongodb/change-event.js';
+import { headroomOf, lagRate, secondsUntilLost, type OplogWindow } from '../core/oplog-headroom.js';
+import { resumeSecondsOf } from '../mongodb/oplog-window.js';
 import { scrubText } from '../observability/logger.js';
 
 /** A backfill under way, as `status` shows it; a field is null where there is no basis for it. */
@@ -19,6 +21,71 @@ export interface BackfillOverview {
   /** Ranges done and ranges in all, when the copy was split. */
   readonly rangesDone: number | null;
   readonly ranges: number | null;
+}
+
+/**
+ * A mapping's standing against the source's oplog window, as the daemon's headroom guard computes it
+ * (src/core/oplog-headroom.ts): null in `MappingOverview.oplog` when the window or the resume point is unknown.
+ */
+export interface OplogOverview {
+  readonly windowSeconds: number;
+  /** How far the resume point (position, or a backfill's snapshot start) is behind the newest oplog entry. */
+  readonly lagSeconds: number;
+  /** Window minus lag: how long the oplog still holds the resume point (below 0: gone). */
+  readonly headroomSeconds: number;
+  /** Headroom below OPLOG_HEADROOM_WARN_RATIO of the window, on a full oplog. */
+  readonly atRisk: boolean;
+  /** The oplog is not full yet: it has dropped nothing, and its window grows until it is. */
+  readonly filling: boolean;
+  /** Seconds of lag gained per second (1: standing still); null when unknown (one read of a running mapping). */
+  readonly lagRate: number | null;
+  /** Seconds until the history is lost at that rate; null when the lag is not growing or its rate is unknown. */
+  readonly lostInSeconds: number | null;
+}
+
+/** What `status` knows of the source's oplog: its window, the threshold, and a mapping's lag at the previous read. */
+export interface OplogContext {
+  readonly window: OplogWindow;
+  readonly warnRatio: number;
+  /** The mapping's oplog lag at the previous read of `--watch`, for the rate between the two. */
+  readonly earlier?: { readonly lagSeconds: number; readonly atMs: number };
+}
+
+/** States in which nothing moves a mapping's position on: its lag grows a second per second. */
+const STANDING_STILL: ReadonlySet<string> = new Set(['stopped', 'failed', 'retrying', 'invalid', 'unknown']);
+
+/**
+ * The mapping's headroom at `now`. The rate of its lag comes from the previous read (`--watch`); without one,
+ * a mapping no instance runs (no lease holder) or that stands still (STANDING_STILL) gains a second per second,
+ * and a running one's rate is unknown (then only the headroom is said).
+ */
+export function oplogOverview(
+  records: MappingRecords,
+  state: string,
+  now: number,
+  oplog: OplogContext | undefined,
+): OplogOverview | null {
+  const resume = records.checkpoint ? resumeSecondsOf(records.checkpoint) : undefined;
+  if (!oplog || resume === undefined) return null;
+  const headroom = headroomOf(oplog.window, resume, oplog.warnRatio);
+  const still = records.holder == null || STANDING_STILL.has(state);
+  const rate =
+    lagRate(oplog.earlier, { lagSeconds: headroom.lagSeconds, atMs: now }) ?? (still ? 1 : undefined);
+  return {
+    ...headroom,
+    lagRate: rate ?? null,
+    lostInSeconds: secondsUntilLost(headroom.headroomSeconds, rate) ?? null,
+  };
+}
+
+/** The line `status` prints under an at-risk mapping's row; undefined when it is not at risk. */
+export function oplogRiskText(oplog: OplogOverview | null): string | undefined {
+  if (oplog?.atRisk !== true) return undefined;
+  const share = `oplog headroom ${formatDuration(Math.max(0, oplog.headroomSeconds))} of ${formatDuration(oplog.windowSeconds)}`;
+  if (oplog.headroomSeconds <= 0) return `${share}: history already lost (its resume point left the oplog)`;
+  if (oplog.lagRate === null) return `${share}; \`status --watch\` shows the rate`;
+  if (oplog.lostInSeconds === null) return `${share}; the lag is not growing`;
+  return `${share}: history lost in ~${formatDuration(oplog.lostInSeconds)} at the current rate`;
 }
 
 /** One mapping as `status` shows it (and `status --json` prints it); null where nothing is known. */
@@ -47,6 +114,8 @@ export interface MappingOverview {
   readonly holder: string | null;
   /** When the owner last wrote the status. */
   readonly updatedAt: string | null;
+  /** Its oplog headroom; null where the window cannot be read or the mapping has no resume point. */
+  readonly oplog: OplogOverview | null;
 }
 
 /** What `status` read of one mapping: its settings document, checkpoint and lease holder. */
@@ -130,6 +199,7 @@ export function mappingOverview(
   records: MappingRecords,
   now: number,
   earlier?: EarlierCount,
+  oplog?: OplogContext,
 ): MappingOverview {
   const { settings, checkpoint } = records;
   const status = isDocument(settings.status) ? settings.status : undefined;
@@ -154,6 +224,7 @@ export function mappingOverview(
     lastFailure: failure === null ? null : { message: failure, at: iso(settings.lastFailureAt) },
     holder: records.holder ?? null,
     updatedAt: iso(status?.updatedAt),
+    oplog: oplogOverview(records, text(status?.state) ?? 'unknown', now, oplog),
   };
 }
 
@@ -235,6 +306,7 @@ export function renderStatusTable(
     const failure = failureText(mapping, now);
     if (inline) {
       lines.push(line(row, failure === undefined ? '-' : shorten(failure, columns - width(HEADER.length))));
+      pushOplogRisk(lines, mapping, columns);
       return;
     }
     lines.push(line(row, ''));
@@ -246,6 +318,14 @@ export function renderStatusTable(
       const room = Math.max(MIN_FAILURE_WIDTH, columns - CONTINUATION.length);
       lines.push(`${CONTINUATION}${shorten(details.join(', '), room)}`);
     }
+    pushOplogRisk(lines, mapping, columns);
   });
   return lines;
+}
+
+/** An at-risk mapping's headroom on a line of its own under its row (and under its other details). */
+function pushOplogRisk(lines: string[], mapping: MappingOverview, columns: number): void {
+  const risk = oplogRiskText(mapping.oplog);
+  if (risk === undefined) return;
+  lines.push(`${CONTINUATION}${shorten(risk, Math.max(MIN_FAILURE_WIDTH, columns - CONTINUATION.length))}`);
 }

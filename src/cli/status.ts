@@ -6,6 +6,12 @@ import { settingsIdString } from '../core/settings.js';
 import { ConfigError } from '../errors.js';
 import { checkpointsCollectionName } from '../mongodb/checkpoint-store.js';
 import { MongoLeaseStore } from '../mongodb/lease-store.js';
+import {
+  DEFAULT_OPLOG_HEADROOM_WARN_RATIO,
+  windowSeconds,
+  type OplogWindow,
+} from '../core/oplog-headroom.js';
+import { mongoOplogProbe, readOplogWindow } from '../mongodb/oplog-window.js';
 import { EXIT, loadConfig, type GlobalOptions } from './common.js';
 import {
   DEFAULT_TERMINAL_COLUMNS,
@@ -14,6 +20,16 @@ import {
   type EarlierCount,
   type MappingOverview,
 } from './status-view.js';
+
+/** The source's oplog as `status` read it: the window, or why the server does not tell it. */
+export type OplogWindowOverview =
+  { readonly source: string; readonly windowSeconds: number } | { readonly unavailable: string };
+
+/** A mapping's oplog lag at an earlier read of `--watch`, for the rate at which it grows. */
+export interface EarlierLag {
+  readonly lagSeconds: number;
+  readonly atMs: number;
+}
 
 /** Seconds between two redraws of `status --watch` when no number is given. */
 export const DEFAULT_WATCH_SECONDS = 2;
@@ -31,6 +47,8 @@ export interface StatusReport {
   readonly settings: string;
   readonly generatedAt: string;
   readonly mappings: readonly MappingOverview[];
+  /** The source's oplog window (the headroom of each mapping is in its `oplog`); absent when the read failed. */
+  readonly oplogWindow?: OplogWindowOverview;
 }
 
 /** Where `status` writes: the table or the JSON, and whether it may clear the screen between redraws. */
@@ -47,16 +65,20 @@ export interface StatusOutput {
  */
 export async function readStatus(
   mongo: MongoClient,
-  config: Pick<BootstrapConfig, 'SETTINGS_DATABASE' | 'SETTINGS_COLLECTION'>,
+  config: Pick<BootstrapConfig, 'SETTINGS_DATABASE' | 'SETTINGS_COLLECTION'> &
+    Partial<Pick<BootstrapConfig, 'OPLOG_HEADROOM_WARN_RATIO'>>,
   now: () => number = Date.now,
   earlier?: ReadonlyMap<string, EarlierCount>,
+  earlierLags?: ReadonlyMap<string, EarlierLag>,
 ): Promise<StatusReport> {
   const db = mongo.db(config.SETTINGS_DATABASE);
-  const [docs, checkpoints, holders] = await Promise.all([
+  const [docs, checkpoints, holders, window] = await Promise.all([
     db.collection(config.SETTINGS_COLLECTION).find({}).toArray(),
     db.collection(checkpointsCollectionName(config.SETTINGS_COLLECTION)).find({}).toArray(),
     new MongoLeaseStore(db.collection(`${config.SETTINGS_COLLECTION}_leases`)).holders(),
+    readWindowForStatus(mongo),
   ]);
+  const warnRatio = config.OPLOG_HEADROOM_WARN_RATIO ?? DEFAULT_OPLOG_HEADROOM_WARN_RATIO;
   const byId = new Map(checkpoints.map((doc) => [settingsIdString(doc._id), doc]));
   const at = now();
   return {
@@ -64,13 +86,33 @@ export async function readStatus(
     generatedAt: new Date(at).toISOString(),
     mappings: docs.map((settings) => {
       const id = settingsIdString(settings._id);
+      const lag = earlierLags?.get(id);
       return mappingOverview(
         { settings, checkpoint: byId.get(id), holder: holders.get(id)?.owner },
         at,
         earlier?.get(id),
+        window.window && { window: window.window, warnRatio, ...(lag && { earlier: lag }) },
       );
     }),
+    ...(window.overview && { oplogWindow: window.overview }),
   };
+}
+
+/**
+ * The source's oplog window for `status`, read once for every mapping as the daemon's guard reads it. A
+ * failed read leaves the headroom out rather than failing `status`, which is most needed when things go wrong.
+ */
+async function readWindowForStatus(
+  mongo: MongoClient,
+): Promise<{ window?: OplogWindow; overview?: OplogWindowOverview }> {
+  try {
+    const reading = await readOplogWindow(mongoOplogProbe(mongo), new AbortController().signal);
+    if (reading.kind === 'unavailable') return { overview: { unavailable: reading.message } };
+    const { window } = reading;
+    return { window, overview: { source: window.source, windowSeconds: windowSeconds(window) } };
+  } catch {
+    return {};
+  }
 }
 
 /** The report as `status` prints it: the table, or one line of JSON. */
@@ -111,8 +153,9 @@ export async function showStatus(
   try {
     await connectNamingMongo(mongo, config.MONGO_CLIENT);
     let earlier: Map<string, EarlierCount> | undefined;
+    let earlierLags: Map<string, EarlierLag> | undefined;
     for (;;) {
-      const report = await readStatus(mongo, config, Date.now, earlier);
+      const report = await readStatus(mongo, config, Date.now, earlier, earlierLags);
       let text = renderStatus(report, json, out.columns ?? DEFAULT_TERMINAL_COLUMNS);
       if (interval !== undefined && !json) {
         const title = `${report.settings} at ${report.generatedAt}, every ${String(interval / 1_000)}s (Ctrl-C to stop)\n`;
@@ -124,6 +167,11 @@ export async function showStatus(
       earlier = new Map(
         report.mappings.flatMap((m) =>
           m.backfill ? [[m.id, { copied: m.backfill.copied, at }] as const] : [],
+        ),
+      );
+      earlierLags = new Map(
+        report.mappings.flatMap((m) =>
+          m.oplog ? [[m.id, { lagSeconds: m.oplog.lagSeconds, atMs: at }] as const] : [],
         ),
       );
       try {

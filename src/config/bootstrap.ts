@@ -14,6 +14,10 @@ import {
   WRITER_KINDS,
 } from '../core/settings.js';
 import { DEFAULT_WINDOW_LIMITS, type WindowLimits } from '../core/window.js';
+import {
+  DEFAULT_OPLOG_HEADROOM_WARN_RATIO,
+  DEFAULT_OPLOG_WINDOW_POLL_INTERVAL_MS,
+} from '../core/oplog-headroom.js';
 import { jsonSyntaxProblem } from './json-syntax.js';
 import { checkedIdentifier, mongoCollectionName, mongoDatabaseName } from './settings.js';
 import { closestName } from './suggest.js';
@@ -73,6 +77,12 @@ const workerThreadsSetting = z.union(
   ],
   { error: workerThreadsError },
 );
+
+/** A share strictly between 0 and 1, also as text; every way to miss it gets the one message. */
+function fraction() {
+  const error = 'is not a number greater than 0 and less than 1';
+  return z.coerce.number({ error }).gt(0, { error }).lt(1, { error });
+}
 
 const MONGO_CLIENT_ERROR = 'must be a mongodb:// or mongodb+srv:// connection string';
 
@@ -218,6 +228,21 @@ export const bootstrapSchema = z.object({
     .default(DEFAULT_WRITE_STREAM_IDLE_MS)
     .meta({
       description: 'A Storage Write connection that sent nothing for this long is closed until rows come.',
+    }),
+  /**
+   * A mapping is at risk when the oplog holds its resume point for less than this share of the oplog window
+   * (its headroom): a warning, `/readyz` detail `at-risk`, and `status` says when its history would be lost.
+   * See docs/operations.md, "Oplog headroom".
+   */
+  OPLOG_HEADROOM_WARN_RATIO: fraction().default(DEFAULT_OPLOG_HEADROOM_WARN_RATIO).meta({
+    description:
+      'A mapping is at risk when the oplog holds its resume point for less than this share of the oplog window.',
+  }),
+  /** How often the daemon reads the source's oplog window (one read for all mappings). */
+  OPLOG_WINDOW_POLL_INTERVAL_MS: wholeNumber(1_000, 3_600_000, 'milliseconds')
+    .default(DEFAULT_OPLOG_WINDOW_POLL_INTERVAL_MS)
+    .meta({
+      description: "How often the daemon reads the source's oplog window (one read for all mappings).",
     }),
 });
 

@@ -15,6 +15,8 @@ type JsonSchema = Record<string, unknown>;
 
 /** A whole number as the configuration takes it: as a number, or as text of digits (the environment's form). */
 const NUMBER_AS_TEXT = { type: 'string', pattern: '^\\s*-?[0-9]+\\s*$' } as const;
+/** A number that need not be whole (a share such as 0.25), as text. */
+const DECIMAL_AS_TEXT = { type: 'string', pattern: '^\\s*-?([0-9]+\\.?[0-9]*|\\.[0-9]+)\\s*$' } as const;
 
 /** A BSON date as JSON shows it: Extended JSON's `{"$date": ...}`. */
 const EXTENDED_JSON_DATE = {
@@ -37,11 +39,16 @@ function override(context: { zodSchema: z.core.$ZodTypes; jsonSchema: JsonSchema
   const { def } = context.zodSchema._zod;
   const schema = context.jsonSchema;
   if (def.type === 'number' && 'coerce' in def && def.coerce) {
-    const { type, minimum, maximum } = schema;
+    const { type, minimum, maximum, exclusiveMinimum, exclusiveMaximum } = schema;
     delete schema.type;
     delete schema.minimum;
     delete schema.maximum;
-    schema.anyOf = [{ type, minimum, maximum }, NUMBER_AS_TEXT];
+    delete schema.exclusiveMinimum;
+    delete schema.exclusiveMaximum;
+    schema.anyOf =
+      type === 'integer'
+        ? [{ type, minimum, maximum }, NUMBER_AS_TEXT]
+        : [{ type, minimum, maximum, exclusiveMinimum, exclusiveMaximum }, DECIMAL_AS_TEXT];
   } else if (def.type === 'pipe' && def.in._zod.def.type === 'transform' && 'anyOf' in schema) {
     // A preprocessed value (a column's type or mode, any case): zod describes the value after the
     // preprocessing; what a user may write is in the schema's metadata, as `anyOf`.

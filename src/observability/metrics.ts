@@ -25,6 +25,8 @@ export const METRIC_NAMES = {
   mappingsPreparing: 'mba_mappings_preparing',
   mappingsWaitingToPrepare: 'mba_mappings_waiting_to_prepare',
   storageWriteConnectionsOpen: 'mba_storage_write_connections_open',
+  oplogWindow: 'mba_oplog_window_seconds',
+  oplogHeadroom: 'mba_oplog_headroom_seconds',
 } as const;
 
 /** From a few milliseconds (a small insertAll) to a minute (a large request retried inside the batch). */
@@ -107,6 +109,8 @@ export class Metrics {
   readonly #mappingsPreparing: Gauge;
   readonly #mappingsWaitingToPrepare: Gauge;
   readonly #storageWriteConnectionsOpen: Gauge;
+  readonly #oplogWindow: Gauge<'source'>;
+  readonly #oplogHeadroom: Gauge<MappingLabel>;
 
   constructor(options: MetricsOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -218,6 +222,21 @@ export class Metrics {
     this.#storageWriteConnectionsOpen = new Gauge({
       name: METRIC_NAMES.storageWriteConnectionsOpen,
       help: 'Storage Write connections open now (an idle one is closed after WRITE_STREAM_IDLE_MS).',
+      registers,
+    });
+    // Set by the oplog headroom guard (src/app/oplog-guard.ts) at each poll; absent where the server does not
+    // tell its oplog window (a standalone, mongos, a user without the privilege): no number is better than a
+    // made-up one, and `absent()` tells the two apart.
+    this.#oplogWindow = new Gauge({
+      name: METRIC_NAMES.oplogWindow,
+      help: "The source's oplog window: the newest oplog entry's time minus the oldest's, at the last read.",
+      labelNames: ['source'] as const,
+      registers,
+    });
+    this.#oplogHeadroom = new Gauge({
+      name: METRIC_NAMES.oplogHeadroom,
+      help: "How long the oplog still holds the mapping's resume point: the window minus the mapping's lag.",
+      labelNames: perMapping,
       registers,
     });
     // Daemon-wide gauges are there from the start, at 0.
@@ -365,6 +384,18 @@ export class Metrics {
     this.#storageWriteConnectionsOpen.inc(delta);
   }
 
+  /** The oplog window of `source` (a replica set's name), in seconds; undefined drops its series. */
+  oplogWindow(source: string, seconds: number | undefined): void {
+    if (seconds === undefined) this.#oplogWindow.remove({ source });
+    else this.#oplogWindow.set({ source }, seconds);
+  }
+
+  /** A mapping's oplog headroom, in seconds (below 0: its resume point is gone); undefined drops its series. */
+  oplogHeadroom(mapping: string, seconds: number | undefined): void {
+    if (seconds === undefined) this.#oplogHeadroom.remove({ mapping });
+    else this.#oplogHeadroom.set({ mapping }, seconds);
+  }
+
   /**
    * Drops every series of a mapping that was removed from the settings, so that its lag and checkpoint age
    * do not keep growing on dashboards and alerts.
@@ -389,6 +420,7 @@ export class Metrics {
       this.#backfillRemaining,
       this.#lookupMisses,
       this.#mappingState,
+      this.#oplogHeadroom,
     ];
     for (const metric of metrics) {
       const { values } = await metric.get();

@@ -198,6 +198,7 @@ function overview(over: Partial<MappingOverview>): MappingOverview {
     lastFailure: null,
     holder: null,
     updatedAt: null,
+    oplog: null,
     ...over,
   };
 }
@@ -316,5 +317,109 @@ describe('status and resync with MongoDB unreachable (issue 13)', () => {
     const failure = showStatus(config, {}, { write: () => undefined });
     await expect(failure).rejects.toThrow(/^MongoDB at 127\.0\.0\.1:1 .*check MONGO_CLIENT/);
     await expect(failure).rejects.not.toThrow(/secret/);
+  });
+});
+
+describe('status: oplog headroom (issue 14)', () => {
+  /** A day's window whose newest entry is at T0, as the recorded replica set's (test/fixtures/oplog). */
+  const window = { source: 'rs0', firstSeconds: T0 / 1_000 - 86_400, lastSeconds: T0 / 1_000 };
+  const at = (secondsBehind: number) => ({
+    position: { token: '82aa', clusterTime: new Timestamp({ t: T0 / 1_000 - secondsBehind, i: 1 }) },
+  });
+  const streaming = { ...settings, status: { state: 'streaming' } };
+
+  it('issue 14: an at-risk mapping no instance runs loses its history when its headroom runs out, and says so under its row', () => {
+    // 20 h behind a day's window: 4 h left, under 25% (6 h). Its status says stopped: nothing moves it on.
+    const stopped = { ...settings, status: { state: 'stopped' } };
+    const shown = mappingOverview(
+      { settings: stopped, checkpoint: at(20 * 3_600), holder: null },
+      T0,
+      undefined,
+      {
+        window,
+        warnRatio: 0.25,
+      },
+    );
+    expect(shown.oplog).toEqual({
+      windowSeconds: 86_400,
+      lagSeconds: 72_000,
+      headroomSeconds: 14_400,
+      atRisk: true,
+      filling: false,
+      lagRate: 1,
+      lostInSeconds: 14_400,
+    });
+    const lines = renderStatusTable([shown], T0);
+    expect(lines[2]).toBe('  ↳ oplog headroom 4h00m of 1d00h: history lost in ~4h00m at the current rate');
+  });
+
+  it('issue 14: under --watch the rate is the lag’s growth between two reads (a mapping falling behind at half speed)', () => {
+    const shown = mappingOverview(
+      { settings: streaming, checkpoint: at(20 * 3_600), holder: 'host-a:1' },
+      T0,
+      undefined,
+      { window, warnRatio: 0.25, earlier: { lagSeconds: 72_000 - 30, atMs: T0 - 60_000 } },
+    );
+    expect(shown.oplog).toMatchObject({ lagRate: 0.5, lostInSeconds: 28_800 });
+    expect(renderStatusTable([shown], T0, 80).at(-1)).toBe(
+      '  ↳ oplog headroom 4h00m of 1d00h: history lost in ~8h00m at the current rate',
+    );
+  });
+
+  it('issue 14: a running mapping read once, or catching up, has only its headroom said', () => {
+    const once = mappingOverview(
+      { settings: streaming, checkpoint: at(20 * 3_600), holder: 'host-a:1' },
+      T0,
+      undefined,
+      {
+        window,
+        warnRatio: 0.25,
+      },
+    );
+    expect(once.oplog).toMatchObject({ atRisk: true, lagRate: null, lostInSeconds: null });
+    expect(renderStatusTable([once], T0).at(-1)).toBe(
+      '  ↳ oplog headroom 4h00m of 1d00h; `status --watch` shows the rate',
+    );
+    const catchingUp = mappingOverview(
+      { settings: streaming, checkpoint: at(20 * 3_600), holder: 'host-a:1' },
+      T0,
+      undefined,
+      { window, warnRatio: 0.25, earlier: { lagSeconds: 80_000, atMs: T0 - 60_000 } },
+    );
+    expect(catchingUp.oplog?.lostInSeconds).toBeNull();
+    expect(renderStatusTable([catchingUp], T0).at(-1)).toBe(
+      '  ↳ oplog headroom 4h00m of 1d00h; the lag is not growing',
+    );
+  });
+
+  it('issue 14: a mapping with headroom to spare adds no line; a backfill without a position counts from its snapshot start', () => {
+    const fine = mappingOverview(
+      { settings: streaming, checkpoint: at(60), holder: 'host-a:1' },
+      T0,
+      undefined,
+      {
+        window,
+        warnRatio: 0.25,
+      },
+    );
+    expect(fine.oplog).toMatchObject({ headroomSeconds: 86_340, atRisk: false });
+    expect(renderStatusTable([fine], T0)).toHaveLength(2);
+    const copying = mappingOverview(
+      {
+        settings: { ...settings, status: { state: 'backfilling' } },
+        checkpoint: backfilling(10),
+        holder: 'h',
+      },
+      T0,
+      undefined,
+      { window, warnRatio: 0.25 },
+    );
+    expect(copying.oplog).toMatchObject({ lagSeconds: 600, headroomSeconds: 85_800 });
+  });
+
+  it('issue 14: without a readable window there is no headroom, and the table is as before', () => {
+    const shown = mappingOverview({ settings: streaming, checkpoint: at(20 * 3_600), holder: null }, T0);
+    expect(shown.oplog).toBeNull();
+    expect(renderStatusTable([shown], T0)).toHaveLength(2);
   });
 });

@@ -55,6 +55,8 @@ describe('bootstrap configuration', () => {
       IDLE_CHECKPOINT_INTERVAL_MS: 30_000,
       MAX_MAPPINGS_PREPARING: 8,
       WRITE_STREAM_IDLE_MS: 120_000,
+      OPLOG_HEADROOM_WARN_RATIO: 0.25,
+      OPLOG_WINDOW_POLL_INTERVAL_MS: 60_000,
     });
     expect(windowLimits(config)).toEqual(DEFAULT_WINDOW_LIMITS);
   });
@@ -99,6 +101,26 @@ describe('bootstrap configuration', () => {
     ).toBe(
       'BIGQUERY_STORAGE_WRITE_CONNECTIONS: "17" is not a whole number of connections from 1 to 16 (from the environment)',
     );
+  });
+
+  it('issue 14: OPLOG_HEADROOM_WARN_RATIO is a share between 0 and 1, also as text, and says so when it is not', () => {
+    expect(
+      loadBootstrapConfig({ path: configFile(original), env: { OPLOG_HEADROOM_WARN_RATIO: '0.4' } })
+        .OPLOG_HEADROOM_WARN_RATIO,
+    ).toBe(0.4);
+    for (const value of ['1', '0', '25%']) {
+      expect(
+        errorOf(() =>
+          loadBootstrapConfig({ path: configFile(original), env: { OPLOG_HEADROOM_WARN_RATIO: value } }),
+        ),
+      ).toBe(
+        `OPLOG_HEADROOM_WARN_RATIO: "${value}" is not a number greater than 0 and less than 1 (from the environment)`,
+      );
+    }
+    expect(
+      loadBootstrapConfig({ path: configFile(original), env: { OPLOG_WINDOW_POLL_INTERVAL_MS: '5000' } })
+        .OPLOG_WINDOW_POLL_INTERVAL_MS,
+    ).toBe(5_000);
   });
 
   it('issue 11 build 6: worker threads are one per core up to 4 by default, none on one core, or as configured', () => {

@@ -121,6 +121,23 @@ describe('Metrics', () => {
     expect(await valueOf(metrics, METRIC_NAMES.rowsWritten, { mapping: 'orders' })).toBe(0);
   });
 
+  it('issue 14: the oplog window per source and the headroom per mapping, each dropped when unknown', async () => {
+    const metrics = testMetrics();
+    metrics.oplogWindow('rs0', 86_400);
+    metrics.oplogHeadroom('orders', 3_600);
+    metrics.oplogHeadroom('users', -5);
+    expect(await valueOf(metrics, METRIC_NAMES.oplogWindow, { source: 'rs0' })).toBe(86_400);
+    expect(await valueOf(metrics, METRIC_NAMES.oplogHeadroom, { mapping: 'orders' })).toBe(3_600);
+    // Below 0: the resume point is already gone, and the number says by how much.
+    expect(await valueOf(metrics, METRIC_NAMES.oplogHeadroom, { mapping: 'users' })).toBe(-5);
+    metrics.oplogWindow('rs0', undefined);
+    metrics.oplogHeadroom('orders', undefined);
+    await metrics.forgetMapping('users');
+    const text = await metrics.registry.metrics();
+    expect(text).not.toMatch(/^mba_oplog_window_seconds\{/m);
+    expect(text).not.toMatch(/^mba_oplog_headroom_seconds\{/m);
+  });
+
   it("forgetMapping drops every series of a removed mapping and keeps the others'", async () => {
     const metrics = testMetrics(() => 1_700_000_000_000);
     for (const mapping of ['orders', 'users']) {
