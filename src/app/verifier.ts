@@ -1,6 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Collection, type MongoClient } from 'mongodb';
-import { type BigQueryClients } from '../bigquery/client.js';
+import { createBigQueryClients, type BigQueryClients } from '../bigquery/client.js';
+import { type BootstrapConfig } from '../config/bootstrap.js';
+import { parseMappingSettings } from '../config/settings.js';
 import { BigQueryViewReader } from '../bigquery/view-reader.js';
 import { compareClusterTime, type ClusterTime, type Position } from '../core/model.js';
 import {
@@ -19,8 +21,10 @@ import {
   type ViewReader,
 } from '../core/verify-model.js';
 import { ConfigError } from '../errors.js';
+import { bigQueryConnection, connectMongo, connectNamingMongo } from './archiver.js';
 import { currentClusterTime } from '../mongodb/change-source.js';
-import { encodeId, readSavedPosition } from '../mongodb/checkpoint-store.js';
+import { checkpointsCollectionName, encodeId, readSavedPosition } from '../mongodb/checkpoint-store.js';
+import { MongoSettingsStore } from '../mongodb/settings-store.js';
 import { mongoBoundary } from '../mongodb/error-mapping.js';
 import { MongoSnapshotSource } from '../mongodb/snapshot-reader.js';
 import { docIdKey } from '../transform/id-order.js';
@@ -322,4 +326,62 @@ export function mappingVerifierFor(wiring: MappingVerifierWiring): MappingVerifi
     clusterTime: (signal) => mongoBoundary(() => currentClusterTime(mongo, signal)),
     ...(wiring.options ?? {}),
   });
+}
+
+/** A verifier of one mapping with the clients it opened; `close` ends them. */
+export interface OpenedVerifier {
+  readonly verifier: MappingVerifier;
+  close(): Promise<void>;
+}
+
+/**
+ * Connects to MongoDB and BigQuery as the configuration says and builds the verifier of `mapping` (its
+ * settings document's `_id` as a string, as `status` shows it). Nothing is written anywhere.
+ */
+export async function openMappingVerifier(
+  config: BootstrapConfig,
+  mapping: string,
+  options: Pick<MappingVerifierDeps, 'ranges' | 'settleTimeoutMs'> = {},
+): Promise<OpenedVerifier> {
+  const mongo = connectMongo(config);
+  let bigquery: BigQueryClients | undefined;
+  try {
+    await connectNamingMongo(mongo, config.MONGO_CLIENT);
+    const store = new MongoSettingsStore(mongo, {
+      database: config.SETTINGS_DATABASE,
+      collection: config.SETTINGS_COLLECTION,
+    });
+    const entries = await store.list(AbortSignal.timeout(30_000));
+    const entry = entries.find((e) => e.id === mapping);
+    if (!entry) {
+      const known = entries.map((e) => e.id).join(', ') || 'none';
+      throw new ConfigError(
+        `no mapping "${mapping}" in ${config.SETTINGS_DATABASE}.${config.SETTINGS_COLLECTION} (mappings: ${known})`,
+      );
+    }
+    const settings = parseMappingSettings(entry.document);
+    bigquery = await createBigQueryClients(bigQueryConnection(config));
+    const verifier = mappingVerifierFor({
+      mongo,
+      bigquery,
+      defaultDataset: config.BIGQUERY_DATASET,
+      settings,
+      checkpoints: mongo
+        .db(config.SETTINGS_DATABASE)
+        .collection(checkpointsCollectionName(config.SETTINGS_COLLECTION)),
+      options,
+    });
+    const clients = bigquery;
+    return {
+      verifier,
+      close: async () => {
+        await clients.close();
+        await mongo.close();
+      },
+    };
+  } catch (error) {
+    await bigquery?.close();
+    await mongo.close();
+    throw error;
+  }
 }
