@@ -40,6 +40,11 @@ export const DEFAULT_VERIFY_RANGES = 16;
  * so a running daemon passes it well within this.
  */
 export const DEFAULT_SETTLE_TIMEOUT_MS = 120_000;
+/**
+ * A range is given at least about this many documents (the backfill gives each a whole chunk, 1,000): a
+ * differing range is read again document by document, so smaller ranges make that cheaper.
+ */
+export const DEFAULT_VERIFY_MIN_RANGE_DOCUMENTS = 100;
 /** How often the checkpoint is read while waiting. */
 export const DEFAULT_SETTLE_POLL_MS = 1_000;
 /**
@@ -319,7 +324,7 @@ export function mappingVerifierFor(wiring: MappingVerifierWiring): MappingVerifi
   return createMappingVerifier({
     mapping: settings.id,
     view: `${reader.view.projectId}.${reader.view.datasetId}.${reader.view.tableId}`,
-    source: new MongoSnapshotSource(collection),
+    source: new MongoSnapshotSource(collection, { minRangeDocuments: DEFAULT_VERIFY_MIN_RANGE_DOCUMENTS }),
     reader,
     mapper: compileRowMapper(columns, { captureUnmapped: settings.captureUnmapped }),
     position: (signal) => readSavedPosition(wiring.checkpoints, settings.documentId, signal),
