@@ -77,8 +77,57 @@ export interface MappingVerifierDeps {
   readonly clock?: Clock;
 }
 
+/** A document's `_doc_id` and the hash of its mapped row; undefined for an id verify does not place. */
+export type DocumentHash = { readonly docId: string; readonly hash: bigint } | undefined;
+
+/** Maps a document with the pipeline's mapper and hashes its row (the canonical form of row-digest.ts). */
+export function documentHasher(mapper: RowMapper): (document: SourceDocument) => DocumentHash {
+  const hash = compileRowHash(mapper.columns);
+  return (document) => {
+    const docId = docIdString(document._id);
+    if (docIdKey(docId) === undefined) return undefined;
+    return { docId, hash: hash(mapper.map(document).row, docId) };
+  };
+}
+
+/**
+ * Reads one range as the backfill does (chunks in `_id` order) and digests it: count, XOR of the hashes,
+ * documents with an id verify does not place, and, when `named`, each document's hash by `_doc_id`.
+ */
+export async function digestSourceRange(
+  source: SnapshotSource,
+  range: IdRange,
+  rowHash: (document: SourceDocument) => DocumentHash,
+  named: boolean,
+  signal: AbortSignal,
+): Promise<SourceRange> {
+  const result: SourceRange = {
+    count: 0,
+    digest: 0n,
+    unverifiable: 0,
+    hashes: named ? new Map<string, bigint>() : undefined,
+  };
+  let lastId: string | undefined;
+  for (;;) {
+    const chunk = await source.nextChunk(range, lastId, signal);
+    const last = chunk.at(-1);
+    if (last === undefined) return result;
+    for (const document of chunk) {
+      const digest = rowHash(document);
+      if (digest === undefined) {
+        result.unverifiable++;
+        continue;
+      }
+      result.count++;
+      result.digest ^= digest.hash;
+      result.hashes?.set(digest.docId, digest.hash);
+    }
+    lastId = encodeId(last._id);
+  }
+}
+
 /** The documents of one range as MongoDB has them: count, XOR digest, and each document's hash when named. */
-interface SourceRange {
+export interface SourceRange {
   count: number;
   digest: bigint;
   unverifiable: number;
@@ -101,14 +150,14 @@ export function createMappingVerifier(deps: MappingVerifierDeps): MappingVerifie
 
 class Verifier implements MappingVerifier {
   readonly #d: MappingVerifierDeps;
-  readonly #hash: ReturnType<typeof compileRowHash>;
+  readonly #rowHash: (document: SourceDocument) => DocumentHash;
   readonly #clock: Clock;
   /** Where the next share of ranges starts (`verify({ share })`), kept across runs. */
   #cursor = 0;
 
   constructor(deps: MappingVerifierDeps) {
     this.#d = deps;
-    this.#hash = compileRowHash(deps.mapper.columns);
+    this.#rowHash = documentHasher(deps.mapper);
     this.#clock = deps.clock ?? SYSTEM_CLOCK;
   }
 
@@ -208,34 +257,8 @@ class Verifier implements MappingVerifier {
     );
   }
 
-  /** Reads a range's documents in chunks, mapping and hashing each (and keeping the hashes when `named`). */
-  async #readSource(range: IdRange, named: boolean, signal: AbortSignal): Promise<SourceRange> {
-    const result: SourceRange = {
-      count: 0,
-      digest: 0n,
-      unverifiable: 0,
-      hashes: named ? new Map<string, bigint>() : undefined,
-    };
-    let lastId: string | undefined;
-    for (;;) {
-      const chunk = await this.#d.source.nextChunk(range, lastId, signal);
-      const last = chunk.at(-1);
-      if (last === undefined) return result;
-      for (const document of chunk) this.#add(result, document);
-      lastId = encodeId(last._id);
-    }
-  }
-
-  #add(result: SourceRange, document: SourceDocument): void {
-    const docId = docIdString(document._id);
-    if (docIdKey(docId) === undefined) {
-      result.unverifiable++;
-      return;
-    }
-    const hash = this.#hash(this.#d.mapper.map(document).row, docId);
-    result.count++;
-    result.digest ^= hash;
-    result.hashes?.set(docId, hash);
+  #readSource(range: IdRange, named: boolean, signal: AbortSignal): Promise<SourceRange> {
+    return digestSourceRange(this.#d.source, range, this.#rowHash, named, signal);
   }
 
   /** Waits until the saved position passes `time`; false when it did not within the settle timeout. */
