@@ -146,6 +146,9 @@ export function idKeySql(docId: string): IdKeyColumns {
   return {
     rank: `CASE WHEN ${objectId} THEN ${String(OBJECT_ID_RANK)} WHEN ${string} THEN ${String(STRING_RANK)} WHEN ${integer} IS NOT NULL THEN ${String(NUMBER_RANK)} END`,
     number: `SAFE_CAST(${integer} AS INT64)`,
+    // Compared as STRING: "all string comparisons are done byte-by-byte" in BigQuery (string functions
+    // reference), MongoDB's order of UTF-8 strings. CAST AS BYTES would hold under a dataset's default
+    // collation too, but bqemulator reads backslash escapes in the string as it casts (a documented limit).
     text: `CASE WHEN ${objectId} THEN ${docId} WHEN ${string} THEN JSON_VALUE(${docId}) END`,
   };
 }

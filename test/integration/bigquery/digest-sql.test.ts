@@ -105,6 +105,9 @@ function documents(): Record<string, unknown>[] {
     },
     { _id: Long.fromString('5000000000'), ts: '2020-01-01T00:00:00.123456+02:00', n: 0 },
     { _id: 'zz', tags: [], xs: [], rec: { pts: [] } },
+    // A string id that SQL must quote: a bound at it below.
+    { _id: 'it\'s \\ "q"\n', s: 'quoted id' },
+    { _id: 'é', s: 'above every ASCII string' },
     { _id: 3.5, s: 'a double id: not placed' },
   );
   return docs;
@@ -173,9 +176,11 @@ describe('the canonical row form in SQL and in JavaScript', () => {
 });
 
 describe('BigQueryViewReader', () => {
+  const quoted = JSON.stringify({ id: 'it\'s \\ "q"\n' });
   const ranges = [
     { after: undefined, upTo: '{"id":{"$numberInt":"-7"}}' },
-    { after: '{"id":{"$numberInt":"-7"}}', upTo: '{"id":"plain"}' },
+    { after: '{"id":{"$numberInt":"-7"}}', upTo: quoted },
+    { after: quoted, upTo: '{"id":"plain"}' },
     { after: '{"id":"plain"}', upTo: `{"id":{"$oid":"${docIds[5] ?? ''}"}}` },
     { after: `{"id":{"$oid":"${docIds[5] ?? ''}"}}`, upTo: undefined },
   ];
@@ -203,10 +208,10 @@ describe('BigQueryViewReader', () => {
   });
 
   it('names the documents of a range with their hashes', async () => {
-    const second = { after: '{"id":{"$numberInt":"-7"}}', upTo: '{"id":"plain"}' };
+    const second = { after: quoted, upTo: '{"id":"plain"}' };
     const answer = await reader.documentDigests(second, AbortSignal.timeout(30_000));
     const byId = new Map(answer.value.map((d) => [d.docId, d.hash]));
-    expect([...byId.keys()].sort()).toEqual(['"plain"', '{"$numberLong":"5000000000"}']);
+    expect([...byId.keys()].sort()).toEqual(['"plain"']);
     for (const [k, row] of rows.entries()) {
       const docId = docIds[k] ?? '';
       if (byId.has(docId)) expect(byId.get(docId)).toBe(hash(row, docId));
