@@ -217,11 +217,13 @@ export class TableAdmin {
     }
     const applied = diffHistoryTable(wanted, fields);
     const columns = applied.columns;
-    if (applied.kind === 'existing' && applied.additions.length > 0) {
+    const added = applied.kind === 'existing' && applied.additions.length > 0;
+    if (added) {
+      // Regenerates the views for the new columns too: what was found of them is out of date.
       fields = (await this.addColumns(table, { columns, additions: applied.additions })).fields;
     }
     if (found.deadLetter?.type !== 'TABLE') await this.ensureDeadLetterTable(table);
-    await this.applyViews(this.planViews(table, columns), found);
+    if (!added) await this.applyViews(this.planViews(table, columns), found);
     return {
       diff,
       columns,

@@ -567,5 +567,7 @@ describe('TableAdmin (against a recording fake transport)', () => {
       'ALTER TABLE `mba-test.archive.orders`\n  ADD COLUMN IF NOT EXISTS `address` STRUCT<`city` STRING>',
     ]);
     expect(prepared.fields.map((f) => f.name)).toContain('address');
+    // The additions regenerate the views; the views found before them are not replaced a second time.
+    expect(fake.sql.filter((q) => q.startsWith('CREATE OR REPLACE VIEW'))).toHaveLength(2);
   });
 });
