@@ -56,9 +56,11 @@ export const DEAD_LETTER_FIELDS: readonly TableField[] = Object.freeze([
   { name: 'failed_at', type: 'TIMESTAMP', mode: 'NULLABLE', description: 'when the row was refused' },
 ]);
 
-const HISTORY_PARTITION_FIELD = '_cluster_time';
-const HISTORY_CLUSTERING_FIELDS = ['_doc_id'] as const;
-const DEAD_LETTER_PARTITION_FIELD = 'failed_at';
+/** History tables are DAY-partitioned on this field and clustered on these. */
+export const HISTORY_PARTITION_FIELD = '_cluster_time';
+export const HISTORY_CLUSTERING_FIELDS = ['_doc_id'] as const;
+/** Dead-letter tables are DAY-partitioned on this field. */
+export const DEAD_LETTER_PARTITION_FIELD = 'failed_at';
 /** Attempts of the schema patch when another writer changed the table in between (HTTP 412 on the etag). */
 const MAX_PATCH_ATTEMPTS = 3;
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
@@ -232,11 +234,6 @@ export class TableAdmin {
     };
   }
 
-  /** The views of `table` for `columns`: their statements and the hashes their labels would carry. */
-  viewPlan(table: string, columns: readonly ColumnSpec[]): ViewPlan {
-    return this.planViews(table, columns);
-  }
-
   /** Creates the dataset when it does not exist. */
   async ensureDataset(): Promise<DatasetResult> {
     const dataset = this.dataset();
@@ -402,18 +399,7 @@ export class TableAdmin {
   }
 
   private planViews(table: string, columns: readonly ColumnSpec[]): ViewPlan {
-    const names = viewNames(table);
-    const view = this.ref(names.view);
-    const latestView = this.ref(names.latestView);
-    const statement = (sql: string): ViewStatement => ({ sql, hash: viewHash(sql, columns) });
-    return {
-      view,
-      viewSql: statement(createOrReplaceViewSql(view, currentStateViewSql(this.ref(table)))),
-      latestView,
-      latestViewSql: mapDefined(latestViewSql(view, columns), (body) =>
-        statement(createOrReplaceViewSql(latestView, body)),
-      ),
-    };
+    return viewPlan(this.projectId, this.datasetId, table, columns);
   }
 
   /**
@@ -550,6 +536,29 @@ export class TableAdmin {
       throw toBigQueryError(error, context);
     }
   }
+}
+
+/** The views of history table `table` for `columns`: their statements and the hashes their labels carry. */
+export function viewPlan(
+  projectId: string,
+  datasetId: string,
+  table: string,
+  columns: readonly ColumnSpec[],
+): ViewPlan {
+  const names = viewNames(table);
+  const view = tableRef(projectId, datasetId, names.view);
+  const latestView = tableRef(projectId, datasetId, names.latestView);
+  const statement = (sql: string): ViewStatement => ({ sql, hash: viewHash(sql, columns) });
+  return {
+    view,
+    viewSql: statement(
+      createOrReplaceViewSql(view, currentStateViewSql(tableRef(projectId, datasetId, table))),
+    ),
+    latestView,
+    latestViewSql: mapDefined(latestViewSql(view, columns), (body) =>
+      statement(createOrReplaceViewSql(latestView, body)),
+    ),
+  };
 }
 
 function addColumnsSqlIfAny(ref: TableRef, fields: readonly TableField[]): string | undefined {
