@@ -68,7 +68,7 @@ function sampleSection(sample: SampleFindings, columnsFrom: MappingPlan['columns
   }
   if (sample.unmappedNotListed > 0) lines.push(`  ... and ${String(sample.unmappedNotListed)} more paths`);
   if (sample.overLimits.length === 0) lines.push('  no row over BigQuery limits');
-  for (const o of sample.overLimits) lines.push(`  over limit (${o.limit}): _id ${o.docId}: ${o.detail}`);
+  for (const o of sample.overLimits) lines.push(`  over limit (${o.limit}): _doc_id ${o.docId}: ${o.detail}`);
   if (sample.overLimitsNotListed > 0) lines.push(`  ... and ${String(sample.overLimitsNotListed)} more rows`);
   return lines.join('\n');
 }

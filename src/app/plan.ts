@@ -1,13 +1,16 @@
-import { type Collection, type Document } from 'mongodb';
+import { type Document } from 'mongodb';
 import { planTables, type TablesPlan } from '../bigquery/table-plan.js';
-import { type MappingObjects, type TableIntrospector } from '../bigquery/table-introspector.js';
+import { type BigQueryClients } from '../bigquery/client.js';
+import { TableIntrospector, type MappingObjects } from '../bigquery/table-introspector.js';
 import { viewNames } from '../bigquery/views.js';
 import { type MappingSettings } from '../core/settings.js';
 import { errorMessage } from '../errors.js';
 import { type CollectionSize } from '../mongodb/collection-size.js';
+import { type Logger } from '../observability/logger.js';
 import { DEFAULT_INFER_SAMPLES, inferColumns } from '../schema/infer.js';
 import { type ColumnSpec } from '../schema/types.js';
 import { analyseSample, type SampleFindings } from './plan-sample.js';
+import { planText } from './plan-text.js';
 
 /**
  * BigQuery Storage Write API ingestion at list price, as published on 2026-12-06: $0.025 per GiB, the first
@@ -67,12 +70,6 @@ export interface MappingPlan {
   /** Only when `backfill_full_collection` is on. */
   readonly backfill: BackfillEstimate | undefined;
   readonly scans: readonly ViewScan[];
-}
-
-/** Reads a mapping's collection for its plan: the daemon's sampler and the collection's statistics. */
-export interface CollectionReaders {
-  readonly sample: (collection: Collection, max: number, signal: AbortSignal) => Promise<readonly Document[]>;
-  readonly size: (collection: Collection) => Promise<CollectionSize>;
 }
 
 /**
@@ -167,4 +164,48 @@ async function viewScans(
     scan(names.view, found.view !== undefined),
     ...(found.latestView === undefined ? [] : [scan(names.latestView, true)]),
   ]);
+}
+
+/** What `logPlan` needs of the daemon: its clients, its sampler, the collection's size and the default dataset. */
+export interface DryRunPlanDeps {
+  readonly bigquery: Pick<BigQueryClients, 'bigquery' | 'projectId'> | undefined;
+  readonly defaultDataset: string;
+  readonly sample: PlanSources['sample'];
+  readonly size: PlanSources['size'];
+  readonly log: Logger;
+}
+
+/**
+ * A dry-run mapping logs the plan `plan` would print for it, once as it starts: one info line with the
+ * text, and the plan as data (`plan`). Advice only: a plan that cannot be computed is a warning, never a
+ * failure of the mapping. Reads only, as `plan` does.
+ */
+export async function logPlan(
+  settings: MappingSettings,
+  deps: DryRunPlanDeps,
+  signal: AbortSignal,
+): Promise<void> {
+  if (deps.bigquery === undefined) {
+    deps.log.info('dry run: no plan (BigQuery is not configured for this process)');
+    return;
+  }
+  try {
+    const plan = await planMapping(
+      settings,
+      {
+        tables: new TableIntrospector({
+          bigquery: deps.bigquery.bigquery,
+          projectId: deps.bigquery.projectId,
+          datasetId: settings.bigqueryDataset ?? deps.defaultDataset,
+        }),
+        sample: deps.sample,
+        size: deps.size,
+      },
+      signal,
+    );
+    deps.log.info({ plan, text: planText(plan) }, 'dry run: the plan of this mapping (what run would do)');
+  } catch (error) {
+    if (signal.aborted) return;
+    deps.log.warn({ err: error }, 'dry run: could not compute the plan of this mapping');
+  }
 }
