@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { MongoClient } from 'mongodb';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
-import { EXIT } from '../../../src/cli/common.js';
+import { EXIT, reportFatal } from '../../../src/cli/common.js';
+import { freePort } from '../../../scripts/peers/process.js';
 import { planCommand } from '../../../src/cli/plan.js';
 import { type ViewScan } from '../../../src/app/plan.js';
 import { TableAdmin } from '../../../src/bigquery/table-admin.js';
@@ -247,6 +248,25 @@ describe('plan against the peers (issue 14)', () => {
     } else {
       expect(only?.scans[0]?.bytes).toEqual(expect.any(Number));
     }
+  }, 60_000);
+
+  it('BigQuery on a closed loopback port: exits 1 naming BigQuery and the fix, as validate does', async () => {
+    const port = await freePort();
+    const path = configFor(uniqueDatasetId('plan_unreachable'));
+    const config = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    writeFileSync(
+      path,
+      JSON.stringify({ ...config, BIGQUERY_EMULATOR_ENDPOINT: `http://127.0.0.1:${String(port)}` }),
+    );
+    const failure = await planCommand(MAPPING, { config: path }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    const err = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    expect(reportFatal(failure)).toBe(EXIT.failure);
+    expect(err).toHaveBeenCalledWith(
+      `error: BigQuery at http://127.0.0.1:${String(port)} unreachable (connection refused): check BIGQUERY_EMULATOR_ENDPOINT and BIGQUERY_EMULATOR_GRPC and that the emulator is running`,
+    );
   }, 60_000);
 
   it('names an unknown mapping and exits 2', async () => {
