@@ -1,7 +1,7 @@
 import { bigQueryConnection, connectMongo, connectNamingMongo } from '../app/archiver.js';
 import { planMapping, type MappingPlan, type PlanSources } from '../app/plan.js';
 import { planText } from '../app/plan-text.js';
-import { createBigQueryClients } from '../bigquery/client.js';
+import { createBigQueryClients, type BigQueryClients } from '../bigquery/client.js';
 import { describeBigQueryFailure } from '../bigquery/connectivity.js';
 import { TableIntrospector } from '../bigquery/table-introspector.js';
 import { parseMappingSettings } from '../config/settings.js';
@@ -31,8 +31,14 @@ export async function planCommand(mapping: string | undefined, options: PlanOpti
   const config = loadConfig(options);
   const connection = bigQueryConnection(config);
   const mongo = connectMongo(config);
-  const clients = await createBigQueryClients(connection);
+  let clients: BigQueryClients | undefined;
   try {
+    clients = await createBigQueryClients(connection).catch((error: unknown) => {
+      throw new BigQueryError('fatal', describeBigQueryFailure(error, connection, 'load the credentials'), {
+        cause: error,
+      });
+    });
+    const bigquery = clients;
     await connectNamingMongo(mongo, config.MONGO_CLIENT);
     const store = new MongoSettingsStore(mongo, {
       database: config.SETTINGS_DATABASE,
@@ -63,7 +69,7 @@ export async function planCommand(mapping: string | undefined, options: PlanOpti
         settings,
         {
           tables: readingBigQuery(
-            new TableIntrospector({ bigquery: clients.bigquery, projectId: clients.projectId, datasetId }),
+            new TableIntrospector({ bigquery: bigquery.bigquery, projectId: bigquery.projectId, datasetId }),
             (error, what) => describeBigQueryFailure(error, connection, what),
           ),
           sample: (maxSamples, s) => sampleDocuments(collection, { maxSamples, signal: s }),
@@ -96,7 +102,7 @@ export async function planCommand(mapping: string | undefined, options: PlanOpti
     return invalid.length > 0 ? EXIT.config : EXIT.ok;
   } finally {
     await mongo.close();
-    await clients.close();
+    await clients?.close();
   }
 }
 
