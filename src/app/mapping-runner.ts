@@ -42,6 +42,8 @@ import { chooseRawStream, type DatabaseStreams } from './database-streams.js';
 import { runRoles, type Role } from './roles.js';
 import { MappingMetrics } from './mapping-metrics.js';
 import { InferredColumns } from './inferred-columns.js';
+import { logPlan } from './plan.js';
+import { collectionSize } from '../mongodb/collection-size.js';
 import { SchemaCoordinator } from './schema-coordinator.js';
 import { runStream } from './stream-role.js';
 
@@ -149,6 +151,8 @@ function dryRunSink(log: Logger): RecordSink {
  */
 export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner & ForgetsMappings {
   const inferred = new InferredColumns();
+  /** Dry-run configurations whose plan was logged (`<id>\n<configurationKey>`): once each, not per restart. */
+  const planned = new Set<string>();
   const run: MappingRunner = async (settings, signal, hooks) => {
     const log = mappingLogger(deps.logger, {
       mapping: settings.id,
@@ -157,6 +161,22 @@ export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner & Fo
       table: settings.bigqueryTable,
     });
     const metrics = deps.metrics && new MappingMetrics(deps.metrics, settings.id);
+    const planKey = `${settings.id}\n${settings.configurationKey}`;
+    if (settings.dryrun && !planned.has(planKey)) {
+      planned.add(planKey);
+      const collection = deps.mongo.db(settings.mongoDatabase).collection(settings.mongoCollection);
+      await logPlan(
+        settings,
+        {
+          bigquery: deps.bigquery,
+          defaultDataset: deps.config.BIGQUERY_DATASET,
+          sample: (max, s) => deps.sample(collection, max, s),
+          size: () => collectionSize(collection),
+          log,
+        },
+        signal,
+      );
+    }
     try {
       await new MappingRun(deps, settings, hooks, log, metrics, inferred).run(signal);
     } catch (error) {
@@ -168,6 +188,7 @@ export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner & Fo
   return Object.assign(run, {
     forget: (id: string) => {
       inferred.forget(id);
+      for (const key of planned) if (key.startsWith(`${id}\n`)) planned.delete(key);
     },
   });
 }

@@ -1,6 +1,6 @@
 import { SettingsError } from '../errors.js';
 import { type ColumnType, type TableField } from '../schema/types.js';
-import { quoteColumn, type TableRef } from '../schema/identifiers.js';
+import { quoteColumn, tableRef, type TableRef } from '../schema/identifiers.js';
 
 /** GoogleSQL spellings of the column types (the REST API and the settings use the legacy names). */
 const SQL_TYPES: Readonly<Record<Exclude<ColumnType, 'RECORD'>, string>> = {
@@ -61,4 +61,42 @@ export function createOrReplaceViewSql(view: TableRef, body: string): string {
 
 export function dropViewSql(view: TableRef): string {
   return `DROP VIEW IF EXISTS ${view.sql}`;
+}
+
+/** A GoogleSQL string literal: single-quoted, backslashes and quotes escaped. */
+export function sqlString(text: string): string {
+  return `'${text.replace(/\\/g, '\\\\').replace(/'/g, "\\'").replace(/\n/g, '\\n')}'`;
+}
+
+/**
+ * `CREATE SCHEMA` for a dataset, as `run` creates it (through the REST API, which `plan` shows as this
+ * statement). The names were validated by `tableRef`; the location is a string literal.
+ */
+export function createSchemaSql(projectId: string, datasetId: string, location?: string): string {
+  const ref = tableRef(projectId, datasetId, 'unused');
+  const options = location === undefined ? '' : `\nOPTIONS(location = ${sqlString(location)})`;
+  return `CREATE SCHEMA \`${ref.projectId}.${ref.datasetId}\`${options}`;
+}
+
+/**
+ * `CREATE TABLE` with the columns (descriptions as OPTIONS), DAY partitions on a TIMESTAMP field and
+ * clustering: the statement equivalent to the tables.insert request `run` sends.
+ */
+export function createTableSql(
+  table: TableRef,
+  fields: readonly TableField[],
+  partitionField: string,
+  clustering: readonly string[],
+): string {
+  const columns = fields.map((f) => {
+    const notNull = f.mode === 'REQUIRED' ? ' NOT NULL' : '';
+    const description =
+      f.description === undefined ? '' : ` OPTIONS(description = ${sqlString(f.description)})`;
+    return `  ${quoteColumn(f.name)} ${columnTypeSql(f)}${notNull}${description}`;
+  });
+  const cluster = clustering.length === 0 ? '' : `\nCLUSTER BY ${clustering.map(quoteColumn).join(', ')}`;
+  return (
+    `CREATE TABLE ${table.sql} (\n${columns.join(',\n')}\n)\n` +
+    `PARTITION BY TIMESTAMP_TRUNC(${quoteColumn(partitionField)}, DAY)${cluster}`
+  );
 }

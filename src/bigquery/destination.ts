@@ -150,20 +150,11 @@ export class BigQueryDestination {
         },
       }),
     });
-    await admin.ensureDataset();
-    let state = await admin.ensureHistoryTable(options.table, wanted);
-    const { columns, conflicts } = alignWithTable(wanted, state.fields);
-    // A table from before (the original service's, an earlier run's, or one edited by hand) lacks columns
-    // or RECORD sub-fields: add them.
-    const additions = historyAdditions(columns, state.fields);
-    if (additions.length > 0) {
-      const patched = await admin.addColumns(options.table, { columns, additions });
-      state = { ...state, fields: patched.fields };
-    }
-    await admin.ensureDeadLetterTable(options.table);
-    await admin.ensureViews(options.table, columns);
-    const writer = BigQueryDestination.#chooseWriter(options, asTableFields(state.fields));
-    return new BigQueryDestination(options, admin, writer, { columns, fields: state.fields, conflicts });
+    // Introspect, diff, apply (the same diff `plan` prints). A table from before (the original service's,
+    // an earlier run's, or one edited by hand) lacking columns or RECORD sub-fields gets them added.
+    const { columns, conflicts, fields } = await admin.prepare(options.table, wanted);
+    const writer = BigQueryDestination.#chooseWriter(options, asTableFields(fields));
+    return new BigQueryDestination(options, admin, writer, { columns, fields, conflicts });
   }
 
   /** Which writer a table of this schema gets, and why not Storage Write when it was preferred. */

@@ -7,8 +7,9 @@ import {
 } from '@google-cloud/bigquery';
 import { BigQueryError, ConfigError } from '../errors.js';
 import { type Evolution } from '../schema/evolve.js';
+import { diffHistoryTable, diffView, type HistoryTableDiff } from '../schema/table-diff.js';
 import { columnToField, historyTableSchema } from '../schema/table-schema.js';
-import { COLUMN_MODES, type ColumnMode, type ColumnSpec, type TableField } from '../schema/types.js';
+import { type ColumnSpec, type TableField } from '../schema/types.js';
 import { addColumnsSql, createOrReplaceViewSql, dropViewSql } from './ddl.js';
 import { toBigQueryError } from './error-mapping.js';
 import {
@@ -18,7 +19,20 @@ import {
   tableRef,
   type TableRef,
 } from '../schema/identifiers.js';
+import {
+  existingField,
+  httpStatus,
+  normalisedMode,
+  normalisedType,
+  remoteFields,
+  TableIntrospector,
+  type ExistingField,
+  type IntrospectedTable,
+  type MappingObjects,
+} from './table-introspector.js';
 import { currentStateViewSql, latestViewSql, VIEW_HASH_LABEL, viewHash, viewNames } from './views.js';
+
+export { type ExistingField } from './table-introspector.js';
 
 /** Columns of the dead-letter table `<table>_errors`: rows BigQuery refused, with the reason and the raw document. */
 export const DEAD_LETTER_FIELDS: readonly TableField[] = Object.freeze([
@@ -42,18 +56,14 @@ export const DEAD_LETTER_FIELDS: readonly TableField[] = Object.freeze([
   { name: 'failed_at', type: 'TIMESTAMP', mode: 'NULLABLE', description: 'when the row was refused' },
 ]);
 
-const HISTORY_PARTITION_FIELD = '_cluster_time';
-const HISTORY_CLUSTERING_FIELDS = ['_doc_id'] as const;
-const DEAD_LETTER_PARTITION_FIELD = 'failed_at';
+/** History tables are DAY-partitioned on this field and clustered on these. */
+export const HISTORY_PARTITION_FIELD = '_cluster_time';
+export const HISTORY_CLUSTERING_FIELDS = ['_doc_id'] as const;
+/** Dead-letter tables are DAY-partitioned on this field. */
+export const DEAD_LETTER_PARTITION_FIELD = 'failed_at';
 /** Attempts of the schema patch when another writer changed the table in between (HTTP 412 on the etag). */
 const MAX_PATCH_ATTEMPTS = 3;
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
-const TYPE_ALIASES: Readonly<Record<string, string>> = {
-  INT64: 'INTEGER',
-  FLOAT64: 'FLOAT',
-  BOOL: 'BOOLEAN',
-  STRUCT: 'RECORD',
-};
 
 /** Workarounds for local BigQuery emulators; refused unless the client talks to a loopback endpoint. */
 export interface EmulatorWorkarounds {
@@ -79,15 +89,6 @@ export interface TableAdminOptions {
   /** Location of a dataset created here (BigQuery's default when unset); also sent with every statement. */
   readonly location?: string;
   readonly emulatorWorkarounds?: EmulatorWorkarounds;
-}
-
-/** A field of an existing table as BigQuery reports it, type aliases normalised to the legacy names. */
-export interface ExistingField {
-  readonly name: string;
-  /** `STRING`, `INTEGER`, `RECORD`, ..., or a type the archiver never writes (`GEOGRAPHY`, ...) as reported. */
-  readonly type: string;
-  readonly mode: ColumnMode;
-  readonly fields?: readonly ExistingField[];
 }
 
 export interface DatasetResult {
@@ -132,20 +133,31 @@ export interface AddColumnsResult {
 }
 
 /** A view's DDL statement, and the hash its label carries once it is created from it. */
-interface ViewStatement {
+export interface ViewStatement {
   readonly sql: string;
   readonly hash: string;
 }
 
-interface ViewPlan {
+/** The views of a history table as `run` would create them: `latestViewSql` only with a primary key. */
+export interface ViewPlan {
   readonly view: TableRef;
   readonly viewSql: ViewStatement;
   readonly latestView: TableRef;
   readonly latestViewSql: ViewStatement | undefined;
 }
 
+/** What `prepare` left: the columns rows are mapped with, where they differ from the table, its fields. */
+export interface PreparedTables {
+  /** The diff `prepare` applied, computed from what it found (before any change). */
+  readonly diff: HistoryTableDiff;
+  readonly columns: readonly ColumnSpec[];
+  readonly conflicts: readonly string[];
+  readonly fields: readonly ExistingField[];
+}
+
 /**
- * DDL for one dataset: the dataset, history tables (DAY-partitioned on `_cluster_time`, clustered on
+ * The applier of table administration (introspect with TableIntrospector, diff with `diffHistoryTable`,
+ * apply here). DDL for one dataset: the dataset, history tables (DAY-partitioned on `_cluster_time`, clustered on
  * `_doc_id`), their views, additive schema changes and dead-letter tables. Every name is validated before any
  * SQL text or request exists; an illegal one is an IdentifierError. Every method is idempotent and safe to
  * race with another instance doing the same. Failures of BigQuery come out as BigQueryError.
@@ -153,6 +165,8 @@ interface ViewPlan {
 export class TableAdmin {
   readonly projectId: string;
   readonly datasetId: string;
+  /** The read-only half: what exists (`prepare` starts from it). */
+  readonly introspector: TableIntrospector;
   private readonly bigquery: BigQuery;
   private readonly location: string | undefined;
   private readonly dropViewBeforeReplace: boolean;
@@ -165,11 +179,59 @@ export class TableAdmin {
     this.location = options.location;
     this.dropViewBeforeReplace = options.emulatorWorkarounds?.dropViewBeforeReplace === true;
     this.oneColumnPerAlter = options.emulatorWorkarounds?.oneColumnPerAlter === true;
+    this.introspector = new TableIntrospector({
+      bigquery: options.bigquery,
+      projectId: this.projectId,
+      datasetId: this.datasetId,
+      ...(options.location !== undefined && { location: options.location }),
+    });
     if ((this.dropViewBeforeReplace || this.oneColumnPerAlter) && !isLoopback(options.bigquery.apiEndpoint)) {
       throw new ConfigError(
         `emulator workarounds are only for a local emulator, but BigQuery is ${options.bigquery.apiEndpoint}`,
       );
     }
+  }
+
+  /**
+   * Everything a mapping needs, by introspect, diff, apply: reads what exists (`TableIntrospector.mapping`),
+   * diffs the history table against `wanted` (`diffHistoryTable`), then creates what is absent (dataset,
+   * history table, dead-letter table), relaxes REQUIRED fields, adds what the table lacks, and creates or
+   * replaces the views the diff names. Each step still tolerates another instance doing the same meanwhile
+   * (a creation it lost is read back and diffed again). The table's types win over `wanted` (see
+   * `alignWithTable`); `conflicts` says where they differed.
+   */
+  async prepare(table: string, wanted: readonly ColumnSpec[]): Promise<PreparedTables> {
+    this.ref(table);
+    assertFieldNames(historyTableSchema(wanted));
+    const found = await this.introspector.mapping(table);
+    const diff = diffHistoryTable(wanted, found.history?.fields);
+    if (!found.datasetExists) await this.ensureDataset();
+    let fields: readonly ExistingField[];
+    if (diff.kind === 'create' || found.history === undefined) {
+      // Created here, or by another instance just before (then read back, and relaxed like any existing one).
+      fields = (await this.ensureHistoryTable(table, wanted)).fields;
+    } else {
+      assertTable(found.history);
+      fields =
+        diff.relax.length > 0
+          ? (await this.relaxRequired(this.stateOf(found.history, historyTableSchema(wanted)))).fields
+          : found.history.fields;
+    }
+    const applied = diffHistoryTable(wanted, fields);
+    const columns = applied.columns;
+    const added = applied.kind === 'existing' && applied.additions.length > 0;
+    if (added) {
+      // Regenerates the views for the new columns too: what was found of them is out of date.
+      fields = (await this.addColumns(table, { columns, additions: applied.additions })).fields;
+    }
+    if (found.deadLetter?.type !== 'TABLE') await this.ensureDeadLetterTable(table);
+    if (!added) await this.applyViews(this.planViews(table, columns), found);
+    return {
+      diff,
+      columns,
+      conflicts: applied.kind === 'existing' ? applied.conflicts : [],
+      fields,
+    };
   }
 
   /** Creates the dataset when it does not exist. */
@@ -226,6 +288,18 @@ export class TableAdmin {
         metadata = await this.metadata(handle, context);
       }
     }
+  }
+
+  private stateOf(table: IntrospectedTable, wanted: readonly TableField[]): TableState {
+    return {
+      table: table.tableId,
+      created: false,
+      fields: table.fields,
+      partitioning: table.partitioning,
+      clustering: table.clustering,
+      missing: missingPaths(wanted, table.fields, ''),
+      relaxed: [],
+    };
   }
 
   /** The fields of history table `table` as they are now, or undefined when it does not exist (read only). */
@@ -325,31 +399,38 @@ export class TableAdmin {
   }
 
   private planViews(table: string, columns: readonly ColumnSpec[]): ViewPlan {
-    const names = viewNames(table);
-    const view = this.ref(names.view);
-    const latestView = this.ref(names.latestView);
-    const statement = (sql: string): ViewStatement => ({ sql, hash: viewHash(sql, columns) });
-    return {
-      view,
-      viewSql: statement(createOrReplaceViewSql(view, currentStateViewSql(this.ref(table)))),
-      latestView,
-      latestViewSql: mapDefined(latestViewSql(view, columns), (body) =>
-        statement(createOrReplaceViewSql(latestView, body)),
-      ),
-    };
+    return viewPlan(this.projectId, this.datasetId, table, columns);
   }
 
-  private async applyViews(plan: ViewPlan): Promise<ViewsResult> {
+  /**
+   * Creates, replaces or drops the views as `diffView` decides. `known` holds what an introspection found
+   * (then nothing is read again); without it each view is read first.
+   */
+  private async applyViews(
+    plan: ViewPlan,
+    known?: Pick<MappingObjects, 'view' | 'latestView'>,
+  ): Promise<ViewsResult> {
     const replaced: string[] = [];
     const current: string[] = [];
     const dropped: string[] = [];
-    const ensure = async (view: TableRef, statement: ViewStatement): Promise<void> => {
-      ((await this.replaceView(view, statement)) ? replaced : current).push(view.tableId);
+    const existing = async (ref: TableRef, found: IntrospectedTable | undefined) =>
+      known ? found : await this.introspector.table(ref.tableId);
+    const ensure = async (
+      view: TableRef,
+      statement: ViewStatement,
+      found: IntrospectedTable | undefined,
+    ): Promise<void> => {
+      if (diffView(statement.hash, await existing(view, found)) === 'keep') {
+        current.push(view.tableId);
+        return;
+      }
+      await this.replaceView(view, statement);
+      replaced.push(view.tableId);
     };
-    await ensure(plan.view, plan.viewSql);
+    await ensure(plan.view, plan.viewSql, known?.view);
     if (plan.latestViewSql !== undefined) {
-      await ensure(plan.latestView, plan.latestViewSql);
-    } else if (await this.isView(plan.latestView)) {
+      await ensure(plan.latestView, plan.latestViewSql, known?.latestView);
+    } else if (diffView(undefined, await existing(plan.latestView, known?.latestView)) === 'drop') {
       await this.run(dropViewSql(plan.latestView), `dropping view ${plan.latestView.tableId}`);
       dropped.push(plan.latestView.tableId);
     }
@@ -357,14 +438,12 @@ export class TableAdmin {
   }
 
   /**
-   * Runs the view's DDL unless the view carries the statement's hash already; then labels the view with it
-   * (a patch of its metadata, not a query job). Should the patch fail, the next start runs the DDL again.
-   * True when the DDL ran.
+   * Runs the view's DDL (the caller found that the view does not carry the statement's hash); then labels
+   * the view with it (a patch of its metadata, not a query job). Should the patch fail, the next start runs
+   * the DDL again.
    */
-  private async replaceView(view: TableRef, statement: ViewStatement): Promise<boolean> {
+  private async replaceView(view: TableRef, statement: ViewStatement): Promise<void> {
     const handle = this.dataset().table(view.tableId);
-    const existing = await this.tryMetadata(handle, `view ${view.tableId}`);
-    if (existing?.type === 'VIEW' && existing.labels?.[VIEW_HASH_LABEL] === statement.hash) return false;
     const context = `creating or replacing view ${view.tableId}`;
     if (this.dropViewBeforeReplace) await this.run(dropViewSql(view), context);
     await this.run(statement.sql, context);
@@ -373,13 +452,6 @@ export class TableAdmin {
     } catch (error) {
       throw toBigQueryError(error, `labelling view ${view.tableId}`);
     }
-    return true;
-  }
-
-  /** True when `ref` exists and is a view (a table of that name is not ours to drop). */
-  private async isView(ref: TableRef): Promise<boolean> {
-    const metadata = await this.tryMetadata(this.dataset().table(ref.tableId), `view ${ref.tableId}`);
-    return metadata?.type === 'VIEW';
   }
 
   private async ensureTable(
@@ -466,6 +538,29 @@ export class TableAdmin {
   }
 }
 
+/** The views of history table `table` for `columns`: their statements and the hashes their labels carry. */
+export function viewPlan(
+  projectId: string,
+  datasetId: string,
+  table: string,
+  columns: readonly ColumnSpec[],
+): ViewPlan {
+  const names = viewNames(table);
+  const view = tableRef(projectId, datasetId, names.view);
+  const latestView = tableRef(projectId, datasetId, names.latestView);
+  const statement = (sql: string): ViewStatement => ({ sql, hash: viewHash(sql, columns) });
+  return {
+    view,
+    viewSql: statement(
+      createOrReplaceViewSql(view, currentStateViewSql(tableRef(projectId, datasetId, table))),
+    ),
+    latestView,
+    latestViewSql: mapDefined(latestViewSql(view, columns), (body) =>
+      statement(createOrReplaceViewSql(latestView, body)),
+    ),
+  };
+}
+
 function addColumnsSqlIfAny(ref: TableRef, fields: readonly TableField[]): string | undefined {
   return fields.length === 0 ? undefined : addColumnsSql(ref, fields);
 }
@@ -489,12 +584,6 @@ function assertFieldNames(fields: readonly TableField[]): void {
   }
 }
 
-function httpStatus(error: unknown): number | undefined {
-  if (typeof error !== 'object' || error === null) return undefined;
-  const code = (error as { code?: unknown }).code;
-  return typeof code === 'number' ? code : undefined;
-}
-
 function errorReasons(error: unknown): string[] {
   if (typeof error !== 'object' || error === null) return [];
   const errors = (error as { errors?: unknown }).errors;
@@ -510,29 +599,11 @@ function isAlreadyExists(error: unknown): boolean {
   return httpStatus(error) === 409 || errorReasons(error).includes('duplicate');
 }
 
-function remoteFields(metadata: TableMetadata): RemoteField[] {
-  const schema = metadata.schema;
-  if (schema === undefined || typeof schema === 'string') return [];
-  return Array.isArray(schema) ? schema : (schema.fields ?? []);
-}
-
-function normalisedType(type: string | undefined): string {
-  const upper = (type ?? '').toUpperCase();
-  return TYPE_ALIASES[upper] ?? upper;
-}
-
-function normalisedMode(mode: string | undefined): ColumnMode {
-  const upper = (mode ?? '').toUpperCase();
-  return COLUMN_MODES.find((m) => m === upper) ?? 'NULLABLE';
-}
-
-function existingField(field: RemoteField): ExistingField {
-  return {
-    name: field.name ?? '',
-    type: normalisedType(field.type),
-    mode: normalisedMode(field.mode),
-    ...(field.fields && { fields: field.fields.map(existingField) }),
-  };
+/** An object of the history table's name that is a view (say) is not ours to write to. */
+function assertTable(table: IntrospectedTable): void {
+  if (table.type !== undefined && table.type !== 'TABLE') {
+    throw new BigQueryError('fatal', `table ${table.tableId} is a ${table.type}, not a table`);
+  }
 }
 
 function hasRequired(fields: readonly ExistingField[]): boolean {

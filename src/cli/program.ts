@@ -3,6 +3,7 @@ import { inferSchemaCommand } from './infer-schema.js';
 import { EXIT, reportFatal, type GlobalOptions } from './common.js';
 import { configurationHelp, environmentHelp, exampleHelp, exitCodesHelp } from './help.js';
 import { PACKAGE_NAME, packageInfo } from './package-info.js';
+import { planCommand } from './plan.js';
 import { resyncCommand } from './resync.js';
 import { runCommand } from './run.js';
 import { statusCommand } from './status.js';
@@ -118,6 +119,23 @@ export function buildProgram(): Command {
     .option('--timeout <seconds>', 'how long each check may take', '10')
     .addHelpText('after', `\n${configurationHelp(undefined, info.homepage)}\n\n${exitCodesHelp()}`)
     .action(action((options: { timeout?: string }) => validateCommand({ ...globals(), ...options })));
+
+  program
+    .command('plan')
+    .description(
+      "print what run would do for each mapping, writing nothing: the DDL (dataset, history table, dead-letter table, views), the columns it would add to an existing table, columns whose type conflicts with the table, fields of a bounded sample that would land in _unmapped, rows over BigQuery's limits, the backfill's size and ingestion cost, and what the views scan",
+    )
+    .argument('[mapping]', 'only this mapping: its settings document _id (as `status` shows it)')
+    .option(
+      '--json',
+      'print one JSON document ({settings, generatedAt, mappings: [...], invalid}) instead of the text',
+    )
+    .addHelpText('after', `\n${exitCodesHelp()}`)
+    .action(
+      action((mapping: string | undefined, options: { json?: boolean }) =>
+        planCommand(mapping, { ...globals(), ...options }),
+      ),
+    );
 
   program
     .command('infer-schema')

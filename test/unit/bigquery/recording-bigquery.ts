@@ -31,6 +31,9 @@ export class RecordingBigQuery {
   /** Tables (and views) by id; tests seed it and read back what patches wrote. */
   readonly tables = new Map<string, TableMetadata>();
   readonly datasets = new Set<string>();
+  /** The SQL of every dry-run query job, and the bytes each is answered with. */
+  readonly dryRuns: string[] = [];
+  dryRunBytes = 0;
   readonly client: BigQuery;
   private readonly failures: { method: string; uri: RegExp; error: Error }[] = [];
   /** How long to hold the answer to a request (ms); none by default. */
@@ -83,6 +86,31 @@ export class RecordingBigQuery {
     if (failure >= 0) {
       const [removed] = this.failures.splice(failure, 1);
       if (removed) throw removed.error;
+    }
+    if (uri === '/jobs' && method === 'POST') {
+      const body = json as { configuration?: { dryRun?: boolean; query?: { query?: string } } };
+      if (body.configuration?.dryRun !== true)
+        throw apiError(400, 'invalid', 'the fake answers dry runs only');
+      this.dryRuns.push(body.configuration.query?.query ?? '');
+      // BigQuery's answer to a dry-run jobs.insert: no job is kept, the statistics carry the estimate, int64
+      // values as decimal strings (https://cloud.google.com/bigquery/docs/reference/rest/v2/Job).
+      const bytes = String(this.dryRunBytes);
+      return {
+        kind: 'bigquery#job',
+        configuration: body.configuration,
+        jobReference: { projectId: 'fake', location: 'US' },
+        status: { state: 'DONE' },
+        statistics: {
+          creationTime: '1796570000000',
+          totalBytesProcessed: bytes,
+          query: {
+            totalBytesProcessed: bytes,
+            totalBytesBilled: '0',
+            cacheHit: false,
+            statementType: 'SELECT',
+          },
+        },
+      };
     }
     if (uri === '/queries' && method === 'POST') {
       const query = (json as { query: string }).query;

@@ -520,4 +520,54 @@ describe('TableAdmin (against a recording fake transport)', () => {
       cause,
     });
   });
+
+  it('issue 14: prepare introspects, diffs and applies: everything created once, a second prepare only reads', async () => {
+    const fake = new RecordingBigQuery(PROJECT);
+    const admin = new TableAdmin({ bigquery: fake.client, projectId: PROJECT, datasetId: DATASET });
+
+    const first = await admin.prepare('orders', COLUMNS);
+    expect(first.diff.kind).toBe('create');
+    expect(fake.datasets.has(DATASET)).toBe(true);
+    expect([...fake.tables.keys()].sort()).toEqual([
+      'orders',
+      'orders_errors',
+      'orders_latest_view',
+      'orders_view',
+    ]);
+
+    const before = fake.requests.length;
+    const second = await admin.prepare('orders', COLUMNS);
+    const writes = fake.requests.slice(before).filter((r) => r.method !== 'GET');
+    expect(writes).toEqual([]);
+    expect(second).toMatchObject({ diff: { kind: 'existing', additions: [], relax: [] }, conflicts: [] });
+    expect(second.columns).toBe(COLUMNS);
+  });
+
+  it('issue 14: prepare adds only what an existing table lacks and keeps its types where they conflict', async () => {
+    const { admin, fake } = setup();
+    fake.tables.set('orders', {
+      type: 'TABLE',
+      etag: 'etag-orders',
+      schema: {
+        fields: [
+          { name: '_id', type: 'STRING' },
+          { name: 'name', type: 'INTEGER' },
+          ...historyTableSchema([]).map((f) => ({ name: f.name, type: f.type, mode: f.mode })),
+        ],
+      },
+    });
+
+    const prepared = await admin.prepare('orders', COLUMNS);
+
+    expect(prepared.conflicts).toEqual([
+      'name: the columns say NULLABLE STRING, the table has NULLABLE INTEGER',
+    ]);
+    expect(prepared.columns.find((c) => c.name === 'name')?.type).toBe('INTEGER');
+    expect(fake.sql.filter((q) => q.startsWith('ALTER TABLE'))).toEqual([
+      'ALTER TABLE `mba-test.archive.orders`\n  ADD COLUMN IF NOT EXISTS `address` STRUCT<`city` STRING>',
+    ]);
+    expect(prepared.fields.map((f) => f.name)).toContain('address');
+    // The additions regenerate the views; the views found before them are not replaced a second time.
+    expect(fake.sql.filter((q) => q.startsWith('CREATE OR REPLACE VIEW'))).toHaveLength(2);
+  });
 });
