@@ -5,7 +5,7 @@ import { type WriterDecorator } from '../bigquery/destination.js';
 import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
 import { workerThreads, type BootstrapConfig } from '../config/bootstrap.js';
 import { parseMappingSettings } from '../config/settings.js';
-import { BigQueryError, ConfigError } from '../errors.js';
+import { BigQueryError, ConfigError, SettingsError } from '../errors.js';
 import { Slots } from '../core/slots.js';
 import { Supervisor } from '../core/supervisor.js';
 import { sampleDocuments } from '../mongodb/sampler.js';
@@ -23,6 +23,12 @@ import { chooseStreamScope, DatabaseStreams } from './database-streams.js';
 import { MongoDatabaseStreamSource } from '../mongodb/database-stream.js';
 import { rawChangeStreamsUnavailable } from '../mongodb/raw-change-source.js';
 import { EncoderPool } from '../workers/prepare.js';
+import { settingsIdString, type MappingSettings } from '../core/settings.js';
+import { type MappingVerifier, type ViewReader } from '../core/verify-model.js';
+import { type IdRange } from '../core/ports.js';
+import { recordVerification } from '../mongodb/checkpoint-store.js';
+import { BackgroundVerifier, verificationSummary, type VerifyCandidate } from './background-verifier.js';
+import { requestRepair } from './repair.js';
 
 export interface RunningArchiver {
   readonly supervisor: Supervisor;
@@ -37,6 +43,21 @@ export interface ArchiverSeams {
   readonly decorateWriter?: WriterDecorator;
   /** Wraps every mapping's change source, for fault injection in front of MongoDB (a short oplog window). */
   readonly decorateChangeSource?: ChangeSourceDecorator;
+  /**
+   * How mappings are verified and their views read, given the daemon's clients: without it, repair requests
+   * wait, `on_history_lost: repair` fails as `fail` does, and no background verifier runs.
+   */
+  readonly verification?: (clients: {
+    readonly mongo: MongoClient;
+    readonly bigquery: BigQueryClients;
+    readonly config: BootstrapConfig;
+  }) => VerificationWiring;
+}
+
+/** The verify side of the daemon: a reader of each mapping's view, and its verifier. */
+export interface VerificationWiring {
+  readonly viewReader: (settings: MappingSettings) => ViewReader;
+  readonly verifier: (settings: MappingSettings) => MappingVerifier;
 }
 
 /** Where BigQuery is, from the bootstrap configuration. */
@@ -364,6 +385,7 @@ async function startOnClients(
     { ttlMs: config.LEASE_TTL_MS },
   );
   logger.info({ instance: leases.owner, leaseTtlMs: leases.ttlMs }, 'sharing mappings through leases');
+  const verification = seams.verification?.({ mongo, bigquery, config });
   const runMapping = createMappingRunner({
     mongo,
     bigquery,
@@ -382,6 +404,7 @@ async function startOnClients(
     ...(encoderPool && { encoderPool }),
     ...(rawUnavailable !== undefined && { rawChangeStreamsUnavailable: rawUnavailable }),
     databaseStreams,
+    ...(verification && { viewReader: verification.viewReader, verifier: verification.verifier }),
   });
   const supervisor = new Supervisor({
     store,
@@ -414,12 +437,56 @@ async function startOnClients(
     logger,
   });
   logger.info({ port: health.port, host: config.METRICS_HOST }, 'metrics and health endpoints listening');
-  const done = supervisor.run(signal).finally(async () => {
+  // One verification at a time for the whole daemon, of the mappings it streams whose settings ask for it.
+  const verifying = verification
+    ? new BackgroundVerifier({
+        states: () => supervisor.states(),
+        candidates: (s) => verifyCandidates(store, s),
+        verifier: verification.verifier,
+        record: (settings, report) =>
+          recordVerification(store.checkpoints, settings.documentId, verificationSummary(report)),
+        requestRepair: async (settings: MappingSettings, ranges: readonly IdRange[]) => {
+          await requestRepair(clients.bookkeeping, config, settings.id, ranges, 'background');
+        },
+        log: logger,
+        metrics,
+      }).run(signal)
+    : Promise.resolve();
+  const done = Promise.all([supervisor.run(signal), verifying]).finally(async () => {
     await health.close();
     await encoderPool?.close();
     await bigquery.close();
     await clients.close();
     logger.info('archiver stopped');
   });
-  return { supervisor, metricsPort: health.port, done };
+  return { supervisor, metricsPort: health.port, done: done.then(() => undefined) };
+}
+
+/** Every valid mapping's settings, with when its last verification finished (kept with its checkpoint). */
+async function verifyCandidates(store: MongoSettingsStore, signal: AbortSignal): Promise<VerifyCandidate[]> {
+  const [entries, checkpoints] = await Promise.all([
+    store.list(signal),
+    store.checkpoints.find({}, { projection: { lastVerification: 1 }, signal }).toArray(),
+  ]);
+  const lastOf = new Map(
+    checkpoints.map((doc) => {
+      const last: unknown = doc.lastVerification;
+      const at =
+        typeof last === 'object' && last !== null && 'finishedAt' in last && last.finishedAt instanceof Date
+          ? last.finishedAt
+          : undefined;
+      return [settingsIdString(doc._id), at] as const;
+    }),
+  );
+  return entries.flatMap((entry) => {
+    try {
+      const settings = parseMappingSettings(entry.document);
+      const withId = settings.id === entry.id ? settings : { ...settings, id: entry.id };
+      return [{ settings: withId, lastVerifiedAt: lastOf.get(settingsIdString(entry.document._id)) }];
+    } catch (error) {
+      // An invalid document does not run: the supervisor already reports it.
+      if (error instanceof SettingsError) return [];
+      throw error;
+    }
+  });
 }

@@ -1,4 +1,6 @@
 import {
+  type MappingVerifier,
+  type VerifyReport,
   type DocumentDigest,
   type RangeDigest,
   type ViewAnswer,
@@ -87,4 +89,51 @@ export class MemoryRepairStore implements RepairStore {
     this.progress = undefined;
     return Promise.resolve();
   }
+}
+
+/** A verifier that answers with the reports the test gives, recording each call and how many ran at once. */
+export class FakeMappingVerifier implements MappingVerifier {
+  readonly calls: { readonly mapping: string; readonly share: number | undefined }[] = [];
+  running = 0;
+  maxRunning = 0;
+  /** Resolves each call; a call waits for it when set (to hold verifications open). */
+  gate: (() => Promise<void>) | undefined;
+  failWith: Error | undefined;
+
+  constructor(
+    readonly mapping: string,
+    private readonly report: (mapping: string) => VerifyReport,
+  ) {}
+
+  async verify(options: { readonly ranges?: number; readonly share?: number }): Promise<VerifyReport> {
+    this.calls.push({ mapping: this.mapping, share: options.share });
+    this.running++;
+    this.maxRunning = Math.max(this.maxRunning, this.running);
+    try {
+      await this.gate?.();
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      if (this.failWith) throw this.failWith;
+      return this.report(this.mapping);
+    } finally {
+      this.running--;
+    }
+  }
+}
+
+/** A report of `mapping` with `differing` ranges (each with one missing document). */
+export function verifyReport(mapping: string, differing: readonly IdRange[] = []): VerifyReport {
+  const ids = (n: number) => ({ count: n, ids: [] });
+  return {
+    mapping,
+    view: `p.d.${mapping}_view`,
+    startedAt: new Date('2026-12-06T10:00:00Z'),
+    finishedAt: new Date('2026-12-06T10:00:05Z'),
+    rangesChecked: 8,
+    differingRanges: differing,
+    documentsChecked: 800,
+    missing: ids(differing.length),
+    extra: ids(0),
+    differing: ids(0),
+    bytesScanned: 4_096,
+  };
 }
