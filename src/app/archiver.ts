@@ -26,6 +26,7 @@ import { EncoderPool } from '../workers/prepare.js';
 import { settingsIdString, type MappingSettings } from '../core/settings.js';
 import { type MappingVerifier, type ViewReader } from '../core/verify-model.js';
 import { type IdRange } from '../core/ports.js';
+import { type ColumnSpec } from '../schema/types.js';
 import { recordVerification } from '../mongodb/checkpoint-store.js';
 import { BackgroundVerifier, verificationSummary, type VerifyCandidate } from './background-verifier.js';
 import { requestRepair } from './repair.js';
@@ -56,7 +57,8 @@ export interface ArchiverSeams {
 
 /** The verify side of the daemon: a reader of each mapping's view, and its verifier. */
 export interface VerificationWiring {
-  readonly viewReader: (settings: MappingSettings) => ViewReader;
+  /** The reader of a mapping's `<table>_view`, whose table has `columns`. */
+  readonly viewReader: (settings: MappingSettings, columns: readonly ColumnSpec[]) => ViewReader;
   readonly verifier: (settings: MappingSettings) => MappingVerifier;
 }
 

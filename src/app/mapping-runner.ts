@@ -109,7 +109,7 @@ export interface MappingRunnerDeps {
    * The reader of a mapping's `<table>_view` (the BigQuery side of verify and repair): a repair's delete
    * pass asks it which ids the view has in a range. Without it, repair requests wait (a warning says so).
    */
-  readonly viewReader?: (settings: MappingSettings) => ViewReader;
+  readonly viewReader?: (settings: MappingSettings, columns: readonly ColumnSpec[]) => ViewReader;
   /**
    * The verifier of a mapping (collection against view), for `on_history_lost: repair`: without it, that
    * policy fails as `fail` does, saying why.
@@ -394,7 +394,7 @@ class MappingRun {
         state = await repairs.loadRepair(signal);
       }
       if (!state.progress && state.pending.length === 0) return;
-      const view = this.deps.viewReader?.(this.settings);
+      const view = this.deps.viewReader?.(this.settings, schema.columns);
       if (!view) {
         this.log.warn(
           { pending: state.pending.length },

@@ -198,6 +198,8 @@ function overview(over: Partial<MappingOverview>): MappingOverview {
     lastFailure: null,
     holder: null,
     updatedAt: null,
+    repair: null,
+    lastVerification: null,
     ...over,
   };
 }
