@@ -2,6 +2,7 @@ import { MongoClient, type MongoClientOptions } from 'mongodb';
 import { createBigQueryClients, type BigQueryClients, type BigQueryConnection } from '../bigquery/client.js';
 import { describeBigQueryFailure } from '../bigquery/connectivity.js';
 import { type WriterDecorator } from '../bigquery/destination.js';
+import { BigQueryViewReader } from '../bigquery/view-reader.js';
 import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
 import { workerThreads, type BootstrapConfig } from '../config/bootstrap.js';
 import { parseMappingSettings } from '../config/settings.js';
@@ -44,10 +45,7 @@ export interface ArchiverSeams {
   readonly decorateWriter?: WriterDecorator;
   /** Wraps every mapping's change source, for fault injection in front of MongoDB (a short oplog window). */
   readonly decorateChangeSource?: ChangeSourceDecorator;
-  /**
-   * How mappings are verified and their views read, given the daemon's clients: without it, repair requests
-   * wait, `on_history_lost: repair` fails as `fail` does, and no background verifier runs.
-   */
+  /** How mappings are verified and their views read, given the daemon's clients; default: defaultVerification. */
   readonly verification?: (clients: {
     readonly mongo: MongoClient;
     readonly bigquery: BigQueryClients;
@@ -59,7 +57,25 @@ export interface ArchiverSeams {
 export interface VerificationWiring {
   /** The reader of a mapping's `<table>_view`, whose table has `columns`. */
   readonly viewReader: (settings: MappingSettings, columns: readonly ColumnSpec[]) => ViewReader;
-  readonly verifier: (settings: MappingSettings) => MappingVerifier;
+  /** Without it, `on_history_lost: repair` fails as `fail` does, and no background verifier runs. */
+  readonly verifier?: (settings: MappingSettings) => MappingVerifier;
+}
+
+/** The daemon's own verification wiring: the BigQuery reader of each mapping's view. */
+function defaultVerification(clients: {
+  readonly bigquery: BigQueryClients;
+  readonly config: BootstrapConfig;
+}): VerificationWiring {
+  return {
+    viewReader: (settings, columns) =>
+      new BigQueryViewReader({
+        bigquery: clients.bigquery.bigquery,
+        projectId: clients.bigquery.projectId,
+        datasetId: settings.bigqueryDataset ?? clients.config.BIGQUERY_DATASET,
+        table: settings.bigqueryTable,
+        columns,
+      }),
+  };
 }
 
 /** Where BigQuery is, from the bootstrap configuration. */
@@ -387,7 +403,7 @@ async function startOnClients(
     { ttlMs: config.LEASE_TTL_MS },
   );
   logger.info({ instance: leases.owner, leaseTtlMs: leases.ttlMs }, 'sharing mappings through leases');
-  const verification = seams.verification?.({ mongo, bigquery, config });
+  const verification = (seams.verification ?? defaultVerification)({ mongo, bigquery, config });
   const runMapping = createMappingRunner({
     mongo,
     bigquery,
@@ -406,7 +422,8 @@ async function startOnClients(
     ...(encoderPool && { encoderPool }),
     ...(rawUnavailable !== undefined && { rawChangeStreamsUnavailable: rawUnavailable }),
     databaseStreams,
-    ...(verification && { viewReader: verification.viewReader, verifier: verification.verifier }),
+    viewReader: verification.viewReader,
+    ...(verification.verifier && { verifier: verification.verifier }),
   });
   const supervisor = new Supervisor({
     store,
@@ -440,11 +457,12 @@ async function startOnClients(
   });
   logger.info({ port: health.port, host: config.METRICS_HOST }, 'metrics and health endpoints listening');
   // One verification at a time for the whole daemon, of the mappings it streams whose settings ask for it.
-  const verifying = verification
+  const verifier = verification.verifier;
+  const verifying = verifier
     ? new BackgroundVerifier({
         states: () => supervisor.states(),
         candidates: (s) => verifyCandidates(store, s),
-        verifier: verification.verifier,
+        verifier,
         record: (settings, report) =>
           recordVerification(store.checkpoints, settings.documentId, verificationSummary(report)),
         requestRepair: async (settings: MappingSettings, ranges: readonly IdRange[]) => {
