@@ -3,8 +3,11 @@ import { dispositionOf, errorMessage } from '../errors.js';
 import { scrubText } from '../observability/logger.js';
 import { connectionStringProblem } from '../mongodb/connectivity.js';
 
-/** Exit codes: 0 done, 1 failure, 2 configuration error (as the original service's users expect of a CLI). */
-export const EXIT = { ok: 0, failure: 1, config: 2 } as const;
+/**
+ * Exit codes: 0 done, 1 failure, 2 configuration error (as the original service's users expect of a CLI);
+ * 3 when `verify` found differences.
+ */
+export const EXIT = { ok: 0, failure: 1, config: 2, differences: 3 } as const;
 
 /** What each exit code tells an operator or a script; `--help` prints this table, the one place it is kept. */
 export const EXIT_MEANINGS: Readonly<Record<(typeof EXIT)[keyof typeof EXIT], string>> = {
@@ -13,6 +16,8 @@ export const EXIT_MEANINGS: Readonly<Record<(typeof EXIT)[keyof typeof EXIT], st
     'failure: a check failed, MongoDB or BigQuery could not be reached or refused, a stop took longer than 30 s, or a second signal came',
   [EXIT.config]:
     'configuration error: a key is missing or invalid, a name is not legal in MongoDB or BigQuery, or the command line is wrong; nothing was started',
+  [EXIT.differences]:
+    'differences: verify found documents missing from, extra in or differing in the view (listed in its report)',
 };
 
 export interface GlobalOptions {

@@ -7,6 +7,7 @@ import { resyncCommand } from './resync.js';
 import { runCommand } from './run.js';
 import { statusCommand } from './status.js';
 import { validateCommand } from './validate.js';
+import { verifyCommand, type VerifyOptions } from './verify.js';
 
 /**
  * The demo brings the test peers' launcher (scripts/peers), which installs and starts local servers: it runs
@@ -156,6 +157,26 @@ export function buildProgram(): Command {
     .action(
       action((options: { json?: boolean; watch?: boolean | string }) =>
         statusCommand({ ...globals(), ...options }),
+      ),
+    );
+
+  program
+    .command('verify')
+    .description(
+      "compare a mapping's collection with <table>_view: counts and digests of every mapped row per _id range, differing ranges checked again once the archiver has caught up; lists documents missing, extra and differing; exit 3 when any",
+    )
+    .argument('<mapping>', 'the mapping: its settings document _id (as `status` shows it)')
+    .option('--ranges <n>', '_id ranges to compare (split points from a bounded sample)', '16')
+    .option('--json', 'print the report as one JSON document')
+    .option(
+      '--settle-timeout <seconds>',
+      "how long to wait for the mapping's checkpoint to pass each read before comparing anyway",
+      '120',
+    )
+    .addHelpText('after', `\n${exitCodesHelp()}`)
+    .action(
+      action((mapping: string, options: VerifyOptions) =>
+        verifyCommand(mapping, { ...globals(), ...options }),
       ),
     );
 

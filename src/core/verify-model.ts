@@ -70,6 +70,17 @@ export interface VerifyReport {
   readonly differing: ReportedIds;
   /** Bytes BigQuery reported as processed by the verification queries. */
   readonly bytesScanned: number;
+  /**
+   * Documents of the checked ranges whose `_id` type verify cannot place in a range in SQL (neither an
+   * ObjectId, a string nor an integer): not compared. Absent: none.
+   */
+  readonly unverifiable?: number;
+  /**
+   * False when the mapping's checkpoint did not pass the time of a read within the settle timeout (the
+   * daemon stopped or far behind): the report then shows what persisted after the wait, changes in flight
+   * included. Absent: it did.
+   */
+  readonly settled?: boolean;
 }
 
 /** Verifies one mapping; the daemon's background verifier and `on_history_lost: repair` hold one per mapping. */

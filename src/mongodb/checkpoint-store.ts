@@ -320,6 +320,26 @@ function readState(doc: Document | null): StoredState {
   };
 }
 
+/**
+ * The saved stream position of the mapping whose settings document has `_id` `settingsId`, read without any
+ * write (`load` may clear a checkpoint of another scope): what `verify` waits on to pass a time it read at.
+ */
+export async function readSavedPosition(
+  checkpoints: Collection,
+  settingsId: unknown,
+  stop: AbortSignal,
+): Promise<Position | undefined> {
+  return mongoBoundary(async () => {
+    stop.throwIfAborted();
+    const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
+    const doc = await checkpoints.findOne({ _id: settingsId } as Document, {
+      projection: { position: 1 },
+      signal,
+    });
+    return readPosition(doc?.position);
+  });
+}
+
 export interface MongoCheckpointStoreOptions {
   /** The checkpoints collection (see checkpointsCollectionName). */
   readonly checkpoints: Collection;

@@ -1,0 +1,415 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Collection, type MongoClient } from 'mongodb';
+import { createBigQueryClients, type BigQueryClients } from '../bigquery/client.js';
+import { type BootstrapConfig } from '../config/bootstrap.js';
+import { parseMappingSettings } from '../config/settings.js';
+import { BigQueryViewReader } from '../bigquery/view-reader.js';
+import { compareClusterTime, type ClusterTime, type Position } from '../core/model.js';
+import {
+  SYSTEM_CLOCK,
+  type Clock,
+  type IdRange,
+  type SnapshotSource,
+  type SourceDocument,
+} from '../core/ports.js';
+import { type MappingSettings } from '../core/settings.js';
+import {
+  MAX_REPORTED_IDS,
+  type MappingVerifier,
+  type ReportedIds,
+  type VerifyReport,
+  type ViewReader,
+} from '../core/verify-model.js';
+import { ConfigError } from '../errors.js';
+import { bigQueryConnection, connectMongo, connectNamingMongo } from './archiver.js';
+import { currentClusterTime } from '../mongodb/change-source.js';
+import { checkpointsCollectionName, encodeId, readSavedPosition } from '../mongodb/checkpoint-store.js';
+import { MongoSettingsStore } from '../mongodb/settings-store.js';
+import { mongoBoundary } from '../mongodb/error-mapping.js';
+import { MongoSnapshotSource } from '../mongodb/snapshot-reader.js';
+import { docIdKey } from '../transform/id-order.js';
+import { compileRowHash } from '../transform/row-digest.js';
+import { compileRowMapper, type RowMapper } from '../transform/row-mapper.js';
+import { docIdString } from '../transform/values.js';
+
+/** Ranges a verification splits the `_id` space into when not told (`verify --ranges`). */
+export const DEFAULT_VERIFY_RANGES = 16;
+/**
+ * How long a verification waits for the mapping's checkpoint to pass the time of a read (`--settle-timeout`):
+ * the daemon saves a position at least every IDLE_CHECKPOINT_INTERVAL_MS (30 s by default) even when idle,
+ * so a running daemon passes it well within this.
+ */
+export const DEFAULT_SETTLE_TIMEOUT_MS = 120_000;
+/**
+ * A range is given at least about this many documents (the backfill gives each a whole chunk, 1,000): a
+ * differing range is read again document by document, so smaller ranges make that cheaper.
+ */
+export const DEFAULT_VERIFY_MIN_RANGE_DOCUMENTS = 100;
+/** How often the checkpoint is read while waiting. */
+export const DEFAULT_SETTLE_POLL_MS = 1_000;
+/**
+ * Reads of a differing range that name ids: a difference is reported only when every one of them saw it the
+ * same (the same hashes on both sides), so a document changed while verify ran is never reported.
+ */
+export const ID_READS = 2;
+
+/** What a verifier needs: the ports of both sides, the mapper, and the mapping's progress. */
+export interface MappingVerifierDeps {
+  /** The mapping's id (its settings document's `_id` as a string), for the report. */
+  readonly mapping: string;
+  /** `project.dataset.<table>_view`, for the report. */
+  readonly view: string;
+  /** The collection as the backfill reads it (split points from a bounded sample, chunks in `_id` order). */
+  readonly source: SnapshotSource;
+  readonly reader: ViewReader;
+  /** The pipeline's mapper for the mapping's columns: both sides hash the row the pipeline would write. */
+  readonly mapper: RowMapper;
+  /** The mapping's saved stream position (read only). */
+  readonly position: (signal: AbortSignal) => Promise<Position | undefined>;
+  /** The source's cluster time now. */
+  readonly clusterTime: (signal: AbortSignal) => Promise<ClusterTime>;
+  /** Default DEFAULT_VERIFY_RANGES. */
+  readonly ranges?: number;
+  /** Default DEFAULT_SETTLE_TIMEOUT_MS. */
+  readonly settleTimeoutMs?: number;
+  /** Default DEFAULT_SETTLE_POLL_MS. */
+  readonly settlePollMs?: number;
+  readonly clock?: Clock;
+}
+
+/** A document's `_doc_id` and the hash of its mapped row; undefined for an id verify does not place. */
+export type DocumentHash = { readonly docId: string; readonly hash: bigint } | undefined;
+
+/** Maps a document with the pipeline's mapper and hashes its row (the canonical form of row-digest.ts). */
+export function documentHasher(mapper: RowMapper): (document: SourceDocument) => DocumentHash {
+  const hash = compileRowHash(mapper.columns);
+  return (document) => {
+    const docId = docIdString(document._id);
+    if (docIdKey(docId) === undefined) return undefined;
+    return { docId, hash: hash(mapper.map(document).row, docId) };
+  };
+}
+
+/**
+ * Reads one range as the backfill does (chunks in `_id` order) and digests it: count, XOR of the hashes,
+ * documents with an id verify does not place, and, when `named`, each document's hash by `_doc_id`.
+ */
+export async function digestSourceRange(
+  source: SnapshotSource,
+  range: IdRange,
+  rowHash: (document: SourceDocument) => DocumentHash,
+  named: boolean,
+  signal: AbortSignal,
+): Promise<SourceRange> {
+  const result: SourceRange = {
+    count: 0,
+    digest: 0n,
+    unverifiable: 0,
+    hashes: named ? new Map<string, bigint>() : undefined,
+  };
+  let lastId: string | undefined;
+  for (;;) {
+    const chunk = await source.nextChunk(range, lastId, signal);
+    const last = chunk.at(-1);
+    if (last === undefined) return result;
+    for (const document of chunk) {
+      const digest = rowHash(document);
+      if (digest === undefined) {
+        result.unverifiable++;
+        continue;
+      }
+      result.count++;
+      result.digest ^= digest.hash;
+      result.hashes?.set(digest.docId, digest.hash);
+    }
+    lastId = encodeId(last._id);
+  }
+}
+
+/** The documents of one range as MongoDB has them: count, XOR digest, and each document's hash when named. */
+export interface SourceRange {
+  count: number;
+  digest: bigint;
+  unverifiable: number;
+  readonly hashes: Map<string, bigint> | undefined;
+}
+
+type DifferenceKind = 'missing' | 'extra' | 'differing';
+
+/** One document that differs in a read: what kind, and the hashes each side had (undefined: absent). */
+interface Difference {
+  readonly kind: DifferenceKind;
+  readonly source: bigint | undefined;
+  readonly view: bigint | undefined;
+}
+
+/** The verifier of one mapping (see MappingVerifier); the daemon's background verifier and `verify` use it. */
+export function createMappingVerifier(deps: MappingVerifierDeps): MappingVerifier {
+  return new Verifier(deps);
+}
+
+class Verifier implements MappingVerifier {
+  readonly #d: MappingVerifierDeps;
+  readonly #rowHash: (document: SourceDocument) => DocumentHash;
+  readonly #clock: Clock;
+  /** Where the next share of ranges starts (`verify({ share })`), kept across runs. */
+  #cursor = 0;
+
+  constructor(deps: MappingVerifierDeps) {
+    this.#d = deps;
+    this.#rowHash = documentHasher(deps.mapper);
+    this.#clock = deps.clock ?? SYSTEM_CLOCK;
+  }
+
+  async verify(
+    options: { readonly ranges?: number; readonly share?: number },
+    signal: AbortSignal,
+  ): Promise<VerifyReport> {
+    const startedAt = new Date(this.#clock.now());
+    const ranges = this.#choose(
+      await this.#split(options.ranges ?? this.#d.ranges ?? DEFAULT_VERIFY_RANGES, signal),
+      options.share,
+    );
+    let bytesScanned = 0;
+    const wait = { settled: true };
+    const settle = async (time: ClusterTime): Promise<void> => {
+      // Once the checkpoint did not pass a time within the timeout, later reads do not wait again.
+      if (wait.settled) wait.settled = await this.#waitForCheckpoint(time, signal);
+    };
+
+    // The first read: counts and digests of every range on both sides, MongoDB first, then BigQuery once
+    // the daemon has written what MongoDB showed.
+    const first: SourceRange[] = [];
+    for (const range of ranges) first.push(await this.#readSource(range, false, signal));
+    await settle(await this.#d.clusterTime(signal));
+    const answer = await this.#d.reader.rangeDigests(ranges, signal);
+    bytesScanned += answer.bytesScanned;
+    const suspects = ranges.filter((_, i) => {
+      const view = answer.value[i];
+      const source = first[i];
+      return view?.count !== source?.count || view?.digest !== source?.digest;
+    });
+
+    // The ranges that differed, read again (ID_READS times) document by document on both sides; a
+    // difference persists when every read saw it with the same hashes.
+    let persisting: Map<string, Difference> | undefined;
+    const rangeOf = new Map<string, IdRange>();
+    for (let read = 0; read < ID_READS && suspects.length > 0; read++) {
+      const sources: SourceRange[] = [];
+      for (const range of suspects) sources.push(await this.#readSource(range, true, signal));
+      await settle(await this.#d.clusterTime(signal));
+      const seen = new Map<string, Difference>();
+      for (const [i, range] of suspects.entries()) {
+        const view = await this.#d.reader.documentDigests(range, signal);
+        bytesScanned += view.bytesScanned;
+        const differences = compare(sources[i]?.hashes ?? new Map<string, bigint>(), view.value);
+        for (const [docId, difference] of differences) {
+          seen.set(docId, difference);
+          rangeOf.set(docId, range);
+        }
+      }
+      persisting = persisting === undefined ? seen : intersect(persisting, seen);
+    }
+
+    const found = persisting ?? new Map<string, Difference>();
+    const lists: Record<DifferenceKind, string[]> = { missing: [], extra: [], differing: [] };
+    for (const [docId, difference] of found) lists[difference.kind].push(docId);
+    const differingRanges = suspects.filter((range) =>
+      [...found.keys()].some((docId) => rangeOf.get(docId) === range),
+    );
+    const unverifiable = first.reduce((n, r) => n + r.unverifiable, 0);
+    return {
+      mapping: this.#d.mapping,
+      view: this.#d.view,
+      startedAt,
+      finishedAt: new Date(this.#clock.now()),
+      rangesChecked: ranges.length,
+      differingRanges,
+      documentsChecked: first.reduce((n, r) => n + r.count, 0),
+      missing: reported(lists.missing),
+      extra: reported(lists.extra),
+      differing: reported(lists.differing),
+      bytesScanned,
+      ...(unverifiable > 0 && { unverifiable }),
+      ...(!wait.settled && { settled: false }),
+    };
+  }
+
+  /**
+   * The backfill's split, with the last range open upwards: the backfill ends it at the greatest `_id` when
+   * it starts (later documents are the stream's), but verify must compare every document there is.
+   */
+  async #split(parts: number, signal: AbortSignal): Promise<IdRange[]> {
+    const ranges = [...(await this.#d.source.split(Math.max(1, Math.floor(parts)), signal))];
+    const last = ranges.at(-1);
+    if (last) ranges[ranges.length - 1] = { after: last.after, upTo: undefined };
+    return ranges;
+  }
+
+  /** All ranges, or a share of them taken in turn from where the previous run's share ended. */
+  #choose(ranges: IdRange[], share: number | undefined): IdRange[] {
+    if (share === undefined || share >= 1 || ranges.length === 0) return ranges;
+    const take = Math.min(ranges.length, Math.max(1, Math.ceil(share * ranges.length)));
+    const start = this.#cursor % ranges.length;
+    this.#cursor = start + take;
+    return Array.from({ length: take }, (_, i) => ranges[(start + i) % ranges.length]).filter(
+      (range): range is IdRange => range !== undefined,
+    );
+  }
+
+  #readSource(range: IdRange, named: boolean, signal: AbortSignal): Promise<SourceRange> {
+    return digestSourceRange(this.#d.source, range, this.#rowHash, named, signal);
+  }
+
+  /** Waits until the saved position passes `time`; false when it did not within the settle timeout. */
+  async #waitForCheckpoint(time: ClusterTime, signal: AbortSignal): Promise<boolean> {
+    const deadline = this.#clock.now() + (this.#d.settleTimeoutMs ?? DEFAULT_SETTLE_TIMEOUT_MS);
+    for (;;) {
+      const position = await this.#d.position(signal);
+      if (position && compareClusterTime(position.clusterTime, time) >= 0) return true;
+      if (this.#clock.now() >= deadline) return false;
+      await sleep(this.#d.settlePollMs ?? DEFAULT_SETTLE_POLL_MS, undefined, { signal });
+    }
+  }
+}
+
+/** The documents that differ between a range's source hashes and the view's. */
+function compare(
+  source: ReadonlyMap<string, bigint>,
+  view: readonly { readonly docId: string; readonly hash: bigint }[],
+): Map<string, Difference> {
+  const out = new Map<string, Difference>();
+  const inView = new Map(view.map((d) => [d.docId, d.hash]));
+  for (const [docId, hash] of source) {
+    const other = inView.get(docId);
+    if (other === undefined) out.set(docId, { kind: 'missing', source: hash, view: undefined });
+    else if (other !== hash) out.set(docId, { kind: 'differing', source: hash, view: other });
+  }
+  for (const [docId, hash] of inView) {
+    if (!source.has(docId)) out.set(docId, { kind: 'extra', source: undefined, view: hash });
+  }
+  return out;
+}
+
+/** The differences both reads saw alike: same kind, same hashes on each side. */
+function intersect(
+  a: ReadonlyMap<string, Difference>,
+  b: ReadonlyMap<string, Difference>,
+): Map<string, Difference> {
+  const out = new Map<string, Difference>();
+  for (const [docId, x] of a) {
+    const y = b.get(docId);
+    if (y?.kind === x.kind && y.source === x.source && y.view === x.view) out.set(docId, x);
+  }
+  return out;
+}
+
+function reported(ids: readonly string[]): ReportedIds {
+  return { count: ids.length, ids: [...ids].sort().slice(0, MAX_REPORTED_IDS) };
+}
+
+/** What `mappingVerifierFor` wires a verifier from. */
+export interface MappingVerifierWiring {
+  readonly mongo: MongoClient;
+  readonly bigquery: BigQueryClients;
+  /** The dataset of mappings that name none (BIGQUERY_DATASET). */
+  readonly defaultDataset: string;
+  readonly location?: string;
+  readonly settings: MappingSettings;
+  /** Where the checkpoints are kept (checkpointsCollectionName). */
+  readonly checkpoints: Collection;
+  readonly options?: Pick<MappingVerifierDeps, 'ranges' | 'settleTimeoutMs' | 'settlePollMs'>;
+}
+
+/**
+ * A verifier over a mapping's collection and `<table>_view`, with the mapping's columns (as saved in its
+ * settings document) and `capture_unmapped`, as the pipeline maps them. A mapping whose columns are not
+ * saved yet (inferred, never run) cannot be verified.
+ */
+export function mappingVerifierFor(wiring: MappingVerifierWiring): MappingVerifier {
+  const { settings, mongo } = wiring;
+  const columns = settings.columns;
+  if (columns === undefined || columns.length === 0) {
+    throw new ConfigError(
+      `mapping "${settings.id}" has no columns in its settings document yet (they are saved once the archiver has run it): nothing to verify against`,
+    );
+  }
+  const dataset = settings.bigqueryDataset ?? wiring.defaultDataset;
+  const reader = new BigQueryViewReader({
+    bigquery: wiring.bigquery.bigquery,
+    projectId: wiring.bigquery.projectId,
+    datasetId: dataset,
+    table: settings.bigqueryTable,
+    columns,
+    ...(wiring.location !== undefined && { location: wiring.location }),
+  });
+  const collection = mongo.db(settings.mongoDatabase).collection(settings.mongoCollection);
+  return createMappingVerifier({
+    mapping: settings.id,
+    view: `${reader.view.projectId}.${reader.view.datasetId}.${reader.view.tableId}`,
+    source: new MongoSnapshotSource(collection, { minRangeDocuments: DEFAULT_VERIFY_MIN_RANGE_DOCUMENTS }),
+    reader,
+    mapper: compileRowMapper(columns, { captureUnmapped: settings.captureUnmapped }),
+    position: (signal) => readSavedPosition(wiring.checkpoints, settings.documentId, signal),
+    clusterTime: (signal) => mongoBoundary(() => currentClusterTime(mongo, signal)),
+    ...(wiring.options ?? {}),
+  });
+}
+
+/** A verifier of one mapping with the clients it opened; `close` ends them. */
+export interface OpenedVerifier {
+  readonly verifier: MappingVerifier;
+  close(): Promise<void>;
+}
+
+/**
+ * Connects to MongoDB and BigQuery as the configuration says and builds the verifier of `mapping` (its
+ * settings document's `_id` as a string, as `status` shows it). Nothing is written anywhere.
+ */
+export async function openMappingVerifier(
+  config: BootstrapConfig,
+  mapping: string,
+  options: Pick<MappingVerifierDeps, 'ranges' | 'settleTimeoutMs'> = {},
+): Promise<OpenedVerifier> {
+  const mongo = connectMongo(config);
+  let bigquery: BigQueryClients | undefined;
+  try {
+    await connectNamingMongo(mongo, config.MONGO_CLIENT);
+    const store = new MongoSettingsStore(mongo, {
+      database: config.SETTINGS_DATABASE,
+      collection: config.SETTINGS_COLLECTION,
+    });
+    const entries = await store.list(AbortSignal.timeout(30_000));
+    const entry = entries.find((e) => e.id === mapping);
+    if (!entry) {
+      const known = entries.map((e) => e.id).join(', ') || 'none';
+      throw new ConfigError(
+        `no mapping "${mapping}" in ${config.SETTINGS_DATABASE}.${config.SETTINGS_COLLECTION} (mappings: ${known})`,
+      );
+    }
+    const settings = parseMappingSettings(entry.document);
+    bigquery = await createBigQueryClients(bigQueryConnection(config));
+    const verifier = mappingVerifierFor({
+      mongo,
+      bigquery,
+      defaultDataset: config.BIGQUERY_DATASET,
+      settings,
+      checkpoints: mongo
+        .db(config.SETTINGS_DATABASE)
+        .collection(checkpointsCollectionName(config.SETTINGS_COLLECTION)),
+      options,
+    });
+    const clients = bigquery;
+    return {
+      verifier,
+      close: async () => {
+        await clients.close();
+        await mongo.close();
+      },
+    };
+  } catch (error) {
+    await bigquery?.close();
+    await mongo.close();
+    throw error;
+  }
+}
