@@ -45,7 +45,7 @@ export interface ArchiverSeams {
   readonly decorateWriter?: WriterDecorator;
   /** Wraps every mapping's change source, for fault injection in front of MongoDB (a short oplog window). */
   readonly decorateChangeSource?: ChangeSourceDecorator;
-  /** How mappings are verified and their views read, given the daemon's clients; default: defaultVerification. */
+  /** How mappings are verified and their views read, given the daemon's clients; default: viewReaderOnly. */
   readonly verification?: (clients: {
     readonly mongo: MongoClient;
     readonly bigquery: BigQueryClients;
@@ -61,8 +61,11 @@ export interface VerificationWiring {
   readonly verifier?: (settings: MappingSettings) => MappingVerifier;
 }
 
-/** The daemon's own verification wiring: the BigQuery reader of each mapping's view. */
-function defaultVerification(clients: {
+/**
+ * What the daemon reads views with when it is given no verification wiring: the BigQuery reader of each
+ * mapping's view, and no verifier (the `run` command passes `daemonVerification`, which has both).
+ */
+export function viewReaderOnly(clients: {
   readonly bigquery: BigQueryClients;
   readonly config: BootstrapConfig;
 }): VerificationWiring {
@@ -403,7 +406,7 @@ async function startOnClients(
     { ttlMs: config.LEASE_TTL_MS },
   );
   logger.info({ instance: leases.owner, leaseTtlMs: leases.ttlMs }, 'sharing mappings through leases');
-  const verification = (seams.verification ?? defaultVerification)({ mongo, bigquery, config });
+  const verification = (seams.verification ?? viewReaderOnly)({ mongo, bigquery, config });
   const runMapping = createMappingRunner({
     mongo,
     bigquery,

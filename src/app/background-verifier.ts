@@ -61,6 +61,11 @@ export class BackgroundVerifier {
   readonly #clock: Clock;
   /** When a run of a mapping last ended in this process, failed runs included (they wait an interval too). */
   readonly #attempted = new Map<string, number>();
+  /**
+   * One verifier per mapping, kept while its configuration and columns stay the same: a verifier takes its
+   * share of the ranges in turn from where its previous run stopped, so a new one each run would start over.
+   */
+  readonly #verifiers = new Map<string, { readonly key: string; readonly verifier: MappingVerifier }>();
 
   constructor(options: BackgroundVerifierOptions) {
     this.#o = options;
@@ -106,10 +111,19 @@ export class BackgroundVerifier {
     return verified;
   }
 
+  #verifierOf(settings: MappingSettings): MappingVerifier {
+    const key = `${settings.configurationKey}:${JSON.stringify(settings.columns ?? null)}`;
+    const kept = this.#verifiers.get(settings.id);
+    if (kept?.key === key) return kept.verifier;
+    const verifier = this.#o.verifier(settings);
+    this.#verifiers.set(settings.id, { key, verifier });
+    return verifier;
+  }
+
   async #verify(settings: MappingSettings, share: number, repair: boolean, signal: AbortSignal) {
     const log = this.#o.log;
     try {
-      const report = await this.#o.verifier(settings).verify({ share }, signal);
+      const report = await this.#verifierOf(settings).verify({ share }, signal);
       this.#o.metrics?.verified(settings.id, verificationSummary(report));
       await this.#o.record(settings, report, signal);
       const differing = report.differingRanges.length;

@@ -390,7 +390,7 @@ class MappingRun {
       let state = await repairs.loadRepair(signal);
       const lostAt = state.historyLostAt;
       if (lostAt) {
-        await this.#verifyAfterHistoryLost(repairs, lostAt, signal);
+        await this.#verifyAfterHistoryLost(schema, repairs, lostAt, signal);
         state = await repairs.loadRepair(signal);
       }
       if (!state.progress && state.pending.length === 0) return;
@@ -450,11 +450,13 @@ class MappingRun {
    * flight raise no alarm), and records a repair request for the ranges that differ.
    */
   async #verifyAfterHistoryLost(
+    schema: SchemaCoordinator,
     repairs: MongoCheckpointStore,
     lostAt: Date,
     signal: AbortSignal,
   ): Promise<void> {
-    const verifier = this.deps.verifier?.(this.settings);
+    // With the columns the table has now (they may have been inferred or evolved since the settings were read).
+    const verifier = this.deps.verifier?.({ ...this.settings, columns: schema.columns });
     if (!verifier) return;
     const report = await verifier.verify({}, signal);
     this.deps.metrics?.verified(this.settings.id, verificationSummary(report));

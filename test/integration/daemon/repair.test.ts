@@ -8,9 +8,15 @@ import { MongoClient, type Collection, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchiver } from '../../../src/app/archiver.js';
 import { requestRepair, waitForRepair } from '../../../src/app/repair.js';
+import { daemonVerification } from '../../../src/app/verification.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { type IdRange } from '../../../src/core/ports.js';
-import { encodeId } from '../../../src/mongodb/checkpoint-store.js';
+import {
+  checkpointsCollectionName,
+  encodeId,
+  readRepairState,
+  type RepairResult,
+} from '../../../src/mongodb/checkpoint-store.js';
 import { createLogger } from '../../../src/observability/logger.js';
 import { emulatorClients } from '../support/bigquery-clients.js';
 import {
@@ -20,10 +26,14 @@ import {
   waitForState,
   type Item,
 } from '../support/daemon.js';
+import { shortOplog, type ShortOplogLog } from './short-oplog.js';
 
 const suffix = randomBytes(3).toString('hex');
 const DATASET = `repair_${suffix}`;
 const SETTINGS_DB = `repair_settings_${suffix}`;
+/** The history-lost test's own settings: an archiver started on the first test's would run its mapping too. */
+const LOST_SETTINGS_DB = `repair_lost_${suffix}`;
+const WINDOW_S = 4;
 const DB = `repair_src_${suffix}`;
 /** Documents with the even ids 0 to 2 * (SEEDED - 1): odd ids are free for bogus rows. */
 const SEEDED = 3_000;
@@ -194,4 +204,120 @@ describe('repair', () => {
       await archiver.done;
     }
   }, 300_000);
+
+  it('issue 14 must-show 1: on_history_lost: repair converges after a lost resume token, writing far fewer rows than a full copy', async () => {
+    const items = mongo.db(DB).collection<Item>('lost');
+    await items.insertMany(
+      Array.from({ length: SEEDED }, (_, i) => ({ _id: 2 * i, n: 2 * i, label: 'seed' })),
+    );
+    const settings = mongo.db(LOST_SETTINGS_DB).collection<{ _id: string } & Document>(SETTINGS_COLLECTION);
+    await settings.insertOne({
+      _id: 'lost',
+      mongo_database: DB,
+      mongo_collection: 'lost',
+      bigquery_table: 'lost',
+      backfill_full_collection: true,
+      on_history_lost: 'repair',
+    });
+    const log: ShortOplogLog = { opens: [] };
+    const decorateChangeSource = shortOplog(WINDOW_S, log);
+    const config = inProcessConfig(DATASET, LOST_SETTINGS_DB, 'insert-all');
+    const start = (signal: AbortSignal) =>
+      startArchiver(
+        config,
+        createLogger({ level: (process.env.MBA_TEST_LOG as 'info' | undefined) ?? 'silent' }),
+        signal,
+        { decorateChangeSource, verification: daemonVerification },
+      );
+    const table = `\`${clients.projectId}.${DATASET}.lost\``;
+    const target = {
+      mongo,
+      clients,
+      db: DB,
+      collection: 'lost',
+      dataset: DATASET,
+      table: 'lost',
+      fields: ['n', 'label'],
+    };
+    const first = new AbortController();
+    const running = await start(first.signal);
+    try {
+      await waitForState(mongo, LOST_SETTINGS_DB, 'lost', ['streaming'], 120_000);
+      await viewMatchesCollection(target, 120_000);
+    } finally {
+      first.abort();
+      await running.done;
+    }
+    const fullCopy = Number(
+      (await query(`SELECT COUNT(*) AS n FROM ${table} WHERE operationType = 'backfill'`))[0]?.n,
+    );
+    // Down longer than the window, with changes meanwhile in two corners of the collection: updates,
+    // deletes (no copy shows them; the repair's delete rows do) and inserts.
+    for (const id of [102, 104, 106]) await items.updateOne({ _id: id }, { $set: { label: 'while-down' } });
+    for (const id of [110, 112]) await items.deleteOne({ _id: id });
+    await items.insertMany([
+      { _id: 115, n: 115, label: 'while-down' },
+      { _id: 5_001, n: 5_001, label: 'while-down' },
+    ]);
+    await items.updateOne({ _id: 5_000 }, { $set: { label: 'while-down' } });
+    await sleep((WINDOW_S + 1) * 1_000);
+
+    const second = new AbortController();
+    const restarted = await start(second.signal);
+    const stop = new AbortController();
+    try {
+      // Writes at the top of the id space while the mapping verifies: its checkpoint moves past each read.
+      const workload = (async () => {
+        let ops = 0;
+        while (!stop.signal.aborted) {
+          await items.insertOne({ _id: 200_000 + ops, n: ops, label: 'inserted' });
+          ops++;
+          await sleep(50);
+        }
+        return ops;
+      })();
+      const result = await waitForLastRepair(LOST_SETTINGS_DB, 'lost', 240_000);
+      stop.abort();
+      expect(await workload).toBeGreaterThan(0);
+      await viewMatchesCollection(target, 120_000);
+
+      // The saved position was refused once (the history was lost), and the stream started again at once.
+      expect(log.opens.filter((o) => o.refused)).toHaveLength(1);
+      expect(log.opens.at(-1)).toMatchObject({ kind: 'startAt', refused: false });
+      expect(result.reason).toBe('history-lost');
+      expect(result.deletes).toBe(2);
+      const written = result.documents + result.deletes;
+      expect(written).toBeLessThan(fullCopy / 2);
+      // No second copy of the whole collection: the copy's snapshot and the repair's, nothing else.
+      const [snapshots] = await clients.bigquery.query({
+        query: `SELECT COUNT(DISTINCT _seq) AS n FROM ${table} WHERE operationType = 'backfill'`,
+      });
+      expect(Number((snapshots as Document[])[0]?.n)).toBe(2);
+      process.stdout.write(
+        `on_history_lost: repair wrote ${String(written)} rows (${String(result.documents)} documents, ` +
+          `${String(result.deletes)} deletes) over ${String(result.ranges)} ranges; a full copy writes ${String(fullCopy)} rows\n`,
+      );
+      expect((await settings.findOne({ _id: 'lost' }))?.lastFailure).toBeUndefined();
+    } finally {
+      stop.abort();
+      second.abort();
+      await restarted.done;
+    }
+  }, 420_000);
 });
+
+/** The last repair of `mapping` once one is recorded. */
+async function waitForLastRepair(
+  settingsDb: string,
+  mapping: string,
+  timeoutMs: number,
+): Promise<RepairResult> {
+  const checkpoints = mongo.db(settingsDb).collection(checkpointsCollectionName(SETTINGS_COLLECTION));
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const last = readRepairState(await checkpoints.findOne({ _id: mapping } as Document)).last;
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`no repair of ${mapping} within ${String(timeoutMs)} ms`);
+    await sleep(250);
+  }
+}

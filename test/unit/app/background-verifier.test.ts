@@ -36,7 +36,7 @@ function setup(options: {
   const repairs: { mapping: string; ranges: readonly IdRange[] }[] = [];
   const lastVerified = new Map<string, Date>();
   const metrics = new Metrics({ processMetrics: false });
-  const shared = { running: 0, maxRunning: 0 };
+  const shared = { running: 0, maxRunning: 0, built: 0 };
   const states = new Map(
     options.mappings.map((m) => [m.id, options.states?.[m.id] ?? ('streaming')]),
   );
@@ -50,6 +50,7 @@ function setup(options: {
         })),
       ),
     verifier: (settings) => {
+      shared.built++;
       let fake = verifiers.get(settings.id);
       if (!fake) {
         fake = new FakeMappingVerifier(settings.id, (id) => verifyReport(id, options.differing?.[id]));
@@ -119,6 +120,8 @@ describe('BackgroundVerifier', () => {
     t.advance(MINUTE);
     expect(await t.verifier.tick(never)).toBe(1);
     expect(t.verifiers.get('on')?.calls).toHaveLength(2);
+    // One verifier across runs: it takes its share of the ranges in turn from where the last run stopped.
+    expect(t.shared.built).toBe(1);
   });
 
   it('runs one verification at a time for the whole daemon', async () => {
