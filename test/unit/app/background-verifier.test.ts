@@ -37,9 +37,7 @@ function setup(options: {
   const lastVerified = new Map<string, Date>();
   const metrics = new Metrics({ processMetrics: false });
   const shared = { running: 0, maxRunning: 0, built: 0 };
-  const states = new Map(
-    options.mappings.map((m) => [m.id, options.states?.[m.id] ?? ('streaming')]),
-  );
+  const states = new Map(options.mappings.map((m) => [m.id, options.states?.[m.id] ?? 'streaming']));
   const verifier = new BackgroundVerifier({
     states: () => states,
     candidates: () =>
