@@ -27,12 +27,15 @@ import {
   type Item,
 } from '../support/daemon.js';
 import { shortOplog, type ShortOplogLog } from './short-oplog.js';
+import { readStatus } from '../../../src/cli/status.js';
+import { parsePrometheusText, sampleValue } from '../../support/prometheus-text.js';
 
 const suffix = randomBytes(3).toString('hex');
 const DATASET = `repair_${suffix}`;
 const SETTINGS_DB = `repair_settings_${suffix}`;
 /** The history-lost test's own settings: an archiver started on the first test's would run its mapping too. */
 const LOST_SETTINGS_DB = `repair_lost_${suffix}`;
+const BACKGROUND_SETTINGS_DB = `repair_background_${suffix}`;
 const WINDOW_S = 4;
 const DB = `repair_src_${suffix}`;
 /** Documents with the even ids 0 to 2 * (SEEDED - 1): odd ids are free for bogus rows. */
@@ -302,6 +305,106 @@ describe('repair', () => {
       stop.abort();
       second.abort();
       await restarted.done;
+    }
+  }, 420_000);
+});
+
+describe('the background verifier', () => {
+  it('issue 14: finds bogus rows in the view, reports them in mba_verify_* and status, and with repair: true repairs them', async () => {
+    const items = mongo.db(DB).collection<Item>('background');
+    await items.insertMany(
+      Array.from({ length: 1_000 }, (_, i) => ({ _id: 2 * i, n: 2 * i, label: 'seed' })),
+    );
+    const settings = mongo
+      .db(BACKGROUND_SETTINGS_DB)
+      .collection<{ _id: string } & Document>(SETTINGS_COLLECTION);
+    await settings.insertOne({
+      _id: 'background',
+      mongo_database: DB,
+      mongo_collection: 'background',
+      bigquery_table: 'background',
+      backfill_full_collection: true,
+      verify: { interval_minutes: 60, share: 1, repair: true },
+    });
+    const config = inProcessConfig(DATASET, BACKGROUND_SETTINGS_DB, 'insert-all');
+    const controller = new AbortController();
+    const archiver = await startArchiver(
+      config,
+      createLogger({ level: (process.env.MBA_TEST_LOG as 'info' | undefined) ?? 'silent' }),
+      controller.signal,
+      { verification: daemonVerification },
+    );
+    const target = {
+      mongo,
+      clients,
+      db: DB,
+      collection: 'background',
+      dataset: DATASET,
+      table: 'background',
+      fields: ['n', 'label'],
+    };
+    const stop = new AbortController();
+    try {
+      await waitForState(mongo, BACKGROUND_SETTINGS_DB, 'background', ['streaming'], 120_000);
+      await viewMatchesCollection(target, 120_000);
+      const table = `\`${clients.projectId}.${DATASET}.background\``;
+      const [copied] = await query(
+        `SELECT _seq, _cluster_time FROM ${table} WHERE operationType = 'backfill' LIMIT 1`,
+      );
+      const at = new Date(
+        String((copied?._cluster_time as { value: string } | undefined)?.value),
+      ).toISOString();
+      await clients.bigquery
+        .dataset(DATASET)
+        .table('background')
+        .insert(
+          [301, 1_501].map((id) => ({
+            _id: docId(id),
+            n: id,
+            label: 'bogus',
+            time_archived: at,
+            _cluster_time: at,
+            _seq: String(copied?._seq),
+            _doc_id: docId(id),
+            operationType: 'insert',
+            _event_id: `bogus:${String(id)}`,
+          })),
+        );
+      // Writes at the top of the id space: the mapping's checkpoint moves past each of the verifier's reads.
+      const workload = (async () => {
+        let ops = 0;
+        while (!stop.signal.aborted) {
+          await items.insertOne({ _id: 200_000 + ops, n: ops, label: 'inserted' });
+          ops++;
+          await sleep(50);
+        }
+        return ops;
+      })();
+      // The first look finds the mapping still copying; the next comes DEFAULT_BACKGROUND_VERIFY_TICK_MS later.
+      const result = await waitForLastRepair(BACKGROUND_SETTINGS_DB, 'background', 180_000);
+      stop.abort();
+      expect(await workload).toBeGreaterThan(0);
+      expect(result).toMatchObject({ reason: 'background', deletes: 2 });
+      await viewMatchesCollection(target, 120_000);
+
+      const samples = parsePrometheusText(
+        await (await fetch(`http://127.0.0.1:${String(archiver.metricsPort)}/metrics`)).text(),
+      );
+      const labels = { mapping: 'background' };
+      expect(sampleValue(samples, 'mba_verify_runs_total', labels)).toBe(1);
+      expect(sampleValue(samples, 'mba_verify_documents_extra', labels)).toBe(2);
+      expect(sampleValue(samples, 'mba_verify_documents_missing', labels)).toBe(0);
+      expect(sampleValue(samples, 'mba_repair_rows_total', { mapping: 'background', kind: 'delete' })).toBe(
+        2,
+      );
+      const status = await readStatus(mongo, config);
+      const overview = status.mappings.find((m) => m.id === 'background');
+      expect(overview?.lastVerification).toMatchObject({ extra: 2, missing: 0 });
+      expect(overview?.repair?.last).toMatchObject({ reason: 'background', deletes: 2 });
+    } finally {
+      stop.abort();
+      controller.abort();
+      await archiver.done;
     }
   }, 420_000);
 });
