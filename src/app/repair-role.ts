@@ -21,8 +21,8 @@ export const DEFAULT_REPAIR_DELETE_BATCH = 500;
 /** Where a repair keeps its progress and says it is done (MongoCheckpointStore in the daemon). */
 export interface RepairStore {
   saveRepair(progress: RepairProgress, signal: AbortSignal): Promise<void>;
-  /** Marks every request up to `result.through` served, clears the progress, keeps `result`. */
-  repairServed(result: RepairResult, signal: AbortSignal): Promise<void>;
+  /** Removes the requests served (by `requestedAt`), clears the progress, keeps `result`. */
+  repairServed(result: RepairResult, requests: readonly Date[], signal: AbortSignal): Promise<void>;
 }
 
 /** Which of some `_doc_id`s the collection holds when asked (MongoExistingIds in the daemon). */
@@ -66,6 +66,7 @@ export function beginRepair(
   const ranges = pending.flatMap((request) => request.ranges);
   return {
     through: newest.requestedAt,
+    requests: pending.map((request) => request.requestedAt),
     reason: newest.reason,
     backfill: {
       snapshotStart,
@@ -151,7 +152,11 @@ export async function runRepair(
     documents: current.backfill.copied,
     deletes: current.deletes,
   };
-  await options.store.repairServed(result, within(signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS));
+  await options.store.repairServed(
+    result,
+    current.requests,
+    within(signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS),
+  );
   options.log.info(
     { ...result, rows: result.documents + result.deletes },
     `repair wrote ${String(result.documents + result.deletes)} rows (${String(result.documents)} documents, ` +

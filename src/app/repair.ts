@@ -75,7 +75,8 @@ export async function waitForRepair(
       projection: { lastRepair: 1, repairServedAt: 1, repairRequests: 1, repair: 1 },
     });
     const state = readRepairState(doc);
-    if (state.servedAt !== undefined && state.servedAt.getTime() >= requestedAt.getTime()) return state.last;
+    // Served once a repair removed it (requests are removed by identity when their repair is done).
+    if (!state.pending.some((r) => r.requestedAt.getTime() === requestedAt.getTime())) return state.last;
     const left = deadline - Date.now();
     if (left <= 0) return undefined;
     await sleep(Math.min(left, options.pollMs ?? DEFAULT_REPAIR_POLL_MS), undefined, {

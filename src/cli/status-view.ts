@@ -167,10 +167,10 @@ export function repairOverview(checkpoint: Document | undefined): RepairOverview
   const state = readRepairState(checkpoint ?? null);
   const { progress, last } = state;
   if (!progress && !last && state.pending.length === 0) return null;
-  const through = progress?.through.getTime();
+  const serving = new Set(progress?.requests.map((d) => d.getTime()));
   const ranges = progress?.backfill.ranges ?? [];
   return {
-    pending: state.pending.filter((r) => through === undefined || r.requestedAt.getTime() > through).length,
+    pending: state.pending.filter((r) => !serving.has(r.requestedAt.getTime())).length,
     running: progress
       ? {
           reason: progress.reason,

@@ -139,8 +139,8 @@ export async function recordResyncRequest(
 
 /**
  * Asks for a repair of some `_id` ranges of the mapping whose settings document has `_id` `settingsId`, kept
- * in its checkpoint document where no edit of the settings document can take it back: every request not yet
- * served (`repairServedAt` older than its `requestedAt`) is served by the owner's next repair.
+ * in its checkpoint document where no edit of the settings document can take it back: the request stays
+ * there until a repair that served it removes it.
  */
 export async function recordRepairRequest(
   checkpoints: Collection,
@@ -192,8 +192,13 @@ export async function recordVerification(
 
 /** A repair under way: what it serves, its snapshot start, its copy and its delete pass (see runRepair). */
 export interface RepairProgress {
-  /** The newest request it serves: every request up to this time is served once it is done. */
+  /** The newest request it serves. */
   readonly through: Date;
+  /**
+   * The `requestedAt` of every request it serves, removed when it is done: by identity, not by time, so a
+   * request recorded meanwhile with an earlier time (another host's clock) is not taken for served.
+   */
+  readonly requests: readonly Date[];
   readonly reason: RepairReason;
   /** The copy of the requested ranges; its `snapshotStart` is the `_seq` of every row the repair writes. */
   readonly backfill: BackfillProgress;
@@ -217,11 +222,11 @@ export interface RepairResult {
 
 /** The repair state of a mapping's checkpoint document. */
 export interface RepairState {
-  /** Requests not served yet, oldest first. */
+  /** Requests not served yet (a repair under way serves those in its `requests`), oldest first. */
   readonly pending: readonly RepairRequest[];
   readonly progress: RepairProgress | undefined;
   readonly last: RepairResult | undefined;
-  /** Every request up to this time is served. */
+  /** The newest request a finished repair served. */
   readonly servedAt: Date | undefined;
   /**
    * With `on_history_lost: repair`: when the stream's history was lost and restarted at the current time;
@@ -256,8 +261,10 @@ function readRepairProgress(value: unknown): RepairProgress | undefined {
   const backfill = readBackfill(value.backfill);
   if (!through || !backfill) return undefined;
   const done = Array.isArray(value.deletesDone) ? value.deletesDone.map((d) => d === true) : [];
+  const requests = Array.isArray(value.requests) ? value.requests.flatMap((d) => readDate(d) ?? []) : [];
   return {
     through,
+    requests: requests.length > 0 ? requests : [through],
     reason: readReason(value.reason),
     backfill,
     deletesDone: done,
@@ -286,9 +293,8 @@ export function readRepairState(doc: Document | null): RepairState {
   const servedAt = readDate(doc?.repairServedAt);
   const requests = Array.isArray(doc?.repairRequests) ? doc.repairRequests.flatMap(readRepairRequest) : [];
   return {
-    pending: requests
-      .filter((r) => servedAt === undefined || r.requestedAt.getTime() > servedAt.getTime())
-      .sort((a, b) => a.requestedAt.getTime() - b.requestedAt.getTime()),
+    // A served request is removed: whatever is left is owed.
+    pending: [...requests].sort((a, b) => a.requestedAt.getTime() - b.requestedAt.getTime()),
     progress: readRepairProgress(doc?.repair),
     last: readRepairResult(doc?.lastRepair),
     servedAt,
@@ -517,6 +523,7 @@ export class MongoCheckpointStore implements BackfillCheckpointStore {
           $set: {
             repair: {
               through: progress.through,
+              requests: [...progress.requests],
               reason: progress.reason,
               backfill: writeBackfill(progress.backfill),
               deletesDone: [...progress.deletesDone],
@@ -530,10 +537,10 @@ export class MongoCheckpointStore implements BackfillCheckpointStore {
   }
 
   /**
-   * The repair is done: every request up to `result.through` is served (and removed), the progress cleared,
-   * and `result` kept as `lastRepair` for `status`, in one write.
+   * The repair is done: the requests it served (their `requestedAt`) are removed, the progress cleared, and
+   * `result` kept as `lastRepair` for `status`, in one write.
    */
-  repairServed(result: RepairResult, stop: AbortSignal): Promise<void> {
+  repairServed(result: RepairResult, requests: readonly Date[], stop: AbortSignal): Promise<void> {
     return mongoBoundary(async () => {
       stop.throwIfAborted();
       const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
@@ -542,7 +549,7 @@ export class MongoCheckpointStore implements BackfillCheckpointStore {
           $set: { lastRepair: { ...result } },
           $unset: { repair: '' },
           $max: { repairServedAt: result.through },
-          $pull: { repairRequests: { requestedAt: { $lte: result.through } } },
+          $pull: { repairRequests: { requestedAt: { $in: [...requests] } } },
         },
         signal,
       );

@@ -44,9 +44,10 @@ async function setup(fence?: number) {
   return { checkpoints, settingsId: insertedId, store };
 }
 
-function progress(through: Date): RepairProgress {
+function progress(through: Date, requests: readonly Date[] = [through]): RepairProgress {
   return {
     through,
+    requests,
     reason: 'verify',
     backfill: {
       snapshotStart: { t: 1_765_000_000, i: 3 },
@@ -90,6 +91,14 @@ describe('repair requests in the checkpoint document (issue 14)', () => {
 
     await mapping.saveRepair(progress(first), never);
     expect((await mapping.loadRepair(never)).progress).toEqual(progress(first));
+    // Recorded after the repair began, stamped earlier than what it serves (another host's clock): not
+    // served by it, so it stays.
+    const skewed = new Date('2026-12-06T09:59:00Z');
+    await recordRepairRequest(checkpoints, settingsId, {
+      ranges: [RANGE_B],
+      reason: 'verify',
+      requestedAt: skewed,
+    });
 
     const result = {
       through: first,
@@ -99,13 +108,13 @@ describe('repair requests in the checkpoint document (issue 14)', () => {
       documents: 12,
       deletes: 1,
     };
-    await mapping.repairServed(result, never);
+    await mapping.repairServed(result, [first], never);
     state = await mapping.loadRepair(never);
     expect(state.progress).toBeUndefined();
     expect(state.last).toEqual(result);
     expect(state.servedAt).toEqual(first);
     // The later request is still owed.
-    expect(state.pending.map((r) => r.requestedAt)).toEqual([second]);
+    expect(state.pending.map((r) => r.requestedAt)).toEqual([skewed, second]);
   });
 
   it('a resync or a new target clears the repair under way; the history-lost mark is cleared only for its own loss', async () => {

@@ -84,8 +84,12 @@ export class MemoryRepairStore implements RepairStore {
     return Promise.resolve();
   }
 
-  repairServed(result: RepairResult): Promise<void> {
+  /** The `requestedAt` of the requests the last finished repair served. */
+  servedRequests: readonly Date[] = [];
+
+  repairServed(result: RepairResult, requests: readonly Date[]): Promise<void> {
     this.served = result;
+    this.servedRequests = requests;
     this.progress = undefined;
     return Promise.resolve();
   }

@@ -76,6 +76,7 @@ describe('runRepair', () => {
     expect(written).toEqual(ALL.filter(inRanges));
     expect(result).toMatchObject({ ranges: 2, documents: 20, deletes: 0 });
     expect(store.served).toEqual(result);
+    expect(store.servedRequests).toEqual([new Date('2026-12-06T10:00:00Z')]);
     expect(lines.map((l) => l.msg)).toContain('repair wrote 20 rows (20 documents, 0 deletes) over 2 ranges');
   });
 
@@ -168,6 +169,7 @@ describe('runRepair', () => {
       SNAPSHOT,
     );
     expect(progress?.through).toEqual(later);
+    expect(progress?.requests).toEqual([new Date('2026-12-06T10:00:00Z'), later]);
     expect(progress?.backfill.ranges?.map((r) => r.after)).toEqual([encodeId(9), encodeId(59)]);
     expect(progress?.deletesDone).toEqual([false, false]);
   });
