@@ -112,7 +112,15 @@ export class BackgroundVerifier {
   }
 
   #verifierOf(settings: MappingSettings): MappingVerifier {
-    const key = `${settings.configurationKey}:${JSON.stringify(settings.columns ?? null)}`;
+    // What a verifier is built from: not the whole configuration, whose key a repair request changes too.
+    const key = JSON.stringify([
+      settings.mongoDatabase,
+      settings.mongoCollection,
+      settings.bigqueryDataset ?? null,
+      settings.bigqueryTable,
+      settings.captureUnmapped,
+      settings.columns ?? null,
+    ]);
     const kept = this.#verifiers.get(settings.id);
     if (kept?.key === key) return kept.verifier;
     const verifier = this.#o.verifier(settings);

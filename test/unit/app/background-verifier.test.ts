@@ -122,6 +122,26 @@ describe('BackgroundVerifier', () => {
     expect(t.shared.built).toBe(1);
   });
 
+  it('keeps the verifier of a mapping across a repair request (its configuration key changes, not its target)', async () => {
+    const before = mapping('m', { share: 0.5 });
+    const after = parseMappingSettings({
+      _id: 'm',
+      mongo_database: 'db',
+      mongo_collection: 'm',
+      bigquery_table: 'm',
+      verify: { share: 0.5 },
+      repair_requested_at: new Date('2026-12-06T10:00:00Z'),
+    });
+    expect(after.configurationKey).not.toBe(before.configurationKey);
+    const candidates = [before];
+    const t = setup({ mappings: candidates });
+    await t.verifier.tick(never);
+    candidates[0] = after;
+    t.advance(60 * MINUTE);
+    await t.verifier.tick(never);
+    expect(t.shared.built).toBe(1);
+  });
+
   it('runs one verification at a time for the whole daemon', async () => {
     const t = setup({ mappings: ['a', 'b', 'c'].map((id) => mapping(id, {})) });
     await t.verifier.tick(never);
