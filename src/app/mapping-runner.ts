@@ -23,7 +23,7 @@ import { type RowEncoding } from '../core/prepared.js';
 import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
 import { dispositionOf } from '../errors.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
-import { MongoCheckpointStore } from '../mongodb/checkpoint-store.js';
+import { MongoCheckpointStore, recordVerification } from '../mongodb/checkpoint-store.js';
 import { docIdValue, MongoExistingIds } from '../mongodb/existing-ids.js';
 import { type MappingVerifier, type ViewReader } from '../core/verify-model.js';
 import { MongoRawChangeSource } from '../mongodb/raw-change-source.js';
@@ -459,7 +459,10 @@ class MappingRun {
     const verifier = this.deps.verifier?.({ ...this.settings, columns: schema.columns });
     if (!verifier) return;
     const report = await verifier.verify({}, signal);
-    this.deps.metrics?.verified(this.settings.id, verificationSummary(report));
+    const summary = verificationSummary(report);
+    this.deps.metrics?.verified(this.settings.id, summary);
+    // Shown by `status` as the last verification, as the background verifier's are.
+    await recordVerification(this.deps.checkpointsCollection, this.settings.documentId, summary);
     this.log.info(
       {
         rangesChecked: report.rangesChecked,

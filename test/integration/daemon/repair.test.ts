@@ -301,6 +301,9 @@ describe('repair', () => {
           `${String(result.deletes)} deletes) over ${String(result.ranges)} ranges; a full copy writes ${String(fullCopy)} rows\n`,
       );
       expect((await settings.findOne({ _id: 'lost' }))?.lastFailure).toBeUndefined();
+      const overview = (await readStatus(mongo, config)).mappings.find((m) => m.id === 'lost');
+      expect(overview?.lastVerification?.rangesDiffering).toBe(result.ranges);
+      expect(overview?.repair?.last).toMatchObject({ reason: 'history-lost', deletes: 2 });
     } finally {
       stop.abort();
       second.abort();
