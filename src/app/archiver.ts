@@ -2,10 +2,11 @@ import { MongoClient, type MongoClientOptions } from 'mongodb';
 import { createBigQueryClients, type BigQueryClients, type BigQueryConnection } from '../bigquery/client.js';
 import { describeBigQueryFailure } from '../bigquery/connectivity.js';
 import { type WriterDecorator } from '../bigquery/destination.js';
+import { BigQueryViewReader } from '../bigquery/view-reader.js';
 import { type StorageWriteTarget } from '../bigquery/storage-write-writer.js';
 import { workerThreads, type BootstrapConfig } from '../config/bootstrap.js';
 import { parseMappingSettings } from '../config/settings.js';
-import { BigQueryError, ConfigError } from '../errors.js';
+import { BigQueryError, ConfigError, SettingsError } from '../errors.js';
 import { Slots } from '../core/slots.js';
 import { Supervisor } from '../core/supervisor.js';
 import { sampleDocuments } from '../mongodb/sampler.js';
@@ -23,9 +24,15 @@ import { chooseStreamScope, DatabaseStreams } from './database-streams.js';
 import { MongoDatabaseStreamSource } from '../mongodb/database-stream.js';
 import { rawChangeStreamsUnavailable } from '../mongodb/raw-change-source.js';
 import { EncoderPool } from '../workers/prepare.js';
-import { checkpointsCollectionName } from '../mongodb/checkpoint-store.js';
+import { checkpointsCollectionName, recordVerification } from '../mongodb/checkpoint-store.js';
 import { mongoOplogProbe, readOplogWindow, readResumePoints } from '../mongodb/oplog-window.js';
 import { OplogGuard } from './oplog-guard.js';
+import { settingsIdString, type MappingSettings } from '../core/settings.js';
+import { type MappingVerifier, type ViewReader } from '../core/verify-model.js';
+import { type IdRange } from '../core/ports.js';
+import { type ColumnSpec } from '../schema/types.js';
+import { BackgroundVerifier, verificationSummary, type VerifyCandidate } from './background-verifier.js';
+import { requestRepair } from './repair.js';
 
 export interface RunningArchiver {
   readonly supervisor: Supervisor;
@@ -40,6 +47,40 @@ export interface ArchiverSeams {
   readonly decorateWriter?: WriterDecorator;
   /** Wraps every mapping's change source, for fault injection in front of MongoDB (a short oplog window). */
   readonly decorateChangeSource?: ChangeSourceDecorator;
+  /** How mappings are verified and their views read, given the daemon's clients; default: viewReaderOnly. */
+  readonly verification?: (clients: {
+    readonly mongo: MongoClient;
+    readonly bigquery: BigQueryClients;
+    readonly config: BootstrapConfig;
+  }) => VerificationWiring;
+}
+
+/** The verify side of the daemon: a reader of each mapping's view, and its verifier. */
+export interface VerificationWiring {
+  /** The reader of a mapping's `<table>_view`, whose table has `columns`. */
+  readonly viewReader: (settings: MappingSettings, columns: readonly ColumnSpec[]) => ViewReader;
+  /** Without it, `on_history_lost: repair` fails as `fail` does, and no background verifier runs. */
+  readonly verifier?: (settings: MappingSettings) => MappingVerifier;
+}
+
+/**
+ * What the daemon reads views with when it is given no verification wiring: the BigQuery reader of each
+ * mapping's view, and no verifier (the `run` command passes `daemonVerification`, which has both).
+ */
+export function viewReaderOnly(clients: {
+  readonly bigquery: BigQueryClients;
+  readonly config: BootstrapConfig;
+}): VerificationWiring {
+  return {
+    viewReader: (settings, columns) =>
+      new BigQueryViewReader({
+        bigquery: clients.bigquery.bigquery,
+        projectId: clients.bigquery.projectId,
+        datasetId: settings.bigqueryDataset ?? clients.config.BIGQUERY_DATASET,
+        table: settings.bigqueryTable,
+        columns,
+      }),
+  };
 }
 
 /** Where BigQuery is, from the bootstrap configuration. */
@@ -367,6 +408,7 @@ async function startOnClients(
     { ttlMs: config.LEASE_TTL_MS },
   );
   logger.info({ instance: leases.owner, leaseTtlMs: leases.ttlMs }, 'sharing mappings through leases');
+  const verification = (seams.verification ?? viewReaderOnly)({ mongo, bigquery, config });
   const runMapping = createMappingRunner({
     mongo,
     bigquery,
@@ -385,6 +427,8 @@ async function startOnClients(
     ...(encoderPool && { encoderPool }),
     ...(rawUnavailable !== undefined && { rawChangeStreamsUnavailable: rawUnavailable }),
     databaseStreams,
+    viewReader: verification.viewReader,
+    ...(verification.verifier && { verifier: verification.verifier }),
   });
   const supervisor = new Supervisor({
     store,
@@ -419,7 +463,23 @@ async function startOnClients(
   });
   logger.info({ port: health.port, host: config.METRICS_HOST }, 'metrics and health endpoints listening');
   const guarding = oplogGuard.run(signal);
-  const done = supervisor.run(signal).finally(async () => {
+  // One verification at a time for the whole daemon, of the mappings it streams whose settings ask for it.
+  const verifier = verification.verifier;
+  const verifying = verifier
+    ? new BackgroundVerifier({
+        states: () => supervisor.states(),
+        candidates: (s) => verifyCandidates(store, s),
+        verifier,
+        record: (settings, report) =>
+          recordVerification(store.checkpoints, settings.documentId, verificationSummary(report)),
+        requestRepair: async (settings: MappingSettings, ranges: readonly IdRange[]) => {
+          await requestRepair(clients.bookkeeping, config, settings.id, ranges, 'background');
+        },
+        log: logger,
+        metrics,
+      }).run(signal)
+    : Promise.resolve();
+  const done = Promise.all([supervisor.run(signal), verifying]).finally(async () => {
     await guarding;
     await health.close();
     await encoderPool?.close();
@@ -427,7 +487,36 @@ async function startOnClients(
     await clients.close();
     logger.info('archiver stopped');
   });
-  return { supervisor, metricsPort: health.port, done };
+  return { supervisor, metricsPort: health.port, done: done.then(() => undefined) };
+}
+
+/** Every valid mapping's settings, with when its last verification finished (kept with its checkpoint). */
+async function verifyCandidates(store: MongoSettingsStore, signal: AbortSignal): Promise<VerifyCandidate[]> {
+  const [entries, checkpoints] = await Promise.all([
+    store.list(signal),
+    store.checkpoints.find({}, { projection: { lastVerification: 1 }, signal }).toArray(),
+  ]);
+  const lastOf = new Map(
+    checkpoints.map((doc) => {
+      const last: unknown = doc.lastVerification;
+      const at =
+        typeof last === 'object' && last !== null && 'finishedAt' in last && last.finishedAt instanceof Date
+          ? last.finishedAt
+          : undefined;
+      return [settingsIdString(doc._id), at] as const;
+    }),
+  );
+  return entries.flatMap((entry) => {
+    try {
+      const settings = parseMappingSettings(entry.document);
+      const withId = settings.id === entry.id ? settings : { ...settings, id: entry.id };
+      return [{ settings: withId, lastVerifiedAt: lastOf.get(settingsIdString(entry.document._id)) }];
+    } catch (error) {
+      // An invalid document does not run: the supervisor already reports it.
+      if (error instanceof SettingsError) return [];
+      throw error;
+    }
+  });
 }
 
 /**

@@ -23,7 +23,9 @@ import { type RowEncoding } from '../core/prepared.js';
 import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
 import { dispositionOf } from '../errors.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
-import { MongoCheckpointStore } from '../mongodb/checkpoint-store.js';
+import { MongoCheckpointStore, recordVerification } from '../mongodb/checkpoint-store.js';
+import { docIdValue, MongoExistingIds } from '../mongodb/existing-ids.js';
+import { type MappingVerifier, type ViewReader } from '../core/verify-model.js';
 import { MongoRawChangeSource } from '../mongodb/raw-change-source.js';
 import {
   prepareChanges,
@@ -38,6 +40,8 @@ import { type Metrics } from '../observability/metrics.js';
 import { inferColumns } from '../schema/infer.js';
 import { type ColumnSpec } from '../schema/types.js';
 import { runBackfill } from './backfill-role.js';
+import { beginRepair, runRepair } from './repair-role.js';
+import { verificationSummary } from './background-verifier.js';
 import { chooseRawStream, type DatabaseStreams } from './database-streams.js';
 import { runRoles, type Role } from './roles.js';
 import { MappingMetrics } from './mapping-metrics.js';
@@ -103,6 +107,16 @@ export interface MappingRunnerDeps {
    * streaming. Without them copies do not wait.
    */
   readonly copying?: Slots;
+  /**
+   * The reader of a mapping's `<table>_view` (the BigQuery side of verify and repair): a repair's delete
+   * pass asks it which ids the view has in a range. Without it, repair requests wait (a warning says so).
+   */
+  readonly viewReader?: (settings: MappingSettings, columns: readonly ColumnSpec[]) => ViewReader;
+  /**
+   * The verifier of a mapping (collection against view), for `on_history_lost: repair`: without it, that
+   * policy fails as `fail` does, saying why.
+   */
+  readonly verifier?: (settings: MappingSettings) => MappingVerifier;
 }
 
 /**
@@ -219,6 +233,8 @@ class MappingRun {
   #destination: BigQueryDestination | undefined;
   #sink: RecordSink;
   readonly #checkpoints: BackfillCheckpointStore;
+  /** Where repair requests and progress are kept; undefined for a dry run (it repairs nothing). */
+  readonly #repairs: MongoCheckpointStore | undefined;
   readonly #collection: Collection;
   readonly #source: ChangeSource;
   /**
@@ -272,6 +288,7 @@ class MappingRun {
     this.#checkpoints = settings.dryrun
       ? NO_CHECKPOINTS
       : (metrics?.observeCheckpoints(checkpoints) ?? checkpoints);
+    this.#repairs = settings.dryrun ? undefined : checkpoints;
     this.#sink = dryRunSink(log);
   }
 
@@ -304,6 +321,28 @@ class MappingRun {
           return;
         } catch (error) {
           if (dispositionOf(error) !== 'history-lost' || !(error instanceof Error)) throw error;
+          const repairs = this.#repairs;
+          if (this.settings.onHistoryLost === 'repair' && repairs && this.deps.verifier) {
+            this.log.warn(
+              { err: error },
+              'change stream history lost; restarting the stream now and repairing what differs (on_history_lost: repair)',
+            );
+            // Saved before the stream's new position: the verification owed survives a restart.
+            await repairs.markHistoryLost(new Date(), signal);
+            plan = {
+              backfill: undefined,
+              start: { kind: 'startAt', clusterTime: await this.#source.currentTime(signal) },
+            };
+            continue;
+          }
+          if (this.settings.onHistoryLost === 'repair') {
+            throw new HistoryLostError(
+              `${error.message}. on_history_lost: repair needs a verifier of the view, which this daemon was ` +
+                `built without; set on_history_lost: resnapshot (or run \`mongo-bigquery-archiver resync ` +
+                `${this.settings.id}\`) to copy the collection again.`,
+              { cause: error },
+            );
+          }
           if (this.settings.onHistoryLost !== 'resnapshot') {
             throw new HistoryLostError(
               `${error.message}. Set on_history_lost: resnapshot in the settings document (or run ` +
@@ -356,7 +395,113 @@ class MappingRun {
       await this.#backfill(schema, backfill, s);
       this.hooks.report(streaming);
     };
-    await runRoles([stream, copy], signal);
+    const repair: Role = (s) => this.#serveRepairs(schema, s);
+    await runRoles([stream, copy, repair], signal);
+  }
+
+  /**
+   * The repair role: the verification owed after a lost history (`on_history_lost: repair`), which records a
+   * repair request for the ranges that differ, then every repair request not served yet, one repair at a
+   * time, alongside the stream (which keeps its position). Returns when none is left.
+   */
+  async #serveRepairs(schema: SchemaCoordinator, signal: AbortSignal): Promise<void> {
+    const repairs = this.#repairs;
+    if (!repairs) return;
+    for (;;) {
+      let state = await repairs.loadRepair(signal);
+      const lostAt = state.historyLostAt;
+      if (lostAt) {
+        await this.#verifyAfterHistoryLost(schema, repairs, lostAt, signal);
+        state = await repairs.loadRepair(signal);
+      }
+      if (!state.progress && state.pending.length === 0) return;
+      const view = this.deps.viewReader?.(this.settings, schema.columns);
+      if (!view) {
+        this.log.warn(
+          { pending: state.pending.length },
+          'repair requested, but this daemon was built without a reader of the view; the request waits',
+        );
+        return;
+      }
+      let progress = state.progress;
+      if (!progress) {
+        progress = beginRepair(state.pending, await this.#source.currentTime(signal));
+        if (!progress) return;
+        // The snapshot start is saved before anything is written: the delete pass relies on it.
+        await repairs.saveRepair(progress, signal);
+      }
+      this.log.info(
+        { ranges: progress.backfill.ranges?.length ?? 0, reason: progress.reason },
+        state.progress ? 'resuming the repair' : 'repair started',
+      );
+      const slot = await this.#slot(this.deps.copying, 'repair ranges', signal);
+      try {
+        const pool = this.deps.encoderPool;
+        await runRepair(
+          {
+            source: new MongoSnapshotSource(this.#collection, {
+              chunkSize: this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK,
+            }),
+            ...(pool && {
+              records: prepareDocuments(pool, this.#prepareContext(schema), progress.backfill.snapshotStart),
+            }),
+            sink: this.#sink,
+            store: repairs,
+            schema,
+            view,
+            existing: new MongoExistingIds(this.#collection),
+            idValue: docIdValue,
+            log: this.log,
+            onWritten: (documents, deletes) => {
+              this.deps.metrics?.repairWritten(this.settings.id, documents, deletes);
+            },
+          },
+          progress,
+          signal,
+        );
+      } finally {
+        slot.release();
+      }
+    }
+  }
+
+  /**
+   * Verifies every range after the history was lost at `lostAt`, while the stream runs from where it
+   * restarted (a difference is checked again once the checkpoint passed the first read, so changes in
+   * flight raise no alarm), and records a repair request for the ranges that differ.
+   */
+  async #verifyAfterHistoryLost(
+    schema: SchemaCoordinator,
+    repairs: MongoCheckpointStore,
+    lostAt: Date,
+    signal: AbortSignal,
+  ): Promise<void> {
+    // With the columns the table has now (they may have been inferred or evolved since the settings were read).
+    const verifier = this.deps.verifier?.({ ...this.settings, columns: schema.columns });
+    if (!verifier) return;
+    const report = await verifier.verify({}, signal);
+    const summary = verificationSummary(report);
+    this.deps.metrics?.verified(this.settings.id, summary);
+    // Shown by `status` as the last verification, as the background verifier's are.
+    await recordVerification(this.deps.checkpointsCollection, this.settings.documentId, summary);
+    this.log.info(
+      {
+        rangesChecked: report.rangesChecked,
+        rangesDiffering: report.differingRanges.length,
+        missing: report.missing.count,
+        extra: report.extra.count,
+        differing: report.differing.count,
+        bytesScanned: report.bytesScanned,
+      },
+      'verified the collection after the lost history',
+    );
+    if (report.differingRanges.length > 0) {
+      await repairs.requestRepair(
+        { ranges: report.differingRanges, reason: 'history-lost', requestedAt: new Date() },
+        signal,
+      );
+    }
+    await repairs.historyLostVerified(lostAt, signal);
   }
 
   async #stream(schema: SchemaCoordinator, start: StreamStart, signal: AbortSignal): Promise<void> {

@@ -1,4 +1,5 @@
 import { startArchiver } from '../app/archiver.js';
+import { daemonVerification } from '../app/verification.js';
 import { errorMessage } from '../errors.js';
 import { createLogger, scrubText } from '../observability/logger.js';
 import { missingV8Flags, V8_FLAGS } from '../observability/runtime.js';
@@ -40,7 +41,7 @@ export async function runCommand(options: GlobalOptions): Promise<number> {
   }
   let archiver;
   try {
-    archiver = await startArchiver(config, logger, controller.signal);
+    archiver = await startArchiver(config, logger, controller.signal, { verification: daemonVerification });
   } catch (error) {
     // The same line as the exit message (`MongoDB at h:27017 unreachable (...): check MONGO_CLIENT ...`),
     // in the logs too, where a deployment's operator looks first.

@@ -6,6 +6,7 @@ import { toClusterTime } from '../mongodb/change-event.js';
 import { headroomOf, lagRate, secondsUntilLost, type OplogWindow } from '../core/oplog-headroom.js';
 import { resumeSecondsOf } from '../mongodb/oplog-window.js';
 import { scrubText } from '../observability/logger.js';
+import { readRepairState } from '../mongodb/checkpoint-store.js';
 
 /** A backfill under way, as `status` shows it; a field is null where there is no basis for it. */
 export interface BackfillOverview {
@@ -116,6 +117,42 @@ export interface MappingOverview {
   readonly updatedAt: string | null;
   /** Its oplog headroom; null where the window cannot be read or the mapping has no resume point. */
   readonly oplog: OplogOverview | null;
+  /** The repair under way, the requests waiting and the last repair done (null: none ever). */
+  readonly repair: RepairOverview | null;
+  /** What the last verification found (null: never verified, or not kept). */
+  readonly lastVerification: VerificationOverview | null;
+}
+
+/** Repairs of one mapping, as `status` shows them. */
+export interface RepairOverview {
+  /** Requests not served yet (a repair under way serves the ones it was started for). */
+  readonly pending: number;
+  readonly running: {
+    readonly reason: string;
+    readonly ranges: number;
+    /** Ranges whose copy and delete pass are both done. */
+    readonly rangesDone: number;
+    readonly documents: number;
+    readonly deletes: number;
+  } | null;
+  readonly last: {
+    readonly reason: string;
+    readonly finishedAt: string;
+    readonly ranges: number;
+    readonly documents: number;
+    readonly deletes: number;
+  } | null;
+}
+
+/** The last verification of one mapping, as `status` shows it. */
+export interface VerificationOverview {
+  readonly finishedAt: string;
+  readonly rangesChecked: number;
+  readonly rangesDiffering: number;
+  readonly missing: number;
+  readonly extra: number;
+  readonly differing: number;
+  readonly bytesScanned: number;
 }
 
 /** What `status` read of one mapping: its settings document, checkpoint and lease holder. */
@@ -194,6 +231,90 @@ export function backfillOverview(
   };
 }
 
+/** The repairs of the checkpoint (under way, waiting, last done); null when there never was one. */
+export function repairOverview(checkpoint: Document | undefined): RepairOverview | null {
+  const state = readRepairState(checkpoint ?? null);
+  const { progress, last } = state;
+  if (!progress && !last && state.pending.length === 0) return null;
+  const serving = new Set(progress?.requests.map((d) => d.getTime()));
+  const ranges = progress?.backfill.ranges ?? [];
+  return {
+    pending: state.pending.filter((r) => !serving.has(r.requestedAt.getTime())).length,
+    running: progress
+      ? {
+          reason: progress.reason,
+          ranges: ranges.length,
+          rangesDone: ranges.filter((r, i) => r.done && progress.deletesDone[i] === true).length,
+          documents: progress.backfill.copied,
+          deletes: progress.deletes,
+        }
+      : null,
+    last: last
+      ? {
+          reason: last.reason,
+          finishedAt: last.finishedAt.toISOString(),
+          ranges: last.ranges,
+          documents: last.documents,
+          deletes: last.deletes,
+        }
+      : null,
+  };
+}
+
+/** The checkpoint's `lastVerification`; null without one. */
+export function verificationOverview(checkpoint: Document | undefined): VerificationOverview | null {
+  const kept: unknown = checkpoint?.lastVerification;
+  if (!isDocument(kept)) return null;
+  const finishedAt = iso(kept.finishedAt);
+  if (finishedAt === null) return null;
+  return {
+    finishedAt,
+    rangesChecked: count(kept.rangesChecked) ?? 0,
+    rangesDiffering: count(kept.rangesDiffering) ?? 0,
+    missing: count(kept.missing) ?? 0,
+    extra: count(kept.extra) ?? 0,
+    differing: count(kept.differing) ?? 0,
+    bytesScanned: count(kept.bytesScanned) ?? 0,
+  };
+}
+
+/**
+ * The lines `status` prints under a mapping's row for its repairs and its last verification: a repair under
+ * way with its progress, requests waiting, and the last verification with what it found.
+ */
+export function verifyRepairLines(mapping: MappingOverview, now: number): string[] {
+  const lines: string[] = [];
+  const running = mapping.repair?.running;
+  if (running) {
+    lines.push(
+      `repair (${running.reason}) under way: ${String(running.rangesDone)}/${String(running.ranges)} ranges, ` +
+        `${formatCount(running.documents)} documents and ${formatCount(running.deletes)} deletes written`,
+    );
+  }
+  const pending = mapping.repair?.pending ?? 0;
+  if (pending > 0) lines.push(`${String(pending)} repair request(s) waiting`);
+  const last = mapping.repair?.last;
+  if (last && !running) {
+    lines.push(
+      `last repair (${last.reason}) ${formatAge(last.finishedAt, now)}: wrote ` +
+        `${formatCount(last.documents + last.deletes)} rows (${formatCount(last.documents)} documents, ` +
+        `${formatCount(last.deletes)} deletes) over ${String(last.ranges)} ranges`,
+    );
+  }
+  const verified = mapping.lastVerification;
+  if (verified) {
+    const found =
+      verified.rangesDiffering === 0
+        ? 'no difference'
+        : `${String(verified.rangesDiffering)} ranges differ (${formatCount(verified.missing)} missing, ` +
+          `${formatCount(verified.extra)} extra, ${formatCount(verified.differing)} differing)`;
+    lines.push(
+      `verified ${formatAge(verified.finishedAt, now)}: ${String(verified.rangesChecked)} ranges, ${found}`,
+    );
+  }
+  return lines;
+}
+
 /** One mapping's overview at `now` (milliseconds since the epoch). */
 export function mappingOverview(
   records: MappingRecords,
@@ -225,6 +346,8 @@ export function mappingOverview(
     holder: records.holder ?? null,
     updatedAt: iso(status?.updatedAt),
     oplog: oplogOverview(records, text(status?.state) ?? 'unknown', now, oplog),
+    repair: repairOverview(checkpoint),
+    lastVerification: verificationOverview(checkpoint),
   };
 }
 
@@ -304,9 +427,13 @@ export function renderStatusTable(
   mappings.forEach((mapping, i) => {
     const row = all[i] ?? [];
     const failure = failureText(mapping, now);
+    const verifyRepair = verifyRepairLines(mapping, now).map(
+      (text) => `${CONTINUATION}${shorten(text, Math.max(MIN_FAILURE_WIDTH, columns - CONTINUATION.length))}`,
+    );
     if (inline) {
       lines.push(line(row, failure === undefined ? '-' : shorten(failure, columns - width(HEADER.length))));
       pushOplogRisk(lines, mapping, columns);
+      lines.push(...verifyRepair);
       return;
     }
     lines.push(line(row, ''));
@@ -319,6 +446,7 @@ export function renderStatusTable(
       lines.push(`${CONTINUATION}${shorten(details.join(', '), room)}`);
     }
     pushOplogRisk(lines, mapping, columns);
+    lines.push(...verifyRepair);
   });
   return lines;
 }

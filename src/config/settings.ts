@@ -3,7 +3,10 @@ import { z } from 'zod';
 import { IDENTIFIER_PATTERNS, datasetIdProblem, tableIdProblem } from '../schema/identifiers.js';
 import {
   DEFAULT_BACKFILL_PARALLELISM,
+  DEFAULT_VERIFY_INTERVAL_MINUTES,
+  DEFAULT_VERIFY_SHARE,
   HISTORY_LOST_POLICIES,
+  MIN_VERIFY_INTERVAL_MINUTES,
   INFERRED_COLUMNS_FIELD,
   MAX_BACKFILL_PARALLELISM,
   SCHEMA_EVOLUTION_MODES,
@@ -40,6 +43,9 @@ export function checkedIdentifier(problem: (value: string) => string | undefined
 }
 
 const PARALLELISM_EXPECTED = `expected a whole number from 1 to ${MAX_BACKFILL_PARALLELISM}`;
+
+const INTERVAL_EXPECTED = `expected minutes, at least ${String(MIN_VERIFY_INTERVAL_MINUTES)}`;
+const SHARE_EXPECTED = 'expected a share above 0 and at most 1';
 
 /** A date as a settings document holds it: a BSON date, or an ISO 8601 text. */
 const DATE_ERROR = 'expected a date';
@@ -91,7 +97,7 @@ export const settingsSchema = z.object({
     .default('fail')
     .meta({
       description:
-        'When the change stream cannot resume (oplog rolled over): fail, or copy the collection again.',
+        'When the change stream cannot resume (oplog rolled over): fail, copy the collection again (resnapshot), or restart the stream now and copy again only the ranges verification finds differing (repair).',
     }),
   writer: z
     .enum(WRITER_KINDS, { error: `expected one of ${WRITER_KINDS.join(', ')}` })
@@ -103,6 +109,45 @@ export const settingsSchema = z.object({
     .transform((v) => (v instanceof Date ? v.toISOString() : v))
     .optional()
     .meta({ description: 'Set by the resync command: a new value copies the collection again.' }),
+  /** Set by `requestRepair`: a new value restarts the mapping, which serves the pending repair requests. */
+  repair_requested_at: z
+    .union([z.date({ error: DATE_ERROR }), z.iso.datetime({ error: DATE_ERROR })], { error: DATE_ERROR })
+    .transform((v) => (v instanceof Date ? v.toISOString() : v))
+    .optional()
+    .meta({
+      description:
+        'Set by verify --repair and the background verifier: a new value serves the repair requests recorded with the checkpoint.',
+    }),
+  verify: z
+    .strictObject(
+      {
+        interval_minutes: z
+          .number({ error: INTERVAL_EXPECTED })
+          .min(MIN_VERIFY_INTERVAL_MINUTES, INTERVAL_EXPECTED)
+          .default(DEFAULT_VERIFY_INTERVAL_MINUTES)
+          .meta({
+            description: `Minutes between two runs of the background verifier (default ${String(DEFAULT_VERIFY_INTERVAL_MINUTES)}).`,
+          }),
+        share: z
+          .number({ error: SHARE_EXPECTED })
+          .gt(0, SHARE_EXPECTED)
+          .max(1, SHARE_EXPECTED)
+          .default(DEFAULT_VERIFY_SHARE)
+          .meta({
+            description: `Share of the _id ranges compared per run, in turn across runs (default ${String(DEFAULT_VERIFY_SHARE)}).`,
+          }),
+        repair: z
+          .boolean({ error: 'expected true or false' })
+          .default(false)
+          .meta({ description: 'Copy again the ranges a run finds differing.' }),
+      },
+      { error: 'expected an object with interval_minutes, share and repair' },
+    )
+    .optional()
+    .meta({
+      description:
+        'The background verifier (off when absent): compares a share of the collection with <table>_view at an interval. Changing it restarts nothing.',
+    }),
 });
 
 const KNOWN_FIELDS = new Set(['_id', ...Object.keys(settingsSchema.shape), ...SERVICE_WRITTEN_FIELDS]);
@@ -170,7 +215,12 @@ export function parseMappingSettings(document: Readonly<Record<string, unknown>>
     columns === undefined || document[INFERRED_COLUMNS_FIELD] === columnsHash(columns)
       ? 'inferred'
       : 'declared';
-  const configuration = Object.fromEntries(Object.entries(data).sort(([a], [b]) => (a < b ? -1 : 1)));
+  // The background verifier reads `verify` from the document each time it looks: a change restarts nothing.
+  const configuration = Object.fromEntries(
+    Object.entries(data)
+      .filter(([field]) => field !== 'verify')
+      .sort(([a], [b]) => (a < b ? -1 : 1)),
+  );
   return Object.freeze({
     id,
     documentId: document._id,
@@ -188,6 +238,11 @@ export function parseMappingSettings(document: Readonly<Record<string, unknown>>
     onHistoryLost: data.on_history_lost,
     writer: data.writer,
     resyncRequestedAt: data.resync_requested_at,
+    verify: data.verify && {
+      intervalMinutes: data.verify.interval_minutes,
+      share: data.verify.share,
+      repair: data.verify.repair,
+    },
     configurationKey: createHash('sha256').update(JSON.stringify(configuration)).digest('hex').slice(0, 16),
     warnings,
   });

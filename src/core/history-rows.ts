@@ -198,3 +198,33 @@ export function backfillRecord(
     document: () => relaxedEjsonText(document),
   };
 }
+
+/**
+ * The delete row of a repair: a document the view still shows but the collection no longer has, deleted at
+ * the repair's snapshot start (the `_seq` of its backfill rows). `documentId` is the `_id` value, so the
+ * `_id`-mapped column is filled as in every delete row.
+ */
+export function snapshotDeleteRecord(
+  mapper: RowMapper,
+  documentId: unknown,
+  snapshotStart: ClusterTime,
+  now: Date,
+): HistoryRecord {
+  const docId = docIdString(documentId);
+  const eventId = `repair-delete:${backfillEventId(snapshotStart, docId).slice('backfill:'.length)}`;
+  return {
+    eventId,
+    docId,
+    row: () => {
+      const { row } = mapper.map({ _id: documentId });
+      row.time_archived = archivedIso(now);
+      row.operationType = 'delete';
+      row._cluster_time = clusterTimeIso(snapshotStart);
+      row._seq = backfillSeq(snapshotStart);
+      row._doc_id = docId;
+      row._event_id = eventId;
+      return row;
+    },
+    document: () => relaxedEjsonText({ _id: documentId }),
+  };
+}

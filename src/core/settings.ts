@@ -37,7 +37,27 @@ export const WRITER_KINDS = ['storage-write', 'insert-all'] as const;
 export type WriterKind = (typeof WRITER_KINDS)[number];
 
 export const SCHEMA_EVOLUTION_MODES = ['add_columns', 'off'] as const;
-export const HISTORY_LOST_POLICIES = ['fail', 'resnapshot'] as const;
+/**
+ * What a mapping does when its change stream cannot resume (the oplog rolled past its position): stop
+ * (`fail`), copy the whole collection again (`resnapshot`), or restart the stream at the current time and
+ * copy again only the `_id` ranges that verification finds differing (`repair`).
+ */
+export const HISTORY_LOST_POLICIES = ['fail', 'resnapshot', 'repair'] as const;
+
+/** The background verifier's defaults (the settings document's `verify`; off unless `verify` is set). */
+export const DEFAULT_VERIFY_INTERVAL_MINUTES = 60;
+export const DEFAULT_VERIFY_SHARE = 0.1;
+export const MIN_VERIFY_INTERVAL_MINUTES = 1;
+
+/** The background verifier of one mapping (`verify` in its settings document). */
+export interface BackgroundVerifySettings {
+  /** Minutes between the end of one run and the start of the next. */
+  readonly intervalMinutes: number;
+  /** The share of the `_id` ranges compared per run (0 < share <= 1), in turn, so that runs cover all. */
+  readonly share: number;
+  /** Copy again the ranges a run finds differing (a repair request of reason `background`). */
+  readonly repair: boolean;
+}
 
 /**
  * Written with `columns` when the service inferred (and later evolved) them: the fingerprint of those
@@ -93,6 +113,11 @@ export interface MappingSettings {
   readonly writer: WriterKind | undefined;
   /** When a resync was last requested (ISO 8601); its backfill belongs to this request. */
   readonly resyncRequestedAt: string | undefined;
+  /**
+   * The background verifier; undefined: off. Not part of `configurationKey`: changing it restarts nothing
+   * (the verifier reads it from the settings document each time it looks).
+   */
+  readonly verify: BackgroundVerifySettings | undefined;
   /**
    * Changes when, and only when, a field that configures the mapping changes: the service's own writes
    * (`columns`, `lastChangeId`, `lastFailure`, `status`) leave it alone, so they never restart anything.

@@ -6,7 +6,9 @@ import {
   type BackfillCheckpointStore,
   type BackfillRangeProgress,
   type Checkpoint,
+  type IdRange,
 } from '../core/ports.js';
+import { REPAIR_REASONS, type RepairReason, type RepairRequest } from '../core/verify-model.js';
 import { FencedOutError } from '../errors.js';
 import { BSON_DECODE_OPTIONS, isDocument } from '../base/bson-kind.js';
 import { within } from '../core/deadline.js';
@@ -135,6 +137,171 @@ export async function recordResyncRequest(
   );
 }
 
+/**
+ * Asks for a repair of some `_id` ranges of the mapping whose settings document has `_id` `settingsId`, kept
+ * in its checkpoint document where no edit of the settings document can take it back: the request stays
+ * there until a repair that served it removes it.
+ */
+export async function recordRepairRequest(
+  checkpoints: Collection,
+  settingsId: unknown,
+  request: RepairRequest,
+): Promise<void> {
+  // Unfenced like a resync request: it never touches the position, and `$push` loses no concurrent request.
+  await checkpoints.updateOne(
+    { _id: settingsId } as Document,
+    {
+      $push: {
+        repairRequests: {
+          ranges: request.ranges.map(writeIdRange),
+          reason: request.reason,
+          requestedAt: request.requestedAt,
+        },
+      },
+    } as Document,
+    { upsert: true },
+  );
+}
+
+/** What a verification found, as `status` shows it (the checkpoint's `lastVerification`). */
+export interface VerificationRecord {
+  readonly finishedAt: Date;
+  readonly rangesChecked: number;
+  readonly rangesDiffering: number;
+  readonly missing: number;
+  readonly extra: number;
+  readonly differing: number;
+  readonly bytesScanned: number;
+}
+
+/**
+ * Keeps what the last verification of a mapping found with its checkpoint, for `status` and for the
+ * background verifier's interval across restarts. Unfenced: it is a report, never read as progress.
+ */
+export async function recordVerification(
+  checkpoints: Collection,
+  settingsId: unknown,
+  record: VerificationRecord,
+): Promise<void> {
+  await checkpoints.updateOne(
+    { _id: settingsId } as Document,
+    { $set: { lastVerification: { ...record } } },
+    { upsert: true },
+  );
+}
+
+/** A repair under way: what it serves, its snapshot start, its copy and its delete pass (see runRepair). */
+export interface RepairProgress {
+  /** The newest request it serves. */
+  readonly through: Date;
+  /**
+   * The `requestedAt` of every request it serves, removed when it is done: by identity, not by time, so a
+   * request recorded meanwhile with an earlier time (another host's clock) is not taken for served.
+   */
+  readonly requests: readonly Date[];
+  readonly reason: RepairReason;
+  /** The copy of the requested ranges; its `snapshotStart` is the `_seq` of every row the repair writes. */
+  readonly backfill: BackfillProgress;
+  /** Per range of `backfill.ranges` (same order): its delete pass is done. */
+  readonly deletesDone: readonly boolean[];
+  /** Delete rows written so far. */
+  readonly deletes: number;
+}
+
+/** What a finished repair wrote (kept as the checkpoint's `lastRepair`, shown by `status`). */
+export interface RepairResult {
+  readonly through: Date;
+  readonly reason: RepairReason;
+  readonly finishedAt: Date;
+  readonly ranges: number;
+  /** Current documents written as backfill rows. */
+  readonly documents: number;
+  /** Delete rows written for ids the view had and MongoDB no longer has. */
+  readonly deletes: number;
+}
+
+/** The repair state of a mapping's checkpoint document. */
+export interface RepairState {
+  /** Requests not served yet (a repair under way serves those in its `requests`), oldest first. */
+  readonly pending: readonly RepairRequest[];
+  readonly progress: RepairProgress | undefined;
+  readonly last: RepairResult | undefined;
+  /** The newest request a finished repair served. */
+  readonly servedAt: Date | undefined;
+  /**
+   * With `on_history_lost: repair`: when the stream's history was lost and restarted at the current time;
+   * the whole collection is owed a verification (and its differing ranges a repair) until it is cleared.
+   */
+  readonly historyLostAt: Date | undefined;
+}
+
+function writeIdRange(range: IdRange): Document {
+  return { after: range.after ?? null, upTo: range.upTo ?? null };
+}
+
+function readIdRange(value: unknown): IdRange[] {
+  if (!isDocument(value)) return [];
+  return [{ after: optionalString(value.after), upTo: optionalString(value.upTo) }];
+}
+
+function readReason(value: unknown): RepairReason {
+  return REPAIR_REASONS.find((r) => r === value) ?? 'verify';
+}
+
+function readRepairRequest(value: unknown): RepairRequest[] {
+  if (!isDocument(value)) return [];
+  const requestedAt = readDate(value.requestedAt);
+  if (!requestedAt || !Array.isArray(value.ranges)) return [];
+  return [{ ranges: value.ranges.flatMap(readIdRange), reason: readReason(value.reason), requestedAt }];
+}
+
+function readRepairProgress(value: unknown): RepairProgress | undefined {
+  if (!isDocument(value)) return undefined;
+  const through = readDate(value.through);
+  const backfill = readBackfill(value.backfill);
+  if (!through || !backfill) return undefined;
+  const done = Array.isArray(value.deletesDone) ? value.deletesDone.map((d) => d === true) : [];
+  const requests = Array.isArray(value.requests) ? value.requests.flatMap((d) => readDate(d) ?? []) : [];
+  return {
+    through,
+    requests: requests.length > 0 ? requests : [through],
+    reason: readReason(value.reason),
+    backfill,
+    deletesDone: done,
+    deletes: typeof value.deletes === 'number' ? value.deletes : 0,
+  };
+}
+
+function readRepairResult(value: unknown): RepairResult | undefined {
+  if (!isDocument(value)) return undefined;
+  const through = readDate(value.through);
+  const finishedAt = readDate(value.finishedAt);
+  if (!through || !finishedAt) return undefined;
+  const count = (v: unknown): number => (typeof v === 'number' ? v : 0);
+  return {
+    through,
+    reason: readReason(value.reason),
+    finishedAt,
+    ranges: count(value.ranges),
+    documents: count(value.documents),
+    deletes: count(value.deletes),
+  };
+}
+
+/** The repair state kept in a checkpoint document (`null`: none yet). */
+export function readRepairState(doc: Document | null): RepairState {
+  const servedAt = readDate(doc?.repairServedAt);
+  const requests = Array.isArray(doc?.repairRequests) ? doc.repairRequests.flatMap(readRepairRequest) : [];
+  return {
+    // A served request is removed: whatever is left is owed.
+    pending: [...requests].sort((a, b) => a.requestedAt.getTime() - b.requestedAt.getTime()),
+    progress: readRepairProgress(doc?.repair),
+    last: readRepairResult(doc?.lastRepair),
+    servedAt,
+    historyLostAt: readDate(doc?.historyLostAt),
+  };
+}
+
 /** What one mapping's checkpoint document holds (see MongoCheckpointStore). */
 interface StoredState {
   readonly scope: string | undefined;
@@ -246,7 +413,8 @@ export class MongoCheckpointStore implements BackfillCheckpointStore {
     await this.#write(
       {
         $set: { scope: this.#o.scope, resync: pending },
-        $unset: { position: '', backfill: '' },
+        // A repair under way belonged to the old target or is made moot by the resync's full copy.
+        $unset: { position: '', backfill: '', repair: '' },
         ...(Object.keys(max).length > 0 && { $max: max }),
       },
       signal,
@@ -295,6 +463,97 @@ export class MongoCheckpointStore implements BackfillCheckpointStore {
     const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
     await this.#write({ $set: { backfill: writeBackfill(progress) } }, signal);
     await this.#copyToSettings('unchanged', signal);
+  }
+
+  /** The repair requests not served yet, the repair under way and the last one finished. */
+  loadRepair(stop: AbortSignal): Promise<RepairState> {
+    return mongoBoundary(async () => {
+      stop.throwIfAborted();
+      const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
+      const doc = await this.#o.checkpoints.findOne({ _id: this.#o.settingsId } as Document, {
+        projection: { repairRequests: 1, repair: 1, lastRepair: 1, repairServedAt: 1, historyLostAt: 1 },
+        signal,
+      });
+      return readRepairState(doc);
+    });
+  }
+
+  /** Records a repair request of this mapping (see recordRepairRequest). */
+  requestRepair(request: RepairRequest, stop: AbortSignal): Promise<void> {
+    return mongoBoundary(async () => {
+      stop.throwIfAborted();
+      await recordRepairRequest(this.#o.checkpoints, this.#o.settingsId, request);
+    });
+  }
+
+  /**
+   * The stream's history was lost at `at` and the stream restarts at the current time (`on_history_lost:
+   * repair`): saved before the new position, so that the verification it owes survives a restart.
+   */
+  markHistoryLost(at: Date, stop: AbortSignal): Promise<void> {
+    return mongoBoundary(async () => {
+      stop.throwIfAborted();
+      const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
+      await this.#write({ $max: { historyLostAt: at } }, signal);
+    });
+  }
+
+  /** The verification owed since the history lost at `at` recorded its repair request. */
+  historyLostVerified(at: Date, stop: AbortSignal): Promise<void> {
+    return mongoBoundary(async () => {
+      stop.throwIfAborted();
+      const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
+      // Only that loss: a newer one (a later restart lost its history again) still owes its verification.
+      const { checkpoints, settingsId } = this.#o;
+      await checkpoints.updateOne(
+        { _id: settingsId, historyLostAt: { $lte: at } } as Document,
+        { $unset: { historyLostAt: '' } },
+        withSignal({ upsert: false }, signal),
+      );
+    });
+  }
+
+  /** The progress of the repair under way (fenced; the position and the backfill are left alone). */
+  saveRepair(progress: RepairProgress, stop: AbortSignal): Promise<void> {
+    return mongoBoundary(async () => {
+      stop.throwIfAborted();
+      const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
+      await this.#write(
+        {
+          $set: {
+            repair: {
+              through: progress.through,
+              requests: [...progress.requests],
+              reason: progress.reason,
+              backfill: writeBackfill(progress.backfill),
+              deletesDone: [...progress.deletesDone],
+              deletes: progress.deletes,
+            },
+          },
+        },
+        signal,
+      );
+    });
+  }
+
+  /**
+   * The repair is done: the requests it served (their `requestedAt`) are removed, the progress cleared, and
+   * `result` kept as `lastRepair` for `status`, in one write.
+   */
+  repairServed(result: RepairResult, requests: readonly Date[], stop: AbortSignal): Promise<void> {
+    return mongoBoundary(async () => {
+      stop.throwIfAborted();
+      const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
+      await this.#write(
+        {
+          $set: { lastRepair: { ...result } },
+          $unset: { repair: '' },
+          $max: { repairServedAt: result.through },
+          $pull: { repairRequests: { requestedAt: { $in: [...requests] } } },
+        },
+        signal,
+      );
+    });
   }
 
   /**

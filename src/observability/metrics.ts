@@ -27,7 +27,27 @@ export const METRIC_NAMES = {
   storageWriteConnectionsOpen: 'mba_storage_write_connections_open',
   oplogWindow: 'mba_oplog_window_seconds',
   oplogHeadroom: 'mba_oplog_headroom_seconds',
+  verifyRuns: 'mba_verify_runs_total',
+  verifyRangesChecked: 'mba_verify_ranges_checked_total',
+  verifyRangesDiffering: 'mba_verify_ranges_differing',
+  verifyDocumentsMissing: 'mba_verify_documents_missing',
+  verifyDocumentsExtra: 'mba_verify_documents_extra',
+  verifyDocumentsDiffering: 'mba_verify_documents_differing',
+  verifyBytesScanned: 'mba_verify_bytes_scanned_total',
+  verifyLastRun: 'mba_verify_last_run_timestamp_seconds',
+  repairRows: 'mba_repair_rows_total',
 } as const;
+
+/** What one verification found, as the `mba_verify_*` metrics report it (see VerifyReport). */
+export interface VerifyRunSummary {
+  readonly rangesChecked: number;
+  readonly rangesDiffering: number;
+  readonly missing: number;
+  readonly extra: number;
+  readonly differing: number;
+  readonly bytesScanned: number;
+  readonly finishedAt: Date;
+}
 
 /** From a few milliseconds (a small insertAll) to a minute (a large request retried inside the batch). */
 export const DEFAULT_BATCH_DURATION_BUCKETS: readonly number[] = [
@@ -111,6 +131,15 @@ export class Metrics {
   readonly #storageWriteConnectionsOpen: Gauge;
   readonly #oplogWindow: Gauge<'source'>;
   readonly #oplogHeadroom: Gauge<MappingLabel>;
+  readonly #verifyRuns: Counter<MappingLabel>;
+  readonly #verifyRangesChecked: Counter<MappingLabel>;
+  readonly #verifyRangesDiffering: Gauge<MappingLabel>;
+  readonly #verifyMissing: Gauge<MappingLabel>;
+  readonly #verifyExtra: Gauge<MappingLabel>;
+  readonly #verifyDiffering: Gauge<MappingLabel>;
+  readonly #verifyBytesScanned: Counter<MappingLabel>;
+  readonly #verifyLastRun: Gauge<MappingLabel>;
+  readonly #repairRows: Counter<'mapping' | 'kind'>;
 
   constructor(options: MetricsOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -244,6 +273,54 @@ export class Metrics {
     this.#mappingsWaitingToPrepare.set(0);
     this.#storageWriteConnectionsOpen.set(0);
 
+    this.#verifyRuns = new Counter({
+      name: METRIC_NAMES.verifyRuns,
+      help: 'Verifications of the collection against <table>_view that finished.',
+      labelNames: perMapping,
+      registers,
+    });
+    this.#verifyRangesChecked = new Counter({
+      name: METRIC_NAMES.verifyRangesChecked,
+      help: '_id ranges compared by verifications.',
+      labelNames: perMapping,
+      registers,
+    });
+    const lastRun = (name: string, help: string): Gauge<MappingLabel> =>
+      new Gauge({ name, help: `${help} (of the last verification).`, labelNames: perMapping, registers });
+    this.#verifyRangesDiffering = lastRun(
+      METRIC_NAMES.verifyRangesDiffering,
+      '_id ranges whose difference persisted when checked again',
+    );
+    this.#verifyMissing = lastRun(
+      METRIC_NAMES.verifyDocumentsMissing,
+      'Documents in MongoDB and not in the view',
+    );
+    this.#verifyExtra = lastRun(
+      METRIC_NAMES.verifyDocumentsExtra,
+      'Documents in the view and not in MongoDB',
+    );
+    this.#verifyDiffering = lastRun(
+      METRIC_NAMES.verifyDocumentsDiffering,
+      'Documents in both with different content',
+    );
+    this.#verifyBytesScanned = new Counter({
+      name: METRIC_NAMES.verifyBytesScanned,
+      help: 'Bytes BigQuery reported as processed by verification queries.',
+      labelNames: perMapping,
+      registers,
+    });
+    this.#verifyLastRun = new Gauge({
+      name: METRIC_NAMES.verifyLastRun,
+      help: 'When the last verification finished (seconds since the epoch).',
+      labelNames: perMapping,
+      registers,
+    });
+    this.#repairRows = new Counter({
+      name: METRIC_NAMES.repairRows,
+      help: 'Rows repairs wrote: current documents (kind=document) and delete rows (kind=delete).',
+      labelNames: ['mapping', 'kind'] as const,
+      registers,
+    });
     this.#leaseRound = new Histogram({
       name: METRIC_NAMES.leaseRound,
       help: 'Time of one lease round: the heartbeat and the renewal of the leases held (the rebalancing runs beside it).',
@@ -396,6 +473,25 @@ export class Metrics {
     else this.#oplogHeadroom.set({ mapping }, seconds);
   }
 
+  /** A verification of `mapping` finished. */
+  verified(mapping: string, run: VerifyRunSummary): void {
+    const labels = { mapping };
+    this.#verifyRuns.inc(labels);
+    this.#verifyRangesChecked.inc(labels, run.rangesChecked);
+    this.#verifyRangesDiffering.set(labels, run.rangesDiffering);
+    this.#verifyMissing.set(labels, run.missing);
+    this.#verifyExtra.set(labels, run.extra);
+    this.#verifyDiffering.set(labels, run.differing);
+    this.#verifyBytesScanned.inc(labels, run.bytesScanned);
+    this.#verifyLastRun.set(labels, run.finishedAt.getTime() / 1_000);
+  }
+
+  /** A repair of `mapping` had rows acknowledged: current documents and delete rows. */
+  repairWritten(mapping: string, documents: number, deletes: number): void {
+    if (documents > 0) this.#repairRows.inc({ mapping, kind: 'document' }, documents);
+    if (deletes > 0) this.#repairRows.inc({ mapping, kind: 'delete' }, deletes);
+  }
+
   /**
    * Drops every series of a mapping that was removed from the settings, so that its lag and checkpoint age
    * do not keep growing on dashboards and alerts.
@@ -421,6 +517,15 @@ export class Metrics {
       this.#lookupMisses,
       this.#mappingState,
       this.#oplogHeadroom,
+      this.#verifyRuns,
+      this.#verifyRangesChecked,
+      this.#verifyRangesDiffering,
+      this.#verifyMissing,
+      this.#verifyExtra,
+      this.#verifyDiffering,
+      this.#verifyBytesScanned,
+      this.#verifyLastRun,
+      this.#repairRows,
     ];
     for (const metric of metrics) {
       const { values } = await metric.get();

@@ -199,6 +199,8 @@ function overview(over: Partial<MappingOverview>): MappingOverview {
     holder: null,
     updatedAt: null,
     oplog: null,
+    repair: null,
+    lastVerification: null,
     ...over,
   };
 }

@@ -96,7 +96,7 @@ describe('settings documents', () => {
     ).toEqual([
       'mongo_collection: expected a string',
       'dryrun: expected true or false',
-      'on_history_lost: expected one of fail, resnapshot',
+      'on_history_lost: expected one of fail, resnapshot, repair',
       'columns[3].fields[0].type: expected one of STRING, BYTES, INTEGER, FLOAT, BOOLEAN, TIMESTAMP, DATE, TIME, DATETIME, RECORD, NUMERIC, BIGNUMERIC, JSON',
     ]);
   });
@@ -194,5 +194,46 @@ describe('settings documents', () => {
     }).configurationKey;
     expect(serviceWrites).toBe(base);
     expect(userChange).not.toBe(base);
+  });
+
+  it('issue 14: verify is off by default, takes defaults, and changing it keeps the configuration key', () => {
+    const base = parseMappingSettings({ _id: 'm', ...example });
+    expect(base.verify).toBeUndefined();
+    const on = parseMappingSettings({ _id: 'm', ...example, verify: {} });
+    expect(on.verify).toEqual({ intervalMinutes: 60, share: 0.1, repair: false });
+    const tuned = parseMappingSettings({
+      _id: 'm',
+      ...example,
+      verify: { interval_minutes: 5, share: 1, repair: true },
+    });
+    expect(tuned.verify).toEqual({ intervalMinutes: 5, share: 1, repair: true });
+    expect(on.configurationKey).toBe(base.configurationKey);
+    expect(tuned.configurationKey).toBe(base.configurationKey);
+  });
+
+  it('issue 14: verify names its invalid fields', () => {
+    expect(issuesOf({ ...example, verify: { interval_minutes: 0, share: 0, repair: 'yes' } })).toEqual([
+      'verify.interval_minutes: expected minutes, at least 1',
+      'verify.share: expected a share above 0 and at most 1',
+      'verify.repair: expected true or false',
+    ]);
+    expect(issuesOf({ ...example, verify: { shares: 0.5 } })).toHaveLength(1);
+  });
+
+  it('issue 14: a new repair request restarts the mapping (its configuration key changes); on_history_lost takes repair', () => {
+    const base = parseMappingSettings({ _id: 'm', ...example });
+    const requested = parseMappingSettings({
+      _id: 'm',
+      ...example,
+      repair_requested_at: new Date('2026-12-06T10:00:00Z'),
+      on_history_lost: 'repair',
+    });
+    expect(requested.onHistoryLost).toBe('repair');
+    const onlyRequested = parseMappingSettings({
+      _id: 'm',
+      ...example,
+      repair_requested_at: new Date('2026-12-06T10:00:00Z'),
+    });
+    expect(onlyRequested.configurationKey).not.toBe(base.configurationKey);
   });
 });

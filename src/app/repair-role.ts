@@ -1,0 +1,190 @@
+import { DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS, within } from '../core/deadline.js';
+import { snapshotDeleteRecord, type HistoryRecord } from '../core/history-rows.js';
+import { type ClusterTime } from '../core/model.js';
+import {
+  SYSTEM_CLOCK,
+  type BackfillCheckpointStore,
+  type BackfillProgress,
+  type Clock,
+  type IdRange,
+  type SnapshotSource,
+} from '../core/ports.js';
+import { type RecordSink } from '../core/stream-loop.js';
+import { type RepairRequest, type ViewReader } from '../core/verify-model.js';
+import { type RepairProgress, type RepairResult } from '../mongodb/checkpoint-store.js';
+import { type Logger } from '../observability/logger.js';
+import { runBackfill, type BackfillRecords, type BackfillSchema } from './backfill-role.js';
+
+/** Delete rows handed to the sink at once (the sink splits by size as for every write). */
+export const DEFAULT_REPAIR_DELETE_BATCH = 500;
+
+/** Where a repair keeps its progress and says it is done (MongoCheckpointStore in the daemon). */
+export interface RepairStore {
+  saveRepair(progress: RepairProgress, signal: AbortSignal): Promise<void>;
+  /** Removes the requests served (by `requestedAt`), clears the progress, keeps `result`. */
+  repairServed(result: RepairResult, requests: readonly Date[], signal: AbortSignal): Promise<void>;
+}
+
+/** Which of some `_doc_id`s the collection holds when asked (MongoExistingIds in the daemon). */
+export interface ExistingIds {
+  existing(docIds: readonly string[], signal: AbortSignal): Promise<ReadonlySet<string>>;
+}
+
+export interface RepairRoleOptions {
+  /** The collection, read over the repaired ranges only. */
+  readonly source: SnapshotSource;
+  readonly sink: RecordSink;
+  readonly store: RepairStore;
+  readonly schema: BackfillSchema;
+  /** As the backfill's (worker threads); absent, chunks are mapped on this thread. */
+  readonly records?: BackfillRecords;
+  /** The ids `<table>_view` has in a range (its `documentDigests`). */
+  readonly view: Pick<ViewReader, 'documentDigests'>;
+  readonly existing: ExistingIds;
+  /** The `_id` value of a `_doc_id` (for the `_id`-mapped column of a delete row). */
+  readonly idValue: (docId: string) => unknown;
+  readonly log: Logger;
+  /** Ranges copied at once; default the backfill's. */
+  readonly parallelism?: number;
+  readonly clock?: Clock;
+  readonly deleteBatch?: number;
+  /** Current documents acknowledged, and delete rows acknowledged, as they come. */
+  readonly onWritten?: (documents: number, deletes: number) => void;
+}
+
+/**
+ * The progress a new repair starts from, to be saved before any row is written: every pending request's
+ * ranges (overlaps are copied twice, harmlessly: the same rows with the same `_event_id`), at a snapshot
+ * start taken now.
+ */
+export function beginRepair(
+  pending: readonly RepairRequest[],
+  snapshotStart: ClusterTime,
+): RepairProgress | undefined {
+  const newest = pending.at(-1);
+  if (!newest) return undefined;
+  const ranges = pending.flatMap((request) => request.ranges);
+  return {
+    through: newest.requestedAt,
+    requests: pending.map((request) => request.requestedAt),
+    reason: newest.reason,
+    backfill: {
+      snapshotStart,
+      lastId: undefined,
+      copied: 0,
+      done: false,
+      ranges: ranges.map((range) => ({ ...range, lastId: undefined, copied: 0, done: false })),
+      // The copy's estimate is of what it copies, not of the collection (a repair does not know it).
+      estimated: 0,
+    },
+    deletesDone: ranges.map(() => false),
+    deletes: 0,
+  };
+}
+
+/**
+ * Repairs some `_id` ranges of a mapping, resuming from `progress` (saved by whoever began it): the backfill
+ * copy over exactly those ranges (current documents as backfill rows at the repair's snapshot start), then,
+ * per range, a delete pass: every id the view has in the range that the collection does not have when
+ * checked gets a delete row at that same snapshot start's `_seq`.
+ *
+ * The delete rows are safe although the stream keeps running: the check runs after the snapshot start was
+ * recorded (it was saved before anything else), so a document the check does not find either was deleted
+ * before it (a delete at the snapshot start is right, and a delete the stream wrote after it sorts later
+ * anyway) or is inserted again after the snapshot start, and then its insert's change has a later `_seq`
+ * than the delete row and wins in the view. A document inserted before the snapshot start and still there
+ * is found by the check and gets no delete row. A stale row sorts before the snapshot start: the copy's row
+ * of a present document wins over it.
+ *
+ * Progress (the copy's ranges, each range's delete pass) is saved as it goes, so a restart resumes it; the
+ * requests are marked served only once every range is done, so a failure leaves them pending.
+ */
+export async function runRepair(
+  options: RepairRoleOptions,
+  progress: RepairProgress,
+  signal: AbortSignal,
+): Promise<RepairResult> {
+  let current = progress;
+  const ranges = current.backfill.ranges ?? [];
+  const save = async (next: RepairProgress): Promise<void> => {
+    current = next;
+    await options.store.saveRepair(next, within(signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS));
+  };
+  if (!current.backfill.done) {
+    // The backfill saves its progress through here, into the repair's, never into the mapping's backfill.
+    const checkpoints: BackfillCheckpointStore = {
+      load: () => Promise.reject(new Error('the repair never loads a checkpoint')),
+      save: () => Promise.reject(new Error('the repair never saves a position')),
+      saveBackfill: (backfill: BackfillProgress, s: AbortSignal) => {
+        current = { ...current, backfill };
+        return options.store.saveRepair(current, s);
+      },
+    };
+    const copied = await runBackfill(
+      {
+        source: options.source,
+        sink: options.sink,
+        checkpoints,
+        schema: options.schema,
+        ...(options.records && { records: options.records }),
+        log: options.log,
+        ...(options.parallelism !== undefined && { parallelism: options.parallelism }),
+        ...(options.clock && { clock: options.clock }),
+        onCopied: (documents) => options.onWritten?.(documents, 0),
+      },
+      current.backfill,
+      signal,
+    );
+    current = { ...current, backfill: copied };
+  }
+  for (const [index, range] of ranges.entries()) {
+    if (current.deletesDone[index] === true) continue;
+    const bounds: IdRange = { after: range.after, upTo: range.upTo };
+    const deleted = await deletePass(options, bounds, current.backfill.snapshotStart, signal);
+    const deletesDone = ranges.map((_, i) => i === index || current.deletesDone[i] === true);
+    await save({ ...current, deletesDone, deletes: current.deletes + deleted });
+  }
+  const result: RepairResult = {
+    through: current.through,
+    reason: current.reason,
+    finishedAt: new Date((options.clock ?? SYSTEM_CLOCK).now()),
+    ranges: ranges.length,
+    documents: current.backfill.copied,
+    deletes: current.deletes,
+  };
+  await options.store.repairServed(
+    result,
+    current.requests,
+    within(signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS),
+  );
+  options.log.info(
+    { ...result, rows: result.documents + result.deletes },
+    `repair wrote ${String(result.documents + result.deletes)} rows (${String(result.documents)} documents, ` +
+      `${String(result.deletes)} deletes) over ${String(result.ranges)} ranges`,
+  );
+  return result;
+}
+
+/** Writes a delete row for every id the view has in `range` and the collection does not; returns how many. */
+async function deletePass(
+  options: RepairRoleOptions,
+  range: IdRange,
+  snapshotStart: ClusterTime,
+  signal: AbortSignal,
+): Promise<number> {
+  const inView = (await options.view.documentDigests(range, signal)).value.map((d) => d.docId);
+  // Checked now, after the snapshot start was saved (see runRepair).
+  const present = await options.existing.existing(inView, signal);
+  const gone = inView.filter((docId) => !present.has(docId));
+  const now = new Date((options.clock ?? SYSTEM_CLOCK).now());
+  const mapper = options.schema.mapper;
+  const batch = options.deleteBatch ?? DEFAULT_REPAIR_DELETE_BATCH;
+  for (let i = 0; i < gone.length; i += batch) {
+    const records: HistoryRecord[] = gone
+      .slice(i, i + batch)
+      .map((docId) => snapshotDeleteRecord(mapper, options.idValue(docId), snapshotStart, now));
+    await options.sink.write(records, signal);
+    options.onWritten?.(0, records.length);
+  }
+  return gone.length;
+}

@@ -1,0 +1,86 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type MongoClient } from 'mongodb';
+import { type BootstrapConfig } from '../config/bootstrap.js';
+import { type IdRange } from '../core/ports.js';
+import { type RepairReason } from '../core/verify-model.js';
+import { ConfigError } from '../errors.js';
+import { readRepairState, recordRepairRequest, type RepairResult } from '../mongodb/checkpoint-store.js';
+import { MongoSettingsStore } from '../mongodb/settings-store.js';
+
+/** How often `waitForRepair` looks at the checkpoint. */
+export const DEFAULT_REPAIR_POLL_MS = 1_000;
+
+function settingsStore(mongo: MongoClient, config: BootstrapConfig): MongoSettingsStore {
+  return new MongoSettingsStore(mongo, {
+    database: config.SETTINGS_DATABASE,
+    collection: config.SETTINGS_COLLECTION,
+  });
+}
+
+async function settingsDocumentId(store: MongoSettingsStore, config: BootstrapConfig, mapping: string) {
+  const entries = await store.list(AbortSignal.timeout(30_000));
+  const entry = entries.find((e) => e.id === mapping);
+  if (!entry) {
+    const known = entries.map((e) => e.id).join(', ') || 'none';
+    throw new ConfigError(
+      `no mapping "${mapping}" in ${config.SETTINGS_DATABASE}.${config.SETTINGS_COLLECTION} (mappings: ${known})`,
+    );
+  }
+  return entry.document._id;
+}
+
+/**
+ * Asks the daemon that owns `mapping` to copy again only `ranges` (current documents, and delete rows for
+ * ids the view has and MongoDB no longer has); returns the request's time, for `waitForRepair`.
+ *
+ * Recorded like a resync request: in the checkpoint document, where no edit of the settings document can
+ * take it back, and `repair_requested_at` set in the settings document, a configuration change, so the
+ * supervisor restarts exactly that mapping, which keeps its position and serves the request alongside its
+ * stream.
+ */
+export async function requestRepair(
+  mongo: MongoClient,
+  config: BootstrapConfig,
+  mapping: string,
+  ranges: readonly IdRange[],
+  reason: RepairReason,
+): Promise<Date> {
+  const store = settingsStore(mongo, config);
+  const id = await settingsDocumentId(store, config, mapping);
+  const at = new Date();
+  await recordRepairRequest(store.checkpoints, id, { ranges, reason, requestedAt: at });
+  await store.collection.updateOne({ _id: id } as Record<string, unknown>, {
+    $set: { repair_requested_at: at },
+  });
+  return at;
+}
+
+/**
+ * Waits until the repair requested at `requestedAt` is served, and returns what the repair that served it
+ * wrote; undefined when `timeoutMs` passed first (no daemon owns the mapping: the request stays queued).
+ */
+export async function waitForRepair(
+  mongo: MongoClient,
+  config: BootstrapConfig,
+  mapping: string,
+  requestedAt: Date,
+  options: { readonly timeoutMs: number; readonly pollMs?: number; readonly signal?: AbortSignal },
+): Promise<RepairResult | undefined> {
+  const store = settingsStore(mongo, config);
+  const id = await settingsDocumentId(store, config, mapping);
+  const deadline = Date.now() + options.timeoutMs;
+  for (;;) {
+    options.signal?.throwIfAborted();
+    const doc = await store.checkpoints.findOne({ _id: id } as Record<string, unknown>, {
+      projection: { lastRepair: 1, repairServedAt: 1, repairRequests: 1, repair: 1 },
+    });
+    const state = readRepairState(doc);
+    // Served once a repair removed it (requests are removed by identity when their repair is done).
+    if (!state.pending.some((r) => r.requestedAt.getTime() === requestedAt.getTime())) return state.last;
+    const left = deadline - Date.now();
+    if (left <= 0) return undefined;
+    await sleep(Math.min(left, options.pollMs ?? DEFAULT_REPAIR_POLL_MS), undefined, {
+      ...(options.signal && { signal: options.signal }),
+    });
+  }
+}
