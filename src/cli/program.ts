@@ -191,6 +191,11 @@ export function buildProgram(): Command {
       "how long to wait for the mapping's checkpoint to pass each read before comparing anyway",
       '120',
     )
+    .option(
+      '--repair',
+      'ask the archiver that owns the mapping to copy the differing ranges again (current documents, and delete rows for ids MongoDB no longer has), wait for it, and verify again; exit 3 when differences remain or the repair is still queued',
+    )
+    .option('--repair-timeout <seconds>', 'how long to wait for the archiver to serve the repair', '600')
     .addHelpText('after', `\n${exitCodesHelp()}`)
     .action(
       action((mapping: string, options: VerifyOptions) =>

@@ -1,4 +1,13 @@
+import { connectMongo } from '../app/archiver.js';
+import { requestRepair, waitForRepair } from '../app/repair.js';
 import { DEFAULT_SETTLE_TIMEOUT_MS, DEFAULT_VERIFY_RANGES, openMappingVerifier } from '../app/verifier.js';
+import {
+  DEFAULT_REPAIR_TIMEOUT_MS,
+  verifyAndRepair,
+  type RepairDesk,
+  type VerifyRepairOutcome,
+} from '../app/verify-repair.js';
+import { type BootstrapConfig } from '../config/bootstrap.js';
 import { type ReportedIds, type VerifyReport } from '../core/verify-model.js';
 import { ConfigError } from '../errors.js';
 import { EXIT, loadConfig, type GlobalOptions } from './common.js';
@@ -8,6 +17,10 @@ export interface VerifyOptions extends GlobalOptions {
   readonly json?: boolean;
   /** Seconds to wait for the mapping's checkpoint to pass a read. */
   readonly settleTimeout?: string;
+  /** Ask the archiver to copy the differing ranges again, wait for it, and verify again. */
+  readonly repair?: boolean;
+  /** Seconds to wait for the archiver to serve the repair. */
+  readonly repairTimeout?: string;
 }
 
 function positiveInteger(name: string, text: string | undefined, fallback: number): number {
@@ -29,19 +42,87 @@ export async function verifyCommand(mapping: string, options: VerifyOptions): Pr
     options.settleTimeout,
     DEFAULT_SETTLE_TIMEOUT_MS / 1_000,
   );
+  const repairSeconds = positiveInteger(
+    '--repair-timeout',
+    options.repairTimeout,
+    DEFAULT_REPAIR_TIMEOUT_MS / 1_000,
+  );
   const config = loadConfig(options);
   const opened = await openMappingVerifier(config, mapping, {
     ranges,
     settleTimeoutMs: settleSeconds * 1_000,
   });
   try {
-    const report = await opened.verifier.verify({ ranges }, new AbortController().signal);
-    // `--repair` goes here: the repair part's requestRepair over report.differingRanges.
+    const signal = new AbortController().signal;
+    if (options.repair === true) {
+      const outcome = await repairThroughArchiver(config, mapping, (desk) =>
+        verifyAndRepair(opened.verifier, desk, { ranges, repairTimeoutMs: repairSeconds * 1_000 }, signal),
+      );
+      console.log(renderVerifyRepair(outcome, options.json === true));
+      return repairedClean(outcome) ? EXIT.ok : EXIT.differences;
+    }
+    const report = await opened.verifier.verify({ ranges }, signal);
     console.log(renderVerifyReport(report, options.json === true));
     return differences(report) > 0 ? EXIT.differences : EXIT.ok;
   } finally {
     await opened.close();
   }
+}
+
+/** Nothing differed, or the repair was served and the comparison after it found nothing. */
+export function repairedClean(outcome: VerifyRepairOutcome): boolean {
+  if (!outcome.repair) return differences(outcome.before) === 0;
+  return outcome.after !== undefined && differences(outcome.after) === 0;
+}
+
+/** Runs `work` with a repair desk on a MongoDB client of its own: requests go where a resync's go. */
+async function repairThroughArchiver<T>(
+  config: BootstrapConfig,
+  mapping: string,
+  work: (desk: RepairDesk<Date>) => Promise<T>,
+): Promise<T> {
+  const mongo = connectMongo(config);
+  try {
+    return await work({
+      request: (ranges) => requestRepair(mongo, config, mapping, ranges, 'verify'),
+      wait: (requestedAt, timeoutMs, signal) =>
+        waitForRepair(mongo, config, mapping, requestedAt, { timeoutMs, signal }),
+    });
+  } finally {
+    await mongo.close();
+  }
+}
+
+/** `verify --repair`'s output: the first report, the repair, and the report after it (or one JSON document). */
+export function renderVerifyRepair(outcome: VerifyRepairOutcome, json: boolean): string {
+  const { before, repair, after } = outcome;
+  if (json) {
+    const report = (r: VerifyReport | undefined) =>
+      r && { ...r, startedAt: r.startedAt.toISOString(), finishedAt: r.finishedAt.toISOString() };
+    return JSON.stringify({
+      before: report(before),
+      repair: repair && {
+        ranges: repair.ranges,
+        result: repair.result && { ...repair.result, finishedAt: repair.result.finishedAt.toISOString() },
+        queued: repair.result === undefined,
+      },
+      after: report(after) ?? null,
+    });
+  }
+  const lines = [renderVerifyReport(before, false)];
+  if (!repair) return lines.join('\n');
+  if (repair.result === undefined) {
+    lines.push(
+      `repair of ${String(repair.ranges.length)} range(s) requested, not served within the repair timeout: is an archiver running this mapping? The request stays queued; \`status\` shows it`,
+    );
+    return lines.join('\n');
+  }
+  const { documents, deletes } = repair.result;
+  lines.push(
+    `repair wrote ${String(documents + deletes)} rows (${String(documents)} documents, ${String(deletes)} deletes) over ${String(repair.result.ranges)} range(s)`,
+  );
+  if (after) lines.push('after the repair:', renderVerifyReport(after, false));
+  return lines.join('\n');
 }
 
 /** Documents reported missing, extra or differing. */
