@@ -46,6 +46,7 @@ import { chooseRawStream, type DatabaseStreams } from './database-streams.js';
 import { runRoles, type Role } from './roles.js';
 import { MappingMetrics } from './mapping-metrics.js';
 import { InferredColumns } from './inferred-columns.js';
+import { DIGEST_GAPS_MESSAGE, digestGaps } from './digest-gaps.js';
 import { logPlan } from './plan.js';
 import { collectionSize } from '../mongodb/collection-size.js';
 import { SchemaCoordinator } from './schema-coordinator.js';
@@ -167,6 +168,8 @@ export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner & Fo
   const inferred = new InferredColumns();
   /** Dry-run configurations whose plan was logged (`<id>\n<configurationKey>`): once each, not per restart. */
   const planned = new Set<string>();
+  /** Configurations warned of what verification cannot see (`digestGaps`): once each, not per restart. */
+  const warnedGaps = new Set<string>();
   const run: MappingRunner = async (settings, signal, hooks) => {
     const log = mappingLogger(deps.logger, {
       mapping: settings.id,
@@ -176,6 +179,11 @@ export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner & Fo
     });
     const metrics = deps.metrics && new MappingMetrics(deps.metrics, settings.id);
     const planKey = `${settings.id}\n${settings.configurationKey}`;
+    const gaps = digestGaps(settings);
+    if (gaps && !warnedGaps.has(planKey)) {
+      warnedGaps.add(planKey);
+      log.warn(gaps, DIGEST_GAPS_MESSAGE);
+    }
     if (settings.dryrun && !planned.has(planKey)) {
       planned.add(planKey);
       const collection = deps.mongo.db(settings.mongoDatabase).collection(settings.mongoCollection);

@@ -9,14 +9,26 @@ import {
   STRING_RANK,
   type BoundKey,
 } from '../transform/id-order.js';
-import { NULL_PART, ROW_HASH_HEX_DIGITS } from '../transform/row-digest.js';
+import { NULL_PART, RECORD_PART, ROW_HASH_HEX_DIGITS } from '../transform/row-digest.js';
 
 /**
  * The SQL twin of `transform/row-digest.ts`: the canonical string of a view row and its 60-bit hash, built
  * from the table's columns (every name validated and quoted by `quoteColumn`), and the `_id` range a row
  * falls in (`transform/id-order.ts`). Both must agree with the JavaScript side on real BigQuery (per its
  * documentation) and on the emulator: `test/integration/bigquery/digest-sql.test.ts` holds them together.
+ * No CONCAT, BYTE_LENGTH, FORMAT, FORMAT_TIME or REGEXP_EXTRACT: with any of them in a query, the emulator
+ * loses the view's RECORD columns (transform/row-digest.ts says why); `concatSql` stands for CONCAT.
  */
+
+/** CONCAT of non-null strings, spelt as ARRAY_TO_STRING (see above). */
+export function concatSql(parts: readonly string[]): string {
+  return `ARRAY_TO_STRING([${parts.join(', ')}], '')`;
+}
+
+/** 2^e as FLOAT64 for an INT64 `e` (SQL) in [-1074, 1023]: exact, as every power of two there is. */
+function pow2(e: string): string {
+  return `POW(2.0, ${e})`;
+}
 
 type ScalarType = Exclude<ColumnType, 'RECORD'>;
 
@@ -35,8 +47,7 @@ function scalarTextSql(type: ScalarType, x: string): string {
     case 'BOOLEAN':
       return `IF(${x}, 'true', 'false')`;
     case 'FLOAT':
-      // FORMAT's %g names NaN and infinities in lower case and keeps the sign of zero: decided here instead.
-      return `CASE WHEN IS_NAN(${x}) THEN 'NaN' WHEN IS_INF(${x}) THEN IF(${x} > 0, 'Inf', '-Inf') WHEN ${x} = 0 THEN '0' ELSE FORMAT('%.17g', ${x}) END`;
+      return `CASE WHEN IS_NAN(${x}) THEN 'NaN' WHEN IS_INF(${x}) THEN IF(${x} > 0, 'Inf', '-Inf') WHEN ${x} = 0 THEN '0' ELSE ${floatBitsSql(x)} END`;
     case 'NUMERIC':
     case 'BIGNUMERIC':
       // The emulator pads the fraction to the type's scale; BigQuery does not. Both agree once stripped.
@@ -44,9 +55,9 @@ function scalarTextSql(type: ScalarType, x: string): string {
     case 'TIMESTAMP':
       return `CAST(UNIX_MICROS(${x}) AS STRING)`;
     case 'DATETIME':
-      return `CONCAT(CAST(DATE(${x}) AS STRING), ' ', FORMAT_TIME('%H:%M:%E6S', TIME(${x})))`;
+      return `CAST(DATETIME_DIFF(${x}, DATETIME '0001-01-01 00:00:00', MICROSECOND) AS STRING)`;
     case 'TIME':
-      return `FORMAT_TIME('%H:%M:%E6S', ${x})`;
+      return `CAST(TIME_DIFF(${x}, TIME '00:00:00', MICROSECOND) AS STRING)`;
     case 'JSON':
       return `''`;
     default:
@@ -54,44 +65,46 @@ function scalarTextSql(type: ScalarType, x: string): string {
   }
 }
 
+/**
+ * A finite, non-zero FLOAT64 `x` as `<sign><m>p<e>` (`floatBits`): e from LOG, corrected by one either way
+ * (LOG may round across a power of two) and kept in the range of exact powers of two, then m = |x| / 2^e *
+ * 2^52, exact since dividing and multiplying by powers of two only moves the exponent.
+ */
+function floatBitsSql(x: string): string {
+  const a = `ABS(${x})`;
+  const e0 = `LEAST(1023, GREATEST(-1074, CAST(FLOOR(LOG(${a}, 2)) AS INT64)))`;
+  const scaled = `${a} / ${pow2(e0)}`;
+  const e = `(${e0} + IF(${scaled} >= 2, 1, 0) - IF(${scaled} < 1, 1, 0))`;
+  const m = `CAST(${a} / ${pow2(e)} * ${pow2('52')} AS INT64)`;
+  return concatSql([`IF(${x} < 0, '-', '')`, `CAST(${m} AS STRING)`, `'p'`, `CAST(${e} AS STRING)`]);
+}
+
 function scalarPartSql(type: ScalarType, x: string): string {
   const text = scalarTextSql(type, x);
-  return `IF(${x} IS NULL, '${NULL_PART}', CONCAT(CAST(BYTE_LENGTH(${text}) AS STRING), ':', ${text}))`;
+  return `IF(${x} IS NULL, '${NULL_PART}', ${concatSql([`CAST(CHAR_LENGTH(${text}) AS STRING)`, `':'`, text])})`;
 }
 
-/** The canonical part of a value `x` of a scalar column (REPEATED around its element type). */
-function valueSql(column: ColumnSpec & { type: ScalarType }, x: string, depth: number): string {
-  if (column.mode !== 'REPEATED') return scalarPartSql(column.type, x);
+/** The canonical part of a value `x` of a column (REPEATED around its element type; RECORDs recursively). */
+function valueSql(column: ColumnSpec, x: string, depth: number): string {
+  if (column.mode !== 'REPEATED') return elementSql(column, x, depth);
   const e = `__mba_e${String(depth)}`;
   const o = `__mba_o${String(depth)}`;
-  const element = scalarPartSql(column.type, e);
-  return `CONCAT('A', CAST(COALESCE(ARRAY_LENGTH(${x}), 0) AS STRING), ':', COALESCE((SELECT STRING_AGG(${element}, '' ORDER BY ${o}) FROM UNNEST(${x}) AS ${e} WITH OFFSET AS ${o}), ''))`;
+  const element = elementSql(column, e, depth + 1);
+  return concatSql([
+    `'A'`,
+    `CAST(COALESCE(ARRAY_LENGTH(${x}), 0) AS STRING)`,
+    `':'`,
+    `COALESCE((SELECT STRING_AGG(${element}, '' ORDER BY ${o}) FROM UNNEST(${x}) AS ${e} WITH OFFSET AS ${o}), '')`,
+  ]);
 }
 
-/** The name the innermost query gives what the digest reads of the i-th column when it is a RECORD. */
-function recordFact(i: number): string {
-  return `__mba_r${String(i)}`;
-}
-
-/**
- * What the digest reads of RECORD columns, as `<expression> AS <name>` for the innermost query over the
- * view aliased `alias`: whether a RECORD is NULL, how many elements a REPEATED RECORD has (a RECORD is
- * compared by presence only, see transform/row-digest.ts). Read there, apart from everything else:
- * bqemulator fails to bind a RECORD column of a view in a query that also has an UNNEST subquery.
- */
-export function recordFactsSql(columns: readonly ColumnSpec[], alias: string): string[] {
-  return columns.flatMap((column, i) => {
-    if (column.type !== 'RECORD') return [];
-    const x = `${alias}.${quoteColumn(column.name)}`;
-    const fact = column.mode === 'REPEATED' ? `COALESCE(ARRAY_LENGTH(${x}), 0)` : `${x} IS NULL`;
-    return [`${fact} AS ${recordFact(i)}`];
-  });
-}
-
-function recordPartSql(column: ColumnSpec, fact: string): string {
-  return column.mode === 'REPEATED'
-    ? `CONCAT('A', CAST(${fact} AS STRING), ':', REPEAT('R', ${fact}))`
-    : `IF(${fact}, '${NULL_PART}', 'R')`;
+/** One (element) value `x`: a scalar's part, or a RECORD's `R` and its fields' parts (NULL: `N`). */
+function elementSql(column: ColumnSpec, x: string, depth: number): string {
+  if (column.type !== 'RECORD') return scalarPartSql(column.type, x);
+  const fields = (column.fields ?? []).map((field) =>
+    valueSql(field, `${x}.${quoteColumn(field.name)}`, depth),
+  );
+  return `IF(${x} IS NULL, '${NULL_PART}', ${concatSql([`'${RECORD_PART}'`, ...fields])})`;
 }
 
 /** The column name the inner query gives the canonical part of the i-th value (see `canonicalPartsSql`). */
@@ -102,30 +115,25 @@ export function partColumn(i: number): string {
 /**
  * The canonical parts of a row aliased `alias`, one SQL expression per value: `_doc_id`, the user columns in
  * order, then `_unmapped` (presence only), as `compileRowCanonical` makes them. `alias` names a query over
- * the view that selects its columns and `recordFactsSql`; the query over it selects the parts as columns
- * named `partColumn(i)`, and the one over that concatenates them (`canonicalRowSql`).
+ * the view that selects its columns; the query over it selects the parts as columns named `partColumn(i)`,
+ * and the one over that concatenates them (`canonicalRowSql`).
  */
 export function canonicalPartsSql(columns: readonly ColumnSpec[], alias: string): string[] {
   return [
     scalarPartSql('STRING', `${alias}.\`_doc_id\``),
-    ...columns.map((column, i) =>
-      column.type === 'RECORD'
-        ? recordPartSql(column, `${alias}.${recordFact(i)}`)
-        : valueSql({ ...column, type: column.type }, `${alias}.${quoteColumn(column.name)}`, 0),
-    ),
+    ...columns.map((column) => valueSql(column, `${alias}.${quoteColumn(column.name)}`, 0)),
     scalarPartSql('JSON', `${alias}.\`_unmapped\``),
   ];
 }
 
 /** The canonical string, over the columns `partColumn(0..)` of the query below. */
 export function canonicalRowSql(columns: readonly ColumnSpec[]): string {
-  const parts = Array.from({ length: columns.length + 2 }, (_, i) => partColumn(i));
-  return `CONCAT(${parts.join(', ')})`;
+  return concatSql(Array.from({ length: columns.length + 2 }, (_, i) => partColumn(i)));
 }
 
 /** The 60-bit hash (INT64) of a canonical string `canonical` (SQL), as `canonicalHash` computes it. */
 export function hashSql(canonical: string): string {
-  return `CAST(CONCAT('0x', SUBSTR(TO_HEX(SHA256(${canonical})), 1, ${String(ROW_HASH_HEX_DIGITS)})) AS INT64)`;
+  return `CAST(${concatSql([`'0x'`, `SUBSTR(TO_HEX(SHA256(${canonical})), 1, ${String(ROW_HASH_HEX_DIGITS)})`])} AS INT64)`;
 }
 
 /** SQL expressions (or column names) of an id's sort key. */
@@ -142,10 +150,12 @@ export interface IdKeyColumns {
 export function idKeySql(docId: string): IdKeyColumns {
   const objectId = `REGEXP_CONTAINS(${docId}, r'${OBJECT_ID_DOC_ID.source}')`;
   const string = `STARTS_WITH(${docId}, '"')`;
-  const integer = `REGEXP_EXTRACT(${docId}, r'${INTEGER_DOC_ID.source}')`;
+  const isInteger = `REGEXP_CONTAINS(${docId}, r'${INTEGER_DOC_ID.source}')`;
+  // The digits of {"$numberInt":"-5"} or {"$numberLong":"-5"} once the whole id is known to be one of them.
+  const digits = `REPLACE(REPLACE(REPLACE(${docId}, '{"$numberInt":"', ''), '{"$numberLong":"', ''), '"}', '')`;
   return {
-    rank: `CASE WHEN ${objectId} THEN ${String(OBJECT_ID_RANK)} WHEN ${string} THEN ${String(STRING_RANK)} WHEN ${integer} IS NOT NULL THEN ${String(NUMBER_RANK)} END`,
-    number: `SAFE_CAST(${integer} AS INT64)`,
+    rank: `CASE WHEN ${objectId} THEN ${String(OBJECT_ID_RANK)} WHEN ${string} THEN ${String(STRING_RANK)} WHEN ${isInteger} THEN ${String(NUMBER_RANK)} END`,
+    number: `IF(${isInteger}, SAFE_CAST(${digits} AS INT64), NULL)`,
     // Compared as STRING: "all string comparisons are done byte-by-byte" in BigQuery (string functions
     // reference), MongoDB's order of UTF-8 strings. CAST AS BYTES would hold under a dataset's default
     // collation too, but bqemulator reads backslash escapes in the string as it casts (a documented limit).

@@ -16,7 +16,6 @@ import {
   inRangeSql,
   partColumn,
   rangeIndexSql,
-  recordFactsSql,
   type IdKeyColumns,
 } from './digest-sql.js';
 import { toBigQueryError } from './error-mapping.js';
@@ -40,21 +39,18 @@ const KEY: IdKeyColumns = { rank: 'k_rank', number: 'k_number', text: 'k_text' }
 
 /**
  * Every row of the view as its `_doc_id` (`d`), its sort key (KEY), its canonical string (`c`) and its hash
- * (`h`), in layers (see `canonicalPartsSql`): the view's columns and what the digest reads of RECORDs, the
- * canonical parts, then their concatenation and hash.
+ * (`h`), in layers (see `canonicalPartsSql`): the view's columns, the canonical parts, then their
+ * concatenation and hash.
  */
 export function keyedRowsSql(view: TableRef, columns: readonly ColumnSpec[]): string {
   const key = idKeySql('w.`_doc_id`');
   const parts = canonicalPartsSql(columns, 'w').map((sql, i) => `  ${sql} AS ${partColumn(i)}`);
-  const facts = recordFactsSql(columns, 'v')
-    .map((sql) => `, ${sql}`)
-    .join('');
   return [
     `SELECT d, ${KEY.rank}, ${KEY.number}, ${KEY.text}, c, ${hashSql('c')} AS h FROM (`,
     `SELECT d, ${KEY.rank}, ${KEY.number}, ${KEY.text}, ${canonicalRowSql(columns)} AS c FROM (`,
     `SELECT w.\`_doc_id\` AS d, ${key.rank} AS ${KEY.rank}, ${key.number} AS ${KEY.number}, ${key.text} AS ${KEY.text},`,
     parts.join(',\n'),
-    `FROM (SELECT v.*${facts} FROM ${view.sql} AS v) AS w))`,
+    `FROM (SELECT v.* FROM ${view.sql} AS v) AS w))`,
   ].join('\n');
 }
 

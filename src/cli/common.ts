@@ -12,7 +12,7 @@ export const EXIT = { ok: 0, failure: 1, config: 2, differences: 3 } as const;
 /** What each exit code tells an operator or a script; `--help` prints this table, the one place it is kept. */
 export const EXIT_MEANINGS: Readonly<Record<(typeof EXIT)[keyof typeof EXIT], string>> = {
   [EXIT.ok]:
-    'done: every check passed (validate), every plan was computed (plan), or the daemon stopped cleanly on SIGTERM or SIGINT (run)',
+    'done: every check passed (validate), every plan was computed (plan), verify found no difference (verify), or the daemon stopped cleanly on SIGTERM or SIGINT (run)',
   [EXIT.failure]:
     'failure: a check failed, MongoDB or BigQuery could not be reached or refused, a stop took longer than 30 s, or a second signal came',
   [EXIT.config]:

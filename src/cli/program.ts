@@ -165,7 +165,7 @@ export function buildProgram(): Command {
     )
     .option(
       '--json',
-      'print one JSON document ({settings, generatedAt, mappings: [...]}) instead of the table',
+      'print one JSON document ({settings, generatedAt, mappings: [...], oplogWindow}) instead of the table',
     )
     .option(
       '--watch [seconds]',
@@ -188,7 +188,7 @@ export function buildProgram(): Command {
     .option('--json', 'print the report as one JSON document')
     .option(
       '--settle-timeout <seconds>',
-      "how long to wait for the mapping's checkpoint to pass each read before comparing anyway",
+      "how long to wait for the mapping's checkpoint to pass the time of a read before comparing anyway; after the first timeout later reads do not wait",
       '120',
     )
     .option(

@@ -9,18 +9,26 @@ import { type Row } from './row-mapper.js';
  * module can produce too:
  *
  * - STRING, DATE, BYTES (base64): as stored; BOOLEAN `true`/`false`; INTEGER as decimal digits;
- * - FLOAT: C's `%.17g` (FORMAT in SQL; CAST(FLOAT64 AS STRING) differs between BigQuery and the emulator),
- *   `NaN`, `Inf`, `-Inf`, and `0` for both zeros (the sign of zero is not compared);
+ * - FLOAT: exactly, as `<sign><m>p<e>` with x = m * 2^(e-52) and 2^52 <= m < 2^53 (the double's own
+ *   significand and exponent, computed in SQL by exact division by powers of two; no text formatting
+ *   function, see below), `NaN`, `Inf`, `-Inf`, and `0` for both zeros (the sign of zero is not compared);
  * - NUMERIC, BIGNUMERIC: the decimal without trailing fraction zeros or a trailing dot (the emulator pads);
- * - TIMESTAMP: microseconds since the epoch; DATETIME `YYYY-MM-DD HH:MM:SS.ffffff`; TIME `HH:MM:SS.ffffff`;
+ * - TIMESTAMP: microseconds since the epoch; DATETIME microseconds since 0001-01-01 00:00:00; TIME
+ *   microseconds since midnight;
+ * - RECORD: `R` and its fields' parts in order, recursively (a REPEATED RECORD as an array of them), so a
+ *   change inside a sub-document is seen;
  * - JSON (`_unmapped` and JSON columns): presence only. BigQuery stores JSON parsed (its text comes back
  *   normalised) while the emulator keeps it as written, so no text form agrees: a JSON value that differs
- *   but is present on both sides is not seen by `verify` (docs/operations.md, "Verify");
- * - RECORD: presence only (`R`), and a REPEATED RECORD its number of elements: the test emulator cannot
- *   read a field of a RECORD through a view, so no field-by-field form could be proven there.
+ *   but is present on both sides is not seen by `verify` (docs/operations.md, "Verify"; the daemon warns at
+ *   a mapping's start when a repair relies on it, `app/digest-gaps.ts`).
  *
- * Every value is length-prefixed (`<UTF-8 bytes>:<text>`), NULL is `N`, an array `A<count>:` and its
- * elements: no two rows concatenate to the same string.
+ * Every value is length-prefixed (`<characters>:<text>`, in Unicode code points: CHAR_LENGTH), NULL is `N`,
+ * an array `A<count>:` and its elements: no two rows concatenate to the same string.
+ *
+ * Why no CONCAT, BYTE_LENGTH, FORMAT or FORMAT_TIME on the SQL side: the test emulator (bqemulator 1.4)
+ * drops RECORD columns when it expands the view's `SELECT *` in a query holding any of them ("Values list
+ * v does not have a column named rec"), so the SQL uses ARRAY_TO_STRING, CHAR_LENGTH, arithmetic and
+ * *_DIFF instead, which both BigQuery and the emulator evaluate with the view's RECORDs intact.
  */
 
 /** Hex digits of the SHA-256 kept: 60 bits, so that BigQuery's INT64 holds the hash and its XOR. */
@@ -29,23 +37,33 @@ export const ROW_HASH_HEX_DIGITS = 15;
 /** The text of NULL in the canonical form: every other part starts with a digit, `A` or `R`. */
 export const NULL_PART = 'N';
 
-/** C's `printf("%.17g", x)` for a finite, non-zero double: 17 significant digits, trailing zeros dropped. */
-export function formatG17(x: number): string {
-  const [mantissa = '', exponentText = '0'] = x.toExponential(16).split('e');
-  const exponent = Number(exponentText);
-  const negative = mantissa.startsWith('-');
-  const digits = mantissa.replace('-', '').replace('.', '');
-  const sign = negative ? '-' : '';
-  if (exponent < -4 || exponent >= 17) {
-    const fraction = digits.slice(1).replace(/0+$/, '');
-    const e = Math.abs(exponent);
-    return `${sign}${digits[0] ?? ''}${fraction ? `.${fraction}` : ''}e${exponent < 0 ? '-' : '+'}${e < 10 ? '0' : ''}${String(e)}`;
+/** What starts the part of a non-null RECORD (its fields' parts follow). */
+export const RECORD_PART = 'R';
+
+const FLOAT_VIEW = new DataView(new ArrayBuffer(8));
+const SIGNIFICAND_BITS = 52n;
+const EXPONENT_BIAS = 1023;
+
+/**
+ * A finite, non-zero double as `<sign><m>p<e>`: x = m * 2^(e-52), 2^52 <= m < 2^53 (subnormals
+ * normalised the same way), read from the double's bits; exact, so equal only for the same double.
+ */
+export function floatBits(x: number): string {
+  FLOAT_VIEW.setFloat64(0, Math.abs(x));
+  const bits = FLOAT_VIEW.getBigUint64(0);
+  const biased = Number(bits >> SIGNIFICAND_BITS);
+  let m = bits & ((1n << SIGNIFICAND_BITS) - 1n);
+  let e: number;
+  if (biased === 0) {
+    // Subnormal: m * 2^-1074; shift its leading one up to bit 52.
+    const shift = Number(SIGNIFICAND_BITS) - (m.toString(2).length - 1);
+    m <<= BigInt(shift);
+    e = 1 - EXPONENT_BIAS - shift;
+  } else {
+    m |= 1n << SIGNIFICAND_BITS;
+    e = biased - EXPONENT_BIAS;
   }
-  const padded = exponent < 0 ? '0'.repeat(-exponent) + digits : digits;
-  const point = exponent < 0 ? 1 : exponent + 1;
-  const whole = padded.slice(0, point);
-  const fraction = padded.slice(point).replace(/0+$/, '');
-  return `${sign}${whole}${fraction ? `.${fraction}` : ''}`;
+  return `${x < 0 ? '-' : ''}${m.toString()}p${String(e)}`;
 }
 
 /** The canonical text of a FLOAT wire value (a number, or `NaN`, `Infinity`, `-Infinity`, `-0` as text). */
@@ -53,7 +71,7 @@ export function floatText(value: unknown): string {
   const x = typeof value === 'number' ? value : Number(value);
   if (Number.isNaN(x)) return 'NaN';
   if (!Number.isFinite(x)) return x > 0 ? 'Inf' : '-Inf';
-  return x === 0 ? '0' : formatG17(x);
+  return x === 0 ? '0' : floatBits(x);
 }
 
 /** The canonical text of a NUMERIC or BIGNUMERIC wire value (a plain decimal string). */
@@ -91,16 +109,27 @@ export function timestampMicros(value: unknown): string {
   return (BigInt(seconds) * MICROS_PER_SECOND + BigInt(fraction.padEnd(6, '0'))).toString();
 }
 
-/** A DATETIME wire value as `YYYY-MM-DD HH:MM:SS.ffffff`. */
-export function datetimeText(value: unknown): string {
-  const m = DATETIME_PARTS.exec(String(value));
-  return m ? `${m[1] ?? ''} ${m[2] ?? ''}.${(m[3] ?? '').padEnd(6, '0')}` : String(value);
+const DAYS_TO_YEAR_ONE = daysFromCivil(1, 1, 1);
+const MICROS_PER_DAY = 86_400n * MICROS_PER_SECOND;
+
+function timeMicros(time: string, fraction: string): bigint {
+  const [h = 0, mi = 0, s = 0] = time.split(':').map(Number);
+  return BigInt(h * 3600 + mi * 60 + s) * MICROS_PER_SECOND + BigInt(fraction.padEnd(6, '0'));
 }
 
-/** A TIME wire value as `HH:MM:SS.ffffff`. */
+/** A DATETIME wire value as microseconds since 0001-01-01 00:00:00 (DATETIME_DIFF in SQL). */
+export function datetimeText(value: unknown): string {
+  const m = DATETIME_PARTS.exec(String(value));
+  if (!m) return String(value);
+  const [y = 0, mo = 0, d = 0] = (m[1] ?? '').split('-').map(Number);
+  const days = BigInt(daysFromCivil(y, mo, d) - DAYS_TO_YEAR_ONE);
+  return (days * MICROS_PER_DAY + timeMicros(m[2] ?? '', m[3] ?? '')).toString();
+}
+
+/** A TIME wire value as microseconds since midnight (TIME_DIFF in SQL). */
 export function timeText(value: unknown): string {
   const m = TIME_PARTS.exec(String(value));
-  return m ? `${m[1] ?? ''}.${(m[2] ?? '').padEnd(6, '0')}` : String(value);
+  return m ? timeMicros(m[1] ?? '', m[2] ?? '').toString() : String(value);
 }
 
 type ScalarType = Exclude<ColumnType, 'RECORD'>;
@@ -135,13 +164,17 @@ export function scalarText(type: ScalarType, value: unknown): string {
 }
 
 function part(text: string): string {
-  return `${String(Buffer.byteLength(text, 'utf8'))}:${text}`;
+  // Code points, as CHAR_LENGTH counts them.
+  let characters = 0;
+  for (const _ of text) characters++;
+  return `${String(characters)}:${text}`;
 }
 
 type Canonical = (value: unknown) => string;
 
 function compileValue(column: ColumnSpec): Canonical {
-  const element: Canonical = column.type === 'RECORD' ? recordPresence : compileScalar(column.type);
+  const element: Canonical =
+    column.type === 'RECORD' ? compileRecord(column.fields ?? []) : compileScalar(column.type);
   if (column.mode !== 'REPEATED') return element;
   return (value) => {
     const items = Array.isArray(value) ? (value as unknown[]) : [];
@@ -155,8 +188,17 @@ function compileScalar(type: ScalarType): Canonical {
   return (value) => (value === null || value === undefined ? NULL_PART : part(scalarText(type, value)));
 }
 
-function recordPresence(value: unknown): string {
-  return value === null || value === undefined ? NULL_PART : 'R';
+/** `R` and every field's part in order (a field the sub-document lacks is NULL); NULL when absent. */
+function compileRecord(fields: readonly ColumnSpec[]): Canonical {
+  const readers = fields.map((field) => ({ name: field.name, value: compileValue(field) }));
+  return (value) => {
+    if (value === null || value === undefined || typeof value !== 'object') return NULL_PART;
+    const record = value as Readonly<Record<string, unknown>>;
+    let out = RECORD_PART;
+    for (const reader of readers)
+      out += reader.value(Object.hasOwn(record, reader.name) ? record[reader.name] : null);
+    return out;
+  };
 }
 
 /** The canonical string of a row: `_doc_id`, then the user columns in order, then `_unmapped` (presence). */

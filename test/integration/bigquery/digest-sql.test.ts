@@ -1,11 +1,12 @@
 // The canonical row form and its hash computed by BigQuery SQL over `<table>_view` (bigquery/digest-sql.ts)
 // against the same computed in JavaScript from the mapper's rows (transform/row-digest.ts), on a document set
-// with every type the mapper writes and awkward values of each; and the view reader's ranges against the
-// JavaScript order of ids (transform/id-order.ts). Left out, with their forms covered by unit tests only:
-// BIGNUMERIC (bqemulator cannot create such a column: DuckDB's DECIMAL stops at 38 digits; its form is
-// NUMERIC's) and RECORD (bqemulator fails to bind a RECORD column of a view in a query with an UNNEST
-// subquery, "Values list v does not have a column named rec"; a RECORD is compared by presence only).
-// The documents keep a sub-document `rec`, which then goes to `_unmapped`.
+// with every type the mapper writes and awkward values of each, RECORDs nested and REPEATED included, and
+// `_unmapped`; and the view reader's ranges against the JavaScript order of ids (transform/id-order.ts).
+// Left out, with its form covered by unit tests only: BIGNUMERIC (bqemulator cannot create such a column:
+// DuckDB's DECIMAL stops at 38 digits; its form is NUMERIC's).
+// Regression (review finding 1): RECORDs were compared by presence only, and with a RECORD column the digest
+// query failed on bqemulator ("Values list v does not have a column named rec"); the RECORD columns below
+// made this test fail before the digest SQL stopped using the functions that make bqemulator lose them.
 import { Binary, Decimal128, Double, Int32, Long, ObjectId } from 'bson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
@@ -40,6 +41,39 @@ const COLUMNS = parseColumnSpecs([
   { name: 'j', type: 'JSON' },
   { name: 'tags', type: 'STRING', mode: 'REPEATED' },
   { name: 'xs', type: 'FLOAT', mode: 'REPEATED' },
+  {
+    name: 'rec',
+    type: 'RECORD',
+    fields: [
+      { name: 'a', type: 'INTEGER' },
+      {
+        name: 'pts',
+        type: 'RECORD',
+        mode: 'REPEATED',
+        fields: [
+          { name: 'x', type: 'FLOAT' },
+          { name: 'labels', type: 'STRING', mode: 'REPEATED' },
+        ],
+      },
+      {
+        name: 'sub',
+        type: 'RECORD',
+        fields: [
+          { name: 't', type: 'TIME' },
+          { name: 's', type: 'STRING' },
+        ],
+      },
+    ],
+  },
+  {
+    name: 'recs',
+    type: 'RECORD',
+    mode: 'REPEATED',
+    fields: [
+      { name: 'k', type: 'STRING' },
+      { name: 'v', type: 'FLOAT' },
+    ],
+  },
 ]).columns;
 
 const FLOATS = [
@@ -58,6 +92,10 @@ const FLOATS = [
   1e16,
   1e17,
   0.0001,
+  Number.MAX_VALUE,
+  2 ** -1022,
+  2 ** -1022 - 2 ** -1074,
+  -(2 ** 1023),
 ];
 
 function date(year: number, ms = 0): Date {
@@ -88,7 +126,12 @@ function documents(): Record<string, unknown>[] {
       by: new Binary(Buffer.from([0, 255, 1])),
       j: { b: 1, a: [true, null] },
       tags: ['x', 'ÿ', ''],
-      rec: { a: 1, pts: [{ x: 0.1 }, { x: -0 }] },
+      rec: {
+        a: 1,
+        pts: [{ x: 0.1, labels: ['p', 'é'] }, { x: -0 }],
+        sub: { t: '01:02:03.25', s: 'deep' },
+      },
+      recs: [{ k: 'one', v: 1.5 }, { k: 'two' }],
     },
     {
       _id: new Int32(-7),
@@ -104,10 +147,10 @@ function documents(): Record<string, unknown>[] {
       extra: 'unmapped',
     },
     { _id: Long.fromString('5000000000'), ts: '2020-01-01T00:00:00.123456+02:00', n: 0 },
-    { _id: 'zz', tags: [], xs: [], rec: { pts: [] } },
+    { _id: 'zz', tags: [], xs: [], rec: { pts: [], sub: null }, recs: [] },
     // A string id that SQL must quote: a bound at it below.
     { _id: 'it\'s \\ "q"\n', s: 'quoted id' },
-    { _id: 'é', s: 'above every ASCII string' },
+    { _id: 'é', s: 'above every ASCII string', rec: { sub: { s: 'only', extra: 1 } } },
     { _id: 3.5, s: 'a double id: not placed' },
   );
   return docs;
@@ -167,6 +210,11 @@ describe('the canonical row form in SQL and in JavaScript', () => {
     const canonical = compileRowCanonical(COLUMNS);
     const hash = compileRowHash(COLUMNS);
     expect(inSql.size).toBe(docs.length);
+    // The set holds what it means to cover: nested and repeated RECORDs, and `_unmapped`.
+    expect(
+      rows.filter((row) => row._unmapped !== null && row._unmapped !== undefined).length,
+    ).toBeGreaterThan(1);
+    expect(rows.some((row) => Array.isArray(row.recs) && row.recs.length === 2)).toBe(true);
     for (const [k, row] of rows.entries()) {
       const docId = docIds[k] ?? '';
       expect(inSql.get(docId)?.c, docId).toBe(canonical(row, docId));

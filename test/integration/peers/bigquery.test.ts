@@ -24,7 +24,7 @@ const env = bigQueryTestEnv();
 const GOCCY = env.peer === 'goccy-bigquery-emulator';
 const BQEMULATOR = env.peer === 'bqemulator';
 
-/** A history table shaped like DESIGN.md section 4, plus nested user columns. */
+/** A history table shaped like the archiver's (docs/schema.md, "The history table"), plus nested user columns. */
 const HISTORY_FIELDS: TableField[] = [
   { name: '_doc_id', type: 'STRING', mode: 'REQUIRED' },
   { name: '_cluster_time', type: 'TIMESTAMP' },

@@ -3,6 +3,7 @@
 // client is never connected (the run is stopped before it would read the stream's start).
 import { MongoClient, type Document } from 'mongodb';
 import { afterAll, describe, expect, it } from 'vitest';
+import { DIGEST_GAPS_MESSAGE } from '../../../src/app/digest-gaps.js';
 import { createMappingRunner, type Sampler } from '../../../src/app/mapping-runner.js';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { loadBootstrapConfig } from '../../../src/config/bootstrap.js';
@@ -66,7 +67,8 @@ function dryRunner() {
     logger,
   });
   const plans = () => messages.filter((m) => m === 'dry run: the plan of this mapping (what run would do)');
-  return { run, plans, fake };
+  const gapWarnings = () => messages.filter((m) => m === DIGEST_GAPS_MESSAGE);
+  return { run, plans, fake, gapWarnings };
 }
 
 /** One run of the dry-run mapping, stopped before it would read MongoDB's current time. */
@@ -93,5 +95,17 @@ describe('a dry-run mapping logs its plan (issue 14)', () => {
       runner.run(parseMappingSettings({ ...document, dryrun: false }), AbortSignal.abort(), hooks),
     ).rejects.toThrow();
     expect(runner.plans()).toEqual([]);
+  });
+});
+
+describe('a mapping whose repair relies on verification (review finding 1)', () => {
+  it('is warned once per configuration that JSON values and _unmapped are compared by presence only', async () => {
+    const runner = dryRunner();
+    await stoppedRun(runner, document);
+    expect(runner.gapWarnings()).toEqual([]);
+    const repairing = { ...document, on_history_lost: 'repair' };
+    await stoppedRun(runner, repairing);
+    await stoppedRun(runner, repairing);
+    expect(runner.gapWarnings()).toHaveLength(1);
   });
 });

@@ -109,12 +109,25 @@ describe('MappingVerifier', () => {
     const { deps, view, stopDaemon } = world(20);
     stopDaemon();
     view.rows.delete(docIdString(7));
-    const started = Date.now();
-    const report = await createMappingVerifier(deps).verify({}, signal());
+    // Regression (review finding 13): elapsed wall time could not tell one wait from three. A fake clock
+    // moves 50 ms per reading of the checkpoint: one wait of the settle timeout (200 ms) reads it 4 times
+    // (the clock then at 50, 100, 150, 200); a wait per read (the first read and two id reads) reads it 12.
+    let now = 0;
+    let positionReads = 0;
+    const position = deps.position;
+    const report = await createMappingVerifier({
+      ...deps,
+      settlePollMs: 0,
+      clock: { now: () => now },
+      position: (s) => {
+        positionReads++;
+        now += 50;
+        return position(s);
+      },
+    }).verify({}, signal());
     expect(report.settled).toBe(false);
     expect(report.missing.ids).toEqual([docIdString(7)]);
-    // One wait of the settle timeout, not one per read.
-    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(positionReads).toBe(4);
   });
 
   it('checks a share of the ranges in turn across runs', async () => {

@@ -96,6 +96,25 @@ describe('the exit codes', () => {
   });
 });
 
+describe('the help of status and verify (review finding 16)', () => {
+  const program = buildProgram();
+
+  it('status --json names every top-level key the JSON document has, oplogWindow included', () => {
+    const help = subcommand(program, 'status').helpInformation().replace(/\s+/g, ' ');
+    expect(help).toMatch(/\{settings, generatedAt, mappings: \[\.\.\.\], oplogWindow\}/);
+  });
+
+  it('verify --settle-timeout says the wait ends for good after the first timeout, not once per read', () => {
+    const help = subcommand(program, 'verify').helpInformation().replace(/\s+/g, ' ');
+    expect(help).not.toContain('each read');
+    expect(help).toContain('after the first timeout later reads do not wait');
+  });
+
+  it('exit 0 covers verify finding no difference', () => {
+    expect(EXIT_MEANINGS[EXIT.ok]).toContain('verify found no difference');
+  });
+});
+
 describe('configKeys', () => {
   it('asks the schema whether a key is required and what it defaults to, so the help follows the schema', () => {
     const shape = {

@@ -7,36 +7,33 @@ import {
   datetimeText,
   decimalText,
   floatText,
-  formatG17,
+  floatBits,
   timeText,
   timestampMicros,
 } from '../../../src/transform/row-digest.js';
 
-describe('formatG17 (C printf %.17g, as FORMAT in BigQuery)', () => {
-  // What glibc's printf("%.17g") prints, which BigQuery's FORMAT and the emulator print (probed there too).
+describe('floatBits (the double exactly, as the digest SQL computes it by division by powers of two)', () => {
   it.each([
-    [0.1, '0.10000000000000001'],
-    [1e15, '1000000000000000'],
-    [1e16, '10000000000000000'],
-    [1e17, '1e+17'],
-    [1e-7, '9.9999999999999995e-08'],
-    [0.0001, '0.0001'],
-    [2 ** 53 + 2, '9007199254740994'],
-    [1e300, '1.0000000000000001e+300'],
-    [5e-324, '4.9406564584124654e-324'],
-    [-1.5e-300, '-1.5000000000000001e-300'],
-    [123, '123'],
-    [123.456, '123.456'],
-    [-2.5, '-2.5'],
+    [1, '4503599627370496p0'],
+    [-2.5, '-5629499534213120p1'],
+    [0.1, '7205759403792794p-4'],
+    [2 ** 53 + 2, '4503599627370497p53'],
+    [Number.MAX_VALUE, '9007199254740991p1023'],
+    [2 ** -1022, '4503599627370496p-1022'],
+    [5e-324, '4503599627370496p-1074'],
+    [2 ** -1022 - 2 ** -1074, '9007199254740990p-1023'],
   ])('%s is %s', (x, text) => {
-    expect(formatG17(x)).toBe(text);
+    expect(floatBits(x)).toBe(text);
   });
 
-  it('reads back as the same double for any finite double', () => {
+  it('reads back as the same double for any finite non-zero double', () => {
     fc.assert(
       fc.property(fc.double({ noNaN: true, noDefaultInfinity: true }), (x) => {
         fc.pre(x !== 0);
-        expect(Number(formatG17(x))).toBe(x);
+        const [, sign, m = '0', e = '0'] = /^(-?)(\d+)p(-?\d+)$/.exec(floatBits(x)) ?? [];
+        const back = Number(m) * 2 ** -52 * 2 ** Number(e);
+        expect(sign === '-' ? -back : back).toBe(x);
+        expect(Number(m) >= 2 ** 52 && Number(m) < 2 ** 53).toBe(true);
       }),
     );
   });
@@ -74,10 +71,15 @@ describe('canonical texts of the wire values', () => {
     );
   });
 
-  it('gives DATETIME and TIME with six fraction digits', () => {
-    expect(datetimeText('0012-01-02T03:04:05')).toBe('0012-01-02 03:04:05.000000');
-    expect(datetimeText('2024-02-29 23:59:59.123')).toBe('2024-02-29 23:59:59.123000');
-    expect(timeText('01:02:03.5')).toBe('01:02:03.500000');
+  it('gives DATETIME as microseconds since 0001-01-01 and TIME since midnight', () => {
+    expect(datetimeText('0001-01-01T00:00:00')).toBe('0');
+    // 11 years of 365 days and 2 leap days (4, 8) to 0012-01-01, then a day and 03:04:05.
+    expect(datetimeText('0012-01-02T03:04:05')).toBe(String((4018 * 86_400 + 11_045) * 1_000_000));
+    expect(datetimeText('2024-02-29 23:59:59.123')).toBe(
+      String(BigInt(Date.UTC(2024, 1, 29, 23, 59, 59, 123) + 62_135_596_800_000) * 1000n),
+    );
+    expect(timeText('01:02:03.5')).toBe('3723500000');
+    expect(timeText('23:59:59.999999')).toBe('86399999999');
   });
 });
 
@@ -105,10 +107,39 @@ describe('compileRowCanonical', () => {
     expect(new Set(texts).size).toBe(rows.length);
   });
 
-  it('counts UTF-8 bytes in the length prefixes, as BYTE_LENGTH does', () => {
+  it('counts code points in the length prefixes, as CHAR_LENGTH does', () => {
     expect(canonical({ a: 'é😀', b: null, tags: [], rec: null, _unmapped: null }, 'x')).toBe(
-      '1:x6:é😀NA0:NN',
+      '1:x2:é😀NA0:NN',
     );
+  });
+
+  // Regression (review finding 1): a RECORD was compared by presence only, so a change inside a
+  // sub-document during a lost history was never seen by verify or repaired.
+  it('reads RECORDs field by field, nested and repeated, so a change inside a sub-document is seen', () => {
+    const nested = compileRowCanonical(
+      parseColumnSpecs([
+        {
+          name: 'address',
+          type: 'RECORD',
+          fields: [
+            { name: 'city', type: 'STRING' },
+            {
+              name: 'lines',
+              type: 'RECORD',
+              mode: 'REPEATED',
+              fields: [{ name: 'n', type: 'INTEGER' }],
+            },
+          ],
+        },
+      ]).columns,
+    );
+    const row = (city: string, n: number) => ({ address: { city, lines: [{ n }] }, _unmapped: null });
+    expect(nested(row('A', 1), '"x"')).toBe('3:"x"R1:AA1:R1:1N');
+    expect(nested(row('B', 1), '"x"')).not.toBe(nested(row('A', 1), '"x"'));
+    expect(nested(row('A', 2), '"x"')).not.toBe(nested(row('A', 1), '"x"'));
+    // A REPEATED field the sub-document lacks is empty, as BigQuery stores it.
+    expect(nested({ address: { city: 'A' }, _unmapped: null }, '"x"')).toBe('3:"x"R1:AA0:N');
+    expect(nested({ address: null, _unmapped: null }, '"x"')).toBe('3:"x"NN');
   });
 
   it('hashes to 60 bits', () => {
