@@ -13,6 +13,7 @@ import { type RecordSink } from '../core/stream-loop.js';
 import { type RepairRequest, type ViewReader } from '../core/verify-model.js';
 import { type RepairProgress, type RepairResult } from '../mongodb/checkpoint-store.js';
 import { type Logger } from '../observability/logger.js';
+import { docIdString } from '../transform/values.js';
 import { runBackfill, type BackfillRecords, type BackfillSchema } from './backfill-role.js';
 
 /** Delete rows handed to the sink at once (the sink splits by size as for every write). */
@@ -165,7 +166,10 @@ export async function runRepair(
   return result;
 }
 
-/** Writes a delete row for every id the view has in `range` and the collection does not; returns how many. */
+/**
+ * Writes a delete row for every id the view has in `range` and the collection does not (each under the
+ * view's own `_doc_id`, as read); returns how many.
+ */
 async function deletePass(
   options: RepairRoleOptions,
   range: IdRange,
@@ -173,16 +177,19 @@ async function deletePass(
   signal: AbortSignal,
 ): Promise<number> {
   const inView = (await options.view.documentDigests(range, signal)).value.map((d) => d.docId);
+  // Compared by canonical form (the existence check answers in it): a `_doc_id` spelt otherwise (an older
+  // writer, a hand-inserted row) names the same document, and must not be taken for gone while it exists.
+  const canonical = new Map(inView.map((docId) => [docId, docIdString(options.idValue(docId))]));
   // Checked now, after the snapshot start was saved (see runRepair).
-  const present = await options.existing.existing(inView, signal);
-  const gone = inView.filter((docId) => !present.has(docId));
+  const present = await options.existing.existing([...new Set(canonical.values())], signal);
+  const gone = inView.filter((docId) => !present.has(canonical.get(docId) ?? docId));
   const now = new Date((options.clock ?? SYSTEM_CLOCK).now());
   const mapper = options.schema.mapper;
   const batch = options.deleteBatch ?? DEFAULT_REPAIR_DELETE_BATCH;
   for (let i = 0; i < gone.length; i += batch) {
     const records: HistoryRecord[] = gone
       .slice(i, i + batch)
-      .map((docId) => snapshotDeleteRecord(mapper, options.idValue(docId), snapshotStart, now));
+      .map((docId) => snapshotDeleteRecord(mapper, options.idValue(docId), snapshotStart, now, docId));
     await options.sink.write(records, signal);
     options.onWritten?.(0, records.length);
   }

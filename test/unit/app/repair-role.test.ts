@@ -4,6 +4,7 @@ import { backfillSeq } from '../../../src/core/model.js';
 import { type IdRange } from '../../../src/core/ports.js';
 import { type RecordSink } from '../../../src/core/stream-loop.js';
 import { decodeId, encodeId, type RepairProgress } from '../../../src/mongodb/checkpoint-store.js';
+import { docIdValue } from '../../../src/mongodb/existing-ids.js';
 import { createLogger } from '../../../src/observability/logger.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { HeldSink } from '../../support/fakes/held-sink.js';
@@ -172,5 +173,27 @@ describe('runRepair', () => {
     expect(progress?.requests).toEqual([new Date('2026-12-06T10:00:00Z'), later]);
     expect(progress?.backfill.ranges?.map((r) => r.after)).toEqual([encodeId(9), encodeId(59)]);
     expect(progress?.deletesDone).toEqual([false, false]);
+  });
+
+  it('compares the view ids by canonical form, and writes a delete row with the view id as read (finding 2)', async () => {
+    // An older writer left non-canonical ids: 12 still exists (no delete row, and never one with the live
+    // document's canonical id), 13 is gone (its delete row carries the view's own _doc_id, so it matches).
+    const collection = ALL.filter((id) => id !== 13);
+    const { held, view, role, progress } = setup({ collection, view: [] });
+    const asRead = ['{"$numberLong":"12"}', '{"$numberLong":"13"}'];
+    view.documentDigests = (range) => {
+      view.asked.push(range);
+      const value = range.after === RANGE_A.after ? asRead : [];
+      return Promise.resolve({ value: value.map((docId) => ({ docId, hash: 0n })), bytesScanned: 0 });
+    };
+
+    const result = await runRepair({ ...role, idValue: docIdValue }, progress, never);
+
+    const deletes = held.writes
+      .flatMap((w) => w.records)
+      .filter((r) => r.eventId.startsWith('repair-delete:'));
+    expect(deletes.map((r) => r.docId)).toEqual(['{"$numberLong":"13"}']);
+    expect(deletes.map((r) => r.row()._doc_id)).toEqual(['{"$numberLong":"13"}']);
+    expect(result.deletes).toBe(1);
   });
 });
