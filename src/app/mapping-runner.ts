@@ -24,7 +24,7 @@ import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
 import { dispositionOf } from '../errors.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
 import { MongoCheckpointStore, recordVerification } from '../mongodb/checkpoint-store.js';
-import { docIdValue, MongoExistingIds } from '../mongodb/existing-ids.js';
+import { docIdValue, MongoExistingIds, REPAIR_READ } from '../mongodb/existing-ids.js';
 import { type MappingVerifier, type ViewReader } from '../core/verify-model.js';
 import { MongoRawChangeSource } from '../mongodb/raw-change-source.js';
 import {
@@ -445,9 +445,13 @@ class MappingRun {
       const slot = await this.#slot(this.deps.copying, 'repair ranges', signal);
       try {
         const pool = this.deps.encoderPool;
+        // The copy and the existence check read the primary, majority-committed (see REPAIR_READ).
+        const primary = this.deps.mongo
+          .db(this.settings.mongoDatabase)
+          .collection(this.settings.mongoCollection, REPAIR_READ);
         await runRepair(
           {
-            source: new MongoSnapshotSource(this.#collection, {
+            source: new MongoSnapshotSource(primary, {
               chunkSize: this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK,
             }),
             ...(pool && {
@@ -457,7 +461,7 @@ class MappingRun {
             store: repairs,
             schema,
             view,
-            existing: new MongoExistingIds(this.#collection),
+            existing: new MongoExistingIds(primary),
             idValue: docIdValue,
             log: this.log,
             onWritten: (documents, deletes) => {
