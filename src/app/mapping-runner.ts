@@ -431,9 +431,17 @@ class MappingRun {
         );
         return;
       }
+      // The copy and the existence check read the primary, majority-committed (see REPAIR_READ).
+      const primary = this.deps.mongo
+        .db(this.settings.mongoDatabase)
+        .collection(this.settings.mongoCollection, REPAIR_READ);
+      const source = new MongoSnapshotSource(primary, {
+        chunkSize: this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK,
+      });
       let progress = state.progress;
       if (!progress) {
-        progress = beginRepair(state.pending, await this.#source.currentTime(signal));
+        const snapshotStart = await this.#source.currentTime(signal);
+        progress = beginRepair(state.pending, snapshotStart, await source.lastId());
         if (!progress) return;
         // The snapshot start is saved before anything is written: the delete pass relies on it.
         await repairs.saveRepair(progress, signal);
@@ -445,15 +453,9 @@ class MappingRun {
       const slot = await this.#slot(this.deps.copying, 'repair ranges', signal);
       try {
         const pool = this.deps.encoderPool;
-        // The copy and the existence check read the primary, majority-committed (see REPAIR_READ).
-        const primary = this.deps.mongo
-          .db(this.settings.mongoDatabase)
-          .collection(this.settings.mongoCollection, REPAIR_READ);
         await runRepair(
           {
-            source: new MongoSnapshotSource(primary, {
-              chunkSize: this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK,
-            }),
+            source,
             ...(pool && {
               records: prepareDocuments(pool, this.#prepareContext(schema), progress.backfill.snapshotStart),
             }),

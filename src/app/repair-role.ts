@@ -56,15 +56,20 @@ export interface RepairRoleOptions {
 /**
  * The progress a new repair starts from, to be saved before any row is written: every pending request's
  * ranges (overlaps are copied twice, harmlessly: the same rows with the same `_event_id`), at a snapshot
- * start taken now.
+ * start taken now. A range open at the top ends at `lastId`, the greatest `_id` read once the snapshot had
+ * started (as the backfill's last range does, endAtLastId): later ids are the stream's, and a copy that took
+ * them in would never end on a collection growing at the top faster than it is copied.
  */
 export function beginRepair(
   pending: readonly RepairRequest[],
   snapshotStart: ClusterTime,
+  lastId?: string,
 ): RepairProgress | undefined {
   const newest = pending.at(-1);
   if (!newest) return undefined;
-  const ranges = pending.flatMap((request) => request.ranges);
+  const ranges = pending
+    .flatMap((request) => request.ranges)
+    .map((range) => (range.upTo === undefined && lastId !== undefined ? { ...range, upTo: lastId } : range));
   return {
     through: newest.requestedAt,
     requests: pending.map((request) => request.requestedAt),

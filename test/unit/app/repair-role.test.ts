@@ -196,4 +196,19 @@ describe('runRepair', () => {
     expect(deletes.map((r) => r.row()._doc_id)).toEqual(['{"$numberLong":"13"}']);
     expect(result.deletes).toBe(1);
   });
+
+  it('closes every open-ended range at the greatest _id when the repair begins (finding 7)', () => {
+    // Verify's last range has no upper bound: copied as it is, a collection growing at the top would keep
+    // the copy going for ever (the stream archives what comes after the snapshot start anyway).
+    const open: IdRange = { after: encodeId(89), upTo: undefined };
+    const progress = beginRepair(
+      [{ ranges: [RANGE_A, open], reason: 'verify', requestedAt: new Date('2026-12-06T10:00:00Z') }],
+      SNAPSHOT,
+      encodeId(99),
+    );
+    expect(progress?.backfill.ranges?.map((r) => [r.after, r.upTo])).toEqual([
+      [RANGE_A.after, RANGE_A.upTo],
+      [encodeId(89), encodeId(99)],
+    ]);
+  });
 });
