@@ -22,8 +22,8 @@ export const DEFAULT_REPAIR_DELETE_BATCH = 500;
 /** Where a repair keeps its progress and says it is done (MongoCheckpointStore in the daemon). */
 export interface RepairStore {
   saveRepair(progress: RepairProgress, signal: AbortSignal): Promise<void>;
-  /** Removes the requests served (by `requestedAt`), clears the progress, keeps `result`. */
-  repairServed(result: RepairResult, requests: readonly Date[], signal: AbortSignal): Promise<void>;
+  /** Removes the requests served (by id), clears the progress, keeps `result`. */
+  repairServed(result: RepairResult, requests: readonly string[], signal: AbortSignal): Promise<void>;
 }
 
 /** Which of some `_doc_id`s the collection holds when asked (MongoExistingIds in the daemon). */
@@ -72,7 +72,7 @@ export function beginRepair(
     .map((range) => (range.upTo === undefined && lastId !== undefined ? { ...range, upTo: lastId } : range));
   return {
     through: newest.requestedAt,
-    requests: pending.map((request) => request.requestedAt),
+    requests: pending.map((request) => request.id),
     reason: newest.reason,
     backfill: {
       snapshotStart,

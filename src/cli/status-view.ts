@@ -236,10 +236,10 @@ export function repairOverview(checkpoint: Document | undefined): RepairOverview
   const state = readRepairState(checkpoint ?? null);
   const { progress, last } = state;
   if (!progress && !last && state.pending.length === 0) return null;
-  const serving = new Set(progress?.requests.map((d) => d.getTime()));
+  const serving = new Set(progress?.requests);
   const ranges = progress?.backfill.ranges ?? [];
   return {
-    pending: state.pending.filter((r) => !serving.has(r.requestedAt.getTime())).length,
+    pending: state.pending.filter((r) => !serving.has(r.id)).length,
     running: progress
       ? {
           reason: progress.reason,

@@ -44,7 +44,7 @@ async function setup(fence?: number) {
   return { checkpoints, settingsId: insertedId, store };
 }
 
-function progress(through: Date, requests: readonly Date[] = [through]): RepairProgress {
+function progress(through: Date, requests: readonly string[] = ['r0']): RepairProgress {
   return {
     through,
     requests,
@@ -70,12 +70,12 @@ describe('repair requests in the checkpoint document (issue 14)', () => {
     const { checkpoints, settingsId, store } = await setup(3);
     const first = new Date('2026-12-06T10:00:00Z');
     const second = new Date('2026-12-06T10:05:00Z');
-    await recordRepairRequest(checkpoints, settingsId, {
+    const firstId = await recordRepairRequest(checkpoints, settingsId, {
       ranges: [RANGE_A],
       reason: 'verify',
       requestedAt: first,
     });
-    await recordRepairRequest(checkpoints, settingsId, {
+    const secondId = await recordRepairRequest(checkpoints, settingsId, {
       ranges: [RANGE_B],
       reason: 'background',
       requestedAt: second,
@@ -84,13 +84,13 @@ describe('repair requests in the checkpoint document (issue 14)', () => {
     await mapping.load(never);
     let state = await mapping.loadRepair(never);
     expect(state.pending).toEqual([
-      { ranges: [RANGE_A], reason: 'verify', requestedAt: first },
-      { ranges: [RANGE_B], reason: 'background', requestedAt: second },
+      { id: firstId, ranges: [RANGE_A], reason: 'verify', requestedAt: first },
+      { id: secondId, ranges: [RANGE_B], reason: 'background', requestedAt: second },
     ]);
     expect(state.progress).toBeUndefined();
 
-    await mapping.saveRepair(progress(first), never);
-    expect((await mapping.loadRepair(never)).progress).toEqual(progress(first));
+    await mapping.saveRepair(progress(first, [firstId]), never);
+    expect((await mapping.loadRepair(never)).progress).toEqual(progress(first, [firstId]));
     // Recorded after the repair began, stamped earlier than what it serves (another host's clock): not
     // served by it, so it stays.
     const skewed = new Date('2026-12-06T09:59:00Z');
@@ -108,13 +108,41 @@ describe('repair requests in the checkpoint document (issue 14)', () => {
       documents: 12,
       deletes: 1,
     };
-    await mapping.repairServed(result, [first], never);
+    await mapping.repairServed(result, [firstId], never);
     state = await mapping.loadRepair(never);
     expect(state.progress).toBeUndefined();
     expect(state.last).toEqual(result);
     expect(state.servedAt).toEqual(first);
     // The later request is still owed.
     expect(state.pending.map((r) => r.requestedAt)).toEqual([skewed, second]);
+  });
+
+  it('serves requests by their id: one recorded in the same millisecond after the repair began stays owed (finding 14)', async () => {
+    const { checkpoints, settingsId, store } = await setup(3);
+    const at = new Date('2026-12-06T10:00:00Z');
+    const first = await recordRepairRequest(checkpoints, settingsId, {
+      ranges: [RANGE_A],
+      reason: 'verify',
+      requestedAt: at,
+    });
+    const mapping = store();
+    await mapping.load(never);
+    await mapping.saveRepair(progress(at, [first]), never);
+    const second = await recordRepairRequest(checkpoints, settingsId, {
+      ranges: [RANGE_B],
+      reason: 'background',
+      requestedAt: at,
+    });
+    expect(second).not.toBe(first);
+
+    await mapping.repairServed(
+      { through: at, reason: 'verify', finishedAt: at, ranges: 1, documents: 1, deletes: 0 },
+      [first],
+      never,
+    );
+
+    const state = await mapping.loadRepair(never);
+    expect(state.pending.map((r) => [r.id, r.ranges])).toEqual([[second, [RANGE_B]]]);
   });
 
   it('a resync or a new target clears the repair under way; the history-lost mark is cleared only for its own loss', async () => {

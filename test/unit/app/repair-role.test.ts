@@ -53,7 +53,7 @@ function setup(options: { collection: number[]; view: number[]; sink?: RecordSin
     }),
   };
   const progress = beginRepair(
-    [{ ranges: RANGES, reason: 'verify', requestedAt: new Date('2026-12-06T10:00:00Z') }],
+    [{ id: 'r1', ranges: RANGES, reason: 'verify', requestedAt: new Date('2026-12-06T10:00:00Z') }],
     SNAPSHOT,
   );
   if (!progress) throw new Error('no progress for a request');
@@ -77,7 +77,7 @@ describe('runRepair', () => {
     expect(written).toEqual(ALL.filter(inRanges));
     expect(result).toMatchObject({ ranges: 2, documents: 20, deletes: 0 });
     expect(store.served).toEqual(result);
-    expect(store.servedRequests).toEqual([new Date('2026-12-06T10:00:00Z')]);
+    expect(store.servedRequests).toEqual(['r1']);
     expect(lines.map((l) => l.msg)).toContain('repair wrote 20 rows (20 documents, 0 deletes) over 2 ranges');
   });
 
@@ -164,13 +164,13 @@ describe('runRepair', () => {
     const later = new Date('2026-12-06T11:00:00Z');
     const progress = beginRepair(
       [
-        { ranges: [RANGE_A], reason: 'verify', requestedAt: new Date('2026-12-06T10:00:00Z') },
-        { ranges: [RANGE_B], reason: 'background', requestedAt: later },
+        { id: 'r1', ranges: [RANGE_A], reason: 'verify', requestedAt: new Date('2026-12-06T10:00:00Z') },
+        { id: 'r2', ranges: [RANGE_B], reason: 'background', requestedAt: later },
       ],
       SNAPSHOT,
     );
     expect(progress?.through).toEqual(later);
-    expect(progress?.requests).toEqual([new Date('2026-12-06T10:00:00Z'), later]);
+    expect(progress?.requests).toEqual(['r1', 'r2']);
     expect(progress?.backfill.ranges?.map((r) => r.after)).toEqual([encodeId(9), encodeId(59)]);
     expect(progress?.deletesDone).toEqual([false, false]);
   });
@@ -202,7 +202,14 @@ describe('runRepair', () => {
     // the copy going for ever (the stream archives what comes after the snapshot start anyway).
     const open: IdRange = { after: encodeId(89), upTo: undefined };
     const progress = beginRepair(
-      [{ ranges: [RANGE_A, open], reason: 'verify', requestedAt: new Date('2026-12-06T10:00:00Z') }],
+      [
+        {
+          id: 'r1',
+          ranges: [RANGE_A, open],
+          reason: 'verify',
+          requestedAt: new Date('2026-12-06T10:00:00Z'),
+        },
+      ],
       SNAPSHOT,
       encodeId(99),
     );
