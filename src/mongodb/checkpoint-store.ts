@@ -421,8 +421,15 @@ export class MongoCheckpointStore implements BackfillCheckpointStore {
     await this.#write(
       {
         $set: { scope: this.#o.scope, resync: pending },
-        // A repair under way belonged to the old target or is made moot by the resync's full copy.
-        $unset: { position: '', backfill: '', repair: '' },
+        // A repair under way belonged to the old target or is made moot by the resync's full copy; so are the
+        // repairs asked for and a verification owed after a lost history (left, they would verify and repair
+        // mid-copy). A first load (no scope yet) keeps requests recorded before it.
+        $unset: {
+          position: '',
+          backfill: '',
+          repair: '',
+          ...((pending || state.scope !== undefined) && { repairRequests: '', historyLostAt: '' }),
+        },
         ...(Object.keys(max).length > 0 && { $max: max }),
       },
       signal,

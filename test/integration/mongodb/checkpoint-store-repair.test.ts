@@ -163,6 +163,31 @@ describe('repair requests in the checkpoint document (issue 14)', () => {
     expect((await retargeted.loadRepair(never)).progress).toBeUndefined();
   });
 
+  it('a resync clears the repair requests and the history-lost mark: its full copy makes both moot (finding 9)', async () => {
+    const { checkpoints, settingsId, store } = await setup();
+    const mapping = store();
+    await mapping.load(never);
+    await recordRepairRequest(checkpoints, settingsId, {
+      ranges: [RANGE_A],
+      reason: 'history-lost',
+      requestedAt: new Date('2026-12-06T10:00:00Z'),
+    });
+    await mapping.markHistoryLost(new Date('2026-12-06T10:00:00Z'), never);
+
+    const resync = new MongoCheckpointStore({
+      checkpoints,
+      settings: client.db(checkpoints.dbName).collection('settings'),
+      settingsId,
+      scope: 'd.c -> ds.t',
+      resyncRequestedAt: '2026-12-06T11:00:00Z',
+    });
+    expect((await resync.load(never)).resync).toBe(true);
+
+    const state = await resync.loadRepair(never);
+    expect(state.pending).toEqual([]);
+    expect(state.historyLostAt).toBeUndefined();
+  });
+
   it('progress writes are fenced: an instance that lost the mapping cannot save a repair', async () => {
     const { store } = await setup();
     const newer = store({ fence: 5 });
