@@ -48,6 +48,7 @@ import { MappingMetrics } from './mapping-metrics.js';
 import { InferredColumns } from './inferred-columns.js';
 import { DIGEST_GAPS_MESSAGE, digestGaps } from './digest-gaps.js';
 import { logPlan } from './plan.js';
+import { abortable } from '../core/deadline.js';
 import { collectionSize } from '../mongodb/collection-size.js';
 import { SchemaCoordinator } from './schema-coordinator.js';
 import { runStream } from './stream-role.js';
@@ -118,7 +119,15 @@ export interface MappingRunnerDeps {
    * policy fails as `fail` does, saying why.
    */
   readonly verifier?: (settings: MappingSettings) => MappingVerifier;
+  /** How long a dry-run mapping waits for its plan before it starts (DEFAULT_DRYRUN_PLAN_TIMEOUT_MS). */
+  readonly planTimeoutMs?: number;
 }
+
+/**
+ * How long a dry-run mapping's start waits for its plan: the plan reads BigQuery and a sample of the
+ * collection, and either may hang (a half-open connection); past this the mapping starts without it.
+ */
+export const DEFAULT_DRYRUN_PLAN_TIMEOUT_MS = 60_000;
 
 /**
  * Wraps a change source, decoded or raw (tests put a shorter oplog window in front of MongoDB): whatever
@@ -187,7 +196,8 @@ export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner & Fo
     if (settings.dryrun && !planned.has(planKey)) {
       planned.add(planKey);
       const collection = deps.mongo.db(settings.mongoDatabase).collection(settings.mongoCollection);
-      await logPlan(
+      const deadline = AbortSignal.timeout(deps.planTimeoutMs ?? DEFAULT_DRYRUN_PLAN_TIMEOUT_MS);
+      const plan = logPlan(
         settings,
         {
           bigquery: deps.bigquery,
@@ -196,8 +206,15 @@ export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner & Fo
           size: () => collectionSize(collection),
           log,
         },
-        signal,
+        AbortSignal.any([signal, deadline]),
       );
+      // Not every read of the plan takes a signal (the size estimate): the wait is bounded here as well.
+      await abortable(plan, deadline).catch(() => {
+        log.warn(
+          { timeoutMs: deps.planTimeoutMs ?? DEFAULT_DRYRUN_PLAN_TIMEOUT_MS },
+          'dry run: the plan took too long; the mapping starts without it',
+        );
+      });
     }
     try {
       await new MappingRun(deps, settings, hooks, log, metrics, inferred).run(signal);
