@@ -40,7 +40,7 @@ import { type Metrics } from '../observability/metrics.js';
 import { inferColumns } from '../schema/infer.js';
 import { type ColumnSpec } from '../schema/types.js';
 import { runBackfill } from './backfill-role.js';
-import { beginRepair, runRepair } from './repair-role.js';
+import { beginRepair, keepServing, runRepair } from './repair-role.js';
 import { verificationSummary } from './background-verifier.js';
 import { chooseRawStream, type DatabaseStreams } from './database-streams.js';
 import { runRoles, type Role } from './roles.js';
@@ -406,22 +406,38 @@ class MappingRun {
   }
 
   /**
-   * The stream and, when one is owed, the backfill, concurrently. The first real error wins: the other role
-   * is then stopped and awaited (its abort is no error), and that error is thrown. Resolves when `signal`
-   * aborted and both roles ended.
+   * The stream and, when one is owed, the backfill, concurrently, the repairs after the backfill. The first
+   * real error wins: the other role is then stopped and awaited (its abort is no error), and that error is
+   * thrown; a failed repair or verification is none (keepServing). Resolves when `signal` aborted and both
+   * roles ended.
    */
   async #runRoles(schema: SchemaCoordinator, plan: RunPlan, signal: AbortSignal): Promise<void> {
     const streaming = { state: this.settings.dryrun ? ('dryrun' as const) : ('streaming' as const) };
     const { backfill } = plan;
     this.hooks.report(backfill ? { state: this.#copyState, backfillCopied: backfill.copied } : streaming);
     const stream: Role = (s) => this.#stream(schema, plan.start, s);
-    const copy: Role = async (s) => {
-      if (!backfill) return;
-      await this.#backfill(schema, backfill, s);
-      this.hooks.report(streaming);
+    // Repairs (and the verification owed after a lost history) wait until no backfill is owed: the view is
+    // not comparable with the collection before the copy is done, and a resync's copy makes them moot.
+    const copyThenRepair: Role = async (s) => {
+      if (backfill) {
+        await this.#backfill(schema, backfill, s);
+        this.hooks.report(streaming);
+      }
+      await keepServing(
+        (r) => this.#serveRepairs(schema, r),
+        {
+          log: this.log,
+          reportFailure: (error) =>
+            this.deps.store.reportFailure(
+              this.settings.id,
+              `repair or verification failed (tried again later; the stream goes on): ${error instanceof Error ? error.message : String(error)}`,
+              this.hooks.fence,
+            ),
+        },
+        s,
+      );
     };
-    const repair: Role = (s) => this.#serveRepairs(schema, s);
-    await runRoles([stream, copy, repair], signal);
+    await runRoles([stream, copyThenRepair], signal);
   }
 
   /**

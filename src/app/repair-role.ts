@@ -1,3 +1,4 @@
+import { abortableSleep, backoffDelay, type BackoffPolicy } from '../core/backoff.js';
 import { DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS, within } from '../core/deadline.js';
 import { snapshotDeleteRecord, type HistoryRecord } from '../core/history-rows.js';
 import { type ClusterTime } from '../core/model.js';
@@ -12,6 +13,7 @@ import {
 import { type RecordSink } from '../core/stream-loop.js';
 import { type RepairRequest, type ViewReader } from '../core/verify-model.js';
 import { type RepairProgress, type RepairResult } from '../mongodb/checkpoint-store.js';
+import { FencedOutError } from '../errors.js';
 import { type Logger } from '../observability/logger.js';
 import { docIdString } from '../transform/values.js';
 import { runBackfill, type BackfillRecords, type BackfillSchema } from './backfill-role.js';
@@ -199,4 +201,67 @@ async function deletePass(
     options.onWritten?.(0, records.length);
   }
   return gone.length;
+}
+
+/**
+ * Between failed attempts of the repair role: full jitter from 5 s growing to at most 10 minutes, for ever
+ * (`maxAttempts` is not used: a repair owed stays owed).
+ */
+export const DEFAULT_REPAIR_BACKOFF: BackoffPolicy = Object.freeze({
+  initialMs: 5_000,
+  maxMs: 600_000,
+  multiplier: 2,
+  maxAttempts: Number.POSITIVE_INFINITY,
+});
+
+export interface KeepServingOptions {
+  readonly log: Logger;
+  /** Makes a failure visible where operators look (the mapping's `lastFailure`, shown by `status`). */
+  readonly reportFailure: (error: unknown) => Promise<void>;
+  readonly policy?: BackoffPolicy;
+  /** Injected in tests. */
+  readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  readonly random?: () => number;
+}
+
+/**
+ * Runs `serve` (the verification owed after a lost history, then the repairs asked for) until it returns,
+ * without ever failing the mapping for it: the repair role runs beside the stream, and the first error of a
+ * role stops every role, so a failed view query or a MongoDB timeout would stop archiving, and a restart
+ * would begin the same verification again. A failure is logged and reported instead, and `serve` runs again
+ * after a backoff; what it serves stays recorded (the request pending, the history-lost mark set), so
+ * nothing is lost. A fenced-out write is passed on: the mapping belongs to another instance now. Returns
+ * once `serve` returns, or when `signal` aborts.
+ */
+export async function keepServing(
+  serve: (signal: AbortSignal) => Promise<void>,
+  options: KeepServingOptions,
+  signal: AbortSignal,
+): Promise<void> {
+  const policy = options.policy ?? DEFAULT_REPAIR_BACKOFF;
+  const wait = options.sleep ?? abortableSleep;
+  // A call, not the property: narrowing would take `aborted` for unchanged across the awaits.
+  const stopped = (): boolean => signal.aborted;
+  for (let attempt = 0; !stopped(); attempt++) {
+    try {
+      await serve(signal);
+      return;
+    } catch (error) {
+      if (stopped()) return;
+      if (error instanceof FencedOutError) throw error;
+      const delayMs = backoffDelay(attempt, policy, options.random);
+      options.log.warn(
+        { err: error, attempt: attempt + 1, delayMs },
+        'repair or verification failed; the stream goes on, and it is tried again later',
+      );
+      // Deliberately ignored: a failure to report the failure must not stop the retry either.
+      await options.reportFailure(error).catch(() => undefined);
+      try {
+        await wait(delayMs, signal);
+      } catch {
+        // The mapping stops.
+        return;
+      }
+    }
+  }
 }
