@@ -147,7 +147,8 @@ export class BackgroundVerifier {
     const before = this.#repaired.get(settings.id) ?? new Set<string>();
     const unfixed = report.differingRanges.filter((range) => before.has(rangeKey(range)));
     const ranges = report.differingRanges.filter((range) => !before.has(rangeKey(range)));
-    this.#repaired.set(settings.id, new Set(report.differingRanges.map(rangeKey)));
+    // Until the request is recorded, only the ranges already asked for count as asked for.
+    this.#repaired.set(settings.id, new Set(unfixed.map(rangeKey)));
     if (unfixed.length > 0) {
       log.warn(
         {
@@ -162,6 +163,7 @@ export class BackgroundVerifier {
     }
     if (ranges.length === 0) return;
     await this.#o.requestRepair(settings, ranges, signal);
+    this.#repaired.set(settings.id, new Set(report.differingRanges.map(rangeKey)));
     log.info({ mapping: settings.id, ranges: ranges.length }, 'background verification: repair requested');
   }
 
