@@ -69,13 +69,17 @@ export function beginRepair(
 ): RepairProgress | undefined {
   const newest = pending.at(-1);
   if (!newest) return undefined;
-  const ranges = pending
-    .flatMap((request) => request.ranges)
-    .map((range) => (range.upTo === undefined && lastId !== undefined ? { ...range, upTo: lastId } : range));
+  const requested = pending.flatMap((request) => request.ranges);
+  // The copy's ranges only: the delete passes run over the ranges as requested (ids past the greatest
+  // `_id` may be in the view alone).
+  const ranges = requested.map((range) =>
+    range.upTo === undefined && lastId !== undefined ? { ...range, upTo: lastId } : range,
+  );
   return {
     through: newest.requestedAt,
     requests: pending.map((request) => request.id),
     reason: newest.reason,
+    ranges: requested,
     backfill: {
       snapshotStart,
       lastId: undefined,
@@ -113,7 +117,8 @@ export async function runRepair(
   signal: AbortSignal,
 ): Promise<RepairResult> {
   let current = progress;
-  const ranges = current.backfill.ranges ?? [];
+  // As requested (the copy's may be closed at the greatest `_id`); the delete passes run over these.
+  const ranges = current.ranges;
   const save = async (next: RepairProgress): Promise<void> => {
     current = next;
     await options.store.saveRepair(next, within(signal, DEFAULT_CHECKPOINT_SAVE_TIMEOUT_MS));
@@ -147,8 +152,7 @@ export async function runRepair(
   }
   for (const [index, range] of ranges.entries()) {
     if (current.deletesDone[index] === true) continue;
-    const bounds: IdRange = { after: range.after, upTo: range.upTo };
-    const deleted = await deletePass(options, bounds, current.backfill.snapshotStart, signal);
+    const deleted = await deletePass(options, range, current.backfill.snapshotStart, signal);
     const deletesDone = ranges.map((_, i) => i === index || current.deletesDone[i] === true);
     await save({ ...current, deletesDone, deletes: current.deletes + deleted });
   }

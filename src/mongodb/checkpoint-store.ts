@@ -205,6 +205,11 @@ export interface RepairProgress {
    */
   readonly requests: readonly string[];
   readonly reason: RepairReason;
+  /**
+   * The ranges as requested, which the delete passes run over: the copy's may end at the greatest `_id`
+   * (beginRepair), while the view may hold ids past it that MongoDB does not have.
+   */
+  readonly ranges: readonly IdRange[];
   /** The copy of the requested ranges; its `snapshotStart` is the `_seq` of every row the repair writes. */
   readonly backfill: BackfillProgress;
   /** Per range of `backfill.ranges` (same order): its delete pass is done. */
@@ -270,10 +275,15 @@ function readRepairProgress(value: unknown): RepairProgress | undefined {
   const requests = Array.isArray(value.requests)
     ? value.requests.filter((id): id is string => typeof id === 'string')
     : [];
+  // A progress saved before `ranges` was kept: its delete passes run over the copy's ranges.
+  const ranges = Array.isArray(value.ranges)
+    ? value.ranges.flatMap(readIdRange)
+    : (backfill.ranges ?? []).map((range) => ({ after: range.after, upTo: range.upTo }));
   return {
     through,
     requests,
     reason: readReason(value.reason),
+    ranges,
     backfill,
     deletesDone: done,
     deletes: typeof value.deletes === 'number' ? value.deletes : 0,
@@ -540,6 +550,7 @@ export class MongoCheckpointStore implements BackfillCheckpointStore {
               through: progress.through,
               requests: [...progress.requests],
               reason: progress.reason,
+              ranges: progress.ranges.map(writeIdRange),
               backfill: writeBackfill(progress.backfill),
               deletesDone: [...progress.deletesDone],
               deletes: progress.deletes,

@@ -49,6 +49,7 @@ function progress(through: Date, requests: readonly string[] = ['r0']): RepairPr
     through,
     requests,
     reason: 'verify',
+    ranges: [RANGE_A, RANGE_B],
     backfill: {
       snapshotStart: { t: 1_765_000_000, i: 3 },
       lastId: undefined,

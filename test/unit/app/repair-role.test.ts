@@ -218,4 +218,25 @@ describe('runRepair', () => {
       [encodeId(89), encodeId(99)],
     ]);
   });
+
+  it('still writes delete rows past the greatest _id: the delete pass runs over the range as requested (finding 7)', async () => {
+    // The view has a bogus id above every document: closing the copy's range at the greatest _id must not
+    // take it out of the delete pass.
+    const { held, role } = setup({ collection: ALL, view: [...ALL, 150] });
+    const open: IdRange = { after: encodeId(89), upTo: undefined };
+    const progress = beginRepair(
+      [{ id: 'r1', ranges: [open], reason: 'verify', requestedAt: new Date('2026-12-06T10:00:00Z') }],
+      SNAPSHOT,
+      encodeId(99),
+    );
+    if (!progress) throw new Error('no progress for a request');
+
+    const result = await runRepair(role, progress, never);
+
+    const deletes = held.writes
+      .flatMap((w) => w.records)
+      .filter((r) => r.eventId.startsWith('repair-delete:'));
+    expect(deletes.map((r) => idOf(r.docId))).toEqual([150]);
+    expect(result).toMatchObject({ documents: 10, deletes: 1 });
+  });
 });
