@@ -24,7 +24,11 @@ import { chooseStreamScope, DatabaseStreams } from './database-streams.js';
 import { MongoDatabaseStreamSource } from '../mongodb/database-stream.js';
 import { rawChangeStreamsUnavailable } from '../mongodb/raw-change-source.js';
 import { EncoderPool } from '../workers/prepare.js';
-import { checkpointsCollectionName, recordVerification } from '../mongodb/checkpoint-store.js';
+import {
+  checkpointsCollectionName,
+  readRepairState,
+  recordVerification,
+} from '../mongodb/checkpoint-store.js';
 import { mongoOplogProbe, readOplogWindow, readResumePoints } from '../mongodb/oplog-window.js';
 import { OplogGuard } from './oplog-guard.js';
 import { settingsIdString, type MappingSettings } from '../core/settings.js';
@@ -494,7 +498,12 @@ async function startOnClients(
 async function verifyCandidates(store: MongoSettingsStore, signal: AbortSignal): Promise<VerifyCandidate[]> {
   const [entries, checkpoints] = await Promise.all([
     store.list(signal),
-    store.checkpoints.find({}, { projection: { lastVerification: 1 }, signal }).toArray(),
+    store.checkpoints
+      .find(
+        {},
+        { projection: { lastVerification: 1, repairRequests: 1, repair: 1, historyLostAt: 1 }, signal },
+      )
+      .toArray(),
   ]);
   const lastOf = new Map(
     checkpoints.map((doc) => {
@@ -506,11 +515,21 @@ async function verifyCandidates(store: MongoSettingsStore, signal: AbortSignal):
       return [settingsIdString(doc._id), at] as const;
     }),
   );
+  // A repair pending or running, or a verification owed after a lost history: no new repair request then.
+  const owed = new Set(
+    checkpoints
+      .filter((doc) => {
+        const state = readRepairState(doc);
+        return state.pending.length > 0 || state.progress !== undefined || state.historyLostAt !== undefined;
+      })
+      .map((doc) => settingsIdString(doc._id)),
+  );
   return entries.flatMap((entry) => {
     try {
       const settings = parseMappingSettings(entry.document);
       const withId = settings.id === entry.id ? settings : { ...settings, id: entry.id };
-      return [{ settings: withId, lastVerifiedAt: lastOf.get(settingsIdString(entry.document._id)) }];
+      const id = settingsIdString(entry.document._id);
+      return [{ settings: withId, lastVerifiedAt: lastOf.get(id), repairOwed: owed.has(id) }];
     } catch (error) {
       // An invalid document does not run: the supervisor already reports it.
       if (error instanceof SettingsError) return [];

@@ -13,6 +13,11 @@ export interface VerifyCandidate {
   readonly settings: MappingSettings;
   /** When its last verification finished (kept with its checkpoint, so a restart does not run it early). */
   readonly lastVerifiedAt: Date | undefined;
+  /**
+   * A repair of the mapping is pending or running (or a verification is owed after a lost history): no new
+   * request then, since each restarts the mapping and would interrupt it, and the ranges are being repaired.
+   */
+  readonly repairOwed?: boolean;
 }
 
 export interface BackgroundVerifierOptions {
@@ -66,6 +71,14 @@ export class BackgroundVerifier {
    * share of the ranges in turn from where its previous run stopped, so a new one each run would start over.
    */
   readonly #verifiers = new Map<string, { readonly key: string; readonly verifier: MappingVerifier }>();
+  /**
+   * Per mapping, the ranges (rangeKey) this verifier asked to repair: a range that still differs once its
+   * repair was served holds differences a repair cannot fix (a dead-lettered document, an id the view spells
+   * otherwise), reported rather than repaired again. Forgotten when a run finds the range equal or does not
+   * check it (with a share below 1), so that a later difference there is repaired; in memory only, so a
+   * restart repairs such a range once more.
+   */
+  readonly #repaired = new Map<string, ReadonlySet<string>>();
 
   constructor(options: BackgroundVerifierOptions) {
     this.#o = options;
@@ -105,7 +118,7 @@ export class BackgroundVerifier {
         this.#attempted.get(settings.id) ?? Number.NEGATIVE_INFINITY,
       );
       if (this.#clock.now() - last < verify.intervalMinutes * 60_000) continue;
-      await this.#verify(settings, verify.share, verify.repair, signal);
+      await this.#verify(settings, verify.share, verify.repair && candidate.repairOwed !== true, signal);
       verified++;
     }
     return verified;
@@ -126,6 +139,32 @@ export class BackgroundVerifier {
     const verifier = this.#o.verifier(settings);
     this.#verifiers.set(settings.id, { key, verifier });
     return verifier;
+  }
+
+  /** Asks for a repair of the differing ranges, but not again of those a repair did not fix. */
+  async #repair(settings: MappingSettings, report: VerifyReport, signal: AbortSignal): Promise<void> {
+    const log = this.#o.log;
+    const before = this.#repaired.get(settings.id) ?? new Set<string>();
+    const unfixed = report.differingRanges.filter((range) => before.has(rangeKey(range)));
+    const ranges = report.differingRanges.filter((range) => !before.has(rangeKey(range)));
+    // Until the request is recorded, only the ranges already asked for count as asked for.
+    this.#repaired.set(settings.id, new Set(unfixed.map(rangeKey)));
+    if (unfixed.length > 0) {
+      log.warn(
+        {
+          mapping: settings.id,
+          ranges: unfixed,
+          missing: report.missing,
+          extra: report.extra,
+          differing: report.differing,
+        },
+        'background verification: differences a repair did not fix; reported, not repaired again',
+      );
+    }
+    if (ranges.length === 0) return;
+    await this.#o.requestRepair(settings, ranges, signal);
+    this.#repaired.set(settings.id, new Set(report.differingRanges.map(rangeKey)));
+    log.info({ mapping: settings.id, ranges: ranges.length }, 'background verification: repair requested');
   }
 
   async #verify(settings: MappingSettings, share: number, repair: boolean, signal: AbortSignal) {
@@ -149,10 +188,7 @@ export class BackgroundVerifier {
           ? 'background verification: no difference'
           : 'background verification found differences',
       );
-      if (repair && differing > 0) {
-        await this.#o.requestRepair(settings, report.differingRanges, signal);
-        log.info({ mapping: settings.id, ranges: differing }, 'background verification: repair requested');
-      }
+      if (repair) await this.#repair(settings, report, signal);
     } catch (error) {
       if (signal.aborted) throw error;
       // Deliberately not fatal: the mapping streams on; the next run comes after the interval.
@@ -164,4 +200,9 @@ export class BackgroundVerifier {
       this.#attempted.set(settings.id, this.#clock.now());
     }
   }
+}
+
+/** A range as a key (its bounds are canonical Extended JSON, so equal ranges have equal keys). */
+function rangeKey(range: IdRange): string {
+  return JSON.stringify([range.after ?? null, range.upTo ?? null]);
 }

@@ -24,7 +24,7 @@ import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
 import { dispositionOf } from '../errors.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
 import { MongoCheckpointStore, recordVerification } from '../mongodb/checkpoint-store.js';
-import { docIdValue, MongoExistingIds } from '../mongodb/existing-ids.js';
+import { docIdValue, MongoExistingIds, REPAIR_READ } from '../mongodb/existing-ids.js';
 import { type MappingVerifier, type ViewReader } from '../core/verify-model.js';
 import { MongoRawChangeSource } from '../mongodb/raw-change-source.js';
 import {
@@ -40,7 +40,7 @@ import { type Metrics } from '../observability/metrics.js';
 import { inferColumns } from '../schema/infer.js';
 import { type ColumnSpec } from '../schema/types.js';
 import { runBackfill } from './backfill-role.js';
-import { beginRepair, runRepair } from './repair-role.js';
+import { beginRepair, keepServing, runRepair } from './repair-role.js';
 import { verificationSummary } from './background-verifier.js';
 import { chooseRawStream, type DatabaseStreams } from './database-streams.js';
 import { runRoles, type Role } from './roles.js';
@@ -48,6 +48,7 @@ import { MappingMetrics } from './mapping-metrics.js';
 import { InferredColumns } from './inferred-columns.js';
 import { DIGEST_GAPS_MESSAGE, digestGaps } from './digest-gaps.js';
 import { logPlan } from './plan.js';
+import { abortable } from '../core/deadline.js';
 import { collectionSize } from '../mongodb/collection-size.js';
 import { SchemaCoordinator } from './schema-coordinator.js';
 import { runStream } from './stream-role.js';
@@ -118,7 +119,15 @@ export interface MappingRunnerDeps {
    * policy fails as `fail` does, saying why.
    */
   readonly verifier?: (settings: MappingSettings) => MappingVerifier;
+  /** How long a dry-run mapping waits for its plan before it starts (DEFAULT_DRYRUN_PLAN_TIMEOUT_MS). */
+  readonly planTimeoutMs?: number;
 }
+
+/**
+ * How long a dry-run mapping's start waits for its plan: the plan reads BigQuery and a sample of the
+ * collection, and either may hang (a half-open connection); past this the mapping starts without it.
+ */
+export const DEFAULT_DRYRUN_PLAN_TIMEOUT_MS = 60_000;
 
 /**
  * Wraps a change source, decoded or raw (tests put a shorter oplog window in front of MongoDB): whatever
@@ -187,7 +196,8 @@ export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner & Fo
     if (settings.dryrun && !planned.has(planKey)) {
       planned.add(planKey);
       const collection = deps.mongo.db(settings.mongoDatabase).collection(settings.mongoCollection);
-      await logPlan(
+      const deadline = AbortSignal.timeout(deps.planTimeoutMs ?? DEFAULT_DRYRUN_PLAN_TIMEOUT_MS);
+      const plan = logPlan(
         settings,
         {
           bigquery: deps.bigquery,
@@ -196,8 +206,15 @@ export function createMappingRunner(deps: MappingRunnerDeps): MappingRunner & Fo
           size: () => collectionSize(collection),
           log,
         },
-        signal,
+        AbortSignal.any([signal, deadline]),
       );
+      // Not every read of the plan takes a signal (the size estimate): the wait is bounded here as well.
+      await abortable(plan, deadline).catch(() => {
+        log.warn(
+          { timeoutMs: deps.planTimeoutMs ?? DEFAULT_DRYRUN_PLAN_TIMEOUT_MS },
+          'dry run: the plan took too long; the mapping starts without it',
+        );
+      });
     }
     try {
       await new MappingRun(deps, settings, hooks, log, metrics, inferred).run(signal);
@@ -389,22 +406,38 @@ class MappingRun {
   }
 
   /**
-   * The stream and, when one is owed, the backfill, concurrently. The first real error wins: the other role
-   * is then stopped and awaited (its abort is no error), and that error is thrown. Resolves when `signal`
-   * aborted and both roles ended.
+   * The stream and, when one is owed, the backfill, concurrently, the repairs after the backfill. The first
+   * real error wins: the other role is then stopped and awaited (its abort is no error), and that error is
+   * thrown; a failed repair or verification is none (keepServing). Resolves when `signal` aborted and both
+   * roles ended.
    */
   async #runRoles(schema: SchemaCoordinator, plan: RunPlan, signal: AbortSignal): Promise<void> {
     const streaming = { state: this.settings.dryrun ? ('dryrun' as const) : ('streaming' as const) };
     const { backfill } = plan;
     this.hooks.report(backfill ? { state: this.#copyState, backfillCopied: backfill.copied } : streaming);
     const stream: Role = (s) => this.#stream(schema, plan.start, s);
-    const copy: Role = async (s) => {
-      if (!backfill) return;
-      await this.#backfill(schema, backfill, s);
-      this.hooks.report(streaming);
+    // Repairs (and the verification owed after a lost history) wait until no backfill is owed: the view is
+    // not comparable with the collection before the copy is done, and a resync's copy makes them moot.
+    const copyThenRepair: Role = async (s) => {
+      if (backfill) {
+        await this.#backfill(schema, backfill, s);
+        this.hooks.report(streaming);
+      }
+      await keepServing(
+        (r) => this.#serveRepairs(schema, r),
+        {
+          log: this.log,
+          reportFailure: (error) =>
+            this.deps.store.reportFailure(
+              this.settings.id,
+              `repair or verification failed (tried again later; the stream goes on): ${error instanceof Error ? error.message : String(error)}`,
+              this.hooks.fence,
+            ),
+        },
+        s,
+      );
     };
-    const repair: Role = (s) => this.#serveRepairs(schema, s);
-    await runRoles([stream, copy, repair], signal);
+    await runRoles([stream, copyThenRepair], signal);
   }
 
   /**
@@ -431,9 +464,17 @@ class MappingRun {
         );
         return;
       }
+      // The copy and the existence check read the primary, majority-committed (see REPAIR_READ).
+      const primary = this.deps.mongo
+        .db(this.settings.mongoDatabase)
+        .collection(this.settings.mongoCollection, REPAIR_READ);
+      const source = new MongoSnapshotSource(primary, {
+        chunkSize: this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK,
+      });
       let progress = state.progress;
       if (!progress) {
-        progress = beginRepair(state.pending, await this.#source.currentTime(signal));
+        const snapshotStart = await this.#source.currentTime(signal);
+        progress = beginRepair(state.pending, snapshotStart, await source.lastId());
         if (!progress) return;
         // The snapshot start is saved before anything is written: the delete pass relies on it.
         await repairs.saveRepair(progress, signal);
@@ -447,9 +488,7 @@ class MappingRun {
         const pool = this.deps.encoderPool;
         await runRepair(
           {
-            source: new MongoSnapshotSource(this.#collection, {
-              chunkSize: this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK,
-            }),
+            source,
             ...(pool && {
               records: prepareDocuments(pool, this.#prepareContext(schema), progress.backfill.snapshotStart),
             }),
@@ -457,7 +496,7 @@ class MappingRun {
             store: repairs,
             schema,
             view,
-            existing: new MongoExistingIds(this.#collection),
+            existing: new MongoExistingIds(primary),
             idValue: docIdValue,
             log: this.log,
             onWritten: (documents, deletes) => {

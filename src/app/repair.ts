@@ -36,7 +36,7 @@ async function settingsDocumentId(store: MongoSettingsStore, config: BootstrapCo
  * Recorded like a resync request: in the checkpoint document, where no edit of the settings document can
  * take it back, and `repair_requested_at` set in the settings document, a configuration change, so the
  * supervisor restarts exactly that mapping, which keeps its position and serves the request alongside its
- * stream.
+ * stream. Returns the request's id, for `waitForRepair`.
  */
 export async function requestRepair(
   mongo: MongoClient,
@@ -44,26 +44,26 @@ export async function requestRepair(
   mapping: string,
   ranges: readonly IdRange[],
   reason: RepairReason,
-): Promise<Date> {
+): Promise<string> {
   const store = settingsStore(mongo, config);
   const id = await settingsDocumentId(store, config, mapping);
   const at = new Date();
-  await recordRepairRequest(store.checkpoints, id, { ranges, reason, requestedAt: at });
+  const requestId = await recordRepairRequest(store.checkpoints, id, { ranges, reason, requestedAt: at });
   await store.collection.updateOne({ _id: id } as Record<string, unknown>, {
     $set: { repair_requested_at: at },
   });
-  return at;
+  return requestId;
 }
 
 /**
- * Waits until the repair requested at `requestedAt` is served, and returns what the repair that served it
+ * Waits until the repair request `requestId` (from `requestRepair`) is served, and returns what the repair that served it
  * wrote; undefined when `timeoutMs` passed first (no daemon owns the mapping: the request stays queued).
  */
 export async function waitForRepair(
   mongo: MongoClient,
   config: BootstrapConfig,
   mapping: string,
-  requestedAt: Date,
+  requestId: string,
   options: { readonly timeoutMs: number; readonly pollMs?: number; readonly signal?: AbortSignal },
 ): Promise<RepairResult | undefined> {
   const store = settingsStore(mongo, config);
@@ -76,7 +76,7 @@ export async function waitForRepair(
     });
     const state = readRepairState(doc);
     // Served once a repair removed it (requests are removed by identity when their repair is done).
-    if (!state.pending.some((r) => r.requestedAt.getTime() === requestedAt.getTime())) return state.last;
+    if (!state.pending.some((r) => r.id === requestId)) return state.last;
     const left = deadline - Date.now();
     if (left <= 0) return undefined;
     await sleep(Math.min(left, options.pollMs ?? DEFAULT_REPAIR_POLL_MS), undefined, {

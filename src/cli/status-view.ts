@@ -48,8 +48,37 @@ export interface OplogOverview {
 export interface OplogContext {
   readonly window: OplogWindow;
   readonly warnRatio: number;
-  /** The mapping's oplog lag at the previous read of `--watch`, for the rate between the two. */
+  /** The mapping's oplog lag at an earlier read of `--watch` (lagBaseline), for the rate between the two. */
   readonly earlier?: { readonly lagSeconds: number; readonly atMs: number };
+}
+
+/**
+ * The shortest time `status --watch` measures the lag rate over: the lag moves in steps (an oplog no-op every
+ * 10 s, a checkpoint about every 30 s), so a rate between two redraws 2 s apart would jump between 0 and 5.
+ */
+export const MIN_LAG_RATE_WINDOW_MS = 60_000;
+
+/** A mapping's oplog lag read by `status --watch`. */
+export interface LagSample {
+  readonly lagSeconds: number;
+  readonly atMs: number;
+}
+
+/**
+ * The baseline of the lag rate at `nowMs`: the newest sample at least MIN_LAG_RATE_WINDOW_MS old, or, before
+ * a minute has passed, the first sample; undefined without one.
+ */
+export function lagBaseline(kept: readonly LagSample[], nowMs: number): LagSample | undefined {
+  let base = kept[0];
+  for (const sample of kept) if (nowMs - sample.atMs >= MIN_LAG_RATE_WINDOW_MS) base = sample;
+  return base;
+}
+
+/** The samples to keep once `sample` is read: from the newest baseline it could need on (a minute's worth). */
+export function keepLagSamples(kept: readonly LagSample[], sample: LagSample): LagSample[] {
+  const all = [...kept, sample];
+  const base = lagBaseline(all, sample.atMs);
+  return base === undefined ? all : all.slice(all.indexOf(base));
 }
 
 /** States in which nothing moves a mapping's position on: its lag grows a second per second. */
@@ -236,10 +265,10 @@ export function repairOverview(checkpoint: Document | undefined): RepairOverview
   const state = readRepairState(checkpoint ?? null);
   const { progress, last } = state;
   if (!progress && !last && state.pending.length === 0) return null;
-  const serving = new Set(progress?.requests.map((d) => d.getTime()));
+  const serving = new Set(progress?.requests);
   const ranges = progress?.backfill.ranges ?? [];
   return {
-    pending: state.pending.filter((r) => !serving.has(r.requestedAt.getTime())).length,
+    pending: state.pending.filter((r) => !serving.has(r.id)).length,
     running: progress
       ? {
           reason: progress.reason,

@@ -18,6 +18,9 @@ import {
   mappingOverview,
   renderStatusTable,
   type EarlierCount,
+  keepLagSamples,
+  lagBaseline,
+  type LagSample,
   type MappingOverview,
 } from './status-view.js';
 
@@ -153,8 +156,17 @@ export async function showStatus(
   try {
     await connectNamingMongo(mongo, config.MONGO_CLIENT);
     let earlier: Map<string, EarlierCount> | undefined;
-    let earlierLags: Map<string, EarlierLag> | undefined;
+    // Each mapping's lag over the last minute or so: the rate is measured against lagBaseline, not the
+    // previous redraw (see MIN_LAG_RATE_WINDOW_MS).
+    let lagSamples = new Map<string, LagSample[]>();
     for (;;) {
+      const nowMs = Date.now();
+      const earlierLags = new Map(
+        [...lagSamples].flatMap(([id, kept]) => {
+          const base = lagBaseline(kept, nowMs);
+          return base ? [[id, base] as const] : [];
+        }),
+      );
       const report = await readStatus(mongo, config, Date.now, earlier, earlierLags);
       let text = renderStatus(report, json, out.columns ?? DEFAULT_TERMINAL_COLUMNS);
       if (interval !== undefined && !json) {
@@ -169,9 +181,16 @@ export async function showStatus(
           m.backfill ? [[m.id, { copied: m.backfill.copied, at }] as const] : [],
         ),
       );
-      earlierLags = new Map(
+      lagSamples = new Map(
         report.mappings.flatMap((m) =>
-          m.oplog ? [[m.id, { lagSeconds: m.oplog.lagSeconds, atMs: at }] as const] : [],
+          m.oplog
+            ? [
+                [
+                  m.id,
+                  keepLagSamples(lagSamples.get(m.id) ?? [], { lagSeconds: m.oplog.lagSeconds, atMs: at }),
+                ] as const,
+              ]
+            : [],
         ),
       );
       try {

@@ -79,14 +79,14 @@ export function repairedClean(outcome: VerifyRepairOutcome): boolean {
 async function repairThroughArchiver<T>(
   config: BootstrapConfig,
   mapping: string,
-  work: (desk: RepairDesk<Date>) => Promise<T>,
+  work: (desk: RepairDesk<string>) => Promise<T>,
 ): Promise<T> {
   const mongo = connectMongo(config);
   try {
     return await work({
       request: (ranges) => requestRepair(mongo, config, mapping, ranges, 'verify'),
-      wait: (requestedAt, timeoutMs, signal) =>
-        waitForRepair(mongo, config, mapping, requestedAt, { timeoutMs, signal }),
+      wait: (requestId, timeoutMs, signal) =>
+        waitForRepair(mongo, config, mapping, requestId, { timeoutMs, signal }),
     });
   } finally {
     await mongo.close();

@@ -202,15 +202,17 @@ export function backfillRecord(
 /**
  * The delete row of a repair: a document the view still shows but the collection no longer has, deleted at
  * the repair's snapshot start (the `_seq` of its backfill rows). `documentId` is the `_id` value, so the
- * `_id`-mapped column is filled as in every delete row.
+ * `_id`-mapped column is filled as in every delete row. `docId` is the `_doc_id` exactly as the view holds
+ * it: the view groups by that text, so a delete row under another spelling of the same id (a non-canonical
+ * one written by an older writer) would leave the stale row in place, or hide a live document's canonical row.
  */
 export function snapshotDeleteRecord(
   mapper: RowMapper,
   documentId: unknown,
   snapshotStart: ClusterTime,
   now: Date,
+  docId: string = docIdString(documentId),
 ): HistoryRecord {
-  const docId = docIdString(documentId);
   const eventId = `repair-delete:${backfillEventId(snapshotStart, docId).slice('backfill:'.length)}`;
   return {
     eventId,

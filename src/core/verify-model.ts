@@ -105,6 +105,8 @@ export type RepairReason = (typeof REPAIR_REASONS)[number];
  * views converge without touching the other ranges.
  */
 export interface RepairRequest {
+  /** Random, given when the request is recorded: what a repair that served it removes it by. */
+  readonly id: string;
   readonly ranges: readonly IdRange[];
   readonly reason: RepairReason;
   readonly requestedAt: Date;

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { deserialize, EJSON, serialize } from 'bson';
 import { Timestamp, type Collection, type Document } from 'mongodb';
 import { type ClusterTime, type Position } from '../core/model.js';
@@ -140,19 +141,22 @@ export async function recordResyncRequest(
 /**
  * Asks for a repair of some `_id` ranges of the mapping whose settings document has `_id` `settingsId`, kept
  * in its checkpoint document where no edit of the settings document can take it back: the request stays
- * there until a repair that served it removes it.
+ * there until a repair that served it removes it by the random id returned (not by its time: two requests
+ * of the same millisecond, one recorded after the repair began, are told apart).
  */
 export async function recordRepairRequest(
   checkpoints: Collection,
   settingsId: unknown,
-  request: RepairRequest,
-): Promise<void> {
+  request: Omit<RepairRequest, 'id'>,
+): Promise<string> {
+  const id = randomUUID();
   // Unfenced like a resync request: it never touches the position, and `$push` loses no concurrent request.
   await checkpoints.updateOne(
     { _id: settingsId } as Document,
     {
       $push: {
         repairRequests: {
+          id,
           ranges: request.ranges.map(writeIdRange),
           reason: request.reason,
           requestedAt: request.requestedAt,
@@ -161,6 +165,7 @@ export async function recordRepairRequest(
     } as Document,
     { upsert: true },
   );
+  return id;
 }
 
 /** What a verification found, as `status` shows it (the checkpoint's `lastVerification`). */
@@ -195,11 +200,16 @@ export interface RepairProgress {
   /** The newest request it serves. */
   readonly through: Date;
   /**
-   * The `requestedAt` of every request it serves, removed when it is done: by identity, not by time, so a
-   * request recorded meanwhile with an earlier time (another host's clock) is not taken for served.
+   * The id of every request it serves, removed when it is done: by identity, not by time, so a request
+   * recorded meanwhile (in the same millisecond, or earlier by another host's clock) is not taken for served.
    */
-  readonly requests: readonly Date[];
+  readonly requests: readonly string[];
   readonly reason: RepairReason;
+  /**
+   * The ranges as requested, which the delete passes run over: the copy's may end at the greatest `_id`
+   * (beginRepair), while the view may hold ids past it that MongoDB does not have.
+   */
+  readonly ranges: readonly IdRange[];
   /** The copy of the requested ranges; its `snapshotStart` is the `_seq` of every row the repair writes. */
   readonly backfill: BackfillProgress;
   /** Per range of `backfill.ranges` (same order): its delete pass is done. */
@@ -251,8 +261,9 @@ function readReason(value: unknown): RepairReason {
 function readRepairRequest(value: unknown): RepairRequest[] {
   if (!isDocument(value)) return [];
   const requestedAt = readDate(value.requestedAt);
-  if (!requestedAt || !Array.isArray(value.ranges)) return [];
-  return [{ ranges: value.ranges.flatMap(readIdRange), reason: readReason(value.reason), requestedAt }];
+  const id = optionalString(value.id);
+  if (!requestedAt || id === undefined || !Array.isArray(value.ranges)) return [];
+  return [{ id, ranges: value.ranges.flatMap(readIdRange), reason: readReason(value.reason), requestedAt }];
 }
 
 function readRepairProgress(value: unknown): RepairProgress | undefined {
@@ -261,11 +272,18 @@ function readRepairProgress(value: unknown): RepairProgress | undefined {
   const backfill = readBackfill(value.backfill);
   if (!through || !backfill) return undefined;
   const done = Array.isArray(value.deletesDone) ? value.deletesDone.map((d) => d === true) : [];
-  const requests = Array.isArray(value.requests) ? value.requests.flatMap((d) => readDate(d) ?? []) : [];
+  const requests = Array.isArray(value.requests)
+    ? value.requests.filter((id): id is string => typeof id === 'string')
+    : [];
+  // A progress saved before `ranges` was kept: its delete passes run over the copy's ranges.
+  const ranges = Array.isArray(value.ranges)
+    ? value.ranges.flatMap(readIdRange)
+    : (backfill.ranges ?? []).map((range) => ({ after: range.after, upTo: range.upTo }));
   return {
     through,
-    requests: requests.length > 0 ? requests : [through],
+    requests,
     reason: readReason(value.reason),
+    ranges,
     backfill,
     deletesDone: done,
     deletes: typeof value.deletes === 'number' ? value.deletes : 0,
@@ -413,8 +431,15 @@ export class MongoCheckpointStore implements BackfillCheckpointStore {
     await this.#write(
       {
         $set: { scope: this.#o.scope, resync: pending },
-        // A repair under way belonged to the old target or is made moot by the resync's full copy.
-        $unset: { position: '', backfill: '', repair: '' },
+        // A repair under way belonged to the old target or is made moot by the resync's full copy; so are the
+        // repairs asked for and a verification owed after a lost history (left, they would verify and repair
+        // mid-copy). A first load (no scope yet) keeps requests recorded before it.
+        $unset: {
+          position: '',
+          backfill: '',
+          repair: '',
+          ...((pending || state.scope !== undefined) && { repairRequests: '', historyLostAt: '' }),
+        },
         ...(Object.keys(max).length > 0 && { $max: max }),
       },
       signal,
@@ -478,11 +503,11 @@ export class MongoCheckpointStore implements BackfillCheckpointStore {
     });
   }
 
-  /** Records a repair request of this mapping (see recordRepairRequest). */
-  requestRepair(request: RepairRequest, stop: AbortSignal): Promise<void> {
+  /** Records a repair request of this mapping (see recordRepairRequest); returns its id. */
+  requestRepair(request: Omit<RepairRequest, 'id'>, stop: AbortSignal): Promise<string> {
     return mongoBoundary(async () => {
       stop.throwIfAborted();
-      await recordRepairRequest(this.#o.checkpoints, this.#o.settingsId, request);
+      return recordRepairRequest(this.#o.checkpoints, this.#o.settingsId, request);
     });
   }
 
@@ -525,6 +550,7 @@ export class MongoCheckpointStore implements BackfillCheckpointStore {
               through: progress.through,
               requests: [...progress.requests],
               reason: progress.reason,
+              ranges: progress.ranges.map(writeIdRange),
               backfill: writeBackfill(progress.backfill),
               deletesDone: [...progress.deletesDone],
               deletes: progress.deletes,
@@ -537,10 +563,10 @@ export class MongoCheckpointStore implements BackfillCheckpointStore {
   }
 
   /**
-   * The repair is done: the requests it served (their `requestedAt`) are removed, the progress cleared, and
-   * `result` kept as `lastRepair` for `status`, in one write.
+   * The repair is done: the requests it served (by id) are removed, the progress cleared, and `result` kept
+   * as `lastRepair` for `status`, in one write.
    */
-  repairServed(result: RepairResult, requests: readonly Date[], stop: AbortSignal): Promise<void> {
+  repairServed(result: RepairResult, requests: readonly string[], stop: AbortSignal): Promise<void> {
     return mongoBoundary(async () => {
       stop.throwIfAborted();
       const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
@@ -549,7 +575,7 @@ export class MongoCheckpointStore implements BackfillCheckpointStore {
           $set: { lastRepair: { ...result } },
           $unset: { repair: '' },
           $max: { repairServedAt: result.through },
-          $pull: { repairRequests: { requestedAt: { $in: [...requests] } } },
+          $pull: { repairRequests: { id: { $in: [...requests] } } },
         },
         signal,
       );

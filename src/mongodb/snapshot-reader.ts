@@ -287,14 +287,14 @@ export class MongoSnapshotSource implements SnapshotSource {
             ),
           );
     signal.throwIfAborted();
-    return endAtLastId(ranges, await this.#lastId());
+    return endAtLastId(ranges, await this.lastId());
   }
 
   /**
    * The greatest `_id` now (BSON order), as canonical Extended JSON; undefined when the collection is empty or
-   * the id cannot be named in a query (a string that is not valid UTF-8).
+   * the id cannot be named in a query (a string that is not valid UTF-8). Public for a repair's last range.
    */
-  async #lastId(): Promise<string | undefined> {
+  async lastId(): Promise<string | undefined> {
     const [last] = decodeAll(
       await this.collection
         .find({}, { ...RAW_READ, projection: { _id: 1 } })

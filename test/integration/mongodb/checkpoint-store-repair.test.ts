@@ -44,11 +44,12 @@ async function setup(fence?: number) {
   return { checkpoints, settingsId: insertedId, store };
 }
 
-function progress(through: Date, requests: readonly Date[] = [through]): RepairProgress {
+function progress(through: Date, requests: readonly string[] = ['r0']): RepairProgress {
   return {
     through,
     requests,
     reason: 'verify',
+    ranges: [RANGE_A, RANGE_B],
     backfill: {
       snapshotStart: { t: 1_765_000_000, i: 3 },
       lastId: undefined,
@@ -70,12 +71,12 @@ describe('repair requests in the checkpoint document (issue 14)', () => {
     const { checkpoints, settingsId, store } = await setup(3);
     const first = new Date('2026-12-06T10:00:00Z');
     const second = new Date('2026-12-06T10:05:00Z');
-    await recordRepairRequest(checkpoints, settingsId, {
+    const firstId = await recordRepairRequest(checkpoints, settingsId, {
       ranges: [RANGE_A],
       reason: 'verify',
       requestedAt: first,
     });
-    await recordRepairRequest(checkpoints, settingsId, {
+    const secondId = await recordRepairRequest(checkpoints, settingsId, {
       ranges: [RANGE_B],
       reason: 'background',
       requestedAt: second,
@@ -84,13 +85,13 @@ describe('repair requests in the checkpoint document (issue 14)', () => {
     await mapping.load(never);
     let state = await mapping.loadRepair(never);
     expect(state.pending).toEqual([
-      { ranges: [RANGE_A], reason: 'verify', requestedAt: first },
-      { ranges: [RANGE_B], reason: 'background', requestedAt: second },
+      { id: firstId, ranges: [RANGE_A], reason: 'verify', requestedAt: first },
+      { id: secondId, ranges: [RANGE_B], reason: 'background', requestedAt: second },
     ]);
     expect(state.progress).toBeUndefined();
 
-    await mapping.saveRepair(progress(first), never);
-    expect((await mapping.loadRepair(never)).progress).toEqual(progress(first));
+    await mapping.saveRepair(progress(first, [firstId]), never);
+    expect((await mapping.loadRepair(never)).progress).toEqual(progress(first, [firstId]));
     // Recorded after the repair began, stamped earlier than what it serves (another host's clock): not
     // served by it, so it stays.
     const skewed = new Date('2026-12-06T09:59:00Z');
@@ -108,13 +109,41 @@ describe('repair requests in the checkpoint document (issue 14)', () => {
       documents: 12,
       deletes: 1,
     };
-    await mapping.repairServed(result, [first], never);
+    await mapping.repairServed(result, [firstId], never);
     state = await mapping.loadRepair(never);
     expect(state.progress).toBeUndefined();
     expect(state.last).toEqual(result);
     expect(state.servedAt).toEqual(first);
     // The later request is still owed.
     expect(state.pending.map((r) => r.requestedAt)).toEqual([skewed, second]);
+  });
+
+  it('serves requests by their id: one recorded in the same millisecond after the repair began stays owed (finding 14)', async () => {
+    const { checkpoints, settingsId, store } = await setup(3);
+    const at = new Date('2026-12-06T10:00:00Z');
+    const first = await recordRepairRequest(checkpoints, settingsId, {
+      ranges: [RANGE_A],
+      reason: 'verify',
+      requestedAt: at,
+    });
+    const mapping = store();
+    await mapping.load(never);
+    await mapping.saveRepair(progress(at, [first]), never);
+    const second = await recordRepairRequest(checkpoints, settingsId, {
+      ranges: [RANGE_B],
+      reason: 'background',
+      requestedAt: at,
+    });
+    expect(second).not.toBe(first);
+
+    await mapping.repairServed(
+      { through: at, reason: 'verify', finishedAt: at, ranges: 1, documents: 1, deletes: 0 },
+      [first],
+      never,
+    );
+
+    const state = await mapping.loadRepair(never);
+    expect(state.pending.map((r) => [r.id, r.ranges])).toEqual([[second, [RANGE_B]]]);
   });
 
   it('a resync or a new target clears the repair under way; the history-lost mark is cleared only for its own loss', async () => {
@@ -133,6 +162,31 @@ describe('repair requests in the checkpoint document (issue 14)', () => {
     const retargeted = store({ scope: 'd.c -> ds.other' });
     await retargeted.load(never);
     expect((await retargeted.loadRepair(never)).progress).toBeUndefined();
+  });
+
+  it('a resync clears the repair requests and the history-lost mark: its full copy makes both moot (finding 9)', async () => {
+    const { checkpoints, settingsId, store } = await setup();
+    const mapping = store();
+    await mapping.load(never);
+    await recordRepairRequest(checkpoints, settingsId, {
+      ranges: [RANGE_A],
+      reason: 'history-lost',
+      requestedAt: new Date('2026-12-06T10:00:00Z'),
+    });
+    await mapping.markHistoryLost(new Date('2026-12-06T10:00:00Z'), never);
+
+    const resync = new MongoCheckpointStore({
+      checkpoints,
+      settings: client.db(checkpoints.dbName).collection('settings'),
+      settingsId,
+      scope: 'd.c -> ds.t',
+      resyncRequestedAt: '2026-12-06T11:00:00Z',
+    });
+    expect((await resync.load(never)).resync).toBe(true);
+
+    const state = await resync.loadRepair(never);
+    expect(state.pending).toEqual([]);
+    expect(state.historyLostAt).toBeUndefined();
   });
 
   it('progress writes are fenced: an instance that lost the mapping cannot save a repair', async () => {

@@ -84,10 +84,10 @@ export class MemoryRepairStore implements RepairStore {
     return Promise.resolve();
   }
 
-  /** The `requestedAt` of the requests the last finished repair served. */
-  servedRequests: readonly Date[] = [];
+  /** The ids of the requests the last finished repair served. */
+  servedRequests: readonly string[] = [];
 
-  repairServed(result: RepairResult, requests: readonly Date[]): Promise<void> {
+  repairServed(result: RepairResult, requests: readonly string[]): Promise<void> {
     this.served = result;
     this.servedRequests = requests;
     this.progress = undefined;

@@ -28,9 +28,12 @@ function setup(options: {
   mappings: MappingSettings[];
   states?: Record<string, MappingState>;
   differing?: Record<string, IdRange[]>;
+  /** Mappings with a repair pending or running. */
+  owed?: Set<string>;
 }) {
   let now = 0;
   const clock = { now: () => now };
+  const lines: Record<string, unknown>[] = [];
   const verifiers = new Map<string, FakeMappingVerifier>();
   const recorded: VerifyReport[] = [];
   const repairs: { mapping: string; ranges: readonly IdRange[] }[] = [];
@@ -45,6 +48,7 @@ function setup(options: {
         options.mappings.map((settings): VerifyCandidate => ({
           settings,
           lastVerifiedAt: lastVerified.get(settings.id),
+          repairOwed: options.owed?.has(settings.id) ?? false,
         })),
       ),
     verifier: (settings) => {
@@ -77,7 +81,10 @@ function setup(options: {
       repairs.push({ mapping: settings.id, ranges });
       return Promise.resolve();
     },
-    log: createLogger({ level: 'silent' }),
+    log: createLogger({
+      level: 'info',
+      destination: { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) },
+    }),
     metrics,
     clock,
   });
@@ -91,6 +98,7 @@ function setup(options: {
     shared,
     states,
     value,
+    lines,
     advance: (ms: number) => {
       now += ms;
     },
@@ -188,5 +196,48 @@ describe('BackgroundVerifier', () => {
     expect(await t.verifier.tick(never)).toBe(0);
     t.advance(5 * MINUTE);
     expect(await t.verifier.tick(never)).toBe(1);
+  });
+
+  it('asks for no repair while one is pending or running (finding 8)', async () => {
+    // Each request restarts the mapping: re-asked every interval, it would interrupt the repair under way.
+    const owed = new Set(['fix']);
+    const t = setup({
+      mappings: [mapping('fix', { repair: true, interval_minutes: 1 })],
+      differing: { fix: [DIFFERING] },
+      owed,
+    });
+    await t.verifier.tick(never);
+    expect(t.repairs).toEqual([]);
+    owed.clear();
+    t.advance(MINUTE);
+    await t.verifier.tick(never);
+    expect(t.repairs).toEqual([{ mapping: 'fix', ranges: [DIFFERING] }]);
+  });
+
+  it('reports, and does not repair again, a range a repair covered and did not fix (finding 8)', async () => {
+    // A dead-lettered document stays missing whatever is copied: repairing it again and again would copy
+    // the range and restart the mapping every interval.
+    const OTHER: IdRange = { after: encodeId(59), upTo: encodeId(69) };
+    const differing: Record<string, IdRange[]> = { fix: [DIFFERING] };
+    const t = setup({ mappings: [mapping('fix', { repair: true, interval_minutes: 1 })], differing });
+    await t.verifier.tick(never);
+    expect(t.repairs).toHaveLength(1);
+
+    t.advance(MINUTE);
+    differing.fix = [DIFFERING, OTHER];
+    await t.verifier.tick(never);
+    expect(t.repairs.map((r) => r.ranges)).toEqual([[DIFFERING], [OTHER]]);
+    expect(t.lines.map((l) => l.msg)).toContain(
+      'background verification: differences a repair did not fix; reported, not repaired again',
+    );
+
+    // Once the range matches again, a new difference there is repaired.
+    t.advance(MINUTE);
+    differing.fix = [];
+    await t.verifier.tick(never);
+    t.advance(MINUTE);
+    differing.fix = [DIFFERING];
+    await t.verifier.tick(never);
+    expect(t.repairs.map((r) => r.ranges)).toEqual([[DIFFERING], [OTHER], [DIFFERING]]);
   });
 });

@@ -43,7 +43,7 @@ afterAll(async () => {
   await mongo.close();
 });
 
-function dryRunner() {
+function dryRunner(options: { sample?: Sampler; planTimeoutMs?: number } = {}) {
   const fake = new RecordingBigQuery('mba-test');
   const messages: string[] = [];
   const logger = createLogger({
@@ -54,7 +54,8 @@ function dryRunner() {
       isTTY: false,
     },
   });
-  const sample: Sampler = () => Promise.resolve([{ _id: 1, n: 1, extra: 'x' }] as Document[]);
+  const sample: Sampler =
+    options.sample ?? (() => Promise.resolve([{ _id: 1, n: 1, extra: 'x' }] as Document[]));
   const run = createMappingRunner({
     mongo,
     bigquery: { projectId: 'mba-test', bigquery: fake.client } as unknown as BigQueryClients,
@@ -65,10 +66,11 @@ function dryRunner() {
     checkpointsCollection: mongo.db('archiver').collection('checkpoints'),
     sample,
     logger,
+    ...(options.planTimeoutMs !== undefined && { planTimeoutMs: options.planTimeoutMs }),
   });
   const plans = () => messages.filter((m) => m === 'dry run: the plan of this mapping (what run would do)');
   const gapWarnings = () => messages.filter((m) => m === DIGEST_GAPS_MESSAGE);
-  return { run, plans, fake, gapWarnings };
+  return { run, plans, fake, gapWarnings, messages };
 }
 
 /** One run of the dry-run mapping, stopped before it would read MongoDB's current time. */
@@ -96,6 +98,14 @@ describe('a dry-run mapping logs its plan (issue 14)', () => {
     ).rejects.toThrow();
     expect(runner.plans()).toEqual([]);
   });
+
+  it('does not hold up the start of the mapping past its deadline (finding 17)', async () => {
+    // A sample that never answers (a MongoDB that accepts the connection and says nothing).
+    const runner = dryRunner({ sample: () => new Promise<Document[]>(() => undefined), planTimeoutMs: 50 });
+    await stoppedRun(runner, document);
+    expect(runner.plans()).toEqual([]);
+    expect(runner.messages).toContain('dry run: the plan took too long; the mapping starts without it');
+  }, 5_000);
 });
 
 describe('a mapping whose repair relies on verification (review finding 1)', () => {

@@ -4,6 +4,7 @@ import { backfillSeq } from '../../../src/core/model.js';
 import { type IdRange } from '../../../src/core/ports.js';
 import { type RecordSink } from '../../../src/core/stream-loop.js';
 import { decodeId, encodeId, type RepairProgress } from '../../../src/mongodb/checkpoint-store.js';
+import { docIdValue } from '../../../src/mongodb/existing-ids.js';
 import { createLogger } from '../../../src/observability/logger.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { HeldSink } from '../../support/fakes/held-sink.js';
@@ -52,7 +53,7 @@ function setup(options: { collection: number[]; view: number[]; sink?: RecordSin
     }),
   };
   const progress = beginRepair(
-    [{ ranges: RANGES, reason: 'verify', requestedAt: new Date('2026-12-06T10:00:00Z') }],
+    [{ id: 'r1', ranges: RANGES, reason: 'verify', requestedAt: new Date('2026-12-06T10:00:00Z') }],
     SNAPSHOT,
   );
   if (!progress) throw new Error('no progress for a request');
@@ -76,7 +77,7 @@ describe('runRepair', () => {
     expect(written).toEqual(ALL.filter(inRanges));
     expect(result).toMatchObject({ ranges: 2, documents: 20, deletes: 0 });
     expect(store.served).toEqual(result);
-    expect(store.servedRequests).toEqual([new Date('2026-12-06T10:00:00Z')]);
+    expect(store.servedRequests).toEqual(['r1']);
     expect(lines.map((l) => l.msg)).toContain('repair wrote 20 rows (20 documents, 0 deletes) over 2 ranges');
   });
 
@@ -163,14 +164,79 @@ describe('runRepair', () => {
     const later = new Date('2026-12-06T11:00:00Z');
     const progress = beginRepair(
       [
-        { ranges: [RANGE_A], reason: 'verify', requestedAt: new Date('2026-12-06T10:00:00Z') },
-        { ranges: [RANGE_B], reason: 'background', requestedAt: later },
+        { id: 'r1', ranges: [RANGE_A], reason: 'verify', requestedAt: new Date('2026-12-06T10:00:00Z') },
+        { id: 'r2', ranges: [RANGE_B], reason: 'background', requestedAt: later },
       ],
       SNAPSHOT,
     );
     expect(progress?.through).toEqual(later);
-    expect(progress?.requests).toEqual([new Date('2026-12-06T10:00:00Z'), later]);
+    expect(progress?.requests).toEqual(['r1', 'r2']);
     expect(progress?.backfill.ranges?.map((r) => r.after)).toEqual([encodeId(9), encodeId(59)]);
     expect(progress?.deletesDone).toEqual([false, false]);
+  });
+
+  it('compares the view ids by canonical form, and writes a delete row with the view id as read (finding 2)', async () => {
+    // An older writer left non-canonical ids: 12 still exists (no delete row, and never one with the live
+    // document's canonical id), 13 is gone (its delete row carries the view's own _doc_id, so it matches).
+    const collection = ALL.filter((id) => id !== 13);
+    const { held, view, role, progress } = setup({ collection, view: [] });
+    const asRead = ['{"$numberLong":"12"}', '{"$numberLong":"13"}'];
+    view.documentDigests = (range) => {
+      view.asked.push(range);
+      const value = range.after === RANGE_A.after ? asRead : [];
+      return Promise.resolve({ value: value.map((docId) => ({ docId, hash: 0n })), bytesScanned: 0 });
+    };
+
+    const result = await runRepair({ ...role, idValue: docIdValue }, progress, never);
+
+    const deletes = held.writes
+      .flatMap((w) => w.records)
+      .filter((r) => r.eventId.startsWith('repair-delete:'));
+    expect(deletes.map((r) => r.docId)).toEqual(['{"$numberLong":"13"}']);
+    expect(deletes.map((r) => r.row()._doc_id)).toEqual(['{"$numberLong":"13"}']);
+    expect(result.deletes).toBe(1);
+  });
+
+  it('closes every open-ended range at the greatest _id when the repair begins (finding 7)', () => {
+    // Verify's last range has no upper bound: copied as it is, a collection growing at the top would keep
+    // the copy going for ever (the stream archives what comes after the snapshot start anyway).
+    const open: IdRange = { after: encodeId(89), upTo: undefined };
+    const progress = beginRepair(
+      [
+        {
+          id: 'r1',
+          ranges: [RANGE_A, open],
+          reason: 'verify',
+          requestedAt: new Date('2026-12-06T10:00:00Z'),
+        },
+      ],
+      SNAPSHOT,
+      encodeId(99),
+    );
+    expect(progress?.backfill.ranges?.map((r) => [r.after, r.upTo])).toEqual([
+      [RANGE_A.after, RANGE_A.upTo],
+      [encodeId(89), encodeId(99)],
+    ]);
+  });
+
+  it('still writes delete rows past the greatest _id: the delete pass runs over the range as requested (finding 7)', async () => {
+    // The view has a bogus id above every document: closing the copy's range at the greatest _id must not
+    // take it out of the delete pass.
+    const { held, role } = setup({ collection: ALL, view: [...ALL, 150] });
+    const open: IdRange = { after: encodeId(89), upTo: undefined };
+    const progress = beginRepair(
+      [{ id: 'r1', ranges: [open], reason: 'verify', requestedAt: new Date('2026-12-06T10:00:00Z') }],
+      SNAPSHOT,
+      encodeId(99),
+    );
+    if (!progress) throw new Error('no progress for a request');
+
+    const result = await runRepair(role, progress, never);
+
+    const deletes = held.writes
+      .flatMap((w) => w.records)
+      .filter((r) => r.eventId.startsWith('repair-delete:'));
+    expect(deletes.map((r) => idOf(r.docId))).toEqual([150]);
+    expect(result).toMatchObject({ documents: 10, deletes: 1 });
   });
 });

@@ -25,6 +25,7 @@ describe('status: repairs and the last verification (issue 14)', () => {
       _id: 'orders',
       repair: {
         through: new Date(T0 - 60_000),
+        requests: ['a'],
         reason: 'verify',
         backfill: {
           snapshotStart: new Timestamp({ t: T0 / 1_000 - 60, i: 1 }),
@@ -36,8 +37,8 @@ describe('status: repairs and the last verification (issue 14)', () => {
         deletes: 2,
       },
       repairRequests: [
-        { ranges: [], reason: 'verify', requestedAt: new Date(T0 - 60_000) },
-        { ranges: [], reason: 'background', requestedAt: new Date(T0 - 30_000) },
+        { id: 'a', ranges: [], reason: 'verify', requestedAt: new Date(T0 - 60_000) },
+        { id: 'b', ranges: [], reason: 'background', requestedAt: new Date(T0 - 30_000) },
       ],
       lastVerification: {
         finishedAt: new Date(T0 - 120_000),
