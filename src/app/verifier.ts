@@ -32,7 +32,7 @@ import { checkpointsCollectionName, encodeId, readSavedPosition } from '../mongo
 import { MongoSettingsStore } from '../mongodb/settings-store.js';
 import { mongoBoundary } from '../mongodb/error-mapping.js';
 import { MongoSnapshotSource } from '../mongodb/snapshot-reader.js';
-import { docIdKey } from '../transform/id-order.js';
+import { compareToBound, docIdKey, OBJECT_ID_DOC_ID } from '../transform/id-order.js';
 import { compileRowHash } from '../transform/row-digest.js';
 import { compileRowMapper, type RowMapper } from '../transform/row-mapper.js';
 import { docIdString } from '../transform/values.js';
@@ -292,6 +292,8 @@ class Verifier implements MappingVerifier {
     for (let at = 0; at < suspects.length; at += MAX_SUB_RANGES_PER_QUERY) {
       const batch = suspects.slice(at, at + MAX_SUB_RANGES_PER_QUERY).map((sub) => sub.range);
       let persisting: Map<string, Difference>[] | undefined;
+      /** Each sub-range's ids on either side, in the last read. */
+      let ids: string[][] = [];
       for (let read = 0; read < ID_READS; read++) {
         const sources: Map<string, bigint>[] = [];
         for (const range of batch) {
@@ -300,17 +302,23 @@ class Verifier implements MappingVerifier {
         }
         await settle(await this.#d.clusterTime(signal));
         const seen: Map<string, Difference>[] = [];
+        ids = [];
         for (const [i, range] of batch.entries()) {
           const view = await reader.documentDigests(range, signal);
           bytesScanned += view.bytesScanned;
-          seen.push(compare(sources[i] ?? new Map<string, bigint>(), view.value));
+          const source = sources[i] ?? new Map<string, bigint>();
+          seen.push(compare(source, view.value));
+          ids.push([...source.keys(), ...view.value.map((d) => d.docId)]);
         }
         persisting = seen.map((s, i) => {
           const before = persisting?.[i];
           return before === undefined ? s : intersect(before, s);
         });
       }
-      for (const [i, range] of batch.entries()) findings.add(range, persisting?.[i] ?? new Map());
+      for (const [i, range] of batch.entries()) {
+        const differences = persisting?.[i] ?? new Map<string, Difference>();
+        findings.add(narrowed(range, ids[i] ?? [], differences), differences);
+      }
     }
 
     return {
@@ -362,6 +370,38 @@ class Verifier implements MappingVerifier {
       await sleep(this.#d.settlePollMs ?? DEFAULT_SETTLE_POLL_MS, undefined, { signal });
     }
   }
+}
+
+/**
+ * The part of a sub-range that holds its differences: from the id before the first one that differs (of
+ * either side's ids, in BSON order) to the last one that differs, so that a repair copies those documents
+ * and the few between them, not the whole chunk. The sub-range itself when nothing differs.
+ */
+function narrowed(
+  range: IdRange,
+  ids: readonly string[],
+  differences: ReadonlyMap<string, unknown>,
+): IdRange {
+  if (differences.size === 0) return range;
+  const keyed = [...new Set(ids)].flatMap((docId) => {
+    const key = docIdKey(docId);
+    return key === undefined ? [] : [{ docId, key }];
+  });
+  keyed.sort((a, b) => compareToBound(a.key, b.key));
+  const first = keyed.findIndex((k) => differences.has(k.docId));
+  const last = keyed.findLastIndex((k) => differences.has(k.docId));
+  const before = first > 0 ? keyed[first - 1] : undefined;
+  const end = keyed[last];
+  if (first < 0 || end === undefined) return range;
+  return {
+    after: before === undefined ? range.after : boundOf(before.docId),
+    upTo: boundOf(end.docId),
+  };
+}
+
+/** A range bound (canonical Extended JSON of `{ id }`, as `encodeId` writes it) for a placed `_doc_id`. */
+function boundOf(docId: string): string {
+  return OBJECT_ID_DOC_ID.test(docId) ? `{"id":{"$oid":"${docId}"}}` : `{"id":${docId}}`;
 }
 
 /** Whether the view's count and digest of a range are MongoDB's. */

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { createMappingVerifier, type MappingVerifierDeps } from '../../../src/app/verifier.js';
 import { type ClusterTime, type Position } from '../../../src/core/model.js';
 import { type SourceDocument } from '../../../src/core/ports.js';
+import { encodeId } from '../../../src/mongodb/checkpoint-store.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { compileRowHash } from '../../../src/transform/row-digest.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
@@ -84,10 +85,12 @@ describe('MappingVerifier', () => {
     expect(report.missing).toEqual({ count: 2, ids: [docIdString(3), docIdString(40)].sort() });
     expect(report.extra).toEqual({ count: 1, ids: [docIdString(1_000)] });
     expect(report.differing).toEqual({ count: 1, ids: [docIdString(20)] });
-    // 3 in the first range, 20 in the second, 40 and the extra 1000 in the last (open upwards), each in a
-    // sub-range of its own: 40 in a chunk, 1000 past MongoDB's last id.
+    // 3 in the first range, 20 in the second, 40 and the extra 1000 in the last, each in a range of its own
+    // that ends at it: 40 in a chunk, 1000 past MongoDB's last id.
     expect(report.differingRanges).toHaveLength(4);
-    expect(report.differingRanges.at(-1)?.upTo).toBeUndefined();
+    expect(report.differingRanges.map((range) => range.upTo)).toEqual(
+      [3, 20, 40, 1_000].map((id) => encodeId(id)),
+    );
   });
 
   it('review finding 4: narrows a differing range to the chunks that differ, and reads only those by id', async () => {
@@ -97,16 +100,27 @@ describe('MappingVerifier', () => {
     const report = await createMappingVerifier(deps).verify({}, signal());
     expect(report.differing.ids).toEqual([docIdString(3)]);
     expect(report.missing.ids).toEqual([docIdString(130)]);
-    // Each differing range is one chunk of MongoDB's documents (7 here), not a fourth of the collection, so
-    // a repair copies only those.
+    // Each differing range holds the document that differs alone (narrowed within its chunk of 7), not a
+    // fourth of the collection, so a repair copies only that.
     expect(report.differingRanges).toHaveLength(2);
-    for (const range of report.differingRanges) {
+    for (const [i, range] of report.differingRanges.entries()) {
       const inside = documents.filter((d) => inRange(keyOf(d), rangeBounds(range)));
-      expect(inside.length).toBeLessThanOrEqual(7);
+      expect(inside.map((d) => d._id)).toEqual([[3], [130]][i]);
     }
     // Read once in chunks (4 ranges of 50: 8 chunks and an empty read each), then each differing chunk twice
     // by id (a chunk and an empty read each time): never a whole range held by id.
     expect(source.reads.length).toBeLessThanOrEqual(4 * 9 + 2 * 2 * 2);
+  });
+
+  it('review finding 4: narrows a chunk to the span from the first to the last document that differs', async () => {
+    const { deps, documents, view } = world(50);
+    // Ids 7 to 13 are one chunk; 9 and 11 differ, 10 between them does not.
+    for (const id of [9, 11]) view.rows.set(docIdString(id), rowOf({ _id: id, n: -1 }));
+    const report = await createMappingVerifier(deps).verify({}, signal());
+    expect(report.differingRanges).toEqual([{ after: encodeId(8), upTo: encodeId(11) }]);
+    expect(
+      documents.filter((d) => inRange(keyOf(d), rangeBounds({ after: encodeId(8), upTo: encodeId(11) }))),
+    ).toHaveLength(3);
   });
 
   it('review finding 4: compares the sub-ranges of a range in batches, and finds differences in each', async () => {
