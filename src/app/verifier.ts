@@ -4,6 +4,10 @@ import { createBigQueryClients, type BigQueryClients } from '../bigquery/client.
 import { type BootstrapConfig } from '../config/bootstrap.js';
 import { parseMappingSettings } from '../config/settings.js';
 import { BigQueryViewReader } from '../bigquery/view-reader.js';
+import { TableAdmin } from '../bigquery/table-admin.js';
+import { viewNames } from '../bigquery/views.js';
+import { alignWithTable } from '../schema/align.js';
+import { tableRef } from '../schema/identifiers.js';
 import { compareClusterTime, type ClusterTime, type Position } from '../core/model.js';
 import {
   SYSTEM_CLOCK,
@@ -16,6 +20,7 @@ import { type MappingSettings } from '../core/settings.js';
 import {
   MAX_REPORTED_IDS,
   type MappingVerifier,
+  type RangeDigest,
   type ReportedIds,
   type VerifyReport,
   type ViewReader,
@@ -27,7 +32,7 @@ import { checkpointsCollectionName, encodeId, readSavedPosition } from '../mongo
 import { MongoSettingsStore } from '../mongodb/settings-store.js';
 import { mongoBoundary } from '../mongodb/error-mapping.js';
 import { MongoSnapshotSource } from '../mongodb/snapshot-reader.js';
-import { docIdKey } from '../transform/id-order.js';
+import { compareToBound, docIdKey, OBJECT_ID_DOC_ID } from '../transform/id-order.js';
 import { compileRowHash } from '../transform/row-digest.js';
 import { compileRowMapper, type RowMapper } from '../transform/row-mapper.js';
 import { docIdString } from '../transform/values.js';
@@ -53,6 +58,20 @@ export const DEFAULT_SETTLE_POLL_MS = 1_000;
  */
 export const ID_READS = 2;
 
+/**
+ * Sub-ranges of a differing range whose BigQuery digests one query reads at most: the query's CASE grows
+ * with them, and the source side of as many sub-ranges (about a chunk each) is what one batch of reads
+ * that name ids holds in memory.
+ */
+export const MAX_SUB_RANGES_PER_QUERY = 100;
+
+/** The two sides as the pipeline maps them now: the view's reader and the mapper, over the same columns. */
+export interface VerifiedSides {
+  readonly reader: ViewReader;
+  /** The pipeline's mapper for the columns the table has: both sides hash the row the pipeline would write. */
+  readonly mapper: RowMapper;
+}
+
 /** What a verifier needs: the ports of both sides, the mapper, and the mapping's progress. */
 export interface MappingVerifierDeps {
   /** The mapping's id (its settings document's `_id` as a string), for the report. */
@@ -61,9 +80,11 @@ export interface MappingVerifierDeps {
   readonly view: string;
   /** The collection as the backfill reads it (split points from a bounded sample, chunks in `_id` order). */
   readonly source: SnapshotSource;
-  readonly reader: ViewReader;
-  /** The pipeline's mapper for the mapping's columns: both sides hash the row the pipeline would write. */
-  readonly mapper: RowMapper;
+  /**
+   * The reader and mapper, resolved at the start of every verification: the columns are the ones the table
+   * has then (`alignWithTable`, as `run` maps with), which evolve while the verifier is kept.
+   */
+  readonly sides: (signal: AbortSignal) => Promise<VerifiedSides>;
   /** The mapping's saved stream position (read only). */
   readonly position: (signal: AbortSignal) => Promise<Position | undefined>;
   /** The source's cluster time now. */
@@ -93,6 +114,7 @@ export function documentHasher(mapper: RowMapper): (document: SourceDocument) =>
 /**
  * Reads one range as the backfill does (chunks in `_id` order) and digests it: count, XOR of the hashes,
  * documents with an id verify does not place, and, when `named`, each document's hash by `_doc_id`.
+ * `onChunk` sees each chunk's digest as it is read: a streaming pass, holding one chunk at a time.
  */
 export async function digestSourceRange(
   source: SnapshotSource,
@@ -100,6 +122,7 @@ export async function digestSourceRange(
   rowHash: (document: SourceDocument) => DocumentHash,
   named: boolean,
   signal: AbortSignal,
+  onChunk?: (chunk: { readonly count: number; readonly digest: bigint; readonly lastId: string }) => void,
 ): Promise<SourceRange> {
   const result: SourceRange = {
     count: 0,
@@ -112,17 +135,22 @@ export async function digestSourceRange(
     const chunk = await source.nextChunk(range, lastId, signal);
     const last = chunk.at(-1);
     if (last === undefined) return result;
+    let count = 0;
+    let digest = 0n;
     for (const document of chunk) {
-      const digest = rowHash(document);
-      if (digest === undefined) {
+      const hashed = rowHash(document);
+      if (hashed === undefined) {
         result.unverifiable++;
         continue;
       }
-      result.count++;
-      result.digest ^= digest.hash;
-      result.hashes?.set(digest.docId, digest.hash);
+      count++;
+      digest ^= hashed.hash;
+      result.hashes?.set(hashed.docId, hashed.hash);
     }
+    result.count += count;
+    result.digest ^= digest;
     lastId = encodeId(last._id);
+    onChunk?.({ count, digest, lastId });
   }
 }
 
@@ -132,6 +160,13 @@ export interface SourceRange {
   digest: bigint;
   unverifiable: number;
   readonly hashes: Map<string, bigint> | undefined;
+}
+
+/** A sub-range of a range (about one chunk of MongoDB's documents), with MongoDB's count and digest. */
+interface SubRange {
+  readonly range: IdRange;
+  readonly count: number;
+  readonly digest: bigint;
 }
 
 type DifferenceKind = 'missing' | 'extra' | 'differing';
@@ -148,24 +183,56 @@ export function createMappingVerifier(deps: MappingVerifierDeps): MappingVerifie
   return new Verifier(deps);
 }
 
+/** What one verification has found so far: counts, a bounded list of ids per kind, the ranges that differ. */
+class Findings {
+  readonly counts: Record<DifferenceKind, number> = { missing: 0, extra: 0, differing: 0 };
+  readonly ids: Record<DifferenceKind, string[]> = { missing: [], extra: [], differing: [] };
+  readonly ranges: IdRange[] = [];
+
+  add(range: IdRange, differences: ReadonlyMap<string, Difference>): void {
+    if (differences.size === 0) return;
+    this.ranges.push(range);
+    for (const [docId, difference] of differences) {
+      this.counts[difference.kind]++;
+      const ids = this.ids[difference.kind];
+      ids.push(docId);
+      // Keeps the smallest ids, as a sorted list cut at MAX_REPORTED_IDS would, without holding them all.
+      if (ids.length > 2 * MAX_REPORTED_IDS)
+        ids.splice(0, ids.length, ...ids.sort().slice(0, MAX_REPORTED_IDS));
+    }
+  }
+
+  reported(kind: DifferenceKind): ReportedIds {
+    return { count: this.counts[kind], ids: [...this.ids[kind]].sort().slice(0, MAX_REPORTED_IDS) };
+  }
+}
+
 class Verifier implements MappingVerifier {
   readonly #d: MappingVerifierDeps;
-  readonly #rowHash: (document: SourceDocument) => DocumentHash;
   readonly #clock: Clock;
   /** Where the next share of ranges starts (`verify({ share })`), kept across runs. */
   #cursor = 0;
 
   constructor(deps: MappingVerifierDeps) {
     this.#d = deps;
-    this.#rowHash = documentHasher(deps.mapper);
     this.#clock = deps.clock ?? SYSTEM_CLOCK;
   }
 
+  /**
+   * The first read compares every range's count and digest (MongoDB range by range, one chunk in memory at
+   * a time, then BigQuery in one query once the daemon has written what MongoDB showed); it also keeps
+   * each chunk's digest, with MongoDB's ids as bounds. A range that differs is compared again over those
+   * sub-ranges (BigQuery's digests per sub-range), and only the sub-ranges that differ are read document
+   * by document, ID_READS times, so memory holds a batch of sub-ranges, never a whole range, and
+   * `differingRanges` are sub-ranges of about a chunk each.
+   */
   async verify(
     options: { readonly ranges?: number; readonly share?: number },
     signal: AbortSignal,
   ): Promise<VerifyReport> {
     const startedAt = new Date(this.#clock.now());
+    const { reader, mapper } = await this.#d.sides(signal);
+    const rowHash = documentHasher(mapper);
     const ranges = this.#choose(
       await this.#split(options.ranges ?? this.#d.ranges ?? DEFAULT_VERIFY_RANGES, signal),
       options.share,
@@ -176,59 +243,95 @@ class Verifier implements MappingVerifier {
       // Once the checkpoint did not pass a time within the timeout, later reads do not wait again.
       if (wait.settled) wait.settled = await this.#waitForCheckpoint(time, signal);
     };
+    const viewDigests = async (of: readonly IdRange[]): Promise<RangeDigest[]> => {
+      const answer = await reader.rangeDigests(of, signal);
+      bytesScanned += answer.bytesScanned;
+      return answer.value;
+    };
 
-    // The first read: counts and digests of every range on both sides, MongoDB first, then BigQuery once
-    // the daemon has written what MongoDB showed.
-    const first: SourceRange[] = [];
-    for (const range of ranges) first.push(await this.#readSource(range, false, signal));
+    let documentsChecked = 0;
+    let unverifiable = 0;
+    const first: { range: IdRange; count: number; digest: bigint; subRanges: SubRange[] }[] = [];
+    for (const range of ranges) {
+      const subRanges: SubRange[] = [];
+      let after = range.after;
+      const read = await digestSourceRange(this.#d.source, range, rowHash, false, signal, (chunk) => {
+        subRanges.push({ range: { after, upTo: chunk.lastId }, count: chunk.count, digest: chunk.digest });
+        after = chunk.lastId;
+      });
+      // The last sub-range runs to the range's own end: what the view has past MongoDB's last id is in it.
+      const last = subRanges.pop();
+      subRanges.push({
+        range: { after: last?.range.after ?? range.after, upTo: range.upTo },
+        count: last?.count ?? 0,
+        digest: last?.digest ?? 0n,
+      });
+      documentsChecked += read.count;
+      unverifiable += read.unverifiable;
+      first.push({ range, count: read.count, digest: read.digest, subRanges });
+    }
     await settle(await this.#d.clusterTime(signal));
-    const answer = await this.#d.reader.rangeDigests(ranges, signal);
-    bytesScanned += answer.bytesScanned;
-    const suspects = ranges.filter((_, i) => {
-      const view = answer.value[i];
-      const source = first[i];
-      return view?.count !== source?.count || view?.digest !== source?.digest;
-    });
-
-    // The ranges that differed, read again (ID_READS times) document by document on both sides; a
-    // difference persists when every read saw it with the same hashes.
-    let persisting: Map<string, Difference> | undefined;
-    const rangeOf = new Map<string, IdRange>();
-    for (let read = 0; read < ID_READS && suspects.length > 0; read++) {
-      const sources: SourceRange[] = [];
-      for (const range of suspects) sources.push(await this.#readSource(range, true, signal));
-      await settle(await this.#d.clusterTime(signal));
-      const seen = new Map<string, Difference>();
-      for (const [i, range] of suspects.entries()) {
-        const view = await this.#d.reader.documentDigests(range, signal);
-        bytesScanned += view.bytesScanned;
-        const differences = compare(sources[i]?.hashes ?? new Map<string, bigint>(), view.value);
-        for (const [docId, difference] of differences) {
-          seen.set(docId, difference);
-          rangeOf.set(docId, range);
-        }
+    const answer = await viewDigests(ranges);
+    const suspects: SubRange[] = [];
+    for (const [i, checked] of first.entries()) {
+      const view = answer[i];
+      if (sameDigest(view, checked)) continue;
+      for (let at = 0; at < checked.subRanges.length; at += MAX_SUB_RANGES_PER_QUERY) {
+        const batch = checked.subRanges.slice(at, at + MAX_SUB_RANGES_PER_QUERY);
+        const digests =
+          batch.length === 1
+            ? [view ?? { count: 0, digest: 0n }]
+            : await viewDigests(batch.map((b) => b.range));
+        suspects.push(...batch.filter((sub, j) => !sameDigest(digests[j], sub)));
       }
-      persisting = persisting === undefined ? seen : intersect(persisting, seen);
     }
 
-    const found = persisting ?? new Map<string, Difference>();
-    const lists: Record<DifferenceKind, string[]> = { missing: [], extra: [], differing: [] };
-    for (const [docId, difference] of found) lists[difference.kind].push(docId);
-    const differingRanges = suspects.filter((range) =>
-      [...found.keys()].some((docId) => rangeOf.get(docId) === range),
-    );
-    const unverifiable = first.reduce((n, r) => n + r.unverifiable, 0);
+    // The sub-ranges that differed, read again (ID_READS times) document by document on both sides, a batch
+    // at a time; a difference persists when every read saw it with the same hashes.
+    const findings = new Findings();
+    for (let at = 0; at < suspects.length; at += MAX_SUB_RANGES_PER_QUERY) {
+      const batch = suspects.slice(at, at + MAX_SUB_RANGES_PER_QUERY).map((sub) => sub.range);
+      let persisting: Map<string, Difference>[] | undefined;
+      /** Each sub-range's ids on either side, in the last read. */
+      let ids: string[][] = [];
+      for (let read = 0; read < ID_READS; read++) {
+        const sources: Map<string, bigint>[] = [];
+        for (const range of batch) {
+          const named = await digestSourceRange(this.#d.source, range, rowHash, true, signal);
+          sources.push(named.hashes ?? new Map<string, bigint>());
+        }
+        await settle(await this.#d.clusterTime(signal));
+        const seen: Map<string, Difference>[] = [];
+        ids = [];
+        for (const [i, range] of batch.entries()) {
+          const view = await reader.documentDigests(range, signal);
+          bytesScanned += view.bytesScanned;
+          const source = sources[i] ?? new Map<string, bigint>();
+          seen.push(compare(source, view.value));
+          ids.push([...source.keys(), ...view.value.map((d) => d.docId)]);
+        }
+        persisting = seen.map((s, i) => {
+          const before = persisting?.[i];
+          return before === undefined ? s : intersect(before, s);
+        });
+      }
+      for (const [i, range] of batch.entries()) {
+        const differences = persisting?.[i] ?? new Map<string, Difference>();
+        findings.add(narrowed(range, ids[i] ?? [], differences), differences);
+      }
+    }
+
     return {
       mapping: this.#d.mapping,
       view: this.#d.view,
       startedAt,
       finishedAt: new Date(this.#clock.now()),
       rangesChecked: ranges.length,
-      differingRanges,
-      documentsChecked: first.reduce((n, r) => n + r.count, 0),
-      missing: reported(lists.missing),
-      extra: reported(lists.extra),
-      differing: reported(lists.differing),
+      differingRanges: findings.ranges,
+      documentsChecked,
+      missing: findings.reported('missing'),
+      extra: findings.reported('extra'),
+      differing: findings.reported('differing'),
       bytesScanned,
       ...(unverifiable > 0 && { unverifiable }),
       ...(!wait.settled && { settled: false }),
@@ -257,10 +360,6 @@ class Verifier implements MappingVerifier {
     );
   }
 
-  #readSource(range: IdRange, named: boolean, signal: AbortSignal): Promise<SourceRange> {
-    return digestSourceRange(this.#d.source, range, this.#rowHash, named, signal);
-  }
-
   /** Waits until the saved position passes `time`; false when it did not within the settle timeout. */
   async #waitForCheckpoint(time: ClusterTime, signal: AbortSignal): Promise<boolean> {
     const deadline = this.#clock.now() + (this.#d.settleTimeoutMs ?? DEFAULT_SETTLE_TIMEOUT_MS);
@@ -271,6 +370,43 @@ class Verifier implements MappingVerifier {
       await sleep(this.#d.settlePollMs ?? DEFAULT_SETTLE_POLL_MS, undefined, { signal });
     }
   }
+}
+
+/**
+ * The part of a sub-range that holds its differences: from the id before the first one that differs (of
+ * either side's ids, in BSON order) to the last one that differs, so that a repair copies those documents
+ * and the few between them, not the whole chunk. The sub-range itself when nothing differs.
+ */
+function narrowed(
+  range: IdRange,
+  ids: readonly string[],
+  differences: ReadonlyMap<string, unknown>,
+): IdRange {
+  if (differences.size === 0) return range;
+  const keyed = [...new Set(ids)].flatMap((docId) => {
+    const key = docIdKey(docId);
+    return key === undefined ? [] : [{ docId, key }];
+  });
+  keyed.sort((a, b) => compareToBound(a.key, b.key));
+  const first = keyed.findIndex((k) => differences.has(k.docId));
+  const last = keyed.findLastIndex((k) => differences.has(k.docId));
+  const before = first > 0 ? keyed[first - 1] : undefined;
+  const end = keyed[last];
+  if (first < 0 || end === undefined) return range;
+  return {
+    after: before === undefined ? range.after : boundOf(before.docId),
+    upTo: boundOf(end.docId),
+  };
+}
+
+/** A range bound (canonical Extended JSON of `{ id }`, as `encodeId` writes it) for a placed `_doc_id`. */
+function boundOf(docId: string): string {
+  return OBJECT_ID_DOC_ID.test(docId) ? `{"id":{"$oid":"${docId}"}}` : `{"id":${docId}}`;
+}
+
+/** Whether the view's count and digest of a range are MongoDB's. */
+function sameDigest(view: RangeDigest | undefined, source: RangeDigest): boolean {
+  return view?.count === source.count && view.digest === source.digest;
 }
 
 /** The documents that differ between a range's source hashes and the view's. */
@@ -304,10 +440,6 @@ function intersect(
   return out;
 }
 
-function reported(ids: readonly string[]): ReportedIds {
-  return { count: ids.length, ids: [...ids].sort().slice(0, MAX_REPORTED_IDS) };
-}
-
 /** What `mappingVerifierFor` wires a verifier from. */
 export interface MappingVerifierWiring {
   readonly mongo: MongoClient;
@@ -323,8 +455,10 @@ export interface MappingVerifierWiring {
 
 /**
  * A verifier over a mapping's collection and `<table>_view`, with the mapping's columns (as saved in its
- * settings document) and `capture_unmapped`, as the pipeline maps them. A mapping whose columns are not
- * saved yet (inferred, never run) cannot be verified.
+ * settings document) aligned with the history table as `run` aligns them (`alignWithTable`: the table's type
+ * wins, a column of a type the archiver cannot write is left out), and `capture_unmapped`, so both sides
+ * hash the rows the pipeline writes. The table is read at the start of every verification. A mapping whose
+ * columns are not saved yet (inferred, never run), or whose table does not exist, cannot be verified.
  */
 export function mappingVerifierFor(wiring: MappingVerifierWiring): MappingVerifier {
   const { settings, mongo } = wiring;
@@ -334,22 +468,39 @@ export function mappingVerifierFor(wiring: MappingVerifierWiring): MappingVerifi
       `mapping "${settings.id}" has no columns in its settings document yet (they are saved once the archiver has run it): nothing to verify against`,
     );
   }
-  const dataset = settings.bigqueryDataset ?? wiring.defaultDataset;
-  const reader = new BigQueryViewReader({
+  const location = wiring.location !== undefined ? { location: wiring.location } : {};
+  const target = {
     bigquery: wiring.bigquery.bigquery,
     projectId: wiring.bigquery.projectId,
-    datasetId: dataset,
-    table: settings.bigqueryTable,
-    columns,
-    ...(wiring.location !== undefined && { location: wiring.location }),
-  });
+    datasetId: settings.bigqueryDataset ?? wiring.defaultDataset,
+  };
+  const admin = new TableAdmin(target);
+  const sides = async (signal: AbortSignal): Promise<VerifiedSides> => {
+    signal.throwIfAborted();
+    const fields = await admin.historyTableFields(settings.bigqueryTable);
+    if (fields === undefined) {
+      throw new ConfigError(
+        `mapping "${settings.id}": table ${target.datasetId}.${settings.bigqueryTable} does not exist yet: nothing to verify against`,
+      );
+    }
+    const aligned = alignWithTable(columns, fields).columns;
+    return {
+      reader: new BigQueryViewReader({
+        ...target,
+        ...location,
+        table: settings.bigqueryTable,
+        columns: aligned,
+      }),
+      mapper: compileRowMapper(aligned, { captureUnmapped: settings.captureUnmapped }),
+    };
+  };
+  const view = tableRef(target.projectId, target.datasetId, viewNames(settings.bigqueryTable).view);
   const collection = mongo.db(settings.mongoDatabase).collection(settings.mongoCollection);
   return createMappingVerifier({
     mapping: settings.id,
-    view: `${reader.view.projectId}.${reader.view.datasetId}.${reader.view.tableId}`,
+    view: `${view.projectId}.${view.datasetId}.${view.tableId}`,
     source: new MongoSnapshotSource(collection, { minRangeDocuments: DEFAULT_VERIFY_MIN_RANGE_DOCUMENTS }),
-    reader,
-    mapper: compileRowMapper(columns, { captureUnmapped: settings.captureUnmapped }),
+    sides,
     position: (signal) => readSavedPosition(wiring.checkpoints, settings.documentId, signal),
     clusterTime: (signal) => mongoBoundary(() => currentClusterTime(mongo, signal)),
     ...(wiring.options ?? {}),

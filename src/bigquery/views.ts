@@ -36,15 +36,17 @@ export function viewNames(table: string): { view: string; latestView: string; er
  * `<table>_view`: the current state of the collection. One row per `_doc_id`: the row with the greatest
  * `_seq`, unless that row is a delete; rows at or before the latest `drop` marker are ignored. A change
  * written twice (same `_event_id`, same `_seq`) still yields one row, so the view is exactly-once even
- * though the history table is at-least-once.
+ * though the history table is at-least-once. `docIds`, when given, is a condition on `h.\`_doc_id\`` alone that
+ * keeps or drops whole documents before the window (the view reader's ranges, so clustering prunes).
  */
-export function currentStateViewSql(history: TableRef): string {
+export function currentStateViewSql(history: TableRef, docIds?: string): string {
   const rowNumber = `\`${VIEW_ROW_NUMBER_COLUMN}\``;
   return [
     `SELECT * EXCEPT (${rowNumber}) FROM (`,
     `  SELECT h.*, ROW_NUMBER() OVER (PARTITION BY h.\`_doc_id\` ORDER BY h.\`_seq\` DESC) AS ${rowNumber}`,
     `  FROM ${history.sql} AS h`,
     `  WHERE h.\`_doc_id\` IS NOT NULL`,
+    ...(docIds === undefined ? [] : [`    AND (${docIds})`]),
     `    AND h.\`_seq\` > COALESCE((SELECT MAX(d.\`_seq\`) FROM ${history.sql} AS d WHERE d.\`operationType\` = 'drop'), '')`,
     `)`,
     `WHERE ${rowNumber} = 1 AND \`operationType\` != 'delete'`,

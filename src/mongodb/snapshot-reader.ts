@@ -1,5 +1,5 @@
 import { isUtf8 } from 'node:buffer';
-import { type Collection, type Document, type FindCursor } from 'mongodb';
+import { type Collection, type Document, type FindCursor, ReadPreference } from 'mongodb';
 import { bsonKind, type BsonKind } from '../base/bson-kind.js';
 import { invalidUtf8Bytes } from '../base/invalid-utf8.js';
 import { type IdRange, type RawChunk, type SnapshotSource, type SourceDocument } from '../core/ports.js';
@@ -9,6 +9,19 @@ import { elementAlone, topLevelElement } from './bson-fields.js';
 import { mongoBoundary } from './error-mapping.js';
 
 export const DEFAULT_BACKFILL_CHUNK = 1_000;
+
+/**
+ * How every read of a copy (backfill, verify, repair) is made: as BSON bytes (RAW_READ), from the primary
+ * at readConcern majority, whatever the connection string prefers. A copy's rows are written at a snapshot
+ * start taken from the primary's majority-committed time: a lagging secondary would hand over versions
+ * older than that start (which then beat the stream's newer rows), and readConcern local could hand over
+ * writes that are later rolled back.
+ */
+export const COPY_READ = {
+  ...RAW_READ,
+  readPreference: ReadPreference.primary,
+  readConcern: { level: 'majority' },
+} as const;
 /**
  * A chunk ends early once its documents hold this much BSON: 1,000 documents of 1 KB are one chunk, but
  * documents of 1 MB come 8 at a time, so the chunks in flight of every range stay a few tens of megabytes.
@@ -71,12 +84,12 @@ class IdOrderReader {
     signal.throwIfAborted();
     if (lastId === undefined) {
       if (upper) return this.#nextType(crossing(undefined, upper), upper);
-      return this.#take(this.collection.find({}, RAW_READ).sort({ _id: 1 }), this.chunkSize);
+      return this.#take(this.collection.find({}, COPY_READ).sort({ _id: 1 }), this.chunkSize);
     }
     const invalid = invalidUtf8Bytes(lastId);
     if (invalid !== undefined) return this.#afterInvalidString(invalid, upper, signal);
     const sameType = await this.#take(
-      this.collection.find(idsAfter(lastId, upper), RAW_READ).sort({ _id: 1 }),
+      this.collection.find(idsAfter(lastId, upper), COPY_READ).sort({ _id: 1 }),
       this.chunkSize,
     );
     if (sameType.length > 0) return sameType;
@@ -92,7 +105,7 @@ class IdOrderReader {
   async #nextType(match: Document, upper: UpperBound | undefined): Promise<Uint8Array[]> {
     const [next] = (
       await this.collection
-        .aggregate([{ $match: match }, { $sort: { _id: 1 } }, { $limit: 1 }], RAW_READ)
+        .aggregate([{ $match: match }, { $sort: { _id: 1 } }, { $limit: 1 }], COPY_READ)
         .toArray()
     ).map(rawDocument);
     if (!next) return [];
@@ -102,7 +115,7 @@ class IdOrderReader {
     // the next one continues from its bytes.
     if (invalidUtf8Bytes(nextId) !== undefined) return [next];
     const rest = await this.#take(
-      this.collection.find(idsAfter(nextId, upper), RAW_READ).sort({ _id: 1 }),
+      this.collection.find(idsAfter(nextId, upper), COPY_READ).sort({ _id: 1 }),
       this.chunkSize - 1,
     );
     return [next, ...rest];
@@ -150,7 +163,7 @@ class IdOrderReader {
       if (bracketOf(upper.id) === 'string') fromPrefix._id = { $gte: from, $lte: upper.id };
       Object.assign(fromPrefix, atMost(upper));
     }
-    const cursor = this.collection.find(fromPrefix, RAW_READ).sort({ _id: 1 }).batchSize(this.chunkSize);
+    const cursor = this.collection.find(fromPrefix, COPY_READ).sort({ _id: 1 }).batchSize(this.chunkSize);
     const chunk: Uint8Array[] = [];
     try {
       for await (const item of cursor) {
@@ -297,7 +310,7 @@ export class MongoSnapshotSource implements SnapshotSource {
   async lastId(): Promise<string | undefined> {
     const [last] = decodeAll(
       await this.collection
-        .find({}, { ...RAW_READ, projection: { _id: 1 } })
+        .find({}, { ...COPY_READ, projection: { _id: 1 } })
         .sort({ _id: -1 })
         .limit(1)
         .toArray(),
@@ -311,7 +324,7 @@ export class MongoSnapshotSource implements SnapshotSource {
     const sampled = await this.collection
       .aggregate(
         [{ $sample: { size: this.#sampleSize } }, { $project: { _id: 1 } }, { $sort: { _id: 1 } }],
-        RAW_READ,
+        COPY_READ,
       )
       .toArray();
     return decodeAll(sampled).map((document) => document._id as unknown);
@@ -325,7 +338,7 @@ export class MongoSnapshotSource implements SnapshotSource {
   async #walk(): Promise<unknown[]> {
     const limit = SAMPLE_SHARE_DIVISOR * this.#sampleSize;
     const walked = await this.collection
-      .find({}, { ...RAW_READ, projection: { _id: 1 } })
+      .find({}, { ...COPY_READ, projection: { _id: 1 } })
       .sort({ _id: 1 })
       .limit(limit + 1)
       .toArray();
@@ -447,7 +460,7 @@ function endOnQueryableId(chunk: Uint8Array[]): ReadChunk {
   return { documents: chunk, lastId };
 }
 
-/** A document of a read made with RAW_READ, which the driver always hands over as its BSON bytes. */
+/** A document of a read made with COPY_READ, which the driver always hands over as its BSON bytes. */
 function rawDocument(item: unknown): Uint8Array {
   if (item instanceof Uint8Array) return item;
   throw new TypeError('a raw read handed over a decoded document');

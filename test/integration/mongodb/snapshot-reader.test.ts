@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { EJSON } from 'bson';
-import { Binary, type Collection, MongoClient, ObjectId } from 'mongodb';
+import { Binary, type Collection, MongoClient, ObjectId, type ReadPreference } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type IdRange } from '../../../src/core/ports.js';
 import { encodeId } from '../../../src/mongodb/checkpoint-store.js';
@@ -261,5 +261,71 @@ describe('snapshot source: chunks handed over as BSON bytes (issue 11, build 6)'
       { numRuns: 25 },
     );
     await db.dropDatabase();
+  });
+});
+
+describe('snapshot reads (issue 14, review findings 3 and 12)', () => {
+  it('reads the primary with readConcern majority, whatever the connection string prefers', async () => {
+    // The snapshot start is the primary's majority-committed time: a copy read from a lagging secondary,
+    // or at readConcern local, would write older (or uncommitted) versions at that start.
+    const uri = new URL(process.env.MBA_TEST_MONGODB_URI ?? '');
+    uri.searchParams.set('readPreference', 'secondaryPreferred');
+    const monitored = new MongoClient(uri.toString(), { monitorCommands: true });
+    const commands: { name: string; command: Record<string, unknown> }[] = [];
+    monitored.on('commandStarted', (event) => {
+      commands.push({ name: event.commandName, command: event.command });
+    });
+    await monitored.connect();
+    const db = monitored.db(`snap_${randomBytes(4).toString('hex')}`);
+    try {
+      await db
+        .collection<{ _id: number }>('items')
+        .insertMany(Array.from({ length: 30 }, (_, i) => ({ _id: i })));
+      // On a standalone server the driver sends no $readPreference, so the preference the driver selects a
+      // server with is read from the cursors themselves.
+      const cursors: { readonly readPreference: ReadPreference }[] = [];
+      const real = db.collection('items');
+      const collection = new Proxy(real, {
+        get(target, key, receiver) {
+          const value: unknown = Reflect.get(target, key, receiver);
+          if ((key !== 'find' && key !== 'aggregate') || typeof value !== 'function') return value;
+          return (...args: unknown[]) => {
+            const cursor = (value as (...a: unknown[]) => { readonly readPreference: ReadPreference }).apply(
+              target,
+              args,
+            );
+            cursors.push(cursor);
+            return cursor;
+          };
+        },
+      });
+      const signal = new AbortController().signal;
+      const source = new MongoSnapshotSource(collection, {
+        chunkSize: 4,
+        minRangeDocuments: 5,
+        sampleSize: 1,
+      });
+      commands.length = 0;
+      for (const range of await source.split(3, signal)) {
+        let lastId: string | undefined;
+        for (;;) {
+          const chunk = await source.nextRawChunk(range, lastId, signal);
+          if (chunk.lastId === undefined) break;
+          lastId = chunk.lastId;
+        }
+      }
+      await new SnapshotReader(collection, 7).nextChunk(undefined, signal);
+      const reads = commands.filter((c) => c.name === 'find' || c.name === 'aggregate');
+      expect(reads.map((c) => c.name)).toContain('aggregate');
+      expect(reads.length).toBeGreaterThan(5);
+      for (const read of reads) {
+        expect(read.command.readConcern, read.name).toEqual({ level: 'majority' });
+      }
+      expect(cursors.length).toBe(reads.length);
+      expect(new Set(cursors.map((cursor) => cursor.readPreference.mode))).toEqual(new Set(['primary']));
+    } finally {
+      await db.dropDatabase();
+      await monitored.close();
+    }
   });
 });

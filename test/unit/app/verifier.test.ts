@@ -2,9 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { createMappingVerifier, type MappingVerifierDeps } from '../../../src/app/verifier.js';
 import { type ClusterTime, type Position } from '../../../src/core/model.js';
 import { type SourceDocument } from '../../../src/core/ports.js';
+import { encodeId } from '../../../src/mongodb/checkpoint-store.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { compileRowHash } from '../../../src/transform/row-digest.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
+import { docIdKey, inRange, rangeBounds, type IdKey } from '../../../src/transform/id-order.js';
 import { docIdString } from '../../../src/transform/values.js';
 import { FakeSnapshotSource } from '../../support/fakes/snapshot-source.js';
 import { FakeViewReader } from '../../support/fakes/view-reader.js';
@@ -29,8 +31,7 @@ function world(count: number) {
     mapping: 'm1',
     view: 'p.d.t_view',
     source,
-    reader: view,
-    mapper,
+    sides: () => Promise.resolve({ reader: view, mapper }),
     ranges: 4,
     settleTimeoutMs: 200,
     settlePollMs: 5,
@@ -46,6 +47,12 @@ function world(count: number) {
   };
   return { documents, source, view, deps, stopDaemon };
 }
+
+const keyOf = (doc: SourceDocument): IdKey => {
+  const key = docIdKey(docIdString(doc._id));
+  if (key === undefined) throw new Error('an id verify places');
+  return key;
+};
 
 const signal = () => AbortSignal.timeout(10_000);
 const rowOf = (doc: SourceDocument) => mapper.map(doc).row;
@@ -78,9 +85,53 @@ describe('MappingVerifier', () => {
     expect(report.missing).toEqual({ count: 2, ids: [docIdString(3), docIdString(40)].sort() });
     expect(report.extra).toEqual({ count: 1, ids: [docIdString(1_000)] });
     expect(report.differing).toEqual({ count: 1, ids: [docIdString(20)] });
-    // 3 in the first range, 20 in the second, 40 and the extra 1000 in the last (open upwards).
+    // 3 in the first range, 20 in the second, 40 and the extra 1000 in the last, each in a range of its own
+    // that ends at it: 40 in a chunk, 1000 past MongoDB's last id.
+    expect(report.differingRanges).toHaveLength(4);
+    expect(report.differingRanges.map((range) => range.upTo)).toEqual(
+      [3, 20, 40, 1_000].map((id) => encodeId(id)),
+    );
+  });
+
+  it('review finding 4: narrows a differing range to the chunks that differ, and reads only those by id', async () => {
+    const { deps, documents, source, view } = world(200);
+    view.rows.set(docIdString(3), rowOf({ _id: 3, n: -3 }));
+    view.rows.delete(docIdString(130));
+    const report = await createMappingVerifier(deps).verify({}, signal());
+    expect(report.differing.ids).toEqual([docIdString(3)]);
+    expect(report.missing.ids).toEqual([docIdString(130)]);
+    // Each differing range holds the document that differs alone (narrowed within its chunk of 7), not a
+    // fourth of the collection, so a repair copies only that.
+    expect(report.differingRanges).toHaveLength(2);
+    for (const [i, range] of report.differingRanges.entries()) {
+      const inside = documents.filter((d) => inRange(keyOf(d), rangeBounds(range)));
+      expect(inside.map((d) => d._id)).toEqual([[3], [130]][i]);
+    }
+    // Read once in chunks (4 ranges of 50: 8 chunks and an empty read each), then each differing chunk twice
+    // by id (a chunk and an empty read each time): never a whole range held by id.
+    expect(source.reads.length).toBeLessThanOrEqual(4 * 9 + 2 * 2 * 2);
+  });
+
+  it('review finding 4: narrows a chunk to the span from the first to the last document that differs', async () => {
+    const { deps, documents, view } = world(50);
+    // Ids 7 to 13 are one chunk; 9 and 11 differ, 10 between them does not.
+    for (const id of [9, 11]) view.rows.set(docIdString(id), rowOf({ _id: id, n: -1 }));
+    const report = await createMappingVerifier(deps).verify({}, signal());
+    expect(report.differingRanges).toEqual([{ after: encodeId(8), upTo: encodeId(11) }]);
+    expect(
+      documents.filter((d) => inRange(keyOf(d), rangeBounds({ after: encodeId(8), upTo: encodeId(11) }))),
+    ).toHaveLength(3);
+  });
+
+  it('review finding 4: compares the sub-ranges of a range in batches, and finds differences in each', async () => {
+    const { deps, documents, view } = world(250);
+    // One range of 250 chunks of one document: three queries of sub-range digests.
+    const source = new FakeSnapshotSource(documents, 1);
+    for (const id of [0, 120, 249]) view.rows.set(docIdString(id), rowOf({ _id: id, n: -1 }));
+    const report = await createMappingVerifier({ ...deps, source, ranges: 1 }).verify({}, signal());
+    expect(report.differing.ids).toEqual([0, 120, 249].map((id) => docIdString(id)).sort());
     expect(report.differingRanges).toHaveLength(3);
-    expect(report.differingRanges.at(-1)?.upTo).toBeUndefined();
+    expect(view.reads.filter((r) => r === 'ranges')).toHaveLength(1 + 3);
   });
 
   it('reports no change in flight: a view that catches up, a document changed between the reads', async () => {
