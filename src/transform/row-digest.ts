@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { type ColumnSpec, type ColumnType } from '../schema/types.js';
 import { type Row } from './row-mapper.js';
 
@@ -41,7 +41,7 @@ export const NULL_PART = 'N';
 export const RECORD_PART = 'R';
 
 const FLOAT_VIEW = new DataView(new ArrayBuffer(8));
-const SIGNIFICAND_BITS = 52n;
+const SIGNIFICAND_BITS = 52;
 const EXPONENT_BIAS = 1023;
 
 /**
@@ -49,21 +49,24 @@ const EXPONENT_BIAS = 1023;
  * normalised the same way), read from the double's bits; exact, so equal only for the same double.
  */
 export function floatBits(x: number): string {
+  // In Numbers, not BigInts: the significand has at most 53 bits, which a double holds exactly.
   FLOAT_VIEW.setFloat64(0, Math.abs(x));
-  const bits = FLOAT_VIEW.getBigUint64(0);
-  const biased = Number(bits >> SIGNIFICAND_BITS);
-  let m = bits & ((1n << SIGNIFICAND_BITS) - 1n);
+  const high = FLOAT_VIEW.getUint32(0);
+  const biased = high >>> 20;
+  let m = (high & 0xf_ffff) * 2 ** 32 + FLOAT_VIEW.getUint32(4);
   let e: number;
   if (biased === 0) {
     // Subnormal: m * 2^-1074; shift its leading one up to bit 52.
-    const shift = Number(SIGNIFICAND_BITS) - (m.toString(2).length - 1);
-    m <<= BigInt(shift);
+    const top = high & 0xf_ffff;
+    const leading = top === 0 ? 31 - Math.clz32(FLOAT_VIEW.getUint32(4)) : 63 - Math.clz32(top);
+    const shift = SIGNIFICAND_BITS - leading;
+    m *= 2 ** shift;
     e = 1 - EXPONENT_BIAS - shift;
   } else {
-    m |= 1n << SIGNIFICAND_BITS;
+    m += 2 ** SIGNIFICAND_BITS;
     e = biased - EXPONENT_BIAS;
   }
-  return `${x < 0 ? '-' : ''}${m.toString()}p${String(e)}`;
+  return `${x < 0 ? '-' : ''}${String(m)}p${String(e)}`;
 }
 
 /** The canonical text of a FLOAT wire value (a number, or `NaN`, `Infinity`, `-Infinity`, `-0` as text). */
@@ -163,10 +166,14 @@ export function scalarText(type: ScalarType, value: unknown): string {
   }
 }
 
+const SURROGATE = /[\uD800-\uDFFF]/;
+const SURROGATE_PAIR = /[\uD800-\uDBFF][\uDC00-\uDFFF]/g;
+
 function part(text: string): string {
-  // Code points, as CHAR_LENGTH counts them.
-  let characters = 0;
-  for (const _ of text) characters++;
+  // Code points, as CHAR_LENGTH counts them: UTF-16 units less one per surrogate pair (rare, so tested first).
+  const characters = SURROGATE.test(text)
+    ? text.length - (text.match(SURROGATE_PAIR)?.length ?? 0)
+    : text.length;
   return `${String(characters)}:${text}`;
 }
 
@@ -218,9 +225,7 @@ export function compileRowCanonical(columns: readonly ColumnSpec[]): RowCanonica
 
 /** The 60-bit hash of a canonical string: the first 15 hex digits of its SHA-256 (UTF-8). */
 export function canonicalHash(canonical: string): bigint {
-  return BigInt(
-    `0x${createHash('sha256').update(canonical, 'utf8').digest('hex').slice(0, ROW_HASH_HEX_DIGITS)}`,
-  );
+  return BigInt(`0x${hash('sha256', canonical, 'hex').slice(0, ROW_HASH_HEX_DIGITS)}`);
 }
 
 /** Hashes of rows of `columns`: `canonicalHash` of `compileRowCanonical`. */
