@@ -1,32 +1,23 @@
+import { findMappingEntry, settingsStoreOf } from './settings-lookup.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type MongoClient } from 'mongodb';
 import { type BootstrapConfig } from '../config/bootstrap.js';
 import { type IdRange } from '../core/ports.js';
 import { type RepairReason } from '../core/verify-model.js';
-import { ConfigError } from '../errors.js';
 import { readRepairState, recordRepairRequest, type RepairResult } from '../mongodb/checkpoint-store.js';
-import { MongoSettingsStore } from '../mongodb/settings-store.js';
+import { type MongoSettingsStore } from '../mongodb/settings-store.js';
 
 /** How often `waitForRepair` looks at the checkpoint. */
 export const DEFAULT_REPAIR_POLL_MS = 1_000;
 
-function settingsStore(mongo: MongoClient, config: BootstrapConfig): MongoSettingsStore {
-  return new MongoSettingsStore(mongo, {
-    database: config.SETTINGS_DATABASE,
-    collection: config.SETTINGS_COLLECTION,
-  });
-}
+const settingsStore = settingsStoreOf;
 
-async function settingsDocumentId(store: MongoSettingsStore, config: BootstrapConfig, mapping: string) {
-  const entries = await store.list(AbortSignal.timeout(30_000));
-  const entry = entries.find((e) => e.id === mapping);
-  if (!entry) {
-    const known = entries.map((e) => e.id).join(', ') || 'none';
-    throw new ConfigError(
-      `no mapping "${mapping}" in ${config.SETTINGS_DATABASE}.${config.SETTINGS_COLLECTION} (mappings: ${known})`,
-    );
-  }
-  return entry.document._id;
+async function settingsDocumentId(
+  store: MongoSettingsStore,
+  config: BootstrapConfig,
+  mapping: string,
+): Promise<unknown> {
+  return (await findMappingEntry(store, config, mapping)).document._id;
 }
 
 /**

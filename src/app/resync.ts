@@ -1,8 +1,7 @@
+import { findMappingEntry, settingsStoreOf } from './settings-lookup.js';
 import { type MongoClient } from 'mongodb';
 import { type BootstrapConfig } from '../config/bootstrap.js';
-import { ConfigError } from '../errors.js';
 import { recordResyncRequest } from '../mongodb/checkpoint-store.js';
-import { MongoSettingsStore } from '../mongodb/settings-store.js';
 
 /**
  * Asks the running archiver to copy a mapping's collection again. The request is recorded in the mapping's
@@ -16,18 +15,8 @@ export async function requestResync(
   config: BootstrapConfig,
   mapping: string,
 ): Promise<Date> {
-  const store = new MongoSettingsStore(mongo, {
-    database: config.SETTINGS_DATABASE,
-    collection: config.SETTINGS_COLLECTION,
-  });
-  const entries = await store.list(AbortSignal.timeout(30_000));
-  const entry = entries.find((e) => e.id === mapping);
-  if (!entry) {
-    const known = entries.map((e) => e.id).join(', ') || 'none';
-    throw new ConfigError(
-      `no mapping "${mapping}" in ${config.SETTINGS_DATABASE}.${config.SETTINGS_COLLECTION} (mappings: ${known})`,
-    );
-  }
+  const store = settingsStoreOf(mongo, config);
+  const entry = await findMappingEntry(store, config, mapping);
   const at = new Date();
   await recordResyncRequest(store.checkpoints, entry.document._id, at);
   await store.collection.updateOne({ _id: entry.document._id } as Record<string, unknown>, {

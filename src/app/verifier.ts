@@ -1,3 +1,4 @@
+import { findMappingEntry, settingsStoreOf } from './settings-lookup.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Collection, type MongoClient } from 'mongodb';
 import { createBigQueryClients, type BigQueryClients } from '../bigquery/client.js';
@@ -29,7 +30,6 @@ import { ConfigError } from '../errors.js';
 import { bigQueryConnection, connectMongo, connectNamingMongo } from './archiver.js';
 import { currentClusterTime } from '../mongodb/change-source.js';
 import { checkpointsCollectionName, encodeId, readSavedPosition } from '../mongodb/checkpoint-store.js';
-import { MongoSettingsStore } from '../mongodb/settings-store.js';
 import { mongoBoundary } from '../mongodb/error-mapping.js';
 import { MongoSnapshotSource } from '../mongodb/snapshot-reader.js';
 import { compareToBound, docIdKey, OBJECT_ID_DOC_ID } from '../transform/id-order.js';
@@ -526,18 +526,7 @@ export async function openMappingVerifier(
   let bigquery: BigQueryClients | undefined;
   try {
     await connectNamingMongo(mongo, config.MONGO_CLIENT);
-    const store = new MongoSettingsStore(mongo, {
-      database: config.SETTINGS_DATABASE,
-      collection: config.SETTINGS_COLLECTION,
-    });
-    const entries = await store.list(AbortSignal.timeout(30_000));
-    const entry = entries.find((e) => e.id === mapping);
-    if (!entry) {
-      const known = entries.map((e) => e.id).join(', ') || 'none';
-      throw new ConfigError(
-        `no mapping "${mapping}" in ${config.SETTINGS_DATABASE}.${config.SETTINGS_COLLECTION} (mappings: ${known})`,
-      );
-    }
+    const entry = await findMappingEntry(settingsStoreOf(mongo, config), config, mapping);
     const settings = parseMappingSettings(entry.document);
     bigquery = await createBigQueryClients(bigQueryConnection(config));
     const verifier = mappingVerifierFor({

@@ -1,3 +1,4 @@
+import { unknownMappingError } from '../app/settings-lookup.js';
 import { bigQueryConnection, connectMongo, connectNamingMongo } from '../app/archiver.js';
 import { planMapping, type MappingPlan, type PlanSources } from '../app/plan.js';
 import { planText } from '../app/plan-text.js';
@@ -5,7 +6,7 @@ import { createBigQueryClients, type BigQueryClients } from '../bigquery/client.
 import { describeBigQueryFailure } from '../bigquery/connectivity.js';
 import { TableIntrospector } from '../bigquery/table-introspector.js';
 import { parseMappingSettings } from '../config/settings.js';
-import { BigQueryError, ConfigError, errorMessage } from '../errors.js';
+import { BigQueryError, errorMessage } from '../errors.js';
 import { collectionSize } from '../mongodb/collection-size.js';
 import { sampleDocuments } from '../mongodb/sampler.js';
 import { MongoSettingsStore } from '../mongodb/settings-store.js';
@@ -46,12 +47,7 @@ export async function planCommand(mapping: string | undefined, options: PlanOpti
     });
     const entries = await store.list(AbortSignal.timeout(PLAN_STEP_TIMEOUT_MS));
     const chosen = mapping === undefined ? entries : entries.filter((e) => e.id === mapping);
-    if (mapping !== undefined && chosen.length === 0) {
-      const known = entries.map((e) => e.id).join(', ') || 'none';
-      throw new ConfigError(
-        `no mapping "${mapping}" in ${config.SETTINGS_DATABASE}.${config.SETTINGS_COLLECTION} (mappings: ${known})`,
-      );
-    }
+    if (mapping !== undefined && chosen.length === 0) throw unknownMappingError(config, mapping, entries);
     const plans: MappingPlan[] = [];
     const invalid: string[] = [];
     for (const entry of chosen) {
