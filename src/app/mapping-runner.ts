@@ -24,7 +24,7 @@ import { type MappingHooks, type MappingRunner } from '../core/supervisor.js';
 import { dispositionOf } from '../errors.js';
 import { HistoryLostError, MongoChangeSource } from '../mongodb/change-source.js';
 import { MongoCheckpointStore, recordVerification } from '../mongodb/checkpoint-store.js';
-import { docIdValue, MongoExistingIds, REPAIR_READ } from '../mongodb/existing-ids.js';
+import { docIdValue, MongoExistingIds } from '../mongodb/existing-ids.js';
 import { type MappingVerifier, type ViewReader } from '../core/verify-model.js';
 import { MongoRawChangeSource } from '../mongodb/raw-change-source.js';
 import {
@@ -464,11 +464,9 @@ class MappingRun {
         );
         return;
       }
-      // The copy and the existence check read the primary, majority-committed (see REPAIR_READ).
-      const primary = this.deps.mongo
-        .db(this.settings.mongoDatabase)
-        .collection(this.settings.mongoCollection, REPAIR_READ);
-      const source = new MongoSnapshotSource(primary, {
+      // The copy and the existence check read the primary, majority-committed, whatever the connection
+      // string says (PRIMARY_MAJORITY_READ, set on each of their reads).
+      const source = new MongoSnapshotSource(this.#collection, {
         chunkSize: this.deps.backfillChunk ?? DEFAULT_BACKFILL_CHUNK,
       });
       let progress = state.progress;
@@ -496,7 +494,7 @@ class MappingRun {
             store: repairs,
             schema,
             view,
-            existing: new MongoExistingIds(primary),
+            existing: new MongoExistingIds(this.#collection),
             idValue: docIdValue,
             log: this.log,
             onWritten: (documents, deletes) => {

@@ -5,6 +5,7 @@ import { docIdString } from '../transform/values.js';
 import { DEFAULT_MONGO_OPERATION_TIMEOUT_MS } from './bounded.js';
 import { decodeId } from './checkpoint-store.js';
 import { mongoBoundary } from './error-mapping.js';
+import { PRIMARY_MAJORITY_READ } from './snapshot-reader.js';
 
 /** Ids asked about in one query: an `$in` of this many stays far below the 16 MB command limit. */
 export const DEFAULT_EXISTING_IDS_BATCH = 1_000;
@@ -22,15 +23,10 @@ export function docIdValue(docId: string): unknown {
 }
 
 /**
- * How the existence check and a repair's copy read, whatever the connection string says: the repair's
- * snapshot start is the primary's majority time, so a lagging secondary would miss a document inserted
- * before it (a delete row for a live document), and a read of uncommitted data could be rolled back.
- */
-export const REPAIR_READ = { readPreference: 'primary', readConcern: { level: 'majority' } } as const;
-
-/**
  * Which of some documents exist in a collection now, by `_id` only (a covered query on the `_id` index):
- * the check of a repair's delete pass, on the primary (REPAIR_READ).
+ * the check of a repair's delete pass. It reads the primary, majority-committed (PRIMARY_MAJORITY_READ),
+ * whatever the connection string says: the repair's snapshot start is the primary's majority time, so a lagging
+ * secondary would miss a document inserted before it (a delete row for a live document).
  */
 export class MongoExistingIds {
   readonly #collection: Collection;
@@ -50,7 +46,7 @@ export class MongoExistingIds {
         const signal = within(stop, DEFAULT_MONGO_OPERATION_TIMEOUT_MS);
         const ids = docIds.slice(i, i + this.#batch).map(docIdValue);
         const cursor = this.#collection.find({ _id: { $in: ids } } as Document, {
-          ...REPAIR_READ,
+          ...PRIMARY_MAJORITY_READ,
           projection: { _id: 1 },
           signal,
         });

@@ -17,11 +17,12 @@ export const DEFAULT_BACKFILL_CHUNK = 1_000;
  * older than that start (which then beat the stream's newer rows), and readConcern local could hand over
  * writes that are later rolled back.
  */
-export const COPY_READ = {
-  ...RAW_READ,
+export const PRIMARY_MAJORITY_READ = {
   readPreference: ReadPreference.primary,
   readConcern: { level: 'majority' },
 } as const;
+/** PRIMARY_MAJORITY_READ, documents handed over as their BSON bytes. */
+export const COPY_READ = { ...RAW_READ, ...PRIMARY_MAJORITY_READ } as const;
 /**
  * A chunk ends early once its documents hold this much BSON: 1,000 documents of 1 KB are one chunk, but
  * documents of 1 MB come 8 at a time, so the chunks in flight of every range stay a few tens of megabytes.

@@ -1,4 +1,4 @@
-import { type Collection, type Document, type FindOptions } from 'mongodb';
+import { ReadPreference, type Collection, type Document, type FindOptions } from 'mongodb';
 import { describe, expect, it } from 'vitest';
 import { MongoExistingIds } from '../../../src/mongodb/existing-ids.js';
 
@@ -39,7 +39,7 @@ describe('MongoExistingIds', () => {
     await new MongoExistingIds(collection).existing(['{"$numberInt":"1"}'], new AbortController().signal);
 
     const [options] = finds;
-    expect(options?.readPreference).toBe('primary');
+    expect(ReadPreference.fromOptions(options)?.mode).toBe('primary');
     expect(options?.readConcern).toEqual({ level: 'majority' });
   });
 });
