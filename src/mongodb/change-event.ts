@@ -51,6 +51,20 @@ function documentKeyId(raw: Readonly<Record<string, unknown>>): unknown {
 }
 
 /**
+ * The top-level fields of a change event that normalizeChangeEvent and SplitEventAssembler read: a reader
+ * may decode these alone (decodeDocumentFields) and skip the rest unread, such as `updateDescription`,
+ * `fullDocumentBeforeChange`, `ns` and `wallTime`. A unit test holds this set to what they read.
+ */
+export const CHANGE_EVENT_FIELDS: ReadonlySet<string> = new Set([
+  '_id',
+  'operationType',
+  'clusterTime',
+  'fullDocument',
+  'documentKey',
+  'splitEvent',
+]);
+
+/**
  * Reads a raw change stream event (real MongoDB 4.4 to 8.x, and the test peers' variants) into the
  * pipeline's model. Where sources differ:
  * - mongo-java-server reports `replaceOne` as `update` and puts the update specification in `documentKey`:

@@ -98,51 +98,141 @@ function collectInvalidStrings(
         collectInvalidStrings(buffer, i, [...path, key], out);
         i += buffer.readInt32LE(i);
         break;
-      case TYPE.double:
-      case TYPE.date:
-      case TYPE.timestamp:
-      case TYPE.int64:
-        i += 8;
-        break;
-      case TYPE.decimal128:
-        i += 16;
-        break;
-      case TYPE.objectId:
-        i += 12;
-        break;
-      case TYPE.int32:
-        i += 4;
-        break;
-      case TYPE.boolean:
-        i += 1;
-        break;
-      case TYPE.binary:
-        i += 4 + 1 + buffer.readInt32LE(i);
-        break;
-      case TYPE.code:
-      case TYPE.symbol:
-        i += 4 + buffer.readInt32LE(i);
-        break;
-      case TYPE.dbPointer:
-        i += 4 + buffer.readInt32LE(i) + 12;
-        break;
-      case TYPE.codeWithScope:
-        i += buffer.readInt32LE(i);
-        break;
-      case TYPE.regex:
-        i = buffer.indexOf(0, buffer.indexOf(0, i) + 1) + 1;
-        break;
-      case TYPE.undefined:
-      case TYPE.null:
-      case TYPE.minKey:
-      case TYPE.maxKey:
-        break;
-      default:
-        throw new BSONError(
-          `unexpected BSON element type 0x${type.toString(16)} at ${[...path, key].join('.')}`,
-        );
+      default: {
+        const next = valueEnd(buffer, type, i);
+        if (next === undefined) {
+          throw new BSONError(
+            `unexpected BSON element type 0x${type.toString(16)} at ${[...path, key].join('.')}`,
+          );
+        }
+        i = next;
+      }
     }
   }
+}
+
+/**
+ * Where the value of an element of BSON type `type` starting at `i` ends (the offset after it); undefined
+ * for a type BSON does not define. Lengths are read as written, not checked against the buffer.
+ */
+function valueEnd(buffer: Buffer, type: number, i: number): number | undefined {
+  switch (type) {
+    case TYPE.double:
+    case TYPE.date:
+    case TYPE.timestamp:
+    case TYPE.int64:
+      return i + 8;
+    case TYPE.decimal128:
+      return i + 16;
+    case TYPE.objectId:
+      return i + 12;
+    case TYPE.int32:
+      return i + 4;
+    case TYPE.boolean:
+      return i + 1;
+    case TYPE.string:
+    case TYPE.code:
+    case TYPE.symbol:
+      return i + 4 + buffer.readInt32LE(i);
+    case TYPE.document:
+    case TYPE.array:
+    case TYPE.codeWithScope:
+      return i + buffer.readInt32LE(i);
+    case TYPE.binary:
+      return i + 4 + 1 + buffer.readInt32LE(i);
+    case TYPE.dbPointer:
+      return i + 4 + buffer.readInt32LE(i) + 12;
+    case TYPE.regex:
+      return buffer.indexOf(0, buffer.indexOf(0, i) + 1) + 1;
+    case TYPE.undefined:
+    case TYPE.null:
+    case TYPE.minKey:
+    case TYPE.maxKey:
+      return i;
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * One BSON document decoded as decodeDocument decodes it, with only its top-level fields named in `keep`:
+ * the others are skipped unread (their bytes are never decoded), so a reader that needs a few fields of a
+ * large document pays for those alone. A document whose top level cannot be walked (an unknown type, a
+ * length beyond its end) is decoded whole, so that bson's own error, or its own reading, stands.
+ */
+export function decodeDocumentFields(bytes: Uint8Array, keep: ReadonlySet<string>): Document {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const kept = keptElementsOrWhole(buffer, keep);
+  if (kept === undefined) return decodeDocument(bytes);
+  let length = 4 + 1;
+  for (let k = 0; k < kept.length; k += 2) length += (kept[k + 1] ?? 0) - (kept[k] ?? 0);
+  const lean = Buffer.allocUnsafe(length);
+  lean.writeInt32LE(length, 0);
+  let at = 4;
+  for (let k = 0; k < kept.length; k += 2) at += buffer.copy(lean, at, kept[k], kept[k + 1]);
+  lean[at] = 0;
+  return decodeDocument(lean);
+}
+
+function keptElementsOrWhole(buffer: Buffer, keep: ReadonlySet<string>): number[] | undefined {
+  try {
+    return keptElements(buffer, keep);
+  } catch (error) {
+    // A length read past the end of the buffer: decoded whole, where bson says what is wrong with it.
+    if (error instanceof RangeError) return undefined;
+    throw error;
+  }
+}
+
+/** The names of a `keep` set as bytes (ASCII), made once per set. */
+const keptNames = new WeakMap<ReadonlySet<string>, readonly Uint8Array[]>();
+
+function namesOf(keep: ReadonlySet<string>): readonly Uint8Array[] {
+  let names = keptNames.get(keep);
+  if (names === undefined) {
+    names = [...keep].map((name) => Buffer.from(name, 'latin1'));
+    keptNames.set(keep, names);
+  }
+  return names;
+}
+
+/** Whether the key at [from, to) of `buffer` is one of `names`, compared byte by byte (no string made). */
+function isKept(buffer: Buffer, from: number, to: number, names: readonly Uint8Array[]): boolean {
+  const length = to - from;
+  for (const name of names) {
+    if (name.length !== length) continue;
+    let k = 0;
+    while (k < length && buffer[from + k] === name[k]) k++;
+    if (k === length) return true;
+  }
+  return false;
+}
+
+/**
+ * The [start, end) byte ranges of the top-level elements of `buffer` whose key is in `keep`, in order;
+ * undefined when every element is kept (nothing to gain) or the top level cannot be walked.
+ */
+function keptElements(buffer: Buffer, keep: ReadonlySet<string>): number[] | undefined {
+  if (buffer.length < 5) return undefined;
+  const end = buffer.readInt32LE(0) - 1;
+  if (end < 4 || end >= buffer.length || buffer[end] !== 0) return undefined;
+  const names = namesOf(keep);
+  const kept: number[] = [];
+  let skipped = false;
+  let i = 4;
+  while (i < end) {
+    const start = i;
+    const type = buffer[i] ?? 0;
+    let keyEnd = i + 1;
+    while (keyEnd < end && buffer[keyEnd] !== 0) keyEnd++;
+    if (keyEnd >= end) return undefined;
+    const next = valueEnd(buffer, type, keyEnd + 1);
+    if (next === undefined || next <= keyEnd || next > end) return undefined;
+    if (isKept(buffer, i + 1, keyEnd, names)) kept.push(start, next);
+    else skipped = true;
+    i = next;
+  }
+  return skipped ? kept : undefined;
 }
 
 function isDbRef(node: unknown): node is DBRef {

@@ -6,11 +6,12 @@ import { type RawChange } from '../core/ports.js';
 import { type EncodingSpec, type MappingSpec, type RowSchema } from '../core/prepared.js';
 import { BigQueryError } from '../errors.js';
 import {
+  CHANGE_EVENT_FIELDS,
   MalformedChangeEventError,
   normalizeChangeEvent,
   SplitEventAssembler,
 } from '../mongodb/change-event.js';
-import { decodeDocument } from '../mongodb/raw-documents.js';
+import { decodeDocument, decodeDocumentFields } from '../mongodb/raw-documents.js';
 import { planEvolution } from '../schema/evolve.js';
 import { compileRowMapper, type RowMapper } from '../transform/row-mapper.js';
 
@@ -233,12 +234,14 @@ export function fragmentCounts(changes: readonly RawChange[]): Uint32Array<Array
 /**
  * One change event from its BSON: each fragment decoded without loss (invalid UTF-8 kept), fragments put
  * together, then normalised; marked `split` when it came in more than one fragment (as the change source
- * marks it).
+ * marks it). Only the fields normalising reads are decoded (CHANGE_EVENT_FIELDS): an update's
+ * `updateDescription`, a pre-image, `ns` and `wallTime` are skipped unread.
  */
 export function decodeChange(fragments: readonly Uint8Array[]): ChangeEvent {
   const assembler = new SplitEventAssembler();
   let whole: Readonly<Record<string, unknown>> | undefined;
-  for (const fragment of fragments) whole = assembler.add(decodeDocument(fragment));
+  for (const fragment of fragments)
+    whole = assembler.add(decodeDocumentFields(fragment, CHANGE_EVENT_FIELDS));
   if (whole === undefined) {
     throw new MalformedChangeEventError(
       `a change event came in ${fragments.length} fragments without its last one`,
