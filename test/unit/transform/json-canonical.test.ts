@@ -14,7 +14,7 @@ function chooser(seed: number): (n: number) => number {
     let t = state;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) % n) as number;
+    return ((t ^ (t >>> 14)) >>> 0) % n;
   };
 }
 
@@ -48,7 +48,9 @@ function respellNumber(x: number, pick: (n: number) => number): string {
 /** A string's JSON text with some characters escaped as `\uXXXX` (and `/` as `\/`), as another writer may. */
 function respellString(text: string, pick: (n: number) => number): string {
   let out = '"';
-  for (const ch of JSON.stringify(text).slice(1, -1).match(/\\u[0-9a-f]{4}|\\.|[^]/g) ?? []) {
+  for (const ch of JSON.stringify(text)
+    .slice(1, -1)
+    .match(/\\u[0-9a-f]{4}|\\.|[^]/g) ?? []) {
     if (ch.length === 1 && ch !== '"' && pick(3) === 0) {
       out += ch === '/' && pick(2) ? '\\/' : `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`;
     } else {
@@ -67,12 +69,13 @@ function respell(value: unknown, pick: (n: number) => number): string {
   if (Array.isArray(value)) {
     return `[${space()}${value.map((v) => `${respell(v, pick)}${space()}`).join(`,${space()}`)}]`;
   }
-  const entries = Object.entries(value as Record<string, unknown>);
-  for (let i = entries.length - 1; i > 0; i--) {
-    const j = pick(i + 1);
-    [entries[i], entries[j]] = [entries[j] as [string, unknown], entries[i] as [string, unknown]];
-  }
-  const members = entries.map(([k, v]) => `${respellString(k, pick)}${space()}:${space()}${respell(v, pick)}`);
+  // Each member inserted at a random place: the keys in a random order.
+  const entries: [string, unknown][] = [];
+  for (const entry of Object.entries(value as Record<string, unknown>))
+    entries.splice(pick(entries.length + 1), 0, entry);
+  const members = entries.map(
+    ([k, v]) => `${respellString(k, pick)}${space()}:${space()}${respell(v, pick)}`,
+  );
   return `{${space()}${members.join(`${space()},${space()}`)}${space()}}`;
 }
 
@@ -89,8 +92,7 @@ function sameContent(a: unknown, b: unknown): boolean {
     ka.length === kb.length &&
     ka.every(
       (k, i) =>
-        k === kb[i] &&
-        sameContent((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]),
+        k === kb[i] && sameContent((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]),
     )
   );
 }
