@@ -38,7 +38,9 @@ function respellNumber(x: number, pick: (n: number) => number): string {
       return `${sign}0.${digits}e${String(e + 1)}`;
     case 3:
       // Trailing zeros in the fraction.
-      return Number.isInteger(x) && Math.abs(x) < 1e21 ? `${plain}.000` : `${mantissa}00e${String(e)}`;
+      return Number.isInteger(x) && Math.abs(x) < 1e21
+        ? `${plain}.000`
+        : `${mantissa}${mantissa.includes('.') ? '' : '.'}00e${String(e)}`;
     default:
       // The digits as an integer, the exponent moved: <digits>e<e - fraction length>.
       return `${sign}${digits}e${String(e - fraction.length)}`;
