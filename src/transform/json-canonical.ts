@@ -4,8 +4,10 @@
  * guaranteed to keep their order, of duplicate keys only the first is kept, array elements keep their order;
  * a number is stored as an integer when it is one within the 64-bit range and as a FLOAT64 otherwise), so the
  * text it gives back may differ from the text written in key order, whitespace, escapes and number spelling
- * (`1`, `1.0`, `1e0`, `1E+0`). The emulator keeps the text as written. Both texts, parsed here, give the same
- * canonical string for the same content:
+ * (`1`, `1.0`, `1e0`, `1E+0`). The emulator keeps the text as written, so the peers never show such text:
+ * `test/unit/transform/json-canonical.test.ts` constructs it (keys shuffled, whitespace, escapes, numbers
+ * respelt) from what the mapper writes. Both texts, parsed here, give the same canonical string for the same
+ * content:
  *
  * - `null`, `true`, `false`: `n`, `t`, `f`;
  * - a number whose value is an integer in [-2^63, 2^64 - 1] (what BigQuery keeps exact): `i<decimal>;`, from
