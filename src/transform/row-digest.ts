@@ -302,8 +302,12 @@ export function compileJsonHash(
 ): (row: Readonly<Row>, docId: string) => bigint {
   const paths = jsonContentPaths(columns);
   return (row, docId) => {
-    const texts = paths.map((path) => valueAt(row, path));
-    return texts.every((text) => text === null) ? 0n : jsonContentHash(docId, texts);
+    // Most documents have no JSON value: nothing is allocated for them.
+    if (paths.every((path) => valueAt(row, path) === null)) return 0n;
+    return jsonContentHash(
+      docId,
+      paths.map((path) => valueAt(row, path)),
+    );
   };
 }
 
