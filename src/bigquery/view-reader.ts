@@ -87,7 +87,8 @@ function jsonColumn(i: number): string {
  * The documents of the view in `ranges` that have JSON content: the index of their range (`r`), `_doc_id`
  * (`d`), and the text of each JSON value (`jsonColumn(i)`, NULL when absent) as TO_JSON_STRING gives it:
  * valid JSON text, in BigQuery normalised, on the emulator as written; `jsonContentHash` makes both agree.
- * A query of its own: the digest query stays as it is, and only ranges with JSON content run this one.
+ * A query of its own: the digest query only adds a presence flag (`jn`, over columns it reads anyway), and
+ * only ranges where that flag is set run this one.
  */
 export function jsonRowsSql(
   view: Pick<TableRef, 'sql'>,
