@@ -33,7 +33,7 @@ import { checkpointsCollectionName, encodeId, readSavedPosition } from '../mongo
 import { mongoBoundary } from '../mongodb/error-mapping.js';
 import { MongoSnapshotSource } from '../mongodb/snapshot-reader.js';
 import { compareToBound, docIdKey, OBJECT_ID_DOC_ID } from '../transform/id-order.js';
-import { compileRowHash } from '../transform/row-digest.js';
+import { compileDocumentHash } from '../transform/row-digest.js';
 import { compileRowMapper, type RowMapper } from '../transform/row-mapper.js';
 import { docIdString } from '../transform/values.js';
 
@@ -101,9 +101,12 @@ export interface MappingVerifierDeps {
 /** A document's `_doc_id` and the hash of its mapped row; undefined for an id verify does not place. */
 export type DocumentHash = { readonly docId: string; readonly hash: bigint } | undefined;
 
-/** Maps a document with the pipeline's mapper and hashes its row (the canonical form of row-digest.ts). */
+/**
+ * Maps a document with the pipeline's mapper and hashes its row: the canonical form of row-digest.ts, with
+ * the content of its JSON values (JSON columns, `_unmapped`) in canonical form (`compileDocumentHash`).
+ */
 export function documentHasher(mapper: RowMapper): (document: SourceDocument) => DocumentHash {
-  const hash = compileRowHash(mapper.columns);
+  const hash = compileDocumentHash(mapper.columns);
   return (document) => {
     const docId = docIdString(document._id);
     if (docIdKey(docId) === undefined) return undefined;

@@ -59,6 +59,7 @@ function scalarTextSql(type: ScalarType, x: string): string {
     case 'TIME':
       return `CAST(TIME_DIFF(${x}, TIME '00:00:00', MICROSECOND) AS STRING)`;
     case 'JSON':
+      // Presence only here (the part is `0:`); the content is compared apart (`canonicalPartsSql`).
       return `''`;
     default:
       return type satisfies never;
@@ -114,7 +115,9 @@ export function partColumn(i: number): string {
 
 /**
  * The canonical parts of a row aliased `alias`, one SQL expression per value: `_doc_id`, the user columns in
- * order, then `_unmapped` (presence only), as `compileRowCanonical` makes them. `alias` names a query over
+ * order, then `_unmapped`, as `compileRowCanonical` makes them. JSON values are present or NULL here; their
+ * content is read back as text and compared in JavaScript (`jsonRowsSql` in view-reader.ts,
+ * `jsonContentHash`), since no SQL text of a JSON value agrees between BigQuery and the emulator. `alias` names a query over
  * the view that selects its columns; the query over it selects the parts as columns named `partColumn(i)`,
  * and the one over that concatenates them (`canonicalRowSql`).
  */

@@ -6,7 +6,7 @@ import {
   type ViewAnswer,
   type ViewReader,
 } from '../core/verify-model.js';
-import { tableRef, type TableRef } from '../schema/identifiers.js';
+import { quoteColumn, tableRef, type TableRef } from '../schema/identifiers.js';
 import { type ColumnSpec } from '../schema/types.js';
 import {
   canonicalPartsSql,
@@ -20,6 +20,7 @@ import {
   type IdKeyColumns,
 } from './digest-sql.js';
 import { NUMBER_RANK, OBJECT_ID_RANK, rangeBounds, STRING_RANK } from '../transform/id-order.js';
+import { jsonContentHash, jsonContentPaths, type JsonPath } from '../transform/row-digest.js';
 import { toBigQueryError } from './error-mapping.js';
 import { currentStateViewSql, viewNames } from './views.js';
 
@@ -34,25 +35,80 @@ export interface BigQueryViewReaderOptions {
   readonly columns: readonly ColumnSpec[];
   /** Where the dataset is (sent with every query); BigQuery's default when unset. */
   readonly location?: string;
+  /** Rows of JSON text read per page (DEFAULT_JSON_PAGE_ROWS): what memory holds of them at once. */
+  readonly jsonPageRows?: number;
 }
+
+/**
+ * Rows of JSON text one page of the JSON query holds at most: documents with JSON content are read back page
+ * by page and folded into their range's digest, so memory holds one page, never a whole range.
+ */
+export const DEFAULT_JSON_PAGE_ROWS = 5_000;
 
 /** The key columns of the inner query (see `keyedRowsSql`). */
 const KEY: IdKeyColumns = { rank: 'k_rank', number: 'k_number', text: 'k_text' };
 
+/** A JSON value of a row aliased `alias` (every name validated and quoted). */
+function jsonPathSql(alias: string, path: JsonPath): string {
+  return [alias, ...path.map(quoteColumn)].join('.');
+}
+
+/** Whether any JSON value whose content verify compares is present (`jsonContentPaths`), over alias `w`. */
+function anyJsonSql(columns: readonly ColumnSpec[]): string {
+  return `(${jsonContentPaths(columns)
+    .map((path) => `${jsonPathSql('w', path)} IS NOT NULL`)
+    .join(' OR ')})`;
+}
+
 /**
- * Every row of the view as its `_doc_id` (`d`), its sort key (KEY), its canonical string (`c`) and its hash
- * (`h`), in layers (see `canonicalPartsSql`): the view's columns, the canonical parts, then their
- * concatenation and hash.
+ * Every row of the view as its `_doc_id` (`d`), its sort key (KEY), its canonical string (`c`), its hash
+ * (`h`) and whether it has JSON content (`jn`), in layers (see `canonicalPartsSql`): the view's columns, the
+ * canonical parts, then their concatenation and hash.
  */
 export function keyedRowsSql(view: Pick<TableRef, 'sql'>, columns: readonly ColumnSpec[]): string {
   const key = idKeySql('w.`_doc_id`');
   const parts = canonicalPartsSql(columns, 'w').map((sql, i) => `  ${sql} AS ${partColumn(i)}`);
   return [
-    `SELECT d, ${KEY.rank}, ${KEY.number}, ${KEY.text}, c, ${hashSql('c')} AS h FROM (`,
-    `SELECT d, ${KEY.rank}, ${KEY.number}, ${KEY.text}, ${canonicalRowSql(columns)} AS c FROM (`,
+    `SELECT d, ${KEY.rank}, ${KEY.number}, ${KEY.text}, c, ${hashSql('c')} AS h, jn FROM (`,
+    `SELECT d, ${KEY.rank}, ${KEY.number}, ${KEY.text}, ${canonicalRowSql(columns)} AS c, jn FROM (`,
     `SELECT w.\`_doc_id\` AS d, ${key.rank} AS ${KEY.rank}, ${key.number} AS ${KEY.number}, ${key.text} AS ${KEY.text},`,
+    `  ${anyJsonSql(columns)} AS jn,`,
     parts.join(',\n'),
     `FROM (SELECT v.* FROM ${view.sql} AS v) AS w))`,
+  ].join('\n');
+}
+
+/** The column the JSON query gives the text of the i-th JSON value (`jsonContentPaths` order). */
+function jsonColumn(i: number): string {
+  return `__mba_j${String(i)}`;
+}
+
+/**
+ * The documents of the view in `ranges` that have JSON content: the index of their range (`r`), `_doc_id`
+ * (`d`), and the text of each JSON value (`jsonColumn(i)`, NULL when absent) as TO_JSON_STRING gives it:
+ * valid JSON text, in BigQuery normalised, on the emulator as written; `jsonContentHash` makes both agree.
+ * A query of its own: the digest query only adds a presence flag (`jn`, over columns it reads anyway), and
+ * only ranges where that flag is set run this one.
+ */
+export function jsonRowsSql(
+  view: Pick<TableRef, 'sql'>,
+  columns: readonly ColumnSpec[],
+  ranges: readonly IdRange[],
+): string {
+  const key = idKeySql('w.`_doc_id`');
+  const paths = jsonContentPaths(columns);
+  const names = paths.map((_, i) => jsonColumn(i));
+  const texts = paths.map((path, i) => {
+    const value = jsonPathSql('w', path);
+    return `IF(${value} IS NULL, NULL, TO_JSON_STRING(${value})) AS ${jsonColumn(i)}`;
+  });
+  return [
+    `SELECT r, d, ${names.join(', ')} FROM (`,
+    `SELECT ${rangeIndexSql(KEY, ranges)} AS r, d, ${names.join(', ')} FROM (`,
+    `SELECT w.\`_doc_id\` AS d, ${key.rank} AS ${KEY.rank}, ${key.number} AS ${KEY.number}, ${key.text} AS ${KEY.text},`,
+    `  ${texts.join(',\n  ')}`,
+    `FROM (SELECT v.* FROM ${view.sql} AS v) AS w WHERE ${anyJsonSql(columns)}))`,
+    `WHERE r IS NOT NULL`,
   ].join('\n');
 }
 
@@ -181,27 +237,79 @@ export class BigQueryViewReader implements ViewReader {
   async rangeDigests(ranges: readonly IdRange[], signal: AbortSignal): Promise<ViewAnswer<RangeDigest[]>> {
     if (ranges.length === 0) return { value: [], bytesScanned: 0 };
     const sql = [
-      `SELECT r, COUNT(*) AS n, CAST(BIT_XOR(h) AS STRING) AS x FROM (`,
-      `  SELECT ${rangeIndexSql(KEY, ranges)} AS r, h FROM (${this.#keyed(ranges)})`,
+      `SELECT r, COUNT(*) AS n, CAST(BIT_XOR(h) AS STRING) AS x, SUM(IF(jn, 1, 0)) AS nj FROM (`,
+      `  SELECT ${rangeIndexSql(KEY, ranges)} AS r, h, jn FROM (${this.#keyed(ranges)})`,
       `) WHERE r IS NOT NULL GROUP BY r`,
     ].join('\n');
     const { rows, bytesScanned } = await this.#query(sql, 'reading range digests', signal);
-    const value = ranges.map((): RangeDigest => ({ count: 0, digest: 0n }));
+    const value = ranges.map((): { count: number; digest: bigint } => ({ count: 0, digest: 0n }));
+    /** The indexes (into `ranges`) of the ranges with JSON content. */
+    const withJson: number[] = [];
     for (const row of rows) {
       const index = Number(row.r);
-      if (index >= 0 && index < value.length)
+      if (index >= 0 && index < value.length) {
         value[index] = { count: Number(row.n), digest: BigInt(String(row.x)) };
+        if (Number(row.nj) > 0) withJson.push(index);
+      }
     }
-    return { value, bytesScanned };
+    withJson.sort((a, b) => a - b);
+    const json = await this.#jsonHashes(
+      withJson.map((i) => ranges[i] ?? { after: undefined, upTo: undefined }),
+      (r, _docId, hash) => {
+        const entry = value[withJson[r] ?? -1];
+        if (entry) entry.digest ^= hash;
+      },
+      signal,
+    );
+    return { value, bytesScanned: bytesScanned + json };
   }
 
   async documentDigests(range: IdRange, signal: AbortSignal): Promise<ViewAnswer<DocumentDigest[]>> {
-    const sql = `SELECT d, CAST(h AS STRING) AS x FROM (${this.#keyed([range])}) WHERE ${inRangeSql(KEY, range)}`;
+    const sql = `SELECT d, CAST(h AS STRING) AS x, jn FROM (${this.#keyed([range])}) WHERE ${inRangeSql(KEY, range)}`;
     const { rows, bytesScanned } = await this.#query(sql, 'reading document digests', signal);
+    const hashes = new Map<string, bigint>();
+    for (const row of rows) hashes.set(String(row.d), BigInt(String(row.x)));
+    const json = rows.some((row) => row.jn === true)
+      ? await this.#jsonHashes(
+          [range],
+          (_r, docId, hash) => {
+            const before = hashes.get(docId);
+            if (before !== undefined) hashes.set(docId, before ^ hash);
+          },
+          signal,
+        )
+      : 0;
     return {
-      value: rows.map((row) => ({ docId: String(row.d), hash: BigInt(String(row.x)) })),
-      bytesScanned,
+      value: [...hashes].map(([docId, hash]) => ({ docId, hash })),
+      bytesScanned: bytesScanned + json,
     };
+  }
+
+  /**
+   * Reads the JSON text of the documents of `ranges` that have JSON content, page by page, and hands each
+   * one's JSON content hash (`jsonContentHash`) to `fold` with the index of its range; the bytes scanned.
+   * Between this query and the digest query the daemon may have written: such a document then differs in
+   * one read, which is what the verifier's second read of differing documents is for.
+   */
+  async #jsonHashes(
+    ranges: readonly IdRange[],
+    fold: (range: number, docId: string, hash: bigint) => void,
+    signal: AbortSignal,
+  ): Promise<number> {
+    if (ranges.length === 0) return 0;
+    const current = currentStateViewSql(this.#history, docIdPrefilterSql(ranges));
+    const sql = jsonRowsSql({ sql: `(${current})` }, this.#o.columns, ranges);
+    const paths = jsonContentPaths(this.#o.columns);
+    return this.#queryPages(sql, 'reading JSON values', signal, (rows) => {
+      for (const row of rows) {
+        const docId = String(row.d);
+        const texts = paths.map((_, i) => {
+          const text = row[jsonColumn(i)];
+          return typeof text === 'string' ? text : null;
+        });
+        fold(Number(row.r), docId, jsonContentHash(docId, texts));
+      }
+    });
   }
 
   /**
@@ -212,6 +320,38 @@ export class BigQueryViewReader implements ViewReader {
   #keyed(ranges: readonly IdRange[]): string {
     const current = currentStateViewSql(this.#history, docIdPrefilterSql(ranges));
     return keyedRowsSql({ sql: `(${current})` }, this.#o.columns);
+  }
+
+  /** Runs a query and hands its rows to `onPage` a page at a time; the bytes BigQuery scanned. */
+  async #queryPages(
+    sql: string,
+    context: string,
+    signal: AbortSignal,
+    onPage: (rows: readonly Record<string, unknown>[]) => void,
+  ): Promise<number> {
+    signal.throwIfAborted();
+    const maxResults = this.#o.jsonPageRows ?? DEFAULT_JSON_PAGE_ROWS;
+    try {
+      const [job] = await this.#o.bigquery.createQueryJob({
+        query: sql,
+        ...(this.#o.location !== undefined && { location: this.#o.location }),
+      });
+      let pageToken: string | undefined;
+      do {
+        const [rows, next] = await job.getQueryResults({
+          autoPaginate: false,
+          maxResults,
+          ...(pageToken !== undefined && { pageToken }),
+        });
+        signal.throwIfAborted();
+        onPage(rows as Record<string, unknown>[]);
+        pageToken = (next as { pageToken?: string } | null | undefined)?.pageToken;
+      } while (pageToken !== undefined);
+      return await bytesProcessed(job);
+    } catch (error) {
+      if (signal.aborted) throw signal.reason;
+      throw toBigQueryError(error, `${context} of ${this.view.tableId}`);
+    }
   }
 
   async #query(
@@ -227,14 +367,19 @@ export class BigQueryViewReader implements ViewReader {
       });
       const [rows] = await job.getQueryResults();
       signal.throwIfAborted();
-      const metadata = (await job.getMetadata())[0] as { statistics?: Record<string, unknown> };
-      const statistics = metadata.statistics;
-      const stats = statistics?.query as Record<string, unknown> | undefined;
-      const bytes = Number(stats?.totalBytesProcessed ?? statistics?.totalBytesProcessed ?? 0);
-      return { rows: rows as Record<string, unknown>[], bytesScanned: Number.isFinite(bytes) ? bytes : 0 };
+      return { rows: rows as Record<string, unknown>[], bytesScanned: await bytesProcessed(job) };
     } catch (error) {
       if (signal.aborted) throw signal.reason;
       throw toBigQueryError(error, `${context} of ${this.view.tableId}`);
     }
   }
+}
+
+/** What a finished job says it processed (`statistics.query.totalBytesProcessed`; 0 where none is given). */
+async function bytesProcessed(job: { getMetadata(): Promise<unknown[]> }): Promise<number> {
+  const metadata = (await job.getMetadata())[0] as { statistics?: Record<string, unknown> } | undefined;
+  const statistics = metadata?.statistics;
+  const stats = statistics?.query as Record<string, unknown> | undefined;
+  const bytes = Number(stats?.totalBytesProcessed ?? statistics?.totalBytesProcessed ?? 0);
+  return Number.isFinite(bytes) ? bytes : 0;
 }

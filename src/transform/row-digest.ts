@@ -1,5 +1,6 @@
 import { hash } from 'node:crypto';
 import { type ColumnSpec, type ColumnType } from '../schema/types.js';
+import { canonicalJson } from './json-canonical.js';
 import { type Row } from './row-mapper.js';
 
 /**
@@ -17,10 +18,12 @@ import { type Row } from './row-mapper.js';
  *   microseconds since midnight;
  * - RECORD: `R` and its fields' parts in order, recursively (a REPEATED RECORD as an array of them), so a
  *   change inside a sub-document is seen;
- * - JSON (`_unmapped` and JSON columns): presence only. BigQuery stores JSON parsed (its text comes back
- *   normalised) while the emulator keeps it as written, so no text form agrees: a JSON value that differs
- *   but is present on both sides is not seen by `verify` (docs/operations.md, "Verify"; the daemon warns at
- *   a mapping's start when a repair relies on it, `app/digest-gaps.ts`).
+ * - JSON (`_unmapped` and JSON columns): presence only in this string (`N`, or `0:`), which SQL can compute
+ *   alike on both; the content is compared apart, by `compileJsonHash` (below): BigQuery stores JSON parsed and
+ *   gives back normalised text (keys reordered, numbers respelt) while the emulator keeps it as written, so
+ *   no text form SQL could hash agrees, and the JSON text is read back and put in canonical form in
+ *   JavaScript instead (`transform/json-canonical.ts`). A document's hash is the XOR of both
+ *   (`compileDocumentHash`).
  *
  * Every value is length-prefixed (`<characters>:<text>`, in Unicode code points: CHAR_LENGTH), NULL is `N`,
  * an array `A<count>:` and its elements: no two rows concatenate to the same string.
@@ -234,4 +237,89 @@ export function compileRowHash(
 ): (row: Readonly<Row>, docId: string) => bigint {
   const canonical = compileRowCanonical(columns);
   return (row, docId) => canonicalHash(canonical(row, docId));
+}
+
+/**
+ * Where a JSON value of a row is whose content `verify` compares: the names from the row down to it (a JSON
+ * column at the top level or inside RECORDs that are not REPEATED), and `_unmapped` last.
+ */
+export type JsonPath = readonly string[];
+
+/** The name of the column of unmapped fields, the last JSON path of every row. */
+export const UNMAPPED_COLUMN = '_unmapped';
+
+function collectJsonPaths(columns: readonly ColumnSpec[], prefix: readonly string[], out: JsonPath[]): void {
+  for (const column of columns) {
+    // A REPEATED JSON column, or one under a REPEATED RECORD, holds a list per row: compared by presence only.
+    if (column.mode === 'REPEATED') continue;
+    const path = [...prefix, column.name];
+    if (column.type === 'JSON') out.push(path);
+    else if (column.type === 'RECORD') collectJsonPaths(column.fields ?? [], path, out);
+  }
+}
+
+/** The JSON values whose content `verify` compares, in a fixed order: JSON columns, then `_unmapped`. */
+export function jsonContentPaths(columns: readonly ColumnSpec[]): JsonPath[] {
+  const out: JsonPath[] = [];
+  collectJsonPaths(columns, [], out);
+  out.push([UNMAPPED_COLUMN]);
+  return out;
+}
+
+/**
+ * The 60-bit hash of a document's JSON content: `J`, its `_doc_id`, then each JSON value's canonical form
+ * (`canonicalJson`) or NULL, in `jsonContentPaths` order; 0 when every one is NULL, so that a document
+ * without JSON content keeps the SQL hash alone. `texts` are JSON texts as written or as BigQuery gives
+ * them back: the same content gives the same hash.
+ */
+export function jsonContentHash(docId: string, texts: readonly (string | null | undefined)[]): bigint {
+  let any = false;
+  let out = `J${part(docId)}`;
+  for (const text of texts) {
+    if (text === null || text === undefined) {
+      out += NULL_PART;
+    } else {
+      any = true;
+      out += part(canonicalJson(text));
+    }
+  }
+  return any ? canonicalHash(out) : 0n;
+}
+
+function valueAt(row: Readonly<Row>, path: JsonPath): string | null {
+  let value: unknown = row;
+  for (const name of path) {
+    if (value === null || typeof value !== 'object') return null;
+    const record = value as Readonly<Record<string, unknown>>;
+    value = Object.hasOwn(record, name) ? record[name] : null;
+  }
+  return typeof value === 'string' ? value : null;
+}
+
+/** The JSON content hash of mapped rows of `columns` (`jsonContentHash` of their JSON values' texts). */
+export function compileJsonHash(
+  columns: readonly ColumnSpec[],
+): (row: Readonly<Row>, docId: string) => bigint {
+  const paths = jsonContentPaths(columns);
+  return (row, docId) => {
+    // Most documents have no JSON value: nothing is allocated for them.
+    if (paths.every((path) => valueAt(row, path) === null)) return 0n;
+    return jsonContentHash(
+      docId,
+      paths.map((path) => valueAt(row, path)),
+    );
+  };
+}
+
+/**
+ * The hash `verify` compares per document: the row's hash (`compileRowHash`, which BigQuery computes in SQL)
+ * XOR its JSON content hash (`compileJsonHash`, which the view reader computes from the JSON text it reads
+ * back). XOR keeps a range's digest the XOR of both sides' parts, so the SQL digest stays as it is.
+ */
+export function compileDocumentHash(
+  columns: readonly ColumnSpec[],
+): (row: Readonly<Row>, docId: string) => bigint {
+  const row = compileRowHash(columns);
+  const json = compileJsonHash(columns);
+  return (r, docId) => row(r, docId) ^ json(r, docId);
 }

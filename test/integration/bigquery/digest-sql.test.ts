@@ -4,6 +4,10 @@
 // `_unmapped`; and the view reader's ranges against the JavaScript order of ids (transform/id-order.ts).
 // Left out, with its form covered by unit tests only: BIGNUMERIC (bqemulator cannot create such a column:
 // DuckDB's DECIMAL stops at 38 digits; its form is NUMERIC's).
+// Issue 14: JSON columns (one inside a RECORD) and `_unmapped` are compared by content: the view reader reads
+// their text back (TO_JSON_STRING; the emulator keeps the text as written, so what BigQuery's normalised text
+// does is unit-tested in test/unit/transform/json-canonical.test.ts) a page at a time, and its digests must be
+// the JavaScript ones with the JSON content folded in (`compileDocumentHash`).
 // Regression (review finding 1): RECORDs were compared by presence only, and with a RECORD column the digest
 // query failed on bqemulator ("Values list v does not have a column named rec"); the RECORD columns below
 // made this test fail before the digest SQL stopped using the functions that make bqemulator lose them.
@@ -15,7 +19,11 @@ import { BigQueryViewReader, keyedRowsSql } from '../../../src/bigquery/view-rea
 import { backfillRecord } from '../../../src/core/history-rows.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { docIdKey, inRange, rangeBounds } from '../../../src/transform/id-order.js';
-import { compileRowCanonical, compileRowHash } from '../../../src/transform/row-digest.js';
+import {
+  compileDocumentHash,
+  compileRowCanonical,
+  compileRowHash,
+} from '../../../src/transform/row-digest.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { docIdString } from '../../../src/transform/values.js';
 import { bigQueryTestEnv, uniqueDatasetId } from '../support/bigquery.js';
@@ -46,6 +54,7 @@ const COLUMNS = parseColumnSpecs([
     type: 'RECORD',
     fields: [
       { name: 'a', type: 'INTEGER' },
+      { name: 'raw', type: 'JSON' },
       {
         name: 'pts',
         type: 'RECORD',
@@ -128,6 +137,7 @@ function documents(): Record<string, unknown>[] {
       tags: ['x', 'ÿ', ''],
       rec: {
         a: 1,
+        raw: { z: [1, 2.5, 'é "q"'], a: null },
         pts: [{ x: 0.1, labels: ['p', 'é'] }, { x: -0 }],
         sub: { t: '01:02:03.25', s: 'deep' },
       },
@@ -193,6 +203,8 @@ beforeAll(async () => {
     datasetId,
     table: TABLE,
     columns: COLUMNS,
+    // Two rows a page: the JSON text is read over several pages.
+    jsonPageRows: 2,
   });
 });
 
@@ -232,7 +244,8 @@ describe('BigQueryViewReader', () => {
     { after: '{"id":"plain"}', upTo: `{"id":{"$oid":"${docIds[5] ?? ''}"}}` },
     { after: `{"id":{"$oid":"${docIds[5] ?? ''}"}}`, upTo: undefined },
   ];
-  const hash = compileRowHash(COLUMNS);
+  // The SQL hash of each row XOR its JSON content's hash, as verify compares them.
+  const hash = compileDocumentHash(COLUMNS);
 
   it('counts and XORs each range as JavaScript does over the ids BSON order puts in it', async () => {
     const answer = await reader.rangeDigests(ranges, AbortSignal.timeout(30_000));
@@ -250,6 +263,11 @@ describe('BigQueryViewReader', () => {
       return { count, digest };
     });
     expect(answer.value).toEqual(expected);
+    // Some documents have JSON content (`j`, `rec.raw`, `_unmapped`), folded into their range's digest.
+    const rowHash = compileRowHash(COLUMNS);
+    expect(
+      rows.filter((row, k) => hash(row, docIds[k] ?? '') !== rowHash(row, docIds[k] ?? '')).length,
+    ).toBeGreaterThan(2);
     // Every placed id is in one range; the double id is in none.
     expect(answer.value.reduce((n, r) => n + r.count, 0)).toBe(docs.length - 1);
     expect(answer.bytesScanned).toBeGreaterThanOrEqual(0);

@@ -1,5 +1,6 @@
-// Review finding 1: verification cannot see changes inside JSON values; a mapping whose repair or
-// background verifier relies on it must be told, once per start, which values those are.
+// Review finding 1: verification cannot see changes inside some JSON values; a mapping whose repair or
+// background verifier relies on it must be told, once per start, which values those are. Issue 14: JSON
+// columns and `_unmapped` are compared by content now; REPEATED JSON values are still by presence only.
 import { describe, expect, it } from 'vitest';
 import { digestGaps } from '../../../src/app/digest-gaps.js';
 import { parseMappingSettings } from '../../../src/config/settings.js';
@@ -13,22 +14,36 @@ const base = {
     { name: 'n', type: 'INTEGER' },
     { name: 'meta', type: 'RECORD', fields: [{ name: 'raw', type: 'JSON' }] },
     { name: 'doc', type: 'JSON' },
+    { name: 'tags', type: 'JSON', mode: 'REPEATED' },
+    { name: 'items', type: 'RECORD', mode: 'REPEATED', fields: [{ name: 'raw', type: 'JSON' }] },
   ],
 };
 
 describe('digestGaps', () => {
-  it('names what relies on verification and the JSON values it compares by presence only', () => {
+  it('names what relies on verification and the REPEATED JSON values it compares by presence only', () => {
     expect(digestGaps(parseMappingSettings({ ...base, on_history_lost: 'repair' }))).toEqual({
       relying: ['on_history_lost: repair'],
-      unseen: ['_unmapped', 'meta.raw', 'doc'],
+      unseen: ['tags', 'items.raw'],
     });
-    expect(
-      digestGaps(parseMappingSettings({ ...base, capture_unmapped: false, verify: { share: 0.5 } })),
-    ).toEqual({ relying: ['verify'], unseen: ['meta.raw', 'doc'] });
+    expect(digestGaps(parseMappingSettings({ ...base, verify: { share: 0.5 } }))).toEqual({
+      relying: ['verify'],
+      unseen: ['tags', 'items.raw'],
+    });
   });
 
   it('is silent when nothing relies on verification, or when it sees every value', () => {
     expect(digestGaps(parseMappingSettings(base))).toBeUndefined();
+    // JSON columns, inside RECORDs too, and `_unmapped` (capture_unmapped on) are compared by content.
+    expect(
+      digestGaps(
+        parseMappingSettings({
+          ...base,
+          columns: base.columns.slice(0, 3),
+          on_history_lost: 'repair',
+          verify: { share: 1 },
+        }),
+      ),
+    ).toBeUndefined();
     expect(digestGaps(parseMappingSettings({ ...base, on_history_lost: 'resnapshot' }))).toBeUndefined();
     expect(
       digestGaps(

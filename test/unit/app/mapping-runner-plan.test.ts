@@ -109,11 +109,22 @@ describe('a dry-run mapping logs its plan (issue 14)', () => {
 });
 
 describe('a mapping whose repair relies on verification (review finding 1)', () => {
-  it('is warned once per configuration that JSON values and _unmapped are compared by presence only', async () => {
+  it('is warned once per configuration that REPEATED JSON values are compared by presence only', async () => {
     const runner = dryRunner();
     await stoppedRun(runner, document);
     expect(runner.gapWarnings()).toEqual([]);
-    const repairing = { ...document, on_history_lost: 'repair' };
+    // Issue 14: `_unmapped` and plain JSON columns are compared by content: no warning for them.
+    await stoppedRun(runner, {
+      ...document,
+      on_history_lost: 'repair',
+      columns: [...document.columns, { name: 'doc', type: 'JSON' }],
+    });
+    expect(runner.gapWarnings()).toEqual([]);
+    const repairing = {
+      ...document,
+      on_history_lost: 'repair',
+      columns: [...document.columns, { name: 'tags', type: 'JSON', mode: 'REPEATED' }],
+    };
     await stoppedRun(runner, repairing);
     await stoppedRun(runner, repairing);
     expect(runner.gapWarnings()).toHaveLength(1);

@@ -4,7 +4,7 @@ import { type ClusterTime, type Position } from '../../../src/core/model.js';
 import { type SourceDocument } from '../../../src/core/ports.js';
 import { encodeId } from '../../../src/mongodb/checkpoint-store.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
-import { compileRowHash } from '../../../src/transform/row-digest.js';
+import { compileDocumentHash } from '../../../src/transform/row-digest.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { docIdKey, inRange, rangeBounds, type IdKey } from '../../../src/transform/id-order.js';
 import { docIdString } from '../../../src/transform/values.js';
@@ -16,7 +16,8 @@ const COLUMNS = parseColumnSpecs([
   { name: 'n', type: 'INTEGER' },
 ]).columns;
 const mapper = compileRowMapper(COLUMNS);
-const hash = compileRowHash(COLUMNS);
+// What BigQueryViewReader computes: the SQL hash of the row XOR the hash of its JSON content.
+const hash = compileDocumentHash(COLUMNS);
 
 /** A collection of `count` documents, a view holding exactly their rows, and a daemon's position. */
 function world(count: number) {
@@ -132,6 +133,34 @@ describe('MappingVerifier', () => {
     expect(report.differing.ids).toEqual([0, 120, 249].map((id) => docIdString(id)).sort());
     expect(report.differingRanges).toHaveLength(3);
     expect(view.reads.filter((r) => r === 'ranges')).toHaveLength(1 + 3);
+  });
+
+  // Issue 14: `_unmapped` was compared by presence only, so a field waiting there whose value changed while
+  // the history was lost was never reported, and a repair left the view wrong.
+  it('names documents whose _unmapped content alone differs, narrowed, and not those BigQuery respelt', async () => {
+    const { deps, documents, view } = world(50);
+    for (const doc of documents) doc.extra = { note: `v${String(doc._id)}`, at: [1, 2.5] };
+    for (const doc of documents) {
+      const row = rowOf(doc);
+      // Every row's JSON text as BigQuery may give it back: keys reordered, numbers respelt, whitespace.
+      row._unmapped = `{ "extra": { "at": [1.0, 25e-1], "note": "v${String(doc._id)}" } }`;
+      view.rows.set(docIdString(doc._id), row);
+    }
+    const clean = await createMappingVerifier(deps).verify({}, signal());
+    expect(clean.differing.count + clean.missing.count + clean.extra.count).toBe(0);
+
+    // In MongoDB, with the daemon stopped: only a field in `_unmapped` changes, in two documents.
+    for (const id of [9, 30]) {
+      const doc = documents[id];
+      if (doc) doc.extra = { note: 'changed', at: [1, 2.5] };
+    }
+    const report = await createMappingVerifier(deps).verify({}, signal());
+    expect(report.differing).toEqual({ count: 2, ids: [docIdString(9), docIdString(30)].sort() });
+    expect(report.missing.count + report.extra.count).toBe(0);
+    expect(report.differingRanges).toEqual([
+      { after: encodeId(8), upTo: encodeId(9) },
+      { after: encodeId(29), upTo: encodeId(30) },
+    ]);
   });
 
   it('reports no change in flight: a view that catches up, a document changed between the reads', async () => {

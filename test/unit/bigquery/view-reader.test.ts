@@ -5,6 +5,7 @@ import { BigQueryViewReader, docIdIntervals, docIdPrefilterSql } from '../../../
 import { encodeId } from '../../../src/mongodb/checkpoint-store.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { docIdKey, inRange, rangeBounds } from '../../../src/transform/id-order.js';
+import { jsonContentHash } from '../../../src/transform/row-digest.js';
 import { docIdString } from '../../../src/transform/values.js';
 
 /** BigQuery's order of STRING values: byte by byte over UTF-8. */
@@ -113,5 +114,138 @@ describe('the _doc_id prefilter of the view reader (issue 14, review finding 11)
       expect(query).not.toContain('`proj-1.d.t_view`');
       expect(query).toContain(`AND ((h.\`_doc_id\` > '000000000000000000000001' AND h.\`_doc_id\` < 'g'))`);
     }
+  });
+});
+
+/**
+ * A stand-in for the REST client's query jobs: `answer` gives the pages of rows for a query (the JSON query
+ * is the one with TO_JSON_STRING), each job claims `bytes` processed. Records the queries and page requests.
+ */
+function scriptedBigQuery(answer: (sql: string) => Record<string, unknown>[][], bytes: number) {
+  const queries: string[] = [];
+  const pageRequests: unknown[] = [];
+  const bigquery = {
+    createQueryJob: (options: { query: string }) => {
+      queries.push(options.query);
+      const pages = answer(options.query);
+      const job = {
+        getQueryResults: (request?: { pageToken?: string; maxResults?: number }) => {
+          pageRequests.push(request);
+          if (request?.maxResults === undefined) return Promise.resolve([pages.flat()]);
+          const at = request.pageToken === undefined ? 0 : Number(request.pageToken);
+          const next = at + 1 < pages.length ? { pageToken: String(at + 1) } : null;
+          return Promise.resolve([pages[at] ?? [], next]);
+        },
+        getMetadata: () =>
+          Promise.resolve([{ statistics: { query: { totalBytesProcessed: String(bytes) } } }]),
+      };
+      return Promise.resolve([job]);
+    },
+  } as unknown as ConstructorParameters<typeof BigQueryViewReader>[0]['bigquery'];
+  return { bigquery, queries, pageRequests };
+}
+
+// Issue 14: JSON values are compared by content. The digest query stays SQL-only; the documents with JSON
+// content are read back as text, page by page, and their canonical JSON hash folded into the digests.
+describe('BigQueryViewReader and JSON content', () => {
+  const columns = parseColumnSpecs([
+    { name: 'n', type: 'INTEGER' },
+    { name: 'meta', type: 'JSON' },
+  ]).columns;
+  const one = docIdString(1);
+  const two = docIdString(2);
+  const range = { after: undefined, upTo: undefined };
+  const isJsonQuery = (sql: string) => sql.includes('TO_JSON_STRING');
+
+  it('folds the JSON content of the documents that have some into their range digest, a page at a time', async () => {
+    const { bigquery, queries, pageRequests } = scriptedBigQuery(
+      // The JSON query is given only the ranges with JSON content: `r` indexes those.
+      (sql) =>
+        isJsonQuery(sql)
+          ? [
+              [{ r: 0, d: one, __mba_j0: '{"b": 1, "a": [2.0]}', __mba_j1: null }],
+              [{ r: 0, d: two, __mba_j0: null, __mba_j1: '{"x":"\\u00e9"}' }],
+            ]
+          : [
+              [
+                { r: 0, n: 3, x: '7', nj: 0 },
+                { r: 1, n: 2, x: '5', nj: 2 },
+              ],
+            ],
+      100,
+    );
+    const reader = new BigQueryViewReader({
+      bigquery,
+      projectId: 'proj-1',
+      datasetId: 'd',
+      table: 't',
+      columns,
+      jsonPageRows: 1,
+    });
+    const ranges = [
+      { after: undefined, upTo: encodeId(0) },
+      { after: encodeId(0), upTo: undefined },
+    ];
+    const answer = await reader.rangeDigests(ranges, AbortSignal.timeout(1_000));
+    expect(answer.value).toEqual([
+      { count: 3, digest: 7n },
+      {
+        count: 2,
+        digest:
+          5n ^ jsonContentHash(one, ['{"a":[2],"b":1}', null]) ^ jsonContentHash(two, [null, '{"x":"é"}']),
+      },
+    ]);
+    expect(answer.bytesScanned).toBe(200);
+    // The JSON query covers only the range with JSON content, reads `meta` and `_unmapped` as text.
+    const json = queries.find(isJsonQuery) ?? '';
+    expect(json).toContain('TO_JSON_STRING(w.`meta`)');
+    expect(json).toContain('TO_JSON_STRING(w.`_unmapped`)');
+    expect(json).toContain("h.`_doc_id` >= '{\"$number'");
+    expect(pageRequests.filter((r) => r !== undefined)).toEqual([
+      { autoPaginate: false, maxResults: 1 },
+      { autoPaginate: false, maxResults: 1, pageToken: '1' },
+    ]);
+  });
+
+  it('sends no JSON query when no document of the ranges has JSON content', async () => {
+    const { bigquery, queries } = scriptedBigQuery(() => [[{ r: 0, n: 3, x: '7', nj: 0 }]], 100);
+    const reader = new BigQueryViewReader({
+      bigquery,
+      projectId: 'proj-1',
+      datasetId: 'd',
+      table: 't',
+      columns,
+    });
+    const answer = await reader.rangeDigests([range], AbortSignal.timeout(1_000));
+    expect(answer).toEqual({ value: [{ count: 3, digest: 7n }], bytesScanned: 100 });
+    expect(queries.filter(isJsonQuery)).toEqual([]);
+  });
+
+  it("names a range's documents with the JSON content folded into the hash of those that have some", async () => {
+    const { bigquery } = scriptedBigQuery(
+      (sql) =>
+        isJsonQuery(sql)
+          ? [[{ r: 0, d: two, __mba_j0: null, __mba_j1: '{"k":1e0}' }]]
+          : [
+              [
+                { d: one, x: '11', jn: false },
+                { d: two, x: '12', jn: true },
+              ],
+            ],
+      10,
+    );
+    const reader = new BigQueryViewReader({
+      bigquery,
+      projectId: 'proj-1',
+      datasetId: 'd',
+      table: 't',
+      columns,
+    });
+    const answer = await reader.documentDigests(range, AbortSignal.timeout(1_000));
+    expect(answer.value).toEqual([
+      { docId: one, hash: 11n },
+      { docId: two, hash: 12n ^ jsonContentHash(two, [null, '{"k":1}']) },
+    ]);
+    expect(answer.bytesScanned).toBe(20);
   });
 });

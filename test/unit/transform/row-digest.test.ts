@@ -3,7 +3,11 @@ import fc from 'fast-check';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import {
   canonicalHash,
+  compileDocumentHash,
+  compileJsonHash,
   compileRowCanonical,
+  compileRowHash,
+  jsonContentPaths,
   datetimeText,
   decimalText,
   floatText,
@@ -145,5 +149,58 @@ describe('compileRowCanonical', () => {
   it('hashes to 60 bits', () => {
     expect(canonicalHash('abc')).toBe(BigInt('0xba7816bf8f01cfe'));
     expect(canonicalHash('anything') < 2n ** 60n).toBe(true);
+  });
+});
+
+// Issue 14: JSON columns and `_unmapped` were compared by presence only, so a change to a field waiting in
+// `_unmapped` (capture_unmapped, a new field) made while the history was lost was never seen nor repaired.
+describe('the JSON content of a row (compileJsonHash, compileDocumentHash)', () => {
+  const columns = parseColumnSpecs([
+    { name: 'id', type: 'STRING', mongo_field: '_id' },
+    { name: 'meta', type: 'JSON' },
+    { name: 'rec', type: 'RECORD', fields: [{ name: 'j', type: 'JSON' }] },
+    { name: 'list', type: 'JSON', mode: 'REPEATED' },
+  ]).columns;
+  const json = compileJsonHash(columns);
+  const document = compileDocumentHash(columns);
+  const rowHash = compileRowHash(columns);
+  const row = (meta: string | null, j: string | null, unmapped: string | null) => ({
+    id: 'x',
+    meta,
+    rec: { j },
+    list: [],
+    _unmapped: unmapped,
+  });
+
+  it('reads JSON columns, inside RECORDs too, then _unmapped; a REPEATED JSON column by presence only', () => {
+    expect(jsonContentPaths(columns)).toEqual([['meta'], ['rec', 'j'], ['_unmapped']]);
+  });
+
+  it('is 0 without JSON content, so such a document keeps the hash SQL computes', () => {
+    expect(json(row(null, null, null), '"x"')).toBe(0n);
+    expect(document(row(null, null, null), '"x"')).toBe(rowHash(row(null, null, null), '"x"'));
+  });
+
+  it('is the same for the text BigQuery may give back: keys reordered, whitespace, number spelling', () => {
+    const written = row('{"b":1,"a":[1.5,"é"]}', '{"x":null}', '{"extra":{"n":10,"s":"v"}}');
+    const normalised = row(
+      '{"a": [15e-1, "\\u00e9"], "b": 1.0}',
+      '{ "x" : null }',
+      '{"extra":{"s":"v","n":1e1}}',
+    );
+    expect(json(normalised, '"x"')).toBe(json(written, '"x"'));
+    expect(document(normalised, '"x"')).toBe(document(written, '"x"'));
+    expect(json(written, '"x"')).not.toBe(0n);
+  });
+
+  it('differs when only the content of a JSON value differs, in a column, a RECORD or _unmapped', () => {
+    const base = document(row('{"a":1}', '{"b":2}', '{"c":3}'), '"x"');
+    expect(document(row('{"a":2}', '{"b":2}', '{"c":3}'), '"x"')).not.toBe(base);
+    expect(document(row('{"a":1}', '{"b":"2"}', '{"c":3}'), '"x"')).not.toBe(base);
+    expect(document(row('{"a":1}', '{"b":2}', '{"c":[3]}'), '"x"')).not.toBe(base);
+    // The same texts moved to another JSON value, or in another document, differ too.
+    expect(document(row('{"b":2}', '{"a":1}', '{"c":3}'), '"x"')).not.toBe(base);
+    const r = row('{"a":1}', '{"b":2}', '{"c":3}');
+    expect(json(r, '"y"')).not.toBe(json(r, '"x"'));
   });
 });
