@@ -112,8 +112,14 @@ export function timestampMicros(value: unknown): string {
   const offset =
     zoneSign === undefined ? 0 : (zoneSign === '-' ? -1 : 1) * (Number(zh) * 3600 + Number(zm) * 60);
   const seconds = days * 86_400 + Number(h) * 3600 + Number(mi) * 60 + Number(s) - offset;
-  return (BigInt(seconds) * MICROS_PER_SECOND + BigInt(fraction.padEnd(6, '0'))).toString();
+  const micros = Number(fraction.padEnd(6, '0'));
+  // Exact in a double while |seconds| < 2^53 / 10^6 (years 1685 to 2255); BigInts only beyond.
+  if (Math.abs(seconds) < SAFE_MICROS_SECONDS) return String(seconds * 1_000_000 + micros);
+  return (BigInt(seconds) * MICROS_PER_SECOND + BigInt(micros)).toString();
 }
+
+/** Seconds from the epoch within which a count of microseconds is an exact double. */
+const SAFE_MICROS_SECONDS = Math.floor(Number.MAX_SAFE_INTEGER / 1_000_000) - 1;
 
 const DAYS_TO_YEAR_ONE = daysFromCivil(1, 1, 1);
 const MICROS_PER_DAY = 86_400n * MICROS_PER_SECOND;

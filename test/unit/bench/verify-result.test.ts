@@ -20,4 +20,13 @@ describe('the verify benchmark line', () => {
       ok: false,
     });
   });
+
+  it('reports the ratio measured pass by pass when given, and judges by it', () => {
+    const result = { source: 'in-process', shape: 'nested-1KB', documents: 10, floorPerSecond: 1_000 };
+    expect(JSON.parse(verifyBenchLine({ ...result, valuePerSecond: 600, ratio: 0.45 }))).toMatchObject({
+      value_per_s: 600,
+      ratio: 0.45,
+      ok: false,
+    });
+  });
 });

@@ -75,6 +75,26 @@ describe('canonical texts of the wire values', () => {
     );
   });
 
+  it("gives every TIMESTAMP of BigQuery's range exactly, either side of the span a double holds exactly", () => {
+    fc.assert(
+      fc.property(
+        fc.date({
+          min: new Date('0001-01-01T00:00:00Z'),
+          max: new Date('9999-12-31T23:59:59.999Z'),
+          noInvalidDate: true,
+        }),
+        fc.integer({ min: 0, max: 999 }),
+        (date, extraMicros) => {
+          const text = `${date.toISOString().slice(0, 23)}${String(extraMicros).padStart(3, '0')}Z`;
+          const exact = BigInt(date.getTime()) * 1000n + BigInt(extraMicros);
+          expect(timestampMicros(text)).toBe(exact.toString());
+        },
+      ),
+    );
+    expect(timestampMicros('1969-12-31T23:59:59.5Z')).toBe('-500000');
+    expect(timestampMicros('9999-12-31T23:59:59.999999Z')).toBe('253402300799999999');
+  });
+
   it('gives DATETIME as microseconds since 0001-01-01 and TIME since midnight', () => {
     expect(datetimeText('0001-01-01T00:00:00')).toBe('0');
     // 11 years of 365 days and 2 leap days (4, 8) to 0012-01-01, then a day and 03:04:05.
