@@ -1,11 +1,13 @@
 import { type MappingSettings } from '../core/settings.js';
 import { type ColumnSpec } from '../schema/types.js';
+import { jsonContentPaths, jsonPathName } from '../transform/row-digest.js';
 
 /**
  * What the digest of `verify` cannot see in a mapping, when a repair or the background verifier relies on
- * it: the content of JSON columns and `_unmapped` is compared (transform/row-digest.ts, `jsonContentPaths`),
- * but a REPEATED JSON column, or a JSON column inside a REPEATED RECORD, holds a list per row and is compared
- * by presence only, so a change inside one made while the history was lost stays unrepaired, which
+ * it: the content of JSON values is compared (transform/row-digest.ts, `jsonContentPaths`): JSON columns,
+ * `_unmapped`, REPEATED JSON columns and JSON fields of REPEATED RECORDs; but a list inside a list (a REPEATED
+ * JSON field of a REPEATED RECORD, or a JSON field of a REPEATED RECORD inside another) is compared by
+ * presence only, so a change inside one made while the history was lost stays unrepaired, which
  * `resnapshot` would fix.
  */
 export interface DigestGaps {
@@ -17,15 +19,20 @@ export interface DigestGaps {
 
 /** The message the daemon logs once per mapping configuration when `digestGaps` finds any. */
 export const DIGEST_GAPS_MESSAGE =
-  'verification compares REPEATED JSON values (a REPEATED JSON column, or one inside a REPEATED RECORD) by presence only: a change inside one made while the history was lost is not seen nor repaired (on_history_lost: resnapshot copies everything again)';
+  'verification compares JSON values in a list inside a list (a REPEATED JSON field of a REPEATED RECORD, or a JSON field of a REPEATED RECORD inside another) by presence only: a change inside one made while the history was lost is not seen nor repaired (on_history_lost: resnapshot copies everything again)';
 
-function repeatedJsonColumns(columns: readonly ColumnSpec[], prefix: string, repeated: boolean): string[] {
+function jsonColumns(columns: readonly ColumnSpec[], prefix: string): string[] {
   return columns.flatMap((column) => {
     const name = `${prefix}${column.name}`;
-    const inList = repeated || column.mode === 'REPEATED';
-    if (column.type === 'JSON') return inList ? [name] : [];
-    return column.type === 'RECORD' ? repeatedJsonColumns(column.fields ?? [], `${name}.`, inList) : [];
+    if (column.type === 'JSON') return [name];
+    return column.type === 'RECORD' ? jsonColumns(column.fields ?? [], `${name}.`) : [];
   });
+}
+
+/** The dotted names of the JSON columns of `columns` whose content verify does not compare. */
+export function presenceOnlyJsonColumns(columns: readonly ColumnSpec[]): string[] {
+  const compared = new Set(jsonContentPaths(columns).map(jsonPathName));
+  return jsonColumns(columns, '').filter((name) => !compared.has(name));
 }
 
 /**
@@ -39,6 +46,6 @@ export function digestGaps(
     ...(settings.onHistoryLost === 'repair' ? ['on_history_lost: repair'] : []),
     ...(settings.verify ? ['verify'] : []),
   ];
-  const unseen = repeatedJsonColumns(settings.columns ?? [], '', false);
+  const unseen = presenceOnlyJsonColumns(settings.columns ?? []);
   return relying.length > 0 && unseen.length > 0 ? { relying, unseen } : undefined;
 }

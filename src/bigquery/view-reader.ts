@@ -48,15 +48,51 @@ export const DEFAULT_JSON_PAGE_ROWS = 5_000;
 /** The key columns of the inner query (see `keyedRowsSql`). */
 const KEY: IdKeyColumns = { rank: 'k_rank', number: 'k_number', text: 'k_text' };
 
-/** A JSON value of a row aliased `alias` (every name validated and quoted). */
-function jsonPathSql(alias: string, path: JsonPath): string {
-  return [alias, ...path.map(quoteColumn)].join('.');
+/** The value (or the list) at `names` of a row aliased `alias` (every name validated and quoted). */
+function namesSql(alias: string, names: readonly string[]): string {
+  return [alias, ...names.map(quoteColumn)].join('.');
+}
+
+/**
+ * The aliases of a list's element and of its offset in the JSON query's subquery, whose own FROM names come
+ * before the columns of the row around it.
+ */
+const ELEMENT = '__mba_je';
+const OFFSET = '__mba_jo';
+
+/**
+ * Whether a JSON value is present in a row aliased `alias`: not NULL, or for a list, not empty. BigQuery
+ * stores a NULL array as an empty one (and the mapper writes NULL for a field a document lacks), so only a
+ * list with elements counts on both sides, as `compileJsonHash` counts it.
+ */
+function presentSql(alias: string, path: JsonPath): string {
+  const value = namesSql(alias, path.names);
+  return path.element === undefined ? `${value} IS NOT NULL` : `COALESCE(ARRAY_LENGTH(${value}), 0) > 0`;
+}
+
+/**
+ * The text of a present JSON value of a row aliased `alias`, NULL when absent (`presentSql`). A REPEATED JSON
+ * column is TO_JSON_STRING of the array, which GoogleSQL writes as a JSON array of its elements' JSON
+ * ("JSON encodings" in its JSON functions reference). A JSON field of a REPEATED RECORD's elements is
+ * TO_JSON_STRING of the array of that field alone, in the elements' order (WITH OFFSET; NULL where an element
+ * lacks it, written `null`: arrays with NULL elements may be used inside a query, only not returned), so that
+ * no other field of the record is turned into text: their text differs between BigQuery and the emulator.
+ */
+function jsonTextSql(alias: string, path: JsonPath): string {
+  const value = namesSql(alias, path.names);
+  const { element } = path;
+  if (element === undefined) return `IF(${value} IS NULL, NULL, TO_JSON_STRING(${value}))`;
+  const list =
+    element.length === 0
+      ? value
+      : `ARRAY(SELECT ${namesSql(ELEMENT, element)} FROM UNNEST(${value}) AS ${ELEMENT} WITH OFFSET AS ${OFFSET} ORDER BY ${OFFSET})`;
+  return `IF(${presentSql(alias, path)}, TO_JSON_STRING(${list}), NULL)`;
 }
 
 /** Whether any JSON value whose content verify compares is present (`jsonContentPaths`), over alias `w`. */
 function anyJsonSql(columns: readonly ColumnSpec[]): string {
   return `(${jsonContentPaths(columns)
-    .map((path) => `${jsonPathSql('w', path)} IS NOT NULL`)
+    .map((path) => presentSql('w', path))
     .join(' OR ')})`;
 }
 
@@ -85,8 +121,9 @@ function jsonColumn(i: number): string {
 
 /**
  * The documents of the view in `ranges` that have JSON content: the index of their range (`r`), `_doc_id`
- * (`d`), and the text of each JSON value (`jsonColumn(i)`, NULL when absent) as TO_JSON_STRING gives it:
- * valid JSON text, in BigQuery normalised, on the emulator as written; `jsonContentHash` makes both agree.
+ * (`d`), and the text of each JSON value (`jsonColumn(i)`, NULL when absent; a list as one JSON array, see
+ * `jsonTextSql`) as TO_JSON_STRING gives it: valid JSON text, in BigQuery normalised, on the emulator as
+ * written; `jsonContentHash` makes both agree, and a list's text agree with the mapped row's element texts.
  * A query of its own: the digest query only adds a presence flag (`jn`, over columns it reads anyway), and
  * only ranges where that flag is set run this one.
  */
@@ -98,10 +135,7 @@ export function jsonRowsSql(
   const key = idKeySql('w.`_doc_id`');
   const paths = jsonContentPaths(columns);
   const names = paths.map((_, i) => jsonColumn(i));
-  const texts = paths.map((path, i) => {
-    const value = jsonPathSql('w', path);
-    return `IF(${value} IS NULL, NULL, TO_JSON_STRING(${value})) AS ${jsonColumn(i)}`;
-  });
+  const texts = paths.map((path, i) => `${jsonTextSql('w', path)} AS ${jsonColumn(i)}`);
   return [
     `SELECT r, d, ${names.join(', ')} FROM (`,
     `SELECT ${rangeIndexSql(KEY, ranges)} AS r, d, ${names.join(', ')} FROM (`,

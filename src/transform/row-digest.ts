@@ -18,8 +18,9 @@ import { type Row } from './row-mapper.js';
  *   microseconds since midnight;
  * - RECORD: `R` and its fields' parts in order, recursively (a REPEATED RECORD as an array of them), so a
  *   change inside a sub-document is seen;
- * - JSON (`_unmapped` and JSON columns): presence only in this string (`N`, or `0:`), which SQL can compute
- *   alike on both; the content is compared apart, by `compileJsonHash` (below): BigQuery stores JSON parsed and
+ * - JSON (`_unmapped`, JSON columns, REPEATED ones and those in REPEATED RECORDs): presence only in this
+ *   string (`N`, or `0:`; a list's length), which SQL can compute alike on both; the content is compared
+ *   apart, by `compileJsonHash` (below): BigQuery stores JSON parsed and
  *   gives back normalised text (keys reordered, numbers respelt) while the emulator keeps it as written, so
  *   no text form SQL could hash agrees, and the JSON text is read back and put in canonical form in
  *   JavaScript instead (`transform/json-canonical.ts`). A document's hash is the XOR of both
@@ -246,73 +247,151 @@ export function compileRowHash(
 }
 
 /**
- * Where a JSON value of a row is whose content `verify` compares: the names from the row down to it (a JSON
- * column at the top level or inside RECORDs that are not REPEATED), and `_unmapped` last.
+ * Where a JSON value of a row is whose content `verify` compares. `names` lead from the row, through RECORDs
+ * that are not REPEATED, to a JSON column, or to the list holding JSON values: a REPEATED JSON column, or a
+ * REPEATED RECORD with a JSON field. `element` is set for a list: the names within each element down to its
+ * JSON value, through RECORDs that are not REPEATED (none for a REPEATED JSON column). A list inside a list
+ * (a REPEATED field of a REPEATED RECORD's element) has no path: it is compared by presence only
+ * (`app/digest-gaps.ts` warns of it).
  */
-export type JsonPath = readonly string[];
+export interface JsonPath {
+  readonly names: readonly string[];
+  readonly element?: readonly string[];
+}
 
 /** The name of the column of unmapped fields, the last JSON path of every row. */
 export const UNMAPPED_COLUMN = '_unmapped';
 
 function collectJsonPaths(columns: readonly ColumnSpec[], prefix: readonly string[], out: JsonPath[]): void {
   for (const column of columns) {
-    // A REPEATED JSON column, or one under a REPEATED RECORD, holds a list per row: compared by presence only.
-    if (column.mode === 'REPEATED') continue;
-    const path = [...prefix, column.name];
-    if (column.type === 'JSON') out.push(path);
-    else if (column.type === 'RECORD') collectJsonPaths(column.fields ?? [], path, out);
+    const names = [...prefix, column.name];
+    if (column.mode === 'REPEATED') {
+      if (column.type === 'JSON') out.push({ names, element: [] });
+      else if (column.type === 'RECORD') collectElementPaths(column.fields ?? [], names, [], out);
+    } else if (column.type === 'JSON') {
+      out.push({ names });
+    } else if (column.type === 'RECORD') {
+      collectJsonPaths(column.fields ?? [], names, out);
+    }
   }
 }
 
-/** The JSON values whose content `verify` compares, in a fixed order: JSON columns, then `_unmapped`. */
+/** The JSON fields of the elements of the REPEATED RECORD at `list`, `prefix` the names within an element. */
+function collectElementPaths(
+  fields: readonly ColumnSpec[],
+  list: readonly string[],
+  prefix: readonly string[],
+  out: JsonPath[],
+): void {
+  for (const field of fields) {
+    // A list within a list: one level of UNNEST reads it no more (presence only, see JsonPath).
+    if (field.mode === 'REPEATED') continue;
+    const element = [...prefix, field.name];
+    if (field.type === 'JSON') out.push({ names: list, element });
+    else if (field.type === 'RECORD') collectElementPaths(field.fields ?? [], list, element, out);
+  }
+}
+
+/**
+ * The JSON values whose content `verify` compares, in a fixed order: JSON columns and lists of JSON values
+ * in column order, then `_unmapped`.
+ */
 export function jsonContentPaths(columns: readonly ColumnSpec[]): JsonPath[] {
   const out: JsonPath[] = [];
   collectJsonPaths(columns, [], out);
-  out.push([UNMAPPED_COLUMN]);
+  out.push({ names: [UNMAPPED_COLUMN] });
+  return out;
+}
+
+/** The dotted name of the JSON column a path reaches (its list's names, then the element's). */
+export function jsonPathName(path: JsonPath): string {
+  return [...path.names, ...(path.element ?? [])].join('.');
+}
+
+/**
+ * One JSON value as `jsonContentHash` takes it: a JSON text (as written, or as BigQuery gives it back, a list
+ * as the text of a JSON array), a list of element texts (an element NULL where a REPEATED RECORD's element
+ * lacks the field), or NULL. An empty list is NULL: BigQuery stores a NULL array as an empty one.
+ */
+export type JsonContent = string | readonly (string | null)[] | null | undefined;
+
+/**
+ * The canonical form of a list of JSON texts: `canonicalJson` of the JSON array of them, element by element,
+ * so that it equals the form of the array text BigQuery gives back (`a<count>:` and each element's form). A
+ * NULL element (a REPEATED RECORD's element without the field) is JSON `null`, as TO_JSON_STRING writes SQL
+ * NULL inside an array; whether each element has the field is compared by the row hash already (`N` or
+ * `0:`). Each element is put in canonical form alone, never spliced into one text: an element that is not
+ * one valid JSON value (`1,2`, say) keeps its INVALID_JSON_PART form, which no array text BigQuery gives back
+ * has, so it cannot pass for other elements.
+ */
+function canonicalJsonList(texts: readonly (string | null)[]): string {
+  let out = `a${String(texts.length)}:`;
+  for (const text of texts) out += text === null ? 'n' : canonicalJson(text);
   return out;
 }
 
 /**
  * The 60-bit hash of a document's JSON content: `J`, its `_doc_id`, then each JSON value's canonical form
- * (`canonicalJson`) or NULL, in `jsonContentPaths` order; 0 when every one is NULL, so that a document
- * without JSON content keeps the SQL hash alone. `texts` are JSON texts as written or as BigQuery gives
- * them back: the same content gives the same hash.
+ * (`canonicalJson`, or `canonicalJsonList` of a list) or NULL, in `jsonContentPaths` order; 0 when every one
+ * is NULL (or an empty list), so that a document without JSON content keeps the SQL hash alone. The same
+ * content gives the same hash whatever text spelt it, and a list the same hash as its JSON array's text.
  */
-export function jsonContentHash(docId: string, texts: readonly (string | null | undefined)[]): bigint {
+export function jsonContentHash(docId: string, values: readonly JsonContent[]): bigint {
   let any = false;
   let out = `J${part(docId)}`;
-  for (const text of texts) {
-    if (text === null || text === undefined) {
+  for (const value of values) {
+    if (value === null || value === undefined || (typeof value !== 'string' && value.length === 0)) {
       out += NULL_PART;
     } else {
       any = true;
-      out += part(canonicalJson(text));
+      out += part(typeof value === 'string' ? canonicalJson(value) : canonicalJsonList(value));
     }
   }
   return any ? canonicalHash(out) : 0n;
 }
 
-function valueAt(row: Readonly<Row>, path: JsonPath): string | null {
-  let value: unknown = row;
-  for (const name of path) {
-    if (value === null || typeof value !== 'object') return null;
-    const record = value as Readonly<Record<string, unknown>>;
-    value = Object.hasOwn(record, name) ? record[name] : null;
+function valueAt(value: unknown, names: readonly string[]): unknown {
+  let at = value;
+  for (const name of names) {
+    if (at === null || typeof at !== 'object') return null;
+    const record = at as Readonly<Record<string, unknown>>;
+    at = Object.hasOwn(record, name) ? record[name] : null;
   }
-  return typeof value === 'string' ? value : null;
+  return at;
 }
 
-/** The JSON content hash of mapped rows of `columns` (`jsonContentHash` of their JSON values' texts). */
+function textAt(value: unknown, names: readonly string[]): string | null {
+  const text = valueAt(value, names);
+  return typeof text === 'string' ? text : null;
+}
+
+/** The JSON value of a mapped row at `path`: its text, the texts of a list's elements, or NULL (`JsonContent`). */
+function contentAt(row: Readonly<Row>, path: JsonPath): string | (string | null)[] | null {
+  const { element } = path;
+  if (element === undefined) return textAt(row, path.names);
+  const list = valueAt(row, path.names);
+  if (!Array.isArray(list) || list.length === 0) return null;
+  return (list as unknown[]).map((item) => textAt(item, element));
+}
+
+/** Whether a row has no JSON content at `path` (NULL, or an empty list), without building it. */
+function isAbsent(row: Readonly<Row>, path: JsonPath): boolean {
+  const value = valueAt(row, path.names);
+  if (path.element === undefined) return typeof value !== 'string';
+  return !Array.isArray(value) || value.length === 0;
+}
+
+/** The JSON content hash of mapped rows of `columns` (`jsonContentHash` of their JSON values). */
 export function compileJsonHash(
   columns: readonly ColumnSpec[],
 ): (row: Readonly<Row>, docId: string) => bigint {
   const paths = jsonContentPaths(columns);
   return (row, docId) => {
     // Most documents have no JSON value: nothing is allocated for them.
-    if (paths.every((path) => valueAt(row, path) === null)) return 0n;
+    if (paths.every((path) => isAbsent(row, path))) return 0n;
     return jsonContentHash(
       docId,
-      paths.map((path) => valueAt(row, path)),
+      paths.map((path) => contentAt(row, path)),
     );
   };
 }

@@ -7,7 +7,9 @@
 // Issue 14: JSON columns (one inside a RECORD) and `_unmapped` are compared by content: the view reader reads
 // their text back (TO_JSON_STRING; the emulator keeps the text as written, so what BigQuery's normalised text
 // does is unit-tested in test/unit/transform/json-canonical.test.ts) a page at a time, and its digests must be
-// the JavaScript ones with the JSON content folded in (`compileDocumentHash`).
+// the JavaScript ones with the JSON content folded in (`compileDocumentHash`). Issue 14 (REPEATED JSON): a
+// REPEATED JSON column (`js`) and a JSON field of a REPEATED RECORD (`recs.meta`) too, read back as one JSON
+// array each; empty arrays (which BigQuery stores for NULL ones) count as no JSON content on both sides.
 // Regression (review finding 1): RECORDs were compared by presence only, and with a RECORD column the digest
 // query failed on bqemulator ("Values list v does not have a column named rec"); the RECORD columns below
 // made this test fail before the digest SQL stopped using the functions that make bqemulator lose them.
@@ -21,6 +23,7 @@ import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { docIdKey, inRange, rangeBounds } from '../../../src/transform/id-order.js';
 import {
   compileDocumentHash,
+  compileJsonHash,
   compileRowCanonical,
   compileRowHash,
 } from '../../../src/transform/row-digest.js';
@@ -47,6 +50,7 @@ const COLUMNS = parseColumnSpecs([
   { name: 'n', type: 'NUMERIC' },
   { name: 'by', type: 'BYTES' },
   { name: 'j', type: 'JSON' },
+  { name: 'js', type: 'JSON', mode: 'REPEATED' },
   { name: 'tags', type: 'STRING', mode: 'REPEATED' },
   { name: 'xs', type: 'FLOAT', mode: 'REPEATED' },
   {
@@ -81,6 +85,7 @@ const COLUMNS = parseColumnSpecs([
     fields: [
       { name: 'k', type: 'STRING' },
       { name: 'v', type: 'FLOAT' },
+      { name: 'meta', type: 'JSON' },
     ],
   },
 ]).columns;
@@ -134,6 +139,7 @@ function documents(): Record<string, unknown>[] {
       n: Decimal128.fromString('100'),
       by: new Binary(Buffer.from([0, 255, 1])),
       j: { b: 1, a: [true, null] },
+      js: [{ b: [1, 2.5], a: 'é "q"' }, 'text', 3, null],
       tags: ['x', 'ÿ', ''],
       rec: {
         a: 1,
@@ -141,7 +147,7 @@ function documents(): Record<string, unknown>[] {
         pts: [{ x: 0.1, labels: ['p', 'é'] }, { x: -0 }],
         sub: { t: '01:02:03.25', s: 'deep' },
       },
-      recs: [{ k: 'one', v: 1.5 }, { k: 'two' }],
+      recs: [{ k: 'one', v: 1.5, meta: { x: [1, { y: null }] } }, { k: 'two' }],
     },
     {
       _id: new Int32(-7),
@@ -154,12 +160,20 @@ function documents(): Record<string, unknown>[] {
       n: Decimal128.fromString('1.500'),
       i: Long.fromString('9223372036854775807'),
       rec: null,
+      js: [],
       extra: 'unmapped',
     },
-    { _id: Long.fromString('5000000000'), ts: '2020-01-01T00:00:00.123456+02:00', n: 0 },
-    { _id: 'zz', tags: [], xs: [], rec: { pts: [], sub: null }, recs: [] },
-    // A string id that SQL must quote: a bound at it below.
-    { _id: 'it\'s \\ "q"\n', s: 'quoted id' },
+    // Its only JSON content: a REPEATED JSON column.
+    {
+      _id: Long.fromString('5000000000'),
+      ts: '2020-01-01T00:00:00.123456+02:00',
+      n: 0,
+      js: [{ only: true }],
+    },
+    // Only empty arrays: no JSON content on either side.
+    { _id: 'zz', tags: [], xs: [], js: [], rec: { pts: [], sub: null }, recs: [] },
+    // A string id that SQL must quote: a bound at it below. Its only JSON content: a REPEATED RECORD's field.
+    { _id: 'it\'s \\ "q"\n', s: 'quoted id', recs: [{ k: 'none' }, { meta: { q: 'é', n: 10 } }] },
     { _id: 'é', s: 'above every ASCII string', rec: { sub: { s: 'only', extra: 1 } } },
     { _id: 3.5, s: 'a double id: not placed' },
   );
@@ -268,6 +282,15 @@ describe('BigQueryViewReader', () => {
     expect(
       rows.filter((row, k) => hash(row, docIds[k] ?? '') !== rowHash(row, docIds[k] ?? '')).length,
     ).toBeGreaterThan(2);
+    // Two whose only JSON content is a list (`js`, `recs.meta`), and one with only empty arrays.
+    const json = compileJsonHash(COLUMNS);
+    const jsonOf = (id: string) => {
+      const k = docIds.indexOf(id);
+      return json(rows[k] ?? {}, id);
+    };
+    expect(jsonOf(docIdString(Long.fromString('5000000000')))).not.toBe(0n);
+    expect(jsonOf(docIdString('it\'s \\ "q"\n'))).not.toBe(0n);
+    expect(jsonOf(docIdString('zz'))).toBe(0n);
     // Every placed id is in one range; the double id is in none.
     expect(answer.value.reduce((n, r) => n + r.count, 0)).toBe(docs.length - 1);
     expect(answer.bytesScanned).toBeGreaterThanOrEqual(0);

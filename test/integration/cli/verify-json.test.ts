@@ -7,6 +7,9 @@
 // `verify --repair` makes the view equal again (exit 0). The emulator keeps JSON text as written, so the
 // respelt rows stand for what real BigQuery's normalised text looks like (the canonical form itself is
 // unit-tested in test/unit/transform/json-canonical.test.ts).
+// Issue 14 (REPEATED JSON): a declared REPEATED JSON column (`list`) was compared by presence only; an element
+// changed while the daemon was stopped (120) is now reported, and a history row with one element differing
+// (270) is reported and repaired.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -37,6 +40,7 @@ const COLUMNS = [
   { name: '_id', type: 'STRING', mongo_field: '_id' },
   { name: 'n', type: 'INTEGER' },
   { name: 'meta', type: 'JSON' },
+  { name: 'list', type: 'JSON', mode: 'REPEATED' },
 ];
 
 const env = (): NodeJS.ProcessEnv => ({
@@ -87,6 +91,7 @@ const seed = (i: number) => ({
   n: i,
   meta: { k: i, tags: ['a', 'é'] },
   extra: { note: `seed-${String(i)}`, at: [1, 2.5] },
+  list: [{ i, half: i / 2 }, 'é', [i]],
 });
 const id = (n: number) => docIdString(n);
 const target = () => ({
@@ -144,9 +149,11 @@ describe('verify compares JSON columns and _unmapped by content', () => {
         const i = (ops * 37) % SEEDED;
         await items.updateOne(
           { _id: i },
-          ops % 2 === 0
-            ? { $set: { 'extra.note': `written-${String(ops)}` } }
-            : { $set: { 'meta.k': ops, 'meta.more': { x: ops / 2 } } },
+          [
+            { $set: { 'extra.note': `written-${String(ops)}` } },
+            { $set: { 'meta.k': ops, 'meta.more': { x: ops / 2 } } },
+            { $set: { list: [{ i, half: ops / 2 }, 'é', [ops]] } },
+          ][ops % 3] ?? {},
         );
         ops++;
         await sleep(20);
@@ -165,19 +172,21 @@ describe('verify compares JSON columns and _unmapped by content', () => {
     }
   }, 180_000);
 
-  it('names the documents whose _unmapped field or JSON column alone changed while the daemon was stopped', async () => {
+  it('names the documents whose _unmapped field, JSON column or REPEATED JSON element alone changed while the daemon was stopped', async () => {
     await viewMatchesCollection(target());
     daemon?.child.kill('SIGTERM');
     await daemon?.exited;
     daemon = undefined;
-    // Only a field that lands in `_unmapped` (10, 150), only the JSON column (200).
+    // Only a field that lands in `_unmapped` (10, 150), only the JSON column (200), only one element of the
+    // REPEATED JSON column (120: the same number of elements, so its SQL row hash is unchanged).
     await items.updateOne({ _id: 10 }, { $set: { 'extra.note': 'changed while stopped' } });
     await items.updateOne({ _id: 150 }, { $set: { 'extra.at': [1, 2.5, 3] } });
     await items.updateOne({ _id: 200 }, { $set: { 'meta.k': -200 } });
+    await items.updateOne({ _id: 120 }, { $set: { list: [{ i: 120, half: -60 }, 'é', [120]] } });
 
     const { code, stdout } = await verifyCli(['--ranges', '4', '--settle-timeout', '3']);
     const report = JSON.parse(stdout) as Report;
-    expect(report.differing.ids).toEqual([id(10), id(150), id(200)].sort());
+    expect(report.differing.ids).toEqual([id(10), id(120), id(150), id(200)].sort());
     expect(report.missing.count + report.extra.count).toBe(0);
     expect(code).toBe(EXIT.differences);
   }, 180_000);
@@ -195,7 +204,7 @@ describe('verify compares JSON columns and _unmapped by content', () => {
     const seq = `${String((latest as { s: string }[])[0]?.s)}z`;
     type Text = (text: string) => string;
     /** A newer history row of document `n`: its row as the daemon maps it, its JSON texts made over. */
-    const newer = async (n: number, meta: Text, unmapped: Text) => {
+    const newer = async (n: number, meta: Text, unmapped: Text, list: Text = (text) => text) => {
       const doc = await items.findOne({ _id: n });
       if (doc === null) throw new Error(`document ${String(n)} is gone`);
       const row = mapper.map(doc).row;
@@ -203,6 +212,7 @@ describe('verify compares JSON columns and _unmapped by content', () => {
       return {
         ...row,
         meta: meta(String(row.meta)),
+        list: (row.list as string[]).map(list),
         _unmapped: unmapped(String(row._unmapped)),
         _doc_id: docId,
         _seq: seq,
@@ -230,12 +240,16 @@ describe('verify compares JSON columns and _unmapped by content', () => {
     const changed = (text: string): string =>
       JSON.stringify({ ...(JSON.parse(text) as Record<string, unknown>), added: 1 });
     const same: Text = (text) => text;
-    // 60 and 61: the same content as MongoDB, respelt; 90: `_unmapped` differs; 250: `meta` differs.
+    /** Other content in the first element only (an object); the others as they are. */
+    const firstChanged: Text = (text) => (text.startsWith('{') ? changed(text) : text);
+    // 60 and 61: the same content as MongoDB, respelt (`list`'s elements too); 90: `_unmapped` differs;
+    // 250: `meta` differs; 270: one element of `list` differs.
     const rows = [
-      await newer(60, respelt, respelt),
-      await newer(61, respelt, respelt),
+      await newer(60, respelt, respelt, respelt),
+      await newer(61, respelt, respelt, respelt),
       await newer(90, same, changed),
       await newer(250, changed, same),
+      await newer(270, same, same, firstChanged),
     ];
     expect(rows[0]?.meta).not.toBe(mapper.map((await items.findOne({ _id: 60 })) ?? {}).row.meta);
     await clients.bigquery
@@ -256,13 +270,13 @@ describe('verify compares JSON columns and _unmapped by content', () => {
       '240',
     ]);
     const outcome = JSON.parse(stdout) as Outcome;
-    expect(outcome.before.differing.ids).toEqual([id(90), id(250)].sort());
+    expect(outcome.before.differing.ids).toEqual([id(90), id(250), id(270)].sort());
     expect(outcome.before.missing.count + outcome.before.extra.count).toBe(0);
     // Only the narrowed ranges around the two documents are copied again.
     const written = (outcome.repair?.result?.documents ?? 0) + (outcome.repair?.result?.deletes ?? 0);
     expect(written).toBeLessThan(SEEDED / 4);
     process.stdout.write(
-      `verify --repair of 2 JSON-only differences wrote ${String(written)} rows over ${String(outcome.repair?.ranges.length)} ranges; a full copy writes ${String(SEEDED)}\n`,
+      `verify --repair of 3 JSON-only differences wrote ${String(written)} rows over ${String(outcome.repair?.ranges.length)} ranges; a full copy writes ${String(SEEDED)}\n`,
     );
     expect(outcome.after?.differing.count).toBe(0);
     expect(outcome.after?.missing.count).toBe(0);

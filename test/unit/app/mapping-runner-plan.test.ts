@@ -109,21 +109,33 @@ describe('a dry-run mapping logs its plan (issue 14)', () => {
 });
 
 describe('a mapping whose repair relies on verification (review finding 1)', () => {
-  it('is warned once per configuration that REPEATED JSON values are compared by presence only', async () => {
+  it('is warned once per configuration that JSON lists inside lists are compared by presence only', async () => {
     const runner = dryRunner();
     await stoppedRun(runner, document);
     expect(runner.gapWarnings()).toEqual([]);
-    // Issue 14: `_unmapped` and plain JSON columns are compared by content: no warning for them.
+    // Issue 14: `_unmapped`, JSON columns and REPEATED JSON columns are compared by content: no warning.
     await stoppedRun(runner, {
       ...document,
       on_history_lost: 'repair',
-      columns: [...document.columns, { name: 'doc', type: 'JSON' }],
+      columns: [
+        ...document.columns,
+        { name: 'doc', type: 'JSON' },
+        { name: 'tags', type: 'JSON', mode: 'REPEATED' },
+      ],
     });
     expect(runner.gapWarnings()).toEqual([]);
     const repairing = {
       ...document,
       on_history_lost: 'repair',
-      columns: [...document.columns, { name: 'tags', type: 'JSON', mode: 'REPEATED' }],
+      columns: [
+        ...document.columns,
+        {
+          name: 'items',
+          type: 'RECORD',
+          mode: 'REPEATED',
+          fields: [{ name: 'tags', type: 'JSON', mode: 'REPEATED' }],
+        },
+      ],
     };
     await stoppedRun(runner, repairing);
     await stoppedRun(runner, repairing);

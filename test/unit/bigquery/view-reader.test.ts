@@ -5,7 +5,7 @@ import { BigQueryViewReader, docIdIntervals, docIdPrefilterSql } from '../../../
 import { encodeId } from '../../../src/mongodb/checkpoint-store.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { docIdKey, inRange, rangeBounds } from '../../../src/transform/id-order.js';
-import { jsonContentHash } from '../../../src/transform/row-digest.js';
+import { compileJsonHash, jsonContentHash } from '../../../src/transform/row-digest.js';
 import { docIdString } from '../../../src/transform/values.js';
 
 /** BigQuery's order of STRING values: byte by byte over UTF-8. */
@@ -247,5 +247,77 @@ describe('BigQueryViewReader and JSON content', () => {
       { docId: two, hash: 12n ^ jsonContentHash(two, [null, '{"k":1}']) },
     ]);
     expect(answer.bytesScanned).toBe(20);
+  });
+});
+
+// Issue 14 (REPEATED JSON): a REPEATED JSON column and a JSON field of a REPEATED RECORD were compared by
+// presence only. Now each is read back as one JSON array (of the column, or of that field alone) and folded in
+// like any JSON value; an empty list counts as no JSON content in SQL as in JavaScript.
+describe('BigQueryViewReader and lists of JSON values', () => {
+  const columns = parseColumnSpecs([
+    { name: 'n', type: 'INTEGER' },
+    { name: 'list', type: 'JSON', mode: 'REPEATED' },
+    {
+      name: 'items',
+      type: 'RECORD',
+      mode: 'REPEATED',
+      fields: [
+        { name: 'k', type: 'STRING' },
+        { name: 'j', type: 'JSON' },
+      ],
+    },
+  ]).columns;
+  const one = docIdString(1);
+  const range = { after: undefined, upTo: undefined };
+  const isJsonQuery = (sql: string) => sql.includes('TO_JSON_STRING');
+
+  it('reads the array of each list back, only the JSON field of a record, and folds its content', async () => {
+    const { bigquery, queries } = scriptedBigQuery(
+      (sql) =>
+        isJsonQuery(sql)
+          ? [
+              [
+                {
+                  r: 0,
+                  d: one,
+                  // As BigQuery may give them back: keys reordered, numbers respelt.
+                  __mba_j0: '[{"b":1,"a":2.0},"x"]',
+                  __mba_j1: '[null,{"z":1e0}]',
+                  __mba_j2: null,
+                },
+              ],
+            ]
+          : [[{ r: 0, n: 1, x: '7', nj: 1 }]],
+      10,
+    );
+    const reader = new BigQueryViewReader({
+      bigquery,
+      projectId: 'proj-1',
+      datasetId: 'd',
+      table: 't',
+      columns,
+    });
+    const answer = await reader.rangeDigests([range], AbortSignal.timeout(1_000));
+    // The mapped row's element texts hash as the array text read back.
+    const mapped = {
+      n: 1,
+      list: ['{"a":2,"b":1}', '"x"'],
+      items: [{ k: 'one' }, { k: 'two', j: '{"z":1}' }],
+      _unmapped: null,
+    };
+    expect(answer.value).toEqual([{ count: 1, digest: 7n ^ compileJsonHash(columns)(mapped, one) }]);
+    const [digest = '', json = ''] = queries;
+    // Presence: a list counts only when it has elements, in the digest query's flag and the JSON query's filter.
+    for (const sql of [digest, json]) {
+      expect(sql).toContain('COALESCE(ARRAY_LENGTH(w.`list`), 0) > 0');
+      expect(sql).toContain('COALESCE(ARRAY_LENGTH(w.`items`), 0) > 0');
+    }
+    expect(json).toContain('TO_JSON_STRING(w.`list`)');
+    // The record's JSON field alone, in the elements' order: never TO_JSON_STRING of the record (`k`).
+    expect(json).toContain(
+      'TO_JSON_STRING(ARRAY(SELECT __mba_je.`j` FROM UNNEST(w.`items`) AS __mba_je WITH OFFSET AS __mba_jo ORDER BY __mba_jo))',
+    );
+    expect(json).not.toContain('TO_JSON_STRING(w.`items`)');
+    expect(json).not.toContain('`k`');
   });
 });

@@ -7,6 +7,7 @@ import {
   compileJsonHash,
   compileRowCanonical,
   compileRowHash,
+  jsonContentHash,
   jsonContentPaths,
   datetimeText,
   decimalText,
@@ -180,6 +181,15 @@ describe('the JSON content of a row (compileJsonHash, compileDocumentHash)', () 
     { name: 'meta', type: 'JSON' },
     { name: 'rec', type: 'RECORD', fields: [{ name: 'j', type: 'JSON' }] },
     { name: 'list', type: 'JSON', mode: 'REPEATED' },
+    {
+      name: 'items',
+      type: 'RECORD',
+      mode: 'REPEATED',
+      fields: [
+        { name: 'k', type: 'STRING' },
+        { name: 'j', type: 'JSON' },
+      ],
+    },
   ]).columns;
   const json = compileJsonHash(columns);
   const document = compileDocumentHash(columns);
@@ -189,11 +199,18 @@ describe('the JSON content of a row (compileJsonHash, compileDocumentHash)', () 
     meta,
     rec: { j },
     list: [],
+    items: [],
     _unmapped: unmapped,
   });
 
-  it('reads JSON columns, inside RECORDs too, then _unmapped; a REPEATED JSON column by presence only', () => {
-    expect(jsonContentPaths(columns)).toEqual([['meta'], ['rec', 'j'], ['_unmapped']]);
+  it('reads JSON columns, inside RECORDs too, REPEATED JSON columns, JSON fields of REPEATED RECORDs, then _unmapped', () => {
+    expect(jsonContentPaths(columns)).toEqual([
+      { names: ['meta'] },
+      { names: ['rec', 'j'] },
+      { names: ['list'], element: [] },
+      { names: ['items'], element: ['j'] },
+      { names: ['_unmapped'] },
+    ]);
   });
 
   it('is 0 without JSON content, so such a document keeps the hash SQL computes', () => {
@@ -222,5 +239,90 @@ describe('the JSON content of a row (compileJsonHash, compileDocumentHash)', () 
     expect(document(row('{"b":2}', '{"a":1}', '{"c":3}'), '"x"')).not.toBe(base);
     const r = row('{"a":1}', '{"b":2}', '{"c":3}');
     expect(json(r, '"y"')).not.toBe(json(r, '"x"'));
+  });
+});
+
+// Issue 14 (REPEATED JSON): a REPEATED JSON column, and a JSON field of a REPEATED RECORD, were compared by
+// presence only, so a changed element made while the history was lost was never seen nor repaired.
+describe('the JSON content of lists of JSON values (REPEATED JSON, JSON fields of REPEATED RECORDs)', () => {
+  const columns = parseColumnSpecs([
+    { name: 'id', type: 'STRING', mongo_field: '_id' },
+    { name: 'list', type: 'JSON', mode: 'REPEATED' },
+    {
+      name: 'items',
+      type: 'RECORD',
+      mode: 'REPEATED',
+      fields: [
+        { name: 'k', type: 'STRING' },
+        { name: 'j', type: 'JSON' },
+      ],
+    },
+  ]).columns;
+  const json = compileJsonHash(columns);
+  const document = compileDocumentHash(columns);
+  const rowHash = compileRowHash(columns);
+  interface Item {
+    k: string;
+    j?: string | null;
+  }
+  const row = (list: string[] | null, items: Item[] | null = []) => ({
+    id: 'x',
+    list,
+    items,
+    _unmapped: null,
+  });
+  const base = document(row(['{"b":1,"a":[2]}', '"é"', '3']), '"x"');
+
+  it('is the same for respelt and reordered element text, and for the array text BigQuery gives back', () => {
+    expect(document(row(['{ "a": [2.0], "b": 1e0 }', '"\\u00e9"', '30E-1']), '"x"')).toBe(base);
+    expect(json(row(['{"b":1,"a":[2]}', '"é"', '3']), '"x"')).not.toBe(0n);
+    // What the view reader reads back: one JSON array, per column (list, the items' field, `_unmapped`).
+    expect(json(row(['{"b":1,"a":[2]}', '"é"', '3']), '"x"')).toBe(
+      jsonContentHash('"x"', ['[{"a":[2],"b":1},"\\u00e9",3.0]', null, null]),
+    );
+  });
+
+  it('differs for a changed, an added or a removed element, and for the elements reordered', () => {
+    expect(document(row(['{"b":1,"a":[3]}', '"é"', '3']), '"x"')).not.toBe(base);
+    expect(document(row(['{"b":1,"a":[2]}', '"é"', '3', 'null']), '"x"')).not.toBe(base);
+    expect(document(row(['{"b":1,"a":[2]}', '"é"']), '"x"')).not.toBe(base);
+    expect(document(row(['"é"', '{"b":1,"a":[2]}', '3']), '"x"')).not.toBe(base);
+    // The same lengths, so the SQL row hash alone does not tell them apart: the JSON content hash does.
+    expect(rowHash(row(['"é"', '{"b":1,"a":[2]}', '3']), '"x"')).toBe(
+      rowHash(row(['{"b":1,"a":[2]}', '"é"', '3']), '"x"'),
+    );
+  });
+
+  it('compares a JSON field of the elements of a REPEATED RECORD, in their order', () => {
+    const items = (a: string | null, b: string | null): Item[] => [
+      { k: 'one', j: a },
+      { k: 'two', j: b },
+    ];
+    const withItems = document(row(null, items('{"x":1,"y":2}', null)), '"x"');
+    expect(document(row(null, items('{"y":2.0,"x":1}', null)), '"x"')).toBe(withItems);
+    expect(document(row(null, items('{"x":1,"y":3}', null)), '"x"')).not.toBe(withItems);
+    expect(document(row(null, items(null, '{"x":1,"y":2}')), '"x"')).not.toBe(withItems);
+    // BigQuery's text of that field alone, an element without it as `null`.
+    expect(json(row(null, items('{"x":1,"y":2}', null)), '"x"')).toBe(
+      jsonContentHash('"x"', [null, '[{"y":2,"x":1},null]', null]),
+    );
+  });
+
+  it('counts an empty or absent list as no JSON content, as BigQuery stores a NULL array as an empty one', () => {
+    for (const empty of [row([], []), row(null, null), row([], null)]) {
+      expect(json(empty, '"x"')).toBe(0n);
+      expect(document(empty, '"x"')).toBe(rowHash(empty, '"x"'));
+    }
+    expect(jsonContentHash('"x"', [[], [], null])).toBe(0n);
+    // Elements without the JSON field are content (`null` each), as the view reader reads them.
+    expect(json(row(null, [{ k: 'one' }]), '"x"')).toBe(jsonContentHash('"x"', [null, '[null]', null]));
+  });
+
+  it('keeps an element that is not one JSON value apart from the elements its text would splice into', () => {
+    const spliced = json(row(['1,2']), '"x"');
+    expect(spliced).not.toBe(json(row(['1', '2']), '"x"'));
+    expect(spliced).not.toBe(jsonContentHash('"x"', ['[1,2]', null, null]));
+    // `[` + `[1` + `,` + `2]` + `]` would be one element, the array [1, 2].
+    expect(json(row(['[1', '2]']), '"x"')).not.toBe(jsonContentHash('"x"', ['[[1,2]]', null, null]));
   });
 });
