@@ -23,6 +23,22 @@ export function median(values: readonly number[]): number {
 }
 
 /**
+ * The ratio of a candidate to the floor when their rounds alternate floor, value, floor, …, floor (one more
+ * floor than values): each value against the mean of the floor rounds either side of it, and the median of
+ * those. A virtual machine's speed drifts from one second to the next (the floor has moved by half between
+ * adjacent rounds here); set against its neighbours, each value shares its floor's conditions, where a
+ * ratio of two medians can pair a fast floor round with a slow value round.
+ */
+export function bracketedRatio(floors: readonly number[], values: readonly number[]): number {
+  if (values.length === 0 || floors.length !== values.length + 1) {
+    throw new Error(
+      `${String(values.length)} values need ${String(values.length + 1)} floor rounds around them`,
+    );
+  }
+  return median(values.map((value, i) => value / (((floors[i] ?? 0) + (floors[i + 1] ?? 0)) / 2)));
+}
+
+/**
  * Measures floor and candidate alternately (so drift in machine load hits both alike) and reports the
  * median rate of each.
  */

@@ -2,7 +2,9 @@
 // mapping, batching and request encoding into an in-process sink, against the floor (BSON decode +
 // JSON.stringify of the same events) measured alternately in the same run; peak RSS during a backfill of
 // generated documents; and the backfill's documents/s against the same floor per document, also measured
-// alternately. Everything runs the production modules; only the network is replaced: requests to BigQuery
+// alternately. A ratio is the median of each round's rate against the mean of the floor rounds either side
+// of it (bench/measure.ts bracketedRatio): the floor moves by up to half from one second to the next on a
+// virtual machine. Everything runs the production modules; only the network is replaced: requests to BigQuery
 // by a counter of the bytes each would send, answered after a simulated round trip (bench/counting-sink.ts),
 // and each chunk read of the backfill by a simulated round trip to MongoDB. Both are timers, so waiting
 // costs no CPU, as waiting for a remote server does not. The backfill's rate reads chunks as BSON bytes
@@ -99,6 +101,7 @@ import {
   type WireCounter,
 } from './counting-sink.js';
 import {
+  bracketedRatio,
   median,
   RSS_PER_WIRE_BYTE,
   rssBound,
@@ -388,9 +391,10 @@ async function backfillRate(rttMs: number, pool: EncoderPool | undefined): Promi
     cores.push(result.cores);
     measured += result.docs;
   }
+  floors.push(throughput(backfillFloorInputs, floor, ROUND_MS));
   const f = median(floors);
   const v = median(values);
-  const ratio = v / f;
+  const ratio = bracketedRatio(floors, values);
   console.log(
     `backfill     ${writer.padEnd(13)} rtt ${String(rttMs).padStart(3)} ms, MongoDB ${MONGO_RTT_MS} ms  ` +
       `floor ${Math.round(f).toLocaleString('en')} docs/s  backfill ${Math.round(v).toLocaleString('en')} docs/s  ` +
@@ -655,9 +659,10 @@ async function measure(
     wireBytes += counter.bytes - bytesBefore;
     handled += result.wireItems ?? result.items;
   }
+  floors.push(throughput(events, floor, ROUND_MS));
   const f = median(floors);
   const v = median(values);
-  const ratio = v / f;
+  const ratio = bracketedRatio(floors, values);
   const bytesPerEvent = wireBytes / Math.max(1, handled);
   console.log(
     `${path.padEnd(12)} ${writer.padEnd(13)} workers ${threads}  rtt ${String(network.rttMs).padStart(3)} ms  floor ${Math.round(f).toLocaleString('en')}/s  ` +
