@@ -10,14 +10,12 @@
 // Issue 14 (REPEATED JSON): a declared REPEATED JSON column (`list`) was compared by presence only; an element
 // changed while the daemon was stopped (120) is now reported, and a history row with one element differing
 // (270) is reported and repaired.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoClient, type Collection, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { EXIT } from '../../../src/cli/common.js';
-import { V8_FLAGS } from '../../../src/observability/runtime.js';
 import { parseColumnSpecs } from '../../../src/schema/column-spec.js';
 import { compileRowMapper } from '../../../src/transform/row-mapper.js';
 import { docIdString } from '../../../src/transform/values.js';
@@ -25,6 +23,7 @@ import { emulatorClients } from '../support/bigquery-clients.js';
 import {
   daemonEnv,
   SETTINGS_COLLECTION,
+  runCli,
   spawnDaemon,
   viewMatchesCollection,
   waitForState,
@@ -75,14 +74,7 @@ interface Outcome {
 
 /** `mongo-bigquery-archiver verify items --json <args>` as its own process. */
 async function verifyCli(args: readonly string[]): Promise<{ code: number | null; stdout: string }> {
-  const child = spawn(
-    process.execPath,
-    [...V8_FLAGS, '--import', 'tsx', 'src/main.ts', 'verify', 'items', '--json', ...args],
-    { env: { ...process.env, ...env() }, stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let stdout = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const { code, stdout } = await runCli(['verify', 'items', '--json', ...args], env(), { stderr: 'inherit' });
   return { code, stdout };
 }
 

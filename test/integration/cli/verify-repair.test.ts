@@ -3,18 +3,17 @@
 // for ids MongoDB never had are inserted directly in BigQuery; the command reports them, the daemon copies
 // only the ranges that differ again, and the view equals the collection, with far fewer rows written than a
 // full copy.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { MongoClient, type Collection, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { EXIT } from '../../../src/cli/common.js';
-import { V8_FLAGS } from '../../../src/observability/runtime.js';
 import { docIdString } from '../../../src/transform/values.js';
 import { emulatorClients } from '../support/bigquery-clients.js';
 import {
   daemonEnv,
   SETTINGS_COLLECTION,
+  runCli,
   spawnDaemon,
   viewMatchesCollection,
   waitForState,
@@ -58,14 +57,9 @@ interface Outcome {
 }
 
 async function verifyRepairCli(args: readonly string[]): Promise<{ code: number | null; outcome: Outcome }> {
-  const child = spawn(
-    process.execPath,
-    [...V8_FLAGS, '--import', 'tsx', 'src/main.ts', 'verify', 'items', '--repair', '--json', ...args],
-    { env: { ...process.env, ...env() }, stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let stdout = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const { code, stdout } = await runCli(['verify', 'items', '--repair', '--json', ...args], env(), {
+    stderr: 'inherit',
+  });
   return { code, outcome: (stdout ? JSON.parse(stdout) : {}) as Outcome };
 }
 

@@ -2,19 +2,18 @@
 // daemon streaming a mapping on the peers. With a writer inserting, updating and deleting during the verify,
 // it reports nothing; after history rows are deleted and bogus ones inserted directly in BigQuery, and
 // documents are changed in MongoDB while the daemon is stopped, it reports exactly those ids, each in its list.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { MongoClient, type Collection, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BigQueryClients } from '../../../src/bigquery/client.js';
 import { EXIT } from '../../../src/cli/common.js';
-import { V8_FLAGS } from '../../../src/observability/runtime.js';
 import { docIdString } from '../../../src/transform/values.js';
 import { emulatorClients } from '../support/bigquery-clients.js';
 import {
   daemonEnv,
   randomWorkload,
   SETTINGS_COLLECTION,
+  runCli,
   spawnDaemon,
   viewMatchesCollection,
   waitForState,
@@ -55,16 +54,7 @@ interface Report {
 async function verifyCli(
   args: readonly string[],
 ): Promise<{ code: number | null; report: Report; stderr: string }> {
-  const child = spawn(
-    process.execPath,
-    [...V8_FLAGS, '--import', 'tsx', 'src/main.ts', 'verify', 'items', '--json', ...args],
-    { env: { ...process.env, ...env() }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const { code, stdout, stderr } = await runCli(['verify', 'items', '--json', ...args], env());
   return { code, report: (stdout ? JSON.parse(stdout) : {}) as Report, stderr };
 }
 

@@ -94,6 +94,35 @@ export function spawnDaemon(env: NodeJS.ProcessEnv, options: { capture?: boolean
   return { child, exited, output: () => chunks.join('') };
 }
 
+/** What a CLI command run as its own process printed, and how it exited. */
+export interface CliRun {
+  readonly code: number | null;
+  readonly stdout: string;
+  /** Its standard error; empty when `stderr: 'inherit'` passed it through to the test's own. */
+  readonly stderr: string;
+}
+
+/**
+ * `mongo-bigquery-archiver <args>` as its own process (`node <V8_FLAGS> --import tsx src/main.ts <args>`),
+ * configured by the environment, run to its end. Standard error is captured unless `stderr: 'inherit'`.
+ */
+export async function runCli(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  options: { readonly stderr?: 'pipe' | 'inherit' } = {},
+): Promise<CliRun> {
+  const child = spawn(process.execPath, [...V8_FLAGS, '--import', 'tsx', 'src/main.ts', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', options.stderr ?? 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  return { code, stdout, stderr };
+}
+
 /** The mapping's `status.state`, and when it was written (`status.updatedAt`). */
 export async function mappingStatus(
   mongo: MongoClient,
